@@ -1,0 +1,174 @@
+//! Buckets and cursors: key-order iteration and point lookups without walking the whole file.
+
+use crate::db::Db;
+use crate::error::Fault;
+use crate::page::{bucket_header, LeafElem, Node, PageHeader, BUCKET_LEAF_FLAG};
+
+/// A bucket: either a tree rooted at a page, or an inline bucket whose single leaf is stored
+/// in its parent's value.
+#[derive(Debug, Clone)]
+pub struct Bucket<'db> {
+    db: &'db Db,
+    root: Root,
+}
+
+#[derive(Debug, Clone)]
+enum Root {
+    Page(u64),
+    /// The inline page bytes, the page id that holds them and their file offset.
+    Inline { bytes: Vec<u8>, pgid: u64, base: u64 },
+}
+
+impl Db {
+    /// The root bucket, whose entries are the top-level buckets.
+    pub fn root_bucket(&self) -> Bucket<'_> {
+        Bucket { db: self, root: Root::Page(self.meta().root) }
+    }
+
+    /// The bucket at `path` (names from the root), if it exists.
+    pub fn bucket(&self, path: &[&[u8]]) -> Result<Option<Bucket<'_>>, Fault> {
+        let mut b = self.root_bucket();
+        for name in path {
+            match b.bucket(name)? {
+                Some(n) => b = n,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(b))
+    }
+}
+
+struct Frame {
+    buf: Vec<u8>,
+    header: PageHeader,
+    pgid: u64,
+    base: u64,
+    idx: usize,
+}
+
+impl Frame {
+    fn node(&self, db: &Db) -> Node<'_> {
+        Node { buf: &self.buf, header: self.header, pgid: self.pgid, base: self.base, endian: db.endian() }
+    }
+}
+
+/// Iterates a bucket's entries in key order. Entries borrow the cursor, so read one before
+/// asking for the next.
+pub struct Cursor<'db> {
+    db: &'db Db,
+    stack: Vec<Frame>,
+}
+
+impl<'db> Bucket<'db> {
+    fn load(&self, pgid: u64) -> Result<Frame, Fault> {
+        let mut buf = Vec::new();
+        let header = self.db.read_node_into(pgid, &mut buf)?;
+        let base = self.db.page_offset(pgid);
+        Node::parse(&buf, pgid, base, self.db.endian())?;
+        Ok(Frame { buf, header, pgid, base, idx: 0 })
+    }
+
+    fn root_frame(&self) -> Result<Frame, Fault> {
+        match &self.root {
+            Root::Page(p) => self.load(*p),
+            Root::Inline { bytes, pgid, base } => {
+                let n = Node::parse(bytes, *pgid, *base, self.db.endian())?;
+                if !n.is_leaf() {
+                    return Err(Fault::new(*pgid, *base, "inline bucket page is not a leaf"));
+                }
+                Ok(Frame { header: n.header, buf: bytes.clone(), pgid: *pgid, base: *base, idx: 0 })
+            }
+        }
+    }
+
+    /// A cursor positioned before the first entry.
+    pub fn cursor(&self) -> Result<Cursor<'db>, Fault> {
+        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?] })
+    }
+
+    /// Find `key`: its leaf flags and value.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<(u32, Vec<u8>)>, Fault> {
+        let mut f = self.root_frame()?;
+        for _ in 0..64 {
+            let n = f.node(self.db);
+            if n.is_leaf() {
+                for i in 0..n.count() {
+                    let e = n.leaf(i)?;
+                    if e.key == key {
+                        return Ok(Some((e.flags, e.value.to_vec())));
+                    }
+                }
+                return Ok(None);
+            }
+            // Last child whose first key is <= key (bbolt's search).
+            let mut child = n.branch(0)?.1;
+            for i in 1..n.count() {
+                let (k, c) = n.branch(i)?;
+                if k > key {
+                    break;
+                }
+                child = c;
+            }
+            f = self.load(child)?;
+        }
+        Err(Fault::new(f.pgid, f.base, "tree deeper than 64 levels"))
+    }
+
+    /// The value of a plain key, or None (also when `key` names a nested bucket).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Fault> {
+        Ok(self.lookup(key)?.filter(|(fl, _)| fl & BUCKET_LEAF_FLAG == 0).map(|(_, v)| v))
+    }
+
+    /// The nested bucket named `name`, if any.
+    pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'db>>, Fault> {
+        let Some((flags, value)) = self.lookup(name)? else { return Ok(None) };
+        if flags & BUCKET_LEAF_FLAG == 0 {
+            return Ok(None);
+        }
+        let holder = match &self.root {
+            Root::Page(p) => *p,
+            Root::Inline { pgid, .. } => *pgid,
+        };
+        let base = self.db.page_offset(holder);
+        let (h, inline) = bucket_header(&value, self.db.endian())
+            .ok_or_else(|| Fault::new(holder, base, "bucket value shorter than a bucket header"))?;
+        let root = if h.root != 0 {
+            Root::Page(h.root)
+        } else {
+            Root::Inline { bytes: inline.to_vec(), pgid: holder, base }
+        };
+        Ok(Some(Bucket { db: self.db, root }))
+    }
+}
+
+impl Cursor<'_> {
+    /// The next entry in key order, or None at the end.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<LeafElem<'_>>, Fault> {
+        loop {
+            let depth = self.stack.len();
+            let Some(top) = self.stack.last_mut() else { return Ok(None) };
+            let count = top.header.count as usize;
+            if top.idx >= count {
+                self.stack.pop();
+                continue;
+            }
+            let i = top.idx;
+            top.idx += 1;
+            if top.header.flags == crate::page::LEAF_PAGE_FLAG {
+                break;
+            }
+            if depth > 64 {
+                return Err(Fault::new(top.pgid, top.base, "tree deeper than 64 levels"));
+            }
+            let child = top.node(self.db).branch(i)?.1;
+            let mut buf = Vec::new();
+            let header = self.db.read_node_into(child, &mut buf)?;
+            let base = self.db.page_offset(child);
+            Node::parse(&buf, child, base, self.db.endian())?;
+            self.stack.push(Frame { buf, header, pgid: child, base, idx: 0 });
+        }
+        let top = self.stack.last().expect("leaf frame");
+        Ok(Some(top.node(self.db).leaf(top.idx - 1)?))
+    }
+}

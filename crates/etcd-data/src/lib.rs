@@ -1,0 +1,40 @@
+//! etcd's backend schema on top of [`bolt`]: bucket names, revision keys, `mvccpb.KeyValue`,
+//! the meta, lease, members and cluster buckets; and the snapshot operations that need only
+//! the file: `status` (figures identical to `etcdctl`/`etcdutl snapshot status`) and `verify`
+//! (sha256 trailer, structural check, schema check).
+//!
+//! ```no_run
+//! let st = etcd_data::status(std::path::Path::new("snapshot.db"))?;
+//! println!("{:x}, {}, {}, {}", st.hash, st.revision, st.total_key, etcd_data::humanize::bytes(st.total_size as u64));
+//! let report = etcd_data::verify(std::path::Path::new("snapshot.db"), &|_, _| {})?;
+//! assert!(report.is_clean(), "{:?}", report.fault_lines());
+//! # Ok::<(), etcd_data::Error>(())
+//! ```
+
+mod error;
+pub mod humanize;
+pub mod schema;
+mod status;
+pub mod trailer;
+mod verify;
+
+use std::path::Path;
+
+pub use error::{Error, Result};
+pub use status::{Status, StatusVisitor};
+pub use trailer::Trailer;
+pub use verify::{verify, SchemaFault, SchemaSummary, VerifyReport};
+
+/// `snapshot status`: fails, as etcd does, when the structural check finds any fault.
+pub fn status(path: &Path) -> Result<Status> {
+    let db = bolt::Db::open(path)?;
+    let mut v = StatusVisitor::default();
+    let report = bolt::walk(&db, &mut v);
+    if let Some(first) = report.faults.first() {
+        return Err(Error::Integrity { path: path.to_path_buf(), count: report.fault_count, first: first.clone(), faults: report.faults });
+    }
+    if let Some(p) = v.problems.first() {
+        return Err(Error::Schema { path: path.to_path_buf(), what: p.clone() });
+    }
+    Ok(v.finish(db.size()))
+}
