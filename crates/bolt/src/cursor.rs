@@ -81,6 +81,14 @@ impl<'db> Bucket<'db> {
         }
     }
 
+    /// The page id of the bucket's root node, or None for an inline bucket.
+    pub fn root_page(&self) -> Option<u64> {
+        match self.root {
+            Root::Page(p) => Some(p),
+            Root::Inline { .. } => None,
+        }
+    }
+
     /// A cursor positioned before the first entry.
     pub fn cursor(&self) -> Result<Cursor<'db>, Fault> {
         Ok(Cursor { db: self.db, stack: vec![self.root_frame()?] })

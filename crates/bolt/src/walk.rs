@@ -97,7 +97,7 @@ pub fn walk<V: Visitor + ?Sized>(db: &Db, visitor: &mut V) -> CheckReport {
     w.report.warnings = db.warnings();
     w.reached.set(0);
     w.reached.set(1);
-    w.tree(db.meta().root, None, None, 0);
+    w.tree(db.meta().root, None, None, 0, "the meta page's root".to_string());
     w.finish();
     w.report
 }
@@ -132,7 +132,8 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
     }
 
     /// Walk the subtree rooted at page `pgid`; every key must lie in `[lower, upper)`.
-    fn tree(&mut self, pgid: u64, lower: Option<&[u8]>, upper: Option<&[u8]>, depth: usize) {
+    /// `from` says what refers to the page, for fault reports.
+    fn tree(&mut self, pgid: u64, lower: Option<&[u8]>, upper: Option<&[u8]>, depth: usize, from: String) {
         if depth > MAX_DEPTH {
             let off = self.db.page_offset(pgid);
             self.fault(Fault::new(pgid, off, format!("tree deeper than {MAX_DEPTH} levels")));
@@ -140,7 +141,10 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
         }
         let mut buf = self.pool.pop().unwrap_or_default();
         match self.db.read_node_into(pgid, &mut buf) {
-            Err(f) => self.fault(f),
+            Err(mut f) => {
+                f.what = format!("{} (referenced by {from})", f.what);
+                self.fault(f)
+            }
             Ok(h) => {
                 if self.mark(pgid, h.overflow) {
                     match Node::parse(&buf, pgid, self.db.page_offset(pgid), self.db.endian()) {
@@ -207,7 +211,7 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
                 } else {
                     upper
                 };
-                self.tree(child, Some(key), next, depth + 1);
+                self.tree(child, Some(key), next, depth + 1, format!("branch page {} element {i}", node.pgid));
             }
         }
     }
@@ -221,7 +225,8 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
             return self.fault(Fault::new(pgid, value_at, format!("bucket value of {} bytes is shorter than a bucket header", value.len())));
         };
         if h.root != 0 {
-            return self.tree(h.root, None, None, depth + 1);
+            let from = format!("bucket {} in page {pgid}", show(self.path.last().map(|p| p.as_slice()).unwrap_or(b"")));
+            return self.tree(h.root, None, None, depth + 1, from);
         }
         match Node::parse(inline, pgid, value_at + 16, self.db.endian()) {
             Ok(node) if node.is_leaf() => self.node(&node, None, None, depth + 1),
