@@ -158,13 +158,16 @@ pub async fn load_async(endpoints: &[String], spec: &KubeKeyspace) -> Result<Loa
     Ok(sum)
 }
 
-/// Fill the cluster quickly with about `bytes` of values in `value_size`-byte objects, with
-/// `concurrency` transactions in flight. Use a cluster started with `big_requests`.
-pub fn bulk(endpoints: &[String], bytes: u64, value_size: usize, concurrency: usize) -> Result<LoadSummary> {
+/// Fill the cluster quickly with about `bytes` of values in objects of `min_value..=max_value`
+/// bytes (uniformly drawn), with `concurrency` transactions in flight. Use a cluster started
+/// with `big_requests`.
+pub fn bulk(endpoints: &[String], bytes: u64, min_value: usize, max_value: usize, concurrency: usize) -> Result<LoadSummary> {
+    let max_value = max_value.max(min_value);
+    let mean = (min_value + max_value) / 2;
     runtime()?.block_on(async {
         let client = connect(endpoints).await?;
-        let n = (bytes / value_size as u64) as usize;
-        let per_txn = (4 << 20) / value_size.max(1);
+        let n = (bytes / mean.max(1) as u64) as usize;
+        let per_txn = (4 << 20) / mean.max(1);
         let per_txn = per_txn.clamp(1, 5000);
         let mut tasks = Vec::new();
         for t in 0..concurrency.max(1) {
@@ -173,27 +176,32 @@ pub fn bulk(endpoints: &[String], bytes: u64, value_size: usize, concurrency: us
             tasks.push(tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(t as u64);
                 let mut rev = 0;
+                let mut written = 0u64;
                 let mine: Vec<usize> = (t..n).step_by(conc).collect();
                 for chunk in mine.chunks(per_txn) {
                     let ops: Vec<TxnOp> = chunk
                         .iter()
                         .map(|&i| {
                             let k = object_key(i, 50);
-                            let v = object_value(&k, 1, value_size, &mut rng);
+                            let size = rng.random_range(min_value..=max_value);
+                            let v = object_value(&k, 1, size, &mut rng);
+                            written += v.len() as u64;
                             TxnOp::put(k, v, None)
                         })
                         .collect();
                     let r = c.txn(Txn::new().and_then(ops)).await?;
                     rev = r.header().map(|h| h.revision()).unwrap_or(rev);
                 }
-                anyhow::Ok(rev)
+                anyhow::Ok((rev, written))
             }));
         }
-        let mut rev = 0;
+        let (mut rev, mut value_bytes) = (0, 0);
         for t in tasks {
-            rev = rev.max(t.await??);
+            let (r, w) = t.await??;
+            rev = rev.max(r);
+            value_bytes += w;
         }
-        Ok(LoadSummary { puts: n as u64, value_bytes: (n * value_size) as u64, revision: rev, live_keys: n, ..Default::default() })
+        Ok(LoadSummary { puts: n as u64, value_bytes, revision: rev, live_keys: n, ..Default::default() })
     })
 }
 

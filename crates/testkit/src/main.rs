@@ -36,8 +36,12 @@ enum Cmd {
         /// Total value bytes, in MiB.
         #[arg(long)]
         mib: u64,
-        #[arg(long, default_value_t = 4096)]
-        value_size: usize,
+        /// Smallest value, bytes.
+        #[arg(long, default_value_t = 256)]
+        min_value: usize,
+        /// Largest value, bytes.
+        #[arg(long, default_value_t = 8192)]
+        max_value: usize,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
@@ -66,8 +70,8 @@ fn main() -> anyhow::Result<()> {
                 s.compacted_at.map(|c| format!(", compacted at {c}")).unwrap_or_default()
             );
         }
-        Cmd::Bulk { endpoints, mib, value_size, concurrency } => {
-            let s = testkit::bulk(&endpoints, mib << 20, value_size, concurrency)?;
+        Cmd::Bulk { endpoints, mib, min_value, max_value, concurrency } => {
+            let s = testkit::bulk(&endpoints, mib << 20, min_value, max_value, concurrency)?;
             println!("bulk-loaded {} objects ({} MiB of values), revision {}", s.puts, s.value_bytes >> 20, s.revision);
         }
     }

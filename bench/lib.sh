@@ -1,0 +1,55 @@
+# Shared helpers for the benchmarks: build, make a >= 1 GiB snapshot from a real etcd, time commands.
+# shellcheck shell=bash
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="$root/bench/out"
+mkdir -p "$out"
+E34=/usr/bin
+E35="$root/.tools/etcd-3.5/usr/bin"
+export ETCDCTL_API=3
+
+bench_build() {
+  bash "$root/scripts/setup.sh" >/dev/null
+  (cd "$root" && cargo build --release --locked -q -p quorum -p testkit)
+  Q="$root/target/release/quorum"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# big_snapshot FILE MIB: a snapshot of a real etcd 3.5 member holding about MIB MiB of values
+# (kube-like keys, values of 256 B to 4 KiB), made once and reused.
+big_snapshot() {
+  local file="$1" mib="$2"
+  [ -s "$file" ] && return 0
+  local d; d="$(mktemp -d -t quorum-bench-XXXXXX)"
+  local c="http://127.0.0.1:$(free_port)" p="http://127.0.0.1:$(free_port)"
+  "$E35/etcd" --name b --data-dir "$d/b" --listen-client-urls "$c" --advertise-client-urls "$c" \
+    --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "b=$p" \
+    --unsafe-no-fsync --quota-backend-bytes 8589934592 --max-request-bytes 16777216 --max-txn-ops 10000 \
+    --log-level error >"$d/log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do "$E35/etcdctl" --endpoints "$c" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+  echo "bench: loading $mib MiB into etcd 3.5 (one time, cached in $file)" >&2
+  "$root/target/release/quorum-testkit" bulk --endpoints "$c" --mib "$mib" --min-value 256 --max-value 4096 --concurrency 4 >&2
+  "$E35/etcdctl" --endpoints "$c" snapshot save "$file.part" >/dev/null 2>&1
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$d"
+  mv "$file.part" "$file"
+}
+
+# measure NAME RUNS CMD...: best wall seconds and peak RSS (MiB) over RUNS runs; sets
+# WALL[NAME] and RSS[NAME].
+declare -A WALL RSS
+measure() {
+  local name="$1" runs="$2"; shift 2
+  local best="" rss=0 i w m
+  for i in $(seq 1 "$runs"); do
+    /usr/bin/time -f "%e %M" -o "$out/.time" "$@" >/dev/null 2>&1 || { echo "bench: $name failed: $*" >&2; exit 1; }
+    read -r w m < "$out/.time"
+    if [ -z "$best" ] || awk "BEGIN{exit !($w < $best)}"; then best="$w"; fi
+    [ "$m" -gt "$rss" ] && rss="$m"
+  done
+  WALL[$name]="$best"; RSS[$name]=$((rss / 1024))
+}
+
+ratio() { awk "BEGIN{ if ($2 == 0) print \"inf\"; else printf \"%.2f\", $1 / $2 }"; }
