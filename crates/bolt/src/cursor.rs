@@ -57,6 +57,9 @@ impl Frame {
 pub struct Cursor<'db> {
     db: &'db Db,
     stack: Vec<Frame>,
+    /// Pages loaded so far: a tree has fewer pages than the file, so more loads than that
+    /// means a damaged file whose branches point back into the tree (a cycle or shared child).
+    loads: u64,
 }
 
 impl<'db> Bucket<'db> {
@@ -91,7 +94,7 @@ impl<'db> Bucket<'db> {
 
     /// A cursor positioned before the first entry.
     pub fn cursor(&self) -> Result<Cursor<'db>, Fault> {
-        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?] })
+        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?], loads: 0 })
     }
 
     /// Find `key`: its leaf flags and value.
@@ -170,6 +173,10 @@ impl Cursor<'_> {
                 return Err(Fault::new(top.pgid, top.base, "tree deeper than 64 levels"));
             }
             let child = top.node(self.db).branch(i)?.1;
+            self.loads += 1;
+            if self.loads > self.db.meta().pgid {
+                return Err(Fault::new(child, self.db.page_offset(child), "branch pages refer to more pages than the file holds (a cycle)"));
+            }
             let mut buf = Vec::new();
             let header = self.db.read_node_into(child, &mut buf)?;
             let base = self.db.page_offset(child);

@@ -57,7 +57,9 @@ impl Db {
             }
             Err(p0) => {
                 let mut found = None;
-                let mut last = MetaProblem::Missing;
+                // The most telling problem seen: anything beats a bad magic (which every
+                // offset that is not a meta page gives).
+                let mut seen: Option<MetaProblem> = None;
                 for i in 0..=14u32 {
                     let off = 1024u64 << i;
                     match read_meta_at(&file, off, None).map_err(io)? {
@@ -68,12 +70,18 @@ impl Db {
                         Ok(_) => {}
                         Err(MetaProblem::Missing) => break,
                         Err(p) => {
-                            if !matches!(p, MetaProblem::BadMagic(_)) {
-                                last = p
+                            let better = match &seen {
+                                None => true,
+                                Some(MetaProblem::BadMagic(_)) => !matches!(p, MetaProblem::BadMagic(_)),
+                                Some(_) => false,
+                            };
+                            if better {
+                                seen = Some(p)
                             }
                         }
                     }
                 }
+                let last = seen.unwrap_or(MetaProblem::Missing);
                 match found {
                     Some((m, e)) => (e, m.page_size, Ok(m)),
                     None => return Err(Error::NotBolt { path, meta0: p0.clone(), meta1: last }),
