@@ -149,8 +149,9 @@ impl Db {
         self.meta().pgid * self.page_size as u64
     }
 
+    /// File offset of page `pgid` (saturating: ids read from a damaged file can be anything).
     pub fn page_offset(&self, pgid: u64) -> u64 {
-        pgid * self.page_size as u64
+        pgid.saturating_mul(self.page_size as u64)
     }
 
     /// Read page `pgid` with its overflow pages into `buf`, checking that it lies below the

@@ -375,3 +375,18 @@ fn trailing_bytes_are_ignored() {
     assert_eq!(db.size() + 32, db.file_len());
     assert!(entries(&db).1.is_clean());
 }
+
+#[test]
+fn child_id_far_beyond_the_file_is_a_fault() {
+    // Found by the fuzzer: a child id near u64::MAX overflowed the offset computation.
+    let mut b = build(Endian::Little, None, |_, _| {});
+    let br = b.big_branch as usize;
+    b.bytes[br * PS + 16 + 8..br * PS + 16 + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let (_d, p) = write(&b.bytes);
+    let db = Db::open(&p).unwrap();
+    let (_, r) = entries(&db);
+    assert!(r.faults[0].what.contains("beyond the high-water mark"), "{:?}", r.faults);
+    assert_eq!(r.faults[0].offset, u64::MAX);
+    let mut c = db.bucket(&[b"big"]).unwrap().unwrap().cursor().unwrap();
+    assert!(c.next().is_err());
+}
