@@ -1,4 +1,5 @@
-//! A read-only reader of bbolt database files, the storage format of etcd's backend.
+//! A reader and a streaming bulk writer of bbolt database files, the storage format of etcd's
+//! backend.
 //!
 //! Why hand-written: no maintained crate reads the files etcd writes. `bbolt-rs` refuses a
 //! freelist that is not synced (which every etcd on Linux writes), and the other crates use
@@ -31,6 +32,7 @@ pub mod freelist;
 pub mod meta;
 pub mod page;
 mod walk;
+pub mod writer;
 
 pub use cursor::{Bucket, Cursor};
 pub use db::Db;
@@ -39,3 +41,4 @@ pub use error::{Error, Fault, MetaProblem, Result};
 pub use meta::Meta;
 pub use page::LeafElem;
 pub use walk::{check, show, walk, CheckReport, Visitor};
+pub use writer::{FreelistMode, WriteError, WriteStats, Writer, WriterOptions};
