@@ -1,7 +1,8 @@
 //! etcd's backend schema on top of [`bolt`]: bucket names, revision keys, `mvccpb.KeyValue`,
 //! the meta, lease, members and cluster buckets; and the snapshot operations that need only
 //! the file: `status` (figures identical to `etcdctl`/`etcdutl snapshot status`) and `verify`
-//! (sha256 trailer, structural check, schema check).
+//! (sha256 trailer, structural check, schema check); and `restore`, which writes member data
+//! directories (db, WAL, raft snapshot) that real etcd 3.4 and 3.5 start from.
 //!
 //! ```no_run
 //! let st = etcd_data::status(std::path::Path::new("snapshot.db"))?;
@@ -11,7 +12,13 @@
 //! # Ok::<(), etcd_data::Error>(())
 //! ```
 
+pub mod cluster;
 mod error;
+mod gojson;
+mod pbwire;
+pub mod raftsnap;
+pub mod restore;
+pub mod wal;
 pub mod humanize;
 pub mod schema;
 mod status;

@@ -43,7 +43,7 @@ impl Failure {
     }
 }
 
-fn bolt_code(e: &bolt::Error) -> (i32, Option<String>) {
+pub fn bolt_code(e: &bolt::Error) -> (i32, Option<String>) {
     use bolt::Error as B;
     match e {
         B::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -2,6 +2,7 @@
 
 mod exit;
 mod output;
+mod restore;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ enum SnapshotCmd {
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
         write_out: Format,
     },
+    /// Write etcd member data dirs (db, WAL, raft snapshot) from a snapshot, natively.
+    #[command(after_help = restore::HELP)]
+    Restore(restore::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Snapshot(SnapshotCmd::Status { file, write_out }) => snapshot::status(&file, write_out),
         Command::Snapshot(SnapshotCmd::Verify { file, write_out }) => snapshot::verify(&file, write_out, cli.quiet),
+        Command::Snapshot(SnapshotCmd::Restore(args)) => restore::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

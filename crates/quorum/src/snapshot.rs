@@ -56,7 +56,7 @@ pub fn render_status(st: &Status, w: Format) -> String {
 }
 
 pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
-    let bar = progress_bar(file, quiet);
+    let bar = progress_bar(file, quiet, "verifying");
     let report = etcd_data::verify(file, &|done, total| {
         if let Some(b) = &bar {
             b.set_length(total);
@@ -75,14 +75,14 @@ pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
     }
 }
 
-fn progress_bar(file: &Path, quiet: bool) -> Option<indicatif::ProgressBar> {
+pub fn progress_bar(file: &Path, quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
     let big = std::fs::metadata(file).map(|m| m.len() > 64 << 20).unwrap_or(false);
     if quiet || !big || !std::io::stderr().is_terminal() {
         return None;
     }
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} verifying {bytes}/{total_bytes} [{bar:30}] {eta}")
+        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}}/{{total_bytes}} [{{bar:30}}] {{eta}}"))
             .expect("template")
             .progress_chars("=> "),
     );

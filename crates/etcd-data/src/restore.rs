@@ -1,0 +1,579 @@
+//! `snapshot restore`: member data directories that real etcd 3.4 or 3.5 starts from, written
+//! natively (no etcd tool needed), exactly as `etcdctl snapshot restore` (3.4) and `etcdutl
+//! snapshot restore` (3.5) write them.
+//!
+//! Per member (`etcdutl/snapshot/v3_snapshot.go` `Restore`; `clientv3/snapshot` in 3.4):
+//! * `member/snap/db`: every bucket of the snapshot re-written compactly (the bbolt page layout
+//!   differs from etcd's; contents are equal), with
+//!   - `meta/consistent_index` = N (the number of members) and, in the 3.5 layout, `meta/term` = 1;
+//!   - 3.5 layout: `members` holds the new members' JSON and `members_removed` is emptied
+//!     (`TrimMembershipFromBackend`); the buckets `members`, `members_removed`, `cluster` are
+//!     created if missing. 3.4 leaves both as they were (3.4 servers read membership from the
+//!     v2 store in the `.snap`);
+//!   - `--bump-revision R --mark-compacted`: an empty-valued key at revision
+//!     `{latest.main + R, 0}` and `meta/scheduledCompactRev` set to it, so the server compacts
+//!     to it on start;
+//! * `member/snap/0000000000000001-<N>.snap`: [`crate::raftsnap`];
+//! * `member/wal/0000000000000000-0000000000000000.wal` (or `--wal-dir`): [`crate::wal`].
+//!
+//! The layout (3.4 or 3.5) comes from `--target-version`, else from the snapshot's
+//! `cluster/clusterVersion` (a 3.4 cluster's snapshot gets the 3.4 layout, anything newer the
+//! 3.5 one). A snapshot carrying `meta/storageVersion` (etcd 3.6) is refused for the 3.4
+//! layout: etcd 3.4.31+ panics on it.
+//!
+//! Safety: every member is built in a hidden sibling directory, fsynced, and renamed into
+//! place; an existing non-empty data dir or an existing `--wal-dir` is refused; on error the
+//! temporary directories are removed, and after a crash nothing stands at the data dir path.
+//! With a separate `--wal-dir` the WAL segment is renamed to its final name only after the data
+//! dir is in place. The member databases are identical, so the first is written and the
+//! others are copied from it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bolt::{Visitor, WriteError, Writer, WriterOptions};
+
+use crate::cluster::{ClusterSpec, ConfigError, Member};
+use crate::schema::{self, Revision, RevisionKey};
+use crate::trailer::{self, Trailer};
+use crate::{raftsnap, wal};
+
+/// Which etcd version's data layout to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Layout {
+    #[serde(rename = "3.4")]
+    V3_4,
+    #[serde(rename = "3.5")]
+    V3_5,
+}
+
+impl Layout {
+    pub fn parse(s: &str) -> Option<Layout> {
+        match s.trim_start_matches('v') {
+            v if v.starts_with("3.4") => Some(Layout::V3_4),
+            v if v.starts_with("3.5") => Some(Layout::V3_5),
+            _ => None,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Layout::V3_4 => "3.4",
+            Layout::V3_5 => "3.5",
+        }
+    }
+}
+
+/// One member directory to produce.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+}
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub snapshot: PathBuf,
+    pub cluster: ClusterSpec,
+    pub targets: Vec<Target>,
+    pub skip_hash_check: bool,
+    pub bump_revision: Option<u64>,
+    pub mark_compacted: bool,
+    pub target_version: Option<Layout>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub layout: Layout,
+    pub layout_reason: String,
+    pub cluster_id: String,
+    pub members: Vec<RestoredMember>,
+    pub snapshot_revision: i64,
+    pub restored_revision: i64,
+    pub snapshot_consistent_index: Option<u64>,
+    pub hash_checked: bool,
+    pub db_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoredMember {
+    pub name: String,
+    pub id: String,
+    pub data_dir: PathBuf,
+    pub wal_dir: PathBuf,
+}
+
+/// Why a restore did not happen. Nothing is left at any target path.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Bolt(#[from] bolt::Error),
+    #[error("{}: snapshot is damaged: {count} faults; first: {first}", path.display())]
+    Damaged { path: PathBuf, count: usize, first: String },
+    #[error("{}: snapshot missing hash but --skip-hash-check=false (a raw db file copied from a data dir has no sha256 trailer)", path.display())]
+    MissingHash { path: PathBuf },
+    #[error("{}: sha256 mismatch: the trailer says {expected}, the data hashes to {actual}", path.display())]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("{}: data dir exists and is not empty", path.display())]
+    DataDirNotEmpty { path: PathBuf },
+    #[error("{}: --wal-dir already exists", path.display())]
+    WalDirExists { path: PathBuf },
+    #[error("{}: snapshot has storage version {version} (etcd 3.6+); the {target} layout cannot hold it: etcd 3.4 panics on such a data dir", path.display())]
+    Incompatible { path: PathBuf, version: String, target: &'static str },
+    #[error("{}: {what}", path.display())]
+    Schema { path: PathBuf, what: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("writing the new db: {0}")]
+    Write(#[from] WriteError),
+}
+
+type Result<T> = std::result::Result<T, RestoreError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io { path: path.to_path_buf(), source }
+}
+
+/// Test hook: `QUORUM_CRASH_POINT=<name>` aborts the process (no cleanup runs, as with
+/// `kill -9`) when the restore reaches that point. Used by the crash tests.
+fn crash_point(name: &str) {
+    if std::env::var("QUORUM_CRASH_POINT").is_ok_and(|p| p == name) {
+        std::process::abort();
+    }
+}
+
+/// Where a target is built before the rename: a hidden sibling named after it and this process.
+fn staging(path: &Path) -> Result<PathBuf> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = path.file_name().ok_or_else(|| RestoreError::Usage(format!("{}: not a directory name", path.display())))?;
+    Ok(parent.join(format!(".{}.quorum-restore-{}", base.to_string_lossy(), std::process::id())))
+}
+
+/// Remove staging directories of earlier restores whose process is gone (crashed or killed).
+fn remove_stale_staging(path: &Path) {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(base) = path.file_name() else { return };
+    let prefix = format!(".{}.quorum-restore-", base.to_string_lossy());
+    let Ok(rd) = fs::read_dir(parent) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn check_free(t: &Target) -> Result<()> {
+    match fs::read_dir(&t.data_dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(RestoreError::DataDirNotEmpty { path: t.data_dir.clone() });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(RestoreError::DataDirNotEmpty { path: t.data_dir.clone() })
+        }
+        Err(e) => return Err(io(&t.data_dir)(e)),
+    }
+    if let Some(w) = &t.wal_dir {
+        if w.symlink_metadata().is_ok() {
+            return Err(RestoreError::WalDirExists { path: w.clone() });
+        }
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    fs::create_dir_all(p).map_err(io(p))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o700)).map_err(io(p))
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p).and_then(|f| f.sync_all()).map_err(io(p))
+}
+
+fn write_file(p: &Path, data: &[u8], mode: u32, len: Option<u64>) -> Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(p).map_err(io(p))?;
+    f.write_all(data).map_err(io(p))?;
+    if let Some(l) = len {
+        f.set_len(l).map_err(io(p))?;
+    }
+    f.sync_all().map_err(io(p))
+}
+
+/// Facts read from the snapshot before anything is written.
+struct Preflight {
+    layout: Layout,
+    reason: String,
+    consistent_index: Option<u64>,
+}
+
+fn preflight(db: &bolt::Db, opts: &RestoreOptions) -> Result<Preflight> {
+    let path = &opts.snapshot;
+    let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.clone(), count: 1, first: f.to_string() };
+    let get = |bucket: &[u8], key: &[u8]| -> Result<Option<Vec<u8>>> {
+        match db.bucket(&[bucket]).map_err(schema_err)? {
+            Some(b) => b.get(key).map_err(schema_err),
+            None => Ok(None),
+        }
+    };
+    let storage = get(schema::META, schema::META_STORAGE_VERSION)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let cluster_version = get(schema::CLUSTER, b"clusterVersion")?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let consistent_index = get(schema::META, schema::META_CONSISTENT_INDEX)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
+    let (layout, reason) = match (opts.target_version, &cluster_version) {
+        (Some(l), _) => (l, "--target-version".to_string()),
+        (None, Some(cv)) if Layout::parse(cv) == Some(Layout::V3_4) => (Layout::V3_4, format!("the snapshot's cluster version is {cv}")),
+        (None, Some(cv)) => (Layout::V3_5, format!("the snapshot's cluster version is {cv}")),
+        (None, None) => (Layout::V3_5, "the snapshot records no cluster version; 3.5 is the default".to_string()),
+    };
+    if let (Some(v), Layout::V3_4) = (&storage, layout) {
+        return Err(RestoreError::Incompatible { path: path.clone(), version: v.clone(), target: "3.4" });
+    }
+    Ok(Preflight { layout, reason, consistent_index })
+}
+
+/// Copies the snapshot's buckets into the writer, applying the restore's changes.
+struct Copier<'a, W: Write + std::io::Seek> {
+    w: Writer<W>,
+    layout: Layout,
+    cluster: &'a ClusterSpec,
+    bump: Option<u64>,
+    mark_compacted: bool,
+    current: Option<Vec<u8>>,
+    /// Every bucket but `key` is small: buffered, changed, then written.
+    buffer: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Buckets to create when the snapshot lacks them (ascending).
+    required: Vec<&'static [u8]>,
+    latest: Revision,
+    bumped: Option<Revision>,
+    error: Option<RestoreError>,
+    path: &'a Path,
+}
+
+impl<W: Write + std::io::Seek> Copier<'_, W> {
+    fn fail(&mut self, e: RestoreError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn begin(&mut self, name: &[u8]) -> std::result::Result<(), WriteError> {
+        self.required.retain(|r| *r != name);
+        self.w.begin_bucket(name)?;
+        self.current = Some(name.to_vec());
+        self.buffer = (name != schema::KEY).then(BTreeMap::new);
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::result::Result<(), WriteError> {
+        let Some(name) = self.current.take() else { return Ok(()) };
+        if name == schema::KEY {
+            if let Some(n) = self.bump {
+                let new = Revision { main: self.latest.main + n as i64, sub: 0 };
+                self.w.put(&new.to_bytes(), b"")?;
+                self.bumped = Some(new);
+            }
+        }
+        if let Some(mut m) = self.buffer.take() {
+            self.change(&name, &mut m);
+            for (k, v) in &m {
+                self.w.put(k, v)?;
+            }
+        }
+        self.w.end_bucket()
+    }
+
+    fn change(&self, name: &[u8], m: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+        let n = self.cluster.members.len() as u64;
+        match name {
+            schema::META => {
+                m.insert(schema::META_CONSISTENT_INDEX.to_vec(), n.to_be_bytes().to_vec());
+                if self.layout == Layout::V3_5 {
+                    m.insert(schema::META_TERM.to_vec(), 1u64.to_be_bytes().to_vec());
+                }
+                if let (Some(_), true) = (self.bump, self.mark_compacted) {
+                    let new = Revision { main: self.latest.main + self.bump.unwrap_or(0) as i64, sub: 0 };
+                    m.insert(schema::META_SCHEDULED_COMPACT.to_vec(), new.to_bytes().to_vec());
+                }
+            }
+            schema::MEMBERS if self.layout == Layout::V3_5 => {
+                m.clear();
+                for mem in &self.cluster.members {
+                    m.insert(mem.hex_id().into_bytes(), mem.to_json().into_bytes());
+                }
+            }
+            schema::MEMBERS_REMOVED if self.layout == Layout::V3_5 => m.clear(),
+            _ => {}
+        }
+    }
+
+    /// Create required buckets that sort before `next` (all when None).
+    fn create_required(&mut self, next: Option<&[u8]>) -> std::result::Result<(), WriteError> {
+        while let Some(&r) = self.required.first() {
+            if next.is_some_and(|n| r >= n) {
+                break;
+            }
+            self.begin(r)?;
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(W, bolt::WriteStats, Option<Revision>, Revision)> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.close()?;
+        self.create_required(None)?;
+        let (w, stats) = self.w.finish()?;
+        Ok((w, stats, self.bumped, self.latest))
+    }
+}
+
+impl<W: Write + std::io::Seek> Visitor for Copier<'_, W> {
+    fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
+        if self.error.is_some() {
+            return;
+        }
+        let r = match (path.len(), value) {
+            (0, None) => self.close().and_then(|_| self.create_required(Some(key))).and_then(|_| self.begin(key)),
+            (0, Some(_)) => {
+                let what = format!("top-level key {} is not a bucket", bolt::show(key));
+                return self.fail(RestoreError::Schema { path: self.path.to_path_buf(), what });
+            }
+            (1, Some(v)) => {
+                if let Some(m) = &mut self.buffer {
+                    m.insert(key.to_vec(), v.to_vec());
+                    Ok(())
+                } else {
+                    if let Ok(rk) = RevisionKey::parse(key) {
+                        self.latest = self.latest.max(rk.rev);
+                    }
+                    self.w.put(key, v)
+                }
+            }
+            _ => {
+                let what = format!("nested bucket {} inside {} (etcd writes none)", bolt::show(key), bolt::show(&path[0]));
+                return self.fail(RestoreError::Schema { path: self.path.to_path_buf(), what });
+            }
+        };
+        if let Err(e) = r {
+            self.fail(e.into());
+        }
+    }
+}
+
+/// Restore. `progress(done, total)` reports bytes of the snapshot hashed.
+pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<RestoreReport> {
+    if opts.bump_revision.is_some() != opts.mark_compacted {
+        return Err(RestoreError::Usage(
+            "--bump-revision and --mark-compacted go together: --mark-compacted is required with --bump-revision, and disallowed without it".into(),
+        ));
+    }
+    if opts.targets.is_empty() {
+        return Err(RestoreError::Usage("no member to restore".into()));
+    }
+    let members: Vec<&Member> = opts
+        .targets
+        .iter()
+        .map(|t| opts.cluster.members.iter().find(|m| m.name == t.name).ok_or_else(|| ConfigError::NameNotInCluster {
+            name: t.name.clone(),
+            members: opts.cluster.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+        }))
+        .collect::<std::result::Result<_, _>>()?;
+    for t in &opts.targets {
+        check_free(t)?;
+        remove_stale_staging(&t.data_dir);
+        if let Some(w) = &t.wal_dir {
+            remove_stale_staging(w);
+        }
+    }
+    let db = bolt::Db::open(&opts.snapshot)?;
+    let has_trailer = trailer::has_trailer(db.file_len());
+    if !has_trailer && !opts.skip_hash_check {
+        return Err(RestoreError::MissingHash { path: opts.snapshot.clone() });
+    }
+    let pre = preflight(&db, opts)?;
+
+    let stages: Vec<(PathBuf, Option<PathBuf>)> = opts
+        .targets
+        .iter()
+        .map(|t| Ok((staging(&t.data_dir)?, t.wal_dir.as_deref().map(staging).transpose()?)))
+        .collect::<Result<_>>()?;
+    let cleanup = || {
+        for (d, w) in &stages {
+            let _ = fs::remove_dir_all(d);
+            if let Some(w) = w {
+                let _ = fs::remove_dir_all(w);
+            }
+        }
+    };
+    let result = build_and_install(opts, &db, &pre, &members, &stages, has_trailer, progress);
+    if result.is_err() {
+        cleanup();
+    }
+    result
+}
+
+fn build_and_install(
+    opts: &RestoreOptions,
+    db: &bolt::Db,
+    pre: &Preflight,
+    members: &[&Member],
+    stages: &[(PathBuf, Option<PathBuf>)],
+    has_trailer: bool,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<RestoreReport> {
+    for (d, w) in stages {
+        mkdir(&d.join("member/snap"))?;
+        match w {
+            Some(w) => mkdir(w)?,
+            None => mkdir(&d.join("member/wal"))?,
+        }
+    }
+    // 1. The database, streamed from the snapshot while a second thread checks its sha256.
+    let first_db = stages[0].0.join("member/snap/db");
+    let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&first_db).map_err(io(&first_db))?;
+    let required: Vec<&'static [u8]> = match pre.layout {
+        Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],
+        Layout::V3_4 => vec![schema::KEY, schema::LEASE, schema::META],
+    };
+    let mut copier = Copier {
+        w: Writer::new(BufWriter::with_capacity(8 << 20, f), WriterOptions { freelist: bolt::FreelistMode::EmptyPage, ..Default::default() })?,
+        layout: pre.layout,
+        cluster: &opts.cluster,
+        bump: opts.bump_revision,
+        mark_compacted: opts.mark_compacted,
+        current: None,
+        buffer: None,
+        required,
+        latest: Revision::default(),
+        bumped: None,
+        error: None,
+        path: &opts.snapshot,
+    };
+    let check_hash = has_trailer && !opts.skip_hash_check;
+    let file_len = db.file_len();
+    let (hash, report) = std::thread::scope(|s| {
+        let hasher = check_hash.then(|| s.spawn(|| trailer::check(&opts.snapshot, |d| progress(d, file_len))));
+        let report = bolt::walk(db, &mut copier);
+        (hasher.map(|h| h.join().expect("hash thread")), report)
+    });
+    if let Some(first) = report.faults.first() {
+        return Err(RestoreError::Damaged { path: opts.snapshot.clone(), count: report.fault_count, first: first.to_string() });
+    }
+    match hash.transpose().map_err(|e| match e {
+        crate::Error::Io { path, source } => RestoreError::Io { path, source },
+        other => RestoreError::Usage(other.to_string()),
+    })? {
+        Some(Trailer::Mismatch { expected, actual }) => {
+            return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual })
+        }
+        Some(_) | None => {}
+    }
+    crash_point("db-streamed");
+    let (out, stats, bumped, latest) = copier.finish()?;
+    let f = out.into_inner().map_err(|e| io(&first_db)(e.into_error()))?;
+    f.sync_all().map_err(io(&first_db))?;
+    drop(f);
+    crash_point("db-written");
+
+    // 2. Per member: a copy of the db, the WAL and the .snap, all fsynced.
+    let n = opts.cluster.members.len() as u64;
+    let snap = raftsnap::restore_snap(&opts.cluster);
+    let snap_name = raftsnap::snap_file_name(1, n);
+    std::thread::scope(|s| -> Result<()> {
+        let jobs: Vec<_> = stages
+            .iter()
+            .zip(members)
+            .enumerate()
+            .map(|(i, ((d, w), m))| {
+                let (first_db, snap, snap_name) = (&first_db, &snap, &snap_name);
+                s.spawn(move || -> Result<()> {
+                    if i > 0 {
+                        let to = d.join("member/snap/db");
+                        fs::copy(first_db, &to).map_err(io(&to))?;
+                        File::open(&to).and_then(|f| f.sync_all()).map_err(io(&to))?;
+                    }
+                    let wal_dir = w.clone().unwrap_or_else(|| d.join("member/wal"));
+                    let name = if w.is_some() { format!("{}.quorum-pending", wal::FIRST_SEGMENT) } else { wal::FIRST_SEGMENT.to_string() };
+                    let wal_bytes = wal::restore_wal(&opts.cluster, m.id, pre.layout == Layout::V3_5);
+                    write_file(&wal_dir.join(name), &wal_bytes, 0o600, Some(wal::SEGMENT_SIZE))?;
+                    crash_point("wal-written");
+                    write_file(&d.join("member/snap").join(snap_name), snap, 0o644, None)?;
+                    for p in [d.join("member/snap"), wal_dir.clone(), d.join("member"), d.clone()] {
+                        sync_dir(&p)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        jobs.into_iter().try_for_each(|j| j.join().expect("member thread"))
+    })?;
+    crash_point("before-rename");
+
+    // 3. Into place.
+    let mut restored = Vec::new();
+    for ((t, (d, w)), m) in opts.targets.iter().zip(stages).zip(members) {
+        if let (Some(wd), Some(ws)) = (&t.wal_dir, w) {
+            fs::rename(ws, wd).map_err(io(wd))?;
+            crash_point("wal-dir-renamed");
+        }
+        if t.data_dir.is_dir() {
+            // An existing empty data dir (checked above) is replaced.
+            fs::remove_dir(&t.data_dir).map_err(io(&t.data_dir))?;
+        }
+        fs::rename(d, &t.data_dir).map_err(io(&t.data_dir))?;
+        if let Some(wd) = &t.wal_dir {
+            let from = wd.join(format!("{}.quorum-pending", wal::FIRST_SEGMENT));
+            fs::rename(&from, wd.join(wal::FIRST_SEGMENT)).map_err(io(wd))?;
+            sync_dir(wd)?;
+            if let Some(p) = wd.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(p)?;
+            }
+        }
+        if let Some(p) = t.data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(p)?;
+        }
+        restored.push(RestoredMember {
+            name: m.name.clone(),
+            id: m.hex_id(),
+            data_dir: t.data_dir.clone(),
+            wal_dir: t.wal_dir.clone().unwrap_or_else(|| t.data_dir.join("member/wal")),
+        });
+    }
+
+    let mut warnings = Vec::new();
+    if opts.bump_revision.is_none() {
+        let suggest = pre.consistent_index.map(|ci| (ci as f64 * 1.2).ceil() as u64).filter(|v| *v > 0).unwrap_or(1_000_000_000);
+        warnings.push(format!(
+            "no --bump-revision: Kubernetes API servers and their watch caches may miss changes or keep stale objects after a restore; \
+             restore with --bump-revision {suggest} --mark-compacted (OpenShift's restore uses the highest raft index seen × 1.2, or 1000000000)"
+        ));
+    }
+    Ok(RestoreReport {
+        layout: pre.layout,
+        layout_reason: pre.reason.clone(),
+        cluster_id: format!("{:x}", opts.cluster.cluster_id),
+        members: restored,
+        snapshot_revision: latest.main,
+        restored_revision: bumped.map(|b| b.main).unwrap_or(latest.main),
+        snapshot_consistent_index: pre.consistent_index,
+        hash_checked: check_hash,
+        db_bytes: stats.bytes,
+        warnings,
+    })
+}

@@ -1,0 +1,164 @@
+//! `quorum snapshot restore`: flags (etcdutl's names and defaults) and printing.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use etcd_data::cluster::ClusterSpec;
+use etcd_data::restore::{self, Layout, RestoreError, RestoreOptions, Target};
+
+use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use crate::output::{self, Format};
+
+pub const HELP: &str = "\
+Examples:
+  # one member, as etcdutl does (run once per member, or use --all-members)
+  quorum snapshot restore backup.db --name m1 \\
+    --initial-cluster m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380 \\
+    --initial-cluster-token etcd-cluster-2 --initial-advertise-peer-urls https://10.0.0.1:2380 \\
+    --data-dir /var/lib/etcd
+  # every member at once (the db is written once and copied): {name} in the paths
+  quorum snapshot restore backup.db --all-members --initial-cluster m1=...,m2=...,m3=... \\
+    --data-dir '/srv/restore/{name}.etcd'
+  # for Kubernetes: move revisions past anything a watch cache has seen
+  quorum snapshot restore backup.db --bump-revision 1000000000 --mark-compacted --data-dir /var/lib/etcd
+
+Layout: etcd 3.4 and 3.5 data dirs differ (3.5 writes the new members into the db and the
+ConfState into the WAL; 3.4 does neither). --target-version 3.4|3.5 chooses; without it the
+snapshot's recorded cluster version decides (a 3.4 cluster's snapshot gets the 3.4 layout,
+anything newer the 3.5 one). A snapshot from etcd 3.6 (it records a storage version) is
+refused for 3.4, which would panic on it.
+
+Safety: an existing non-empty --data-dir or an existing --wal-dir is refused. Each member is
+built in a hidden sibling directory, fsynced, and renamed into place, so a failure or crash
+leaves nothing at --data-dir. The sha256 trailer is checked unless --skip-hash-check (needed
+for a raw member/snap/db copied from a data dir).";
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Snapshot file (from `snapshot save`), or a raw member/snap/db with --skip-hash-check.
+    file: PathBuf,
+    /// Human-readable name of the member to restore.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Initial cluster configuration for restore bootstrap.
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// This member's peer URLs (must equal its URLs in --initial-cluster).
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+    /// Output data directory (default: <name>.etcd). With --all-members, a template with {name}.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// WAL directory (default: <data-dir>/member/wal). With --all-members, a template with {name}.
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// Do not check the sha256 trailer (required for a raw db copied from a data dir).
+    #[arg(long)]
+    skip_hash_check: bool,
+    /// Add this much to the latest revision (requires --mark-compacted).
+    #[arg(long)]
+    bump_revision: Option<u64>,
+    /// Mark the bumped revision as compacted (required with --bump-revision, disallowed otherwise).
+    #[arg(long)]
+    mark_compacted: bool,
+    /// Data layout to write: 3.4 or 3.5 (default: from the snapshot; see below).
+    #[arg(long, value_parser = parse_layout)]
+    target_version: Option<Layout>,
+    /// Restore every member of --initial-cluster; --data-dir and --wal-dir are templates with {name}.
+    #[arg(long)]
+    all_members: bool,
+    /// Output format of the report.
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+}
+
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    Layout::parse(s).ok_or_else(|| format!("unsupported target version {s:?}: want 3.4 or 3.5"))
+}
+
+fn expand(template: &std::path::Path, name: &str) -> PathBuf {
+    PathBuf::from(template.to_string_lossy().replace("{name}", name))
+}
+
+pub fn run(a: RestoreArgs, quiet: bool) -> Result<(), Failure> {
+    let usage = |m: String| Failure { code: USAGE, message: Some(m), hint: None };
+    let cluster = ClusterSpec::new(&a.initial_cluster, &a.initial_cluster_token).map_err(|e| usage(e.to_string()))?;
+    let targets: Vec<Target> = if a.all_members {
+        let dd = a.data_dir.clone().ok_or_else(|| usage("--all-members needs --data-dir with {name} in it".into()))?;
+        if !dd.to_string_lossy().contains("{name}") && cluster.members.len() > 1 {
+            return Err(usage("with --all-members, --data-dir must contain {name} (one directory per member)".into()));
+        }
+        cluster
+            .members
+            .iter()
+            .map(|m| Target { name: m.name.clone(), data_dir: expand(&dd, &m.name), wal_dir: a.wal_dir.as_deref().map(|w| expand(w, &m.name)) })
+            .collect()
+    } else {
+        cluster.member(&a.name, &a.initial_advertise_peer_urls).map_err(|e| usage(e.to_string()))?;
+        let data_dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", a.name)));
+        vec![Target { name: a.name.clone(), data_dir, wal_dir: a.wal_dir.clone() }]
+    };
+    let opts = RestoreOptions {
+        snapshot: a.file.clone(),
+        cluster,
+        targets,
+        skip_hash_check: a.skip_hash_check,
+        bump_revision: a.bump_revision,
+        mark_compacted: a.mark_compacted,
+        target_version: a.target_version,
+    };
+    let bar = crate::snapshot::progress_bar(&a.file, quiet, "restoring");
+    let report = restore::restore(&opts, &|done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+    .map_err(failure)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for w in &report.warnings {
+        eprintln!("Warning: {w}");
+    }
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Yaml => print!("{}", output::yaml(&report)),
+        _ => {
+            println!(
+                "restored revision {} ({} layout: {}) for cluster {}{}",
+                report.restored_revision,
+                report.layout.label(),
+                report.layout_reason,
+                report.cluster_id,
+                if report.hash_checked { "; sha256 verified" } else { "; sha256 not checked" }
+            );
+            let rows: Vec<Vec<String>> = report
+                .members
+                .iter()
+                .map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()])
+                .collect();
+            print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
+        }
+    }
+    Ok(())
+}
+
+fn failure(e: RestoreError) -> Failure {
+    let (code, hint) = match &e {
+        RestoreError::Config(_) | RestoreError::Usage(_) => (USAGE, None),
+        RestoreError::DataDirNotEmpty { .. } => (USAGE, Some("restore into a new or empty directory; Quorum never overwrites a data dir".into())),
+        RestoreError::WalDirExists { .. } => (USAGE, Some("give a --wal-dir that does not exist yet".into())),
+        RestoreError::MissingHash { .. } => (USAGE, Some("add --skip-hash-check for a db copied from a data dir".into())),
+        RestoreError::Incompatible { .. } => (USAGE, Some("restore for etcd 3.5 or newer (--target-version 3.5)".into())),
+        RestoreError::HashMismatch { .. } => (DAMAGE, Some("the snapshot was altered or damaged after it was saved; fetch another copy".into())),
+        RestoreError::Damaged { path, .. } => (DAMAGE, Some(format!("run `quorum snapshot verify {}` for every fault", path.display()))),
+        RestoreError::Bolt(b) => crate::exit::bolt_code(b),
+        RestoreError::Schema { .. } => (DAMAGE, None),
+        RestoreError::Io { .. } | RestoreError::Write(_) => (FAILED, None),
+    };
+    Failure { code, message: Some(format!("restore failed, nothing written: {e}")), hint }
+}
