@@ -64,7 +64,37 @@ pub struct Cluster {
     pub version: EtcdVersion,
     pub members: Vec<Member>,
     pub token: String,
-    dir: tempfile::TempDir,
+    pub initial_cluster: String,
+    dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+}
+
+/// Where a member will run: its name, URLs (free loopback ports) and data dir.
+#[derive(Debug, Clone)]
+pub struct MemberPlan {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+}
+
+/// Plan `n` members named m0.. with free ports and data dirs `<dir>/<name>.etcd`; returns the
+/// plans and the `--initial-cluster` string.
+pub fn plan_members(dir: &Path, n: usize) -> Result<(Vec<MemberPlan>, String)> {
+    let ports = free_ports(n * 2)?;
+    let plans: Vec<MemberPlan> = (0..n)
+        .map(|i| {
+            let name = format!("m{i}");
+            MemberPlan {
+                client_url: format!("http://127.0.0.1:{}", ports[2 * i]),
+                peer_url: format!("http://127.0.0.1:{}", ports[2 * i + 1]),
+                data_dir: dir.join(format!("{name}.etcd")),
+                name,
+            }
+        })
+        .collect();
+    let initial = plans.iter().map(|p| format!("{}={}", p.name, p.peer_url)).collect::<Vec<_>>().join(",");
+    Ok((plans, initial))
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
@@ -88,23 +118,30 @@ impl Cluster {
 
     fn try_start(opts: &ClusterOptions) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("quorum-etcd-").tempdir()?;
-        let ports = free_ports(opts.members * 2)?;
+        let (plans, initial) = plan_members(dir.path(), opts.members)?;
         let token = format!("quorum-test-{}", std::process::id());
-        let names: Vec<String> = (0..opts.members).map(|i| format!("m{i}")).collect();
-        let initial: Vec<String> =
-            names.iter().enumerate().map(|(i, n)| format!("{n}=http://127.0.0.1:{}", ports[2 * i + 1])).collect();
+        let mut c = Self::spawn(opts, dir.path(), &plans, &initial, &token)?;
+        c._owned = Some(dir);
+        Ok(c)
+    }
+
+    /// Start members on existing (e.g. restored) data dirs, or new ones, as planned. The caller
+    /// owns `dir`.
+    pub fn start_planned(opts: &ClusterOptions, dir: &Path, plans: &[MemberPlan], initial: &str, token: &str) -> Result<Cluster> {
+        opts.version.require()?;
+        Self::spawn(opts, dir, plans, initial, token)
+    }
+
+    fn spawn(opts: &ClusterOptions, dir: &Path, plans: &[MemberPlan], initial: &str, token: &str) -> Result<Cluster> {
         let mut members = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
-            let peer_url = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
-            let data_dir = dir.path().join(format!("{name}.etcd"));
-            let log = dir.path().join(format!("{name}.log"));
+        for p in plans {
+            let log = dir.join(format!("{}.log", p.name));
             let mut cmd = Command::new(opts.version.etcd());
-            cmd.args(["--name", name, "--data-dir"])
-                .arg(&data_dir)
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-token", &token])
+            cmd.args(["--name", &p.name, "--data-dir"])
+                .arg(&p.data_dir)
+                .args(["--listen-client-urls", &p.client_url, "--advertise-client-urls", &p.client_url])
+                .args(["--listen-peer-urls", &p.peer_url, "--initial-advertise-peer-urls", &p.peer_url])
+                .args(["--initial-cluster", initial, "--initial-cluster-token", token])
                 .args(["--initial-cluster-state", "new", "--log-level", "warn"]);
             if opts.quota_backend_bytes > 0 {
                 cmd.arg(format!("--quota-backend-bytes={}", opts.quota_backend_bytes));
@@ -119,9 +156,23 @@ impl Cluster {
             let logf = std::fs::File::create(&log)?;
             cmd.stdout(Stdio::null()).stderr(logf).stdin(Stdio::null());
             let child = cmd.spawn().with_context(|| format!("starting {}", opts.version.etcd().display()))?;
-            members.push(Member { name: name.clone(), client_url, peer_url, data_dir, log, child: Some(child) });
+            members.push(Member {
+                name: p.name.clone(),
+                client_url: p.client_url.clone(),
+                peer_url: p.peer_url.clone(),
+                data_dir: p.data_dir.clone(),
+                log,
+                child: Some(child),
+            });
         }
-        let c = Cluster { version: opts.version, members, token, dir };
+        let c = Cluster {
+            version: opts.version,
+            members,
+            token: token.to_string(),
+            initial_cluster: initial.to_string(),
+            dir: dir.to_path_buf(),
+            _owned: None,
+        };
         c.wait_healthy(Duration::from_secs(30))?;
         Ok(c)
     }
@@ -136,7 +187,16 @@ impl Cluster {
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
+    }
+
+    /// Run `etcdctl` of this cluster's version against all running members.
+    pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
+        let out = self.version.etcdctl().args(["--endpoints", &self.endpoints_csv()]).args(args).output()?;
+        if !out.status.success() {
+            bail!("etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Poll `etcdctl endpoint health` until every running member is healthy.

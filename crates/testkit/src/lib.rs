@@ -14,6 +14,6 @@ mod cluster;
 mod loader;
 mod tools;
 
-pub use cluster::{Cluster, ClusterOptions, Member};
-pub use loader::{bulk, load, load_async, object_key, object_value, put, KubeKeyspace, LoadSummary};
+pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
+pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tools::{project_root, shared_fixtures, EtcdVersion};

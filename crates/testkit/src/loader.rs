@@ -213,3 +213,57 @@ pub fn put(endpoints: &[String], key: &str, value: &[u8]) -> Result<i64> {
         Ok(r.header().map(|h| h.revision()).unwrap_or(0))
     })
 }
+
+/// One key as a range read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+/// Every key (full range read) at `revision` (0: latest), with the revision read at. Pages
+/// of 200 keys at one fixed revision (gRPC responses are limited to 4 MiB).
+pub fn dump(endpoints: &[String], revision: i64) -> Result<(i64, Vec<Kv>)> {
+    runtime()?.block_on(async {
+        let mut c = connect(endpoints).await?;
+        let mut rev = revision;
+        let mut from = vec![0u8];
+        let mut out = Vec::new();
+        loop {
+            let opts = etcd_client::GetOptions::new().with_range(vec![0u8]).with_revision(rev).with_limit(200);
+            let r = c.get(from.clone(), Some(opts)).await?;
+            if rev == 0 {
+                rev = r.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            out.extend(r.kvs().iter().map(|kv| Kv {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+                version: kv.version(),
+                lease: kv.lease(),
+            }));
+            match (r.more(), r.kvs().last()) {
+                (true, Some(last)) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((rev, out))
+    })
+}
+
+/// `HashKV` of one member at `revision` (0: latest): (hash, compact revision, header revision).
+pub fn hash_kv(endpoint: &str, revision: i64) -> Result<(u32, i64, i64)> {
+    runtime()?.block_on(async {
+        let mut c = connect(&[endpoint.to_string()]).await?;
+        let r = c.hash_kv(revision).await?;
+        Ok((r.hash(), r.compact_version(), r.header().map(|h| h.revision()).unwrap_or(0)))
+    })
+}
