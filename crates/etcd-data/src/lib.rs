@@ -22,6 +22,7 @@ pub mod wal;
 pub mod humanize;
 pub mod schema;
 mod status;
+mod tee;
 pub mod trailer;
 mod verify;
 

@@ -444,15 +444,20 @@ fn build_and_install(
             None => mkdir(&d.join("member/wal"))?,
         }
     }
-    // 1. The database, streamed from the snapshot while a second thread checks its sha256.
-    let first_db = stages[0].0.join("member/snap/db");
-    let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&first_db).map_err(io(&first_db))?;
+    // 1. The databases (identical for every member), streamed from the snapshot into all
+    //    members at once while a second thread checks the snapshot's sha256.
+    let db_paths: Vec<PathBuf> = stages.iter().map(|(d, _)| d.join("member/snap/db")).collect();
+    let files = db_paths
+        .iter()
+        .map(|p| OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(io(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let tee = crate::tee::Tee::new(files).map_err(io(&db_paths[0]))?;
     let required: Vec<&'static [u8]> = match pre.layout {
         Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],
         Layout::V3_4 => vec![schema::KEY, schema::LEASE, schema::META],
     };
     let mut copier = Copier {
-        w: Writer::new(BufWriter::with_capacity(8 << 20, f), WriterOptions { freelist: bolt::FreelistMode::EmptyPage, ..Default::default() })?,
+        w: Writer::new(BufWriter::with_capacity(8 << 20, tee), WriterOptions { freelist: bolt::FreelistMode::EmptyPage, ..Default::default() })?,
         layout: pre.layout,
         cluster: &opts.cluster,
         bump: opts.bump_revision,
@@ -486,12 +491,11 @@ fn build_and_install(
     }
     crash_point("db-streamed");
     let (out, stats, bumped, latest) = copier.finish()?;
-    let f = out.into_inner().map_err(|e| io(&first_db)(e.into_error()))?;
-    f.sync_all().map_err(io(&first_db))?;
-    drop(f);
+    let tee = out.into_inner().map_err(|e| io(&db_paths[0])(e.into_error()))?;
+    tee.finish().map_err(io(&db_paths[0]))?;
     crash_point("db-written");
 
-    // 2. Per member: a copy of the db, the WAL and the .snap, all fsynced.
+    // 2. Per member: the WAL and the .snap, fsynced.
     let n = opts.cluster.members.len() as u64;
     let snap = raftsnap::restore_snap(&opts.cluster);
     let snap_name = raftsnap::snap_file_name(1, n);
@@ -499,15 +503,9 @@ fn build_and_install(
         let jobs: Vec<_> = stages
             .iter()
             .zip(members)
-            .enumerate()
-            .map(|(i, ((d, w), m))| {
-                let (first_db, snap, snap_name) = (&first_db, &snap, &snap_name);
+            .map(|((d, w), m)| {
+                let (snap, snap_name) = (&snap, &snap_name);
                 s.spawn(move || -> Result<()> {
-                    if i > 0 {
-                        let to = d.join("member/snap/db");
-                        fs::copy(first_db, &to).map_err(io(&to))?;
-                        File::open(&to).and_then(|f| f.sync_all()).map_err(io(&to))?;
-                    }
                     let wal_dir = w.clone().unwrap_or_else(|| d.join("member/wal"));
                     let name = if w.is_some() { format!("{}.quorum-pending", wal::FIRST_SEGMENT) } else { wal::FIRST_SEGMENT.to_string() };
                     let wal_bytes = wal::restore_wal(&opts.cluster, m.id, pre.layout == Layout::V3_5);

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Benchmark: `quorum snapshot restore` (one member, and three with --all-members) against
+# `etcdctl snapshot restore` (3.4.23), `etcdutl snapshot restore` (3.5.16) and `cp` + `sync`
+# of the file, on the same snapshot of >= 1 GiB, warm cache, best of 3, with peak RSS.
+# Usage: bench/restore.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_build
+snap="${1:-$out/snapshot-1g.db}"
+[ -n "${1:-}" ] || big_snapshot "$snap" 800
+echo "snapshot: $snap ($(stat -c %s "$snap") bytes)"
+cat "$snap" >/dev/null
+dst="$out/restore-target"
+clean() { rm -rf "$dst"; mkdir -p "$dst"; sync; }
+ic="m1=http://127.0.0.1:2380"
+ic3="m1=http://127.0.0.1:2380,m2=http://127.0.0.1:2381,m3=http://127.0.0.1:2382"
+one=(--name m1 --initial-cluster "$ic" --initial-advertise-peer-urls http://127.0.0.1:2380)
+
+runs=5
+measure_clean() { local name="$1"; shift; local best="" rss=0 w
+  for _ in $(seq 1 "$runs"); do clean; measure "$name" 1 "$@"; w="${WALL[$name]}"
+    if [ -z "$best" ] || awk "BEGIN{exit !($w < $best)}"; then best="$w"; fi
+    [ "${RSS[$name]}" -gt "$rss" ] && rss="${RSS[$name]}"
+  done; WALL[$name]="$best"; RSS[$name]="$rss"; }
+
+measure_clean cp_sync sh -c "cp '$snap' '$dst/db' && sync"
+measure_clean etcdctl34 "$E34/etcdctl" snapshot restore "$snap" "${one[@]}" --data-dir "$dst/d"
+measure_clean etcdutl35 "$E35/etcdutl" snapshot restore "$snap" "${one[@]}" --data-dir "$dst/d"
+measure_clean quorum_1 sh -c "'$Q' snapshot restore --quiet '$snap' --name m1 --initial-cluster '$ic' --initial-advertise-peer-urls http://127.0.0.1:2380 --data-dir '$dst/d' 2>/dev/null && sync"
+measure_clean quorum_3 sh -c "'$Q' snapshot restore --quiet '$snap' --all-members --initial-cluster '$ic3' --data-dir '$dst/{name}' 2>/dev/null && sync"
+rm -rf "$dst"
+
+printf '\n%-28s %10s %12s\n' command "wall (s)" "peak RSS MiB"
+for n in cp_sync etcdctl34 etcdutl35 quorum_1 quorum_3; do printf '%-28s %10s %12s\n' "$n" "${WALL[$n]}" "${RSS[$n]}"; done
+echo
+echo "ratios (target):"
+echo "  quorum restore / etcdutl 3.5 restore  $(ratio "${WALL[quorum_1]}" "${WALL[etcdutl35]}")  (<= 1.0)"
+echo "  quorum restore / etcdctl 3.4 restore  $(ratio "${WALL[quorum_1]}" "${WALL[etcdctl34]}")"
+echo "  quorum restore / cp + sync            $(ratio "${WALL[quorum_1]}" "${WALL[cp_sync]}")  (<= 1.5)"
+echo "  3 members / 1 member                  $(ratio "${WALL[quorum_3]}" "${WALL[quorum_1]}")  (<= 1.5)"
+echo "  peak RSS: quorum 1 member ${RSS[quorum_1]} MiB, 3 members ${RSS[quorum_3]} MiB (<= 128); etcdutl ${RSS[etcdutl35]} MiB"
+echo "note: the etcd tools' times do not include a final sync (they fsync their own files); quorum's and cp's do."
