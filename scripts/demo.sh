@@ -10,7 +10,8 @@
 #      the backup (no etcd tool involved), and the members start on them;
 #   7. show the data is intact (hashkv and key count equal the backup's) and writes work;
 #   8. stop the cluster and clean up.
-# ETCD_VERSION=3.4 uses Debian bookworm's etcd 3.4.23 instead of 3.5.16. KEEP=1 keeps the temp dir.
+# QUORUM_DEMO_ETCD=3.4 uses Debian bookworm's etcd 3.4.23 instead of 3.5.16 (etcd itself reads
+# ETCD_* variables as flags, so the demo's own setting has another prefix). KEEP=1 keeps the temp dir.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,10 +22,10 @@ cargo build --release --locked -q -p quorum -p testkit
 Q="$root/target/release/quorum"
 LOADER="$root/target/release/quorum-testkit"
 
-case "${ETCD_VERSION:-3.5}" in
+case "${QUORUM_DEMO_ETCD:-3.5}" in
   3.4) BIN=/usr/bin; SNAPTOOL="etcdctl" ;;
   3.5) BIN="$root/.tools/etcd-3.5/usr/bin"; SNAPTOOL="etcdutl" ;;
-  *) echo "ETCD_VERSION must be 3.4 or 3.5" >&2; exit 2 ;;
+  *) echo "QUORUM_DEMO_ETCD must be 3.4 or 3.5" >&2; exit 2 ;;
 esac
 export ETCDCTL_API=3
 
@@ -41,6 +42,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+wait_healthy() {
+  for _ in $(seq 1 150); do
+    "$BIN/etcdctl" --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "etcd did not become healthy; logs in $work (KEEP=1 keeps them):" >&2
+  tail -n 5 "$work"/*.log >&2
+  exit 1
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 names=(etcd-0 etcd-1 etcd-2)
 declare -A client peer
@@ -59,10 +69,7 @@ for n in "${names[@]}"; do
   pids+=("$!")
 done
 endpoints="${client[etcd-0]},${client[etcd-1]},${client[etcd-2]}"
-for _ in $(seq 1 100); do
-  "$BIN/etcdctl" --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+wait_healthy
 "$BIN/etcdctl" --endpoints "$endpoints" endpoint status -w table
 
 echo "== loading a Kubernetes-like keyspace"
@@ -106,10 +113,7 @@ for n in "${names[@]}"; do
     --log-level warn >"$work/$n.restored.log" 2>&1 &
   pids+=("$!")
 done
-for _ in $(seq 1 100); do
-  "$BIN/etcdctl" --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+wait_healthy
 "$BIN/etcdctl" --endpoints "$endpoints" endpoint status -w table
 
 echo "== the data is intact"
