@@ -1,0 +1,125 @@
+//! Connections to etcd members, configured as etcdctl is: endpoints, TLS files, credentials,
+//! dial and command timeouts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+use crate::error::{Error, Result};
+
+/// A password that never prints itself.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How to reach the cluster (etcdctl's `--endpoints`, `--cacert`, `--cert`, `--key`, `--user`,
+/// `--dial-timeout`, `--command-timeout`).
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub endpoints: Vec<String>,
+    pub cacert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub user: Option<(String, Secret)>,
+    pub dial_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            cacert: None,
+            cert: None,
+            key: None,
+            user: None,
+            dial_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConnConfig {
+    pub fn tls(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some()
+    }
+
+    /// An endpoint with its scheme: `host:port` gets `https://` when TLS is configured.
+    pub fn url(&self, endpoint: &str) -> String {
+        if endpoint.contains("://") {
+            endpoint.to_string()
+        } else if self.tls() {
+            format!("https://{endpoint}")
+        } else {
+            format!("http://{endpoint}")
+        }
+    }
+
+    fn options(&self) -> Result<ConnectOptions> {
+        let mut o = ConnectOptions::new()
+            .with_connect_timeout(self.dial_timeout)
+            .with_timeout(self.command_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(6));
+        if self.tls() {
+            let mut t = TlsOptions::new();
+            if let Some(ca) = &self.cacert {
+                let pem = std::fs::read(ca).map_err(|e| Error::Tls(format!("--cacert {}: {e}", ca.display())))?;
+                t = t.ca_certificate(Certificate::from_pem(pem));
+            }
+            match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => {
+                    let cert = std::fs::read(c).map_err(|e| Error::Tls(format!("--cert {}: {e}", c.display())))?;
+                    let key = std::fs::read(k).map_err(|e| Error::Tls(format!("--key {}: {e}", k.display())))?;
+                    t = t.identity(Identity::from_pem(cert, key));
+                }
+                (None, None) => {}
+                _ => return Err(Error::Tls("--cert and --key go together".into())),
+            }
+            o = o.with_tls(t);
+        }
+        if let Some((u, p)) = &self.user {
+            o = o.with_user(u.clone(), p.0.clone());
+        }
+        Ok(o)
+    }
+
+    /// A client for exactly one endpoint (operations that must address a given member).
+    pub async fn connect_one(&self, endpoint: &str) -> Result<Client> {
+        let url = self.url(endpoint);
+        let opts = self.options()?;
+        match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect([url.clone()], Some(opts))).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(Error::Connect { endpoint: url, msg: e.to_string() }),
+            Err(_) => Err(Error::Connect { endpoint: url, msg: format!("no answer within --dial-timeout {:?}", self.dial_timeout) }),
+        }
+    }
+
+    /// A client balanced over every endpoint.
+    pub async fn connect_all(&self) -> Result<Client> {
+        let urls: Vec<String> = self.endpoints.iter().map(|e| self.url(e)).collect();
+        let opts = self.options()?;
+        match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect(urls.clone(), Some(opts))).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(Error::Connect { endpoint: urls.join(","), msg: e.to_string() }),
+            Err(_) => Err(Error::Connect { endpoint: urls.join(","), msg: format!("no answer within --dial-timeout {:?}", self.dial_timeout) }),
+        }
+    }
+
+    /// Run `f` under `--command-timeout`.
+    pub async fn timed<T, F>(&self, endpoint: &str, op: &'static str, f: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout(self.command_timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: e.to_string() }),
+            Err(_) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: format!("timed out after --command-timeout {:?}", self.command_timeout) }),
+        }
+    }
+}

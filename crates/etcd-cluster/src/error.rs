@@ -1,0 +1,27 @@
+use std::path::PathBuf;
+
+/// Errors talking to or acting on a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {endpoint}: {msg}")]
+    Connect { endpoint: String, msg: String },
+    #[error("{op} on {endpoint} failed: {msg}")]
+    Rpc { endpoint: String, op: &'static str, msg: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// A safety check refused the operation; nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("snapshot stream from {endpoint} is damaged: {msg}")]
+    Stream { endpoint: String, msg: String },
+    #[error(transparent)]
+    Restore(#[from] etcd_data::restore::RestoreError),
+    #[error(transparent)]
+    Data(#[from] etcd_data::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,132 @@
+//! `snapshot save`: stream a snapshot from one member into `FILE.partial`, check the sha256
+//! the server appends as it arrives, fsync, rename to `FILE`. Never overwrites.
+//!
+//! The server sends the bbolt bytes in chunks, then one last message with the 32-byte SHA-256
+//! of everything before it (`v3rpc/maintenance.go` `Snapshot`); the file keeps that digest as
+//! its trailer, exactly as `etcdctl snapshot save` writes it.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::conn::ConnConfig;
+use crate::error::{Error, Result};
+use crate::view::{observe, ClusterView};
+
+/// Which member to take the snapshot from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The first healthy endpoint in `--endpoints` order.
+    Endpoints,
+    /// A follower (spares the leader the I/O).
+    Follower,
+    Leader,
+    /// The member with this name.
+    Named(String),
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Source {
+        match s {
+            "follower" => Source::Follower,
+            "leader" => Source::Leader,
+            "endpoints" | "" => Source::Endpoints,
+            name => Source::Named(name.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub endpoint: String,
+    pub member: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub revision: i64,
+}
+
+/// Choose the endpoint per `source` among the members that answer.
+pub fn choose(view: &ClusterView, source: &Source) -> Result<(String, String)> {
+    let healthy = view.statuses.iter().filter(|s| s.errors.is_empty());
+    let pick = match source {
+        Source::Endpoints => healthy.into_iter().next(),
+        Source::Follower => healthy.into_iter().find(|s| !s.is_leader && !s.is_learner),
+        Source::Leader => healthy.into_iter().find(|s| s.is_leader),
+        Source::Named(n) => healthy.into_iter().find(|s| &s.name == n),
+    };
+    pick.map(|s| (s.endpoint.clone(), s.name.clone()))
+        .ok_or_else(|| Error::Refused(format!("no healthy member matches --from {source:?} among {} answering endpoints", view.statuses.len())))
+}
+
+/// Save a snapshot to `path`. `progress(bytes_so_far)` is called as data arrives.
+pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dyn Fn(u64) + Sync)) -> Result<Saved> {
+    if path.symlink_metadata().is_ok() {
+        return Err(Error::Refused(format!("{} exists; Quorum never overwrites a snapshot (choose a new name)", path.display())));
+    }
+    let view = observe(cfg, 0).await?;
+    let (endpoint, member) = choose(&view, source)?;
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, source }
+    };
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).map_err(io(&partial))?;
+    let result = async {
+        let mut c = cfg.connect_one(&endpoint).await?;
+        let mut stream = cfg.timed(&endpoint, "snapshot", c.snapshot()).await?;
+        let mut h = Sha256::new();
+        // The last 32 bytes received are the digest, not data: hold them back from the hash.
+        let mut tail: Vec<u8> = Vec::with_capacity(64);
+        let mut total = 0u64;
+        let mut revision = 0;
+        loop {
+            let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: e.to_string() })?;
+            let Some(m) = msg else { break };
+            if let Some(hd) = m.header() {
+                revision = revision.max(hd.revision());
+            }
+            let blob = m.blob();
+            f.write_all(blob).map_err(io(&partial))?;
+            total += blob.len() as u64;
+            tail.extend_from_slice(blob);
+            if tail.len() > 32 {
+                let cut = tail.len() - 32;
+                h.update(&tail[..cut]);
+                tail.drain(..cut);
+            }
+            progress(total);
+        }
+        if total % 512 != 32 || tail.len() != 32 {
+            return Err(Error::Stream { endpoint: endpoint.clone(), msg: format!("sha256 checksum not found [bytes: {total}]") });
+        }
+        let got: [u8; 32] = h.finalize().into();
+        if got[..] != tail[..] {
+            return Err(Error::Stream {
+                endpoint: endpoint.clone(),
+                msg: format!("sha256 mismatch: server sent {}, data hashes to {}", hex::encode(&tail), hex::encode(got)),
+            });
+        }
+        f.sync_all().map_err(io(&partial))?;
+        Ok((total, hex::encode(got), revision))
+    }
+    .await;
+    match result {
+        Ok((bytes, sha256, revision)) => {
+            drop(f);
+            std::fs::rename(&partial, path).map_err(io(path))?;
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+            }
+            Ok(Saved { path: path.to_path_buf(), endpoint, member, bytes, sha256, revision })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
