@@ -54,7 +54,9 @@ pub fn plan(view: &ClusterView, opts: &DefragOptions) -> Result<Vec<DefragStep>>
         let list = view.unreachable.iter().map(|(e, w)| format!("{e} ({w})")).collect::<Vec<_>>().join(", ");
         return Err(Error::Refused(format!("not every member is healthy: {list}; defrag would cost availability")));
     }
-    if let Some(s) = view.statuses.iter().find(|s| !s.errors.is_empty()) {
+    // A NOSPACE alarm shows up as a member error; defrag is its remedy, so only other errors refuse.
+    let blocking = |s: &&crate::view::EndpointStatus| s.errors.iter().any(|e| !e.contains("alarm:NOSPACE"));
+    if let Some(s) = view.statuses.iter().find(blocking) {
         return Err(Error::Refused(format!("member {} reports errors: {}", s.endpoint, s.errors.join("; "))));
     }
     let mut order: Vec<_> = view.statuses.iter().filter(|s| !s.is_leader).collect();
@@ -133,8 +135,8 @@ pub async fn defrag(cfg: &ConnConfig, opts: &DefragOptions, on_step: &(dyn Fn(&D
 
 /// Disarm every alarm (or those of one member); returns what was disarmed.
 pub async fn alarm_disarm(cfg: &ConnConfig, member: Option<u64>) -> Result<Vec<Alarm>> {
-    let mut c = cfg.connect_all().await?;
-    let ep = cfg.endpoints.join(",");
+    let view = observe(cfg, 0).await?;
+    let (mut c, ep) = crate::view::connect_live(cfg, &view).await?;
     let list = cfg.timed(&ep, "alarm list", c.alarm(AlarmAction::Get, AlarmType::None, None)).await?;
     let mut done = Vec::new();
     for a in list.alarms() {

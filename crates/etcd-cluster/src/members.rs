@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::conn::ConnConfig;
 use crate::error::{Error, Result};
-use crate::view::{healthy, hex, observe, ClusterView};
+use crate::view::{connect_live, healthy, hex, observe, ClusterView};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Added {
@@ -50,7 +50,9 @@ pub fn check_remove(view: &ClusterView, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// Adding a voter raises the quorum: every existing member must be started and healthy.
+/// Adding a voter raises the quorum: the healthy voters must reach the larger cluster's quorum
+/// (etcd's `IsReadyToAddVotingMember`), except when growing a one-member cluster to two, the
+/// documented way to rebuild after a restore (the cluster waits for the new member to start).
 pub fn check_add(view: &ClusterView, learner: bool) -> Result<()> {
     if let Some(m) = view.members.iter().find(|m| !m.started()) {
         return Err(Error::Refused(format!(
@@ -58,7 +60,7 @@ pub fn check_add(view: &ClusterView, learner: bool) -> Result<()> {
             m.id
         )));
     }
-    if !learner {
+    if !learner && !(view.voters() == 1 && view.healthy_voters() == 1) {
         let quorum_after = (view.voters() + 1) / 2 + 1;
         if view.healthy_voters() < quorum_after {
             return Err(Error::Refused(format!(
@@ -77,10 +79,19 @@ pub async fn add(cfg: &ConnConfig, name: &str, peer_urls: &[String], learner: bo
         return Err(Error::Usage(format!("a member named {name:?} already exists")));
     }
     check_add(&view, learner)?;
-    let mut c = cfg.connect_all().await?;
-    let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
-    let ep = cfg.endpoints.join(",");
-    let r = cfg.timed(&ep, "member add", c.member_add(peer_urls.to_vec(), opts)).await?;
+    let (mut c, ep) = connect_live(cfg, &view).await?;
+    // etcd accepts a new voter only when every member has been connected for its health
+    // interval (5 s); right after a member joined it answers "unhealthy cluster": wait it out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
+        match cfg.timed(&ep, "member add", c.member_add(peer_urls.to_vec(), opts)).await {
+            Err(Error::Rpc { msg, .. }) if msg.contains("unhealthy cluster") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other?,
+        }
+    };
     let new = r.member().ok_or_else(|| Error::Rpc { endpoint: ep.clone(), op: "member add", msg: "no member in response".into() })?;
     let mut initial: Vec<String> = Vec::new();
     for m in r.member_list() {
@@ -138,8 +149,7 @@ pub async fn remove(cfg: &ConnConfig, who: &str) -> Result<String> {
     let view = observe(cfg, 0).await?;
     let m = find(&view, who)?;
     check_remove(&view, m.id_num)?;
-    let mut c = cfg.connect_all().await?;
-    let ep = cfg.endpoints.join(",");
+    let (mut c, ep) = connect_live(cfg, &view).await?;
     cfg.timed(&ep, "member remove", c.member_remove(m.id_num)).await?;
     Ok(m.id.clone())
 }

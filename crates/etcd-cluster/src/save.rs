@@ -83,13 +83,9 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
         // The last 32 bytes received are the digest, not data: hold them back from the hash.
         let mut tail: Vec<u8> = Vec::with_capacity(64);
         let mut total = 0u64;
-        let mut revision = 0;
         loop {
             let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: e.to_string() })?;
             let Some(m) = msg else { break };
-            if let Some(hd) = m.header() {
-                revision = revision.max(hd.revision());
-            }
             let blob = m.blob();
             f.write_all(blob).map_err(io(&partial))?;
             total += blob.len() as u64;
@@ -112,6 +108,8 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
             });
         }
         f.sync_all().map_err(io(&partial))?;
+        // The revision the snapshot holds, as `snapshot status` reports it.
+        let revision = etcd_data::status(&partial)?.revision;
         Ok((total, hex::encode(got), revision))
     }
     .await;

@@ -166,11 +166,43 @@ pub async fn observe(cfg: &ConnConfig, quota_fallback: i64) -> Result<ClusterVie
             .collect(),
         Err(_) => vec![],
     };
+    // Members not covered by --endpoints: ask them at their advertised client URLs, so the
+    // view is of the whole cluster whichever endpoints were given.
+    let missing: Vec<&MemberInfo> = members.iter().filter(|m| m.started() && !statuses.iter().any(|s| s.id_num == m.id_num)).collect();
+    let extra = join_all(missing.iter().map(|m| async move {
+        for u in &m.client_urls {
+            if let Ok(s) = endpoint_status(cfg, u, quota_fallback).await {
+                return Ok(s);
+            }
+        }
+        Err(m.client_urls.first().cloned().unwrap_or_else(|| m.id.clone()))
+    }))
+    .await;
+    for r in extra {
+        match r {
+            Ok(s) if !statuses.iter().any(|x| x.id_num == s.id_num) => statuses.push(s),
+            Ok(_) => {}
+            Err(u) if !unreachable.iter().any(|(e, _)| *e == cfg.url(&u)) => unreachable.push((cfg.url(&u), "member does not answer".into())),
+            Err(_) => {}
+        }
+    }
     for s in &mut statuses {
         s.name = members.iter().find(|m| m.id_num == s.id_num).map(|m| m.name.clone()).unwrap_or_default();
     }
     let leader = statuses.iter().find(|s| s.is_leader).map(|s| s.id.clone());
     Ok(ClusterView { members, statuses, unreachable, leader, alarms })
+}
+
+/// A client on one answering member (the leader when it answers): mutations sent through a
+/// balanced client fail when they are routed to a dead endpoint.
+pub async fn connect_live(cfg: &ConnConfig, view: &ClusterView) -> Result<(etcd_client::Client, String)> {
+    let s = view
+        .statuses
+        .iter()
+        .find(|s| s.is_leader)
+        .or_else(|| view.statuses.first())
+        .ok_or_else(|| Error::Connect { endpoint: cfg.endpoints.join(","), msg: "no member answers".into() })?;
+    Ok((cfg.connect_one(&s.endpoint).await?, s.endpoint.clone()))
 }
 
 /// HashKV of every reachable member at one revision: (revision, [(endpoint, hash)]).

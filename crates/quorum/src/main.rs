@@ -1,6 +1,7 @@
 //! The `quorum` command: flag parsing and printing over the library crates.
 
 mod exit;
+mod live;
 mod output;
 mod restore;
 mod snapshot;
@@ -23,6 +24,8 @@ struct Cli {
     /// Silence progress bars.
     #[arg(long, global = true)]
     quiet: bool,
+    #[command(flatten)]
+    conn: live::Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +35,21 @@ enum Command {
     /// Work with etcd snapshot files (no etcd tool needed).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Per-member status of a running cluster: sizes, fragmentation, quota, leader, raft, alarms, hashkv.
+    #[command(after_help = "Examples:\n  quorum status --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379\n  ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 quorum status --cacert ca.crt --cert client.crt --key client.key -w json\n\nExit 1 when a member does not answer or members' hashkv disagree.")]
+    Status(live::StatusArgs),
+    /// Rolling defrag: one member at a time, followers first, leader last, health-gated.
+    #[command(after_help = "Examples:\n  quorum defrag --dry-run\n  quorum defrag --min-fragmentation 45 --pause 60s\n  quorum defrag --disarm        # then disarm NOSPACE alarms if space is back\n\nRefuses to start when any member is unhealthy.")]
+    Defrag(live::DefragArgs),
+    /// List or disarm alarms.
+    #[command(subcommand)]
+    Alarm(live::AlarmCmd),
+    /// Add, remove or replace members without costing quorum.
+    #[command(subcommand)]
+    Member(live::MemberCmd),
+    /// Recover from quorum loss: `recover plan`, then `recover --from-data-dir DIR | --from-snapshot FILE`.
+    #[command(after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait")]
+    Recover(live::RecoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -53,6 +71,16 @@ enum SnapshotCmd {
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
         write_out: Format,
     },
+    /// Stream a snapshot from a running member into FILE (sha256 checked, never overwrites).
+    #[command(after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites FILE.partial, checks the sha256 the server sends, fsyncs, renames to FILE.")]
+    Save {
+        file: PathBuf,
+        /// Which member: endpoints (first healthy in --endpoints order), follower, leader, or a member name.
+        #[arg(long, default_value = "endpoints")]
+        from: String,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: Format,
+    },
     /// Write etcd member data dirs (db, WAL, raft snapshot) from a snapshot, natively.
     #[command(after_help = restore::HELP)]
     Restore(restore::RestoreArgs),
@@ -70,6 +98,12 @@ fn main() -> ExitCode {
         Command::Snapshot(SnapshotCmd::Status { file, write_out }) => snapshot::status(&file, write_out),
         Command::Snapshot(SnapshotCmd::Verify { file, write_out }) => snapshot::verify(&file, write_out, cli.quiet),
         Command::Snapshot(SnapshotCmd::Restore(args)) => restore::run(args, cli.quiet),
+        Command::Snapshot(SnapshotCmd::Save { file, from, write_out }) => live::snapshot_save(&cli.conn, file, from, write_out, cli.quiet),
+        Command::Status(a) => live::status(&cli.conn, a),
+        Command::Defrag(a) => live::defrag(&cli.conn, a),
+        Command::Alarm(a) => live::alarm(&cli.conn, a),
+        Command::Member(a) => live::member(&cli.conn, a),
+        Command::Recover(a) => live::recover(&cli.conn, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

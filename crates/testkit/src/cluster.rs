@@ -21,11 +21,13 @@ pub struct ClusterOptions {
     /// Raise `--max-request-bytes` and `--max-txn-ops` for bulk loads.
     pub big_requests: bool,
     pub extra_args: Vec<String>,
+    /// Serve clients over TLS with client-certificate auth.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ClusterOptions {
     pub fn new(version: EtcdVersion, members: usize) -> Self {
-        ClusterOptions { members, version, quota_backend_bytes: 0, no_fsync: false, big_requests: false, extra_args: vec![] }
+        ClusterOptions { members, version, quota_backend_bytes: 0, no_fsync: false, big_requests: false, extra_args: vec![], tls: None }
     }
 }
 
@@ -65,6 +67,7 @@ pub struct Cluster {
     pub members: Vec<Member>,
     pub token: String,
     pub initial_cluster: String,
+    pub tls: Option<crate::tls::TlsFiles>,
     dir: PathBuf,
     _owned: Option<tempfile::TempDir>,
 }
@@ -118,7 +121,12 @@ impl Cluster {
 
     fn try_start(opts: &ClusterOptions) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("quorum-etcd-").tempdir()?;
-        let (plans, initial) = plan_members(dir.path(), opts.members)?;
+        let (mut plans, initial) = plan_members(dir.path(), opts.members)?;
+        if opts.tls.is_some() {
+            for p in &mut plans {
+                p.client_url = p.client_url.replace("http://", "https://");
+            }
+        }
         let token = format!("quorum-test-{}", std::process::id());
         let mut c = Self::spawn(opts, dir.path(), &plans, &initial, &token)?;
         c._owned = Some(dir);
@@ -152,6 +160,10 @@ impl Cluster {
             if opts.big_requests {
                 cmd.args(["--max-request-bytes", "16777216", "--max-txn-ops", "10000"]);
             }
+            if let Some(t) = &opts.tls {
+                cmd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
+                cmd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+            }
             cmd.args(&opts.extra_args);
             let logf = std::fs::File::create(&log)?;
             cmd.stdout(Stdio::null()).stderr(logf).stdin(Stdio::null());
@@ -170,6 +182,7 @@ impl Cluster {
             members,
             token: token.to_string(),
             initial_cluster: initial.to_string(),
+            tls: opts.tls.clone(),
             dir: dir.to_path_buf(),
             _owned: None,
         };
@@ -192,11 +205,20 @@ impl Cluster {
 
     /// Run `etcdctl` of this cluster's version against all running members.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String> {
-        let out = self.version.etcdctl().args(["--endpoints", &self.endpoints_csv()]).args(args).output()?;
+        let out = self.ctl().args(["--endpoints", &self.endpoints_csv()]).args(args).output()?;
         if !out.status.success() {
             bail!("etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `etcdctl` of this cluster's version with its TLS client flags.
+    pub fn ctl(&self) -> Command {
+        let mut c = self.version.etcdctl();
+        if let Some(t) = &self.tls {
+            c.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
+        }
+        c
     }
 
     /// Poll `etcdctl endpoint health` until every running member is healthy.
@@ -204,8 +226,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let out = self
-                .version
-                .etcdctl()
+                .ctl()
                 .args(["--endpoints", &self.endpoints_csv(), "--command-timeout=2s", "endpoint", "health"])
                 .output()?;
             if out.status.success() {
@@ -226,8 +247,7 @@ impl Cluster {
     /// Save a snapshot with the reference tool (`etcdctl snapshot save`) from the first member.
     pub fn save_snapshot(&self, path: &Path) -> Result<()> {
         let out = self
-            .version
-            .etcdctl()
+            .ctl()
             .args(["--endpoints", &self.endpoints()[0], "snapshot", "save"])
             .arg(path)
             .output()?;

@@ -12,8 +12,10 @@
 
 mod cluster;
 mod loader;
+mod tls;
 mod tools;
 
 pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
+pub use tls::{generate_tls, TlsFiles};
 pub use tools::{project_root, shared_fixtures, EtcdVersion};

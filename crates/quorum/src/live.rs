@@ -1,0 +1,529 @@
+//! Commands against a running cluster: flags (etcdctl's names and env vars) and printing; the
+//! work is in `etcd-cluster`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use etcd_cluster::maintenance::{DefragOptions, DefragStep};
+use etcd_cluster::{ConnConfig, Error, Secret};
+
+use crate::exit::{Failure, FAILED, USAGE};
+use crate::output::{self, Format};
+
+/// etcdctl's connection flags and `ETCDCTL_*` variables.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// gRPC endpoints, comma separated.
+    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// Verify servers with this CA bundle (turns TLS on).
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    cacert: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    key: Option<PathBuf>,
+    /// username[:password]
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    user: Option<String>,
+    /// Password (when --user has none).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Dial timeout, e.g. 2s, 500ms.
+    #[arg(long, global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    dial_timeout: Duration,
+    /// Timeout of each request, e.g. 5s.
+    #[arg(long, global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    command_timeout: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (want e.g. 5s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Conn {
+    pub fn config(&self) -> ConnConfig {
+        let user = self.user.as_ref().map(|u| match u.split_once(':') {
+            Some((n, p)) => (n.to_string(), Secret(p.to_string())),
+            None => (u.clone(), Secret(self.password.clone().unwrap_or_default())),
+        });
+        ConnConfig {
+            endpoints: self.endpoints.clone(),
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            user,
+            dial_timeout: self.dial_timeout,
+            command_timeout: self.command_timeout,
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+pub fn failure(e: Error) -> Failure {
+    let (code, hint) = match &e {
+        Error::Connect { .. } => (FAILED, Some("check --endpoints, that etcd runs there, and --cacert/--cert/--key for TLS".to_string())),
+        Error::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files".into())),
+        Error::Usage(_) => (USAGE, None),
+        Error::Refused(_) => (FAILED, Some("nothing was changed".into())),
+        Error::Restore(_) => (FAILED, Some("nothing was written".into())),
+        _ => (FAILED, None),
+    };
+    Failure { code, message: Some(e.to_string()), hint }
+}
+
+fn mib(b: i64) -> String {
+    etcd_data::humanize::bytes(b.max(0) as u64)
+}
+
+// ---- snapshot save ----
+
+pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet: bool) -> Result<(), Failure> {
+    let cfg = conn.config();
+    let bar = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(indicatif::ProgressStyle::with_template("{spinner} saving snapshot: {bytes} ({bytes_per_sec})").expect("template"));
+        b
+    });
+    let saved = rt()
+        .block_on(etcd_cluster::save::save(&cfg, &file, &etcd_cluster::save::Source::parse(&from), &|n| {
+            if let Some(b) = &bar {
+                b.set_position(n)
+            }
+        }))
+        .map_err(failure)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match w {
+        Format::Json => println!("{}", output::json(&saved)),
+        Format::Yaml => print!("{}", output::yaml(&saved)),
+        _ => println!(
+            "Snapshot saved at {} ({}, sha256 {}) from {} ({})",
+            saved.path.display(),
+            mib(saved.bytes as i64),
+            saved.sha256,
+            saved.member,
+            saved.endpoint
+        ),
+    }
+    Ok(())
+}
+
+// ---- status ----
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+    /// Quota to compute "quota used" against when the server does not report it (etcd < 3.6).
+    #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
+    quota_backend_bytes: i64,
+}
+
+pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
+    let cfg = conn.config();
+    let rt = rt();
+    let view = rt.block_on(etcd_cluster::observe(&cfg, a.quota_backend_bytes)).map_err(failure)?;
+    let hash = rt.block_on(etcd_cluster::view::hashkv_agreement(&cfg, &view)).ok();
+    let agree = hash.as_ref().map(|(_, hs)| hs.windows(2).all(|w| w[0].1 == w[1].1));
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        #[serde(flatten)]
+        view: &'a etcd_cluster::ClusterView,
+        hashkv_revision: Option<i64>,
+        hashkv: Option<Vec<(String, u32)>>,
+        hashkv_agree: Option<bool>,
+    }
+    let out = Out { view: &view, hashkv_revision: hash.as_ref().map(|h| h.0), hashkv: hash.as_ref().map(|h| h.1.clone()), hashkv_agree: agree };
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&out)),
+        Format::Yaml => print!("{}", output::yaml(&out)),
+        _ => {
+            let rows: Vec<Vec<String>> = view
+                .statuses
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.endpoint.clone(),
+                        s.id.clone(),
+                        s.name.clone(),
+                        s.version.clone(),
+                        mib(s.db_size),
+                        mib(s.db_size_in_use),
+                        format!("{:.1}%", s.fragmentation_percent),
+                        format!("{:.1}%{}", s.quota_used_percent, if s.quota_reported { "" } else { "*" }),
+                        s.is_leader.to_string(),
+                        s.is_learner.to_string(),
+                        s.raft_term.to_string(),
+                        s.raft_index.to_string(),
+                        s.raft_applied_index.to_string(),
+                        s.errors.join("; "),
+                    ]
+                })
+                .chain(view.unreachable.iter().map(|(e, why)| {
+                    let mut r = vec![e.clone()];
+                    r.extend(std::iter::repeat_n(String::new(), 12));
+                    r.push(format!("unreachable: {why}"));
+                    r
+                }))
+                .collect();
+            print!(
+                "{}",
+                output::table(
+                    &["ENDPOINT", "ID", "NAME", "VERSION", "DB SIZE", "IN USE", "FRAG", "QUOTA USED", "LEADER", "LEARNER", "RAFT TERM", "RAFT INDEX", "APPLIED", "ERRORS"],
+                    &rows
+                )
+            );
+            if view.statuses.iter().any(|s| !s.quota_reported) {
+                println!("* quota used against --quota-backend-bytes {} (the server does not report its quota)", a.quota_backend_bytes);
+            }
+            let alarms = if view.alarms.is_empty() {
+                "none".to_string()
+            } else {
+                view.alarms.iter().map(|a| format!("{} on {}", a.alarm, a.member_id)).collect::<Vec<_>>().join(", ")
+            };
+            println!("alarms: {alarms}");
+            match (&hash, agree) {
+                (Some((rev, _)), Some(true)) => println!("hashkv: all {} members agree at revision {rev}", view.statuses.len()),
+                (Some((rev, hs)), _) => println!(
+                    "hashkv: MEMBERS DISAGREE at revision {rev}: {}",
+                    hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", ")
+                ),
+                (None, _) => println!("hashkv: not compared (a member did not answer)"),
+            }
+        }
+    }
+    if !view.unreachable.is_empty() || agree == Some(false) {
+        return Err(Failure { code: FAILED, message: None, hint: None });
+    }
+    Ok(())
+}
+
+// ---- defrag ----
+
+#[derive(Args)]
+pub struct DefragArgs {
+    /// Only members at least this fragmented (percent of db size not in use).
+    #[arg(long, default_value_t = 0.0)]
+    min_fragmentation: f64,
+    /// Wait after each member is healthy again before the next (60s is the documented minimum).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pause: Duration,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Afterwards, disarm NOSPACE alarms if every member is back under its quota.
+    #[arg(long)]
+    disarm: bool,
+    #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
+    quota_backend_bytes: i64,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+}
+
+pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
+    let cfg = conn.config();
+    let opts = DefragOptions {
+        min_fragmentation: a.min_fragmentation,
+        pause: a.pause,
+        dry_run: a.dry_run,
+        disarm: a.disarm,
+        quota_fallback: a.quota_backend_bytes,
+        recover_timeout: Duration::from_secs(60).max(cfg.command_timeout * 4),
+    };
+    let table = !matches!(a.write_out, Format::Json | Format::Yaml);
+    let print_step = |s: &DefragStep| {
+        if table && !a.dry_run {
+            println!(
+                "{} {} ({}{}): {} {}",
+                if s.action == "defrag" { "defragmented" } else { "skipped" },
+                s.name,
+                s.endpoint,
+                if s.leader { ", leader" } else { "" },
+                match s.db_size_after {
+                    Some(after) => format!("{} -> {}", mib(s.db_size), mib(after)),
+                    None => s.action.clone(),
+                },
+                s.seconds.map(|t| format!("in {t:.1}s")).unwrap_or_default()
+            );
+        }
+    };
+    let r = rt().block_on(etcd_cluster::maintenance::defrag(&cfg, &opts, &print_step)).map_err(failure)?;
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&r)),
+        Format::Yaml => print!("{}", output::yaml(&r)),
+        _ => {
+            if a.dry_run {
+                println!("plan (dry run; nothing changed), one member at a time, leader last:");
+                for (i, s) in r.steps.iter().enumerate() {
+                    println!(
+                        "  {}. {} {} ({}{}) db {} in use {} fragmentation {:.1}%",
+                        i + 1,
+                        s.action,
+                        s.name,
+                        s.endpoint,
+                        if s.leader { ", leader" } else { "" },
+                        mib(s.db_size),
+                        mib(s.db_size_in_use),
+                        s.fragmentation_percent
+                    );
+                }
+            }
+            for al in &r.alarms_disarmed {
+                println!("disarmed {} on {}", al.alarm, al.member_id);
+            }
+            for al in &r.alarms_left {
+                println!("alarm still armed: {} on {}{}", al.alarm, al.member_id, if a.disarm { "" } else { " (use --disarm)" });
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- alarms ----
+
+#[derive(Subcommand)]
+pub enum AlarmCmd {
+    /// List active alarms.
+    List {
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+    /// Disarm alarms (all, or one member's).
+    Disarm {
+        /// Member ID in hex.
+        #[arg(long)]
+        member: Option<String>,
+    },
+}
+
+pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
+    let cfg = conn.config();
+    match cmd {
+        AlarmCmd::List { write_out } => {
+            let view = rt().block_on(etcd_cluster::observe(&cfg, 0)).map_err(failure)?;
+            match write_out {
+                Format::Json => println!("{}", output::json(&view.alarms)),
+                Format::Yaml => print!("{}", output::yaml(&view.alarms)),
+                _ => {
+                    for a in &view.alarms {
+                        println!("memberID:{} alarm:{}", a.member_id, a.alarm);
+                    }
+                }
+            }
+        }
+        AlarmCmd::Disarm { member } => {
+            let m = member
+                .map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure { code: USAGE, message: Some(format!("--member {m:?} is not a hex member ID")), hint: None }))
+                .transpose()?;
+            let done = rt().block_on(etcd_cluster::maintenance::alarm_disarm(&cfg, m)).map_err(failure)?;
+            for a in &done {
+                println!("disarmed memberID:{} alarm:{}", a.member_id, a.alarm);
+            }
+            if done.is_empty() {
+                println!("no alarm to disarm");
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- members ----
+
+#[derive(Subcommand)]
+pub enum MemberCmd {
+    /// Add a member and print how to start it.
+    Add {
+        name: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        #[arg(long)]
+        learner: bool,
+        /// Wait until the new member has started and caught up.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        wait_timeout: Duration,
+    },
+    /// Remove a member (by name or hex ID), refusing if it would cost quorum.
+    Remove { member: String },
+    /// Replace a dead member with a new one.
+    Replace {
+        /// The dead member (name or hex ID).
+        old: String,
+        /// The successor's name.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        peer_urls: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        wait_timeout: Duration,
+    },
+}
+
+fn print_added(a: &etcd_cluster::members::Added) {
+    println!("Member {} added as {}.", a.name, a.id);
+    println!("Start it with an empty data dir and these settings:\n");
+    for (k, v) in &a.env {
+        println!("{k}=\"{v}\"");
+    }
+    println!("\nor flags: {}", a.flags.join(" "));
+}
+
+pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
+    let cfg = conn.config();
+    let rt = rt();
+    match cmd {
+        MemberCmd::Add { name, peer_urls, learner, wait, wait_timeout } => {
+            let a = rt.block_on(etcd_cluster::members::add(&cfg, &name, &peer_urls, learner)).map_err(failure)?;
+            print_added(&a);
+            if wait {
+                eprintln!("waiting for {} to start and catch up...", a.name);
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout)).map_err(failure)?;
+                println!("member {} is up and caught up", a.name);
+            }
+        }
+        MemberCmd::Remove { member } => {
+            let id = rt.block_on(etcd_cluster::members::remove(&cfg, &member)).map_err(failure)?;
+            println!("Member {id} removed.");
+        }
+        MemberCmd::Replace { old, name, peer_urls, wait, wait_timeout } => {
+            let (removed, a) = rt.block_on(etcd_cluster::members::replace(&cfg, &old, &name, &peer_urls)).map_err(failure)?;
+            println!("Member {removed} removed.");
+            print_added(&a);
+            if wait {
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout)).map_err(failure)?;
+                println!("member {} is up and caught up", a.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- recover ----
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RecoverArgs {
+    #[command(subcommand)]
+    plan: Option<RecoverSub>,
+    /// A survivor's data dir (its etcd must be stopped).
+    #[arg(long)]
+    from_data_dir: Option<PathBuf>,
+    /// A snapshot file.
+    #[arg(long)]
+    from_snapshot: Option<PathBuf>,
+    /// Name of the one-member cluster's member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    #[arg(long, default_value = "http://localhost:2380")]
+    initial_advertise_peer_urls: String,
+    /// Client URL for the printed start command.
+    #[arg(long)]
+    advertise_client_urls: Option<String>,
+    /// New data dir (must not exist or be empty).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "etcd-cluster-recovered")]
+    initial_cluster_token: String,
+    /// Revision bump for Kubernetes watch caches (with an implied --mark-compacted).
+    #[arg(long)]
+    bump_revision: Option<u64>,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+}
+
+#[derive(Subcommand)]
+pub enum RecoverSub {
+    /// Look at what answers and what is on disk; say which path applies and what it loses.
+    Plan {
+        /// A survivor's data dir to consider (repeatable).
+        #[arg(long = "data-dir")]
+        data_dirs: Vec<PathBuf>,
+        /// A snapshot file to consider (repeatable).
+        #[arg(long = "snapshot")]
+        snapshots: Vec<PathBuf>,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+}
+
+pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
+    let cfg = conn.config();
+    if let Some(RecoverSub::Plan { data_dirs, snapshots, write_out }) = a.plan {
+        let p = rt().block_on(etcd_cluster::recover::plan(&cfg, &data_dirs, &snapshots));
+        match write_out {
+            Format::Json => println!("{}", output::json(&p)),
+            Format::Yaml => print!("{}", output::yaml(&p)),
+            _ => {
+                println!(
+                    "{} of {} members answer: {}",
+                    p.members_answering,
+                    p.members_known,
+                    if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" }
+                );
+                for c in &p.candidates {
+                    println!(
+                        "  {} {}: {}{}",
+                        c.kind,
+                        c.path.display(),
+                        if c.usable { "usable" } else { "NOT usable" },
+                        c.revision.map(|r| format!(", revision {r}")).unwrap_or_else(|| format!(" ({})", c.note))
+                    );
+                }
+                if let Some(c) = &p.chosen {
+                    println!("recover from: {} {}", c.kind, c.path.display());
+                }
+                println!("cost: {}", p.loss);
+                for (i, s) in p.steps.iter().enumerate() {
+                    println!("  {}. {s}", i + 1);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let data_dir = a.data_dir.clone().ok_or_else(|| Failure { code: USAGE, message: Some("recover needs --data-dir (the new one-member data dir)".into()), hint: None })?;
+    let p = etcd_cluster::recover::Prepare {
+        from_data_dir: a.from_data_dir,
+        from_snapshot: a.from_snapshot,
+        name: a.name,
+        peer_url: a.initial_advertise_peer_urls,
+        client_url: a.advertise_client_urls,
+        data_dir,
+        token: a.initial_cluster_token,
+        bump_revision: a.bump_revision,
+    };
+    let r = etcd_cluster::recover::prepare(&p).map_err(failure)?;
+    for w in &r.restore.warnings {
+        eprintln!("Warning: {w}");
+    }
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&r)),
+        Format::Yaml => print!("{}", output::yaml(&r)),
+        _ => {
+            println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
+            println!("next:\n  1. start it:\n     {}", r.start_command);
+            println!("  2. for each other member, with its old data dir wiped:\n     quorum member add NAME --peer-urls URL --wait   (then start it with the printed flags)");
+        }
+    }
+    Ok(())
+}

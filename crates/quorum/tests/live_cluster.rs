@@ -1,0 +1,334 @@
+//! Commands against real running clusters (etcd 3.5.16 and 3.4.23), TLS on and off: snapshot
+//! save, status, rolling defrag under load, NOSPACE alarms, membership safety, and the
+//! quorum-loss drill.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{run, Run};
+use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace, MemberPlan};
+
+fn q(c: &Cluster, args: &[&str]) -> Run {
+    let mut cmd = common::quorum();
+    cmd.arg("--endpoints").arg(c.endpoints_csv());
+    if let Some(t) = &c.tls {
+        cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
+    }
+    cmd.args(args);
+    run(cmd)
+}
+
+fn json(r: &Run) -> serde_json::Value {
+    assert_eq!(r.code, 0, "stdout {} stderr {}", r.stdout, r.stderr);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+fn save_and_status(version: EtcdVersion, tls: bool) {
+    let certs = tempfile::tempdir().unwrap();
+    let mut opts = ClusterOptions::new(version, 3);
+    if tls {
+        opts.tls = Some(testkit::generate_tls(certs.path()).unwrap());
+    }
+    let c = Cluster::start(opts).unwrap();
+    for i in 0..50 {
+        c.etcdctl(&["put", &format!("/registry/configmaps/default/cm-{i}"), &"x".repeat(2000)]).unwrap();
+    }
+    let d = tempfile::tempdir().unwrap();
+    let snap = d.path().join("s.db");
+    let saved = json(&q(&c, &["snapshot", "save", snap.to_str().unwrap(), "--from", "follower", "-w", "json"]));
+    assert!(!Path::new(&format!("{}.partial", snap.display())).exists());
+    // The saved file is a valid snapshot, equal in figures to what etcd's own tool reports.
+    let mut st = version.snapshot_tool();
+    st.args(["snapshot", "status", "-w", "json"]).arg(&snap);
+    let theirs: serde_json::Value = serde_json::from_str(&run(st).stdout).unwrap();
+    let ours = json(&common::quorum_args(&["snapshot", "status", "-w", "json"], &snap));
+    assert_eq!(ours, theirs);
+    assert_eq!(common::quorum_args(&["snapshot", "verify"], &snap).code, 0);
+    assert_eq!(saved["revision"], ours["revision"]);
+    let status = json(&q(&c, &["status", "-w", "json"]));
+    let leader = status["leader"].as_str().unwrap().to_string();
+    assert_ne!(saved["member"].as_str().unwrap(), "", "named source");
+    let from_id = status["statuses"].as_array().unwrap().iter().find(|s| s["endpoint"] == saved["endpoint"]).unwrap()["id"].clone();
+    assert_ne!(from_id.as_str().unwrap(), leader, "--from follower took it from the leader");
+    // Never overwrite.
+    let before = std::fs::read(&snap).unwrap();
+    let again = q(&c, &["snapshot", "save", snap.to_str().unwrap()]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&snap).unwrap(), before);
+    // Status: every member, one leader, hashkv agreement.
+    let sts = status["statuses"].as_array().unwrap();
+    assert_eq!(sts.len(), 3);
+    assert_eq!(sts.iter().filter(|s| s["is_leader"] == true).count(), 1);
+    assert_eq!(status["hashkv_agree"], true);
+    assert!(sts.iter().all(|s| s["db_size_in_use"].as_i64().unwrap() > 0 && !s["name"].as_str().unwrap().is_empty()));
+    let table = q(&c, &["status"]);
+    assert_eq!(table.code, 0);
+    assert!(table.stdout.contains("hashkv: all 3 members agree"), "{}", table.stdout);
+}
+
+#[test]
+fn save_and_status_plain_3_5() {
+    save_and_status(EtcdVersion::V3_5, false)
+}
+#[test]
+fn save_and_status_tls_3_5() {
+    save_and_status(EtcdVersion::V3_5, true)
+}
+#[test]
+fn save_and_status_tls_3_4() {
+    save_and_status(EtcdVersion::V3_4, true)
+}
+
+#[test]
+fn connection_errors_are_clear_and_bounded() {
+    let certs = tempfile::tempdir().unwrap();
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    let tls = testkit::generate_tls(certs.path()).unwrap();
+    opts.tls = Some(tls.clone());
+    let c = Cluster::start(opts).unwrap();
+    // Wrong CA.
+    let mut cmd = common::quorum();
+    cmd.args(["status", "--dial-timeout", "2s", "--endpoints", &c.endpoints_csv(), "--cacert"]).arg(&tls.other_ca);
+    cmd.arg("--cert").arg(&tls.client_cert).arg("--key").arg(&tls.client_key);
+    let r = run(cmd);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.starts_with("Error: "), "{}", r.stderr);
+    // Unreachable endpoint: an error within the dial timeout (plus process start-up).
+    let t0 = Instant::now();
+    let mut cmd = common::quorum();
+    cmd.args(["status", "--dial-timeout", "1s", "--endpoints", "127.0.0.1:1"]);
+    let r = run(cmd);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("127.0.0.1:1") && r.stderr.contains("Hint:"), "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+}
+
+/// A writer on every endpoint that retries each put once; counts failures a retry did not absorb.
+fn background_writer(endpoints: Vec<String>, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("/registry/events/bg/e-{}", i % 500);
+            let attempt = || testkit::put(&endpoints, &key, b"event");
+            if attempt().is_ok() || { std::thread::sleep(Duration::from_millis(500)); attempt().is_ok() } {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            i += 1;
+        }
+        (ok, failed)
+    })
+}
+
+#[test]
+fn rolling_defrag_followers_first_leader_last() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    // Churn: overwrite and delete a lot, then compact, so the db has free pages.
+    let spec = KubeKeyspace { objects: 3000, overwrite_fraction: 1.0, delete_fraction: 0.5, compact: true, ..Default::default() };
+    testkit::load(&c.endpoints(), &spec).unwrap();
+    let rev = testkit::dump(&c.endpoints(), 0).unwrap().0;
+    c.etcdctl(&["compact", &rev.to_string(), "--physical"]).unwrap();
+    let plan = json(&q(&c, &["defrag", "--dry-run", "-w", "json"]));
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[2]["leader"], true, "leader last");
+    assert!(steps[..2].iter().all(|s| s["leader"] == false));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = background_writer(c.endpoints(), stop.clone());
+    let r = json(&q(&c, &["defrag", "--pause", "1s", "-w", "json"]));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = writer.join().unwrap();
+    assert_eq!(failed, 0, "{failed} writes failed after a retry ({ok} succeeded)");
+    assert!(ok > 0);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.iter().map(|s| s["leader"] == true).collect::<Vec<_>>(), vec![false, false, true]);
+    assert!(steps.iter().all(|s| s["action"] == "defrag" && s["db_size_after"].as_i64().unwrap() < s["db_size"].as_i64().unwrap()));
+    let status = json(&q(&c, &["status", "-w", "json"]));
+    for s in status["statuses"].as_array().unwrap() {
+        let (db, used) = (s["db_size"].as_f64().unwrap(), s["db_size_in_use"].as_f64().unwrap());
+        assert!(db <= used * 1.10, "{}: db {db} not within 10% of in-use {used}", s["endpoint"]);
+    }
+    // --min-fragmentation skips members below the threshold.
+    let r = json(&q(&c, &["defrag", "--dry-run", "--min-fragmentation", "90", "-w", "json"]));
+    assert!(r["steps"].as_array().unwrap().iter().all(|s| s["action"].as_str().unwrap().starts_with("skip")));
+}
+
+#[test]
+fn defrag_refuses_an_unhealthy_cluster() {
+    let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    let all = c.endpoints_csv();
+    c.members[2].kill();
+    let mut cmd = common::quorum();
+    cmd.args(["defrag", "--dial-timeout", "1s", "--endpoints", &all]);
+    let r = run(cmd);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("refused: not every member is healthy"), "{}", r.stderr);
+}
+
+#[test]
+fn nospace_alarm_then_compact_defrag_disarm() {
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.quota_backend_bytes = 8 << 20;
+    let c = Cluster::start(opts).unwrap();
+    let value = vec![b'v'; 100_000];
+    let mut filled = false;
+    for i in 0..400 {
+        if testkit::put(&c.endpoints(), &format!("/registry/big/{}", i % 20), &value).is_err() {
+            filled = true;
+            break;
+        }
+    }
+    assert!(filled, "the quota never filled");
+    let st = json(&q(&c, &["status", "-w", "json", "--quota-backend-bytes", &(8u64 << 20).to_string()]));
+    assert_eq!(st["alarms"][0]["alarm"], "NOSPACE", "{st}");
+    let al = q(&c, &["alarm", "list"]);
+    assert!(al.stdout.contains("alarm:NOSPACE"), "{}", al.stdout);
+    let rev = json(&q(&c, &["status", "-w", "json"]))["statuses"][0]["revision"].as_i64().unwrap();
+    c.etcdctl(&["compact", &rev.to_string(), "--physical"]).unwrap();
+    let r = json(&q(&c, &["defrag", "--disarm", "--pause", "0s", "--quota-backend-bytes", &(8u64 << 20).to_string(), "-w", "json"]));
+    assert_eq!(r["alarms_disarmed"][0]["alarm"], "NOSPACE", "{r}");
+    assert!(r["alarms_left"].as_array().unwrap().is_empty());
+    testkit::put(&c.endpoints(), "/registry/after", b"ok").unwrap();
+}
+
+#[test]
+fn member_safety() {
+    let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    let all = c.endpoints_csv();
+    let r = q(&c, &["member", "remove", "nobody"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no member named"), "{}", r.stderr);
+    let r = q(&c, &["member", "replace", "m1", "--name", "m9", "--peer-urls", "http://127.0.0.1:1"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("alive"), "{}", r.stderr);
+    // Two dead: removing one would leave 1 healthy of 2 voters.
+    c.members[1].kill();
+    c.members[2].kill();
+    let mut cmd = common::quorum();
+    cmd.args(["member", "remove", "m1", "--dial-timeout", "1s", "--endpoints", &all]);
+    let r = run(cmd);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("below the quorum"), "{}", r.stderr);
+}
+
+#[test]
+fn replace_a_dead_member() {
+    let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    c.etcdctl(&["put", "/registry/k", "v"]).unwrap();
+    let all = c.endpoints_csv();
+    c.members[2].kill();
+    let d = tempfile::tempdir().unwrap();
+    let (plans, _) = plan_members(d.path(), 1).unwrap();
+    let newp = MemberPlan { name: "m3".into(), ..plans[0].clone() };
+    let mut cmd = common::quorum();
+    cmd.args(["member", "replace", "m2", "--name", "m3", "--peer-urls", &newp.peer_url, "--dial-timeout", "1s", "--endpoints", &all]);
+    let r = run(cmd);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let initial = r.stdout.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\"")).unwrap().trim_end_matches('"').to_string();
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.extra_args = vec!["--initial-cluster-state=existing".into()];
+    let new = Cluster::start_planned(&opts, d.path(), &[newp], &initial, &c.token).unwrap();
+    assert_eq!(new.etcdctl(&["get", "/registry/k", "--print-value-only"]).unwrap().trim(), "v");
+    let list = c.etcdctl(&["member", "list"]).unwrap();
+    assert!(list.contains("m3") && !list.contains("m2"), "{list}");
+}
+
+/// Start `quorum member add --wait` and, once it prints the flags, start the new member with them.
+fn add_member_and_start(endpoints: &str, version: EtcdVersion, dir: &Path, plan: &MemberPlan, token: &str) -> Cluster {
+    let mut cmd = common::quorum();
+    cmd.args(["member", "add", &plan.name, "--peer-urls", &plan.peer_url, "--wait", "--wait-timeout", "60s", "--endpoints", endpoints]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let initial = loop {
+        let Some(l) = lines.next() else {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("member add ended early: {err}");
+        };
+        let l = l.unwrap();
+        if let Some(v) = l.strip_prefix("ETCD_INITIAL_CLUSTER=\"") {
+            break v.trim_end_matches('"').to_string();
+        }
+    };
+    let mut opts = ClusterOptions::new(version, 1);
+    opts.extra_args = vec!["--initial-cluster-state=existing".into()];
+    let m = Cluster::start_planned(&opts, dir, std::slice::from_ref(plan), &initial, token).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "member add --wait failed: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("is up and caught up")), "{rest:?}");
+    m
+}
+
+fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
+    let mut c = Cluster::start(ClusterOptions::new(version, 3)).unwrap();
+    testkit::load(&c.endpoints(), &KubeKeyspace { objects: 2000, seed: 21, ..Default::default() }).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let snap = work.path().join("backup.db");
+    c.save_snapshot(&snap).unwrap();
+    if !from_snapshot {
+        // Writes after the backup: recovering from the survivor keeps them.
+        for i in 0..20 {
+            c.etcdctl(&["put", &format!("/registry/late/k{i}"), "late"]).unwrap();
+        }
+    }
+    let (_, before) = testkit::dump(&c.endpoints(), 0).unwrap();
+    let all = c.endpoints_csv();
+    let survivor = c.members[0].data_dir.clone();
+    c.members[1].kill();
+    c.members[2].kill();
+    let mut cmd = common::quorum();
+    cmd.args(["recover", "plan", "--dial-timeout", "1s", "--endpoints", &all, "-w", "json", "--data-dir"]).arg(&survivor).arg("--snapshot").arg(&snap);
+    let p = json(&run(cmd));
+    assert_eq!(p["quorum_lost"], true, "{p}");
+    assert_eq!(p["chosen"]["kind"], "survivor data dir", "{p}");
+    c.members[0].kill(); // stop the survivor before using its data dir
+    let (plans, _) = plan_members(work.path(), 3).unwrap();
+    let mut cmd = common::quorum();
+    cmd.args(["recover", "--name", "m0", "--initial-advertise-peer-urls", &plans[0].peer_url, "--data-dir"]).arg(&plans[0].data_dir);
+    if from_snapshot {
+        cmd.arg("--from-snapshot").arg(&snap);
+    } else {
+        cmd.arg("--from-data-dir").arg(&survivor);
+    }
+    let r = run(cmd);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("etcd --name m0"), "{}", r.stdout);
+    let token = "etcd-cluster-recovered";
+    let first = Cluster::start_planned(&ClusterOptions::new(version, 1), work.path(), &plans[..1], &format!("m0={}", plans[0].peer_url), token).unwrap();
+    let ep = first.endpoints_csv();
+    let m1 = add_member_and_start(&ep, version, work.path(), &plans[1], token);
+    let m2 = add_member_and_start(&ep, version, work.path(), &plans[2], token);
+    for cl in [&first, &m1, &m2] {
+        let (_, after) = testkit::dump(&cl.endpoints(), 0).unwrap();
+        if from_snapshot {
+            let (_, at_snap) = (0, before.iter().filter(|k| !k.key.starts_with(b"/registry/late")).cloned().collect::<Vec<_>>());
+            assert!(after == at_snap, "recovered keyspace differs from the snapshot's");
+        } else {
+            assert!(after == before, "recovered keyspace differs from the survivor's committed keys");
+        }
+    }
+    let list = first.etcdctl(&["member", "list"]).unwrap();
+    assert_eq!(list.lines().count(), 3, "{list}");
+}
+
+#[test]
+fn quorum_loss_drill_from_survivor_3_5() {
+    quorum_loss_drill(EtcdVersion::V3_5, false)
+}
+#[test]
+fn quorum_loss_drill_from_snapshot_3_5() {
+    quorum_loss_drill(EtcdVersion::V3_5, true)
+}
+#[test]
+fn quorum_loss_drill_from_survivor_3_4() {
+    quorum_loss_drill(EtcdVersion::V3_4, false)
+}
