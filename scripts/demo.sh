@@ -3,15 +3,16 @@
 #   1. start a 3-member etcd cluster on 127.0.0.1 (free ports, a temp dir);
 #   2. load a Kubernetes-like keyspace (/registry/<resource>/<ns>/<name>, with overwrites,
 #      deletes and a compaction);
-#   3. back it up: a snapshot into a local backup directory;
-#   4. `quorum snapshot status` (next to etcdutl's, for comparison) and `quorum snapshot verify`;
+#   3. back it up: `quorum snapshot save --from follower` into a local backup directory, then
+#      `quorum snapshot status` (next to etcdutl's) and `quorum snapshot verify`; `quorum status`;
+#   4. keep writing after the backup;
 #   5. lose two of the three members (kill -9): the cluster has no quorum and refuses writes;
-#   6. recover: `quorum snapshot restore --all-members` writes three new member data dirs from
-#      the backup (no etcd tool involved), and the members start on them;
-#   7. show the data is intact (hashkv and key count equal the backup's) and writes work;
+#   6. recover with Quorum's runbook: `quorum recover plan` picks the survivor's data dir over
+#      the older backup; `quorum recover --from-data-dir` prepares a one-member cluster natively;
+#      `quorum member add --wait` re-adds the two others one at a time as they start;
+#   7. show the data is intact: every member's hashkv and key count equal what the cluster
+#      held before the loss (the writes after the backup included), and writes work again;
 #   8. stop the cluster and clean up.
-# QUORUM_DEMO_ETCD=3.4 uses Debian bookworm's etcd 3.4.23 instead of 3.5.16 (etcd itself reads
-# ETCD_* variables as flags, so the demo's own setting has another prefix). KEEP=1 keeps the temp dir.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -76,14 +77,10 @@ echo "== loading a Kubernetes-like keyspace"
 "$LOADER" load --endpoints "$endpoints" --objects 5000 --namespaces 20
 "$BIN/etcdctl" --endpoints "$endpoints" get /registry/pods/ns-001 --prefix --keys-only --limit 3 | grep -v '^$'
 
-echo "== backing up: snapshot into $work/backups"
+echo "== backing up: quorum snapshot save into $work/backups"
 mkdir -p "$work/backups"
 backup="$work/backups/etcd-$(date -u +%Y%m%dT%H%M%SZ).db"
-"$BIN/etcdctl" --endpoints "${client[etcd-0]}" snapshot save "$backup" 2>/dev/null
-rev=$("$Q" snapshot status "$backup" -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["revision"])')
-before_hash=$("$BIN/etcdctl" --endpoints "${client[etcd-0]}" endpoint hashkv --rev "$rev" -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["HashKV"]["hash"])')
-before_keys=$("$BIN/etcdctl" --endpoints "$endpoints" get "" --prefix --keys-only --rev "$rev" | grep -c . || true)
-echo "backup at revision $rev: $before_keys keys, hashkv $before_hash"
+"$Q" snapshot save "$backup" --from follower --endpoints "$endpoints"
 
 echo "== quorum snapshot status"
 "$Q" snapshot status "$backup" -w table
@@ -94,39 +91,72 @@ else "$BIN/etcdctl" snapshot status "$backup" -w table; fi
 echo "== quorum snapshot verify"
 "$Q" snapshot verify "$backup"
 
+echo "== quorum status"
+"$Q" status --endpoints "$endpoints"
+
+echo "== more writes after the backup"
+for i in $(seq 1 25); do "$BIN/etcdctl" --endpoints "$endpoints" put "/registry/configmaps/late/cm-$i" "written after the backup" >/dev/null; done
+rev=$("$BIN/etcdctl" --endpoints "${client[etcd-0]}" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
+before_hash=$("$BIN/etcdctl" --endpoints "${client[etcd-0]}" endpoint hashkv --rev "$rev" -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["HashKV"]["hash"])')
+before_keys=$("$BIN/etcdctl" --endpoints "$endpoints" get "" --prefix --keys-only | grep -c . || true)
+echo "the cluster holds $before_keys keys at revision $rev, hashkv $before_hash"
+
 echo "== disaster: kill -9 two of the three members"
 kill -9 "${pids[1]}" "${pids[2]}"; wait "${pids[1]}" "${pids[2]}" 2>/dev/null || true
 if "$BIN/etcdctl" --endpoints "${client[etcd-0]}" --command-timeout=3s put /registry/probe x >/dev/null 2>&1; then
   echo "unexpected: the cluster still takes writes" >&2; exit 1
 fi
 echo "writes fail: the cluster lost quorum"
+
+echo "== quorum recover plan"
+"$Q" recover plan --endpoints "$endpoints" --dial-timeout 1s --data-dir "$work/etcd-0" --snapshot "$backup"
+
+echo "== stop the survivor, prepare a one-member cluster from its data dir"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 pids=()
+token=quorum-demo-recovered
+"$Q" recover --from-data-dir "$work/etcd-0" --name etcd-0 --initial-advertise-peer-urls "${peer[etcd-0]}" \
+  --advertise-client-urls "${client[etcd-0]}" --data-dir "$work/recovered/etcd-0" --initial-cluster-token "$token"
+"$BIN/etcd" --name etcd-0 --data-dir "$work/recovered/etcd-0" \
+  --listen-client-urls "${client[etcd-0]}" --advertise-client-urls "${client[etcd-0]}" \
+  --listen-peer-urls "${peer[etcd-0]}" --initial-advertise-peer-urls "${peer[etcd-0]}" \
+  --initial-cluster "etcd-0=${peer[etcd-0]}" --initial-cluster-token "$token" \
+  --log-level warn >"$work/etcd-0.recovered.log" 2>&1 &
+pids+=("$!")
+endpoints="${client[etcd-0]}" wait_healthy
 
-echo "== recovery: quorum snapshot restore --all-members from the backup"
-"$Q" snapshot restore "$backup" --all-members --initial-cluster "$initial" \
-  --initial-cluster-token quorum-demo-restored --data-dir "$work/restored/{name}"
-for n in "${names[@]}"; do
-  "$BIN/etcd" --name "$n" --data-dir "$work/restored/$n" \
+for n in etcd-1 etcd-2; do
+  echo "== quorum member add $n --wait (and start it with the printed settings)"
+  out="$work/add-$n.out"
+  "$Q" member add "$n" --peer-urls "${peer[$n]}" --wait --wait-timeout 60s --endpoints "${client[etcd-0]}" >"$out" 2>&1 &
+  adder=$!
+  for _ in $(seq 1 100); do grep -q '^ETCD_INITIAL_CLUSTER=' "$out" && break; sleep 0.1; done
+  grep -q '^ETCD_INITIAL_CLUSTER=' "$out" || { cat "$out" >&2; exit 1; }
+  initial_now=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$out")
+  rm -rf "$work/recovered/$n"
+  "$BIN/etcd" --name "$n" --data-dir "$work/recovered/$n" \
     --listen-client-urls "${client[$n]}" --advertise-client-urls "${client[$n]}" \
     --listen-peer-urls "${peer[$n]}" --initial-advertise-peer-urls "${peer[$n]}" \
-    --log-level warn >"$work/$n.restored.log" 2>&1 &
+    --initial-cluster "$initial_now" --initial-cluster-state existing --initial-cluster-token "$token" \
+    --log-level warn >"$work/$n.recovered.log" 2>&1 &
   pids+=("$!")
+  wait "$adder" || { cat "$out" >&2; exit 1; }
+  cat "$out"
 done
 wait_healthy
-"$BIN/etcdctl" --endpoints "$endpoints" endpoint status -w table
+"$Q" status --endpoints "$endpoints"
 
 echo "== the data is intact"
 "$BIN/etcdctl" --endpoints "$endpoints" endpoint hashkv --rev "$rev" -w table
 after_keys=$("$BIN/etcdctl" --endpoints "$endpoints" get "" --prefix --keys-only --rev "$rev" | grep -c . || true)
 hashes=$("$BIN/etcdctl" --endpoints "$endpoints" endpoint hashkv --rev "$rev" -w json | python3 -c 'import json,sys; print(" ".join(str(e["HashKV"]["hash"]) for e in json.load(sys.stdin)))')
 for h in $hashes; do
-  [ "$h" = "$before_hash" ] || { echo "hashkv $h differs from the backup's $before_hash" >&2; exit 1; }
+  [ "$h" = "$before_hash" ] || { echo "hashkv $h differs from the cluster's before the loss ($before_hash)" >&2; exit 1; }
 done
 [ "$after_keys" = "$before_keys" ] || { echo "key count $after_keys differs from $before_keys" >&2; exit 1; }
 "$BIN/etcdctl" --endpoints "$endpoints" put /registry/after-recovery ok >/dev/null
-echo "every member's hashkv equals the backup's ($before_hash), $after_keys keys, and writes work again"
+echo "every member's hashkv equals the cluster's before the loss ($before_hash), $after_keys keys (writes after the backup included), and writes work again"
 
 echo "== stopping the cluster"
 stop_all
-echo "demo finished: backed up, lost quorum, recovered natively with Quorum, data intact"
+echo "demo finished: backed up and verified, lost quorum, recovered with Quorum's runbook, data intact"
