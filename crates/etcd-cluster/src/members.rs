@@ -141,7 +141,7 @@ pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration) -> Re
         if Instant::now() > deadline {
             return Err(Error::Refused(format!("member {id} did not start and catch up within {timeout:?}; is it running with the printed flags?")));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
