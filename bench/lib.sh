@@ -53,3 +53,11 @@ measure() {
 }
 
 ratio() { awk "BEGIN{ if ($2 == 0) print \"inf\"; else printf \"%.2f\", $1 / $2 }"; }
+
+# print_results NAME...: the wall time and peak RSS of each measured command, as a table.
+print_results() {
+  printf '\n%-28s %10s %12s\n' command "wall (s)" "peak RSS MiB"
+  local n
+  for n in "$@"; do printf '%-28s %10s %12s\n' "$n" "${WALL[$n]}" "${RSS[$n]}"; done
+  echo
+}

@@ -29,9 +29,7 @@ measure_clean quorum_1 sh -c "'$Q' snapshot restore --quiet '$snap' --name m1 --
 measure_clean quorum_3 sh -c "'$Q' snapshot restore --quiet '$snap' --all-members --initial-cluster '$ic3' --data-dir '$dst/{name}' 2>/dev/null && sync"
 rm -rf "$dst"
 
-printf '\n%-28s %10s %12s\n' command "wall (s)" "peak RSS MiB"
-for n in cp_sync etcdctl34 etcdutl35 quorum_1 quorum_3; do printf '%-28s %10s %12s\n' "$n" "${WALL[$n]}" "${RSS[$n]}"; done
-echo
+print_results cp_sync etcdctl34 etcdutl35 quorum_1 quorum_3
 echo "ratios (target):"
 echo "  quorum restore / etcdutl 3.5 restore  $(ratio "${WALL[quorum_1]}" "${WALL[etcdutl35]}")  (<= 1.0)"
 echo "  quorum restore / etcdctl 3.4 restore  $(ratio "${WALL[quorum_1]}" "${WALL[etcdctl34]}")"

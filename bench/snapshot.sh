@@ -23,11 +23,7 @@ measure q_verify 3 "$Q" snapshot verify "$snap"
 ours=$("$Q" snapshot status -w json "$snap"); theirs=$("$E35/etcdutl" snapshot status -w json "$snap")
 [ "$ours" = "$theirs" ] || { echo "MISMATCH: quorum $ours vs etcdutl $theirs" >&2; exit 1; }
 
-printf '\n%-28s %10s %12s\n' command "wall (s)" "peak RSS MiB"
-for n in dd openssl etcdctl34 etcdutl35 q_status q_verify; do
-  printf '%-28s %10s %12s\n' "$n" "${WALL[$n]}" "${RSS[$n]}"
-done
-echo
+print_results dd openssl etcdctl34 etcdutl35 q_status q_verify
 echo "ratios (target):"
 echo "  quorum status / etcdctl 3.4 status   $(ratio "${WALL[q_status]}" "${WALL[etcdctl34]}")  (<= 0.5)"
 echo "  quorum status / etcdutl 3.5 status   $(ratio "${WALL[q_status]}" "${WALL[etcdutl35]}")"
