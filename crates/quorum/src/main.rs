@@ -2,6 +2,7 @@
 
 mod exit;
 mod live;
+mod numa_cmd;
 mod output;
 mod restore;
 mod snapshot;
@@ -50,6 +51,9 @@ enum Command {
     /// Recover from quorum loss: `recover plan`, then `recover --from-data-dir DIR | --from-snapshot FILE`.
     #[command(after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait")]
     Recover(live::RecoverArgs),
+    /// NUMA and hugepage placement on OpenStack compute hosts: nova's fit, and diagnosis of OVS-DPDK reservations.
+    #[command(subcommand)]
+    Numa(numa_cmd::NumaCmd),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Alarm(a) => live::alarm(&cli.conn, a),
         Command::Member(a) => live::member(&cli.conn, a),
         Command::Recover(a) => live::recover(&cli.conn, a),
+        Command::Numa(c) => numa_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,125 @@
+//! The documented OVS-DPDK failure reproduced from captured inputs: two NUMA nodes of 1024 ×
+//! 2 MiB pages, OVS `dpdk-socket-mem="512,512"` (256 pages held per node), no
+//! `reserved_huge_pages`, guests of flavor m1.tiny (1 vCPU, 512 MiB, `hw:cpu_policy=dedicated`,
+//! `hw:mem_page_size=large`), nova packing cells. nova believes node 0 has room; the kernel
+//! has none there; `diagnose` names the cause and the lines to add, and with them nova places
+//! the guest where it can start.
+
+mod common;
+
+use std::path::Path;
+
+use common::run;
+
+fn write(p: &Path, s: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, s).unwrap();
+}
+
+/// A captured host: per-node free 2 MiB pages as given.
+fn capture(dir: &Path, free: [i64; 2]) {
+    for (n, f) in free.iter().enumerate() {
+        let node = dir.join(format!("sys/devices/system/node/node{n}"));
+        write(&node.join("meminfo"), &format!("Node {n} MemTotal:       16777216 kB\nNode {n} MemFree:        8000000 kB\nNode {n} HugePages_Total:  1024\nNode {n} HugePages_Free:   {f}\n"));
+        write(&node.join("cpulist"), &format!("{}-{}\n", n * 8, n * 8 + 7));
+        let hp = node.join("hugepages/hugepages-2048kB");
+        write(&hp.join("nr_hugepages"), "1024\n");
+        write(&hp.join("free_hugepages"), &format!("{f}\n"));
+        write(&hp.join("surplus_hugepages"), "0\n");
+        let gp = node.join("hugepages/hugepages-1048576kB");
+        write(&gp.join("nr_hugepages"), "0\n");
+        write(&gp.join("free_hugepages"), "0\n");
+        write(&gp.join("surplus_hugepages"), "0\n");
+    }
+    write(&dir.join("proc/meminfo"), "MemTotal:       32768000 kB\nHugePages_Total:    2048\nHugePages_Free:      512\nHugepagesize:       2048 kB\n");
+    write(&dir.join("ovs.txt"), "_uuid               : 3c5b\nother_config        : {dpdk-init=\"true\", dpdk-socket-mem=\"512,512\", pmd-cpu-mask=\"0x6\"}\n");
+    // Three m1.tiny guests on node 0, one on node 1 (768 and 256 pages).
+    let one = r#"{"node": NODE, "memory_mb": 512, "pagesize_kb": 2048, "vcpus": 1, "dedicated": true}"#;
+    let list: Vec<String> = [0, 0, 0, 1].iter().map(|n| one.replace("NODE", &n.to_string())).collect();
+    write(&dir.join("instances.json"), &format!("[{}]", list.join(",")));
+}
+
+fn quorum_numa(dir: &Path, sub: &str, extra: &[&str]) -> common::Run {
+    let mut c = common::quorum();
+    c.args(["numa", sub, "--sysfs-root"]).arg(dir.join("sys")).arg("--meminfo").arg(dir.join("proc/meminfo"));
+    c.arg("--instances").arg(dir.join("instances.json"));
+    c.args(["--vcpus", "1", "--ram", "512", "--cpu-policy", "dedicated", "--strategy", "pack"]);
+    if !extra.contains(&"--mem-page-size") {
+        c.args(["--mem-page-size", "large"]);
+    }
+    c.args(extra);
+    run(c)
+}
+
+#[test]
+fn documented_failure_diagnosed_and_fixed() {
+    let d = tempfile::tempdir().unwrap();
+    // Kernel free pages: 1024 − 256 (OVS) − guests.
+    capture(d.path(), [0, 512]);
+    let ovs = d.path().join("ovs.txt");
+    let r = quorum_numa(d.path(), "diagnose", &["--ovs", ovs.to_str().unwrap(), "-w", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let pool0 = j["pools"].as_array().unwrap().iter().find(|p| p["node"] == 0 && p["size_kb"] == 2048).unwrap();
+    assert_eq!((pool0["kernel_free"].as_i64(), pool0["nova_free"].as_i64(), pool0["foreign"].as_i64()), (Some(0), Some(256), Some(256)));
+    assert!(pool0["cause"].as_str().unwrap().contains("held outside nova"));
+    let v = j["placement"]["verdict"].as_str().unwrap();
+    assert!(v.starts_with("WILL FAIL") && v.contains("node 0") && v.contains("os_mem_prealloc"), "{v}");
+    let lines: Vec<&str> = j["recommendations"].as_array().unwrap().iter().map(|r| r["line"].as_str().unwrap()).collect();
+    assert_eq!(lines, vec!["reserved_huge_pages = node:0,size:2048,count:256", "reserved_huge_pages = node:1,size:2048,count:256"]);
+    assert_eq!(j["recommendations"][0]["arithmetic"], "512 MB × 1024 / 2048 KiB = 256 pages");
+    // The table names it for a person too.
+    let t = quorum_numa(d.path(), "diagnose", &["--ovs", ovs.to_str().unwrap()]);
+    assert!(t.stdout.contains("MISMATCH") && t.stdout.contains("reserved_huge_pages = node:0,size:2048,count:256"), "{}", t.stdout);
+
+    // With the lines added, nova's view is true and it places the guest on node 1, which has room.
+    let conf = d.path().join("nova.conf");
+    write(&conf, &format!("[DEFAULT]\n{}\n{}\n", lines[0], lines[1]));
+    let r = quorum_numa(d.path(), "diagnose", &["--ovs", ovs.to_str().unwrap(), "--nova-conf", conf.to_str().unwrap(), "-w", "json"]);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(j["pools"].as_array().unwrap().iter().all(|p| p["cause"].is_null()), "{}", r.stdout);
+    let v = j["placement"]["verdict"].as_str().unwrap();
+    assert!(v.starts_with("OK: node 1"), "{v}");
+    let f = quorum_numa(d.path(), "fit", &["--nova-conf", conf.to_str().unwrap()]);
+    assert_eq!(f.code, 0);
+    assert!(f.stdout.contains("host node 1 with 2048 KiB pages"), "{}", f.stdout);
+}
+
+/// The published fix reserves 512 pages per node. For dpdk-socket-mem 512,512 with 2 MiB pages
+/// the arithmetic gives 256 (512 MB / 2 MiB); 512 is right only for 1024,1024 (OVS 2.10-2.16's
+/// default), and for 512,512 it over-reserves 256 pages (512 MiB) per node.
+#[test]
+fn published_example_arithmetic() {
+    let d = tempfile::tempdir().unwrap();
+    capture(d.path(), [0, 512]);
+    let count = |mem: &str| -> Vec<i64> {
+        let r = quorum_numa(d.path(), "diagnose", &["--dpdk-socket-mem", mem, "--dpdk-socket-limit", mem, "-w", "json"]);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        j["recommendations"].as_array().unwrap().iter().map(|r| r["count"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(count("512,512"), vec![256, 256]);
+    assert_eq!(count("1024,1024"), vec![512, 512]);
+    // A single value covers node 0 only (missing trailing nodes are 0 MB); node 1 still has
+    // 256 pages observed held, so it is reserved from the observation.
+    assert_eq!(count("1024"), vec![512, 256]);
+}
+
+#[test]
+fn bad_input_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    capture(d.path(), [768, 768]);
+    let conf = d.path().join("nova.conf");
+    write(&conf, "[DEFAULT]\nreserved_huge_pages = node:0,size:2048\n");
+    let r = quorum_numa(d.path(), "fit", &["--nova-conf", conf.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("nova.conf:2: invalid reserved_huge_pages") && r.stderr.contains("missing count"), "{}", r.stderr);
+    let r = quorum_numa(d.path(), "fit", &["--mem-page-size", "3M"]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("invalid page size \"3M\""), "{}", r.stderr);
+    let r = quorum_numa(d.path(), "fit", &["--mem-page-size", "4096"]);
+    assert_eq!(r.code, 1, "an explicit size the host lacks fits nowhere: {}", r.stdout);
+    std::fs::remove_file(d.path().join("sys/devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages")).unwrap();
+    let r = quorum_numa(d.path(), "diagnose", &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("node1/hugepages/hugepages-2048kB/free_hugepages"), "{}", r.stderr);
+}
