@@ -18,6 +18,7 @@ pub mod diagnose;
 mod error;
 pub mod fit;
 pub mod host;
+pub mod libvirt;
 pub mod model;
 pub mod units;
 

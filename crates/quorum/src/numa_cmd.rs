@@ -25,6 +25,9 @@ pub struct HostArgs {
     /// Instances already placed: JSON list of {"node", "memory_mb", "pagesize_kb", "vcpus", "dedicated"}.
     #[arg(long)]
     instances: Option<PathBuf>,
+    /// Instances already placed, as libvirt domain XML (`virsh dumpxml`); repeatable.
+    #[arg(long = "domain-xml")]
+    domain_xml: Vec<PathBuf>,
     /// Host cell order strategy (nova >= 26 Zed defaults to spread, 25 Yoga to pack).
     #[arg(long, value_parser = ["pack", "spread"])]
     strategy: Option<String>,
@@ -162,6 +165,13 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
             }
             numa::fit::add_usage(&mut nova, std::slice::from_ref(&ic));
         }
+    }
+    for p in &a.domain_xml {
+        let cells = numa::libvirt::parse_domain(&read(p)?, &p.display().to_string()).map_err(fail)?;
+        if let Some(c) = cells.iter().find(|c| !nova.iter().any(|h| h.id == c.id)) {
+            return Err(Failure { code: USAGE, message: Some(format!("{}: guest memory on node {} which the host lacks", p.display(), c.id)), hint: None });
+        }
+        numa::fit::add_usage(&mut nova, &cells);
     }
     let pack = match a.strategy.as_deref() {
         Some(s) => s == "pack",

@@ -123,3 +123,32 @@ fn bad_input_is_named() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("node1/hugepages/hugepages-2048kB/free_hugepages"), "{}", r.stderr);
 }
+
+/// The same guests given as libvirt domain XML (as nova writes it) instead of JSON.
+#[test]
+fn placed_guests_from_domain_xml() {
+    let d = tempfile::tempdir().unwrap();
+    capture(d.path(), [0, 512]);
+    let mut args: Vec<String> = vec![];
+    for (i, (node, pcpu)) in [(0, 0), (0, 1), (0, 2), (1, 8)].iter().enumerate() {
+        let xml = format!(
+            r#"<domain type="kvm"><name>instance-{i}</name><vcpu>1</vcpu><cputune><vcpupin vcpu="0" cpuset="{pcpu}"/></cputune>
+<numatune><memory mode="strict" nodeset="{node}"/><memnode cellid="0" mode="strict" nodeset="{node}"/></numatune>
+<memoryBacking><hugepages><page size="2048" unit="KiB" nodeset="0"/></hugepages></memoryBacking>
+<cpu><numa><cell id="0" cpus="0" memory="524288" unit="KiB"/></numa></cpu></domain>"#
+        );
+        let p = d.path().join(format!("instance-{i}.xml"));
+        write(&p, &xml);
+        args.push("--domain-xml".into());
+        args.push(p.to_string_lossy().into_owned());
+    }
+    std::fs::write(d.path().join("instances.json"), "[]").unwrap();
+    let mut extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    extra.extend(["--dpdk-socket-mem", "512,512", "-w", "json"]);
+    let r = quorum_numa(d.path(), "diagnose", &extra);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(j["placement"]["verdict"].as_str().unwrap().starts_with("WILL FAIL: nova places it on node 0"), "{}", r.stdout);
+    let used: Vec<i64> = j["pools"].as_array().unwrap().iter().filter(|p| p["size_kb"] == 2048).map(|p| p["nova_used"].as_i64().unwrap()).collect();
+    assert_eq!(used, vec![768, 256]);
+}
