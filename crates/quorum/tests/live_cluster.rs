@@ -216,6 +216,14 @@ fn member_safety() {
     let r = run(cmd);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("below the quorum"), "{}", r.stderr);
+    // Replacing one of the two dead members would remove it first: the same loss, refused.
+    let mut cmd = common::quorum();
+    cmd.args(["member", "replace", "m2", "--name", "m9", "--peer-urls", "http://127.0.0.1:1", "--dial-timeout", "1s", "--endpoints", &all]);
+    let r = run(cmd);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("below the quorum"), "{}", r.stderr);
+    let list = c.etcdctl(&["member", "list"]);
+    assert!(list.is_err() || list.unwrap().lines().count() == 3, "nothing was removed");
 }
 
 #[test]
