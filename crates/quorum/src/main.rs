@@ -1,6 +1,7 @@
 //! The `quorum` command: flag parsing and printing over the library crates.
 
 mod exit;
+mod k8s;
 mod live;
 mod numa_cmd;
 mod output;
@@ -54,6 +55,9 @@ enum Command {
     /// NUMA and hugepage placement on OpenStack compute hosts: nova's fit, and diagnosis of OVS-DPDK reservations.
     #[command(subcommand)]
     Numa(numa_cmd::NumaCmd),
+    /// Kubernetes objects inside a snapshot (no API server, no etcd).
+    #[command(subcommand)]
+    K8s(k8s::K8sCmd),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Member(a) => live::member(&cli.conn, a),
         Command::Recover(a) => live::recover(&cli.conn, a),
         Command::Numa(c) => numa_cmd::run(c),
+        Command::K8s(c) => k8s::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
