@@ -1,9 +1,9 @@
 //! Listing the Kubernetes objects of a snapshot straight from its bbolt file: the latest
 //! revision of every live key (tombstones remove), decrypted when a configuration is given,
-//! with the metadata its value carries. One pass over the `key` bucket; memory holds one small
-//! summary per live key, never values.
+//! with the metadata its value carries. Two passes over the `key` bucket ([`for_each`]);
+//! memory holds an index of keys and revisions, never values.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::encryption::{unseal, EncryptionConfig, Sealed};
 use crate::keys::{self, KeyInfo};
 use crate::value::{decode, Decoded};
+use etcd_data::schema::{KeyValue, Revision, RevisionKey};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Object {
@@ -54,64 +55,87 @@ pub enum ListError {
     Damaged(String),
 }
 
-/// The live objects of the snapshot at `path`, in key order.
+/// The live objects of the snapshot at `path`, in key order (collected; see [`for_each`] for a
+/// streaming form).
 pub fn list(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> Result<(Vec<Object>, Vec<String>), ListError> {
+    let mut out = Vec::new();
+    let warnings = for_each(path, filter, config, &mut |o| out.push(o))?;
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok((out, warnings))
+}
+
+/// Call `emit` for every live object, in revision order, holding only a small index in memory.
+///
+/// Pass 1 reads the `key` bucket to find, for every wanted key, its latest revision (and
+/// whether that is a deletion); pass 2 reads it again and decodes only those revisions. Values
+/// are never held: memory is the index (one key and revision per live key).
+pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut dyn FnMut(Object)) -> Result<Vec<String>, ListError> {
     let db = bolt::Db::open(path)?;
     let mut warnings = db.warnings();
     let bucket = db.bucket(&[etcd_data::schema::KEY]).map_err(|f| ListError::Damaged(f.to_string()))?;
-    let Some(bucket) = bucket else { return Ok((vec![], warnings)) };
-    let mut live: BTreeMap<Vec<u8>, Object> = BTreeMap::new();
-    let mut c = bucket.cursor().map_err(|f| ListError::Damaged(f.to_string()))?;
+    let Some(bucket) = bucket else { return Ok(warnings) };
+    // Pass 1: key -> latest (revision, deleted).
+    let mut latest: HashMap<Vec<u8>, (Revision, bool)> = HashMap::new();
     let mut bad = 0usize;
-    loop {
-        let e = match c.next() {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(f) => {
-                warnings.push(format!("stopped reading the key bucket: {f}"));
-                break;
+    scan(&bucket, &mut warnings, &mut |rk, kv| {
+        match kv {
+            None => bad += 1,
+            Some(kv) => {
+                if keys::parse(&kv.key).is_some_and(|i| filter.wants(&i)) {
+                    latest.insert(kv.key, (rk.rev, rk.tombstone));
+                }
             }
-        };
-        let Ok(rk) = etcd_data::schema::RevisionKey::parse(e.key) else {
-            bad += 1;
-            continue;
-        };
-        if e.value.is_empty() {
-            continue; // etcdutl's bump marker
         }
-        let Ok(kv) = etcd_data::schema::KeyValue::decode(e.value) else {
-            bad += 1;
-            continue;
-        };
-        if rk.tombstone {
-            live.remove(&kv.key);
-            continue;
-        }
-        let Some(info) = keys::parse(&kv.key) else { continue };
-        if !filter.wants(&info) {
-            continue;
-        }
-        let (encryption, decoded, error) = summarize(&kv.key, &kv.value, config);
-        live.insert(
-            kv.key.clone(),
-            Object {
-                key: String::from_utf8_lossy(&kv.key).into_owned(),
-                info,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                lease: kv.lease,
-                size: kv.value.len(),
-                encryption,
-                decoded,
-                error,
-            },
-        );
-    }
+    })?;
     if bad > 0 {
         warnings.push(format!("{bad} key-bucket entries were malformed and skipped (run `quorum snapshot verify`)"));
     }
-    Ok((live.into_values().collect(), warnings))
+    // Pass 2: decode each live key's latest revision.
+    scan(&bucket, &mut Vec::new(), &mut |rk, kv| {
+        let Some(kv) = kv else { return };
+        if rk.tombstone || latest.get(&kv.key) != Some(&(rk.rev, false)) {
+            return;
+        }
+        let Some(info) = keys::parse(&kv.key) else { return };
+        let (encryption, decoded, error) = summarize(&kv.key, &kv.value, config);
+        emit(Object {
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            info,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+            size: kv.value.len(),
+            encryption,
+            decoded,
+            error,
+        });
+    })?;
+    Ok(warnings)
+}
+
+/// Every entry of the key bucket: its revision and KeyValue (None when the value is malformed;
+/// the bump marker's empty value is skipped).
+fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut(RevisionKey, Option<KeyValue>)) -> Result<(), ListError> {
+    let mut c = bucket.cursor().map_err(|f| ListError::Damaged(f.to_string()))?;
+    loop {
+        let e = match c.next() {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(()),
+            Err(fault) => {
+                warnings.push(format!("stopped reading the key bucket: {fault}"));
+                return Ok(());
+            }
+        };
+        let Ok(rk) = RevisionKey::parse(e.key) else {
+            f(RevisionKey { rev: Revision::default(), tombstone: true }, None);
+            continue;
+        };
+        if e.value.is_empty() {
+            continue;
+        }
+        f(rk, KeyValue::decode(e.value).ok());
+    }
 }
 
 fn summarize(key: &[u8], value: &[u8], config: Option<&EncryptionConfig>) -> (Option<String>, Option<Decoded>, Option<String>) {

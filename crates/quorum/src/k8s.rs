@@ -39,19 +39,44 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 None => None,
             };
             let filter = kube_data::list::Filter { namespace, resource };
-            let (objects, warnings) = kube_data::list::list(&snapshot, &filter, config.as_ref()).map_err(|e| match e {
+            let list_failure = |e: kube_data::list::ListError| match e {
                 kube_data::list::ListError::Bolt(b) => {
                     let (code, hint) = crate::exit::bolt_code(&b);
                     Failure { code, message: Some(b.to_string()), hint }
                 }
                 kube_data::list::ListError::Damaged(m) => Failure { code: DAMAGE, message: Some(m), hint: None },
-            })?;
+            };
+            if write_out == Format::Json {
+                // Streamed in revision order: memory stays at the key index however many objects.
+                use std::io::Write;
+                let out = std::io::stdout();
+                let mut out = std::io::BufWriter::new(out.lock());
+                let mut first = true;
+                let mut write_err = None;
+                let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
+                    let sep = if first { "[" } else { "," };
+                    first = false;
+                    if let Err(e) = write!(out, "{sep}{}", output::json(&o)) {
+                        write_err.get_or_insert(e);
+                    }
+                })
+                .map_err(list_failure)?;
+                let end = if first { "[]\n" } else { "]\n" };
+                write!(out, "{end}").and_then(|_| out.flush()).map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
+                if let Some(e) = write_err {
+                    return Err(Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None });
+                }
+                for w in &warnings {
+                    eprintln!("Warning: {w}");
+                }
+                return Ok(());
+            }
+            let (objects, warnings) = kube_data::list::list(&snapshot, &filter, config.as_ref()).map_err(list_failure)?;
             for w in &warnings {
                 eprintln!("Warning: {w}");
             }
             let failed = objects.iter().filter(|o| o.error.is_some()).count();
             match write_out {
-                Format::Json => println!("{}", output::json(&objects)),
                 Format::Yaml => print!("{}", output::yaml(&objects)),
                 _ => {
                     let rows: Vec<Vec<String>> = objects
