@@ -9,30 +9,11 @@ use kube_data::encryption::{gcm_decrypt, parse_config, unseal, DecryptError, Sea
 use kube_data::value::{decode, Encoding};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/kube")
+    testkit::shared_fixtures().join("kube")
 }
 
-/// Hex vector `name` from vectors.txt: the hex lines after its `## name` header (a leading
-/// length on the first line is skipped).
 fn vector(name: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(fixtures().join("vectors.txt")).unwrap();
-    let mut lines = text.lines().skip_while(|l| !l.starts_with(&format!("## {name} "))).skip(1);
-    let mut hex = String::new();
-    for l in lines.by_ref() {
-        if l.starts_with('#') || l.trim().is_empty() || l.starts_with("->") {
-            if hex.is_empty() {
-                continue;
-            }
-            break;
-        }
-        let l = l.trim();
-        let l = match l.split_once(' ') {
-            Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) && hex.is_empty() => rest,
-            _ => l,
-        };
-        hex.push_str(l);
-    }
-    hex::decode(hex).unwrap()
+    testkit::kube_vector(name)
 }
 
 const KEY00: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="; // bytes 00..1f

@@ -3,33 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
-fn fixture(p: &str) -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/kube").join(p)).unwrap()
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    let text = String::from_utf8(fixture("vectors.txt")).unwrap();
-    let mut hex = String::new();
-    for l in text.lines().skip_while(|l| !l.starts_with(&format!("## {name} "))).skip(1) {
-        if l.starts_with('#') || l.trim().is_empty() || l.starts_with("->") {
-            if hex.is_empty() {
-                continue;
-            }
-            break;
-        }
-        let l = l.trim();
-        let l = match l.split_once(' ') {
-            Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) && hex.is_empty() => rest,
-            _ => l,
-        };
-        hex.push_str(l);
-    }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
-}
+use testkit::{kube_fixture as fixture, kube_vector as vector};
 
 #[test]
 fn ls_plain_encrypted_deleted_and_filtered() {
