@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use numa::config::Reserved;
 use numa::fit::{fit_instance_cell, fit_instance_to_host, supports_pagesize_request, add_usage};
 use numa::host::{nova_view, KernelPages, Node};
 use numa::model::{instance_topology, CpuPolicy, Flavor, HostCell, InstanceCell, Pages};
