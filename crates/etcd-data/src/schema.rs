@@ -192,3 +192,82 @@ mod tests {
         assert_eq!(kv.encode_to_vec(), vec![0x0a, 1, b'a', 0x10, 2, 0x18, 3, 0x20, 1, 0x2a, 1, b'v']);
     }
 }
+
+/// A borrowed view of an encoded `mvccpb.KeyValue`: decoding copies nothing, so scanning a
+/// whole `key` bucket does not copy every value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyValueRef<'a> {
+    pub key: &'a [u8],
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub value: &'a [u8],
+    pub lease: i64,
+}
+
+fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+impl<'a> KeyValueRef<'a> {
+    /// Decode, or None when the bytes are not a well-formed KeyValue (unknown fields skipped).
+    pub fn decode(b: &'a [u8]) -> Option<KeyValueRef<'a>> {
+        let mut kv = KeyValueRef::default();
+        let mut at = 0;
+        while at < b.len() {
+            let tag = varint(b, &mut at)?;
+            let (field, wire) = (tag >> 3, tag & 7);
+            match wire {
+                0 => {
+                    let v = varint(b, &mut at)? as i64;
+                    match field {
+                        2 => kv.create_revision = v,
+                        3 => kv.mod_revision = v,
+                        4 => kv.version = v,
+                        6 => kv.lease = v,
+                        _ => {}
+                    }
+                }
+                2 => {
+                    let len = usize::try_from(varint(b, &mut at)?).ok()?;
+                    let end = at.checked_add(len).filter(|e| *e <= b.len())?;
+                    match field {
+                        1 => kv.key = &b[at..end],
+                        5 => kv.value = &b[at..end],
+                        _ => {}
+                    }
+                    at = end;
+                }
+                1 => at = at.checked_add(8).filter(|e| *e <= b.len())?,
+                5 => at = at.checked_add(4).filter(|e| *e <= b.len())?,
+                _ => return None,
+            }
+        }
+        Some(kv)
+    }
+}
+
+#[cfg(test)]
+mod kv_ref_tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn borrowed_view_equals_prost() {
+        let kv = KeyValue { key: b"/registry/a".to_vec(), create_revision: 300, mod_revision: 70000, version: 2, value: vec![9; 500], lease: -1 };
+        let b = kv.encode_to_vec();
+        let r = KeyValueRef::decode(&b).unwrap();
+        assert_eq!((r.key, r.create_revision, r.mod_revision, r.version, r.value, r.lease), (&kv.key[..], 300, 70000, 2, &kv.value[..], -1));
+        assert!(KeyValueRef::decode(&b[..b.len() - 1]).is_none(), "truncated");
+        assert_eq!(KeyValueRef::decode(&[]).unwrap(), KeyValueRef::default());
+    }
+}

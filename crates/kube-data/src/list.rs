@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use prost::Message;
 use serde::Serialize;
 
 use crate::encryption::{unseal, EncryptionConfig, Sealed};
 use crate::keys::{self, KeyInfo};
 use crate::value::{decode, Decoded};
-use etcd_data::schema::{KeyValue, Revision, RevisionKey};
+use etcd_data::schema::{KeyValueRef, Revision, RevisionKey};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Object {
@@ -77,13 +76,13 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
     // Pass 1: key -> latest (revision, deleted).
     let mut latest: HashMap<Vec<u8>, (Revision, bool)> = HashMap::new();
     let mut bad = 0usize;
-    scan(&bucket, &mut warnings, &mut |rk, kv| {
-        match kv {
-            None => bad += 1,
-            Some(kv) => {
-                if keys::parse(&kv.key).is_some_and(|i| filter.wants(&i)) {
-                    latest.insert(kv.key, (rk.rev, rk.tombstone));
-                }
+    scan(&bucket, &mut warnings, &mut |rk, kv| match kv {
+        None => bad += 1,
+        Some(kv) => {
+            if let Some(slot) = latest.get_mut(kv.key) {
+                *slot = (rk.rev, rk.tombstone);
+            } else if keys::parse(kv.key).is_some_and(|i| filter.wants(&i)) {
+                latest.insert(kv.key.to_vec(), (rk.rev, rk.tombstone));
             }
         }
     })?;
@@ -93,13 +92,13 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
     // Pass 2: decode each live key's latest revision.
     scan(&bucket, &mut Vec::new(), &mut |rk, kv| {
         let Some(kv) = kv else { return };
-        if rk.tombstone || latest.get(&kv.key) != Some(&(rk.rev, false)) {
+        if rk.tombstone || latest.get(kv.key) != Some(&(rk.rev, false)) {
             return;
         }
-        let Some(info) = keys::parse(&kv.key) else { return };
-        let (encryption, decoded, error) = summarize(&kv.key, &kv.value, config);
+        let Some(info) = keys::parse(kv.key) else { return };
+        let (encryption, decoded, error) = summarize(kv.key, kv.value, config);
         emit(Object {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            key: String::from_utf8_lossy(kv.key).into_owned(),
             info,
             create_revision: kv.create_revision,
             mod_revision: kv.mod_revision,
@@ -116,7 +115,7 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
 
 /// Every entry of the key bucket: its revision and KeyValue (None when the value is malformed;
 /// the bump marker's empty value is skipped).
-fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut(RevisionKey, Option<KeyValue>)) -> Result<(), ListError> {
+fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut(RevisionKey, Option<KeyValueRef<'_>>)) -> Result<(), ListError> {
     let mut c = bucket.cursor().map_err(|f| ListError::Damaged(f.to_string()))?;
     loop {
         let e = match c.next() {
@@ -134,7 +133,7 @@ fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut
         if e.value.is_empty() {
             continue;
         }
-        f(rk, KeyValue::decode(e.value).ok());
+        f(rk, KeyValueRef::decode(e.value));
     }
 }
 
