@@ -120,10 +120,10 @@ pub async fn defrag(cfg: &ConnConfig, opts: &DefragOptions, on_step: &(dyn Fn(&D
         on_step(step);
     }
     let mut disarmed = vec![];
-    let mut left = observe(cfg, opts.quota_fallback).await?.alarms;
+    let after = observe(cfg, opts.quota_fallback).await?;
+    let mut left = after.alarms.clone();
     if opts.disarm && !left.is_empty() {
-        let view = observe(cfg, opts.quota_fallback).await?;
-        let room = view.statuses.iter().all(|s| s.db_size < s.quota);
+        let room = after.statuses.iter().all(|s| s.db_size < s.quota);
         if !room {
             return Err(Error::Refused("NOSPACE alarms stay armed: some member's db is still at or above its quota (compact first, then defrag)".into()));
         }

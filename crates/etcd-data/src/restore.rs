@@ -480,14 +480,12 @@ fn build_and_install(
     if let Some(first) = report.faults.first() {
         return Err(RestoreError::Damaged { path: opts.snapshot.clone(), count: report.fault_count, first: first.to_string() });
     }
-    match hash.transpose().map_err(|e| match e {
+    let trailer = hash.transpose().map_err(|e| match e {
         crate::Error::Io { path, source } => RestoreError::Io { path, source },
         other => RestoreError::Usage(other.to_string()),
-    })? {
-        Some(Trailer::Mismatch { expected, actual }) => {
-            return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual })
-        }
-        Some(_) | None => {}
+    })?;
+    if let Some(Trailer::Mismatch { expected, actual }) = trailer {
+        return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual });
     }
     crash_point("db-streamed");
     let (out, stats, bumped, latest) = copier.finish()?;
