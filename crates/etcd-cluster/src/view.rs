@@ -34,6 +34,8 @@ pub struct EndpointStatus {
     pub id: String,
     #[serde(skip)]
     pub id_num: u64,
+    /// The cluster ID from the response header (hex).
+    pub cluster_id: String,
     pub name: String,
     pub version: String,
     pub db_size: i64,
@@ -102,6 +104,7 @@ pub async fn endpoint_status(cfg: &ConnConfig, endpoint: &str, quota_fallback: i
         endpoint: cfg.url(endpoint),
         id: hex(h.member_id()),
         id_num: h.member_id(),
+        cluster_id: hex(h.cluster_id()),
         name: String::new(),
         version: s.version().to_string(),
         db_size: db,

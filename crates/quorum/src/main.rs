@@ -5,6 +5,7 @@ mod k8s;
 mod live;
 mod numa_cmd;
 mod output;
+mod repo_cmd;
 mod restore;
 mod snapshot;
 
@@ -58,6 +59,27 @@ enum Command {
     /// Kubernetes objects inside a snapshot (no API server, no etcd).
     #[command(subcommand)]
     K8s(k8s::K8sCmd),
+    /// Create and check a backup repository (file://, s3://, gs://, az://); manage its keys.
+    #[command(subcommand)]
+    Repo(repo_cmd::RepoCmd),
+    /// Back up a running cluster (or a snapshot file) into a repository: deduplicated, compressed, encrypted.
+    #[command(after_help = repo_cmd::BACKUP_HELP)]
+    Backup(repo_cmd::BackupArgs),
+    /// List, show, fetch, or hand out a URL to the backups in a repository.
+    #[command(subcommand)]
+    Backups(repo_cmd::BackupsCmd),
+    /// Restore a backup from a repository into member data dirs (the `snapshot restore` flags apply).
+    #[command(after_help = "Examples:\n  quorum restore --repo file:///var/backups/etcd latest --cluster prod --name m1 \\\n    --initial-cluster m1=https://10.0.0.1:2380 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd\n\nDownloads in parallel, authenticates every chunk, checks the snapshot's sha256, then restores natively.")]
+    Restore(repo_cmd::RepoRestoreArgs),
+    /// Remove backups a retention policy does not keep (per cluster); `--prune` to free the data too.
+    #[command(after_help = "Examples:\n  quorum forget --repo file:///var/backups/etcd --keep-hourly 24 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  quorum forget --repo s3://backups/etcd --cluster prod --keep-last 48 --prune")]
+    Forget(repo_cmd::ForgetArgs),
+    /// Delete data no backup references (takes the exclusive lock).
+    #[command(after_help = "Examples:\n  quorum prune --repo file:///var/backups/etcd --dry-run\n  quorum prune --repo s3://backups/etcd --retry-lock 10m")]
+    Prune(repo_cmd::PruneArgs),
+    /// Prove a backup restores: restore it into a real etcd on loopback and compare with the manifest.
+    #[command(after_help = repo_cmd::DRILL_HELP)]
+    Drill(repo_cmd::DrillArgs),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +117,7 @@ enum SnapshotCmd {
 }
 
 fn main() -> ExitCode {
+    clear_proxy_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -114,6 +137,13 @@ fn main() -> ExitCode {
         Command::Recover(a) => live::recover(&cli.conn, a),
         Command::Numa(c) => numa_cmd::run(c),
         Command::K8s(c) => k8s::run(c),
+        Command::Repo(c) => repo_cmd::repo_cmd(c, cli.quiet),
+        Command::Backup(a) => repo_cmd::backup(&cli.conn, a, cli.quiet),
+        Command::Backups(c) => repo_cmd::backups(c, cli.quiet),
+        Command::Restore(a) => repo_cmd::restore(a, cli.quiet),
+        Command::Forget(a) => repo_cmd::forget(a, cli.quiet),
+        Command::Prune(a) => repo_cmd::prune(a, cli.quiet),
+        Command::Drill(a) => repo_cmd::drill(a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,5 +156,22 @@ fn main() -> ExitCode {
             }
             ExitCode::from(f.code as u8)
         }
+    }
+}
+
+/// The object store client would read the proxy variables itself with its own NO_PROXY rules;
+/// Quorum reads them once (as defaults of --proxy/--no-proxy, see `repo::proxy`) and clears
+/// them so its rules are the only ones in force.
+fn clear_proxy_env() {
+    let cfg = repo::proxy::ProxyConfig::from_env();
+    for v in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
+        // SAFETY: called first thing in main, before any thread is started.
+        unsafe { std::env::remove_var(v) };
+    }
+    if let Some(p) = cfg.proxy {
+        unsafe { std::env::set_var("QUORUM_ENV_PROXY", p) };
+    }
+    if !cfg.no_proxy.is_empty() {
+        unsafe { std::env::set_var("QUORUM_ENV_NO_PROXY", cfg.no_proxy.join(",")) };
     }
 }

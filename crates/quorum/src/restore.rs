@@ -37,6 +37,13 @@ for a raw member/snap/db copied from a data dir).";
 pub struct RestoreArgs {
     /// Snapshot file (from `snapshot save`), or a raw member/snap/db with --skip-hash-check.
     file: PathBuf,
+    #[command(flatten)]
+    flags: RestoreFlags,
+}
+
+/// The restore flags shared by `snapshot restore` and `restore --repo`.
+#[derive(Args)]
+pub struct RestoreFlags {
     /// Human-readable name of the member to restore.
     #[arg(long, default_value = "default")]
     name: String,
@@ -72,7 +79,7 @@ pub struct RestoreArgs {
     all_members: bool,
     /// Output format of the report.
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
-    write_out: Format,
+    pub write_out: Format,
 }
 
 fn parse_layout(s: &str) -> Result<Layout, String> {
@@ -83,7 +90,25 @@ fn expand(template: &std::path::Path, name: &str) -> PathBuf {
     PathBuf::from(template.to_string_lossy().replace("{name}", name))
 }
 
-pub fn run(a: RestoreArgs, quiet: bool) -> Result<(), Failure> {
+pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
+    let opts = options(&args.flags, args.file.clone())?;
+    let bar = crate::snapshot::progress_bar(&args.file, quiet, "restoring");
+    let report = restore::restore(&opts, &|done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+    .map_err(failure)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    print_report(&report, args.flags.write_out);
+    Ok(())
+}
+
+/// Restore options from the flags, for the snapshot at `file`.
+pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failure> {
     let usage = |m: String| Failure { code: USAGE, message: Some(m), hint: None };
     let cluster = ClusterSpec::new(&a.initial_cluster, &a.initial_cluster_token).map_err(|e| usage(e.to_string()))?;
     let targets: Vec<Target> = if a.all_members {
@@ -101,30 +126,22 @@ pub fn run(a: RestoreArgs, quiet: bool) -> Result<(), Failure> {
         let data_dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", a.name)));
         vec![Target { name: a.name.clone(), data_dir, wal_dir: a.wal_dir.clone() }]
     };
-    let opts = RestoreOptions {
-        snapshot: a.file.clone(),
+    Ok(RestoreOptions {
+        snapshot: file,
         cluster,
         targets,
         skip_hash_check: a.skip_hash_check,
         bump_revision: a.bump_revision,
         mark_compacted: a.mark_compacted,
         target_version: a.target_version,
-    };
-    let bar = crate::snapshot::progress_bar(&a.file, quiet, "restoring");
-    let report = restore::restore(&opts, &|done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
     })
-    .map_err(failure)?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+}
+
+pub fn print_report(report: &restore::RestoreReport, w: Format) {
     for w in &report.warnings {
         eprintln!("Warning: {w}");
     }
-    match a.write_out {
+    match w {
         Format::Json => println!("{}", output::json(&report)),
         Format::Yaml => print!("{}", output::yaml(&report)),
         _ => {
@@ -144,10 +161,9 @@ pub fn run(a: RestoreArgs, quiet: bool) -> Result<(), Failure> {
             print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
         }
     }
-    Ok(())
 }
 
-fn failure(e: RestoreError) -> Failure {
+pub fn failure(e: RestoreError) -> Failure {
     let (code, hint) = match &e {
         RestoreError::Config(_) | RestoreError::Usage(_) => (USAGE, None),
         RestoreError::DataDirNotEmpty { .. } => (USAGE, Some("restore into a new or empty directory; Quorum never overwrites a data dir".into())),

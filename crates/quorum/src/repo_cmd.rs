@@ -1,0 +1,821 @@
+//! Backup repository commands: flags and printing; the work is in the `repo` crate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use repo::crypto::Secret;
+use repo::{Error, Location, Repository, StoreOptions, Unlock};
+
+use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use crate::live::parse_duration;
+use crate::output::{self, Format};
+
+/// Where the repository is and how to open it.
+#[derive(Args, Clone, Debug)]
+pub struct RepoFlags {
+    /// Repository URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
+    #[arg(long, env = "QUORUM_REPO")]
+    repo: Option<String>,
+    /// File holding the repository passphrase (or set QUORUM_PASSWORD).
+    #[arg(long, env = "QUORUM_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// Key file (≥ 32 random bytes) instead of a passphrase.
+    #[arg(long, env = "QUORUM_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// File holding the bundle passphrase (or set QUORUM_BUNDLE_PASSWORD): the separate key for --include files.
+    #[arg(long, env = "QUORUM_BUNDLE_PASSWORD_FILE")]
+    bundle_password_file: Option<PathBuf>,
+    /// Key file for the bundle key.
+    #[arg(long, env = "QUORUM_BUNDLE_KEY_FILE")]
+    bundle_key_file: Option<PathBuf>,
+    /// Object store endpoint for S3-compatible stores (MinIO, Ceph RGW, MCG) or Azure (azurite).
+    #[arg(long, env = "QUORUM_REPO_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Object store region (S3).
+    #[arg(long)]
+    region: Option<String>,
+    /// HTTP(S) proxy for the object store (default: HTTPS_PROXY / HTTP_PROXY).
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Hosts that bypass the proxy, comma separated: `.y.com` = subdomains only, `y.com` = it and its subdomains, `*` = all, CIDRs (default: NO_PROXY).
+    #[arg(long)]
+    no_proxy: Option<String>,
+    /// Wait this long for a conflicting lock to go away (e.g. 5m).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    retry_lock: Duration,
+    /// Parallel object store requests.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+}
+
+impl RepoFlags {
+    fn url(&self) -> Result<&str, Failure> {
+        self.repo.as_deref().ok_or_else(|| usage("give the repository with --repo URL (or QUORUM_REPO)".into()))
+    }
+
+    fn store_options(&self) -> StoreOptions {
+        // main() moved HTTPS_PROXY/NO_PROXY here before clearing them.
+        let env_proxy = std::env::var("QUORUM_ENV_PROXY").ok();
+        let env_no = std::env::var("QUORUM_ENV_NO_PROXY").ok();
+        let proxy = repo::proxy::ProxyConfig::new(self.proxy.clone().or(env_proxy), self.no_proxy.as_deref().or(env_no.as_deref()));
+        StoreOptions { endpoint: self.endpoint.clone(), region: self.region.clone(), proxy, timeout: None }
+    }
+
+    fn location(&self, create: bool) -> Result<Location, Failure> {
+        Location::open(self.url()?, &self.store_options(), create).map_err(fail)
+    }
+
+    fn unlock(&self) -> Result<Unlock, Failure> {
+        Ok(Unlock {
+            data: secret(self.password_file.as_ref(), "QUORUM_PASSWORD", self.key_file.as_ref())?,
+            bundle: secret(self.bundle_password_file.as_ref(), "QUORUM_BUNDLE_PASSWORD", self.bundle_key_file.as_ref())?,
+        })
+    }
+
+    fn open(&self, rt: &tokio::runtime::Runtime) -> Result<Arc<Repository>, Failure> {
+        let loc = self.location(false)?;
+        let unlock = self.unlock()?;
+        Ok(Arc::new(rt.block_on(Repository::open(loc, &unlock)).map_err(fail)?))
+    }
+}
+
+fn secret(pass_file: Option<&PathBuf>, env: &str, key_file: Option<&PathBuf>) -> Result<Option<Secret>, Failure> {
+    if let Some(k) = key_file {
+        let b = std::fs::read(k).map_err(|e| usage(format!("{}: {e}", k.display())))?;
+        return Secret::key_file(b).map(Some).map_err(fail);
+    }
+    if let Some(p) = pass_file {
+        let b = std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
+        return Secret::passphrase(b).map(Some).map_err(fail);
+    }
+    if let Ok(v) = std::env::var(env) {
+        return Secret::passphrase(v.into_bytes()).map(Some).map_err(fail);
+    }
+    Ok(None)
+}
+
+fn usage(m: String) -> Failure {
+    Failure { code: USAGE, message: Some(m), hint: None }
+}
+
+pub fn fail(e: Error) -> Failure {
+    let hint = e.hint();
+    let code = match &e {
+        Error::Usage(_) | Error::WrongSecret { .. } | Error::Missing(_) => USAGE,
+        Error::Damaged(_) => DAMAGE,
+        Error::Restore(r) => return crate::restore::failure(etcd_data::restore::RestoreError::Usage(r.to_string())).with_code(restore_code(r)),
+        Error::Data(_) => DAMAGE,
+        _ => FAILED,
+    };
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !message.contains(&t) {
+            message.push_str(": ");
+            message.push_str(&t);
+        }
+        src = s.source();
+    }
+    Failure { code, message: Some(message), hint }
+}
+
+fn restore_code(r: &etcd_data::restore::RestoreError) -> i32 {
+    use etcd_data::restore::RestoreError as R;
+    match r {
+        R::HashMismatch { .. } | R::Damaged { .. } | R::Schema { .. } => DAMAGE,
+        R::Io { .. } | R::Write(_) => FAILED,
+        _ => USAGE,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn bar(quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}}/{{total_bytes}} [{{bar:30}}] {{bytes_per_sec}} {{eta}}"))
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    Some(b)
+}
+
+fn progress_fn(b: &Option<indicatif::ProgressBar>) -> repo::backup::Progress {
+    let b = b.clone();
+    Arc::new(move |done, total| {
+        if let Some(b) = &b {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })
+}
+
+fn finish(b: Option<indicatif::ProgressBar>) {
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+}
+
+// ---- repo ----
+
+#[derive(Subcommand)]
+pub enum RepoCmd {
+    /// Create a repository: config and keys (a random master key wrapped by a passphrase or key file).
+    #[command(after_help = "Examples:\n  echo 'long passphrase' > /root/repo.pass; chmod 600 /root/repo.pass\n  quorum repo init --repo file:///var/backups/etcd --password-file /root/repo.pass\n  quorum repo init --repo s3://backups/etcd/prod --endpoint https://minio.example:9000 --key-file /root/repo.key \\\n    --bundle-password-file /root/bundle.pass   # separate key for --include files\n\nThe snapshot data and the --include bundle (certificates, encryption config) are encrypted\nunder different master keys; keep their secrets apart.")]
+    Init {
+        #[command(flatten)]
+        repo: RepoFlags,
+        /// Average chunk size in KiB (content-defined chunking; min = avg/2, max = avg*4).
+        #[arg(long, default_value_t = 16, hide = true)]
+        chunk_avg_kib: u32,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: Format,
+    },
+    /// Check the repository: every backup's blobs present; with --read-data every byte decrypts and hashes.
+    #[command(after_help = "Examples:\n  quorum repo check --repo s3://backups/etcd\n  quorum repo check --repo file:///var/backups/etcd --read-data -w json\n\nExit 0 when clean, 3 when damage is found (each problem names the object and the backups that need it).")]
+    Check {
+        #[command(flatten)]
+        repo: RepoFlags,
+        /// Download and authenticate every pack.
+        #[arg(long)]
+        read_data: bool,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+        #[arg(long, hide = true)]
+        quiet: bool,
+    },
+    /// Manage the wrapping keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// List the repository's locks (stale ones marked).
+    Locks {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Add another passphrase or key file that opens the data key (or, with --bundle, the bundle key).
+    #[command(after_help = "Examples:\n  quorum repo key add --repo file:///var/backups/etcd --password-file old.pass --new-password-file new.pass\n  quorum repo key add --repo ... --password-file p --bundle --new-key-file bundle.key")]
+    Add {
+        #[command(flatten)]
+        repo: RepoFlags,
+        /// Add a wrapping of the bundle key (creates the bundle key when the repository has none).
+        #[arg(long)]
+        bundle: bool,
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
+    /// List the wrapping keys (no secret is shown).
+    List {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+}
+
+pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    match c {
+        RepoCmd::Init { repo: flags, chunk_avg_kib, write_out } => {
+            let unlock = flags.unlock()?;
+            let data = unlock.data.ok_or_else(|| {
+                usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)".into())
+            })?;
+            let loc = flags.location(true)?;
+            let avg = chunk_avg_kib.clamp(1, 4096) * 1024;
+            let opts = repo::repository::InitOptions {
+                chunker: repo::format::ChunkerParams { min: avg / 2, avg, max: avg * 4 },
+                ..Default::default()
+            };
+            let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts)).map_err(fail)?;
+            match write_out {
+                Format::Json => println!("{}", output::json(&r.config)),
+                Format::Yaml => print!("{}", output::yaml(&r.config)),
+                _ => {
+                    println!("created repository {} at {}", repo::short(&r.config.id), r.location.url);
+                    if !r.has_bundle_key() {
+                        println!("no bundle key yet: `quorum repo key add --bundle` before using `backup --include`");
+                    }
+                }
+            }
+            Ok(())
+        }
+        RepoCmd::Check { repo: flags, read_data, write_out, quiet: q } => {
+            let r = flags.open(&rt)?;
+            let b = bar(quiet || q || !read_data, "reading packs");
+            let report = rt.block_on(repo::check::check(r, read_data, progress_fn(&b))).map_err(fail)?;
+            finish(b);
+            match write_out {
+                Format::Json => println!("{}", output::json(&report)),
+                Format::Yaml => print!("{}", output::yaml(&report)),
+                _ => {
+                    println!(
+                        "{} backups, {} index objects, {} packs, {} blobs{}",
+                        report.backups,
+                        report.index_files,
+                        report.packs,
+                        report.blobs,
+                        if read_data { format!("; read {} packs ({} bytes)", report.packs_read, report.bytes_read) } else { String::new() }
+                    );
+                    for n in &report.notes {
+                        println!("note: {n}");
+                    }
+                    for e in &report.errors {
+                        println!("ERROR: {e}");
+                    }
+                    println!("{}", if report.is_clean() { "no errors" } else { "DAMAGED" });
+                }
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(Failure::damage_quiet())
+            }
+        }
+        RepoCmd::Key(KeyCmd::Add { repo: flags, bundle, new_password_file, new_key_file }) => {
+            let r = flags.open(&rt)?;
+            let s = secret(new_password_file.as_ref(), "QUORUM_NEW_PASSWORD", new_key_file.as_ref())?
+                .ok_or_else(|| usage("give the new secret with --new-password-file or --new-key-file".into()))?;
+            let name = rt
+                .block_on(r.add_key(if bundle { "bundle" } else { "data" }, &s, repo::crypto::Argon2Params::default()))
+                .map_err(fail)?;
+            println!("added {name}");
+            Ok(())
+        }
+        RepoCmd::Key(KeyCmd::List { repo: flags, write_out }) => {
+            let r = flags.open(&rt)?;
+            let keys = rt.block_on(r.list_keys()).map_err(fail)?;
+            #[derive(serde::Serialize)]
+            struct K {
+                name: String,
+                purpose: String,
+                kdf: String,
+                created: String,
+                host: String,
+            }
+            let ks: Vec<K> = keys
+                .into_iter()
+                .map(|(n, w)| K { name: n, purpose: w.purpose, kdf: w.kdf, created: w.created, host: w.host })
+                .collect();
+            match write_out {
+                Format::Json => println!("{}", output::json(&ks)),
+                Format::Yaml => print!("{}", output::yaml(&ks)),
+                _ => {
+                    let rows: Vec<Vec<String>> = ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
+                    print!("{}", output::table(&["NAME", "PURPOSE", "KDF", "CREATED", "HOST"], &rows));
+                }
+            }
+            Ok(())
+        }
+        RepoCmd::Locks { repo: flags, write_out } => {
+            let r = flags.open(&rt)?;
+            let locks = rt.block_on(repo::lock::list(&r)).map_err(fail)?;
+            match write_out {
+                Format::Json => println!("{}", output::json(&locks)),
+                Format::Yaml => print!("{}", output::yaml(&locks)),
+                _ => {
+                    let rows: Vec<Vec<String>> = locks
+                        .iter()
+                        .map(|(n, l, stale)| {
+                            vec![
+                                n.clone(),
+                                l.operation.clone(),
+                                if l.exclusive { "exclusive" } else { "shared" }.into(),
+                                format!("{}:{}", l.host, l.pid),
+                                l.created.clone(),
+                                if *stale { "stale" } else { "live" }.into(),
+                            ]
+                        })
+                        .collect();
+                    print!("{}", output::table(&["NAME", "OPERATION", "MODE", "HOLDER", "CREATED", "STATE"], &rows));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---- backup ----
+
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    /// Cluster name: backups, retention and drills are grouped by it.
+    #[arg(long)]
+    cluster: String,
+    /// Back up this snapshot file instead of saving one from --endpoints.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Which member to save from (live backups): endpoints, follower, leader, or a member name.
+    #[arg(long, default_value = "endpoints")]
+    from: String,
+    /// Files or directories to keep with the backup, under the separate bundle key (static pod manifests, certificates, the encryption config).
+    #[arg(long)]
+    include: Vec<PathBuf>,
+    /// Labels to attach (repeatable).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Directory for the temporary snapshot of a live backup (default: system temp dir).
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    write_out: Format,
+}
+
+pub const BACKUP_HELP: &str = "\
+Examples:
+  # from a running cluster (streams a snapshot from a healthy member)
+  quorum backup --repo s3://backups/etcd --cluster prod --endpoints https://10.0.0.1:2379 \\
+    --cacert ca.crt --cert client.crt --key client.key --password-file /root/repo.pass
+  # from a snapshot file, with the files needed to rebuild the control plane
+  quorum backup --repo file:///var/backups/etcd --cluster prod --snapshot snap.db \\
+    --include /etc/kubernetes/manifests --include /etc/kubernetes/pki --tag pre-upgrade
+
+Only chunks the repository does not have yet are uploaded (content-defined chunking), so an
+hourly backup of a slowly changing cluster adds a small fraction of its size. The backup
+becomes visible when its manifest, written last, exists; an interrupted backup leaves only
+unreferenced packs, which `quorum prune` removes.";
+
+pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let mut opts = repo::backup::BackupOptions {
+        cluster: a.cluster.clone(),
+        tags: a.tag.clone(),
+        includes: a.include.clone(),
+        uploads: a.repo.parallel.clamp(1, 16),
+        ..Default::default()
+    };
+    let lock = rt.block_on(repo::lock::acquire(&r, false, "backup", a.repo.retry_lock)).map_err(fail)?;
+    let mut tmp_holder: Option<tempfile::TempDir> = None;
+    let res = (|| {
+        if let Some(s) = &a.snapshot {
+            opts.snapshot = s.clone();
+            opts.source = format!("file {}", s.display());
+        } else {
+            let dir = a.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+            let tmp = tempfile::Builder::new().prefix("quorum-backup-").tempdir_in(&dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+            let path = tmp.path().join("snapshot.db");
+            let cfg = conn.config();
+            let saved = rt
+                .block_on(etcd_cluster::save::save(&cfg, &path, &etcd_cluster::save::Source::parse(&a.from), &|_| {}))
+                .map_err(crate::live::failure)?;
+            let view = rt.block_on(etcd_cluster::observe(&cfg, etcd_cluster::DEFAULT_QUOTA)).ok();
+            if let Some(v) = &view {
+                if let Some(s) = v.statuses.iter().find(|s| s.endpoint == saved.endpoint) {
+                    opts.member_id = Some(s.id.clone());
+                    opts.etcd_version = Some(s.version.clone());
+                    opts.cluster_id = Some(s.cluster_id.clone());
+                }
+            }
+            opts.member = Some(saved.member.clone());
+            opts.snapshot = path;
+            opts.source = saved.endpoint.clone();
+            tmp_holder = Some(tmp);
+        }
+        let b = bar(quiet, "backing up");
+        let report = rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b))).map_err(fail)?;
+        finish(b);
+        Ok::<_, Failure>(report)
+    })();
+    rt.block_on(lock.release());
+    drop(tmp_holder);
+    let report = res?;
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Yaml => print!("{}", output::yaml(&report)),
+        _ => {
+            let m = &report.manifest;
+            let total = report.reused_chunks + report.new_chunks;
+            println!(
+                "backup {} of cluster {} saved: revision {}, {}, {} chunks ({} new, {:.1}% reused), added {} in {} pack(s), {:.1}s",
+                repo::short(&report.id),
+                m.cluster,
+                m.snapshot.revision,
+                etcd_data::humanize::bytes(report.bytes),
+                total,
+                report.new_chunks,
+                if total > 0 { report.reused_chunks as f64 * 100.0 / total as f64 } else { 0.0 },
+                etcd_data::humanize::bytes(m.added_bytes),
+                report.packs,
+                report.seconds
+            );
+            if let Some(b) = &m.bundle {
+                println!("bundle: {} file(s), {} (bundle key)", b.files, etcd_data::humanize::bytes(b.bytes));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- backups ----
+
+#[derive(Subcommand)]
+pub enum BackupsCmd {
+    /// List backups, newest first, with the last successful drill.
+    #[command(after_help = "Examples:\n  quorum backups list --repo file:///var/backups/etcd\n  quorum backups list --repo s3://backups/etcd --cluster prod -w json")]
+    List {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+    /// Show one backup's manifest (ID, unique prefix, or `latest`).
+    Show {
+        #[command(flatten)]
+        repo: RepoFlags,
+        id: String,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "yaml")]
+        write_out: Format,
+    },
+    /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory).
+    #[command(after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed.")]
+    Get {
+        #[command(flatten)]
+        repo: RepoFlags,
+        id: String,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Extract the --include bundle instead (needs the bundle key).
+        #[arg(long)]
+        bundle: bool,
+    },
+    /// A presigned HTTPS URL to a single-object (unencrypted) copy of a backup's snapshot.
+    #[command(after_help = "Examples:\n  quorum backups url --repo s3://backups/etcd latest --expires 1h\n\nFor tools that take a URL (a HostedCluster's restoreSnapshotURL). The copy is stored\nunencrypted under exports/ in the bucket: anyone with the URL can read the snapshot until it\nexpires. Remove copies with `quorum backups url --remove ID`.")]
+    Url {
+        #[command(flatten)]
+        repo: RepoFlags,
+        id: String,
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        expires: Duration,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Delete the exported copy instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    match c {
+        BackupsCmd::List { repo: flags, cluster, write_out } => {
+            let r = flags.open(&rt)?;
+            let all = rt.block_on(r.manifests()).map_err(fail)?;
+            let all: Vec<_> = all.into_iter().filter(|(_, m)| cluster.as_deref().is_none_or(|c| m.cluster == c)).collect();
+            let ver = rt.block_on(repo::drill::verifications(&r)).map_err(fail)?;
+            #[derive(serde::Serialize)]
+            struct Row<'a> {
+                id: &'a str,
+                #[serde(flatten)]
+                manifest: &'a repo::format::Manifest,
+                last_drill: Option<&'a repo::format::Verification>,
+            }
+            #[derive(serde::Serialize)]
+            struct ClusterVerified<'a> {
+                cluster: &'a str,
+                last_verified: Option<&'a repo::format::Verification>,
+            }
+            let rows: Vec<Row> = all.iter().map(|(id, m)| Row { id, manifest: m, last_drill: ver.iter().find(|v| &v.backup == id) }).collect();
+            let mut clusters: Vec<&str> = all.iter().map(|(_, m)| m.cluster.as_str()).collect();
+            clusters.sort();
+            clusters.dedup();
+            let per: Vec<ClusterVerified> =
+                clusters.iter().map(|c| ClusterVerified { cluster: c, last_verified: ver.iter().find(|v| v.cluster == *c && v.ok) }).collect();
+            match write_out {
+                Format::Json => println!("{}", output::json(&serde_json::json!({"backups": rows, "clusters": per}))),
+                Format::Yaml => print!("{}", output::yaml(&serde_json::json!({"backups": rows, "clusters": per}))),
+                _ => {
+                    let t: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            let m = r.manifest;
+                            vec![
+                                repo::short(r.id).to_string(),
+                                m.time.clone(),
+                                m.cluster.clone(),
+                                m.member.clone().unwrap_or_else(|| "-".into()),
+                                m.snapshot.revision.to_string(),
+                                etcd_data::humanize::bytes(m.snapshot.size),
+                                etcd_data::humanize::bytes(m.added_bytes),
+                                m.tags.join(","),
+                                match r.last_drill {
+                                    Some(v) if v.ok => format!("ok {}", v.time),
+                                    Some(v) => format!("FAILED {}", v.time),
+                                    None => "-".into(),
+                                },
+                            ]
+                        })
+                        .collect();
+                    print!("{}", output::table(&["ID", "TIME", "CLUSTER", "MEMBER", "REVISION", "SIZE", "ADDED", "TAGS", "DRILL"], &t));
+                    for c in &per {
+                        match c.last_verified {
+                            Some(v) => println!("cluster {}: last verified {} (backup {}, {:.1}s)", c.cluster, v.time, repo::short(&v.backup), v.seconds),
+                            None => println!("cluster {}: never verified; run `quorum drill --latest --cluster {}`", c.cluster, c.cluster),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        BackupsCmd::Show { repo: flags, id, cluster, write_out } => {
+            let r = flags.open(&rt)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            let v = serde_json::json!({"id": id, "manifest": m});
+            match write_out {
+                Format::Json => println!("{}", output::json(&v)),
+                _ => print!("{}", output::yaml(&v)),
+            }
+            Ok(())
+        }
+        BackupsCmd::Get { repo: flags, id, output: out, cluster, bundle } => {
+            let r = flags.open(&rt)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            if bundle {
+                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &m, &out)).map_err(fail)?;
+                println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
+                return Ok(());
+            }
+            let b = bar(quiet, "fetching");
+            rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+            finish(b);
+            println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
+            Ok(())
+        }
+        BackupsCmd::Url { repo: flags, id, expires, cluster, remove } => {
+            let r = flags.open(&rt)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            if remove {
+                rt.block_on(repo::restore::remove_export(&r, &id)).map_err(fail)?;
+                println!("removed the exported copy of backup {}", repo::short(&id));
+                return Ok(());
+            }
+            let url = rt.block_on(repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel)).map_err(fail)?;
+            eprintln!("Warning: the URL gives read access to the unencrypted snapshot until it expires ({}s).", expires.as_secs());
+            println!("{url}");
+            Ok(())
+        }
+    }
+}
+
+// ---- restore, forget, prune, drill ----
+
+#[derive(Args)]
+pub struct RepoRestoreArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    /// Backup ID (or unique prefix, or `latest`).
+    id: String,
+    /// With `latest`: the newest backup of this cluster.
+    #[arg(long)]
+    cluster: Option<String>,
+    #[command(flatten)]
+    flags: crate::restore::RestoreFlags,
+}
+
+pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let (id, m) = rt.block_on(r.resolve(&a.id, a.cluster.as_deref())).map_err(fail)?;
+    let mut opts = crate::restore::options(&a.flags, PathBuf::new())?;
+    if !etcd_data::trailer::has_trailer(m.snapshot.size) {
+        opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
+    }
+    let b = bar(quiet, "fetching");
+    let report = rt.block_on(repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
+    finish(b);
+    eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
+    crate::restore::print_report(&report, a.flags.write_out);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    #[arg(long, default_value_t = 0)]
+    keep_last: usize,
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: usize,
+    #[arg(long, default_value_t = 0)]
+    keep_daily: usize,
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: usize,
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: usize,
+    /// Only this cluster's backups.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Show what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run `prune` afterwards.
+    #[arg(long)]
+    prune: bool,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+}
+
+pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let policy = repo::retention::Policy { last: a.keep_last, hourly: a.keep_hourly, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly };
+    let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.dry_run, a.repo.retry_lock)).map_err(fail)?;
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&rep)),
+        Format::Yaml => print!("{}", output::yaml(&rep)),
+        _ => {
+            let rows: Vec<Vec<String>> = rep
+                .decisions
+                .iter()
+                .map(|d| {
+                    vec![
+                        repo::short(&d.id).into(),
+                        d.time.clone(),
+                        d.cluster.clone(),
+                        if d.keep { "keep".into() } else if rep.refused.iter().any(|(i, _)| i == &d.id) { "REFUSED".into() } else if a.dry_run { "would remove".into() } else { "removed".into() },
+                        d.reasons.join(","),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["ID", "TIME", "CLUSTER", "ACTION", "KEPT BY"], &rows));
+        }
+    }
+    if !rep.refused.is_empty() {
+        eprintln!(
+            "Error: the bucket refused to delete {} backup manifest(s) (object lock / retention); they stay until their retention ends: {}",
+            rep.refused.len(),
+            rep.refused.iter().map(|(i, w)| format!("{} ({w})", repo::short(i))).collect::<Vec<_>>().join("; ")
+        );
+        return Err(Failure { code: FAILED, message: None, hint: None });
+    }
+    if a.prune && !a.dry_run {
+        return prune(PruneArgs { repo: a.repo, max_unused: 10.0, dry_run: false, write_out: a.write_out }, quiet);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    /// Repack packs with more than this percentage of unreferenced bytes.
+    #[arg(long, default_value_t = 10.0)]
+    max_unused: f64,
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    write_out: Format,
+}
+
+pub fn prune(a: PruneArgs, _quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let rep = rt.block_on(repo::prune::prune(r, a.max_unused / 100.0, a.dry_run, a.repo.retry_lock)).map_err(fail)?;
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&rep)),
+        Format::Yaml => print!("{}", output::yaml(&rep)),
+        _ => println!(
+            "{}{} backups reference the data; packs: {} total, {} deleted, {} repacked, {} left by interrupted backups; {} freed, {} rewritten",
+            if rep.dry_run { "(dry run) " } else { "" },
+            rep.manifests,
+            rep.packs_total,
+            rep.packs_deleted,
+            rep.packs_repacked,
+            rep.packs_unindexed,
+            etcd_data::humanize::bytes(rep.bytes_deleted),
+            etcd_data::humanize::bytes(rep.bytes_written)
+        ),
+    }
+    if !rep.refused.is_empty() {
+        eprintln!("Error: the bucket refused {} delete(s) (object lock / retention): {}", rep.refused.len(), rep.refused.join("; "));
+        return Err(Failure { code: FAILED, message: None, hint: Some("objects under retention can be removed once it ends; run prune again then".into()) });
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    /// Backup ID or unique prefix (default: --latest).
+    id: Option<String>,
+    /// The newest backup (of --cluster, if given).
+    #[arg(long)]
+    latest: bool,
+    #[arg(long)]
+    cluster: Option<String>,
+    /// etcd binary to start (default: `etcd` on PATH).
+    #[arg(long)]
+    etcd_bin: Option<PathBuf>,
+    /// Where to make the temporary data dir.
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    write_out: Format,
+}
+
+pub const DRILL_HELP: &str = "\
+Examples:
+  quorum drill --repo file:///var/backups/etcd --latest --cluster prod
+  quorum drill --repo s3://backups/etcd 1a2b3c4d --etcd-bin /usr/local/bin/etcd
+
+Downloads the backup, restores it natively into a temporary directory, starts a real etcd
+on it on 127.0.0.1 (free ports), and compares revision, key count and hashkv with what the
+manifest recorded at backup time. The result and its duration are stored in the repository
+(`backups list` shows the last verified backup per cluster). Exit 0 when the backup restores,
+3 when it does not.";
+
+pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let id = match (&a.id, a.latest) {
+        (Some(i), false) => i.clone(),
+        (None, _) => "latest".into(),
+        (Some(_), true) => return Err(usage("give a backup ID or --latest, not both".into())),
+    };
+    let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref())).map_err(fail)?;
+    let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
+    let v = rt.block_on(repo::drill::drill(r, &id, &m, &opts)).map_err(fail)?;
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&v)),
+        Format::Yaml => print!("{}", output::yaml(&v)),
+        _ => {
+            for c in &v.checks {
+                println!("  ok: {c}");
+            }
+            if v.ok {
+                println!("drill of backup {} (cluster {}) PASSED with etcd {} in {:.1}s", repo::short(&id), v.cluster, v.etcd_version, v.seconds);
+            } else {
+                println!("drill of backup {} (cluster {}) FAILED: {}", repo::short(&id), v.cluster, v.failure.clone().unwrap_or_default());
+            }
+        }
+    }
+    if v.ok {
+        Ok(())
+    } else {
+        Err(Failure::damage_quiet())
+    }
+}

@@ -1,0 +1,487 @@
+//! `quorum backup`: one snapshot file (and optional `--include` files) into the repository.
+//!
+//! ```text
+//! reader thread ──chunks──► worker threads ──sealed new blobs──► packer task ──► upload tasks
+//!  (FastCDC, seeded        (keyed BLAKE3 id, dedup against        (16 MiB packs,     (≤ 4 in
+//!   from the repo key)      the index, zstd, AES-256-GCM)          sealed header)     flight)
+//!       └──► sha256 thread (the manifest's file hash)
+//! status + hashkv thread (pread walks of the same file)
+//! ```
+//! Memory is bounded by the channel depths (64 chunks each), the pack being filled and the
+//! packs in flight: about 100 MiB at the defaults, whatever the snapshot size.
+//!
+//! Order of writes: packs, then one index object naming them, then the manifest. A backup is
+//! visible only once its manifest exists; an interrupted backup leaves packs no index names,
+//! which `prune` removes.
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use fastcdc::v2020::{Normalization, StreamCDC};
+use object_store::path::Path as ObjPath;
+use sha2::Digest;
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::format::{self, BlobId, BlobType, BundleFile, BundleRef, IndexPack, Manifest, PackEntry, SnapshotFacts};
+use crate::repository::Repository;
+
+/// What to back up and how to label it.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    pub snapshot: PathBuf,
+    pub cluster: String,
+    pub tags: Vec<String>,
+    pub includes: Vec<PathBuf>,
+    pub cluster_id: Option<String>,
+    pub member_id: Option<String>,
+    pub member: Option<String>,
+    pub etcd_version: Option<String>,
+    /// Endpoint or file the snapshot came from.
+    pub source: String,
+    /// Parallel uploads.
+    pub uploads: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupReport {
+    pub id: String,
+    pub manifest: Manifest,
+    pub seconds: f64,
+    /// Bytes of the snapshot (plain).
+    pub bytes: u64,
+    /// Chunks already in the repository (not uploaded again).
+    pub reused_chunks: u64,
+    pub new_chunks: u64,
+    pub packs: u64,
+}
+
+/// The seed of the chunker's gear table: derived from the repository key, so chunk boundaries
+/// do not reveal content to someone without the key.
+pub fn chunker_seed(key: &MasterKey) -> u64 {
+    let h = key.blob_id(b"quorum chunker seed");
+    u64::from_le_bytes(h[..8].try_into().unwrap())
+}
+
+pub(crate) struct Sealed {
+    pub t: BlobType,
+    pub id: BlobId,
+    pub plain_len: u32,
+    pub sealed: Vec<u8>,
+}
+
+pub(crate) enum ToPacker {
+    Blob(Sealed),
+}
+
+/// Called with (bytes done, bytes total).
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Run a backup; `progress(done, total)` is called as bytes are read.
+pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    if opts.cluster.is_empty() {
+        return Err(Error::Usage("--cluster NAME is required: backups, retention and drills are grouped by it".into()));
+    }
+    if !opts.includes.is_empty() && !repo.has_bundle_key() {
+        return Err(Error::Usage(
+            "--include files go into a bundle under the repository's separate bundle key: unlock it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file (add one with `quorum repo key add --bundle`)".into(),
+        ));
+    }
+    let meta = std::fs::metadata(&opts.snapshot).map_err(|e| Error::io(&opts.snapshot, e))?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!("{}: not a file", opts.snapshot.display())));
+    }
+    let size = meta.len();
+
+    // Facts from the file, in parallel with the upload pipeline.
+    let facts_path = opts.snapshot.clone();
+    let facts = std::thread::spawn(move || snapshot_facts(&facts_path));
+
+    let index = repo.load_index().await?;
+    let known: HashSet<BlobId> = index.blobs.keys().copied().collect();
+    drop(index);
+
+    let mut pipe = Pipeline::start(repo.clone(), known, opts.uploads.max(1));
+    // Snapshot chunks.
+    let (ids, sha) = pipe.chunk_file(&opts.snapshot, BlobType::Data, size, progress).await?;
+    let file_sha = hex::encode(sha);
+    // Chunk lists, 16384 ids per list blob.
+    let mut lists = Vec::new();
+    for group in ids.chunks(16384) {
+        let bytes: Vec<u8> = group.iter().flat_map(|i| i.iter().copied()).collect();
+        lists.push(hex::encode(pipe.put_blob(BlobType::List, bytes).await?));
+    }
+    // The bundle.
+    let bundle = if opts.includes.is_empty() {
+        None
+    } else {
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        let mut blobs: Vec<String> = Vec::new();
+        for p in expand_includes(&opts.includes)? {
+            let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
+            let (ids, sha) = pipe.chunk_file(&p, BlobType::Bundle, m.len(), Arc::new(|_, _| {})).await?;
+            use std::os::unix::fs::PermissionsExt;
+            total += m.len();
+            files.push(BundleFile {
+                path: p.display().to_string(),
+                mode: m.permissions().mode(),
+                size: m.len(),
+                sha256: hex::encode(sha),
+                chunks: ids.iter().map(hex::encode).collect(),
+            });
+            blobs.extend(ids.iter().map(hex::encode));
+        }
+        let n = files.len() as u64;
+        let table = serde_json::to_vec(&files).expect("serializable");
+        let id = pipe.put_blob(BlobType::BundleList, table).await?;
+        blobs.sort();
+        blobs.dedup();
+        Some(BundleRef { table: hex::encode(id), files: n, bytes: total, blobs })
+    };
+    let stats = pipe.finish().await?;
+    let facts = facts.join().map_err(|_| Error::Other("snapshot reader thread panicked".into()))??;
+    let facts = SnapshotFacts { size, sha256: file_sha, ..facts };
+
+    // The index for the new packs, then the manifest.
+    if !stats.packs.is_empty() {
+        repo.write_index(&stats.packs).await?;
+    }
+    let manifest = Manifest {
+        cluster: opts.cluster.clone(),
+        cluster_id: opts.cluster_id.clone(),
+        member_id: opts.member_id.clone(),
+        member: opts.member.clone(),
+        etcd_version: opts.etcd_version.clone().or_else(|| facts.version.clone()),
+        source: opts.source.clone(),
+        time: crate::now_rfc3339(),
+        host: crate::hostname(),
+        tags: opts.tags.clone(),
+        snapshot: facts,
+        chunk_lists: lists,
+        chunks: ids.len() as u64,
+        bundle,
+        added_bytes: stats.added_bytes,
+        added_blobs: stats.new_blobs,
+    };
+    let body = repo.seal_json(&manifest, b"manifest");
+    let id = format::sha256_hex(&body);
+    repo.put_new(&ObjPath::from(format!("snapshots/{id}")), Bytes::from(body)).await?;
+    Ok(BackupReport {
+        id,
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: size,
+        reused_chunks: stats.reused,
+        new_chunks: stats.new_blobs,
+        packs: stats.packs.len() as u64,
+    })
+}
+
+fn expand_includes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        if m.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            out.extend(expand_includes(&entries)?);
+        } else if m.is_file() {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `snapshot status` figures and the offline hashkv, from the file.
+pub fn snapshot_facts(path: &Path) -> Result<SnapshotFacts> {
+    let st = etcd_data::status(path)?;
+    let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
+    let hk = etcd_data::hashkv::hash_kv(&db, None).map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))?;
+    Ok(SnapshotFacts {
+        size: 0,
+        sha256: String::new(),
+        hash: st.hash,
+        revision: st.revision,
+        total_key: st.total_key,
+        version: st.version,
+        hash_kv: Some(hk.hash),
+        compact_revision: Some(hk.compact_revision),
+        live_keys: Some(hk.live_keys.max(0) as u64),
+    })
+}
+
+struct Stats {
+    packs: Vec<IndexPack>,
+    added_bytes: u64,
+    new_blobs: u64,
+    reused: u64,
+}
+
+/// The worker threads, packer and uploads of one backup.
+struct Pipeline {
+    repo: Arc<Repository>,
+    seen: Arc<Mutex<HashSet<BlobId>>>,
+    to_packer: tokio::sync::mpsc::Sender<ToPacker>,
+    packer: tokio::task::JoinHandle<Result<(Vec<IndexPack>, u64, u64)>>,
+    reused: u64,
+}
+
+impl Pipeline {
+    fn start(repo: Arc<Repository>, known: HashSet<BlobId>, uploads: usize) -> Pipeline {
+        let (tx, rx) = tokio::sync::mpsc::channel::<ToPacker>(64);
+        let packer = tokio::spawn(packer(repo.clone(), rx, uploads));
+        Pipeline { repo, seen: Arc::new(Mutex::new(known)), to_packer: tx, packer, reused: 0 }
+    }
+
+    /// Chunk a file through the workers; returns the chunk ids in order and the file's sha256.
+    async fn chunk_file(&mut self, path: &Path, t: BlobType, total: u64, prog: Progress) -> Result<(Vec<BlobId>, [u8; 32])> {
+        let key = self.repo.key_for(t)?.clone();
+        let cfg = self.repo.config.clone();
+        let seed = chunker_seed(self.repo.data_key());
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let seen = self.seen.clone();
+        let tx = self.to_packer.clone();
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let path_buf = path.to_path_buf();
+        let level = cfg.compression;
+        // The CPU part runs on plain threads; the async side waits for it without blocking.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let progress_total = total;
+        let handle = std::thread::spawn(move || {
+            let r = std::thread::scope(|s| -> Result<(Vec<BlobId>, [u8; 32], u64)> {
+                let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>)>(64);
+                let (sha_tx, sha_rx) = crossbeam_channel::bounded::<Arc<Vec<u8>>>(64);
+                let (id_tx, id_rx) = crossbeam_channel::unbounded::<(usize, BlobId, bool)>();
+                // One pass gives both the file's hash and its body's (all but the last 32
+                // bytes), to check a `snapshot save` trailer.
+                let sha = s.spawn(move || {
+                    let mut h = sha2::Sha256::new();
+                    let mut tail: Vec<u8> = Vec::with_capacity(64);
+                    for b in sha_rx {
+                        if b.len() >= 32 {
+                            h.update(&tail);
+                            h.update(&b[..b.len() - 32]);
+                            tail.clear();
+                            tail.extend_from_slice(&b[b.len() - 32..]);
+                        } else {
+                            tail.extend_from_slice(&b);
+                            let cut = tail.len().saturating_sub(32);
+                            h.update(&tail[..cut]);
+                            tail.drain(..cut);
+                        }
+                    }
+                    let body: [u8; 32] = h.clone().finalize().into();
+                    h.update(&tail);
+                    let full: [u8; 32] = h.finalize().into();
+                    (full, body, tail)
+                });
+                let mut hs = Vec::new();
+                for _ in 0..workers {
+                    let work_rx = work_rx.clone();
+                    let id_tx = id_tx.clone();
+                    let seen = seen.clone();
+                    let tx = tx.clone();
+                    let key = key.clone();
+                    hs.push(s.spawn(move || -> Result<()> {
+                        let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Other(format!("zstd: {e}")))?;
+                        for (seq, data) in work_rx {
+                            let id = key.blob_id(&data);
+                            let fresh = seen.lock().unwrap().insert(id);
+                            let _ = id_tx.send((seq, id, fresh));
+                            if !fresh {
+                                continue;
+                            }
+                            let framed = frame_with(&mut comp, &data, level);
+                            let sealed = key.seal(&framed, &format::blob_aad(t, &id));
+                            let msg = ToPacker::Blob(Sealed { t, id, plain_len: data.len() as u32, sealed });
+                            if tx.blocking_send(msg).is_err() {
+                                return Err(Error::Other("the upload side stopped".into()));
+                            }
+                        }
+                        Ok(())
+                    }));
+                }
+                drop(id_tx);
+                drop(work_rx);
+                let chunker = StreamCDC::with_level_and_seed(
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    cfg.chunker.min as usize,
+                    cfg.chunker.avg as usize,
+                    cfg.chunker.max as usize,
+                    Normalization::Level1,
+                    seed,
+                );
+                let mut n = 0usize;
+                let mut done = 0u64;
+                let mut read_err = None;
+                for c in chunker {
+                    let c = match c {
+                        Ok(c) => c,
+                        Err(e) => {
+                            read_err = Some(Error::io(&path_buf, std::io::Error::other(format!("{e:?}"))));
+                            break;
+                        }
+                    };
+                    done += c.length as u64;
+                    let data = Arc::new(c.data);
+                    if sha_tx.send(data.clone()).is_err() {
+                        break;
+                    }
+                    let data = Arc::try_unwrap(data).unwrap_or_else(|a| (*a).clone());
+                    if work_tx.send((n, data)).is_err() {
+                        break;
+                    }
+                    n += 1;
+                    if n % 256 == 0 {
+                        prog(done, progress_total);
+                    }
+                }
+                drop(work_tx);
+                drop(sha_tx);
+                let mut first_err = read_err;
+                for h in hs {
+                    if let Err(e) = h.join().unwrap_or_else(|_| Err(Error::Other("worker panicked".into()))) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                let (digest, body, tail) = sha.join().map_err(|_| Error::Other("sha256 thread panicked".into()))?;
+                if let Some(e) = first_err {
+                    return Err(e);
+                }
+                if t == BlobType::Data && etcd_data::trailer::has_trailer(done) && tail[..] != body[..] {
+                    return Err(Error::Damaged(format!(
+                        "{}: the snapshot's sha256 trailer ({}) does not match its data ({}): the file was altered or damaged after it was saved; nothing was stored",
+                        path_buf.display(),
+                        hex::encode(&tail),
+                        hex::encode(body)
+                    )));
+                }
+                let mut ids = vec![[0u8; 32]; n];
+                let mut reused = 0u64;
+                for (seq, id, fresh) in id_rx {
+                    ids[seq] = id;
+                    if !fresh {
+                        reused += 1;
+                    }
+                }
+                prog(done, progress_total);
+                Ok((ids, digest, reused))
+            });
+            let _ = done_tx.send(r);
+        });
+        let r = done_rx.await.map_err(|_| Error::Other("chunker thread died".into()))?;
+        let _ = handle.join();
+        let (ids, digest, reused) = r?;
+        self.reused += reused;
+        Ok((ids, digest))
+    }
+
+    /// One whole blob (chunk lists, bundle tables).
+    async fn put_blob(&mut self, t: BlobType, data: Vec<u8>) -> Result<BlobId> {
+        let key = self.repo.key_for(t)?;
+        let id = key.blob_id(&data);
+        if !self.seen.lock().unwrap().insert(id) {
+            return Ok(id);
+        }
+        let framed = format::frame(&data, self.repo.config.compression);
+        let sealed = key.seal(&framed, &format::blob_aad(t, &id));
+        self.to_packer
+            .send(ToPacker::Blob(Sealed { t, id, plain_len: data.len() as u32, sealed }))
+            .await
+            .map_err(|_| Error::Other("the upload side stopped".into()))?;
+        Ok(id)
+    }
+
+    async fn finish(self) -> Result<Stats> {
+        drop(self.to_packer);
+        let (packs, added_bytes, new_blobs) = self.packer.await.map_err(|e| Error::Other(format!("packer: {e}")))??;
+        Ok(Stats { packs, added_bytes, new_blobs, reused: self.reused })
+    }
+}
+
+fn frame_with(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32) -> Vec<u8> {
+    if level != 0 {
+        if let Ok(c) = comp.compress(data) {
+            if c.len() + 1 < data.len() {
+                let mut v = Vec::with_capacity(c.len() + 1);
+                v.push(1);
+                v.extend_from_slice(&c);
+                return v;
+            }
+        }
+    }
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(0);
+    v.extend_from_slice(data);
+    v
+}
+
+/// Collects sealed blobs into packs and uploads them, at most `uploads` at a time.
+pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Receiver<ToPacker>, uploads: usize) -> Result<(Vec<IndexPack>, u64, u64)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(uploads));
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<IndexPack>>> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut entries: Vec<PackEntry> = Vec::new();
+    let mut added = 0u64;
+    let mut blobs = 0u64;
+    let pack_size = repo.config.pack_size as usize;
+    let flush = |buf: &mut Vec<u8>, entries: &mut Vec<PackEntry>, tasks: &mut Vec<tokio::task::JoinHandle<Result<IndexPack>>>, permit: tokio::sync::OwnedSemaphorePermit| {
+        let mut body = std::mem::take(buf);
+        let ents = std::mem::take(entries);
+        let header = format::encode_pack_header(repo.data_key(), &ents);
+        body.extend_from_slice(&header);
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let (id, body) = tokio::task::spawn_blocking(move || {
+                let id: [u8; 32] = sha2::Sha256::digest(&body).into();
+                (id, body)
+            })
+            .await
+            .map_err(|e| Error::Other(format!("hash pack: {e}")))?;
+            let name = hex::encode(id);
+            repo.put_new(&format::pack_path(&name), Bytes::from(body)).await?;
+            Ok(IndexPack { pack: id, entries: ents })
+        }));
+    };
+    while let Some(ToPacker::Blob(b)) = rx.recv().await {
+        let offset = buf.len() as u32;
+        added += b.sealed.len() as u64;
+        blobs += 1;
+        entries.push(PackEntry { blob_type: b.t, id: b.id, offset, length: b.sealed.len() as u32, plain_len: b.plain_len });
+        buf.extend_from_slice(&b.sealed);
+        if buf.len() >= pack_size {
+            let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+            flush(&mut buf, &mut entries, &mut tasks, permit);
+        }
+    }
+    if !entries.is_empty() {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+        flush(&mut buf, &mut entries, &mut tasks, permit);
+    }
+    let mut packs = Vec::new();
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(p)) => packs.push(p),
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::Other(format!("upload task: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    Ok((packs, added, blobs))
+}

@@ -1,0 +1,237 @@
+//! `quorum repo check [--read-data]`.
+//!
+//! Without `--read-data`: every index object authenticates and matches its name; every
+//! manifest authenticates; every blob a manifest needs (chunk lists, chunks, bundle blobs) is
+//! in an index, and its pack exists and is long enough. With `--read-data`: every pack is
+//! downloaded, its SHA-256 compared with its name, its header compared with the index, and
+//! every blob decrypted, decompressed and compared with its id. Each problem names the
+//! object, and for a damaged blob the backups that need it.
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::format::{self, BlobId};
+use crate::repository::{parse_id, Repository};
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub backups: usize,
+    pub index_files: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+    /// Problems that make a backup unrestorable or the repository inconsistent.
+    pub errors: Vec<String>,
+    /// Harmless findings (leftovers of an interrupted backup).
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::restore::Progress) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    let index = match repo.load_index().await {
+        Ok(i) => i,
+        Err(Error::Damaged(why)) => {
+            r.errors.push(why);
+            // Fall back to the index objects that do read.
+            load_index_tolerant(&repo, &mut r).await?
+        }
+        Err(e) => return Err(e),
+    };
+    r.index_files = index.files.len();
+    let listed = repo.list("data").await?;
+    let sizes: HashMap<String, u64> = listed.iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.size))).collect();
+    r.packs = sizes.len();
+    r.blobs = index.blobs.len();
+
+    // Packs named by the index exist and are long enough.
+    let mut missing_packs: HashSet<BlobId> = HashSet::new();
+    for (pack, entries) in &index.packs {
+        let name = hex::encode(pack);
+        match sizes.get(&name) {
+            None => {
+                missing_packs.insert(*pack);
+            }
+            Some(size) => {
+                let end = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+                if end > *size {
+                    r.errors.push(format!("pack {name}: {size} bytes, but the index has blobs up to byte {end} (truncated)"));
+                }
+            }
+        }
+    }
+    let unindexed = sizes.keys().filter(|n| parse_id(n).map(|id| !index.packs.contains_key(&id)).unwrap_or(true)).count();
+    if unindexed > 0 {
+        r.notes.push(format!("{unindexed} pack(s) not named by any index (left by an interrupted backup; `quorum prune` removes them)"));
+    }
+
+    // Manifests and what they need.
+    let metas = repo.list("snapshots").await?;
+    let mut needed_by: HashMap<BlobId, Vec<String>> = HashMap::new();
+    for m in metas {
+        let id = m.location.filename().unwrap_or_default().to_string();
+        r.backups += 1;
+        let man = match repo.read_manifest(&id).await {
+            Ok(m) => m,
+            Err(e) => {
+                r.errors.push(format!("backup {}: {e}", crate::short(&id)));
+                continue;
+            }
+        };
+        let short = format!("{} ({}, {})", crate::short(&id), man.cluster, man.time);
+        let mut ids: Vec<BlobId> = Vec::new();
+        for l in &man.chunk_lists {
+            ids.push(parse_id(l)?);
+        }
+        match repo.chunk_ids(&man, &index).await {
+            Ok(c) => ids.extend(c),
+            Err(e) => r.errors.push(format!("backup {short}: chunk list: {e}")),
+        }
+        if let Some(b) = &man.bundle {
+            ids.push(parse_id(&b.table)?);
+            for c in &b.blobs {
+                ids.push(parse_id(c)?);
+            }
+        }
+        let mut absent = 0usize;
+        let mut first = None;
+        for bid in ids {
+            match index.blobs.get(&bid) {
+                None => {
+                    absent += 1;
+                    first.get_or_insert(format!("blob {} is in no index", hex::encode(bid)));
+                }
+                Some(loc) if missing_packs.contains(&loc.pack) => {
+                    absent += 1;
+                    first.get_or_insert(format!("blob {} is in pack {}, which is missing", hex::encode(bid), hex::encode(loc.pack)));
+                }
+                Some(_) => needed_by.entry(bid).or_default().push(short.clone()),
+            }
+        }
+        if absent > 0 {
+            r.errors.push(format!("backup {short}: {absent} blob(s) missing; first: {}", first.unwrap()));
+        }
+    }
+    for p in &missing_packs {
+        if index.packs[p].iter().any(|e| needed_by.contains_key(&e.id)) {
+            continue; // already reported per backup
+        }
+        r.notes.push(format!("pack {} is named by an index but missing; no backup needs it", hex::encode(p)));
+    }
+
+    if read_data {
+        let total: u64 = sizes.values().sum();
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let names: Vec<String> = sizes.keys().cloned().collect();
+        let results: Vec<(u64, Vec<String>)> = futures::stream::iter(names)
+            .map(|name| {
+                let repo = repo.clone();
+                let index_entries = parse_id(&name).ok().and_then(|id| index.packs.get(&id).cloned());
+                let needed_by = &needed_by;
+                let done = done.clone();
+                let progress = progress.clone();
+                async move {
+                    let bytes = match repo.get(&format::pack_path(&name)).await {
+                        Ok(b) => b,
+                        Err(e) => return (0, vec![format!("pack {name}: {e}")]),
+                    };
+                    let n = bytes.len() as u64;
+                    let name2 = name.clone();
+                    let repo2 = repo.clone();
+                    let problems = tokio::task::spawn_blocking(move || read_pack(&repo2, &name2, &bytes, index_entries.as_deref()))
+                        .await
+                        .unwrap_or_else(|e| vec![(None, format!("pack {name}: {e}"))]);
+                    let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                    progress(d, total);
+                    let lines = problems
+                        .into_iter()
+                        .map(|(blob, p)| match blob.and_then(|b| needed_by.get(&b)) {
+                            Some(backups) => format!("{p}; needed by backup(s) {}", backups.join(", ")),
+                            None => p,
+                        })
+                        .collect();
+                    (n, lines)
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (n, lines) in results {
+            r.packs_read += 1;
+            r.bytes_read += n;
+            r.errors.extend(lines);
+        }
+    }
+    r.errors.sort();
+    Ok(r)
+}
+
+/// Problems found in one downloaded pack, each with the blob it concerns.
+fn read_pack(repo: &Repository, name: &str, bytes: &[u8], indexed: Option<&[format::PackEntry]>) -> Vec<(Option<BlobId>, String)> {
+    let mut out = Vec::new();
+    if format::sha256_hex(bytes) != name {
+        out.push((None, format!("pack {name}: content does not match its name (damaged or tampered)")));
+    }
+    let entries = match format::decode_pack(repo.data_key(), bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            // Fall back to the index's view to name the blobs inside.
+            let blobs: Vec<_> = indexed.unwrap_or_default().iter().map(|e| e.id).collect();
+            out.push((blobs.first().copied(), format!("pack {name}: {e}")));
+            match indexed {
+                Some(ix) => ix.to_vec(),
+                None => return out,
+            }
+        }
+    };
+    if let Some(ix) = indexed {
+        if ix != entries.as_slice() {
+            out.push((None, format!("pack {name}: header and index disagree")));
+        }
+    }
+    for e in &entries {
+        let end = e.offset as usize + e.length as usize;
+        if end > bytes.len() {
+            out.push((Some(e.id), format!("blob {} in pack {name}: beyond the end of the pack", hex::encode(e.id))));
+            continue;
+        }
+        if e.blob_type.uses_bundle_key() && !repo.has_bundle_key() {
+            continue;
+        }
+        if let Err(err) = repo.open_blob(e, &bytes[e.offset as usize..end], name) {
+            out.push((Some(e.id), err.to_string()));
+        }
+    }
+    out
+}
+
+async fn load_index_tolerant(repo: &Repository, r: &mut CheckReport) -> Result<crate::repository::Index> {
+    let mut idx = crate::repository::Index::default();
+    for m in repo.list("index").await? {
+        let name = m.location.filename().unwrap_or_default().to_string();
+        let Ok(bytes) = repo.get(&m.location).await else { continue };
+        if format::sha256_hex(&bytes) != name {
+            r.errors.push(format!("index/{name}: content does not match its name (damaged)"));
+            continue;
+        }
+        match format::decode_index(repo.data_key(), &bytes, &name) {
+            Ok(packs) => {
+                for p in &packs {
+                    idx.add(p);
+                }
+                idx.files.push(name);
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    r.errors.dedup();
+    Ok(idx)
+}

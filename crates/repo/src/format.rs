@@ -1,0 +1,402 @@
+//! The repository's objects and their encodings (FORMAT.md describes the same, byte by byte).
+//!
+//! ```text
+//! config                      plaintext JSON: format, version, id, chunker and pack settings
+//! keys/<purpose>-<rand>       JSON: a master key wrapped under a passphrase or key file
+//! data/<hh>/<sha256>          pack: sealed blobs, then the sealed header, then its length (u32 LE)
+//! index/<sha256>              sealed, zstd: which blobs each pack holds, where
+//! snapshots/<sha256>          sealed JSON manifest: one backup; written last
+//! locks/<rand>                plaintext JSON lock; locks/<rand>.released when it cannot be deleted
+//! verifications/<id>-<time>-<rand>  sealed JSON: a drill's result
+//! exports/<id>.db             plaintext single-object copy of a snapshot, for presigned URLs
+//! ```
+//! Object names are the SHA-256 of the stored bytes (packs, indexes, manifests) or fresh random
+//! values (keys, locks, verifications): nothing is ever written twice under one name.
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+
+pub const FORMAT: &str = "quorum-repository";
+pub const VERSION: u32 = 1;
+
+/// What a blob holds; part of its authenticated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum BlobType {
+    /// A chunk of a snapshot file (data key).
+    Data = 0,
+    /// A list of chunk ids (data key).
+    List = 1,
+    /// A chunk of an `--include` bundle (bundle key).
+    Bundle = 2,
+    /// A bundle's file table (bundle key).
+    BundleList = 3,
+}
+
+impl BlobType {
+    pub fn from_u8(b: u8) -> Option<BlobType> {
+        Some(match b {
+            0 => BlobType::Data,
+            1 => BlobType::List,
+            2 => BlobType::Bundle,
+            3 => BlobType::BundleList,
+            _ => return None,
+        })
+    }
+    pub fn uses_bundle_key(self) -> bool {
+        matches!(self, BlobType::Bundle | BlobType::BundleList)
+    }
+}
+
+pub type BlobId = [u8; 32];
+
+/// The associated data that binds a sealed blob to its type and id.
+pub fn blob_aad(t: BlobType, id: &BlobId) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[0] = t as u8;
+    a[1..].copy_from_slice(id);
+    a
+}
+
+/// Blob plaintext framing: one byte, 0 = stored, 1 = zstd; then the bytes.
+pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
+    if level > 0 || level < 0 {
+        if let Ok(c) = zstd::bulk::compress(data, level) {
+            if c.len() + 1 < data.len() {
+                let mut v = Vec::with_capacity(c.len() + 1);
+                v.push(1);
+                v.extend_from_slice(&c);
+                return v;
+            }
+        }
+    }
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(0);
+    v.extend_from_slice(data);
+    v
+}
+
+pub fn unframe(framed: &[u8], plain_len: usize) -> Option<Vec<u8>> {
+    match framed.first()? {
+        0 => Some(framed[1..].to_vec()),
+        1 => zstd::bulk::decompress(&framed[1..], plain_len).ok().filter(|v| v.len() == plain_len),
+        _ => None,
+    }
+}
+
+/// `config`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: String,
+    pub chunker: ChunkerParams,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+    /// zstd level for blobs (0 = store).
+    pub compression: i32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    /// bbolt rewrites whole 4 KiB pages scattered through the file, so small chunks keep an
+    /// increment close to the bytes that really changed (see FORMAT.md, "Chunk size").
+    fn default() -> Self {
+        ChunkerParams { min: 8 * 1024, avg: 16 * 1024, max: 64 * 1024 }
+    }
+}
+
+/// One blob inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub blob_type: BlobType,
+    pub id: BlobId,
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext (uncompressed) length.
+    pub plain_len: u32,
+}
+
+const PACK_MAGIC: &[u8; 4] = b"QPK1";
+const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+/// The sealed header appended to a pack, followed by its length as u32 LE.
+pub fn encode_pack_header(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(8 + entries.len() * ENTRY_LEN);
+    h.extend_from_slice(PACK_MAGIC);
+    h.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        h.push(e.blob_type as u8);
+        h.extend_from_slice(&e.id);
+        h.extend_from_slice(&e.offset.to_le_bytes());
+        h.extend_from_slice(&e.length.to_le_bytes());
+        h.extend_from_slice(&e.plain_len.to_le_bytes());
+    }
+    let mut sealed = key.seal(&h, b"pack-header");
+    let n = sealed.len() as u32;
+    sealed.extend_from_slice(&n.to_le_bytes());
+    sealed
+}
+
+/// Read the header of a whole pack (`bytes` = the pack object).
+pub fn decode_pack(key: &MasterKey, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let bad = |why: &str| Error::Damaged(format!("pack header: {why}"));
+    if bytes.len() < 4 {
+        return Err(bad("pack shorter than its length field"));
+    }
+    let n = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
+    if n + 4 > bytes.len() {
+        return Err(bad("header length beyond the pack"));
+    }
+    let start = bytes.len() - 4 - n;
+    let h = key.open(&bytes[start..bytes.len() - 4], b"pack-header").ok_or_else(|| bad("does not authenticate"))?;
+    let entries = parse_entries(&h).ok_or_else(|| bad("malformed"))?;
+    for e in &entries {
+        if e.offset as usize + e.length as usize > start {
+            return Err(bad("a blob extends into the header"));
+        }
+    }
+    Ok(entries)
+}
+
+fn parse_entries(h: &[u8]) -> Option<Vec<PackEntry>> {
+    if h.len() < 8 || &h[..4] != PACK_MAGIC {
+        return None;
+    }
+    let count = u32::from_le_bytes(h[4..8].try_into().ok()?) as usize;
+    if h.len() != 8 + count * ENTRY_LEN {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for c in h[8..].chunks_exact(ENTRY_LEN) {
+        out.push(PackEntry {
+            blob_type: BlobType::from_u8(c[0])?,
+            id: c[1..33].try_into().ok()?,
+            offset: u32::from_le_bytes(c[33..37].try_into().ok()?),
+            length: u32::from_le_bytes(c[37..41].try_into().ok()?),
+            plain_len: u32::from_le_bytes(c[41..45].try_into().ok()?),
+        });
+    }
+    Some(out)
+}
+
+/// One pack's entries in an index object.
+#[derive(Debug, Clone)]
+pub struct IndexPack {
+    pub pack: BlobId,
+    pub entries: Vec<PackEntry>,
+}
+
+const INDEX_MAGIC: &[u8; 4] = b"QIX1";
+
+pub fn encode_index(key: &MasterKey, packs: &[IndexPack]) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(INDEX_MAGIC);
+    h.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        h.extend_from_slice(&p.pack);
+        h.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
+        for e in &p.entries {
+            h.push(e.blob_type as u8);
+            h.extend_from_slice(&e.id);
+            h.extend_from_slice(&e.offset.to_le_bytes());
+            h.extend_from_slice(&e.length.to_le_bytes());
+            h.extend_from_slice(&e.plain_len.to_le_bytes());
+        }
+    }
+    let z = zstd::bulk::compress(&h, 3).expect("zstd of an in-memory buffer");
+    key.seal(&z, b"index")
+}
+
+pub fn decode_index(key: &MasterKey, sealed: &[u8], name: &str) -> Result<Vec<IndexPack>> {
+    let bad = |why: &str| Error::Damaged(format!("index/{name}: {why}"));
+    let z = key.open(sealed, b"index").ok_or_else(|| bad("does not authenticate (damaged, or written under another key)"))?;
+    let h = zstd::stream::decode_all(&z[..]).map_err(|_| bad("does not decompress"))?;
+    if h.len() < 8 || &h[..4] != INDEX_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let mut pos = 8;
+    let count = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        if pos + 36 > h.len() {
+            return Err(bad("truncated"));
+        }
+        let pack: BlobId = h[pos..pos + 32].try_into().unwrap();
+        let n = u32::from_le_bytes(h[pos + 32..pos + 36].try_into().unwrap()) as usize;
+        pos += 36;
+        let end = pos + n * ENTRY_LEN;
+        if end > h.len() {
+            return Err(bad("truncated"));
+        }
+        let mut hdr = Vec::with_capacity(8 + n * ENTRY_LEN);
+        hdr.extend_from_slice(PACK_MAGIC);
+        hdr.extend_from_slice(&(n as u32).to_le_bytes());
+        hdr.extend_from_slice(&h[pos..end]);
+        let entries = parse_entries(&hdr).ok_or_else(|| bad("malformed entry"))?;
+        pos = end;
+        out.push(IndexPack { pack, entries });
+    }
+    if pos != h.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// A backup's manifest (`snapshots/<id>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub cluster: String,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub member: Option<String>,
+    #[serde(default)]
+    pub etcd_version: Option<String>,
+    /// Where the snapshot came from: an endpoint, or a file path.
+    pub source: String,
+    pub time: String,
+    pub host: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub snapshot: SnapshotFacts,
+    /// List blobs (in order) whose concatenated contents are the chunk ids of the snapshot.
+    pub chunk_lists: Vec<String>,
+    pub chunks: u64,
+    #[serde(default)]
+    pub bundle: Option<BundleRef>,
+    /// Bytes this backup added to the repository (sealed, new blobs only).
+    pub added_bytes: u64,
+    pub added_blobs: u64,
+}
+
+/// The snapshot's own figures, for `backups show` and the drill's comparison.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotFacts {
+    pub size: u64,
+    pub sha256: String,
+    /// `snapshot status` figures.
+    pub hash: u32,
+    pub revision: i64,
+    pub total_key: i64,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `etcdctl endpoint hashkv` at `revision` and the number of live keys, computed offline.
+    #[serde(default)]
+    pub hash_kv: Option<u32>,
+    #[serde(default)]
+    pub compact_revision: Option<i64>,
+    #[serde(default)]
+    pub live_keys: Option<u64>,
+}
+
+/// The `--include` bundle: the file table is a BundleList blob (bundle key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleRef {
+    pub table: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Every chunk id of the bundle's files (ids reveal nothing without the bundle key), so
+    /// `prune` and `check` work without the bundle key.
+    pub blobs: Vec<String>,
+}
+
+/// One file of a bundle (inside the sealed BundleList blob).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleFile {
+    pub path: String,
+    pub mode: u32,
+    pub size: u64,
+    pub sha256: String,
+    pub chunks: Vec<String>,
+}
+
+/// A drill's record (`verifications/...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub backup: String,
+    pub cluster: String,
+    pub time: String,
+    pub host: String,
+    pub ok: bool,
+    pub etcd_version: String,
+    pub seconds: f64,
+    pub checks: Vec<String>,
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+pub fn seal_json<T: Serialize>(key: &MasterKey, v: &T, aad: &[u8]) -> Vec<u8> {
+    key.seal(&serde_json::to_vec(v).expect("serializable"), aad)
+}
+
+pub fn open_json<T: for<'de> Deserialize<'de>>(key: &MasterKey, sealed: &[u8], aad: &[u8], what: &str) -> Result<T> {
+    let plain = key.open(sealed, aad).ok_or_else(|| Error::Damaged(format!("{what}: does not authenticate (damaged, or written under another key)")))?;
+    serde_json::from_slice(&plain).map_err(|e| Error::Damaged(format!("{what}: {e}")))
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+pub fn pack_path(id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("data/{}/{}", &id[..2], id))
+}
+
+pub fn random_name() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_header_and_index_round_trip() {
+        let k = MasterKey::generate();
+        let entries = vec![
+            PackEntry { blob_type: BlobType::Data, id: [1; 32], offset: 0, length: 100, plain_len: 300 },
+            PackEntry { blob_type: BlobType::Bundle, id: [2; 32], offset: 100, length: 50, plain_len: 20 },
+        ];
+        let mut pack = vec![0u8; 150];
+        pack.extend_from_slice(&encode_pack_header(&k, &entries));
+        assert_eq!(decode_pack(&k, &pack).unwrap(), entries);
+        let idx = encode_index(&k, &[IndexPack { pack: [9; 32], entries: entries.clone() }]);
+        let back = decode_index(&k, &idx, "x").unwrap();
+        assert_eq!(back[0].pack, [9; 32]);
+        assert_eq!(back[0].entries, entries);
+        // A blob claimed to overlap the header is refused.
+        let mut short = vec![0u8; 120];
+        short.extend_from_slice(&encode_pack_header(&k, &entries));
+        assert!(decode_pack(&k, &short).is_err());
+        assert!(decode_pack(&MasterKey::generate(), &pack).is_err());
+    }
+
+    #[test]
+    fn framing() {
+        let data = vec![7u8; 10_000];
+        let f = frame(&data, 1);
+        assert_eq!(f[0], 1);
+        assert_eq!(unframe(&f, data.len()).unwrap(), data);
+        let rnd: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let f = frame(&rnd, 0);
+        assert_eq!(f[0], 0);
+        assert_eq!(unframe(&f, rnd.len()).unwrap(), rnd);
+        assert!(unframe(&[1, 2, 3], 5).is_none());
+    }
+}

@@ -1,0 +1,53 @@
+//! The backup repository: etcd snapshots kept in object storage (`file://`, `s3://`, `gs://`,
+//! `az://`), split into content-defined chunks (FastCDC) so successive backups share most of
+//! their data, compressed (zstd), encrypted and authenticated (AES-256-GCM), packed into
+//! content-addressed pack objects, found through index objects, and named by manifests that
+//! are written last. Retention (`forget`), garbage collection (`prune`), locks, `check`
+//! (structure, or every byte with `read_data`), restore, and `drill` (restore into a real
+//! etcd and compare with the manifest) live here too.
+//!
+//! The format is written down in `FORMAT.md` beside this crate. Every object but the lock
+//! files and the release markers is written once under a name derived from its content or
+//! from fresh randomness and never rewritten, which is what write-once (object-lock) buckets
+//! require.
+//!
+//! Everything that touches the network is async (tokio); CPU work (chunking, hashing,
+//! compression, encryption) runs on plain threads fed through bounded channels, so memory
+//! stays bounded by the channel depths and the pack size, not by the snapshot size.
+
+pub mod backup;
+pub mod check;
+pub mod crypto;
+pub mod drill;
+mod error;
+pub mod format;
+pub mod lock;
+pub mod location;
+pub mod proxy;
+pub mod prune;
+pub mod repository;
+pub mod restore;
+pub mod retention;
+
+pub use error::{Error, Result};
+pub use location::{Location, StoreOptions};
+pub use repository::{Repository, Unlock};
+
+/// Now, as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// This host's name (from the kernel), for locks and manifests.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Short form of an object id, as `backups list` shows it.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}

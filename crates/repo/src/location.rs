@@ -1,0 +1,184 @@
+//! Where a repository lives: a URL turned into an `object_store` client.
+//!
+//! | URL                         | store                                   | credentials                         |
+//! |-----------------------------|-----------------------------------------|-------------------------------------|
+//! | `file:///path` or `/path`   | local directory (fsync on every write)  | —                                   |
+//! | `s3://bucket[/prefix]`      | S3; `--endpoint` for MinIO, Ceph, MCG   | AWS chain: env, profile files are not read; web identity, ECS, IMDS |
+//! | `gs://bucket[/prefix]`      | Google Cloud Storage                    | `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_APPLICATION_CREDENTIALS`, ADC, metadata |
+//! | `az://container[/prefix]`   | Azure Blob (`AZURE_STORAGE_ACCOUNT_NAME`) | account key, SAS, client secret, managed identity (env) |
+//!
+//! The credential chains are `object_store`'s `from_env` builders. The proxy decision is made
+//! here from [`ProxyConfig`] for the one host the repository talks to.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, ObjectStore};
+
+use crate::error::{Error, Result};
+use crate::proxy::ProxyConfig;
+
+/// Options that apply to the store client.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// S3-compatible or Azure endpoint (`http://127.0.0.1:9000`); plain http is allowed only
+    /// when the endpoint says so.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub proxy: ProxyConfig,
+    /// Per-request timeout.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    File,
+    S3,
+    Gcs,
+    Azure,
+}
+
+/// An opened store location.
+#[derive(Clone)]
+pub struct Location {
+    pub url: String,
+    pub scheme: Scheme,
+    /// The repository's objects, paths relative to the repository root.
+    pub store: Arc<dyn ObjectStore>,
+    /// For presigned URLs: the bucket-level signer and the prefix to put before our paths.
+    signer: Option<Arc<dyn Signer>>,
+    prefix: String,
+    /// `file://` repositories: the directory.
+    pub local_root: Option<PathBuf>,
+    /// The proxy in use, if any (for messages).
+    pub proxy: Option<String>,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &self.url).field("proxy", &self.proxy).finish()
+    }
+}
+
+impl Location {
+    /// Open `url`. For `file://`, the directory is created when `create` is set.
+    pub fn open(url: &str, opts: &StoreOptions, create: bool) -> Result<Location> {
+        if url.starts_with('/') || url.starts_with("file://") {
+            let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+            if !path.is_absolute() {
+                return Err(Error::Usage(format!("{url}: a file:// repository needs an absolute path (file:///var/backups/etcd)")));
+            }
+            if create {
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            } else if !path.is_dir() {
+                return Err(Error::Missing(format!(
+                    "{}: no repository here (the directory does not exist); create one with `quorum repo init {url}`",
+                    path.display()
+                )));
+            }
+            let fs = LocalFileSystem::new_with_prefix(&path)
+                .map_err(|e| Error::store(format!("open {}", path.display()), e))?
+                .with_fsync(true);
+            return Ok(Location {
+                url: url.to_string(),
+                scheme: Scheme::File,
+                store: Arc::new(fs),
+                signer: None,
+                prefix: String::new(),
+                local_root: Some(path),
+                proxy: None,
+            });
+        }
+        let parsed = url::Url::parse(url).map_err(|e| Error::Usage(format!("{url}: not a repository URL ({e}); use file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")))?;
+        let scheme = match parsed.scheme() {
+            "s3" => Scheme::S3,
+            "gs" => Scheme::Gcs,
+            "az" | "azure" => Scheme::Azure,
+            other => {
+                return Err(Error::Usage(format!(
+                    "{url}: unknown scheme {other}://; use file://, s3://, gs:// or az://"
+                )))
+            }
+        };
+        let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| Error::Usage(format!("{url}: no bucket or container name")))?.to_string();
+        let prefix = parsed.path().trim_matches('/').to_string();
+
+        // The host the client will talk to, for the proxy decision.
+        let (host, port) = match &opts.endpoint {
+            Some(ep) => {
+                let u = url::Url::parse(ep).map_err(|e| Error::Usage(format!("--endpoint {ep}: {e}")))?;
+                (u.host_str().unwrap_or_default().to_string(), u.port_or_known_default())
+            }
+            None => match scheme {
+                Scheme::S3 => (format!("{bucket}.s3.amazonaws.com"), Some(443)),
+                Scheme::Gcs => ("storage.googleapis.com".into(), Some(443)),
+                Scheme::Azure => {
+                    let acct = std::env::var("AZURE_STORAGE_ACCOUNT_NAME").unwrap_or_default();
+                    (format!("{acct}.blob.core.windows.net"), Some(443))
+                }
+                Scheme::File => unreachable!(),
+            },
+        };
+        let proxy = opts.proxy.proxy_for(&host, port).map(str::to_string);
+        let mut client = ClientOptions::new();
+        if let Some(p) = &proxy {
+            client = client.with_proxy_url(p.clone());
+        }
+        if let Some(t) = opts.timeout {
+            client = client.with_timeout(t);
+        }
+        let allow_http = opts.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+        if allow_http {
+            client = client.with_allow_http(true);
+        }
+        let wrap = |e: object_store::Error| Error::store(format!("configure {url}"), e);
+        let (store, signer): (Arc<dyn ObjectStore>, Arc<dyn Signer>) = match scheme {
+            Scheme::S3 => {
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_client_options(client);
+                if let Some(ep) = &opts.endpoint {
+                    b = b.with_endpoint(ep).with_allow_http(allow_http);
+                }
+                if let Some(r) = &opts.region {
+                    b = b.with_region(r);
+                }
+                let s = Arc::new(b.build().map_err(wrap)?);
+                (s.clone(), s)
+            }
+            Scheme::Gcs => {
+                let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client);
+                let s = Arc::new(b.build().map_err(wrap)?);
+                (s.clone(), s)
+            }
+            Scheme::Azure => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client);
+                if let Some(ep) = &opts.endpoint {
+                    b = b.with_endpoint(ep.clone()).with_allow_http(allow_http);
+                }
+                let s = Arc::new(b.build().map_err(wrap)?);
+                (s.clone(), s)
+            }
+            Scheme::File => unreachable!(),
+        };
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix.as_str())) };
+        Ok(Location { url: url.to_string(), scheme, store, signer: Some(signer), prefix, local_root: None, proxy })
+    }
+
+    /// A presigned GET URL for an object of the repository.
+    pub async fn signed_get(&self, path: &ObjPath, expires: Duration) -> Result<url::Url> {
+        let Some(signer) = &self.signer else {
+            return Err(Error::Usage(format!(
+                "{}: a file:// repository has no URLs to hand out; use `quorum backups get ID -o FILE`",
+                self.url
+            )));
+        };
+        let full = if self.prefix.is_empty() { path.clone() } else { ObjPath::from(format!("{}/{}", self.prefix, path)) };
+        signer.signed_url(object_store::signer::Method::GET, &full, expires).await.map_err(|e| Error::store(format!("presign {full}"), e))
+    }
+}

@@ -1,0 +1,209 @@
+//! Repository locks: backups and `forget` take a shared lock, `prune` an exclusive one, so a
+//! prune never deletes data a running backup is about to reference.
+//!
+//! A lock is an object `locks/<random>` (plaintext JSON: host, pid, operation, exclusive,
+//! created, expires). Taking one: list the locks, drop stale ones, write ours, list again; if a
+//! conflicting lock is present, remove ours and back off (random 0.5–2 s) until `retry` runs
+//! out. Both sides of a race see each other and back off, so no two conflicting holders run.
+//! Held locks are refreshed every 5 minutes by writing a new lock object (never rewriting one)
+//! and releasing the old; a lock is stale when it expired (30 minutes after it was written)
+//! or when it was written on this host by a process that no longer exists.
+//! Releasing deletes the object; when the bucket refuses deletes (object lock), a
+//! `locks/<random>.released` marker is written instead and readers ignore the lock.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjPath;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+
+pub const LIFETIME: Duration = Duration::from_secs(30 * 60);
+pub const REFRESH: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub host: String,
+    pub pid: u32,
+    pub operation: String,
+    pub exclusive: bool,
+    pub created: String,
+    pub expires: String,
+}
+
+impl LockInfo {
+    fn describe(&self, name: &str) -> String {
+        format!(
+            "{} lock {} held by {} (pid {} on {}, since {})",
+            if self.exclusive { "an exclusive" } else { "a shared" },
+            name,
+            self.operation,
+            self.pid,
+            self.host,
+            self.created
+        )
+    }
+
+    pub fn is_stale(&self) -> bool {
+        if let Ok(exp) = chrono::DateTime::parse_from_rfc3339(&self.expires) {
+            if exp < chrono::Utc::now() {
+                return true;
+            }
+        }
+        self.host == crate::hostname() && !process_exists(self.pid)
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A held lock; release it with [`Lock::release`] (dropping it leaves the object, which then
+/// goes stale when the process exits).
+pub struct Lock {
+    repo_store: Arc<dyn object_store::ObjectStore>,
+    current: Arc<Mutex<String>>,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The live locks (not released, not stale), by name.
+pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
+    let metas = repo.list("locks").await?;
+    let names: Vec<String> = metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
+    let released: HashSet<&str> = names.iter().filter_map(|n| n.strip_suffix(".released")).collect();
+    let mut out = Vec::new();
+    for n in names.iter().filter(|n| !n.ends_with(".released") && !released.contains(n.as_str())) {
+        let b = match repo.get(&ObjPath::from(format!("locks/{n}"))).await {
+            Ok(b) => b,
+            Err(Error::Missing(_)) => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_slice::<LockInfo>(&b) {
+            Ok(info) => {
+                let stale = info.is_stale();
+                out.push((n.clone(), info, stale));
+            }
+            Err(_) => continue,
+        }
+    }
+    Ok(out)
+}
+
+async fn release_name(repo_store: &Arc<dyn object_store::ObjectStore>, name: &str) {
+    let path = ObjPath::from(format!("locks/{name}"));
+    use object_store::ObjectStoreExt;
+    match repo_store.delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(_) => {
+            let marker = ObjPath::from(format!("locks/{name}.released"));
+            let _ = repo_store.put(&marker, object_store::PutPayload::from(Bytes::from_static(b"{}"))).await;
+        }
+    }
+}
+
+async fn write_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
+    let now = chrono::Utc::now();
+    let info = LockInfo {
+        host: crate::hostname(),
+        pid: std::process::id(),
+        operation: operation.to_string(),
+        exclusive,
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires: (now + chrono::Duration::from_std(LIFETIME).unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let name = crate::format::random_name();
+    repo.put_new(&ObjPath::from(format!("locks/{name}")), Bytes::from(serde_json::to_vec(&info).unwrap())).await?;
+    Ok(name)
+}
+
+/// Take a lock, retrying for up to `retry`.
+pub async fn acquire(repo: &Repository, exclusive: bool, operation: &str, retry: Duration) -> Result<Lock> {
+    let deadline = tokio::time::Instant::now() + retry;
+    loop {
+        let conflict = match conflicting(repo, exclusive, None).await? {
+            Some(c) => Some(c),
+            None => {
+                let mine = write_lock(repo, exclusive, operation).await?;
+                match conflicting(repo, exclusive, Some(&mine)).await? {
+                    None => {
+                        let current = Arc::new(Mutex::new(mine));
+                        let refresher = spawn_refresher(repo, exclusive, operation, current.clone());
+                        return Ok(Lock { repo_store: repo.store().clone(), current, refresher: Some(refresher) });
+                    }
+                    Some(c) => {
+                        release_name(repo.store(), &mine).await;
+                        Some(c)
+                    }
+                }
+            }
+        };
+        let c = conflict.unwrap();
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Locked(format!("the repository is locked: {c}")));
+        }
+        let ms = 500 + rand::random::<u64>() % 1500;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// A description of a lock that conflicts with one we want, removing stale locks on the way.
+async fn conflicting(repo: &Repository, exclusive: bool, mine: Option<&str>) -> Result<Option<String>> {
+    for (name, info, stale) in list(repo).await? {
+        if Some(name.as_str()) == mine {
+            continue;
+        }
+        if stale {
+            release_name(repo.store(), &name).await;
+            continue;
+        }
+        if exclusive || info.exclusive {
+            return Ok(Some(info.describe(&name)));
+        }
+    }
+    Ok(None)
+}
+
+fn spawn_refresher(repo: &Repository, exclusive: bool, operation: &str, current: Arc<Mutex<String>>) -> tokio::task::JoinHandle<()> {
+    // The refresher needs its own handle on the repository's objects only.
+    let store = repo.store().clone();
+    let operation = operation.to_string();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH).await;
+            let now = chrono::Utc::now();
+            let info = LockInfo {
+                host: crate::hostname(),
+                pid: std::process::id(),
+                operation: operation.clone(),
+                exclusive,
+                created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                expires: (now + chrono::Duration::from_std(LIFETIME).unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            let name = crate::format::random_name();
+            use object_store::ObjectStoreExt;
+            let path = ObjPath::from(format!("locks/{name}"));
+            if store.put(&path, object_store::PutPayload::from(Bytes::from(serde_json::to_vec(&info).unwrap()))).await.is_ok() {
+                let old = std::mem::replace(&mut *current.lock().unwrap(), name);
+                release_name(&store, &old).await;
+            }
+        }
+    })
+}
+
+impl Lock {
+    pub async fn release(mut self) {
+        if let Some(r) = self.refresher.take() {
+            r.abort();
+        }
+        let name = self.current.lock().unwrap().clone();
+        release_name(&self.repo_store, &name).await;
+    }
+}

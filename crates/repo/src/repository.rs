@@ -1,0 +1,404 @@
+//! Opening a repository: config, keys, index; reading and writing its objects.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::crypto::{self, Argon2Params, MasterKey, Secret, WrappedKey};
+use crate::error::{Error, Result};
+use crate::format::{self, BlobId, BlobType, ChunkerParams, Config, IndexPack, Manifest, PackEntry};
+use crate::location::Location;
+
+/// The secrets given on the command line.
+#[derive(Debug, Default)]
+pub struct Unlock {
+    pub data: Option<Secret>,
+    pub bundle: Option<Secret>,
+}
+
+/// Settings for `repo init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_size: u64,
+    pub compression: i32,
+    pub argon2: Argon2Params,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkerParams::default(), pack_size: 16 << 20, compression: 1, argon2: Argon2Params::default() }
+    }
+}
+
+/// Where a blob is.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobLoc {
+    pub pack: BlobId,
+    pub entry: PackEntry,
+}
+
+/// All index objects merged: blob id → location (first seen wins), and the index objects' names.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub blobs: HashMap<BlobId, BlobLoc>,
+    pub files: Vec<String>,
+    pub packs: HashMap<BlobId, Vec<PackEntry>>,
+}
+
+impl Index {
+    pub fn add(&mut self, p: &IndexPack) {
+        for e in &p.entries {
+            self.blobs.entry(e.id).or_insert(BlobLoc { pack: p.pack, entry: *e });
+        }
+        self.packs.entry(p.pack).or_insert_with(|| p.entries.clone());
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    pub location: Location,
+    pub config: Config,
+    data: MasterKey,
+    bundle: Option<MasterKey>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.location).field("id", &self.config.id).finish()
+    }
+}
+
+pub(crate) fn store_err(what: impl Into<String>) -> impl FnOnce(object_store::Error) -> Error {
+    let what = what.into();
+    move |e| Error::store(what, e)
+}
+
+/// `repo init`: write the keys, then the config (whose presence marks the repository).
+pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, opts: &InitOptions) -> Result<Repository> {
+    let store = location.store.clone();
+    match store.head(&ObjPath::from("config")).await {
+        Ok(_) => return Err(Error::Usage(format!("{}: a repository already exists here; nothing was changed", location.url))),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(Error::store(format!("read {}/config", location.url), e)),
+    }
+    let data_key = MasterKey::generate();
+    let bundle_key = MasterKey::generate();
+    put_key(&store, &data_key, "data", data, opts.argon2).await?;
+    if let Some(b) = bundle {
+        put_key(&store, &bundle_key, "bundle", b, opts.argon2).await?;
+    }
+    let config = Config {
+        format: format::FORMAT.into(),
+        version: format::VERSION,
+        id: format::random_name(),
+        created: crate::now_rfc3339(),
+        chunker: opts.chunker,
+        pack_size: opts.pack_size,
+        compression: opts.compression,
+    };
+    let body = serde_json::to_vec_pretty(&config).expect("serializable");
+    let put = store
+        .put_opts(&ObjPath::from("config"), PutPayload::from(body.clone()), PutOptions { mode: PutMode::Create, ..Default::default() })
+        .await;
+    match put {
+        Ok(_) => {}
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            return Err(Error::Usage(format!("{}: another `repo init` created a repository here first", location.url)))
+        }
+        // Servers without conditional writes: we checked above.
+        Err(object_store::Error::NotImplemented { .. }) | Err(object_store::Error::NotSupported { .. }) => {
+            store.put(&ObjPath::from("config"), PutPayload::from(body)).await.map_err(store_err("write config"))?;
+        }
+        Err(e) => return Err(Error::store("write config", e)),
+    }
+    Ok(Repository { location, config, data: data_key, bundle: bundle.map(|_| bundle_key) })
+}
+
+async fn put_key(store: &Arc<dyn ObjectStore>, key: &MasterKey, purpose: &str, secret: &Secret, argon: Argon2Params) -> Result<String> {
+    let w = crypto::wrap(key, purpose, secret, argon)?;
+    let name = format!("keys/{purpose}-{}", format::random_name());
+    let body = serde_json::to_vec_pretty(&w).expect("serializable");
+    store.put(&ObjPath::from(name.as_str()), PutPayload::from(body)).await.map_err(store_err(format!("write {name}")))?;
+    Ok(name)
+}
+
+impl Repository {
+    /// Open an existing repository with the secrets given.
+    pub async fn open(location: Location, unlock: &Unlock) -> Result<Repository> {
+        let store = location.store.clone();
+        let cfg = match store.get(&ObjPath::from("config")).await {
+            Ok(r) => r.bytes().await.map_err(store_err("read config"))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::Missing(format!(
+                    "{}: no repository here (no config object); create one with `quorum repo init {}`",
+                    location.url, location.url
+                )))
+            }
+            Err(e) => return Err(Error::store(format!("read {}/config", location.url), e)),
+        };
+        let config: Config = serde_json::from_slice(&cfg).map_err(|e| Error::Damaged(format!("config: {e}")))?;
+        if config.format != format::FORMAT || config.version != format::VERSION {
+            return Err(Error::Format(format!(
+                "{}: repository format {} v{} is not one this quorum reads ({} v{})",
+                location.url, config.format, config.version, format::FORMAT, format::VERSION
+            )));
+        }
+        let keys = read_keys(&store).await?;
+        let data_secret = unlock.data.as_ref().ok_or_else(|| {
+            Error::Usage("the repository is encrypted: give its passphrase (--password-file, QUORUM_PASSWORD) or key file (--key-file)".into())
+        })?;
+        let data = unwrap_any(&keys, "data", data_secret)?;
+        let bundle = match &unlock.bundle {
+            Some(s) => Some(unwrap_any(&keys, "bundle", s)?),
+            None => None,
+        };
+        Ok(Repository { location, config, data, bundle })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.location.store
+    }
+
+    pub fn data_key(&self) -> &MasterKey {
+        &self.data
+    }
+
+    pub fn key_for(&self, t: BlobType) -> Result<&MasterKey> {
+        if t.uses_bundle_key() {
+            self.bundle.as_ref().ok_or_else(|| {
+                Error::Usage("this needs the bundle key: give it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into())
+            })
+        } else {
+            Ok(&self.data)
+        }
+    }
+
+    pub fn has_bundle_key(&self) -> bool {
+        self.bundle.is_some()
+    }
+
+    /// `repo key add`: another wrapping of the data (or bundle) master key.
+    pub async fn add_key(&self, purpose: &str, secret: &Secret, argon: Argon2Params) -> Result<String> {
+        match purpose {
+            "data" => put_key(self.store(), &self.data, "data", secret, argon).await,
+            "bundle" => {
+                let keys = read_keys(self.store()).await?;
+                if keys.iter().any(|(_, w)| w.purpose == "bundle") {
+                    let k = self.bundle.as_ref().ok_or_else(|| {
+                        Error::Usage("the repository has a bundle key: unlock it with --bundle-password-file or --bundle-key-file to add another wrapping".into())
+                    })?;
+                    put_key(self.store(), k, "bundle", secret, argon).await
+                } else {
+                    put_key(self.store(), &MasterKey::generate(), "bundle", secret, argon).await
+                }
+            }
+            other => Err(Error::Usage(format!("unknown key purpose {other}"))),
+        }
+    }
+
+    /// Names and metadata of the wrapping keys.
+    pub async fn list_keys(&self) -> Result<Vec<(String, WrappedKey)>> {
+        read_keys(self.store()).await
+    }
+
+    /// Write an object under a name that is never reused. An existing object of that name has
+    /// the same content (names are content hashes or fresh randomness), so it is left alone.
+    pub async fn put_new(&self, path: &ObjPath, body: Bytes) -> Result<()> {
+        match self.store().put(path, PutPayload::from(body)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::store(format!("write {path}"), e)),
+        }
+    }
+
+    pub async fn get(&self, path: &ObjPath) -> Result<Bytes> {
+        let r = self.store().get(path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => Error::Missing(format!("{path}: object is missing")),
+            e => Error::store(format!("read {path}"), e),
+        })?;
+        r.bytes().await.map_err(store_err(format!("read {path}")))
+    }
+
+    /// Delete; a refusal (object lock) becomes [`Error::Refused`].
+    pub async fn delete(&self, path: &ObjPath) -> Result<()> {
+        match self.store().delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Refused(format!("delete {path}: {e}"))),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let p = ObjPath::from(prefix);
+        self.store().list(Some(&p)).try_collect().await.map_err(store_err(format!("list {prefix}/")))
+    }
+
+    /// Load every index object.
+    pub async fn load_index(&self) -> Result<Index> {
+        let metas = self.list("index").await?;
+        let key = &self.data;
+        let loaded: Vec<(String, Vec<IndexPack>)> = futures::stream::iter(metas)
+            .map(|m| async move {
+                let name = m.location.filename().unwrap_or_default().to_string();
+                let bytes = self.get(&m.location).await?;
+                if format::sha256_hex(&bytes) != name {
+                    return Err(Error::Damaged(format!("index/{name}: content does not match its name (damaged)")));
+                }
+                Ok::<_, Error>((name.clone(), format::decode_index(key, &bytes, &name)?))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut idx = Index::default();
+        for (name, packs) in loaded {
+            for p in &packs {
+                idx.add(p);
+            }
+            idx.files.push(name);
+        }
+        idx.files.sort();
+        Ok(idx)
+    }
+
+    /// Write an index object for `packs`; returns its name.
+    pub async fn write_index(&self, packs: &[IndexPack]) -> Result<String> {
+        let body = format::encode_index(&self.data, packs);
+        let name = format::sha256_hex(&body);
+        self.put_new(&ObjPath::from(format!("index/{name}")), Bytes::from(body)).await?;
+        Ok(name)
+    }
+
+    /// All manifests, newest first.
+    pub async fn manifests(&self) -> Result<Vec<(String, Manifest)>> {
+        let metas = self.list("snapshots").await?;
+        let mut out: Vec<(String, Manifest)> = futures::stream::iter(metas)
+            .map(|m| async move {
+                let name = m.location.filename().unwrap_or_default().to_string();
+                let m = self.read_manifest(&name).await?;
+                Ok::<_, Error>((name, m))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
+        let bytes = self.get(&ObjPath::from(format!("snapshots/{id}"))).await?;
+        if format::sha256_hex(&bytes) != id {
+            return Err(Error::Damaged(format!("snapshots/{id}: content does not match its name (damaged)")));
+        }
+        format::open_json(&self.data, &bytes, b"manifest", &format!("snapshots/{id}"))
+    }
+
+    /// Find a backup by id or unique id prefix, or `latest` (optionally of one cluster).
+    pub async fn resolve(&self, id: &str, cluster: Option<&str>) -> Result<(String, Manifest)> {
+        let all = self.manifests().await?;
+        let all: Vec<_> = all.into_iter().filter(|(_, m)| cluster.is_none_or(|c| m.cluster == c)).collect();
+        if id == "latest" {
+            return all.into_iter().next().ok_or_else(|| Error::Missing("the repository holds no backup yet".into()));
+        }
+        let hits: Vec<_> = all.into_iter().filter(|(n, _)| n.starts_with(id)).collect();
+        match hits.len() {
+            0 => Err(Error::Missing(format!("no backup with id {id}; `quorum backups list` shows them"))),
+            1 => Ok(hits.into_iter().next().unwrap()),
+            n => Err(Error::Usage(format!("backup id {id} is ambiguous ({n} match); give more characters"))),
+        }
+    }
+
+    /// Read and authenticate one blob (whole pack range fetch).
+    pub async fn read_blob(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let pack = hex::encode(loc.pack);
+        let path = format::pack_path(&pack);
+        let range = loc.entry.offset as u64..loc.entry.offset as u64 + loc.entry.length as u64;
+        let sealed = self.store().get_range(&path, range).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {pack} is missing (blob {})", hex::encode(loc.entry.id))),
+            e => Error::store(format!("read {path}"), e),
+        })?;
+        self.open_blob(&loc.entry, &sealed, &pack)
+    }
+
+    /// Decrypt, decompress and check the id of one sealed blob.
+    pub fn open_blob(&self, e: &PackEntry, sealed: &[u8], pack: &str) -> Result<Vec<u8>> {
+        let key = self.key_for(e.blob_type)?;
+        let id = hex::encode(e.id);
+        let framed = key
+            .open(sealed, &format::blob_aad(e.blob_type, &e.id))
+            .ok_or_else(|| Error::Damaged(format!("blob {id} in pack {pack}: does not authenticate (tampered or damaged)")))?;
+        let plain = format::unframe(&framed, e.plain_len as usize)
+            .ok_or_else(|| Error::Damaged(format!("blob {id} in pack {pack}: does not decompress to {} bytes", e.plain_len)))?;
+        if key.blob_id(&plain) != e.id {
+            return Err(Error::Damaged(format!("blob {id} in pack {pack}: content does not match its id")));
+        }
+        Ok(plain)
+    }
+
+    /// The chunk ids of a manifest's snapshot, in order.
+    pub async fn chunk_ids(&self, m: &Manifest, index: &Index) -> Result<Vec<BlobId>> {
+        let mut ids = Vec::with_capacity(m.chunks as usize);
+        for l in &m.chunk_lists {
+            let id = parse_id(l)?;
+            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk list blob {l} is not in any index")))?;
+            let b = self.read_blob(loc).await?;
+            if b.len() % 32 != 0 {
+                return Err(Error::Damaged(format!("chunk list blob {l}: length {} is not a multiple of 32", b.len())));
+            }
+            ids.extend(b.chunks_exact(32).map(|c| <BlobId>::try_from(c).unwrap()));
+        }
+        if ids.len() as u64 != m.chunks {
+            return Err(Error::Damaged(format!("chunk lists hold {} ids, the manifest says {}", ids.len(), m.chunks)));
+        }
+        Ok(ids)
+    }
+
+    pub fn seal_json<T: serde::Serialize>(&self, v: &T, aad: &[u8]) -> Vec<u8> {
+        format::seal_json(&self.data, v, aad)
+    }
+
+    pub fn open_json<T: for<'de> serde::Deserialize<'de>>(&self, b: &[u8], aad: &[u8], what: &str) -> Result<T> {
+        format::open_json(&self.data, b, aad, what)
+    }
+}
+
+pub fn parse_id(s: &str) -> Result<BlobId> {
+    let v = hex::decode(s).map_err(|_| Error::Damaged(format!("bad blob id {s}")))?;
+    v.try_into().map_err(|_| Error::Damaged(format!("bad blob id {s}")))
+}
+
+async fn read_keys(store: &Arc<dyn ObjectStore>) -> Result<Vec<(String, WrappedKey)>> {
+    let metas: Vec<ObjectMeta> = store.list(Some(&ObjPath::from("keys"))).try_collect().await.map_err(store_err("list keys/"))?;
+    let mut out = Vec::new();
+    for m in metas {
+        let b = store.get(&m.location).await.map_err(store_err(format!("read {}", m.location)))?.bytes().await.map_err(store_err("read key"))?;
+        let w: WrappedKey = serde_json::from_slice(&b).map_err(|e| Error::Damaged(format!("{}: {e}", m.location)))?;
+        out.push((m.location.to_string(), w));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn unwrap_any(keys: &[(String, WrappedKey)], purpose: &str, secret: &Secret) -> Result<MasterKey> {
+    let candidates: Vec<_> = keys.iter().filter(|(_, w)| w.purpose == purpose).collect();
+    if candidates.is_empty() {
+        return Err(Error::Missing(format!(
+            "the repository has no {purpose} key; add one with `quorum repo key add{}`",
+            if purpose == "bundle" { " --bundle" } else { "" }
+        )));
+    }
+    for (_, w) in &candidates {
+        if let Some(k) = crypto::unwrap(w, secret)? {
+            return Ok(k);
+        }
+    }
+    Err(Error::WrongSecret {
+        kind: match secret {
+            Secret::Passphrase(_) => "passphrase",
+            Secret::KeyFile(_) => "key file",
+        },
+        purpose: purpose.into(),
+        count: candidates.len(),
+    })
+}

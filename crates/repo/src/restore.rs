@@ -1,0 +1,266 @@
+//! Getting a snapshot back: reassemble the exact file from its chunks (`backups get`), and
+//! restore it into member data directories (`quorum restore`, through `etcd_data::restore`).
+//!
+//! Packs are fetched in parallel, each with one coalesced ranged read of the blobs it holds
+//! for this snapshot; every blob is authenticated, decompressed and checked against its id,
+//! then written at its offset (a blob that occurs several times is written at each). The
+//! file is written under `<name>.partial`, fsynced, checked against the manifest's sha256,
+//! and only then renamed to its name.
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use sha2::Digest;
+
+use crate::error::{Error, Result};
+use crate::format::{self, BlobId, Manifest};
+use crate::repository::{BlobLoc, Index, Repository};
+
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Write the snapshot of `manifest` to `out` (which must not exist).
+pub async fn reassemble(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
+    if out.exists() {
+        return Err(Error::Usage(format!("{}: already exists; choose another path or remove it first", out.display())));
+    }
+    let partial = partial_name(out);
+    let _ = std::fs::remove_file(&partial);
+    let file = OpenOptions::new().write(true).create_new(true).open(&partial).map_err(|e| Error::io(&partial, e))?;
+    let r = write_chunks(repo, manifest, &file, parallel, progress).await;
+    let r = r.and_then(|_| {
+        file.sync_all().map_err(|e| Error::io(&partial, e))?;
+        let actual = sha256_file(&partial)?;
+        if actual != manifest.snapshot.sha256 {
+            return Err(Error::Damaged(format!(
+                "reassembled snapshot hashes to {actual}, the manifest says {}",
+                manifest.snapshot.sha256
+            )));
+        }
+        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    r
+}
+
+fn partial_name(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+pub fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Fetch every chunk and write it at its offsets.
+async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, parallel: usize, progress: Progress) -> Result<()> {
+    let index = repo.load_index().await?;
+    let ids = repo.chunk_ids(manifest, &index).await?;
+    let plan = plan(&ids, &index)?;
+    let total: u64 = plan.total;
+    file.set_len(total).map_err(|e| Error::Other(format!("size the output file: {e}")))?;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
+    futures::stream::iter(plan.by_pack.into_iter())
+        .map(|(pack, blobs)| {
+            let repo = repo.clone();
+            let file = file.clone();
+            let done = done.clone();
+            let progress = progress.clone();
+            async move {
+                let name = hex::encode(pack);
+                let path = format::pack_path(&name);
+                let ranges: Vec<std::ops::Range<u64>> =
+                    blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
+                let parts = repo.store().get_ranges(&path, &ranges).await.map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {name} is missing")),
+                    e => Error::store(format!("read {path}"), e),
+                })?;
+                let n = tokio::task::spawn_blocking(move || -> Result<u64> {
+                    let mut n = 0u64;
+                    for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
+                        let plain = repo.open_blob(&loc.entry, &sealed, &name)?;
+                        for off in offsets {
+                            file.write_all_at(&plain, *off).map_err(|e| Error::Other(format!("write output: {e}")))?;
+                            n += plain.len() as u64;
+                        }
+                    }
+                    Ok(n)
+                })
+                .await
+                .map_err(|e| Error::Other(format!("decode task: {e}")))??;
+                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                progress(d, total);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+struct Plan {
+    total: u64,
+    by_pack: Vec<(BlobId, Vec<(BlobLoc, Vec<u64>)>)>,
+}
+
+fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
+    let mut off = 0u64;
+    let mut per_blob: HashMap<BlobId, (BlobLoc, Vec<u64>)> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let loc = index
+            .blobs
+            .get(id)
+            .ok_or_else(|| Error::Damaged(format!("chunk {} ({} of the snapshot) is not in any index", hex::encode(id), i)))?;
+        per_blob.entry(*id).or_insert_with(|| (*loc, Vec::new())).1.push(off);
+        off += loc.entry.plain_len as u64;
+    }
+    let mut by_pack: HashMap<BlobId, Vec<(BlobLoc, Vec<u64>)>> = HashMap::new();
+    for (_, (loc, offs)) in per_blob {
+        by_pack.entry(loc.pack).or_default().push((loc, offs));
+    }
+    let mut by_pack: Vec<_> = by_pack.into_iter().collect();
+    for (_, v) in by_pack.iter_mut() {
+        v.sort_by_key(|(l, _)| l.entry.offset);
+    }
+    by_pack.sort_by_key(|(_, v)| v.first().map(|(_, o)| o[0]).unwrap_or(0));
+    Ok(Plan { total: off, by_pack })
+}
+
+/// Restore a backup into member data directories: reassemble the snapshot next to the first
+/// target (same filesystem), run the native restore, remove the reassembled file.
+pub async fn restore(
+    repo: Arc<Repository>,
+    manifest: &Manifest,
+    mut opts: etcd_data::restore::RestoreOptions,
+    parallel: usize,
+    progress: Progress,
+) -> Result<etcd_data::restore::RestoreReport> {
+    let first = opts.targets.first().ok_or_else(|| Error::Usage("nothing to restore into".into()))?;
+    for t in &opts.targets {
+        if std::fs::read_dir(&t.data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(Error::Restore(etcd_data::restore::RestoreError::DataDirNotEmpty { path: t.data_dir.clone() }));
+        }
+    }
+    let parent = first.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+    let snap = tmp.path().join("snapshot.db");
+    reassemble(repo, manifest, &snap, parallel, progress).await?;
+    opts.snapshot = snap;
+    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
+        .await
+        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
+    Ok(report)
+}
+
+/// `backups get --bundle`: write the `--include` files of a backup under `out` (paths kept,
+/// relative to `out`), each checked against its sha256. Needs the bundle key. Existing files
+/// are never overwritten.
+pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Path) -> Result<usize> {
+    let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no --include bundle".into()))?;
+    repo.key_for(format::BlobType::BundleList)?;
+    let index = repo.load_index().await?;
+    let table_id = crate::repository::parse_id(&b.table)?;
+    let loc = index.blobs.get(&table_id).ok_or_else(|| Error::Damaged(format!("bundle table blob {} is not in any index", b.table)))?;
+    let table = repo.read_blob(loc).await?;
+    let files: Vec<format::BundleFile> = serde_json::from_slice(&table).map_err(|e| Error::Damaged(format!("bundle table: {e}")))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for f in &files {
+        let rel = f.path.trim_start_matches('/');
+        let dest = out.join(rel);
+        if dest.exists() {
+            return Err(Error::Usage(format!("{}: already exists; extract into an empty directory", dest.display())));
+        }
+        if let Some(d) = dest.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let partial = partial_name(&dest);
+        let mut h = sha2::Sha256::new();
+        {
+            use std::io::Write;
+            let mut w = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+            for c in &f.chunks {
+                let id = crate::repository::parse_id(c)?;
+                let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
+                let data = repo.read_blob(loc).await?;
+                h.update(&data);
+                w.write_all(&data).map_err(|e| Error::io(&partial, e))?;
+            }
+            w.sync_all().map_err(|e| Error::io(&partial, e))?;
+        }
+        if hex::encode(h.finalize()) != f.sha256 {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::Damaged(format!("{}: reassembled content does not match its sha256", f.path)));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(f.mode & 0o7777));
+        std::fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
+    }
+    Ok(files.len())
+}
+
+fn export_path(id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("exports/{id}.db"))
+}
+
+/// `backups url`: a presigned GET URL to `exports/<id>.db`, an unencrypted single-object copy
+/// of the snapshot, uploaded first when it is not there yet.
+pub async fn export_url(repo: Arc<Repository>, id: &str, manifest: &Manifest, expires: std::time::Duration, parallel: usize) -> Result<url::Url> {
+    use object_store::ObjectStoreExt;
+    let path = export_path(id);
+    let present = match repo.store().head(&path).await {
+        Ok(m) => m.size == manifest.snapshot.size,
+        Err(object_store::Error::NotFound { .. }) => false,
+        Err(e) => return Err(Error::store(format!("read {path}"), e)),
+    };
+    if !present {
+        // Fail before the download when the store cannot sign.
+        repo.location.signed_get(&path, expires).await?;
+        let tmp = tempfile::tempdir().map_err(|e| Error::Other(format!("temporary directory: {e}")))?;
+        let snap = tmp.path().join("snapshot.db");
+        reassemble(repo.clone(), manifest, &snap, parallel, Arc::new(|_, _| {})).await?;
+        let upload = repo.store().put_multipart(&path).await.map_err(|e| Error::store(format!("upload {path}"), e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+        let mut f = File::open(&snap).map_err(|e| Error::io(&snap, e))?;
+        let mut buf = vec![0u8; 4 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(&snap, e))?;
+            if n == 0 {
+                break;
+            }
+            w.wait_for_capacity(4).await.map_err(|e| Error::store(format!("upload {path}"), e))?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await.map_err(|e| Error::store(format!("upload {path}"), e))?;
+    }
+    repo.location.signed_get(&path, expires).await
+}
+
+/// Delete an exported copy.
+pub async fn remove_export(repo: &Repository, id: &str) -> Result<()> {
+    repo.delete(&export_path(id)).await
+}
