@@ -15,6 +15,7 @@
 pub mod cluster;
 mod error;
 mod gojson;
+pub mod hashkv;
 mod pbwire;
 pub mod raftsnap;
 pub mod restore;
