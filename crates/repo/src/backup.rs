@@ -169,7 +169,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
         added_blobs: stats.new_blobs,
     };
     let body = repo.seal_json(&manifest, b"manifest");
-    let id = format::sha256_hex(&body);
+    let id = format::content_name(&body);
     repo.put_new(&ObjPath::from(format!("snapshots/{id}")), Bytes::from(body)).await?;
     Ok(BackupReport {
         id,
@@ -257,7 +257,7 @@ impl Pipeline {
         let progress_total = total;
         let handle = std::thread::spawn(move || {
             let r = std::thread::scope(|s| -> Result<(Vec<BlobId>, [u8; 32], u64)> {
-                let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<u8>)>(64);
+                let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Arc<Vec<u8>>)>(64);
                 let (sha_tx, sha_rx) = crossbeam_channel::bounded::<Arc<Vec<u8>>>(64);
                 let (id_tx, id_rx) = crossbeam_channel::unbounded::<(usize, BlobId, bool)>();
                 // One pass gives both the file's hash and its body's (all but the last 32
@@ -335,7 +335,6 @@ impl Pipeline {
                     if sha_tx.send(data.clone()).is_err() {
                         break;
                     }
-                    let data = Arc::try_unwrap(data).unwrap_or_else(|a| (*a).clone());
                     if work_tx.send((n, data)).is_err() {
                         break;
                     }
@@ -442,7 +441,7 @@ pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Rec
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let (id, body) = tokio::task::spawn_blocking(move || {
-                let id: [u8; 32] = sha2::Sha256::digest(&body).into();
+                let id: [u8; 32] = *blake3::hash(&body).as_bytes();
                 (id, body)
             })
             .await

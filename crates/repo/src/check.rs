@@ -177,7 +177,7 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
 /// Problems found in one downloaded pack, each with the blob it concerns.
 fn read_pack(repo: &Repository, name: &str, bytes: &[u8], indexed: Option<&[format::PackEntry]>) -> Vec<(Option<BlobId>, String)> {
     let mut out = Vec::new();
-    if format::sha256_hex(bytes) != name {
+    if format::content_name(bytes) != name {
         out.push((None, format!("pack {name}: content does not match its name (damaged or tampered)")));
     }
     let entries = match format::decode_pack(repo.data_key(), bytes) {
@@ -218,7 +218,7 @@ async fn load_index_tolerant(repo: &Repository, r: &mut CheckReport) -> Result<c
     for m in repo.list("index").await? {
         let name = m.location.filename().unwrap_or_default().to_string();
         let Ok(bytes) = repo.get(&m.location).await else { continue };
-        if format::sha256_hex(&bytes) != name {
+        if format::content_name(&bytes) != name {
             r.errors.push(format!("index/{name}: content does not match its name (damaged)"));
             continue;
         }

@@ -3,14 +3,14 @@
 //! ```text
 //! config                      plaintext JSON: format, version, id, chunker and pack settings
 //! keys/<purpose>-<rand>       JSON: a master key wrapped under a passphrase or key file
-//! data/<hh>/<sha256>          pack: sealed blobs, then the sealed header, then its length (u32 LE)
-//! index/<sha256>              sealed, zstd: which blobs each pack holds, where
-//! snapshots/<sha256>          sealed JSON manifest: one backup; written last
+//! data/<hh>/<blake3>          pack: sealed blobs, then the sealed header, then its length (u32 LE)
+//! index/<blake3>              sealed, zstd: which blobs each pack holds, where
+//! snapshots/<blake3>          sealed JSON manifest: one backup; written last
 //! locks/<rand>                plaintext JSON lock; locks/<rand>.released when it cannot be deleted
 //! verifications/<id>-<time>-<rand>  sealed JSON: a drill's result
 //! exports/<id>.db             plaintext single-object copy of a snapshot, for presigned URLs
 //! ```
-//! Object names are the SHA-256 of the stored bytes (packs, indexes, manifests) or fresh random
+//! Object names are the BLAKE3-256 hash of the stored bytes (packs, indexes, manifests) or fresh random
 //! values (keys, locks, verifications): nothing is ever written twice under one name.
 use serde::{Deserialize, Serialize};
 
@@ -346,9 +346,9 @@ pub fn open_json<T: for<'de> Deserialize<'de>>(key: &MasterKey, sealed: &[u8], a
     serde_json::from_slice(&plain).map_err(|e| Error::Damaged(format!("{what}: {e}")))
 }
 
-pub fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
+/// The name of a content-addressed object: BLAKE3-256 of its stored bytes, hex.
+pub fn content_name(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
 }
 
 pub fn pack_path(id: &str) -> object_store::path::Path {

@@ -243,7 +243,7 @@ impl Repository {
             .map(|m| async move {
                 let name = m.location.filename().unwrap_or_default().to_string();
                 let bytes = self.get(&m.location).await?;
-                if format::sha256_hex(&bytes) != name {
+                if format::content_name(&bytes) != name {
                     return Err(Error::Damaged(format!("index/{name}: content does not match its name (damaged)")));
                 }
                 Ok::<_, Error>((name.clone(), format::decode_index(key, &bytes, &name)?))
@@ -265,7 +265,7 @@ impl Repository {
     /// Write an index object for `packs`; returns its name.
     pub async fn write_index(&self, packs: &[IndexPack]) -> Result<String> {
         let body = format::encode_index(&self.data, packs);
-        let name = format::sha256_hex(&body);
+        let name = format::content_name(&body);
         self.put_new(&ObjPath::from(format!("index/{name}")), Bytes::from(body)).await?;
         Ok(name)
     }
@@ -288,7 +288,7 @@ impl Repository {
 
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         let bytes = self.get(&ObjPath::from(format!("snapshots/{id}"))).await?;
-        if format::sha256_hex(&bytes) != id {
+        if format::content_name(&bytes) != id {
             return Err(Error::Damaged(format!("snapshots/{id}: content does not match its name (damaged)")));
         }
         format::open_json(&self.data, &bytes, b"manifest", &format!("snapshots/{id}"))
