@@ -3,7 +3,11 @@
 #  - etcd 3.4.23 from Debian bookworm (etcd-server, etcd-client), installed system-wide;
 #  - etcd 3.5.16 from Debian trixie, fetched with `apt-get download` through a private apt
 #    configuration and unpacked into .tools/etcd-3.5 (no system upgrade); it brings etcdutl;
-#  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks).
+#  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks);
+#  - the object-storage test servers of crates/testkit/src/servers.rs: tinyproxy from Debian (the
+#    tests run their own instances; the system service is left stopped), moto[server] (S3) and
+#    gcp-storage-emulator (GCS) in a project venv at .tools/pyenv, Azurite (Azure Blob) from npm
+#    in .tools/node. Versions are pinned below.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
@@ -13,7 +17,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl; do
+for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl tinyproxy; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -47,3 +51,48 @@ if [ ! -x "$e35/usr/bin/etcdutl" ] || [ ! -x "$e35/usr/bin/etcd" ]; then
 fi
 "$e35/usr/bin/etcd" --version | head -1
 etcd --version | head -1
+
+# tinyproxy: only the binary is wanted; tests start their own on free ports.
+if [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+fi
+
+# Python servers in a project venv, built from whatever python3 is on PATH.
+MOTO_VERSION=5.2.5
+GCS_EMULATOR_VERSION=2026.7.19
+py_reqs="moto[server]==$MOTO_VERSION gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+pyenv="$tools/pyenv"
+if [ ! -x "$pyenv/bin/python" ] || ! "$pyenv/bin/python" -c '' 2>/dev/null \
+   || [ "$(cat "$pyenv/.testkit-reqs" 2>/dev/null)" != "$py_reqs" ] \
+   || [ ! -x "$pyenv/bin/moto_server" ] || [ ! -x "$pyenv/bin/gcp-storage-emulator" ]; then
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: installing python3-venv"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3 python3-venv
+  fi
+  echo "setup: installing $py_reqs into $pyenv"
+  rm -rf "$pyenv"
+  python3 -m venv "$pyenv"
+  # shellcheck disable=SC2086
+  "$pyenv/bin/pip" install -q --disable-pip-version-check $py_reqs
+  echo "$py_reqs" > "$pyenv/.testkit-reqs"
+fi
+
+# Azurite from npm. 3.35.0 is the newest release that supports Node 20 (3.36 needs Node >= 21).
+AZURITE_VERSION=3.35.0
+node_dir="$tools/node"
+if [ ! -x "$node_dir/node_modules/.bin/azurite-blob" ] \
+   || [ "$(cat "$node_dir/.testkit-azurite" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "setup: installing nodejs npm"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q nodejs npm
+  fi
+  echo "setup: installing azurite $AZURITE_VERSION into $node_dir"
+  rm -rf "$node_dir"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+  echo "$AZURITE_VERSION" > "$node_dir/.testkit-azurite"
+fi
+"$pyenv/bin/moto_server" --help >/dev/null
+echo "moto $MOTO_VERSION, gcp-storage-emulator $GCS_EMULATOR_VERSION, azurite $("$node_dir/node_modules/.bin/azurite-blob" --version), $(tinyproxy -v)"
