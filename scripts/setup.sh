@@ -49,8 +49,9 @@ if [ ! -x "$e35/usr/bin/etcdutl" ] || [ ! -x "$e35/usr/bin/etcd" ]; then
   rm -rf "$e35"; mv "$e35.tmp" "$e35"
   rm -rf "$apt_dir"
 fi
-"$e35/usr/bin/etcd" --version | head -1
-etcd --version | head -1
+# sed, not head: head would exit after one line and, with pipefail, etcd's SIGPIPE fails the script.
+"$e35/usr/bin/etcd" --version | sed -n 1p
+etcd --version | sed -n 1p
 
 # tinyproxy: only the binary is wanted; tests start their own on free ports.
 if [ -d /run/systemd/system ]; then
@@ -62,9 +63,17 @@ MOTO_VERSION=5.2.5
 GCS_EMULATOR_VERSION=2026.7.19
 py_reqs="moto[server]==$MOTO_VERSION gcp-storage-emulator==$GCS_EMULATOR_VERSION"
 pyenv="$tools/pyenv"
-if [ ! -x "$pyenv/bin/python" ] || ! "$pyenv/bin/python" -c '' 2>/dev/null \
-   || [ "$(cat "$pyenv/.testkit-reqs" 2>/dev/null)" != "$py_reqs" ] \
-   || [ ! -x "$pyenv/bin/moto_server" ] || [ ! -x "$pyenv/bin/gcp-storage-emulator" ]; then
+# The venv is rebuilt when the pins change, its Python is gone, or the checkout moved (entry
+# scripts carry the venv's absolute path in their #! line).
+venv_ok() {
+  "$pyenv/bin/python" -c '' 2>/dev/null || return 1
+  [ "$(cat "$pyenv/.testkit-reqs" 2>/dev/null)" = "$py_reqs" ] || return 1
+  for exe in moto_server gcp-storage-emulator; do
+    [ -x "$pyenv/bin/$exe" ] && IFS= read -r first < "$pyenv/bin/$exe" || return 1
+    case "$first" in "#!$pyenv/bin/python"*) ;; *) return 1 ;; esac
+  done
+}
+if ! venv_ok; then
   if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     echo "setup: installing python3-venv"
     $SUDO apt-get update -q
