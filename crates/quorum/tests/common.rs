@@ -24,3 +24,80 @@ pub fn quorum_args(args: &[&str], file: &Path) -> Run {
     c.args(args).arg(file);
     run(c)
 }
+
+/// A repository for `quorum` commands: its URL, passphrase file, and the flags every call needs.
+pub struct Repo {
+    pub url: String,
+    pub flags: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Repo {
+    /// A new `file://` repository in a temporary directory, initialised.
+    pub fn local() -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("repo").display());
+        Repo::init(url, vec![], vec![], dir)
+    }
+
+    /// Initialise a repository at `url` with a data passphrase and a bundle passphrase.
+    pub fn init(url: String, extra: Vec<String>, envs: Vec<(String, String)>, dir: tempfile::TempDir) -> Repo {
+        let pass = dir.path().join("repo.pass");
+        std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+        let bpass = dir.path().join("bundle.pass");
+        std::fs::write(&bpass, "a different bundle secret\n").unwrap();
+        let mut flags = vec!["--repo".to_string(), url.clone(), "--password-file".into(), pass.display().to_string()];
+        flags.extend(extra);
+        let r = Repo { url, flags, envs, _dir: dir };
+        let out = r.q(&["repo", "init", "--bundle-password-file", bpass.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "init: {} {}", out.stdout, out.stderr);
+        r
+    }
+
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    pub fn bundle_flags(&self) -> Vec<String> {
+        vec!["--bundle-password-file".into(), self.dir().join("bundle.pass").display().to_string()]
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = quorum();
+        // Subcommand words first, then the repository flags (they belong to the leaf command).
+        c.args(args).args(&self.flags);
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn q(&self, args: &[&str]) -> Run {
+        run(self.cmd(args))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.q(args);
+        assert_eq!(r.code, 0, "quorum {args:?}: stdout {} stderr {}", r.stdout, r.stderr);
+        r
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-w", "json"]);
+        let r = self.ok(&a);
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+    }
+
+    /// Backup ids, newest first.
+    pub fn backup_ids(&self) -> Vec<String> {
+        let v = self.json(&["backups", "list"]);
+        v["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}

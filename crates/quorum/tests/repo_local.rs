@@ -1,0 +1,417 @@
+//! The backup repository on local disk (`file://`) with real etcd 3.5.16 and 3.4.23: live
+//! backup over TLS, list, exact get, restore into a real cluster, drill, the `--include` bundle
+//! under its own key, deduplication, tampering, wrong secrets, retention and prune, kill -9 at
+//! random points of backup and prune, and racing backups and prunes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{run, sha256_file, Repo};
+use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
+
+fn ctl_flags(c: &Cluster) -> Vec<String> {
+    let mut v = vec!["--endpoints".to_string(), c.endpoints_csv()];
+    if let Some(t) = &c.tls {
+        v.extend(["--cacert".into(), t.ca.display().to_string(), "--cert".into(), t.client_cert.display().to_string()]);
+        v.extend(["--key".into(), t.client_key.display().to_string()]);
+    }
+    v
+}
+
+/// Restore `id` from the repository into `n` members, start them, return the cluster.
+fn restore_and_start(repo: &Repo, id: &str, version: EtcdVersion, n: usize, dir: &Path) -> Cluster {
+    let (plans, initial) = plan_members(dir, n).unwrap();
+    let template = dir.join("{name}.etcd");
+    let r = repo.ok(&[
+        "restore",
+        id,
+        "--all-members",
+        "--initial-cluster",
+        &initial,
+        "--initial-cluster-token",
+        "restored",
+        "--data-dir",
+        template.to_str().unwrap(),
+        "-w",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["members"].as_array().unwrap().len(), n);
+    Cluster::start_planned(&ClusterOptions::new(version, n), dir, &plans, &initial, "restored").unwrap()
+}
+
+fn live_backup_restore_drill(version: EtcdVersion) {
+    // (TLS to etcd is the `snapshot save` path, covered with real certificates in live_cluster.rs.)
+    let c = Cluster::start(ClusterOptions::new(version, 3)).unwrap();
+    testkit::load(&c.endpoints(), &KubeKeyspace { objects: 1500, ..Default::default() }).unwrap();
+    let repo = Repo::local();
+
+    // Files to keep with the backup: the certificates, under the bundle key.
+    let include = tempfile::tempdir().unwrap();
+    std::fs::write(include.path().join("ca.crt"), "-----BEGIN CERTIFICATE-----\nnot a real one\n").unwrap();
+    std::fs::write(include.path().join("encryption-config.yaml"), "kind: EncryptionConfiguration\n").unwrap();
+
+    // Without the bundle key, --include is refused and nothing is written.
+    let mut args: Vec<String> = vec!["backup".into(), "--cluster".into(), "prod".into(), "--include".into(), include.path().display().to_string()];
+    args.extend(ctl_flags(&c));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = repo.q(&a);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("bundle key"), "{}", refused.stderr);
+    assert!(repo.backup_ids().is_empty());
+
+    args.extend(["--from".into(), "follower".into(), "--tag".into(), "nightly".into(), "-w".into(), "json".into()]);
+    args.extend(repo.bundle_flags());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rep: serde_json::Value = serde_json::from_str(&repo.ok(&a).stdout).unwrap();
+    let id = rep["id"].as_str().unwrap().to_string();
+    let m = &rep["manifest"];
+    assert_eq!(m["cluster"], "prod");
+    assert_eq!(m["tags"][0], "nightly");
+    assert!(m["member"].as_str().unwrap().starts_with('m'));
+    assert_eq!(m["etcd_version"].as_str().unwrap().get(..3), Some(version.label()));
+    assert_eq!(m["bundle"]["files"], 2);
+    let snap_rev = m["snapshot"]["revision"].as_i64().unwrap();
+
+    // The source as it was at the backup.
+    let (_, src_kvs) = testkit::dump(&c.endpoints(), snap_rev).unwrap();
+    let (src_hash, _, _) = testkit::hash_kv(&c.endpoints()[0], snap_rev).unwrap();
+    assert_eq!(m["snapshot"]["hash_kv"].as_u64().unwrap() as u32, src_hash, "offline hashkv == the live member's");
+    assert_eq!(m["snapshot"]["live_keys"].as_u64().unwrap() as usize, src_kvs.len());
+
+    // list and show.
+    let list = repo.json(&["backups", "list"]);
+    assert_eq!(list["backups"][0]["id"], id.as_str());
+    assert!(list["clusters"][0]["last_verified"].is_null());
+    let shown = repo.ok(&["backups", "show", &id[..8]]);
+    assert!(shown.stdout.contains("cluster: prod"), "{}", shown.stdout);
+
+    // get: the exact snapshot; the reference tool reads it.
+    let out = tempfile::tempdir().unwrap();
+    let got = out.path().join("snap.db");
+    repo.ok(&["backups", "get", "latest", "-o", got.to_str().unwrap()]);
+    assert_eq!(sha256_file(&got), m["snapshot"]["sha256"].as_str().unwrap());
+    let mut st = version.snapshot_tool();
+    st.args(["snapshot", "status", "-w", "json"]).arg(&got);
+    let theirs: serde_json::Value = serde_json::from_str(&run(st).stdout).unwrap();
+    assert_eq!(theirs["revision"].as_i64().unwrap(), snap_rev);
+    assert_eq!(theirs["hash"].as_u64().unwrap(), m["snapshot"]["hash"].as_u64().unwrap());
+    // get never overwrites.
+    let again = repo.q(&["backups", "get", "latest", "-o", got.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+
+    // The bundle: files back, byte for byte; not without the bundle key.
+    let bdir = out.path().join("bundle");
+    let no_key = repo.q(&["backups", "get", &id, "--bundle", "-o", bdir.to_str().unwrap()]);
+    assert_eq!(no_key.code, 2, "{}", no_key.stderr);
+    let mut a = vec!["backups", "get", &id, "--bundle", "-o", bdir.to_str().unwrap()];
+    let bf = repo.bundle_flags();
+    a.extend(bf.iter().map(String::as_str));
+    repo.ok(&a);
+    let ca_back = bdir.join(include.path().join("ca.crt").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(&ca_back).unwrap(), std::fs::read(include.path().join("ca.crt")).unwrap());
+
+    // restore: a real 3-member cluster starts on it with the source's data.
+    let rdir = tempfile::tempdir().unwrap();
+    let restored = restore_and_start(&repo, &id, version, 3, rdir.path());
+    let (rev, kvs) = testkit::dump(&restored.endpoints(), 0).unwrap();
+    assert_eq!(rev, snap_rev);
+    assert!(kvs == src_kvs, "restored keys differ from the source at the backup's revision");
+    for e in restored.endpoints() {
+        assert_eq!(testkit::hash_kv(&e, snap_rev).unwrap().0, src_hash);
+    }
+    drop(restored);
+    // A second restore into the same directories is refused, untouched.
+    let (_, initial) = plan_members(rdir.path(), 3).unwrap();
+    let template = rdir.path().join("{name}.etcd");
+    let refused = repo.q(&["restore", &id, "--all-members", "--initial-cluster", &initial, "--data-dir", template.to_str().unwrap()]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+
+    // drill: with the etcd of this version; recorded and shown.
+    let drill = repo.json(&["drill", "--latest", "--cluster", "prod", "--etcd-bin", version.etcd().to_str().unwrap()]);
+    assert_eq!(drill["ok"], true, "{drill}");
+    assert!(drill["checks"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("hashkv")));
+    let list = repo.json(&["backups", "list"]);
+    assert_eq!(list["clusters"][0]["last_verified"]["backup"], id.as_str());
+    assert_eq!(list["backups"][0]["last_drill"]["ok"], true);
+    let table = repo.ok(&["backups", "list"]);
+    assert!(table.stdout.contains("cluster prod: last verified"), "{}", table.stdout);
+    assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
+}
+
+#[test]
+fn live_backup_restore_drill_3_5() {
+    live_backup_restore_drill(EtcdVersion::V3_5);
+}
+
+#[test]
+fn live_backup_restore_drill_3_4() {
+    live_backup_restore_drill(EtcdVersion::V3_4);
+}
+
+/// A cluster to take successive snapshots from.
+struct Source {
+    c: Cluster,
+    dir: tempfile::TempDir,
+    n: usize,
+    objects: usize,
+}
+
+impl Source {
+    fn new(objects: usize) -> Source {
+        let mut o = ClusterOptions::new(EtcdVersion::V3_5, 1);
+        o.no_fsync = true;
+        o.big_requests = true;
+        let c = Cluster::start(o).unwrap();
+        testkit::load(&c.endpoints(), &KubeKeyspace { objects, compact: false, overwrite_fraction: 0.0, delete_fraction: 0.0, ..Default::default() })
+            .unwrap();
+        Source { c, dir: tempfile::tempdir().unwrap(), n: 0, objects }
+    }
+
+    /// Change `count` objects, then save a snapshot.
+    fn next(&mut self, count: usize) -> PathBuf {
+        for i in 0..count {
+            let k = testkit::object_key((self.n * 7919 + i * 104729) % self.objects, 10);
+            testkit::put(&self.c.endpoints(), &k, format!("changed {} {i}", self.n).repeat(40).as_bytes()).unwrap();
+        }
+        self.n += 1;
+        let p = self.dir.path().join(format!("s{}.db", self.n));
+        self.c.save_snapshot(&p).unwrap();
+        p
+    }
+}
+
+fn backup_file(repo: &Repo, snap: &Path, cluster: &str) -> serde_json::Value {
+    repo.json(&["backup", "--cluster", cluster, "--snapshot", snap.to_str().unwrap()])
+}
+
+/// Every backup the repository lists reassembles to its sha256.
+fn assert_all_restorable(repo: &Repo) {
+    let out = tempfile::tempdir().unwrap();
+    let list = repo.json(&["backups", "list"]);
+    for (i, b) in list["backups"].as_array().unwrap().iter().enumerate() {
+        let p = out.path().join(format!("{i}.db"));
+        let r = repo.q(&["backups", "get", b["id"].as_str().unwrap(), "-o", p.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "backup {} does not restore: {}", b["id"], r.stderr);
+        assert_eq!(sha256_file(&p), b["snapshot"]["sha256"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn dedup_tamper_and_wrong_secrets() {
+    let mut src = Source::new(3000);
+    let repo = Repo::local();
+    let s1 = src.next(0);
+    let first = backup_file(&repo, &s1, "c1");
+    let full = first["manifest"]["added_bytes"].as_u64().unwrap();
+    let s2 = src.next(30); // 1% of the objects
+    let second = backup_file(&repo, &s2, "c1");
+    let inc = second["manifest"]["added_bytes"].as_u64().unwrap();
+    assert!(inc * 4 < full, "an increment after 1% changes added {inc} bytes of {full}");
+    assert!(second["reused_chunks"].as_u64().unwrap() > 0);
+    assert_all_restorable(&repo);
+
+    // Wrong passphrase: a clear error, exit 2.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "not it").unwrap();
+    let mut c = common::quorum();
+    c.args(["backups", "list", "--repo", &repo.url, "--password-file", bad.path().to_str().unwrap()]);
+    let r = run(c);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
+    // No secret at all, and a missing repository.
+    let mut c = common::quorum();
+    c.args(["backups", "list", "--repo", &repo.url]).env_remove("QUORUM_PASSWORD");
+    let r = run(c);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("passphrase"), "{}", r.stderr);
+    let mut c = common::quorum();
+    c.args(["backups", "list", "--repo", "file:///nonexistent/repo", "--password-file", bad.path().to_str().unwrap()]);
+    let r = run(c);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("quorum repo init"), "{}", r.stderr);
+
+    // Tamper with one byte of a pack: check names the pack, the blob and the backups; get and
+    // restore refuse; nothing is written at the target.
+    let root = PathBuf::from(repo.url.strip_prefix("file://").unwrap());
+    let mut packs: Vec<PathBuf> = walk(&root.join("data"));
+    packs.sort();
+    let victim = &packs[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(victim, &bytes).unwrap();
+    let r = repo.q(&["repo", "check", "--read-data"]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    assert!(r.stdout.contains(&format!("pack {name}: content does not match its name")), "{}", r.stdout);
+    assert!(r.stdout.contains("does not authenticate") && r.stdout.contains("needed by backup(s)"), "{}", r.stdout);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("x.db");
+    let mut refused = 0;
+    for id in repo.backup_ids() {
+        let g = repo.q(&["backups", "get", &id, "-o", target.to_str().unwrap()]);
+        if g.code != 0 {
+            assert_eq!(g.code, 3, "{}", g.stderr);
+            assert!(g.stderr.contains("does not authenticate"), "{}", g.stderr);
+            assert!(!target.exists() && !out.path().join("x.db.partial").exists());
+            refused += 1;
+        } else {
+            std::fs::remove_file(&target).unwrap();
+        }
+    }
+    assert!(refused >= 1, "the damaged blob is in some backup");
+    let ddir = out.path().join("d");
+    let r = repo.q(&["restore", "latest", "--data-dir", ddir.to_str().unwrap()]);
+    if r.code != 0 {
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(!ddir.exists());
+    }
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn forget_and_prune() {
+    let mut src = Source::new(2000);
+    let repo = Repo::local();
+    for _ in 0..5 {
+        let s = src.next(300);
+        backup_file(&repo, &s, "c1");
+    }
+    let other = src.next(10);
+    backup_file(&repo, &other, "c2");
+    let root = PathBuf::from(repo.url.strip_prefix("file://").unwrap());
+    let before: u64 = walk(&root.join("data")).iter().map(|p| p.metadata().unwrap().len()).sum();
+
+    let dry = repo.json(&["forget", "--keep-last", "2", "--cluster", "c1", "--dry-run"]);
+    assert_eq!(dry["decisions"].as_array().unwrap().iter().filter(|d| d["keep"] == false).count(), 3);
+    assert_eq!(repo.backup_ids().len(), 6, "dry run removes nothing");
+    let f = repo.json(&["forget", "--keep-last", "2", "--cluster", "c1"]);
+    assert_eq!(f["removed"].as_array().unwrap().len(), 3);
+    assert_eq!(repo.backup_ids().len(), 3, "c2's backup is not c1's policy's business");
+    let p = repo.json(&["prune", "--max-unused", "0"]);
+    assert!(p["packs_deleted"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() > 0, "{p}");
+    let after: u64 = walk(&root.join("data")).iter().map(|p| p.metadata().unwrap().len()).sum();
+    assert!(after < before, "prune freed nothing: {before} -> {after}");
+    assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
+    assert_all_restorable(&repo);
+    // A policy is required.
+    assert_eq!(repo.q(&["forget"]).code, 2);
+}
+
+/// Run quorum with the repo flags, kill -9 it after `delay`; true when it finished first.
+fn run_and_kill(repo: &Repo, args: &[&str], delay: Duration) -> bool {
+    let mut c = repo.cmd(args);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + delay;
+    loop {
+        if let Some(_) = child.try_wait().unwrap() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn kill_9_during_backup_and_prune() {
+    let mut src = Source::new(4000);
+    let repo = Repo::local();
+    let snaps: Vec<PathBuf> = (0..4).map(|_| src.next(200)).collect();
+    backup_file(&repo, &snaps[0], "c1");
+    // How long one backup takes, to spread the kills over it.
+    let t = Instant::now();
+    backup_file(&repo, &snaps[1], "c1");
+    let span = t.elapsed().max(Duration::from_millis(100));
+    let mut rng_state = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut finished = 0;
+    for round in 0..50 {
+        let delay = Duration::from_micros(next() % (span.as_micros() as u64 * 3 / 2));
+        let done = if round % 2 == 0 {
+            let s = &snaps[round / 2 % snaps.len()];
+            run_and_kill(&repo, &["backup", "--cluster", "c1", "--snapshot", s.to_str().unwrap()], delay)
+        } else {
+            repo.q(&["forget", "--keep-last", "2"]);
+            run_and_kill(&repo, &["prune", "--max-unused", "0", "--retry-lock", "5s"], delay)
+        };
+        finished += usize::from(done);
+        let check = repo.q(&["repo", "check", "--read-data"]);
+        assert_eq!(check.code, 0, "round {round} (delay {delay:?}): {}", check.stdout);
+        if round % 10 == 9 {
+            assert_all_restorable(&repo);
+        }
+    }
+    assert!(finished < 50, "every run finished before its kill: the kills hit nothing");
+    assert_all_restorable(&repo);
+    // The leftovers of killed backups go with the next prune.
+    repo.ok(&["prune", "--retry-lock", "5s"]);
+    let check = repo.ok(&["repo", "check", "--read-data"]);
+    assert!(!check.stdout.contains("not named by any index"), "{}", check.stdout);
+}
+
+#[test]
+fn racing_backups_and_prunes() {
+    let mut src = Source::new(3000);
+    let repo = Arc::new(Repo::local());
+    let snaps: Vec<PathBuf> = (0..6).map(|_| src.next(150)).collect();
+    for round in 0..20 {
+        let a = snaps[round % 6].clone();
+        let b = snaps[(round + 3) % 6].clone();
+        let r1 = repo.clone();
+        let r2 = repo.clone();
+        let r3 = repo.clone();
+        let t1 = std::thread::spawn(move || r1.q(&["backup", "--cluster", "a", "--snapshot", a.to_str().unwrap(), "--retry-lock", "60s", "-w", "json"]));
+        let t2 = std::thread::spawn(move || r2.q(&["backup", "--cluster", "b", "--snapshot", b.to_str().unwrap(), "--retry-lock", "60s", "-w", "json"]));
+        let t3 = std::thread::spawn(move || {
+            r3.q(&["forget", "--keep-last", "3", "--retry-lock", "60s"]);
+            r3.q(&["prune", "--max-unused", "0", "--retry-lock", "60s"])
+        });
+        let mut made = Vec::new();
+        for t in [t1, t2] {
+            let r = t.join().unwrap();
+            assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            made.push(v["id"].as_str().unwrap().to_string());
+        }
+        let p = t3.join().unwrap();
+        assert_eq!(p.code, 0, "round {round}: prune: {}", p.stderr);
+        let check = repo.q(&["repo", "check", "--read-data"]);
+        assert_eq!(check.code, 0, "round {round}: {}", check.stdout);
+        // This round's backups are the newest of their clusters: retention keeps them.
+        let ids = repo.backup_ids();
+        for m in &made {
+            assert!(ids.contains(m), "round {round}: backup {m} was lost");
+        }
+        assert!(ids.len() <= 8, "round {round}: {} backups survive keep-last 3 per cluster", ids.len());
+    }
+    assert_all_restorable(&repo);
+}
+
+use std::sync::Arc;
