@@ -131,17 +131,18 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
         let total: u64 = sizes.values().sum();
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let names: Vec<String> = sizes.keys().cloned().collect();
-        let results: Vec<(u64, Vec<String>)> = futures::stream::iter(names)
+        let results: Vec<(u64, Vec<String>, bool)> = futures::stream::iter(names)
             .map(|name| {
                 let repo = repo.clone();
                 let index_entries = parse_id(&name).ok().and_then(|id| index.packs.get(&id).cloned());
+                let indexed = index_entries.is_some();
                 let needed_by = &needed_by;
                 let done = done.clone();
                 let progress = progress.clone();
                 async move {
                     let bytes = match repo.get(&format::pack_path(&name)).await {
                         Ok(b) => b,
-                        Err(e) => return (0, vec![format!("pack {name}: {e}")]),
+                        Err(e) => return (0, vec![format!("pack {name}: {e}")], indexed),
                     };
                     let n = bytes.len() as u64;
                     let name2 = name.clone();
@@ -158,16 +159,21 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
                             None => p,
                         })
                         .collect();
-                    (n, lines)
+                    (n, lines, indexed)
                 }
             })
             .buffer_unordered(4)
             .collect()
             .await;
-        for (n, lines) in results {
+        for (n, lines, indexed) in results {
             r.packs_read += 1;
             r.bytes_read += n;
-            r.errors.extend(lines);
+            if indexed {
+                r.errors.extend(lines);
+            } else {
+                // No index names it, so no backup can use it: worth knowing, not damage.
+                r.notes.extend(lines.into_iter().map(|l| format!("{l} (no backup uses this pack)")));
+            }
         }
     }
     r.errors.sort();

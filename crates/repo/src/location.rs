@@ -3,7 +3,7 @@
 //! | URL                         | store                                   | credentials                         |
 //! |-----------------------------|-----------------------------------------|-------------------------------------|
 //! | `file:///path` or `/path`   | local directory (fsync on every write)  | —                                   |
-//! | `s3://bucket[/prefix]`      | S3; `--endpoint` for MinIO, Ceph, MCG   | AWS chain: env, profile files are not read; web identity, ECS, IMDS |
+//! | `s3://bucket[/prefix]`      | S3; `--endpoint` for MinIO, Ceph, MCG   | `AWS_*` variables, web identity (IRSA), ECS task role, EC2 instance metadata |
 //! | `gs://bucket[/prefix]`      | Google Cloud Storage                    | `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_APPLICATION_CREDENTIALS`, ADC, metadata |
 //! | `az://container[/prefix]`   | Azure Blob (`AZURE_STORAGE_ACCOUNT_NAME`) | account key, SAS, client secret, managed identity (env) |
 //!
@@ -137,6 +137,11 @@ impl Location {
         let allow_http = opts.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
         if allow_http {
             client = client.with_allow_http(true);
+            if proxy.is_some() {
+                // Plain-HTTP forwarding proxies (tinyproxy, squid in some setups) serve one
+                // request per client connection; a reused idle connection would hang.
+                client = client.with_pool_max_idle_per_host(0);
+            }
         }
         let wrap = |e: object_store::Error| Error::store(format!("configure {url}"), e);
         let (store, signer): (Arc<dyn ObjectStore>, Arc<dyn Signer>) = match scheme {
