@@ -53,8 +53,9 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Bytes of the snapshot (plain).
     pub bytes: u64,
-    /// Chunks already in the repository (not uploaded again).
+    /// Snapshot chunks already in the repository (or repeated in the file): not uploaded again.
     pub reused_chunks: u64,
+    /// Snapshot chunks uploaded by this backup.
     pub new_chunks: u64,
     pub packs: u64,
 }
@@ -108,6 +109,7 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
     let mut pipe = Pipeline::start(repo.clone(), known, opts.uploads.max(1));
     // Snapshot chunks.
     let (ids, sha) = pipe.chunk_file(&opts.snapshot, BlobType::Data, size, progress).await?;
+    let reused_data = pipe.reused;
     let file_sha = hex::encode(sha);
     // Chunk lists, 16384 ids per list blob.
     let mut lists = Vec::new();
@@ -176,8 +178,8 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
         manifest,
         seconds: started.elapsed().as_secs_f64(),
         bytes: size,
-        reused_chunks: stats.reused,
-        new_chunks: stats.new_blobs,
+        reused_chunks: reused_data,
+        new_chunks: (ids.len() as u64).saturating_sub(reused_data),
         packs: stats.packs.len() as u64,
     })
 }
