@@ -322,7 +322,7 @@ fn run_and_kill(repo: &Repo, args: &[&str], delay: Duration) -> bool {
     let mut child = c.spawn().unwrap();
     let deadline = Instant::now() + delay;
     loop {
-        if let Some(_) = child.try_wait().unwrap() {
+        if child.try_wait().unwrap().is_some() {
             return true;
         }
         if Instant::now() >= deadline {

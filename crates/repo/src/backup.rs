@@ -224,7 +224,6 @@ struct Stats {
     packs: Vec<IndexPack>,
     added_bytes: u64,
     new_blobs: u64,
-    reused: u64,
 }
 
 /// The worker threads, packer and uploads of one backup.
@@ -341,7 +340,7 @@ impl Pipeline {
                         break;
                     }
                     n += 1;
-                    if n % 256 == 0 {
+                    if n.is_multiple_of(256) {
                         prog(done, progress_total);
                     }
                 }
@@ -404,7 +403,7 @@ impl Pipeline {
     async fn finish(self) -> Result<Stats> {
         drop(self.to_packer);
         let (packs, added_bytes, new_blobs) = self.packer.await.map_err(|e| Error::Other(format!("packer: {e}")))??;
-        Ok(Stats { packs, added_bytes, new_blobs, reused: self.reused })
+        Ok(Stats { packs, added_bytes, new_blobs })
     }
 }
 

@@ -172,13 +172,10 @@ async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec
     let deadline = Instant::now() + timeout;
     let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(30));
     let mut client = loop {
-        match etcd_client::Client::connect([endpoint], Some(opts.clone())).await {
-            Ok(mut c) => {
-                if c.status().await.is_ok() {
-                    break c;
-                }
+        if let Ok(mut c) = etcd_client::Client::connect([endpoint], Some(opts.clone())).await {
+            if c.status().await.is_ok() {
+                break c;
             }
-            Err(_) => {}
         }
         if Instant::now() > deadline {
             return Err(Error::Other(format!("the restored etcd did not answer on {endpoint} within {}s", timeout.as_secs())));

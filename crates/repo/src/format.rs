@@ -61,7 +61,7 @@ pub fn blob_aad(t: BlobType, id: &BlobId) -> [u8; 33] {
 
 /// Blob plaintext framing: one byte, 0 = stored, 1 = zstd; then the bytes.
 pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
-    if level > 0 || level < 0 {
+    if level != 0 {
         if let Ok(c) = zstd::bulk::compress(data, level) {
             if c.len() + 1 < data.len() {
                 let mut v = Vec::with_capacity(c.len() + 1);

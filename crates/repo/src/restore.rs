@@ -95,7 +95,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
     file.set_len(total).map_err(|e| Error::Other(format!("size the output file: {e}")))?;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
-    futures::stream::iter(plan.by_pack.into_iter())
+    futures::stream::iter(plan.by_pack)
         .map(|(pack, blobs)| {
             let repo = repo.clone();
             let file = file.clone();
@@ -135,9 +135,12 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
     Ok(())
 }
 
+/// The blobs to fetch from one pack, each with the file offsets it is written at.
+type PackPlan = Vec<(BlobLoc, Vec<u64>)>;
+
 struct Plan {
     total: u64,
-    by_pack: Vec<(BlobId, Vec<(BlobLoc, Vec<u64>)>)>,
+    by_pack: Vec<(BlobId, PackPlan)>,
 }
 
 fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
@@ -151,7 +154,7 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
         per_blob.entry(*id).or_insert_with(|| (*loc, Vec::new())).1.push(off);
         off += loc.entry.plain_len as u64;
     }
-    let mut by_pack: HashMap<BlobId, Vec<(BlobLoc, Vec<u64>)>> = HashMap::new();
+    let mut by_pack: HashMap<BlobId, PackPlan> = HashMap::new();
     for (_, (loc, offs)) in per_blob {
         by_pack.entry(loc.pack).or_default().push((loc, offs));
     }

@@ -47,11 +47,11 @@ pub fn apply(policy: &Policy, backups: &[(String, String, DateTime<Utc>)]) -> Ve
                 r.push("no policy".into());
             }
         }
-        for (i, r) in reasons.iter_mut().enumerate().take(policy.last) {
-            let _ = i;
+        for r in reasons.iter_mut().take(policy.last) {
             r.push("last".into());
         }
-        let buckets: [(&str, usize, fn(&DateTime<Utc>) -> (i32, u32, u32, u32)); 4] = [
+        type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
+        let buckets: [(&str, usize, Bucket); 4] = [
             ("hourly", policy.hourly, |t| (t.year(), t.ordinal(), t.hour(), 0)),
             ("daily", policy.daily, |t| (t.year(), t.ordinal(), 0, 0)),
             ("weekly", policy.weekly, |t| (t.iso_week().year(), t.iso_week().week(), 0, 0)),
