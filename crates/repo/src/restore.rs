@@ -113,7 +113,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
                 let n = tokio::task::spawn_blocking(move || -> Result<u64> {
                     let mut n = 0u64;
                     for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
-                        let plain = repo.open_blob(&loc.entry, &sealed, &name)?;
+                        let plain = repo.open_blob_with(&loc.entry, &sealed, &name, false)?;
                         for off in offsets {
                             file.write_all_at(&plain, *off).map_err(|e| Error::Other(format!("write output: {e}")))?;
                             n += plain.len() as u64;
