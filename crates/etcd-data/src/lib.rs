@@ -18,6 +18,7 @@ mod gojson;
 pub mod hashkv;
 mod pbwire;
 pub mod raftsnap;
+pub mod replay;
 pub mod restore;
 pub mod wal;
 pub mod humanize;
