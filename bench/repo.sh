@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Benchmark: the backup repository (`quorum backup`, `backups get`, `restore --repo`) on a
+# file:// repository, on the same snapshot of >= 1 GiB as bench/snapshot.sh and restore.sh.
+#  1. speed, warm cache, best of 3, with peak RSS: backup into a fresh repository vs
+#     `zstd -1 -T1`, `cp` and `cp && sync`; a second backup of the same file (all chunks
+#     reused); `backups get` (exact file, fsynced, sha256 checked) and `restore --repo` vs
+#     `quorum snapshot restore` of the file.
+#  2. deduplication: a live etcd 3.5 member made from the snapshot, then 10 rounds of
+#     "overwrite a random 1% of the keys, compact (physically) at the current revision as
+#     kube-apiserver does, save a snapshot, back it up"; the bytes each backup adds, against the
+#     first full backup and against a plain snapshot upload. Then the same without compaction.
+# Results: printed at the end and written to bench/out/repo-results.txt.
+# Usage: bench/repo.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
+# Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
+# variant without compaction), PARTS ("speed dedup").
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+RUNS="${RUNS:-3}" ROUNDS="${ROUNDS:-10}" FRACTION="${FRACTION:-0.01}" NOCOMPACT="${NOCOMPACT:-1}"
+PARTS="${PARTS:-speed dedup}"
+t_start=$(date +%s)
+bench_build
+snap="${1:-$out/snapshot-1g.db}"
+[ -n "${1:-}" ] || big_snapshot "$snap" 800
+size=$(stat -c %s "$snap")
+
+work="$out/repo-work"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work" "$out/.time"
+}
+trap cleanup EXIT
+rm -rf "$work"; mkdir -p "$work"
+export QUORUM_PASSWORD=quorum-bench-password
+unset QUORUM_REPO QUORUM_PASSWORD_FILE QUORUM_KEY_FILE
+results="$work/results"; : > "$results"
+say() { printf '%s\n' "$*" | tee -a "$results"; }
+json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+for p in sys.argv[2:]:
+    v=d
+    for k in p.split("."): v=v[k]
+    print(v)' "$@"; }
+pct() { awk "BEGIN{ if ($2 == 0) print \"inf\"; else printf \"%.2f\", 100 * $1 / $2 }"; }
+mib() { awk "BEGIN{ printf \"%.1f\", $1 / 1048576 }"; }
+ic="m1=http://127.0.0.1:2380"
+one=(--name m1 --initial-cluster "$ic" --initial-advertise-peer-urls http://127.0.0.1:2380)
+
+# best_of NAME SETUP CMD...: like measure, but runs SETUP (untimed, then sync) before each of
+# RUNS runs.
+best_of() {
+  local name="$1" setup="$2"; shift 2
+  local best="" rss=0 w
+  for _ in $(seq 1 "$RUNS"); do
+    $setup; sync
+    measure "$name" 1 "$@"; w="${WALL[$name]}"
+    if [ -z "$best" ] || awk "BEGIN{exit !($w < $best)}"; then best="$w"; fi
+    [ "${RSS[$name]}" -gt "$rss" ] && rss="${RSS[$name]}"
+  done
+  WALL[$name]="$best"; RSS[$name]="$rss"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Speed
+speed() {
+  echo "bench: speed (best of $RUNS, warm cache)" >&2
+  cat "$snap" >/dev/null
+  local r="$work/r" url="file://$work/r" dst="$work/dst"
+  fresh_repo() { rm -rf "$r" "$work/b.json"; "$Q" repo init --repo "$url" >/dev/null 2>&1; }
+  rm_dst() { rm -rf "$dst"; mkdir -p "$dst"; }
+  none() { :; }
+
+  best_of zstd none zstd -1 -T1 -q -c "$snap"
+  local zsize; zsize=$(zstd -1 -T2 -q -c "$snap" | wc -c)
+  best_of cp rm_dst cp "$snap" "$dst/db"
+  best_of cp_sync rm_dst sh -c "cp '$snap' '$dst/db' && sync"
+  best_of backup fresh_repo sh -c "'$Q' backup --quiet --repo '$url' --cluster bench --snapshot '$snap' -w json > '$work/b.json'"
+  local id added new; id=$(json "$work/b.json" id); added=$(json "$work/b.json" manifest.added_bytes)
+  new=$(json "$work/b.json" new_chunks)
+  best_of backup2 none sh -c "'$Q' backup --quiet --repo '$url' --cluster bench --snapshot '$snap' -w json > '$work/b2.json'"
+  local added2 reused2 new2; added2=$(json "$work/b2.json" manifest.added_bytes)
+  reused2=$(json "$work/b2.json" reused_chunks); new2=$(json "$work/b2.json" new_chunks)
+  best_of get rm_dst "$Q" backups get --quiet --repo "$url" "$id" -o "$dst/snap.db"
+  cmp -s "$snap" "$dst/snap.db" || { echo "bench: backups get: file differs from the snapshot" >&2; exit 1; }
+  best_of restore_native rm_dst sh -c "'$Q' snapshot restore --quiet '$snap' ${one[*]} --data-dir '$dst/d' && sync"
+  best_of restore_repo rm_dst sh -c "'$Q' restore --quiet --repo '$url' '$id' ${one[*]} --data-dir '$dst/d' && sync"
+  rm -rf "$r" "$dst"
+
+  say "== 1. speed: snapshot $snap ($size bytes = $(mib "$size") MiB), file:// repository, warm cache, best of $RUNS"
+  say "$(printf '%-44s %9s %13s' command 'wall (s)' 'peak RSS MiB')"
+  row() { say "$(printf '%-44s %9s %13s' "$1" "${WALL[$2]}" "${RSS[$2]}")"; }
+  row "zstd -1 -T1 -c FILE > /dev/null" zstd
+  row "cp FILE DEST" cp
+  row "cp FILE DEST && sync" cp_sync
+  row "quorum backup (fresh repo)" backup
+  row "quorum backup again (same repo)" backup2
+  row "quorum backups get -o FILE" get
+  row "quorum snapshot restore FILE (+ sync)" restore_native
+  row "quorum restore --repo (+ sync)" restore_repo
+  say "ratios:"
+  say "  backup / zstd -1 -T1                  $(ratio "${WALL[backup]}" "${WALL[zstd]}")"
+  say "  backup / cp                           $(ratio "${WALL[backup]}" "${WALL[cp]}")"
+  say "  backup / cp && sync                   $(ratio "${WALL[backup]}" "${WALL[cp_sync]}")"
+  say "  second backup / first backup          $(ratio "${WALL[backup2]}" "${WALL[backup]}")"
+  say "  backups get / cp && sync              $(ratio "${WALL[get]}" "${WALL[cp_sync]}")"
+  say "  restore --repo / snapshot restore     $(ratio "${WALL[restore_repo]}" "${WALL[restore_native]}")"
+  say "sizes: first backup added $added bytes ($(pct "$added" "$size")% of the file, $new chunks);" \
+    "zstd -1 output $zsize bytes ($(pct "$zsize" "$size")%)"
+  say "       second backup added $added2 bytes ($reused2 chunks reused, $new2 new)"
+  say "peak RSS: backup ${RSS[backup]} MiB, second backup ${RSS[backup2]} MiB, get ${RSS[get]} MiB," \
+    "restore --repo ${RSS[restore_repo]} MiB (snapshot restore ${RSS[restore_native]} MiB)"
+  say ""
+}
+
+# ---------------------------------------------------------------------------------------------
+# 2. Deduplication
+cat > "$work/mutate.py" <<'EOF'
+# mutate.py URL KEYS_FILE ROUND FRACTION: overwrite a random FRACTION of the keys with new
+# kube-like values of 256..4096 bytes (as the snapshot's loader), in transactions of <= 1000 puts
+# through etcd's JSON gateway; prints the last revision.
+import base64, json, random, sys, urllib.request
+url, keys_file, rnd, frac = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+keys = [k for k in open(keys_file, "rb").read().split(b"\n") if k]
+rng = random.Random(7919 * rnd + 1)
+pick = rng.sample(keys, max(1, round(len(keys) * frac)))
+b64 = lambda b: base64.b64encode(b).decode()
+def value(k, size):
+    head = b'{"apiVersion":"v1","metadata":{"name":"' + k + b'","generation":' + str(rnd + 2).encode() + b'},"data":"'
+    n = max(0, size - len(head) - 2)
+    return head + base64.b64encode(rng.randbytes(n * 3 // 4 + 3))[:n] + b'"}'
+rev, ops, nbytes = 0, [], 0
+def flush():
+    global rev, ops, nbytes
+    req = urllib.request.Request(url + "/v3/kv/txn", data=json.dumps({"success": ops}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        rev = int(json.load(r)["header"]["revision"])
+    ops, nbytes = [], 0
+for k in pick:
+    v = value(k, rng.randint(256, 4096))
+    ops.append({"requestPut": {"key": b64(k), "value": b64(v)}})
+    nbytes += len(k) + len(v)
+    if len(ops) >= 1000 or nbytes >= 4 << 20:
+        flush()
+if ops:
+    flush()
+print(rev, len(pick))
+EOF
+
+# start_member DIR: restore the snapshot into DIR/data and start etcd 3.5 on it; sets C (client URL).
+start_member() {
+  local d="$1"
+  local cp; cp=$(free_port); C="http://127.0.0.1:$(free_port)"
+  local p="http://127.0.0.1:$cp"
+  "$Q" snapshot restore --quiet "$snap" --name m1 --initial-cluster "m1=$p" --initial-advertise-peer-urls "$p" \
+    --data-dir "$d/data" >/dev/null 2>&1
+  "$E35/etcd" --name m1 --data-dir "$d/data" --listen-client-urls "$C" --advertise-client-urls "$C" \
+    --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" --initial-cluster "m1=$p" \
+    --unsafe-no-fsync --quota-backend-bytes 8589934592 --max-request-bytes 16777216 --max-txn-ops 10000 \
+    --log-level error >"$d/etcd.log" 2>&1 &
+  ETCD_PID=$!; pids+=("$ETCD_PID")
+  for _ in $(seq 1 150); do "$E35/etcdctl" --endpoints "$C" endpoint health >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "bench: etcd did not start; log:" >&2; cat "$d/etcd.log" >&2; exit 1
+}
+
+# dedup_run LABEL COMPACT(1/0): a member from the snapshot, a full backup, ROUNDS increments.
+dedup_run() {
+  local label="$1" compact="$2"
+  local d="$work/dedup-$label"; mkdir -p "$d"
+  local url="file://$d/repo"
+  echo "bench: dedup ($label): starting etcd 3.5 from the snapshot" >&2
+  start_member "$d"
+  "$Q" repo init --repo "$url" >/dev/null 2>&1
+  "$E35/etcdctl" --endpoints "$C" get "" --from-key --keys-only | grep -v '^$' > "$d/keys"
+  local nkeys; nkeys=$(wc -l < "$d/keys")
+  local tab="$d/table" full=0 i rev n t0 t1 t2 t3 t4 ssize added new reused
+  : > "$tab"
+  for i in $(seq 0 "$ROUNDS"); do
+    t0=$(date +%s.%N); n=0
+    if [ "$i" -gt 0 ]; then
+      local m; m=$(python3 "$work/mutate.py" "$C" "$d/keys" "$i" "$FRACTION")
+      read -r rev n <<< "$m"
+    fi
+    t1=$(date +%s.%N)
+    if [ "$i" -gt 0 ] && [ "$compact" = 1 ]; then
+      "$E35/etcdctl" --endpoints "$C" compact "$rev" --physical >/dev/null
+    fi
+    t2=$(date +%s.%N)
+    rm -f "$d/snap.db"
+    "$Q" snapshot save --quiet "$d/snap.db" --endpoints "$C" >/dev/null 2>&1
+    t3=$(date +%s.%N)
+    "$Q" backup --quiet --repo "$url" --cluster "dedup-$label" --snapshot "$d/snap.db" -w json > "$d/b.json"
+    t4=$(date +%s.%N)
+    ssize=$(stat -c %s "$d/snap.db"); added=$(json "$d/b.json" manifest.added_bytes)
+    new=$(json "$d/b.json" new_chunks); reused=$(json "$d/b.json" reused_chunks)
+    [ "$i" -eq 0 ] && full="$added"
+    printf '%-5s %8s %14s %14s %8s %8s %8s %8s %7s %7s %7s %7s\n' "$i" "$n" "$ssize" "$added" \
+      "$(pct "$added" "$full")" "$(pct "$added" "$ssize")" "$new" "$reused" \
+      "$(awk "BEGIN{printf \"%.1f\", $t1-$t0}")" "$(awk "BEGIN{printf \"%.1f\", $t2-$t1}")" \
+      "$(awk "BEGIN{printf \"%.1f\", $t3-$t2}")" "$(awk "BEGIN{printf \"%.1f\", $t4-$t3}")" >> "$tab"
+    echo "bench: dedup ($label) round $i: added $added bytes" >&2
+  done
+  local total; total=$(du -sb "$d/repo" | cut -f1)
+  kill -9 "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
+  local incs; incs=$(awk 'NR>1{s+=$4; c++} END{ if (c) printf "%.0f", s/c; else print 0 }' "$tab")
+  local maxinc; maxinc=$(awk 'NR>1 && $4>m{m=$4} END{print m+0}' "$tab")
+  if [ "$compact" = 1 ]; then
+    say "== 2. dedup, WITH compaction: $nkeys keys; each round overwrites $(pct "$FRACTION" 1)% of them," \
+      "then 'etcdctl compact <rev> --physical', 'quorum snapshot save', 'quorum backup --snapshot'"
+  else
+    say "== 2. dedup, WITHOUT compaction: $nkeys keys; each round overwrites $(pct "$FRACTION" 1)% of them," \
+      "then 'quorum snapshot save', 'quorum backup --snapshot' (history grows)"
+  fi
+  say "   (round 0 = first full backup; plain snapshot upload adds the snapshot size = 100%)"
+  say "$(printf '%-5s %8s %14s %14s %8s %8s %8s %8s %7s %7s %7s %7s' round changed 'snapshot B' 'added B' '%full' '%snap' \
+    'new ch' 'reused' 'put s' 'cmp s' 'save s' 'bkp s')"
+  while IFS= read -r line; do say "$line"; done < "$tab"
+  say "   increments: mean added $incs bytes = $(pct "$incs" "$full")% of the full backup" \
+    "(max $(pct "$maxinc" "$full")%, target <= 5%); a plain snapshot upload adds 100% of the snapshot each time"
+  say "   repository after $((ROUNDS + 1)) backups: $total bytes; $((ROUNDS + 1)) plain snapshots:" \
+    "$(awk '{s+=$3} END{printf "%.0f", s}' "$tab") bytes"
+  say ""
+  rm -rf "$d"
+}
+
+case " $PARTS " in *" speed "*) speed ;; esac
+case " $PARTS " in *" dedup "*)
+  dedup_run compact 1
+  [ "$NOCOMPACT" = 1 ] && dedup_run nocompact 0
+  ;; esac
+
+say "script run time: $(( $(date +%s) - t_start )) s (machine shared with other work: timings may be noisy)"
+echo
+echo "================ results (also in bench/out/repo-results.txt) ================"
+cat "$results"
+cp "$results" "$out/repo-results.txt"
