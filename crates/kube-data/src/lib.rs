@@ -1,6 +1,8 @@
 //! Kubernetes meaning of etcd data: which object a key holds ([`keys`]), how its value is
 //! stored ([`value`]: protobuf envelope, JSON, CBOR), and encryption at rest
-//! ([`encryption`]: aescbc, aesgcm, secretbox, identity; KMS values recognised).
+//! ([`encryption`]: aescbc, aesgcm, secretbox, identity; KMS values recognised), how far
+//! encryption has got in a snapshot ([`encryption_status`]) and offline re-encryption of a
+//! snapshot from one configuration to another ([`rekey`]).
 //!
 //! ```
 //! let k = kube_data::keys::parse(b"/registry/pods/default/web-0").unwrap();
@@ -8,6 +10,9 @@
 //! ```
 
 pub mod encryption;
+pub mod encryption_status;
 pub mod keys;
 pub mod list;
+pub mod rekey;
+pub mod resources;
 pub mod value;
