@@ -58,10 +58,12 @@ if [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now tinyproxy >/dev/null 2>&1 || true
 fi
 
-# Python servers in a project venv, built from whatever python3 is on PATH.
+# Python servers (and the Prometheus text parser the agent tests use) in a project venv, built
+# from whatever python3 is on PATH.
 MOTO_VERSION=5.2.5
 GCS_EMULATOR_VERSION=2026.7.19
-py_reqs="moto[server]==$MOTO_VERSION gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+PROMETHEUS_CLIENT_VERSION=0.21.1
+py_reqs="moto[server]==$MOTO_VERSION gcp-storage-emulator==$GCS_EMULATOR_VERSION prometheus_client==$PROMETHEUS_CLIENT_VERSION"
 pyenv="$tools/pyenv"
 # The venv is rebuilt when the pins change, its Python is gone, or the checkout moved (entry
 # scripts carry the venv's absolute path in their #! line).

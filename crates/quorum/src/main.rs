@@ -1,5 +1,6 @@
 //! The `quorum` command: flag parsing and printing over the library crates.
 
+mod agent_cmd;
 mod exit;
 mod k8s;
 mod live;
@@ -77,6 +78,9 @@ enum Command {
     /// Delete data no backup references (takes the exclusive lock).
     #[command(after_help = "Examples:\n  quorum prune --repo file:///var/backups/etcd --dry-run\n  quorum prune --repo s3://backups/etcd --retry-lock 10m")]
     Prune(repo_cmd::PruneArgs),
+    /// Run beside etcd: leader-elected scheduled backups, retention, drills, auto-defrag, /metrics.
+    #[command(after_help = agent_cmd::HELP)]
+    Agent(agent_cmd::AgentArgs),
     /// Prove a backup restores: restore it into a real etcd on loopback and compare with the manifest.
     #[command(after_help = repo_cmd::DRILL_HELP)]
     Drill(repo_cmd::DrillArgs),
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Command::Forget(a) => repo_cmd::forget(a, cli.quiet),
         Command::Prune(a) => repo_cmd::prune(a, cli.quiet),
         Command::Drill(a) => repo_cmd::drill(a, cli.quiet),
+        Command::Agent(a) => agent_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

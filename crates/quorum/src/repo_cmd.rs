@@ -402,41 +402,30 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
         uploads: a.repo.parallel.clamp(1, 16),
         ..Default::default()
     };
-    let lock = rt.block_on(repo::lock::acquire(&r, false, "backup", a.repo.retry_lock)).map_err(fail)?;
-    let mut tmp_holder: Option<tempfile::TempDir> = None;
-    let res = (|| {
-        if let Some(s) = &a.snapshot {
-            opts.snapshot = s.clone();
-            opts.source = format!("file {}", s.display());
-        } else {
-            let dir = a.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-            let tmp = tempfile::Builder::new().prefix("quorum-backup-").tempdir_in(&dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
-            let path = tmp.path().join("snapshot.db");
-            let cfg = conn.config();
-            let saved = rt
-                .block_on(etcd_cluster::save::save(&cfg, &path, &etcd_cluster::save::Source::parse(&a.from), &|_| {}))
-                .map_err(crate::live::failure)?;
-            let view = rt.block_on(etcd_cluster::observe(&cfg, etcd_cluster::DEFAULT_QUOTA)).ok();
-            if let Some(v) = &view {
-                if let Some(s) = v.statuses.iter().find(|s| s.endpoint == saved.endpoint) {
-                    opts.member_id = Some(s.id.clone());
-                    opts.etcd_version = Some(s.version.clone());
-                    opts.cluster_id = Some(s.cluster_id.clone());
-                }
-            }
-            opts.member = Some(saved.member.clone());
-            opts.snapshot = path;
-            opts.source = saved.endpoint.clone();
-            tmp_holder = Some(tmp);
-        }
-        let b = bar(quiet, "backing up");
-        let report = rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b))).map_err(fail)?;
-        finish(b);
-        Ok::<_, Failure>(report)
-    })();
-    rt.block_on(lock.release());
-    drop(tmp_holder);
-    let report = res?;
+    let b = bar(quiet, "backing up");
+    let report = if let Some(snap) = &a.snapshot {
+        opts.snapshot = snap.clone();
+        opts.source = format!("file {}", snap.display());
+        let lock = rt.block_on(repo::lock::acquire(&r, false, "backup", a.repo.retry_lock)).map_err(fail)?;
+        let res = rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b)));
+        rt.block_on(lock.release());
+        res.map_err(fail)?
+    } else {
+        let live = agent::ops::LiveBackup {
+            cluster: a.cluster.clone(),
+            from: a.from.clone(),
+            tmp_dir: a.tmp_dir.clone(),
+            tags: a.tag.clone(),
+            includes: a.include.clone(),
+            uploads: opts.uploads,
+            retry_lock: a.repo.retry_lock,
+        };
+        rt.block_on(agent::ops::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b))).map_err(|e| match e {
+            agent::ops::OpError::Cluster(e) => crate::live::failure(e),
+            agent::ops::OpError::Repo(e) => fail(e),
+        })?
+    };
+    finish(b);
     match a.write_out {
         Format::Json => println!("{}", output::json(&report)),
         Format::Yaml => print!("{}", output::yaml(&report)),
@@ -626,19 +615,70 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
 pub struct RepoRestoreArgs {
     #[command(flatten)]
     repo: RepoFlags,
-    /// Backup ID (or unique prefix, or `latest`).
-    id: String,
+    /// Backup ID (or unique prefix, or `latest`). With --at-revision/--at-time: the base to replay from (default: chosen).
+    #[arg(required_unless_present_any = ["at_revision", "at_time"])]
+    id: Option<String>,
     /// With `latest`: the newest backup of this cluster.
     #[arg(long)]
     cluster: Option<String>,
+    /// Point-in-time restore: the newest backup at or before R plus the captured deltas up to R (needs --cluster).
+    #[arg(long, value_name = "R", requires = "cluster", conflicts_with = "at_time")]
+    at_revision: Option<i64>,
+    /// Point-in-time restore to the last revision the delta capture had received at T (RFC 3339; needs --cluster).
+    #[arg(long, value_name = "T", requires = "cluster")]
+    at_time: Option<String>,
     #[command(flatten)]
     flags: crate::restore::RestoreFlags,
 }
 
-pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+/// `restore --at-revision R | --at-time T`: replay the delta chain onto a backup.
+fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+    let target = match (a.at_revision, &a.at_time) {
+        (Some(r), _) if r < 1 => return Err(usage(format!("--at-revision {r}: revisions start at 1"))),
+        (Some(r), _) => repo::pitr::Target::Revision(r),
+        (None, Some(t)) => repo::pitr::Target::Time(repo::pitr::parse_time(t).map_err(fail)?),
+        (None, None) => unreachable!("restore_pitr without a target"),
+    };
     let rt = rt();
     let r = a.repo.open(&rt)?;
-    let (id, m) = rt.block_on(r.resolve(&a.id, a.cluster.as_deref())).map_err(fail)?;
+    let p = repo::pitr::PitrOptions {
+        cluster: a.cluster.clone().expect("clap requires --cluster"),
+        target,
+        base: a.id.clone().filter(|i| i != "latest"),
+        parallel: a.repo.parallel,
+    };
+    let opts = crate::restore::options(&a.flags, PathBuf::new())?;
+    let b = bar(quiet, "fetching");
+    let report = rt.block_on(repo::pitr::restore_at(r, &p, opts, progress_fn(&b))).map_err(fail)?;
+    finish(b);
+    eprintln!(
+        "restored cluster {} at revision {}: backup {} (revision {}, {}) + {} revisions ({} puts, {} deletes) from {} delta segment(s)",
+        report.cluster,
+        report.target_revision,
+        repo::short(&report.base),
+        report.base_revision,
+        report.base_time,
+        report.replay.revisions,
+        report.replay.puts,
+        report.replay.deletes,
+        report.segments
+    );
+    match a.flags.write_out {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Yaml => print!("{}", output::yaml(&report)),
+        w => crate::restore::print_report(&report.restore, w),
+    }
+    Ok(())
+}
+
+pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+    if a.at_revision.is_some() || a.at_time.is_some() {
+        return restore_pitr(a, quiet);
+    }
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    let id_arg = a.id.clone().expect("clap requires the backup id");
+    let (id, m) = rt.block_on(r.resolve(&id_arg, a.cluster.as_deref())).map_err(fail)?;
     let mut opts = crate::restore::options(&a.flags, PathBuf::new())?;
     if !etcd_data::trailer::has_trailer(m.snapshot.size) {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it

@@ -1,0 +1,193 @@
+//! The agent's configuration file (YAML). Every field has a default except `cluster` and
+//! `repo.url`; command-line flags override the file.
+//!
+//! ```yaml
+//! cluster: prod                 # backups, retention and drills are grouped by this name
+//! name: etcd-0                  # this agent (default: the host name)
+//! endpoints: [https://10.0.0.1:2379]
+//! cacert: /etc/etcd/ca.crt      # cert, key as etcdctl
+//! listen: 127.0.0.1:9479        # /metrics, /healthz, /readyz
+//! election: { ttl_seconds: 10 }
+//! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000 }
+//! backup: { schedule: "0 * * * *", from: follower }
+//! retention: { schedule: "30 3 * * *", keep_hourly: 48, keep_daily: 14, keep_weekly: 8, keep_monthly: 12, prune: true }
+//! drill: { schedule: "0 4 * * *", etcd_bin: /usr/bin/etcd, max_age_hours: 48 }
+//! defrag: { enabled: true, min_fragmentation: 45, min_db_size: 100000000, interval_seconds: 660 }
+//! ```
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::defrag::DefragPolicy;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_endpoints")]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub election: Election,
+    pub repo: RepoConfig,
+    #[serde(default)]
+    pub backup: Backup,
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    #[serde(default)]
+    pub drill: Option<Drill>,
+    #[serde(default)]
+    pub defrag: DefragPolicy,
+    /// Quota to compute usage against when etcd does not report it (etcd < 3.6).
+    #[serde(default = "default_quota")]
+    pub quota_backend_bytes: i64,
+}
+
+fn default_endpoints() -> Vec<String> {
+    vec!["127.0.0.1:2379".into()]
+}
+fn default_listen() -> String {
+    "127.0.0.1:9479".into()
+}
+fn default_quota() -> i64 {
+    etcd_cluster::DEFAULT_QUOTA
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Election {
+    pub ttl_seconds: i64,
+}
+
+impl Default for Election {
+    fn default() -> Self {
+        Election { ttl_seconds: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub url: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backup {
+    /// Cron; 5 fields (or 6 with seconds first).
+    pub schedule: String,
+    /// endpoints, follower, leader, or a member name.
+    pub from: String,
+    pub tmp_dir: Option<PathBuf>,
+    pub tags: Vec<String>,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup { schedule: "0 * * * *".into(), from: "follower".into(), tmp_dir: None, tags: vec!["agent".into()] }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    pub schedule: String,
+    pub keep_last: usize,
+    pub keep_hourly: usize,
+    pub keep_daily: usize,
+    pub keep_weekly: usize,
+    pub keep_monthly: usize,
+    pub prune: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Drill {
+    pub schedule: String,
+    pub etcd_bin: Option<PathBuf>,
+    /// Alert (metric `quorum_drill_overdue`) when the last successful drill is older.
+    pub max_age_hours: f64,
+}
+
+impl Default for Drill {
+    fn default() -> Self {
+        Drill { schedule: "0 4 * * *".into(), etcd_bin: None, max_age_hours: 48.0 }
+    }
+}
+
+impl Config {
+    pub fn load(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: Config = serde_yaml::from_str(&text).map_err(|e| {
+            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+            format!("{}{at}: {e}", path.display())
+        })?;
+        c.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster.trim().is_empty() {
+            return Err("cluster must be set".into());
+        }
+        crate::schedule::Schedule::parse(&self.backup.schedule)?;
+        if let Some(r) = &self.retention {
+            crate::schedule::Schedule::parse(&r.schedule)?;
+            if r.keep_last + r.keep_hourly + r.keep_daily + r.keep_weekly + r.keep_monthly == 0 {
+                return Err("retention needs at least one keep_* rule".into());
+            }
+        }
+        if let Some(d) = &self.drill {
+            crate::schedule::Schedule::parse(&d.schedule)?;
+        }
+        if self.election.ttl_seconds < 2 {
+            return Err("election.ttl_seconds must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    pub fn agent_name(&self) -> String {
+        self.name.clone().unwrap_or_else(repo::hostname)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_and_errors_name_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.yaml");
+        std::fs::write(&p, "cluster: prod\nrepo:\n  url: file:///var/backups/etcd\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.backup.schedule, "0 * * * *");
+        assert_eq!(c.defrag.min_fragmentation, 45.0);
+        std::fs::write(&p, "cluster: prod\nrepo:\n  url: x\nbackup:\n  schedul: '0 * * * *'\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("agent.yaml:5") && e.contains("schedul"), "{e}");
+        std::fs::write(&p, "cluster: prod\nrepo:\n  url: x\nbackup:\n  schedule: 'hourly-ish'\n").unwrap();
+        assert!(Config::load(&p).unwrap_err().contains("hourly-ish"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The agent's main loop: HTTP endpoints, the election, the cluster observer, and the leader's
+//! schedule (full backups, retention, drills, auto-defrag), one operation at a time.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use repo::{Repository, StoreOptions, Unlock};
+
+use crate::config::Config;
+use crate::defrag::{self, Decision};
+use crate::metrics::{Metrics, OpLabels};
+use crate::ops::{self, LiveBackup};
+use crate::schedule::Schedule;
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
+}
+
+/// Shared state of a running agent.
+#[derive(Clone)]
+pub struct State {
+    pub metrics: Metrics,
+    pub leader: Arc<AtomicBool>,
+    /// The cluster answered the last observation and the repository is open.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Serve `/metrics`, `/healthz`, `/readyz` on `listen`; returns the bound address.
+pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, String> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let st = state.clone();
+    let st2 = state.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let st = st.clone();
+                async move {
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.encode())
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let st = st2.clone();
+                async move {
+                    if st.ready.load(Ordering::SeqCst) {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the cluster or the repository does not answer\n")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// Run the agent until the process is stopped.
+pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, store: StoreOptions) -> Result<(), String> {
+    let state = State { metrics: Metrics::default(), leader: Arc::new(AtomicBool::new(false)), ready: Arc::new(AtomicBool::new(false)) };
+    let addr = serve(&cfg.listen, state.clone()).await?;
+    log(format!("{} for cluster {}: serving /metrics, /healthz, /readyz on http://{addr}", cfg.agent_name(), cfg.cluster));
+
+    // The repository: retried until it opens (an outage at start is not fatal); a wrong
+    // secret or a missing repository is.
+    let repo = loop {
+        let loc = repo::Location::open(&cfg.repo.url, &store, false).map_err(|e| e.to_string())?;
+        match Repository::open(loc, &unlock).await {
+            Ok(r) => break Arc::new(r),
+            Err(e @ (repo::Error::WrongSecret { .. } | repo::Error::Usage(_) | repo::Error::Missing(_))) => return Err(e.to_string()),
+            Err(e) => {
+                log(format!("repository not available yet: {e}; retrying in 10s"));
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    };
+
+    // The election.
+    let client = loop {
+        match conn.connect_all().await {
+            Ok(c) => break c,
+            Err(e) => {
+                log(format!("etcd not reachable yet: {e}; retrying in 2s"));
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    let m = state.metrics.clone();
+    let name = cfg.agent_name();
+    let on_change: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |lead| {
+        m.is_leader.set(i64::from(lead));
+        log(if lead { format!("{name} leads") } else { format!("{name} no longer leads") });
+    });
+    tokio::spawn(crate::election::run(client, cfg.cluster.clone(), cfg.agent_name(), cfg.election.ttl_seconds, state.leader.clone(), on_change));
+
+    // The observer: every agent exports its view of the cluster.
+    {
+        let st = state.clone();
+        let conn = conn.clone();
+        let quota = cfg.quota_backend_bytes;
+        tokio::spawn(async move {
+            loop {
+                match etcd_cluster::observe(&conn, quota).await {
+                    Ok(v) => {
+                        st.metrics.observe(&v);
+                        st.ready.store(true, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        st.ready.store(false, Ordering::SeqCst);
+                        log(format!("cluster not observable: {e}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
+    refresh_verified(&repo, &cfg, &state.metrics).await;
+
+    let backup_s = Schedule::parse(&cfg.backup.schedule)?;
+    let retention_s = cfg.retention.as_ref().map(|r| Schedule::parse(&r.schedule)).transpose()?;
+    let drill_s = cfg.drill.as_ref().map(|d| Schedule::parse(&d.schedule)).transpose()?;
+    let mut next_backup = backup_s.next_after(Utc::now());
+    let mut next_retention = retention_s.as_ref().and_then(|s| s.next_after(Utc::now()));
+    let mut next_drill = drill_s.as_ref().and_then(|s| s.next_after(Utc::now()));
+    let mut next_defrag = Instant::now() + cfg.defrag.interval();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Utc::now();
+        refresh_age(&cfg, &state.metrics);
+        if !state.leader.load(Ordering::SeqCst) {
+            continue;
+        }
+        // One operation at a time: a defrag never runs during a backup.
+        if next_backup.is_some_and(|t| now >= t) {
+            next_backup = backup_s.next_after(now);
+            run_backup(&cfg, &conn, &repo, &state.metrics).await;
+            continue;
+        }
+        if next_retention.is_some_and(|t| now >= t) {
+            next_retention = retention_s.as_ref().and_then(|s| s.next_after(now));
+            run_retention(&cfg, &repo, &state.metrics).await;
+            continue;
+        }
+        if next_drill.is_some_and(|t| now >= t) {
+            next_drill = drill_s.as_ref().and_then(|s| s.next_after(now));
+            run_drill(&cfg, &repo, &state.metrics).await;
+            continue;
+        }
+        if Instant::now() >= next_defrag {
+            next_defrag = Instant::now() + cfg.defrag.interval();
+            run_defrag(&cfg, &conn, &state.metrics).await;
+        }
+    }
+}
+
+fn op(m: &Metrics, name: &str, ok: bool) {
+    let l = OpLabels { operation: name.into() };
+    m.runs.get_or_create(&l).inc();
+    if !ok {
+        m.failures.get_or_create(&l).inc();
+    }
+}
+
+async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Repository>, m: &Metrics) {
+    let b = LiveBackup {
+        cluster: cfg.cluster.clone(),
+        from: cfg.backup.from.clone(),
+        tmp_dir: cfg.backup.tmp_dir.clone(),
+        tags: cfg.backup.tags.clone(),
+        includes: vec![],
+        uploads: 8,
+        retry_lock: Duration::from_secs(60),
+    };
+    let started = Instant::now();
+    match ops::live_backup(conn, repo.clone(), &b, Arc::new(|_, _| {})).await {
+        Ok(r) => {
+            m.last_full_backup_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+            m.last_full_backup_revision.set(r.manifest.snapshot.revision);
+            m.last_full_backup_duration.set(started.elapsed().as_secs_f64());
+            m.last_full_backup_added_bytes.set(r.manifest.added_bytes as i64);
+            m.uploaded_bytes.inc_by(r.manifest.added_bytes);
+            op(m, "backup", true);
+            log(format!("backup {} at revision {} ({} added)", repo::short(&r.id), r.manifest.snapshot.revision, r.manifest.added_bytes));
+        }
+        Err(e) => {
+            op(m, "backup", false);
+            log(format!("backup failed: {e}"));
+        }
+    }
+}
+
+async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
+    let Some(r) = &cfg.retention else { return };
+    let policy = repo::retention::Policy { last: r.keep_last, hourly: r.keep_hourly, daily: r.keep_daily, weekly: r.keep_weekly, monthly: r.keep_monthly };
+    match repo::prune::forget(repo, &policy, Some(&cfg.cluster), false, Duration::from_secs(60)).await {
+        Ok(f) => {
+            op(m, "forget", f.refused.is_empty());
+            log(format!("retention removed {} backup(s){}", f.removed.len(), if f.refused.is_empty() { String::new() } else { format!("; the bucket refused {}", f.refused.len()) }));
+        }
+        Err(e) => {
+            op(m, "forget", false);
+            log(format!("retention failed: {e}"));
+            return;
+        }
+    }
+    if r.prune {
+        match repo::prune::prune(repo.clone(), 0.10, false, Duration::from_secs(300)).await {
+            Ok(p) => {
+                op(m, "prune", p.refused.is_empty());
+                log(format!("prune deleted {} pack(s), repacked {}", p.packs_deleted, p.packs_repacked));
+            }
+            Err(e) => {
+                op(m, "prune", false);
+                log(format!("prune failed: {e}"));
+            }
+        }
+    }
+}
+
+async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
+    let Some(d) = &cfg.drill else { return };
+    let (id, man) = match repo.resolve("latest", Some(&cfg.cluster)).await {
+        Ok(x) => x,
+        Err(e) => {
+            op(m, "drill", false);
+            log(format!("drill: {e}"));
+            return;
+        }
+    };
+    let opts = repo::drill::DrillOptions { etcd_bin: d.etcd_bin.clone(), ..Default::default() };
+    match repo::drill::drill(repo.clone(), &id, &man, &opts).await {
+        Ok(v) => {
+            op(m, "drill", v.ok);
+            log(format!("drill of {}: {}", repo::short(&id), if v.ok { "passed".to_string() } else { format!("FAILED: {}", v.failure.unwrap_or_default()) }));
+        }
+        Err(e) => {
+            op(m, "drill", false);
+            log(format!("drill failed: {e}"));
+        }
+    }
+    refresh_verified(repo, cfg, m).await;
+}
+
+async fn refresh_verified(repo: &Repository, cfg: &Config, m: &Metrics) {
+    if let Ok(vs) = repo::drill::verifications(repo).await {
+        if let Some(v) = vs.iter().find(|v| v.cluster == cfg.cluster && v.ok) {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&v.time) {
+                m.last_verified_timestamp.set(t.timestamp() as f64);
+            }
+        }
+    }
+    refresh_age(cfg, m);
+}
+
+fn refresh_age(cfg: &Config, m: &Metrics) {
+    let t = m.last_verified_timestamp.get();
+    let age = if t > 0.0 { Utc::now().timestamp() as f64 - t } else { f64::INFINITY };
+    m.last_verified_age.set(if age.is_finite() { age } else { -1.0 });
+    if let Some(d) = &cfg.drill {
+        m.drill_overdue.set(i64::from(!age.is_finite() || age > d.max_age_hours * 3600.0));
+    }
+}
+
+async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) {
+    let view = match etcd_cluster::observe(conn, cfg.quota_backend_bytes).await {
+        Ok(v) => v,
+        Err(e) => {
+            log(format!("defrag check: {e}"));
+            return;
+        }
+    };
+    match defrag::decide(&cfg.defrag, &view, Utc::now()) {
+        Decision::Nothing(_) => {}
+        Decision::Refused(why) => log(format!("auto-defrag due but not started: {why}")),
+        Decision::Defrag(members) => {
+            log(format!("auto-defrag: {} due ({})", members.len(), members.join(", ")));
+            let opts = etcd_cluster::maintenance::DefragOptions {
+                min_fragmentation: cfg.defrag.min_fragmentation,
+                pause: Duration::from_secs(5),
+                dry_run: false,
+                disarm: false,
+                quota_fallback: cfg.quota_backend_bytes,
+                recover_timeout: Duration::from_secs(60),
+            };
+            match etcd_cluster::maintenance::defrag(conn, &opts, &|s| log(format!("defrag {}: {}", s.name, s.action))).await {
+                Ok(r) => {
+                    let n = r.steps.iter().filter(|s| s.db_size_after.is_some()).count();
+                    m.defrags.inc_by(n as u64);
+                    op(m, "defrag", true);
+                }
+                Err(e) => {
+                    op(m, "defrag", false);
+                    log(format!("auto-defrag failed: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! One leader per cluster through etcd's election API: each agent holds a lease (TTL
+//! `election.ttl_seconds`, kept alive at a third of it) and campaigns on
+//! `/quorum/agent/<cluster>/leader`. The campaign returns when this agent leads; leadership
+//! ends when the lease can no longer be kept alive (the agent then stops leader work at once
+//! and campaigns again). An agent that dies loses its lease after the TTL, so another leads
+//! within one TTL plus its campaign round trip.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::Client;
+
+pub fn election_name(cluster: &str) -> String {
+    format!("/quorum/agent/{cluster}/leader")
+}
+
+/// Campaign forever; `leader` is true while this agent leads.
+pub async fn run(mut client: Client, cluster: String, me: String, ttl: i64, leader: Arc<AtomicBool>, on_change: Arc<dyn Fn(bool) + Send + Sync>) {
+    loop {
+        if let Err(e) = one_term(&mut client, &cluster, &me, ttl, &leader, &on_change).await {
+            eprintln!("agent: election: {e}; retrying");
+        }
+        if leader.swap(false, Ordering::SeqCst) {
+            on_change(false);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn one_term(
+    client: &mut Client,
+    cluster: &str,
+    me: &str,
+    ttl: i64,
+    leader: &Arc<AtomicBool>,
+    on_change: &Arc<dyn Fn(bool) + Send + Sync>,
+) -> Result<(), etcd_client::Error> {
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+    let alive = Arc::new(AtomicBool::new(true));
+    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(300));
+    let alive2 = alive.clone();
+    let keep = tokio::spawn(async move {
+        loop {
+            if keeper.keep_alive().await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(period * 2, responses.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                _ => break,
+            }
+            tokio::time::sleep(period).await;
+        }
+        alive2.store(false, Ordering::SeqCst);
+    });
+    let mut ec = client.election_client();
+    let campaign = ec.campaign(election_name(cluster), me, lease);
+    let r = tokio::select! {
+        r = campaign => r.map(|_| ()),
+        _ = wait_false(&alive) => Ok(()),
+    };
+    if let Err(e) = r {
+        keep.abort();
+        let _ = client.lease_revoke(lease).await;
+        return Err(e);
+    }
+    if alive.load(Ordering::SeqCst) {
+        leader.store(true, Ordering::SeqCst);
+        on_change(true);
+        wait_false(&alive).await;
+    }
+    keep.abort();
+    let _ = client.lease_revoke(lease).await;
+    Ok(())
+}
+
+async fn wait_false(flag: &AtomicBool) {
+    while flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,67 @@
+//! Operations the agent schedules and the CLI runs once: a backup from the live cluster.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use repo::backup::{BackupOptions, BackupReport, Progress};
+use repo::Repository;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error(transparent)]
+    Cluster(#[from] etcd_cluster::Error),
+    #[error(transparent)]
+    Repo(#[from] repo::Error),
+}
+
+/// What a live backup takes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveBackup {
+    pub cluster: String,
+    /// endpoints, follower, leader, or a member name.
+    pub from: String,
+    pub tmp_dir: Option<PathBuf>,
+    pub tags: Vec<String>,
+    pub includes: Vec<PathBuf>,
+    pub uploads: usize,
+    pub retry_lock: Duration,
+}
+
+/// Save a snapshot from a healthy member into a temporary file (sha256 checked as it
+/// arrives), then back it up under the repository's shared lock. The temporary file is needed
+/// for the figures computed from it (status, hashkv); memory stays bounded either way.
+pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport, OpError> {
+    let lock = repo::lock::acquire(&repo, false, "backup", b.retry_lock).await?;
+    let r = async {
+        let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let tmp = tempfile::Builder::new()
+            .prefix("quorum-backup-")
+            .tempdir_in(&dir)
+            .map_err(|e| repo::Error::io(&dir, e))?;
+        let path = tmp.path().join("snapshot.db");
+        let saved = etcd_cluster::save::save(cfg, &path, &etcd_cluster::save::Source::parse(&b.from), &|_| {}).await?;
+        let mut opts = BackupOptions {
+            cluster: b.cluster.clone(),
+            tags: b.tags.clone(),
+            includes: b.includes.clone(),
+            uploads: b.uploads.max(1),
+            snapshot: path,
+            source: saved.endpoint.clone(),
+            member: Some(saved.member.clone()),
+            ..Default::default()
+        };
+        if let Ok(view) = etcd_cluster::observe(cfg, etcd_cluster::DEFAULT_QUOTA).await {
+            if let Some(s) = view.statuses.iter().find(|s| s.endpoint == saved.endpoint) {
+                opts.member_id = Some(s.id.clone());
+                opts.etcd_version = Some(s.version.clone());
+                opts.cluster_id = Some(s.cluster_id.clone());
+            }
+        }
+        let report = repo::backup::backup(repo.clone(), &opts, progress).await?;
+        drop(tmp);
+        Ok::<_, OpError>(report)
+    }
+    .await;
+    lock.release().await;
+    r
+}

@@ -1,0 +1,66 @@
+//! `quorum agent`: flags and start-up; the work is in the `agent` crate.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::exit::{Failure, FAILED, USAGE};
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The agent's configuration file (YAML; see `deploy/agent.yaml`).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Override `listen` (address for /metrics, /healthz, /readyz).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+pub const HELP: &str = "\
+Examples:
+  quorum agent --config /etc/quorum/agent.yaml
+  quorum agent --config agent.yaml --check
+
+Run one agent beside each etcd member (deploy/ has a systemd unit, a static pod and a sidecar).
+The agents elect one leader per cluster through etcd's election API; the leader takes the
+scheduled full backups, applies retention, runs restore drills and auto-defrag (one member at
+a time, leader last, never during a backup). Every agent serves Prometheus metrics on
+/metrics and /healthz, /readyz. Secrets: repo.password_file or QUORUM_PASSWORD.";
+
+pub fn run(a: AgentArgs) -> Result<(), Failure> {
+    let usage = |m: String| Failure { code: USAGE, message: Some(m), hint: None };
+    let mut cfg = agent::config::Config::load(&a.config).map_err(usage)?;
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if a.check {
+        println!("{}: ok (cluster {}, agent {}, backups \"{}\")", a.config.display(), cfg.cluster, cfg.agent_name(), cfg.backup.schedule);
+        return Ok(());
+    }
+    let conn = etcd_cluster::ConnConfig {
+        endpoints: cfg.endpoints.clone(),
+        cacert: cfg.cacert.clone(),
+        cert: cfg.cert.clone(),
+        key: cfg.key.clone(),
+        ..Default::default()
+    };
+    let data = match (&cfg.repo.key_file, &cfg.repo.password_file) {
+        (Some(k), _) => Some(repo::crypto::Secret::key_file(std::fs::read(k).map_err(|e| usage(format!("{}: {e}", k.display())))?).map_err(|e| usage(e.to_string()))?),
+        (None, Some(p)) => Some(repo::crypto::Secret::passphrase(std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?).map_err(|e| usage(e.to_string()))?),
+        (None, None) => std::env::var("QUORUM_PASSWORD").ok().map(|p| repo::crypto::Secret::passphrase(p.into_bytes())).transpose().map_err(|e| usage(e.to_string()))?,
+    };
+    let unlock = repo::Unlock { data, bundle: None };
+    let env_proxy = std::env::var("QUORUM_ENV_PROXY").ok();
+    let env_no = std::env::var("QUORUM_ENV_NO_PROXY").ok();
+    let store = repo::StoreOptions {
+        endpoint: cfg.repo.endpoint.clone(),
+        region: cfg.repo.region.clone(),
+        proxy: repo::proxy::ProxyConfig::new(cfg.repo.proxy.clone().or(env_proxy), cfg.repo.no_proxy.as_deref().or(env_no.as_deref())),
+        timeout: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(|m| Failure { code: FAILED, message: Some(m), hint: None })
+}

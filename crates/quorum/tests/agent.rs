@@ -1,0 +1,203 @@
+//! `quorum agent` with real etcd 3.5: three agents beside a 3-member cluster elect one leader
+//! through etcd; the leader takes scheduled backups into the repository; every agent's
+//! /metrics parses with Prometheus' own text parser (the Python client's) and agrees with the
+//! cluster; kill -9 the leading agent and another leads within 2x the lease TTL and goes on
+//! backing up.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Repo;
+use testkit::{Cluster, ClusterOptions, EtcdVersion};
+
+const TTL: u64 = 2;
+
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// Parse with prometheus_client's text parser: {name{labels}: value}.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let py = testkit::servers::tools_dir().join("pyenv/bin/python");
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut c = std::process::Command::new(py).args(["-c", script]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Prometheus parser rejected /metrics: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn start_agent(dir: &Path, name: &str, c: &Cluster, repo: &Repo) -> Agent {
+    let port = free_port();
+    let cfg = format!(
+        "cluster: t\nname: {name}\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: {TTL}}}\n\
+         repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '*/3 * * * * *', from: follower}}\n\
+         defrag: {{enabled: true, interval_seconds: 3600}}\n",
+        c.endpoints().join(", "),
+        repo.url,
+        repo.dir().join("repo.pass").display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    Agent { child, port }
+}
+
+fn leaders(agents: &[Option<Agent>]) -> Vec<usize> {
+    agents
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let a = a.as_ref()?;
+            let (_, body) = http_get(a.port, "/metrics")?;
+            body.lines().any(|l| l.trim() == "quorum_agent_is_leader 1").then_some(i)
+        })
+        .collect()
+}
+
+#[test]
+fn three_agents_one_leader_backups_metrics_failover() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    for i in 0..200 {
+        testkit::put(&c.endpoints(), &format!("/registry/configmaps/default/cm-{i}"), &vec![b'x'; 1000]).unwrap();
+    }
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agents: Vec<Option<Agent>> = (0..3).map(|i| Some(start_agent(dir.path(), &format!("a{i}"), &c, &repo))).collect();
+
+    // Exactly one leader.
+    let t = Instant::now();
+    let leader = loop {
+        let l = leaders(&agents);
+        if l.len() == 1 {
+            break l[0];
+        }
+        assert!(l.len() <= 1, "two leaders at once: {l:?}");
+        assert!(t.elapsed() < Duration::from_secs(30), "no leader after 30s; logs in {}", dir.path().display());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Health endpoints.
+    let port = agents[leader].as_ref().unwrap().port;
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    let t = Instant::now();
+    while http_get(port, "/readyz").unwrap().0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Scheduled backups by the leader.
+    let t = Instant::now();
+    while repo.backup_ids().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(40), "no scheduled backups; logs in {}", dir.path().display());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Metrics parse and agree with the cluster.
+    let m = parse_metrics(&http_get(port, "/metrics").unwrap().1);
+    assert_eq!(m["quorum_agent_is_leader"], 1.0);
+    assert!(m["quorum_last_full_backup_revision"] >= 201.0, "{m:?}");
+    let status = common::run({
+        let mut q = common::quorum();
+        q.args(["status", "--endpoints", &c.endpoints_csv(), "-w", "json"]);
+        q
+    });
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    for s in status["statuses"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let db = m[&format!("quorum_etcd_db_size_bytes{{member=\"{name}\"}}")];
+        let want = s["db_size"].as_f64().unwrap();
+        assert!((db - want).abs() <= want * 0.1, "{name}: metrics db size {db}, status {want}");
+        assert_eq!(m[&format!("quorum_etcd_quota_bytes{{member=\"{name}\"}}")], s["quota"].as_f64().unwrap());
+        assert_eq!(m[&format!("quorum_etcd_member_healthy{{member=\"{name}\"}}")], 1.0);
+        let frag = m[&format!("quorum_etcd_fragmentation_ratio{{member=\"{name}\"}}")];
+        assert!((0.0..=1.0).contains(&frag));
+    }
+    assert!(m["quorum_operation_runs_total{operation=\"backup\"}"] >= 2.0, "{m:?}");
+    // Followers export the cluster too, and are not leaders.
+    for (i, a) in agents.iter().enumerate().filter(|(i, _)| *i != leader) {
+        let fm = parse_metrics(&http_get(a.as_ref().unwrap().port, "/metrics").unwrap().1);
+        assert_eq!(fm["quorum_agent_is_leader"], 0.0, "agent {i}");
+    }
+
+    // kill -9 the leader: another leads within 2x the TTL and backs up.
+    let before = repo.backup_ids().len();
+    let mut dead = agents[leader].take().unwrap();
+    let _ = dead.child.kill();
+    let _ = dead.child.wait();
+    let killed = Instant::now();
+    let new_leader = loop {
+        let l = leaders(&agents);
+        if l.len() == 1 {
+            break l[0];
+        }
+        assert!(killed.elapsed() < Duration::from_secs(TTL * 2 + 1), "no new leader within 2x TTL; logs in {}", dir.path().display());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = killed.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(took <= Duration::from_secs(TTL * 2), "takeover took {took:?}");
+    eprintln!("takeover after kill -9 of the leading agent: {took:?} (TTL {TTL}s)");
+    let t = Instant::now();
+    while repo.backup_ids().len() <= before {
+        assert!(t.elapsed() < Duration::from_secs(30), "the new leader does not back up");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(repo.ok(&["repo", "check"]).code, 0);
+}
+
+#[test]
+fn bad_config_names_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("a.yaml");
+    std::fs::write(&p, "cluster: x\nrepo:\n  url: file:///tmp/x\nbackup:\n  schedule: 'sometimes'\n").unwrap();
+    let r = common::run({
+        let mut c = common::quorum();
+        c.args(["agent", "--config", p.to_str().unwrap(), "--check"]);
+        c
+    });
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("sometimes"), "{}", r.stderr);
+    std::fs::write(&p, "cluster: x\nrepo:\n  url: file:///tmp/x\nbackups: {}\n").unwrap();
+    let mut c = common::quorum();
+    c.args(["agent", "--config", p.to_str().unwrap(), "--check"]);
+    let r = common::run(c);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("a.yaml:4"), "{}", r.stderr);
+}
