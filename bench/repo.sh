@@ -12,7 +12,9 @@
 # Results: printed at the end and written to bench/out/repo-results.txt.
 # Usage: bench/repo.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
 # Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
-# variant without compaction), PARTS ("speed dedup").
+# variant without compaction), PARTS ("speed dedup"), CHUNK_KIB (default chunker average;
+# e.g. "4 8 16" also backs every round up into one repository per average chunk size and
+# reports what each adds).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS="${RUNS:-3}" ROUNDS="${ROUNDS:-10}" FRACTION="${FRACTION:-0.01}" NOCOMPACT="${NOCOMPACT:-1}"
 PARTS="${PARTS:-speed dedup}"
@@ -170,6 +172,8 @@ dedup_run() {
   echo "bench: dedup ($label): starting etcd 3.5 from the snapshot" >&2
   start_member "$d"
   "$Q" repo init --repo "$url" >/dev/null 2>&1
+  local k; declare -A kfull=()
+  for k in ${CHUNK_KIB:-}; do "$Q" repo init --repo "file://$d/repo-c$k" --chunk-avg-kib "$k" >/dev/null 2>&1; done
   "$E35/etcdctl" --endpoints "$C" get "" --from-key --keys-only | grep -v '^$' > "$d/keys"
   local nkeys; nkeys=$(wc -l < "$d/keys")
   local tab="$d/table" full=0 i rev n t0 t1 t2 t3 t4 ssize added new reused
@@ -198,6 +202,14 @@ dedup_run() {
       "$(awk "BEGIN{printf \"%.1f\", $t1-$t0}")" "$(awk "BEGIN{printf \"%.1f\", $t2-$t1}")" \
       "$(awk "BEGIN{printf \"%.1f\", $t3-$t2}")" "$(awk "BEGIN{printf \"%.1f\", $t4-$t3}")" >> "$tab"
     echo "bench: dedup ($label) round $i: added $added bytes" >&2
+    for k in ${CHUNK_KIB:-}; do
+      local kt0 kt1 kadded; kt0=$(date +%s.%N)
+      "$Q" backup --quiet --repo "file://$d/repo-c$k" --cluster "dedup-$label" --snapshot "$d/snap.db" -w json > "$d/bk.json"
+      kt1=$(date +%s.%N); kadded=$(json "$d/bk.json" manifest.added_bytes)
+      [ "$i" -eq 0 ] && kfull[$k]="$kadded"
+      say "   round $i, average chunk $k KiB: added $kadded bytes = $(pct "$kadded" "${kfull[$k]}")% of its full backup," \
+        "$(json "$d/bk.json" new_chunks) new chunks, backup $(awk "BEGIN{printf \"%.1f\", $kt1-$kt0}") s"
+    done
   done
   local total; total=$(du -sb "$d/repo" | cut -f1)
   kill -9 "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
