@@ -96,13 +96,22 @@ pub enum ReplayError {
 
 type Result<T> = std::result::Result<T, ReplayError>;
 
+/// The stored value of a put: the marshalled `mvccpb.KeyValue` (prost emits fields in order and
+/// omits zero values, as gogo's `Marshal` does).
+pub fn encode_kv(kv: &KeyValue) -> Vec<u8> {
+    kv.encode_to_vec()
+}
+
 /// The stored value of a delete: `mvccpb.KeyValue{key}`.
 pub fn tombstone_value(key: &[u8]) -> Vec<u8> {
     KeyValue { key: key.to_vec(), ..Default::default() }.encode_to_vec()
 }
 
-/// The `key`-bucket entries of one revision, as etcd stores them: (bucket key, value).
-pub fn revision_entries(rc: &RevisionChanges) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, ReplayError> {
+/// A `key`-bucket entry: (revision key, value).
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// The `key`-bucket entries of one revision, as etcd stores them.
+pub fn revision_entries(rc: &RevisionChanges) -> Result<Vec<Entry>> {
     let bad = |what: String| ReplayError::Event { revision: rc.revision, what };
     let mut out = Vec::with_capacity(rc.changes.len());
     for (sub, c) in rc.changes.iter().enumerate() {
@@ -331,7 +340,9 @@ mod tests {
         p
     }
 
-    fn entries(p: &Path) -> Vec<(Vec<Vec<u8>>, Vec<u8>, Option<Vec<u8>>)> {
+    type Seen = (Vec<Vec<u8>>, Vec<u8>, Option<Vec<u8>>);
+
+    fn entries(p: &Path) -> Vec<Seen> {
         let db = bolt::Db::open(p).unwrap();
         let mut out = Vec::new();
         let r = bolt::walk(&db, &mut |path: &[Vec<u8>], k: &[u8], v: Option<&[u8]>| out.push((path.to_vec(), k.to_vec(), v.map(<[u8]>::to_vec))));

@@ -18,10 +18,12 @@
 pub mod backup;
 pub mod check;
 pub mod crypto;
+pub mod delta;
 pub mod drill;
 mod error;
 pub mod format;
 pub mod lock;
+pub mod pitr;
 pub mod location;
 pub mod proxy;
 pub mod prune;
