@@ -71,6 +71,12 @@ pub struct SegmentInfo {
     pub bytes: u64,
 }
 
+/// Called after each segment is stored.
+pub type OnSegment = Arc<dyn Fn(&SegmentInfo) + Send + Sync>;
+
+/// A segment being stored: the task, and its revision and event counts.
+type Upload = (JoinHandle<Result<SegmentInfo, CaptureError>>, u64, u64);
+
 /// What to capture and how.
 #[derive(Clone)]
 pub struct CaptureOptions {
@@ -85,7 +91,7 @@ pub struct CaptureOptions {
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
     /// Called after each segment is stored.
-    pub on_segment: Option<Arc<dyn Fn(&SegmentInfo) + Send + Sync>>,
+    pub on_segment: Option<OnSegment>,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -193,7 +199,7 @@ struct State {
     deadline: Option<Instant>,
     /// The last revision received (in the open segment or before).
     received: i64,
-    uploading: Option<(JoinHandle<Result<SegmentInfo, CaptureError>>, u64, u64)>,
+    uploading: Option<Upload>,
     report: CaptureReport,
 }
 

@@ -429,6 +429,9 @@ pub struct Chain {
 pub fn plan_chain(segments: &[SegmentRef], from: i64, to: Option<i64>) -> Chain {
     let last_captured = segments.iter().map(|s| s.last).max().unwrap_or(0);
     let mut chain = Chain { from, segments: Vec::new(), contiguous_to: from - 1, gaps: Vec::new(), last_captured };
+    if to.is_some_and(|t| t < from) {
+        return chain; // the base itself is the target: nothing to replay
+    }
     let mut next = from;
     let mut contiguous = true;
     // Segments by first revision; BTreeMap keeps the scan simple.
@@ -550,6 +553,8 @@ mod tests {
         assert_eq!(c.contiguous_to, 13);
         assert!(c.check_target("c", 20).unwrap_err().to_string().contains("revisions 14..19"));
         assert!(c.check_target("c", 13).is_ok(), "the base itself needs no segment");
+        let c = plan_chain(&segs, 6, Some(5));
+        assert!(c.segments.is_empty() && c.check_target("c", 5).is_ok());
     }
 
     #[test]
