@@ -505,11 +505,56 @@ pub enum BackupsCmd {
         #[arg(long)]
         remove: bool,
     },
+    /// The delta chain of a cluster after a backup: segments, how far it is contiguous, every gap.
+    #[command(after_help = "Examples:\n  quorum backups deltas --repo file:///var/backups/etcd --cluster prod\n  quorum backups deltas --repo ... --cluster prod --base 1a2b3c4d -w json\n\nExit 3 when a revision between the backup and the last captured one is missing.")]
+    Deltas {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(long)]
+        cluster: String,
+        /// The backup the chain starts after (default: the one with the highest revision).
+        #[arg(long)]
+        base: Option<String>,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+}
+
+fn backups_deltas(rt: &tokio::runtime::Runtime, flags: RepoFlags, cluster: String, base: Option<String>, write_out: Format) -> Result<(), Failure> {
+    let r = flags.open(rt)?;
+    let rep = rt.block_on(repo::pitr::chain_report(&r, &cluster, base.as_deref())).map_err(fail)?;
+    match write_out {
+        Format::Json => println!("{}", output::json(&rep)),
+        Format::Yaml => print!("{}", output::yaml(&rep)),
+        _ => {
+            let c = &rep.chain;
+            println!(
+                "cluster {}: backup {} at revision {} ({}); deltas contiguous to revision {}, last captured {}",
+                rep.cluster,
+                repo::short(&rep.base),
+                rep.base_revision,
+                rep.base_time,
+                c.contiguous_to,
+                c.last_captured.max(c.contiguous_to)
+            );
+            let rows: Vec<Vec<String>> = c.segments.iter().map(|s| vec![s.first.to_string(), s.last.to_string(), s.size.to_string(), s.name.clone()]).collect();
+            print!("{}", output::table(&["FIRST", "LAST", "BYTES", "SEGMENT"], &rows));
+            for g in &c.gaps {
+                println!("GAP: {g} are missing");
+            }
+        }
+    }
+    if rep.chain.gaps.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::damage_quiet())
+    }
 }
 
 pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     match c {
+        BackupsCmd::Deltas { repo: flags, cluster, base, write_out } => backups_deltas(&rt, flags, cluster, base, write_out),
         BackupsCmd::List { repo: flags, cluster, write_out } => {
             let r = flags.open(&rt)?;
             let all = rt.block_on(r.manifests()).map_err(fail)?;

@@ -414,6 +414,12 @@ fn pitr_etcd35_every_revision_through_member_restarts() {
     assert!(r.stderr.contains(&format!("the last captured revision is {}", s.last)), "{}", r.stderr);
     assert!(!dd.exists());
 
+    // `backups deltas`: the chain after the backup, contiguous to the end.
+    let v = s.repo.json(&["backups", "deltas", "--cluster", CLUSTER]);
+    assert_eq!(v["base_revision"].as_i64(), Some(s.base_rev), "{v}");
+    assert_eq!(v["chain"]["contiguous_to"].as_i64(), Some(s.last), "{v}");
+    assert_eq!(v["chain"]["segments"].as_array().unwrap().len(), s.chain.segments.len());
+
     // A gap: one segment in the middle goes missing.
     let rt = rt();
     let mid = s.chain.segments[s.chain.segments.len() / 2].clone();
@@ -422,6 +428,10 @@ fn pitr_etcd35_every_revision_through_member_restarts() {
     let chain = rt.block_on(async { repo::pitr::plan(&open_repo(&s.repo).await, CLUSTER, s.base_rev, None).await.unwrap() });
     assert_eq!(chain.gaps, vec![repo::delta::Gap { from: mid.first, to: mid.last }], "{chain:?}");
     assert_eq!(chain.contiguous_to, mid.first - 1);
+    let r = s.repo.q(&["backups", "deltas", "--cluster", CLUSTER, "-w", "json"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["chain"]["gaps"], serde_json::json!([{ "from": mid.first, "to": mid.last }]));
     let r = s.repo.q(&["restore", "--cluster", CLUSTER, "--at-revision", &s.last.to_string(), "--data-dir", dd.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     let gap = if mid.first == mid.last { format!("revision {}", mid.first) } else { format!("revisions {}..{}", mid.first, mid.last) };

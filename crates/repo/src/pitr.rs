@@ -17,8 +17,8 @@
 //! Leases: the lease bucket is the base's. Keys put later with a lease granted after the base
 //! keep that lease ID, but the restored member knows no such lease: on start, etcd's
 //! `kvstore.restore` fails to attach them (`failed to attach a lease`, logged) and they never
-//! expire. Leases of the base start a full TTL again once the restored cluster has a leader
-//! (`lessor.Promote`), as after any restore.
+//! expire. Leases of the base start a full TTL again (or their last checkpointed remaining TTL)
+//! once the restored cluster has a leader (`lessor.Promote`), as after any restore.
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,6 +130,33 @@ async fn choose_base(repo: &Repository, p: &PitrOptions) -> Result<(String, Mani
 pub async fn plan(repo: &Repository, cluster: &str, base_revision: i64, target: Option<i64>) -> Result<Chain> {
     let segs = delta::list_segments(repo, cluster).await?;
     Ok(delta::plan_chain(&segs, base_revision + 1, target))
+}
+
+/// `backups deltas`: the delta chain of a cluster after a backup (`base`: id or prefix;
+/// default the backup with the highest revision), with every gap.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    pub cluster: String,
+    pub base: String,
+    pub base_revision: i64,
+    pub base_time: String,
+    pub chain: Chain,
+}
+
+pub async fn chain_report(repo: &Repository, cluster: &str, base: Option<&str>) -> Result<ChainReport> {
+    delta::check_cluster_name(cluster)?;
+    let (id, m) = match base {
+        Some(b) => repo.resolve(b, Some(cluster)).await?,
+        None => repo
+            .manifests()
+            .await?
+            .into_iter()
+            .filter(|(_, m)| m.cluster == cluster)
+            .max_by(|a, b| a.1.snapshot.revision.cmp(&b.1.snapshot.revision).then_with(|| a.1.time.cmp(&b.1.time)))
+            .ok_or_else(|| Error::Missing(format!("the repository holds no backup of cluster {cluster}")))?,
+    };
+    let chain = plan(repo, cluster, m.snapshot.revision, None).await?;
+    Ok(ChainReport { cluster: cluster.into(), base: id, base_revision: m.snapshot.revision, base_time: m.time, chain })
 }
 
 /// Download `segs` into `dir` as `0`, `1`, … (sealed, as stored).
