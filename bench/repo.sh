@@ -14,7 +14,7 @@
 # Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
 # variant without compaction), PARTS ("speed dedup"), CHUNK_KIB (default chunker average;
 # e.g. "4 8 16" also backs every round up into one repository per average chunk size and
-# reports what each adds).
+# reports what each adds; "p1 p2" = fixed chunks of 1 or 2 bbolt pages).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS="${RUNS:-3}" ROUNDS="${ROUNDS:-10}" FRACTION="${FRACTION:-0.01}" NOCOMPACT="${NOCOMPACT:-1}"
 PARTS="${PARTS:-speed dedup}"
@@ -173,7 +173,12 @@ dedup_run() {
   start_member "$d"
   "$Q" repo init --repo "$url" >/dev/null 2>&1
   local k; declare -A kfull=()
-  for k in ${CHUNK_KIB:-}; do "$Q" repo init --repo "file://$d/repo-c$k" --chunk-avg-kib "$k" >/dev/null 2>&1; done
+  for k in ${CHUNK_KIB:-}; do
+    case "$k" in
+      p*) "$Q" repo init --repo "file://$d/repo-c$k" --chunk-pages "${k#p}" >/dev/null 2>&1 ;;
+      *) "$Q" repo init --repo "file://$d/repo-c$k" --chunk-avg-kib "$k" --chunk-pages 0 >/dev/null 2>&1 ;;
+    esac
+  done
   "$E35/etcdctl" --endpoints "$C" get "" --from-key --keys-only | grep -v '^$' > "$d/keys"
   local nkeys; nkeys=$(wc -l < "$d/keys")
   local tab="$d/table" full=0 i rev n t0 t1 t2 t3 t4 ssize added new reused
@@ -207,7 +212,7 @@ dedup_run() {
       "$Q" backup --quiet --repo "file://$d/repo-c$k" --cluster "dedup-$label" --snapshot "$d/snap.db" -w json > "$d/bk.json"
       kt1=$(date +%s.%N); kadded=$(json "$d/bk.json" manifest.added_bytes)
       [ "$i" -eq 0 ] && kfull[$k]="$kadded"
-      say "   round $i, average chunk $k KiB: added $kadded bytes = $(pct "$kadded" "${kfull[$k]}")% of its full backup," \
+      say "   round $i, chunker $k: added $kadded bytes = $(pct "$kadded" "${kfull[$k]}")% of its full backup," \
         "$(json "$d/bk.json" new_chunks) new chunks, backup $(awk "BEGIN{printf \"%.1f\", $kt1-$kt0}") s"
     done
   done

@@ -13,6 +13,7 @@
 //! retention: { schedule: "30 3 * * *", keep_hourly: 48, keep_daily: 14, keep_weekly: 8, keep_monthly: 12, prune: true }
 //! drill: { schedule: "0 4 * * *", etcd_bin: /usr/bin/etcd, max_age_hours: 48 }
 //! defrag: { enabled: true, min_fragmentation: 45, min_db_size: 100000000, interval_seconds: 660 }
+//! delta: { enabled: true, interval_seconds: 5, max_mib: 16, rpo_alert_seconds: 60 }
 //! ```
 use std::path::PathBuf;
 
@@ -47,6 +48,9 @@ pub struct Config {
     pub drill: Option<Drill>,
     #[serde(default)]
     pub defrag: DefragPolicy,
+    /// Continuous delta capture (point-in-time restore), run by the leader.
+    #[serde(default)]
+    pub delta: Delta,
     /// Quota to compute usage against when etcd does not report it (etcd < 3.6).
     #[serde(default = "default_quota")]
     pub quota_backend_bytes: i64,
@@ -106,6 +110,25 @@ pub struct Backup {
 impl Default for Backup {
     fn default() -> Self {
         Backup { schedule: "0 * * * *".into(), from: "follower".into(), tmp_dir: None, tags: vec!["agent".into()] }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Delta {
+    pub enabled: bool,
+    /// Cut and upload a segment this long after its first revision (the recovery point).
+    pub interval_seconds: f64,
+    /// ... or once it holds this many MiB.
+    pub max_mib: u64,
+    /// Alert (metric `quorum_rpo_breached`) when the newest captured change is older than this
+    /// while etcd has newer revisions.
+    pub rpo_alert_seconds: f64,
+}
+
+impl Default for Delta {
+    fn default() -> Self {
+        Delta { enabled: true, interval_seconds: 5.0, max_mib: 16, rpo_alert_seconds: 60.0 }
     }
 }
 

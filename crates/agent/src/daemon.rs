@@ -107,12 +107,23 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         let st = state.clone();
         let conn = conn.clone();
         let quota = cfg.quota_backend_bytes;
+        let rpo_alert = cfg.delta.rpo_alert_seconds;
         tokio::spawn(async move {
             loop {
                 match etcd_cluster::observe(&conn, quota).await {
                     Ok(v) => {
                         st.metrics.observe(&v);
                         st.ready.store(true, Ordering::SeqCst);
+                        // Recovery point: how long the newest change etcd has has waited.
+                        let rev = v.statuses.iter().map(|s| s.revision).max().unwrap_or(0);
+                        let captured = st.metrics.last_delta_revision.get();
+                        let lag = if st.metrics.capture_running.get() == 0 || captured == 0 || rev <= captured {
+                            0.0
+                        } else {
+                            (Utc::now().timestamp_millis() as f64 / 1000.0 - st.metrics.last_delta_timestamp.get()).max(0.0)
+                        };
+                        st.metrics.rpo_lag.set(lag);
+                        st.metrics.rpo_breached.set(i64::from(lag > rpo_alert));
                     }
                     Err(e) => {
                         st.ready.store(false, Ordering::SeqCst);
@@ -124,6 +135,10 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         });
     }
     refresh_verified(&repo, &cfg, &state.metrics).await;
+    let backup_now = Arc::new(AtomicBool::new(false));
+    if cfg.delta.enabled {
+        tokio::spawn(capture_loop(cfg.clone(), conn.clone(), repo.clone(), state.clone(), backup_now.clone()));
+    }
 
     let backup_s = Schedule::parse(&cfg.backup.schedule)?;
     let retention_s = cfg.retention.as_ref().map(|r| Schedule::parse(&r.schedule)).transpose()?;
@@ -140,7 +155,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             continue;
         }
         // One operation at a time: a defrag never runs during a backup.
-        if next_backup.is_some_and(|t| now >= t) {
+        if backup_now.swap(false, Ordering::SeqCst) || next_backup.is_some_and(|t| now >= t) {
             next_backup = backup_s.next_after(now);
             run_backup(&cfg, &conn, &repo, &state.metrics).await;
             continue;
@@ -213,7 +228,7 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
         }
     }
     if r.prune {
-        match repo::prune::prune(repo.clone(), 0.10, false, Duration::from_secs(300)).await {
+        match repo::prune::prune(repo.clone(), 0.10, false, Duration::from_secs(300), Duration::from_secs(3600)).await {
             Ok(p) => {
                 op(m, "prune", p.refused.is_empty());
                 log(format!("prune deleted {} pack(s), repacked {}", p.packs_deleted, p.packs_repacked));
@@ -301,6 +316,105 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
                     op(m, "defrag", false);
                     log(format!("auto-defrag failed: {e}"));
                 }
+            }
+        }
+    }
+}
+
+/// While this agent leads: capture every change into delta segments chained to the newest
+/// full backup, from the end of its chain. A compacted start (changes lost) asks for a full
+/// backup at once; any other failure (etcd or the repository unavailable) restarts the
+/// capture from the last stored revision after a pause.
+async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Repository>, state: State, backup_now: Arc<AtomicBool>) {
+    loop {
+        if !state.leader.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        let (base, man) = match repo.resolve("latest", Some(&cfg.cluster)).await {
+            Ok(x) => x,
+            Err(repo::Error::Missing(_)) => {
+                // Nothing to chain to yet: the first full backup starts the chain.
+                backup_now.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => {
+                log(format!("capture: {e}"));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let segs = match repo::delta::list_segments(&repo, &cfg.cluster).await {
+            Ok(s) => s,
+            Err(e) => {
+                log(format!("capture: listing segments: {e}"));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let chain = repo::delta::plan_chain(&segs, man.snapshot.revision + 1, None);
+        let from = chain.contiguous_to.max(man.snapshot.revision) + 1;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let leader = state.leader.clone();
+        let new_base = {
+            let repo = repo.clone();
+            let cluster = cfg.cluster.clone();
+            let base = base.clone();
+            async move {
+                // Stop when leadership ends, or when a newer full backup exists (the chain
+                // then continues from it).
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if !leader.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Ok((id, _)) = repo.resolve("latest", Some(&cluster)).await {
+                        if id != base {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let watcher = tokio::spawn(async move {
+            new_base.await;
+            let _ = stop_tx.send(true);
+        });
+        let m = state.metrics.clone();
+        let on_segment: crate::capture::OnSegment = Arc::new(move |s| {
+            m.last_delta_revision.set(s.last_revision);
+            m.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+            m.delta_segments.inc();
+            m.uploaded_bytes.inc_by(s.bytes);
+        });
+        let mut opts = crate::capture::CaptureOptions::new(&cfg.cluster, &base, from);
+        opts.policy = crate::capture::SegmentPolicy {
+            interval: Duration::from_secs_f64(cfg.delta.interval_seconds.max(0.1)),
+            max_bytes: (cfg.delta.max_mib.max(1) << 20) as usize,
+        };
+        opts.on_segment = Some(on_segment);
+        log(format!("capturing deltas from revision {from} (chained to backup {})", repo::short(&base)));
+        state.metrics.capture_running.set(1);
+        if state.metrics.last_delta_revision.get() < from - 1 {
+            state.metrics.last_delta_revision.set(from - 1);
+            state.metrics.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        let r = crate::capture::capture(&conn, repo.clone(), opts, stop_rx).await;
+        state.metrics.capture_running.set(0);
+        watcher.abort();
+        match r {
+            Ok(rep) => log(format!("capture stopped at revision {}", rep.last_revision)),
+            Err(e @ crate::capture::CaptureError::Compacted { .. }) => {
+                op(&state.metrics, "capture", false);
+                log(format!("capture: {e}; taking a full backup now"));
+                backup_now.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                op(&state.metrics, "capture", false);
+                log(format!("capture: {e}; restarting from the last stored revision"));
+                tokio::time::sleep(Duration::from_secs(3)).await;
             }
         }
     }

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub member_healthy: Family<MemberLabels, Gauge>,
     pub alarms: Family<AlarmLabels, Gauge>,
     pub defrags: Counter,
+    pub last_delta_revision: Gauge,
+    pub last_delta_timestamp: FGauge,
+    pub delta_segments: Counter,
+    pub rpo_lag: FGauge,
+    pub rpo_breached: Gauge,
+    pub capture_running: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +75,12 @@ impl Metrics {
         r.register("etcd_member_healthy", "1 when the member answers status without errors", self.member_healthy.clone());
         r.register("etcd_alarm", "1 for each active alarm", self.alarms.clone());
         r.register("defrags", "Members defragmented by the agent", self.defrags.clone());
+        r.register("last_delta_revision", "Last etcd revision stored in a delta segment", self.last_delta_revision.clone());
+        r.register("last_delta_timestamp_seconds", "Unix time the last delta segment was stored", self.last_delta_timestamp.clone());
+        r.register("delta_segments", "Delta segments stored", self.delta_segments.clone());
+        r.register("rpo_lag_seconds", "Seconds of changes not yet in the repository (0 when etcd has nothing newer)", self.rpo_lag.clone());
+        r.register("rpo_breached", "1 when rpo_lag_seconds exceeds delta.rpo_alert_seconds", self.rpo_breached.clone());
+        r.register("capture_running", "1 while this agent captures deltas", self.capture_running.clone());
         r
     }
 

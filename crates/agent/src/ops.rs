@@ -57,7 +57,7 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
                 opts.cluster_id = Some(s.cluster_id.clone());
             }
         }
-        let report = repo::backup::backup(repo.clone(), &opts, progress).await?;
+        let report = repo::backup::backup(repo.clone(), &opts, Some(&lock), progress).await?;
         drop(tmp);
         Ok::<_, OpError>(report)
     }

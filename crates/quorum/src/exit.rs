@@ -15,10 +15,6 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn with_code(mut self, code: i32) -> Failure {
-        self.code = code;
-        self
-    }
 
     /// Damage already reported on stdout.
     pub fn damage_quiet() -> Failure {

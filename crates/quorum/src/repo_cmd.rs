@@ -101,12 +101,21 @@ fn usage(m: String) -> Failure {
 }
 
 pub fn fail(e: Error) -> Failure {
+    let e = match e {
+        Error::Data(d) => return Failure::from_data(d, None),
+        e => e,
+    };
     let hint = e.hint();
     let code = match &e {
         Error::Usage(_) | Error::WrongSecret { .. } | Error::Missing(_) => USAGE,
-        Error::Damaged(_) => DAMAGE,
-        Error::Restore(r) => return crate::restore::failure(etcd_data::restore::RestoreError::Usage(r.to_string())).with_code(restore_code(r)),
-        Error::Data(_) => DAMAGE,
+        Error::Damaged(_) | Error::Mismatch(_) => DAMAGE,
+        Error::Restore(r) => {
+            let mut f = crate::restore::failure(etcd_data::restore::RestoreError::Usage(String::new()));
+            f.code = restore_code(r);
+            f.message = Some(format!("restore failed, nothing written: {r}"));
+            f.hint = restore_hint(r);
+            return f;
+        }
         _ => FAILED,
     };
     let mut message = e.to_string();
@@ -126,9 +135,29 @@ fn restore_code(r: &etcd_data::restore::RestoreError) -> i32 {
     use etcd_data::restore::RestoreError as R;
     match r {
         R::HashMismatch { .. } | R::Damaged { .. } | R::Schema { .. } => DAMAGE,
+        R::Bolt(b) => crate::exit::bolt_code(b).0,
         R::Io { .. } | R::Write(_) => FAILED,
         _ => USAGE,
     }
+}
+
+fn restore_hint(r: &etcd_data::restore::RestoreError) -> Option<String> {
+    use etcd_data::restore::RestoreError as R;
+    match r {
+        R::DataDirNotEmpty { .. } => Some("restore into a new or empty directory; Quorum never overwrites a data dir".into()),
+        R::WalDirExists { .. } => Some("give a --wal-dir that does not exist yet".into()),
+        R::Incompatible { .. } => Some("restore for etcd 3.5 or newer (--target-version 3.5)".into()),
+        _ => None,
+    }
+}
+
+
+/// Run `f` under a shared repository lock, so a prune cannot remove what it reads meanwhile.
+fn shared<T>(rt: &tokio::runtime::Runtime, r: &Repository, retry: Duration, op: &str, f: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Failure> {
+    let lock = rt.block_on(repo::lock::acquire(r, false, op, retry)).map_err(fail)?;
+    let out = rt.block_on(f);
+    rt.block_on(lock.release());
+    out.map_err(fail)
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -176,6 +205,9 @@ pub enum RepoCmd {
         /// Average chunk size in KiB (content-defined chunking; min = avg/2, max = avg*4).
         #[arg(long, default_value_t = 16, hide = true)]
         chunk_avg_kib: u32,
+        /// Cut bbolt snapshots into fixed chunks of this many pages (0: content-defined).
+        #[arg(long, hide = true)]
+        chunk_pages: Option<u32>,
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
         write_out: Format,
     },
@@ -231,7 +263,7 @@ pub enum KeyCmd {
 pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     match c {
-        RepoCmd::Init { repo: flags, chunk_avg_kib, write_out } => {
+        RepoCmd::Init { repo: flags, chunk_avg_kib, chunk_pages, write_out } => {
             let unlock = flags.unlock()?;
             let data = unlock.data.ok_or_else(|| {
                 usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)".into())
@@ -239,7 +271,7 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             let loc = flags.location(true)?;
             let avg = chunk_avg_kib.clamp(1, 4096) * 1024;
             let opts = repo::repository::InitOptions {
-                chunker: repo::format::ChunkerParams { min: avg / 2, avg, max: avg * 4 },
+                chunker: repo::format::ChunkerParams { min: avg / 2, avg, max: avg * 4, pages: chunk_pages.unwrap_or(repo::format::ChunkerParams::default().pages) },
                 ..Default::default()
             };
             let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts)).map_err(fail)?;
@@ -407,7 +439,7 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
         opts.snapshot = snap.clone();
         opts.source = format!("file {}", snap.display());
         let lock = rt.block_on(repo::lock::acquire(&r, false, "backup", a.repo.retry_lock)).map_err(fail)?;
-        let res = rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b)));
+        let res = rt.block_on(repo::backup::backup(r.clone(), &opts, Some(&lock), progress_fn(&b)));
         rt.block_on(lock.release());
         res.map_err(fail)?
     } else {
@@ -628,12 +660,12 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             let r = flags.open(&rt)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
             if bundle {
-                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &m, &out)).map_err(fail)?;
+                let files = shared(&rt, &r, flags.retry_lock, "get", repo::restore::extract_bundle(r.clone(), &m, &out))?;
                 println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
                 return Ok(());
             }
             let b = bar(quiet, "fetching");
-            rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+            shared(&rt, &r, flags.retry_lock, "get", repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b)))?;
             finish(b);
             println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
             Ok(())
@@ -646,7 +678,7 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
                 println!("removed the exported copy of backup {}", repo::short(&id));
                 return Ok(());
             }
-            let url = rt.block_on(repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel)).map_err(fail)?;
+            let url = shared(&rt, &r, flags.retry_lock, "url", repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel))?;
             eprintln!("Warning: the URL gives read access to the unencrypted snapshot until it expires ({}s).", expires.as_secs());
             println!("{url}");
             Ok(())
@@ -694,7 +726,7 @@ fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
     };
     let opts = crate::restore::options(&a.flags, PathBuf::new())?;
     let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::pitr::restore_at(r, &p, opts, progress_fn(&b))).map_err(fail)?;
+    let report = shared(&rt, &r, a.repo.retry_lock, "restore", repo::pitr::restore_at(r.clone(), &p, opts, progress_fn(&b)))?;
     finish(b);
     eprintln!(
         "restored cluster {} at revision {}: backup {} (revision {}, {}) + {} revisions ({} puts, {} deletes) from {} delta segment(s)",
@@ -729,7 +761,7 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
     }
     let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
+    let report = shared(&rt, &r, a.repo.retry_lock, "restore", repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b)))?;
     finish(b);
     eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
     crate::restore::print_report(&report, a.flags.write_out);
@@ -797,7 +829,7 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
         return Err(Failure { code: FAILED, message: None, hint: None });
     }
     if a.prune && !a.dry_run {
-        return prune(PruneArgs { repo: a.repo, max_unused: 10.0, dry_run: false, write_out: a.write_out }, quiet);
+        return prune(PruneArgs { repo: a.repo, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet);
     }
     Ok(())
 }
@@ -811,6 +843,9 @@ pub struct PruneArgs {
     max_unused: f64,
     #[arg(long)]
     dry_run: bool,
+    /// Remove packs no index names (left by interrupted backups) only when older than this.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    keep_unindexed_for: Duration,
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
     write_out: Format,
 }
@@ -818,7 +853,7 @@ pub struct PruneArgs {
 pub fn prune(a: PruneArgs, _quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     let r = a.repo.open(&rt)?;
-    let rep = rt.block_on(repo::prune::prune(r, a.max_unused / 100.0, a.dry_run, a.repo.retry_lock)).map_err(fail)?;
+    let rep = rt.block_on(repo::prune::prune(r, a.max_unused / 100.0, a.dry_run, a.repo.retry_lock, a.keep_unindexed_for)).map_err(fail)?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -883,7 +918,7 @@ pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
     };
     let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref())).map_err(fail)?;
     let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
-    let v = rt.block_on(repo::drill::drill(r, &id, &m, &opts)).map_err(fail)?;
+    let v = shared(&rt, &r, a.repo.retry_lock, "drill", repo::drill::drill(r.clone(), &id, &m, &opts))?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&v)),
         Format::Yaml => print!("{}", output::yaml(&v)),

@@ -169,7 +169,7 @@ fn write_once_bucket() {
     assert!(f.stdout.contains("REFUSED"), "{}", f.stdout);
     assert!(repo.backup_ids().len() >= 2);
     // prune: the bucket refuses the delete; reported clearly, exit 1, nothing lost.
-    let p = repo.q(&["prune"]);
+    let p = repo.q(&["prune", "--keep-unindexed-for", "0s"]);
     assert_eq!(p.code, 1, "{} {}", p.stdout, p.stderr);
     assert!(p.stderr.contains("refused") && p.stderr.contains("object lock"), "{}", p.stderr);
     assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);

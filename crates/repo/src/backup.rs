@@ -82,15 +82,16 @@ pub(crate) enum ToPacker {
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Run a backup; `progress(done, total)` is called as bytes are read.
-pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progress) -> Result<BackupReport> {
+/// `lock`: the shared lock the caller holds; it is checked to be still ours before the index
+/// and the manifest are written.
+pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, lock: Option<&crate::lock::Lock>, progress: Progress) -> Result<BackupReport> {
     let started = Instant::now();
     if opts.cluster.is_empty() {
         return Err(Error::Usage("--cluster NAME is required: backups, retention and drills are grouped by it".into()));
     }
-    if !opts.includes.is_empty() && !repo.has_bundle_key() {
-        return Err(Error::Usage(
-            "--include files go into a bundle under the repository's separate bundle key: unlock it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file (add one with `quorum repo key add --bundle`)".into(),
-        ));
+    if !opts.includes.is_empty() {
+        // --include files go into a bundle under the repository's separate bundle key.
+        repo.key_for(BlobType::Bundle)?;
     }
     let meta = std::fs::metadata(&opts.snapshot).map_err(|e| Error::io(&opts.snapshot, e))?;
     if !meta.is_file() {
@@ -149,7 +150,11 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
     let facts = facts.join().map_err(|_| Error::Other("snapshot reader thread panicked".into()))??;
     let facts = SnapshotFacts { size, sha256: file_sha, ..facts };
 
-    // The index for the new packs, then the manifest.
+    // The index for the new packs, then the manifest; only while our lock still stands (a
+    // prune that judged it stale may have removed what we uploaded).
+    if let Some(l) = lock {
+        l.verify().await?;
+    }
     if !stats.packs.is_empty() {
         repo.write_index(&stats.packs).await?;
     }
@@ -184,14 +189,19 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
     })
 }
 
+/// Files under the given paths, as absolute paths; symbolic links to directories are not
+/// followed (no loops), links to files are read.
 fn expand_includes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        let p = &std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
         let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
         if m.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| Error::io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|e| e.ok())
+                .filter(|e| !(e.file_type().map(|t| t.is_symlink()).unwrap_or(false) && e.path().is_dir()))
+                .map(|e| e.path())
                 .collect();
             entries.sort();
             out.extend(expand_includes(&entries)?);
@@ -248,6 +258,13 @@ impl Pipeline {
         let cfg = self.repo.config.clone();
         let seed = chunker_seed(self.repo.data_key());
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Fixed page-sized chunks for a bbolt file when the repository asks for them.
+        let fixed = if t == BlobType::Data && cfg.chunker.pages > 0 {
+            let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
+            Some(db.page_size() as usize * cfg.chunker.pages as usize)
+        } else {
+            None
+        };
         let seen = self.seen.clone();
         let tx = self.to_packer.clone();
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
@@ -312,14 +329,20 @@ impl Pipeline {
                 }
                 drop(id_tx);
                 drop(work_rx);
-                let chunker = StreamCDC::with_level_and_seed(
-                    std::io::BufReader::with_capacity(1 << 20, file),
-                    cfg.chunker.min as usize,
-                    cfg.chunker.avg as usize,
-                    cfg.chunker.max as usize,
-                    Normalization::Level1,
-                    seed,
-                );
+                let chunker: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = match fixed {
+                    Some(size) => Box::new(FixedChunks { file, size }),
+                    None => Box::new(
+                        StreamCDC::with_level_and_seed(
+                            std::io::BufReader::with_capacity(1 << 20, file),
+                            cfg.chunker.min as usize,
+                            cfg.chunker.avg as usize,
+                            cfg.chunker.max as usize,
+                            Normalization::Level1,
+                            seed,
+                        )
+                        .map(|c| c.map(|c| c.data).map_err(|e| std::io::Error::other(format!("{e:?}")))),
+                    ),
+                };
                 let mut n = 0usize;
                 let mut done = 0u64;
                 let mut read_err = None;
@@ -327,12 +350,12 @@ impl Pipeline {
                     let c = match c {
                         Ok(c) => c,
                         Err(e) => {
-                            read_err = Some(Error::io(&path_buf, std::io::Error::other(format!("{e:?}"))));
+                            read_err = Some(Error::io(&path_buf, e));
                             break;
                         }
                     };
-                    done += c.length as u64;
-                    let data = Arc::new(c.data);
+                    done += c.len() as u64;
+                    let data = Arc::new(c);
                     if sha_tx.send(data.clone()).is_err() {
                         break;
                     }
@@ -404,6 +427,34 @@ impl Pipeline {
         drop(self.to_packer);
         let (packs, added_bytes, new_blobs) = self.packer.await.map_err(|e| Error::Other(format!("packer: {e}")))??;
         Ok(Stats { packs, added_bytes, new_blobs })
+    }
+}
+
+/// Fixed-size chunks of a file (the last one shorter).
+struct FixedChunks {
+    file: File,
+    size: usize,
+}
+
+impl Iterator for FixedChunks {
+    type Item = std::io::Result<Vec<u8>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::Read;
+        let mut buf = vec![0u8; self.size];
+        let mut got = 0;
+        while got < self.size {
+            match self.file.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if got == 0 {
+            return None;
+        }
+        buf.truncate(got);
+        Some(Ok(buf))
     }
 }
 

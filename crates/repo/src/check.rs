@@ -37,6 +37,9 @@ impl CheckReport {
 
 pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::restore::Progress) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    // Manifests are listed before the index is read: a backup finishing meanwhile writes its
+    // index before its manifest, so every manifest seen here has its index in what follows.
+    let metas = repo.list("snapshots").await?;
     let index = match repo.load_index().await {
         Ok(i) => i,
         Err(Error::Damaged(why)) => {
@@ -74,13 +77,18 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
     }
 
     // Manifests and what they need.
-    let metas = repo.list("snapshots").await?;
     let mut needed_by: HashMap<BlobId, Vec<String>> = HashMap::new();
     for m in metas {
         let id = m.location.filename().unwrap_or_default().to_string();
         r.backups += 1;
         let man = match repo.read_manifest(&id).await {
             Ok(m) => m,
+            // Forgotten meanwhile: not damage.
+            Err(Error::Missing(_)) => {
+                r.backups -= 1;
+                continue;
+            }
+            Err(e @ Error::Store { .. }) => return Err(e),
             Err(e) => {
                 r.errors.push(format!("backup {}: {e}", crate::short(&id)));
                 continue;
@@ -93,6 +101,7 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
         }
         match repo.chunk_ids(&man, &index).await {
             Ok(c) => ids.extend(c),
+            Err(e @ Error::Store { .. }) => return Err(e),
             Err(e) => r.errors.push(format!("backup {short}: chunk list: {e}")),
         }
         if let Some(b) = &man.bundle {

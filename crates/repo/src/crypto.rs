@@ -30,6 +30,8 @@ pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 pub struct MasterKey {
     enc: [u8; 32],
     id: [u8; 32],
+    /// The expanded AES key schedule, made once.
+    cipher: Aes256Gcm,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -49,10 +51,16 @@ impl Drop for MasterKey {
 
 impl MasterKey {
     pub fn generate() -> MasterKey {
-        let mut k = MasterKey { enc: [0; 32], id: [0; 32] };
-        rand::rng().fill_bytes(&mut k.enc);
-        rand::rng().fill_bytes(&mut k.id);
-        k
+        let mut enc = [0u8; 32];
+        let mut id = [0u8; 32];
+        rand::rng().fill_bytes(&mut enc);
+        rand::rng().fill_bytes(&mut id);
+        MasterKey::new(enc, id)
+    }
+
+    fn new(enc: [u8; 32], id: [u8; 32]) -> MasterKey {
+        let cipher = Aes256Gcm::new_from_slice(&enc).expect("32-byte key");
+        MasterKey { enc, id, cipher }
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -66,10 +74,7 @@ impl MasterKey {
         if b.len() != 64 {
             return None;
         }
-        let mut k = MasterKey { enc: [0; 32], id: [0; 32] };
-        k.enc.copy_from_slice(&b[..32]);
-        k.id.copy_from_slice(&b[32..]);
-        Some(k)
+        Some(MasterKey::new(b[..32].try_into().ok()?, b[32..].try_into().ok()?))
     }
 
     /// The id of a blob with this plaintext: keyed BLAKE3.
@@ -78,33 +83,41 @@ impl MasterKey {
     }
 
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        seal_with(&self.enc, plaintext, aad)
+        seal_cipher(&self.cipher, plaintext, aad)
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-        open_with(&self.enc, sealed, aad)
+        open_cipher(&self.cipher, sealed, aad)
     }
 }
 
-fn seal_with(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
+fn seal_cipher(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    use aes_gcm::aead::AeadInPlace;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    out.extend_from_slice(&tag);
     out
 }
 
-fn open_with(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+fn open_cipher(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() < OVERHEAD {
         return None;
     }
-    let cipher = Aes256Gcm::new_from_slice(key).expect("32-byte key");
     cipher.decrypt(Nonce::from_slice(&sealed[..NONCE_LEN]), Payload { msg: &sealed[NONCE_LEN..], aad }).ok()
+}
+
+fn seal_with(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    seal_cipher(&Aes256Gcm::new_from_slice(key).expect("32-byte key"), plaintext, aad)
+}
+
+fn open_with(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    open_cipher(&Aes256Gcm::new_from_slice(key).expect("32-byte key"), sealed, aad)
 }
 
 /// A secret that unlocks a wrapped master key. Never printed.
@@ -192,6 +205,11 @@ fn derive_kek(secret: &Secret, salt: &[u8], argon: Option<Argon2Params>) -> Resu
     match secret {
         Secret::Passphrase(p) => {
             let a = argon.unwrap_or_default();
+            // The parameters come from an unauthenticated key object: refuse absurd ones
+            // instead of allocating them.
+            if a.m_kib > 4 * 1024 * 1024 || a.t > 100 || a.p > 64 || a.m_kib < 8 {
+                return Err(Error::Format(format!("argon2 parameters out of range (m={} KiB, t={}, p={})", a.m_kib, a.t, a.p)));
+            }
             let params = argon2::Params::new(a.m_kib, a.t, a.p, Some(32)).map_err(|e| Error::Format(format!("argon2 parameters: {e}")))?;
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
                 .hash_password_into(p, salt, &mut kek)

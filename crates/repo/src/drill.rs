@@ -86,6 +86,14 @@ pub async fn drill(repo: Arc<Repository>, id: &str, manifest: &Manifest, opts: &
         .ok_or_else(|| Error::Usage(format!("{}: etcd {version} is not a version quorum restores for (3.4, 3.5)", bin.display())))?;
     let mut checks = Vec::new();
     let result = run(repo.clone(), manifest, opts, &bin, layout, &mut checks).await;
+    // Only a backup that does not restore, or restores to other data, is a failed drill;
+    // a full disk, a network error or an etcd that did not start is the drill's own failure
+    // and is reported without recording anything.
+    if let Err(e) = &result {
+        if !matches!(e, Error::Damaged(_) | Error::Mismatch(_)) {
+            return Err(Error::Other(format!("the drill could not run: {e}")));
+        }
+    }
     let v = Verification {
         backup: id.to_string(),
         cluster: manifest.cluster.clone(),
@@ -137,7 +145,14 @@ async fn run(
     };
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|_, _| {}))
         .await
-        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
+        .map_err(|e| Error::Other(format!("restore task: {e}")))?
+        .map_err(|e| match e {
+            etcd_data::restore::RestoreError::HashMismatch { .. }
+            | etcd_data::restore::RestoreError::Damaged { .. }
+            | etcd_data::restore::RestoreError::Schema { .. }
+            | etcd_data::restore::RestoreError::Bolt(_) => Error::Damaged(format!("the backup does not restore: {e}")),
+            e => Error::Restore(e),
+        })?;
     let _ = std::fs::remove_file(&snap);
     checks.push(format!("restored natively ({} layout) into a temporary data dir", report.layout.label()));
 
@@ -190,19 +205,19 @@ async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec
         .map_err(|e| Error::Other(format!("count keys: {e}")))?;
     let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
     if rev != want_rev {
-        return Err(Error::Other(format!("revision {rev}, the manifest says {want_rev}")));
+        return Err(Error::Mismatch(format!("revision {rev}, the manifest says {want_rev}")));
     }
     checks.push(format!("revision {rev} == manifest"));
     if let Some(want) = m.snapshot.live_keys {
         if resp.count() as u64 != want {
-            return Err(Error::Other(format!("{} keys, the manifest says {want}", resp.count())));
+            return Err(Error::Mismatch(format!("{} keys, the manifest says {want}", resp.count())));
         }
         checks.push(format!("{} keys == manifest", resp.count()));
     }
     if let Some(want) = m.snapshot.hash_kv {
         let h = client.hash_kv(want_rev).await.map_err(|e| Error::Other(format!("hashkv: {e}")))?;
         if h.hash() != want {
-            return Err(Error::Other(format!("hashkv at revision {want_rev} is {}, the manifest says {want}", h.hash())));
+            return Err(Error::Mismatch(format!("hashkv at revision {want_rev} is {}, the manifest says {want}", h.hash())));
         }
         checks.push(format!("hashkv {want} at revision {want_rev} == manifest"));
     }

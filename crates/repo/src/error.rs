@@ -35,6 +35,9 @@ pub enum Error {
     Restore(#[from] etcd_data::restore::RestoreError),
     #[error(transparent)]
     Data(#[from] etcd_data::Error),
+    /// A restored backup's data differs from its manifest (exit 3).
+    #[error("{0}")]
+    Mismatch(String),
     #[error("{0}")]
     Other(String),
 }

@@ -104,13 +104,20 @@ pub struct ChunkerParams {
     pub min: u32,
     pub avg: u32,
     pub max: u32,
+    /// When non-zero, bbolt files (snapshots) are cut into fixed chunks of this many pages
+    /// instead: bbolt never shifts bytes (pages are rewritten in place or elsewhere), so page
+    /// boundaries are the natural cut points and a changed page costs one chunk.
+    #[serde(default)]
+    pub pages: u32,
 }
 
 impl Default for ChunkerParams {
-    /// bbolt rewrites whole 4 KiB pages scattered through the file, so small chunks keep an
-    /// increment close to the bytes that really changed (see FORMAT.md, "Chunk size").
+    /// Snapshots (bbolt files) are cut every 2 pages: bbolt rewrites whole pages scattered
+    /// through the file and never shifts bytes, so page-aligned chunks keep an increment
+    /// close to the pages that really changed (FORMAT.md, "Chunks"). Other files (the
+    /// `--include` bundle) use content-defined chunks of about 16 KiB.
     fn default() -> Self {
-        ChunkerParams { min: 8 * 1024, avg: 16 * 1024, max: 64 * 1024 }
+        ChunkerParams { min: 8 * 1024, avg: 16 * 1024, max: 64 * 1024, pages: 2 }
     }
 }
 

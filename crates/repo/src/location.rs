@@ -131,9 +131,9 @@ impl Location {
         if let Some(p) = &proxy {
             client = client.with_proxy_url(p.clone());
         }
-        if let Some(t) = opts.timeout {
-            client = client.with_timeout(t);
-        }
+        // object_store's default (30 s per request) is too short for a 16 MiB pack on a slow
+        // uplink; requests are still retried by object_store on failure.
+        client = client.with_timeout(opts.timeout.unwrap_or(Duration::from_secs(300)));
         let allow_http = opts.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
         if allow_http {
             client = client.with_allow_http(true);

@@ -32,6 +32,46 @@ pub struct LockInfo {
     pub exclusive: bool,
     pub created: String,
     pub expires: String,
+    /// The kernel's boot id, the PID namespace and the process start time (clock ticks since
+    /// boot): a PID is only judged on the same boot, in the same PID namespace, and must
+    /// belong to the same process (PIDs are reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
+}
+
+fn pid_ns() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.display().to_string())
+}
+
+/// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn new_info(exclusive: bool, operation: &str) -> LockInfo {
+    let now = chrono::Utc::now();
+    LockInfo {
+        host: crate::hostname(),
+        pid: std::process::id(),
+        operation: operation.to_string(),
+        exclusive,
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires: (now + chrono::Duration::from_std(LIFETIME).unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        boot_id: boot_id(),
+        pid_ns: pid_ns(),
+        start_time: start_time(std::process::id()),
+    }
 }
 
 impl LockInfo {
@@ -47,13 +87,31 @@ impl LockInfo {
         )
     }
 
-    pub fn is_stale(&self) -> bool {
-        if let Ok(exp) = chrono::DateTime::parse_from_rfc3339(&self.expires) {
-            if exp < chrono::Utc::now() {
-                return true;
+    /// Stale: expired by both its own word and the store's last-modified time (a skewed
+    /// clock on either side alone does not expire a live lock), or written on this boot of
+    /// this host, in this PID namespace, by a process that is gone.
+    pub fn is_stale(&self, last_modified: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+        let now = chrono::Utc::now();
+        let said = chrono::DateTime::parse_from_rfc3339(&self.expires).map(|e| e < now).unwrap_or(true);
+        let stored = last_modified.is_none_or(|m| m + chrono::Duration::from_std(LIFETIME).unwrap() < now);
+        if said && stored {
+            return true;
+        }
+        if self.host != crate::hostname() {
+            return false;
+        }
+        if let (Some(theirs), Some(ours)) = (&self.boot_id, boot_id()) {
+            if *theirs != ours {
+                return true; // written before this host rebooted
             }
         }
-        self.host == crate::hostname() && !process_exists(self.pid)
+        if self.pid_ns.is_some() && self.pid_ns != pid_ns() {
+            return false; // another PID namespace (a container): its PIDs are not ours to see
+        }
+        if !process_exists(self.pid) {
+            return true;
+        }
+        matches!((self.start_time, start_time(self.pid)), (Some(a), Some(b)) if a != b)
     }
 }
 
@@ -79,6 +137,8 @@ pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
     let metas = repo.list("locks").await?;
     let names: Vec<String> = metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
     let released: HashSet<&str> = names.iter().filter_map(|n| n.strip_suffix(".released")).collect();
+    let modified: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+        metas.iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.last_modified))).collect();
     let mut out = Vec::new();
     for n in names.iter().filter(|n| !n.ends_with(".released") && !released.contains(n.as_str())) {
         let b = match repo.get(&ObjPath::from(format!("locks/{n}"))).await {
@@ -88,7 +148,7 @@ pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
         };
         match serde_json::from_slice::<LockInfo>(&b) {
             Ok(info) => {
-                let stale = info.is_stale();
+                let stale = info.is_stale(modified.get(n).copied());
                 out.push((n.clone(), info, stale));
             }
             Err(_) => continue,
@@ -110,15 +170,7 @@ async fn release_name(repo_store: &Arc<dyn object_store::ObjectStore>, name: &st
 }
 
 async fn write_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
-    let now = chrono::Utc::now();
-    let info = LockInfo {
-        host: crate::hostname(),
-        pid: std::process::id(),
-        operation: operation.to_string(),
-        exclusive,
-        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        expires: (now + chrono::Duration::from_std(LIFETIME).unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
+    let info = new_info(exclusive, operation);
     let name = crate::format::random_name();
     repo.put_new(&ObjPath::from(format!("locks/{name}")), Bytes::from(serde_json::to_vec(&info).unwrap())).await?;
     Ok(name)
@@ -178,15 +230,7 @@ fn spawn_refresher(repo: &Repository, exclusive: bool, operation: &str, current:
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH).await;
-            let now = chrono::Utc::now();
-            let info = LockInfo {
-                host: crate::hostname(),
-                pid: std::process::id(),
-                operation: operation.clone(),
-                exclusive,
-                created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                expires: (now + chrono::Duration::from_std(LIFETIME).unwrap()).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            };
+            let info = new_info(exclusive, &operation);
             let name = crate::format::random_name();
             use object_store::ObjectStoreExt;
             let path = ObjPath::from(format!("locks/{name}"));
@@ -199,6 +243,25 @@ fn spawn_refresher(repo: &Repository, exclusive: bool, operation: &str, current:
 }
 
 impl Lock {
+    /// Fail unless our lock object is still there and not released: another process may have
+    /// judged it stale (and a prune may then have removed data this operation wrote). Called
+    /// before anything that makes data visible.
+    pub async fn verify(&self) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let name = self.current.lock().unwrap().clone();
+        let gone = |why: String| Error::Locked(format!("our lock locks/{name} {why}: another process judged it stale; stopping before making anything visible (run the operation again)"));
+        match self.repo_store.head(&ObjPath::from(format!("locks/{name}"))).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => return Err(gone("disappeared".into())),
+            Err(e) => return Err(Error::store(format!("check locks/{name}"), e)),
+        }
+        match self.repo_store.head(&ObjPath::from(format!("locks/{name}.released"))).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(_) => Err(gone("was released".into())),
+            Err(e) => Err(Error::store(format!("check locks/{name}.released"), e)),
+        }
+    }
+
     pub async fn release(mut self) {
         if let Some(r) = self.refresher.take() {
             r.abort();

@@ -101,14 +101,17 @@ pub async fn referenced(repo: &Repository, manifests: &[(String, Manifest)], ind
     Ok(used)
 }
 
-pub async fn prune(repo: Arc<Repository>, max_unused: f64, dry_run: bool, retry: Duration) -> Result<PruneReport> {
+/// `keep_unindexed`: packs no index names are removed only when older than this (they are
+/// left by interrupted backups; a young one may belong to a backup whose lock was wrongly
+/// judged stale).
+pub async fn prune(repo: Arc<Repository>, max_unused: f64, dry_run: bool, retry: Duration, keep_unindexed: Duration) -> Result<PruneReport> {
     let lock = lock::acquire(&repo, true, "prune", retry).await?;
-    let r = prune_locked(repo.clone(), max_unused, dry_run).await;
+    let r = prune_locked(repo.clone(), max_unused, dry_run, keep_unindexed, &lock).await;
     lock.release().await;
     r
 }
 
-async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool) -> Result<PruneReport> {
+async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, keep_unindexed: Duration, lock: &lock::Lock) -> Result<PruneReport> {
     let index = repo.load_index().await?;
     let manifests = repo.manifests().await?;
     let used = referenced(&repo, &manifests, &index).await?;
@@ -125,8 +128,11 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool) -> 
         let Ok(id) = parse_id(&name) else { continue };
         match index.packs.get(&id) {
             None => {
-                report.packs_unindexed += 1;
-                delete.push((m.location.clone(), m.size));
+                let age = chrono::Utc::now().signed_duration_since(m.last_modified).to_std().unwrap_or_default();
+                if age >= keep_unindexed {
+                    report.packs_unindexed += 1;
+                    delete.push((m.location.clone(), m.size));
+                }
             }
             Some(entries) => {
                 let total: u64 = entries.iter().map(|e| e.length as u64).sum();
@@ -150,7 +156,9 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool) -> 
     if dry_run {
         return Ok(report);
     }
-    if delete.is_empty() && index.files.len() <= 1 {
+    if delete.is_empty() {
+        // Nothing to free: leave the index objects as they are (rewriting them would only
+        // grow a bucket that refuses deletes).
         return Ok(report);
     }
 
@@ -158,7 +166,8 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool) -> 
     if !repack.is_empty() {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let packer = tokio::spawn(crate::backup::packer(repo.clone(), rx, 4));
-        let mut copied: HashSet<BlobId> = HashSet::new();
+        // Blobs a kept pack already holds need no copy.
+        let mut copied: HashSet<BlobId> = keep.iter().flat_map(|p| p.entries.iter().map(|e| e.id)).collect();
         for (pack, entries) in &repack {
             let name = hex::encode(pack);
             let live: Vec<_> = entries.iter().filter(|e| used.contains(&e.id) && copied.insert(e.id)).copied().collect();
@@ -177,7 +186,8 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool) -> 
         report.bytes_written = added;
         keep.extend(packs);
     }
-    // One index for everything kept, then the old ones go.
+    // One index for everything kept, then the old ones go; only while our lock stands.
+    lock.verify().await?;
     let new_index = repo.write_index(&keep).await?;
     let mut index_refused = false;
     for f in index.files.iter().filter(|f| **f != new_index) {

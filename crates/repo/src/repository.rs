@@ -64,6 +64,7 @@ pub struct Repository {
     pub config: Config,
     data: MasterKey,
     bundle: Option<MasterKey>,
+    bundle_error: Option<String>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -84,6 +85,14 @@ pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, op
         Ok(_) => return Err(Error::Usage(format!("{}: a repository already exists here; nothing was changed", location.url))),
         Err(object_store::Error::NotFound { .. }) => {}
         Err(e) => return Err(Error::store(format!("read {}/config", location.url), e)),
+    }
+    let existing: Vec<ObjectMeta> = store.list(Some(&ObjPath::from("keys"))).try_collect().await.map_err(store_err("list keys/"))?;
+    if !existing.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: keys/ already holds {} object(s) from an earlier, unfinished `repo init`; remove them (or use another URL) before initialising",
+            location.url,
+            existing.len()
+        )));
     }
     let data_key = MasterKey::generate();
     let bundle_key = MasterKey::generate();
@@ -115,7 +124,7 @@ pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, op
         }
         Err(e) => return Err(Error::store("write config", e)),
     }
-    Ok(Repository { location, config, data: data_key, bundle: bundle.map(|_| bundle_key) })
+    Ok(Repository { location, config, data: data_key, bundle: bundle.map(|_| bundle_key), bundle_error: None })
 }
 
 async fn put_key(store: &Arc<dyn ObjectStore>, key: &MasterKey, purpose: &str, secret: &Secret, argon: Argon2Params) -> Result<String> {
@@ -147,16 +156,25 @@ impl Repository {
                 location.url, config.format, config.version, format::FORMAT, format::VERSION
             )));
         }
+        let c = &config.chunker;
+        if config.pack_size < (1 << 20) || config.pack_size > (256 << 20) || c.pages > 64 || c.min < 64 || c.min > c.avg || c.avg > c.max || c.max > (4 << 20) || !(-7..=22).contains(&config.compression) {
+            return Err(Error::Damaged(format!("{}: config holds settings out of range (pack size {}, chunker {:?}, compression {})", location.url, config.pack_size, c, config.compression)));
+        }
         let keys = read_keys(&store).await?;
         let data_secret = unlock.data.as_ref().ok_or_else(|| {
             Error::Usage("the repository is encrypted: give its passphrase (--password-file, QUORUM_PASSWORD) or key file (--key-file)".into())
         })?;
         let data = unwrap_any(&keys, "data", data_secret)?;
-        let bundle = match &unlock.bundle {
-            Some(s) => Some(unwrap_any(&keys, "bundle", s)?),
-            None => None,
+        // A bundle secret that does not open is reported when the bundle key is needed, not
+        // here: restores need only the data key.
+        let (bundle, bundle_error) = match &unlock.bundle {
+            Some(s) => match unwrap_any(&keys, "bundle", s) {
+                Ok(k) => (Some(k), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            None => (None, None),
         };
-        Ok(Repository { location, config, data, bundle })
+        Ok(Repository { location, config, data, bundle, bundle_error })
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -169,8 +187,9 @@ impl Repository {
 
     pub fn key_for(&self, t: BlobType) -> Result<&MasterKey> {
         if t.uses_bundle_key() {
-            self.bundle.as_ref().ok_or_else(|| {
-                Error::Usage("this needs the bundle key: give it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into())
+            self.bundle.as_ref().ok_or_else(|| match &self.bundle_error {
+                Some(e) => Error::Usage(format!("the bundle key: {e}")),
+                None => Error::Usage("this needs the bundle key: give it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into()),
             })
         } else {
             Ok(&self.data)
@@ -208,8 +227,14 @@ impl Repository {
     /// Write an object under a name that is never reused. An existing object of that name has
     /// the same content (names are content hashes or fresh randomness), so it is left alone.
     pub async fn put_new(&self, path: &ObjPath, body: Bytes) -> Result<()> {
-        match self.store().put(path, PutPayload::from(body)).await {
-            Ok(_) => Ok(()),
+        // A conditional create: a retried request whose first attempt landed finds the object
+        // there (same content), and a write-once bucket never sees an overwrite.
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store().put_opts(path, PutPayload::from(body.clone()), opts).await {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. }) | Err(object_store::Error::NotSupported { .. }) => {
+                self.store().put(path, PutPayload::from(body)).await.map(|_| ()).map_err(|e| Error::store(format!("write {path}"), e))
+            }
             Err(e) => Err(Error::store(format!("write {path}"), e)),
         }
     }
@@ -226,7 +251,11 @@ impl Repository {
     pub async fn delete(&self, path: &ObjPath) -> Result<()> {
         match self.store().delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::Refused(format!("delete {path}: {e}"))),
+            Err(e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. })) => Err(Error::Refused(format!("delete {path}: {e}"))),
+            Err(e) => Err(Error::store(format!("delete {path}"), e)),
         }
     }
 
@@ -286,6 +315,24 @@ impl Repository {
         Ok(out)
     }
 
+    /// As [`Repository::manifests`], skipping (with a warning on stderr) manifests that do
+    /// not authenticate, so `latest` still resolves past one damaged object.
+    pub async fn manifests_tolerant(&self) -> Result<Vec<(String, Manifest)>> {
+        let metas = self.list("snapshots").await?;
+        let mut out = Vec::new();
+        for m in metas {
+            let name = m.location.filename().unwrap_or_default().to_string();
+            match self.read_manifest(&name).await {
+                Ok(man) => out.push((name, man)),
+                Err(Error::Damaged(why)) => eprintln!("Warning: skipping a damaged backup manifest: {why}"),
+                Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
     pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
         let bytes = self.get(&ObjPath::from(format!("snapshots/{id}"))).await?;
         if format::content_name(&bytes) != id {
@@ -296,7 +343,30 @@ impl Repository {
 
     /// Find a backup by id or unique id prefix, or `latest` (optionally of one cluster).
     pub async fn resolve(&self, id: &str, cluster: Option<&str>) -> Result<(String, Manifest)> {
-        let all = self.manifests().await?;
+        if id != "latest" {
+            // Only the manifests whose names match are read: one damaged manifest elsewhere
+            // must not stand in the way.
+            let names: Vec<String> = self
+                .list("snapshots")
+                .await?
+                .iter()
+                .filter_map(|m| m.location.filename().map(str::to_string))
+                .filter(|n| n.starts_with(id))
+                .collect();
+            let mut hits = Vec::new();
+            for n in names {
+                let m = self.read_manifest(&n).await?;
+                if cluster.is_none_or(|c| m.cluster == c) {
+                    hits.push((n, m));
+                }
+            }
+            return match hits.len() {
+                0 => Err(Error::Missing(format!("no backup with id {id}; `quorum backups list` shows them"))),
+                1 => Ok(hits.into_iter().next().unwrap()),
+                n => Err(Error::Usage(format!("backup id {id} is ambiguous ({n} match); give more characters"))),
+            };
+        }
+        let all = self.manifests_tolerant().await?;
         let all: Vec<_> = all.into_iter().filter(|(_, m)| cluster.is_none_or(|c| m.cluster == c)).collect();
         if id == "latest" {
             return all.into_iter().next().ok_or_else(|| Error::Missing("the repository holds no backup yet".into()));
@@ -379,8 +449,11 @@ async fn read_keys(store: &Arc<dyn ObjectStore>) -> Result<Vec<(String, WrappedK
     let mut out = Vec::new();
     for m in metas {
         let b = store.get(&m.location).await.map_err(store_err(format!("read {}", m.location)))?.bytes().await.map_err(store_err("read key"))?;
-        let w: WrappedKey = serde_json::from_slice(&b).map_err(|e| Error::Damaged(format!("{}: {e}", m.location)))?;
-        out.push((m.location.to_string(), w));
+        match serde_json::from_slice::<WrappedKey>(&b) {
+            Ok(w) => out.push((m.location.to_string(), w)),
+            // A stray object under keys/ must not lock everyone out.
+            Err(e) => eprintln!("Warning: ignoring {}: not a key ({e})", m.location),
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -395,7 +468,8 @@ fn unwrap_any(keys: &[(String, WrappedKey)], purpose: &str, secret: &Secret) -> 
         )));
     }
     for (_, w) in &candidates {
-        if let Some(k) = crypto::unwrap(w, secret)? {
+        // A wrapping that cannot be evaluated (bad parameters) is skipped, not fatal.
+        if let Ok(Some(k)) = crypto::unwrap(w, secret) {
             return Ok(k);
         }
     }

@@ -35,13 +35,18 @@ pub async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &P
     if out.exists() {
         return Err(Error::Usage(format!("{}: already exists; choose another path or remove it first", out.display())));
     }
+    // A private name of our own (two runs never share one), owner-only permissions (the
+    // snapshot holds every Secret), and a no-clobber publish (link, then unlink).
     let partial = partial_name(out);
-    let _ = std::fs::remove_file(&partial);
-    let file = OpenOptions::new().write(true).create_new(true).open(&partial).map_err(|e| Error::io(&partial, e))?;
+    let file = private_file(&partial)?;
     let r = write_chunks(repo, manifest, &file, parallel, progress).await;
     let r = r.and_then(|_| {
+        let len = file.metadata().map_err(|e| Error::io(&partial, e))?.len();
+        if len != manifest.snapshot.size {
+            return Err(Error::Damaged(format!("reassembled {len} bytes, the manifest says {}", manifest.snapshot.size)));
+        }
         if !durable {
-            std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+            publish(&partial, out)?;
             return Ok(());
         }
         file.sync_all().map_err(|e| Error::io(&partial, e))?;
@@ -52,7 +57,7 @@ pub async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &P
                 manifest.snapshot.sha256
             )));
         }
-        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        publish(&partial, out)?;
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -68,8 +73,28 @@ pub async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &P
 
 fn partial_name(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
-    s.push(".partial");
+    s.push(format!(".partial-{}", &crate::format::random_name()[..8]));
     PathBuf::from(s)
+}
+
+/// Create a new file readable by its owner only.
+fn private_file(p: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(|e| Error::io(p, e))
+}
+
+/// Give `tmp` the name `out` unless `out` exists (then fail, leaving `out` alone).
+fn publish(tmp: &Path, out: &Path) -> Result<()> {
+    match std::fs::hard_link(tmp, out) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(Error::Usage(format!("{}: appeared while fetching; left it alone", out.display())))
+        }
+        Err(e) => Err(Error::io(out, e)),
+    }
 }
 
 pub fn sha256_file(p: &Path) -> Result<String> {
@@ -206,7 +231,10 @@ pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Pa
     let files: Vec<format::BundleFile> = serde_json::from_slice(&table).map_err(|e| Error::Damaged(format!("bundle table: {e}")))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for f in &files {
-        let rel = f.path.trim_start_matches('/');
+        let rel = Path::new(f.path.trim_start_matches('/'));
+        if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(Error::Damaged(format!("bundle path {:?} would leave the output directory; refused", f.path)));
+        }
         let dest = out.join(rel);
         if dest.exists() {
             return Err(Error::Usage(format!("{}: already exists; extract into an empty directory", dest.display())));
@@ -218,7 +246,7 @@ pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Pa
         let mut h = sha2::Sha256::new();
         {
             use std::io::Write;
-            let mut w = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+            let mut w = private_file(&partial)?;
             for c in &f.chunks {
                 let id = crate::repository::parse_id(c)?;
                 let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
@@ -233,8 +261,8 @@ pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Pa
             return Err(Error::Damaged(format!("{}: reassembled content does not match its sha256", f.path)));
         }
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(f.mode & 0o7777));
-        std::fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(f.mode & 0o7777)).map_err(|e| Error::io(&partial, e))?;
+        publish(&partial, &dest)?;
     }
     Ok(files.len())
 }
