@@ -27,13 +27,21 @@
 //!   `compact_revision` set: what was captured so far is written, then
 //!   [`CaptureError::Compacted`] names the lost revisions (take a full backup and capture
 //!   from its revision).
-//! * **Memory.** The events of the segment being filled, plus one sealed segment uploading.
+//! * **Spool.** A cut segment is sealed once and written (those exact bytes) to a local spool
+//!   ([`crate::spool`]: temporary file, fsync, rename) before anything is uploaded; the spool's
+//!   uploader moves segments to the repository in order, retrying with back-off (up to 30 s), and
+//!   deletes each only after its upload succeeded. So the capture does not stop while the
+//!   repository is unavailable. When the spool holds `delta.spool_max_mib`, the capture stops
+//!   reading the watch until there is room (backpressure: etcd keeps the history until it
+//!   compacts; a compacted watch is the **Compaction** case above). Without
+//!   [`CaptureOptions::spool`] a private temporary spool is used and drained before
+//!   [`capture`] returns (at most [`CaptureOptions::drain_timeout`]).
+//! * **Memory.** The events of the segment being filled, plus one sealed segment being spooled
+//!   (and one read by the uploader).
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use etcd_client::{EventType, WatchOptions, WatchStream};
-use object_store::path::Path as ObjPath;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,6 +50,8 @@ use etcd_data::replay::{encode_kv, Change};
 use etcd_data::schema::KeyValue;
 use repo::delta::{Event, Record, SegmentBuilder};
 use repo::Repository;
+
+use crate::spool::Spool;
 
 /// When a segment is cut.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +69,7 @@ impl Default for SegmentPolicy {
     }
 }
 
-/// One written segment.
+/// One written (spooled) segment.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SegmentInfo {
     pub name: String,
@@ -71,11 +81,12 @@ pub struct SegmentInfo {
     pub bytes: u64,
 }
 
-/// Called after each segment is stored.
+/// Called after each segment is spooled (its upload is the spool's: [`crate::spool::OnUpload`]).
 pub type OnSegment = Arc<dyn Fn(&SegmentInfo) + Send + Sync>;
 
-/// A segment being stored: the task, and its revision and event counts.
-type Upload = (JoinHandle<Result<SegmentInfo, CaptureError>>, u64, u64);
+/// A segment being sealed and spooled: the task (None: given up, the capture was stopped while
+/// the spool was full), and its revision and event counts.
+type Spooling = (JoinHandle<Result<Option<SegmentInfo>, CaptureError>>, u64, u64);
 
 /// What to capture and how.
 #[derive(Clone)]
@@ -90,8 +101,14 @@ pub struct CaptureOptions {
     pub prev_kv: bool,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
-    /// Called after each segment is stored.
+    /// Called after each segment is spooled.
     pub on_segment: Option<OnSegment>,
+    /// Where segments go before they are uploaded; its uploader runs elsewhere
+    /// ([`Spool::run_uploader`]). None: a private temporary spool with its own uploader,
+    /// drained before [`capture`] returns.
+    pub spool: Option<Arc<Spool>>,
+    /// How long [`capture`] waits for a private spool to drain when it stops.
+    pub drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for CaptureOptions {
@@ -101,6 +118,7 @@ impl std::fmt::Debug for CaptureOptions {
             .field("base", &self.base)
             .field("from_revision", &self.from_revision)
             .field("policy", &self.policy)
+            .field("spool", &self.spool.as_ref().map(|s| s.dir().to_path_buf()))
             .finish()
     }
 }
@@ -115,6 +133,8 @@ impl CaptureOptions {
             prev_kv: true,
             max_backoff: Duration::from_secs(5),
             on_segment: None,
+            spool: None,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -123,7 +143,7 @@ impl CaptureOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CaptureReport {
     pub from_revision: i64,
-    /// The last revision stored in a segment (`from_revision - 1` when none was).
+    /// The last revision written in a segment (to the spool; `from_revision - 1` when none was).
     pub last_revision: i64,
     pub segments: u64,
     pub revisions: u64,
@@ -149,6 +169,8 @@ pub enum CaptureError {
     Event { revision: i64, what: String },
     #[error("storing segment {first}..{last}: {source}")]
     Store { first: i64, last: i64, source: repo::Error },
+    #[error("spooling segment {first}..{last}: {what}")]
+    Spool { first: i64, last: i64, what: String },
     #[error(transparent)]
     Repo(#[from] repo::Error),
 }
@@ -194,12 +216,18 @@ fn records(events: &[etcd_client::Event], time_ms: i64, after: i64) -> Result<Ve
 struct State {
     repo: Arc<Repository>,
     opts: CaptureOptions,
+    spool: Arc<Spool>,
+    /// For a spool write waiting for room: gives up when the capture stops.
+    stop: watch::Receiver<bool>,
     seg: SegmentBuilder,
     /// When the open segment must be cut.
     deadline: Option<Instant>,
     /// The last revision received (in the open segment or before).
     received: i64,
-    uploading: Option<Upload>,
+    spooling: Option<Spooling>,
+    /// A segment was given up (stopped while the spool was full): nothing after it may be
+    /// written, or the chain would have a gap.
+    gave_up: bool,
     report: CaptureReport,
 }
 
@@ -215,9 +243,13 @@ impl State {
         Ok(())
     }
 
-    async fn wait_upload(&mut self) -> Result<(), CaptureError> {
-        if let Some((h, revisions, events)) = self.uploading.take() {
-            let info = h.await.map_err(|e| CaptureError::Repo(repo::Error::Other(format!("upload task: {e}"))))??;
+    async fn wait_spooled(&mut self) -> Result<(), CaptureError> {
+        if let Some((h, revisions, events)) = self.spooling.take() {
+            let info = h.await.map_err(|e| CaptureError::Repo(repo::Error::Other(format!("spool task: {e}"))))??;
+            let Some(info) = info else {
+                self.gave_up = true;
+                return Ok(());
+            };
             self.report.segments += 1;
             self.report.revisions += revisions;
             self.report.events += events;
@@ -230,7 +262,8 @@ impl State {
         Ok(())
     }
 
-    /// Seal and store the open segment (after the previous one is stored).
+    /// Seal and spool the open segment (after the previous one is spooled: while the spool is
+    /// full this waits, and the watch is not read meanwhile).
     async fn cut(&mut self) -> Result<(), CaptureError> {
         self.deadline = None;
         if self.seg.is_empty() {
@@ -239,35 +272,27 @@ impl State {
         let mut next = SegmentBuilder::new(&self.opts.cluster, &self.opts.base, self.seg.last_revision() + 1);
         next.set_cluster_id(self.report.cluster_id.clone());
         let seg = std::mem::replace(&mut self.seg, next);
-        self.wait_upload().await?;
-        let repo = self.repo.clone();
+        self.wait_spooled().await?;
+        if self.gave_up {
+            return Ok(());
+        }
+        let (key, level, spool, mut stop) = (self.repo.data_key().clone(), self.repo.config.compression, self.spool.clone(), self.stop.clone());
         let (revisions, events) = (seg.revisions(), seg.events());
         let h = tokio::spawn(async move {
             let (first, last) = (seg.first_revision(), seg.last_revision());
-            let key = repo.data_key().clone();
-            let level = repo.config.compression;
             let sealed = tokio::task::spawn_blocking(move || seg.seal(&key, level))
                 .await
                 .map_err(|e| CaptureError::Repo(repo::Error::Other(format!("seal task: {e}"))))??;
             let (name, stored, h) = sealed;
             let bytes = stored.len() as u64;
-            let body = Bytes::from(stored);
-            let mut wait = Duration::from_millis(500);
-            let mut attempt = 0;
-            loop {
-                match repo.put_new(&ObjPath::from(name.as_str()), body.clone()).await {
-                    Ok(()) => break,
-                    Err(e) if attempt >= 5 => return Err(CaptureError::Store { first, last, source: e }),
-                    Err(_) => {
-                        attempt += 1;
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(8));
-                    }
-                }
+            if !spool.reserve(bytes, &mut stop).await {
+                return Ok(None);
             }
-            Ok(SegmentInfo { name, first_revision: h.first_revision, last_revision: h.last_revision, revisions: h.revisions, events: h.events, bytes })
+            let file = name.rsplit('/').next().unwrap_or(&name).to_string();
+            spool.add(&file, stored).await.map_err(|what| CaptureError::Spool { first, last, what })?;
+            Ok(Some(SegmentInfo { name, first_revision: h.first_revision, last_revision: h.last_revision, revisions: h.revisions, events: h.events, bytes }))
         });
-        self.uploading = Some((h, revisions, events));
+        self.spooling = Some((h, revisions, events));
         Ok(())
     }
 }
@@ -305,23 +330,57 @@ pub async fn capture(
         return Err(repo::Error::Usage(format!("capture from revision {}: revisions start at 1", opts.from_revision)).into());
     }
     let from = opts.from_revision;
+    // A private spool has its own uploader, for this capture only.
+    let (spool, uploader) = match &opts.spool {
+        Some(s) => (s.clone(), None),
+        None => {
+            let s = Spool::private(&opts.cluster, crate::spool::DEFAULT_MAX_BYTES).map_err(|what| CaptureError::Spool { first: from, last: from, what })?;
+            let up = tokio::spawn(s.clone().run_uploader(repo.clone(), None));
+            (s, Some(up))
+        }
+    };
     let mut st = State {
         seg: SegmentBuilder::new(&opts.cluster, &opts.base, from),
         repo,
+        spool,
+        stop: stop.clone(),
         deadline: None,
         received: from - 1,
-        uploading: None,
+        spooling: None,
+        gave_up: false,
         report: CaptureReport { from_revision: from, last_revision: from - 1, ..Default::default() },
         opts,
     };
     let r = run(conn, &mut st, &mut stop).await;
     // Whatever ended the capture, keep what was received.
     let flushed = match st.cut().await {
-        Ok(()) => st.wait_upload().await,
+        Ok(()) => st.wait_spooled().await,
         Err(e) => Err(e),
+    };
+    let drained = match uploader {
+        Some(up) => {
+            let ok = st.spool.wait_empty(st.opts.drain_timeout).await;
+            up.abort();
+            let left = st.spool.entries();
+            match (ok, left.first(), left.last()) {
+                (false, Some(a), Some(b)) => Err(CaptureError::Store {
+                    first: a.first,
+                    last: b.last,
+                    source: repo::Error::Other(format!(
+                        "{} segment(s) not uploaded within {:?}: {}",
+                        left.len(),
+                        st.opts.drain_timeout,
+                        st.spool.failing().unwrap_or_else(|| "still uploading".into())
+                    )),
+                }),
+                _ => Ok(()),
+            }
+        }
+        None => Ok(()),
     };
     r?;
     flushed?;
+    drained?;
     Ok(st.report)
 }
 
@@ -345,13 +404,17 @@ async fn run(conn: &etcd_cluster::ConnConfig, st: &mut State, stop: &mut watch::
             }
         }
         first = false;
-        let mut stream = tokio::select! {
-            _ = stop.changed() => continue,
-            s = open_watch(conn, st.received + 1, st.opts.prev_kv) => match s {
-                Ok(s) => s,
-                Err(_) => continue,
-            },
+        // Segments are still cut on time while no member answers.
+        let opening = open_watch(conn, st.received + 1, st.opts.prev_kv);
+        tokio::pin!(opening);
+        let opened = loop {
+            tokio::select! {
+                _ = stop.changed() => if stopped(stop) { return Ok(()) },
+                _ = sleep_until(st.deadline) => st.cut().await?,
+                s = &mut opening => break s,
+            }
         };
+        let Ok(mut stream) = opened else { continue };
         loop {
             tokio::select! {
                 _ = stop.changed() => if stopped(stop) { return Ok(()) },
@@ -376,7 +439,7 @@ async fn run(conn: &etcd_cluster::ConnConfig, st: &mut State, stop: &mut watch::
                         if resp.compact_revision() > 0 {
                             let from = st.received + 1;
                             st.cut().await?;
-                            st.wait_upload().await?;
+                            st.wait_spooled().await?;
                             return Err(CaptureError::Compacted {
                                 cluster: st.opts.cluster.clone(),
                                 from,

@@ -124,11 +124,30 @@ pub struct Delta {
     /// Alert (metric `quorum_rpo_breached`) when the newest captured change is older than this
     /// while etcd has newer revisions.
     pub rpo_alert_seconds: f64,
+    /// Segments are spooled here (sealed) before they are uploaded, and kept while the
+    /// repository is unavailable (default: `quorum-spool-<cluster>` in the system temporary
+    /// directory; a persistent directory keeps them across reboots).
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's bound: when it holds this many MiB, the capture pauses (etcd keeps the
+    /// history until it compacts) until uploads make room.
+    pub spool_max_mib: u64,
 }
 
 impl Default for Delta {
     fn default() -> Self {
-        Delta { enabled: true, interval_seconds: 5.0, max_mib: 16, rpo_alert_seconds: 60.0 }
+        Delta { enabled: true, interval_seconds: 5.0, max_mib: 16, rpo_alert_seconds: 60.0, spool_dir: None, spool_max_mib: 1024 }
+    }
+}
+
+impl Delta {
+    /// The spool directory for `cluster`.
+    pub fn spool_dir_for(&self, cluster: &str) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("quorum-spool-{cluster}")))
+    }
+
+    /// The spool's bound in bytes (at least 1 MiB).
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_mib.max(1).saturating_mul(1 << 20)
     }
 }
 

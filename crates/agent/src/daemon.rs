@@ -322,39 +322,75 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
 }
 
 /// While this agent leads: capture every change into delta segments chained to the newest
-/// full backup, from the end of its chain. A compacted start (changes lost) asks for a full
-/// backup at once; any other failure (etcd or the repository unavailable) restarts the
-/// capture from the last stored revision after a pause.
+/// full backup, from the end of its chain. Segments go through the local spool
+/// ([`crate::spool`]), whose uploader runs for as long as the agent does (leading or not), so
+/// segments spooled earlier, by this run or an earlier one, are uploaded first; the chain end
+/// counts spooled segments, and while the repository cannot be read the capture resumes after
+/// the last spooled one. A compacted start (changes lost) asks for a full backup at once; any
+/// other failure restarts the capture from the end of the chain after a pause.
 async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Repository>, state: State, backup_now: Arc<AtomicBool>) {
+    let root = cfg.delta.spool_dir_for(&cfg.cluster);
+    let spool = loop {
+        match crate::spool::Spool::open(&root, &repo.config.id, &cfg.cluster, cfg.delta.spool_max_bytes(), state.metrics.spool.clone()) {
+            Ok(s) => break s,
+            Err(e) => {
+                log(format!("capture: cannot open the delta spool: {e}; retrying in 30s"));
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    };
+    if !spool.is_empty() {
+        log(format!("spool {}: {} segment(s), {} bytes from an earlier run: uploading them first", spool.dir().display(), spool.len(), spool.bytes()));
+    }
+    let m = state.metrics.clone();
+    let on_upload: crate::spool::OnUpload = Arc::new(move |u| {
+        if u.last_revision > m.last_delta_revision.get() {
+            m.last_delta_revision.set(u.last_revision);
+        }
+        m.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        m.delta_segments.inc();
+        m.uploaded_bytes.inc_by(u.bytes);
+    });
+    tokio::spawn(spool.clone().run_uploader(repo.clone(), Some(on_upload)));
     loop {
         if !state.leader.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         }
-        let (base, man) = match repo.resolve("latest", Some(&cfg.cluster)).await {
-            Ok(x) => x,
+        // The spool before the listing: a segment uploaded in between is in one of them.
+        let spooled = spool.refs();
+        let listed = match repo.resolve("latest", Some(&cfg.cluster)).await {
+            Ok((base, man)) => repo::delta::list_segments(&repo, &cfg.cluster).await.map(|segs| (base, man.snapshot.revision, segs)),
             Err(repo::Error::Missing(_)) => {
                 // Nothing to chain to yet: the first full backup starts the chain.
                 backup_now.store(true, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
-            Err(e) => {
-                log(format!("capture: {e}"));
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
+            Err(e) => Err(e),
         };
-        let segs = match repo::delta::list_segments(&repo, &cfg.cluster).await {
-            Ok(s) => s,
-            Err(e) => {
-                log(format!("capture: listing segments: {e}"));
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
+        let (base, from) = match listed {
+            Ok((base, base_rev, mut segs)) => {
+                let uploaded = repo::delta::plan_chain(&segs, base_rev + 1, None).contiguous_to.max(base_rev);
+                if state.metrics.last_delta_revision.get() < uploaded {
+                    state.metrics.last_delta_revision.set(uploaded);
+                    state.metrics.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                }
+                segs.extend(spooled);
+                (base, repo::delta::plan_chain(&segs, base_rev + 1, None).contiguous_to.max(base_rev) + 1)
             }
+            Err(e) => match resume_from_spool(&spool, &repo, &spooled).await {
+                Some((base, end)) => {
+                    log(format!("capture: the repository does not answer ({e}); resuming after the spooled segments, at revision {}", end + 1));
+                    (base, end + 1)
+                }
+                None => {
+                    log(format!("capture: {e}"));
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            },
         };
-        let chain = repo::delta::plan_chain(&segs, man.snapshot.revision + 1, None);
-        let from = chain.contiguous_to.max(man.snapshot.revision) + 1;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let leader = state.leader.clone();
         let new_base = {
@@ -381,25 +417,14 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
             new_base.await;
             let _ = stop_tx.send(true);
         });
-        let m = state.metrics.clone();
-        let on_segment: crate::capture::OnSegment = Arc::new(move |s| {
-            m.last_delta_revision.set(s.last_revision);
-            m.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
-            m.delta_segments.inc();
-            m.uploaded_bytes.inc_by(s.bytes);
-        });
         let mut opts = crate::capture::CaptureOptions::new(&cfg.cluster, &base, from);
         opts.policy = crate::capture::SegmentPolicy {
             interval: Duration::from_secs_f64(cfg.delta.interval_seconds.max(0.1)),
             max_bytes: (cfg.delta.max_mib.max(1) << 20) as usize,
         };
-        opts.on_segment = Some(on_segment);
-        log(format!("capturing deltas from revision {from} (chained to backup {})", repo::short(&base)));
+        opts.spool = Some(spool.clone());
+        log(format!("capturing deltas from revision {from} (chained to backup {}; spool {})", repo::short(&base), spool.dir().display()));
         state.metrics.capture_running.set(1);
-        if state.metrics.last_delta_revision.get() < from - 1 {
-            state.metrics.last_delta_revision.set(from - 1);
-            state.metrics.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
-        }
         let r = crate::capture::capture(&conn, repo.clone(), opts, stop_rx).await;
         state.metrics.capture_running.set(0);
         watcher.abort();
@@ -413,9 +438,25 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
             }
             Err(e) => {
                 op(&state.metrics, "capture", false);
-                log(format!("capture: {e}; restarting from the last stored revision"));
+                log(format!("capture: {e}; restarting from the end of the chain"));
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
         }
     }
+}
+
+/// While the repository cannot be read: the base and last revision of the spooled chain (the
+/// newest spooled segment names its base backup), to capture on from there.
+async fn resume_from_spool(spool: &crate::spool::Spool, repo: &Repository, spooled: &[repo::delta::SegmentRef]) -> Option<(String, i64)> {
+    let (first, newest) = (spooled.first()?, spooled.last()?);
+    let end = repo::delta::plan_chain(spooled, first.first, None).contiguous_to;
+    let path = spool.dir().join(newest.name.rsplit('/').next()?);
+    let (key, name) = (repo.data_key().clone(), newest.name.clone());
+    let header = tokio::task::spawn_blocking(move || {
+        let stored = std::fs::read(path).ok()?;
+        repo::delta::open_segment(&key, &name, &stored).ok().map(|s| s.header)
+    })
+    .await
+    .ok()??;
+    Some((header.base, end))
 }

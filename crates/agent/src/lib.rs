@@ -12,4 +12,5 @@ pub mod election;
 pub mod metrics;
 pub mod ops;
 pub mod schedule;
+pub mod spool;
 pub mod daemon;

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub rpo_lag: FGauge,
     pub rpo_breached: Gauge,
     pub capture_running: Gauge,
+    /// The delta spool (`crate::spool`).
+    pub spool: crate::spool::SpoolMetrics,
 }
 
 impl Metrics {
@@ -81,6 +83,7 @@ impl Metrics {
         r.register("rpo_lag_seconds", "Seconds of changes not yet in the repository (0 when etcd has nothing newer)", self.rpo_lag.clone());
         r.register("rpo_breached", "1 when rpo_lag_seconds exceeds delta.rpo_alert_seconds", self.rpo_breached.clone());
         r.register("capture_running", "1 while this agent captures deltas", self.capture_running.clone());
+        self.spool.register(&mut r);
         r
     }
 
