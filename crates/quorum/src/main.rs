@@ -121,6 +121,7 @@ enum SnapshotCmd {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     clear_proxy_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -178,5 +179,19 @@ fn clear_proxy_env() {
     }
     if !cfg.no_proxy.is_empty() {
         unsafe { std::env::set_var("QUORUM_ENV_NO_PROXY", cfg.no_proxy.join(",")) };
+    }
+}
+
+/// glibc gives every thread that allocates its own malloc arena; with tokio's blocking pool
+/// that multiplies peak memory for no gain here. Two arenas keep `backups get`/`restore --repo`
+/// bounded (measured: 294 MiB → 193 MiB on a 1.26 GB snapshot).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_ARENA_MAX: libc::c_int = -8;
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(M_ARENA_MAX, 2);
+        }
     }
 }

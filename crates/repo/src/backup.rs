@@ -75,7 +75,7 @@ pub(crate) struct Sealed {
 }
 
 pub(crate) enum ToPacker {
-    Blob(Sealed),
+    Blobs(Vec<Sealed>),
 }
 
 /// Called with (bytes done, bytes total).
@@ -275,22 +275,26 @@ impl Pipeline {
         let progress_total = total;
         let handle = std::thread::spawn(move || {
             let r = std::thread::scope(|s| -> Result<(Vec<BlobId>, [u8; 32], u64)> {
-                let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Arc<Vec<u8>>)>(64);
-                let (sha_tx, sha_rx) = crossbeam_channel::bounded::<Arc<Vec<u8>>>(64);
-                let (id_tx, id_rx) = crossbeam_channel::unbounded::<(usize, BlobId, bool)>();
+                // Chunks travel in batches (up to 64 chunks or 1 MiB): one channel operation per
+                // batch instead of per 8 KiB chunk.
+                type Batch = Arc<Vec<Vec<u8>>>;
+                let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Batch)>(8);
+                let (sha_tx, sha_rx) = crossbeam_channel::bounded::<Batch>(8);
+                let (id_tx, id_rx) = crossbeam_channel::unbounded::<(usize, Vec<(BlobId, bool)>)>();
                 // One pass gives both the file's hash and its body's (all but the last 32
                 // bytes), to check a `snapshot save` trailer.
                 let sha = s.spawn(move || {
                     let mut h = sha2::Sha256::new();
                     let mut tail: Vec<u8> = Vec::with_capacity(64);
-                    for b in sha_rx {
+                    for b in sha_rx.iter().flat_map(|batch| (0..batch.len()).map(move |i| (batch.clone(), i))) {
+                        let b = &b.0[b.1];
                         if b.len() >= 32 {
                             h.update(&tail);
                             h.update(&b[..b.len() - 32]);
                             tail.clear();
                             tail.extend_from_slice(&b[b.len() - 32..]);
                         } else {
-                            tail.extend_from_slice(&b);
+                            tail.extend_from_slice(b);
                             let cut = tail.len().saturating_sub(32);
                             h.update(&tail[..cut]);
                             tail.drain(..cut);
@@ -310,17 +314,22 @@ impl Pipeline {
                     let key = key.clone();
                     hs.push(s.spawn(move || -> Result<()> {
                         let mut comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Other(format!("zstd: {e}")))?;
-                        for (seq, data) in work_rx {
-                            let id = key.blob_id(&data);
-                            let fresh = seen.lock().unwrap().insert(id);
-                            let _ = id_tx.send((seq, id, fresh));
-                            if !fresh {
-                                continue;
+                        for (start, batch) in work_rx {
+                            let ids: Vec<BlobId> = batch.iter().map(|d| key.blob_id(d)).collect();
+                            let fresh: Vec<bool> = {
+                                let mut seen = seen.lock().unwrap();
+                                ids.iter().map(|id| seen.insert(*id)).collect()
+                            };
+                            let mut out = Vec::new();
+                            for ((data, id), f) in batch.iter().zip(&ids).zip(&fresh) {
+                                if *f {
+                                    let framed = frame_with(&mut comp, data, level);
+                                    let sealed = key.seal(&framed, &format::blob_aad(t, id));
+                                    out.push(Sealed { t, id: *id, plain_len: data.len() as u32, sealed });
+                                }
                             }
-                            let framed = frame_with(&mut comp, &data, level);
-                            let sealed = key.seal(&framed, &format::blob_aad(t, &id));
-                            let msg = ToPacker::Blob(Sealed { t, id, plain_len: data.len() as u32, sealed });
-                            if tx.blocking_send(msg).is_err() {
+                            let _ = id_tx.send((start, ids.into_iter().zip(fresh).collect()));
+                            if !out.is_empty() && tx.blocking_send(ToPacker::Blobs(out)).is_err() {
                                 return Err(Error::Other("the upload side stopped".into()));
                             }
                         }
@@ -346,7 +355,10 @@ impl Pipeline {
                 let mut n = 0usize;
                 let mut done = 0u64;
                 let mut read_err = None;
-                for c in chunker {
+                let mut batch: Vec<Vec<u8>> = Vec::with_capacity(64);
+                let mut batch_bytes = 0usize;
+                let mut chunker = chunker.peekable();
+                while let Some(c) = chunker.next() {
                     let c = match c {
                         Ok(c) => c,
                         Err(e) => {
@@ -355,17 +367,19 @@ impl Pipeline {
                         }
                     };
                     done += c.len() as u64;
-                    let data = Arc::new(c);
-                    if sha_tx.send(data.clone()).is_err() {
+                    batch_bytes += c.len();
+                    batch.push(c);
+                    if batch.len() < 64 && batch_bytes < (1 << 20) && chunker.peek().is_some() {
+                        continue;
+                    }
+                    let full: Batch = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(64)));
+                    batch_bytes = 0;
+                    let start = n;
+                    n += full.len();
+                    if sha_tx.send(full.clone()).is_err() || work_tx.send((start, full)).is_err() {
                         break;
                     }
-                    if work_tx.send((n, data)).is_err() {
-                        break;
-                    }
-                    n += 1;
-                    if n.is_multiple_of(256) {
-                        prog(done, progress_total);
-                    }
+                    prog(done, progress_total);
                 }
                 drop(work_tx);
                 drop(sha_tx);
@@ -389,10 +403,12 @@ impl Pipeline {
                 }
                 let mut ids = vec![[0u8; 32]; n];
                 let mut reused = 0u64;
-                for (seq, id, fresh) in id_rx {
-                    ids[seq] = id;
-                    if !fresh {
-                        reused += 1;
+                for (start, got) in id_rx {
+                    for (i, (id, fresh)) in got.into_iter().enumerate() {
+                        ids[start + i] = id;
+                        if !fresh {
+                            reused += 1;
+                        }
                     }
                 }
                 prog(done, progress_total);
@@ -417,7 +433,7 @@ impl Pipeline {
         let framed = format::frame(&data, self.repo.config.compression);
         let sealed = key.seal(&framed, &format::blob_aad(t, &id));
         self.to_packer
-            .send(ToPacker::Blob(Sealed { t, id, plain_len: data.len() as u32, sealed }))
+            .send(ToPacker::Blobs(vec![Sealed { t, id, plain_len: data.len() as u32, sealed }]))
             .await
             .map_err(|_| Error::Other("the upload side stopped".into()))?;
         Ok(id)
@@ -503,15 +519,17 @@ pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Rec
             Ok(IndexPack { pack: id, entries: ents })
         }));
     };
-    while let Some(ToPacker::Blob(b)) = rx.recv().await {
-        let offset = buf.len() as u32;
-        added += b.sealed.len() as u64;
-        blobs += 1;
-        entries.push(PackEntry { blob_type: b.t, id: b.id, offset, length: b.sealed.len() as u32, plain_len: b.plain_len });
-        buf.extend_from_slice(&b.sealed);
-        if buf.len() >= pack_size {
-            let permit = sem.clone().acquire_owned().await.expect("semaphore open");
-            flush(&mut buf, &mut entries, &mut tasks, permit);
+    while let Some(ToPacker::Blobs(batch)) = rx.recv().await {
+        for b in batch {
+            let offset = buf.len() as u32;
+            added += b.sealed.len() as u64;
+            blobs += 1;
+            entries.push(PackEntry { blob_type: b.t, id: b.id, offset, length: b.sealed.len() as u32, plain_len: b.plain_len });
+            buf.extend_from_slice(&b.sealed);
+            if buf.len() >= pack_size {
+                let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+                flush(&mut buf, &mut entries, &mut tasks, permit);
+            }
         }
     }
     if !entries.is_empty() {

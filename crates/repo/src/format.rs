@@ -78,9 +78,19 @@ pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
 }
 
 pub fn unframe(framed: &[u8], plain_len: usize) -> Option<Vec<u8>> {
+    thread_local! {
+        // One decompression context per thread: making one per 8 KiB blob dominates otherwise.
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
     match framed.first()? {
-        0 => Some(framed[1..].to_vec()),
-        1 => zstd::bulk::decompress(&framed[1..], plain_len).ok().filter(|v| v.len() == plain_len),
+        0 => Some(framed[1..].to_vec()).filter(|v| v.len() == plain_len),
+        1 => DCTX.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            d.as_mut()?.decompress(&framed[1..], plain_len).ok().filter(|v| v.len() == plain_len)
+        }),
         _ => None,
     }
 }

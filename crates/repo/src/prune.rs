@@ -177,7 +177,7 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, kee
                 if !e.blob_type.uses_bundle_key() {
                     repo.open_blob(e, &sealed, &name)?;
                 }
-                let msg = crate::backup::ToPacker::Blob(crate::backup::Sealed { t: e.blob_type, id: e.id, plain_len: e.plain_len, sealed: sealed.to_vec() });
+                let msg = crate::backup::ToPacker::Blobs(vec![crate::backup::Sealed { t: e.blob_type, id: e.id, plain_len: e.plain_len, sealed: sealed.to_vec() }]);
                 tx.send(msg).await.map_err(|_| Error::Other("packer stopped".into()))?;
             }
         }

@@ -154,7 +154,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
             }
         })
         // Each pack in flight holds up to one pack of sealed bytes: at most 4 (64 MiB).
-        .buffer_unordered(parallel.clamp(1, 4))
+        .buffer_unordered(parallel.clamp(1, 3))
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
