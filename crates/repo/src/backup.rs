@@ -323,7 +323,7 @@ impl Pipeline {
                             let mut out = Vec::new();
                             for ((data, id), f) in batch.iter().zip(&ids).zip(&fresh) {
                                 if *f {
-                                    let framed = frame_with(&mut comp, data, level);
+                                    let framed = format::frame_with(&mut comp, data, level);
                                     let sealed = key.seal(&framed, &format::blob_aad(t, id));
                                     out.push(Sealed { t, id: *id, plain_len: data.len() as u32, sealed });
                                 }
@@ -474,22 +474,6 @@ impl Iterator for FixedChunks {
     }
 }
 
-fn frame_with(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32) -> Vec<u8> {
-    if level != 0 {
-        if let Ok(c) = comp.compress(data) {
-            if c.len() + 1 < data.len() {
-                let mut v = Vec::with_capacity(c.len() + 1);
-                v.push(1);
-                v.extend_from_slice(&c);
-                return v;
-            }
-        }
-    }
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(0);
-    v.extend_from_slice(data);
-    v
-}
 
 /// Collects sealed blobs into packs and uploads them, at most `uploads` at a time.
 pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Receiver<ToPacker>, uploads: usize) -> Result<(Vec<IndexPack>, u64, u64)> {

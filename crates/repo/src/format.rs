@@ -61,8 +61,16 @@ pub fn blob_aad(t: BlobType, id: &BlobId) -> [u8; 33] {
 
 /// Blob plaintext framing: one byte, 0 = stored, 1 = zstd; then the bytes.
 pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
+    match zstd::bulk::Compressor::new(level) {
+        Ok(mut c) => frame_with(&mut c, data, level),
+        Err(_) => frame_with_none(data),
+    }
+}
+
+/// [`frame`] with a compression context the caller keeps across blobs.
+pub fn frame_with(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32) -> Vec<u8> {
     if level != 0 {
-        if let Ok(c) = zstd::bulk::compress(data, level) {
+        if let Ok(c) = comp.compress(data) {
             if c.len() + 1 < data.len() {
                 let mut v = Vec::with_capacity(c.len() + 1);
                 v.push(1);
@@ -71,6 +79,10 @@ pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
             }
         }
     }
+    frame_with_none(data)
+}
+
+fn frame_with_none(data: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(0);
     v.extend_from_slice(data);
