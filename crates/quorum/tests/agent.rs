@@ -69,7 +69,7 @@ fn start_agent(dir: &Path, name: &str, c: &Cluster, repo: &Repo) -> Agent {
     let cfg = format!(
         "cluster: t\nname: {name}\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: {TTL}}}\n\
          repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '*/3 * * * * *', from: follower}}\n\
-         defrag: {{enabled: true, interval_seconds: 3600}}\n",
+         defrag: {{enabled: true, interval_seconds: 3600}}\ndelta: {{interval_seconds: 0.5}}\n",
         c.endpoints().join(", "),
         repo.url,
         repo.dir().join("repo.pass").display()
@@ -156,6 +156,22 @@ fn three_agents_one_leader_backups_metrics_failover() {
         assert_eq!(fm["quorum_agent_is_leader"], 0.0, "agent {i}");
     }
 
+    // A writer through the failover, so the delta chain has something to carry across it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let eps = c.endpoints();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = testkit::put(&eps, &format!("/registry/configmaps/failover/cm-{}", i % 50), format!("v{i}").as_bytes());
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
     // kill -9 the leader: another leads within 2x the TTL and backs up.
     let before = repo.backup_ids().len();
     let mut dead = agents[leader].take().unwrap();
@@ -179,6 +195,20 @@ fn three_agents_one_leader_backups_metrics_failover() {
         assert!(t.elapsed() < Duration::from_secs(30), "the new leader does not back up");
         std::thread::sleep(Duration::from_millis(300));
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    // Let the new leader's capture store what was written last, then check the chain.
+    std::thread::sleep(Duration::from_secs(4));
+    let oldest = repo.backup_ids().last().unwrap().clone();
+    let chain = repo.q(&["backups", "deltas", "--cluster", "t", "--base", &oldest, "-w", "json"]);
+    assert_eq!(chain.code, 0, "a gap in the delta chain across the failover: {} {}", chain.stdout, chain.stderr);
+    let chain: serde_json::Value = serde_json::from_str(&chain.stdout).unwrap();
+    let segs = chain["chain"]["segments"].as_array().unwrap().len();
+    assert!(segs > 0, "no delta segments were captured: {chain}");
+    let end = chain["chain"]["last_captured"].as_i64().unwrap();
+    let (rev, _) = testkit::dump(&c.endpoints(), 0).unwrap();
+    assert_eq!(end, rev, "the chain ends at {end}, etcd is at {rev}");
+    eprintln!("{writes} writes through the failover; {segs} delta segments, contiguous from the first backup to revision {end}");
     assert_eq!(repo.ok(&["repo", "check"]).code, 0);
 }
 
