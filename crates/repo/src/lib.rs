@@ -22,6 +22,7 @@ pub mod delta;
 pub mod drill;
 mod error;
 pub mod format;
+pub mod gcs_json;
 pub mod lock;
 pub mod pitr;
 pub mod location;

@@ -23,6 +23,7 @@ use object_store::signer::Signer;
 use object_store::{ClientOptions, ObjectStore};
 
 use crate::error::{Error, Result};
+use crate::gcs_json::{self, GcsJson, GcsJsonOptions};
 use crate::proxy::ProxyConfig;
 
 /// Options that apply to the store client.
@@ -156,11 +157,36 @@ impl Location {
                 let s = Arc::new(b.build().map_err(wrap)?);
                 (s.clone(), s)
             }
-            Scheme::Gcs => {
-                let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client);
-                let s = Arc::new(b.build().map_err(wrap)?);
-                (s.clone(), s)
-            }
+            Scheme::Gcs => match &opts.endpoint {
+                // object_store's GCS client speaks the XML API, which emulators lack: with an
+                // endpoint, the JSON API client (see gcs_json.rs).
+                Some(ep) => {
+                    // Presigned URLs: object_store's V4 signing, when a key is configured.
+                    let signer: Option<Arc<dyn Signer>> = if gcs_json::signing_key_configured() {
+                        let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_base_url(ep).with_client_options(client);
+                        Some(Arc::new(b.build().map_err(wrap)?))
+                    } else {
+                        None
+                    };
+                    let s = Arc::new(
+                        GcsJson::new(GcsJsonOptions {
+                            endpoint: ep.clone(),
+                            bucket: bucket.clone(),
+                            proxy: proxy.clone(),
+                            timeout: opts.timeout.unwrap_or(Duration::from_secs(300)),
+                            pool_idle: !(allow_http && proxy.is_some()),
+                            signer,
+                        })
+                        .map_err(wrap)?,
+                    );
+                    (s.clone(), s)
+                }
+                None => {
+                    let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client);
+                    let s = Arc::new(b.build().map_err(wrap)?);
+                    (s.clone(), s)
+                }
+            },
             Scheme::Azure => {
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client);
                 if let Some(ep) = &opts.endpoint {
