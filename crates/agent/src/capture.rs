@@ -229,9 +229,37 @@ struct State {
     /// written, or the chain would have a gap.
     gave_up: bool,
     report: CaptureReport,
+    known_leases: std::collections::HashSet<i64>,
+    lease_client: Option<etcd_client::Client>,
 }
 
 impl State {
+    /// Record in the open segment the granted TTL of every lease a put is attached to, the
+    /// first time this capture sees it (the watch carries lease IDs, not leases).
+    async fn note_leases(&mut self, conn: &etcd_cluster::ConnConfig, events: &[etcd_client::Event]) {
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            let id = kv.lease();
+            if id == 0 || ev.event_type() != EventType::Put || !self.known_leases.insert(id) {
+                continue;
+            }
+            if self.lease_client.is_none() {
+                self.lease_client = conn.connect_all().await.ok();
+            }
+            let Some(c) = self.lease_client.as_mut() else { continue };
+            match c.lease_time_to_live(id, None).await {
+                // -1: already expired or revoked; its keys' deletes follow in the watch.
+                Ok(r) if r.ttl() >= 0 && r.granted_ttl() > 0 => self.seg.add_lease(id, r.granted_ttl()),
+                Ok(_) => {}
+                Err(_) => {
+                    // Try again with the next put on it.
+                    self.known_leases.remove(&id);
+                    self.lease_client = None;
+                }
+            }
+        }
+    }
+
     fn add(&mut self, recs: Vec<Record>) -> Result<(), CaptureError> {
         for r in recs {
             if self.seg.is_empty() {
@@ -348,6 +376,8 @@ pub async fn capture(
         received: from - 1,
         spooling: None,
         gave_up: false,
+        known_leases: Default::default(),
+        lease_client: None,
         report: CaptureReport { from_revision: from, last_revision: from - 1, ..Default::default() },
         opts,
     };
@@ -449,6 +479,7 @@ async fn run(conn: &etcd_cluster::ConnConfig, st: &mut State, stop: &mut watch::
                         }
                         break; // cancelled for another reason (e.g. the member lost its leader): watch again
                     }
+                    st.note_leases(conn, resp.events()).await;
                     let recs = records(resp.events(), now_ms(), st.received)?;
                     if !recs.is_empty() {
                         backoff = Duration::from_millis(200);

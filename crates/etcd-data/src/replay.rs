@@ -149,6 +149,11 @@ struct Copier<'a, W: Write + Seek> {
     changes: &'a mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>,
     in_key: bool,
     key_done: bool,
+    leases: &'a dyn Fn() -> Vec<(i64, i64)>,
+    /// Leases still to write, ascending by id (taken when the lease bucket is reached).
+    new_leases: Option<std::collections::VecDeque<(i64, i64)>>,
+    in_lease: bool,
+    lease_done: bool,
     base_latest: Revision,
     last: i64,
     revisions: u64,
@@ -193,7 +198,8 @@ impl<W: Write + Seek> Copier<'_, W> {
         Ok(())
     }
 
-    /// Close the open top-level bucket (appending the replay when it is `key`).
+    /// Close the open top-level bucket (appending the replay when it is `key`, the new leases
+    /// when it is `lease`).
     fn close(&mut self) -> Result<()> {
         if self.w.depth() == 0 {
             return Ok(());
@@ -203,7 +209,49 @@ impl<W: Write + Seek> Copier<'_, W> {
             self.in_key = false;
             self.key_done = true;
         }
+        if self.in_lease {
+            self.leases_below(None)?;
+            self.in_lease = false;
+            self.lease_done = true;
+        }
         self.w.end_bucket()?;
+        Ok(())
+    }
+
+    /// Write the new leases whose id sorts before `next` (all, for `None`); one the base has
+    /// (`next` equal) is the base's.
+    fn leases_below(&mut self, next: Option<&[u8]>) -> Result<()> {
+        let pending = self.new_leases.get_or_insert_with(|| {
+            let mut v = (self.leases)();
+            v.retain(|(id, _)| *id > 0);
+            v.sort();
+            v.dedup_by_key(|(id, _)| *id);
+            v.into()
+        });
+        while let Some(&(id, ttl)) = pending.front() {
+            let k = id.to_be_bytes();
+            match next {
+                Some(n) if k.as_slice() > n => break,
+                Some(n) if k.as_slice() == n => {
+                    pending.pop_front();
+                    continue;
+                }
+                _ => {}
+            }
+            pending.pop_front();
+            let v = prost::Message::encode_to_vec(&schema::Lease { id, ttl, remaining_ttl: 0 });
+            self.w.put(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// A `lease` bucket for a base that has none, placed in name order.
+    fn lease_bucket_before(&mut self, next: Option<&[u8]>) -> Result<()> {
+        if !self.lease_done && next.is_none_or(|n| n > schema::LEASE) {
+            self.w.begin_bucket(schema::LEASE)?;
+            self.in_lease = true;
+            self.close()?;
+        }
         Ok(())
     }
 
@@ -222,8 +270,13 @@ impl<W: Write + Seek> Copier<'_, W> {
             (0, None) => {
                 self.close()?;
                 self.key_bucket_before(Some(key))?;
+                self.lease_bucket_before(Some(key))?;
                 self.w.begin_bucket(key)?;
                 self.in_key = key == schema::KEY;
+                self.in_lease = key == schema::LEASE;
+                if self.in_lease {
+                    self.lease_done = true;
+                }
                 Ok(())
             }
             (0, Some(_)) => Err(ReplayError::Schema { path: self.path.to_path_buf(), what: format!("top-level key {} is not a bucket", bolt::show(key)) }),
@@ -232,6 +285,9 @@ impl<W: Write + Seek> Copier<'_, W> {
                     if let Ok(rk) = RevisionKey::parse(key) {
                         self.base_latest = self.base_latest.max(rk.rev);
                     }
+                }
+                if self.in_lease {
+                    self.leases_below(Some(key))?;
                 }
                 self.w.put(key, v)?;
                 Ok(())
@@ -258,15 +314,27 @@ impl<W: Write + Seek> Visitor for Copier<'_, W> {
 /// Write `out` (which must not exist): the base snapshot at `base` plus every revision
 /// `changes` yields (ascending, each above the base's latest revision). The base's sha256
 /// trailer, when it has one, is checked on a second thread while copying.
-pub fn replay(base: &Path, out: &Path, changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>) -> Result<ReplayReport> {
-    let r = replay_inner(base, out, changes);
+/// `leases` is asked, once the `key` bucket is written (every change consumed), for leases
+/// (id, granted TTL) to add to the `lease` bucket where the base has no entry of that id.
+pub fn replay(
+    base: &Path,
+    out: &Path,
+    changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>,
+    leases: &dyn Fn() -> Vec<(i64, i64)>,
+) -> Result<ReplayReport> {
+    let r = replay_inner(base, out, changes, leases);
     if r.is_err() {
         let _ = std::fs::remove_file(out);
     }
     r
 }
 
-fn replay_inner(base: &Path, out: &Path, changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>) -> Result<ReplayReport> {
+fn replay_inner(
+    base: &Path,
+    out: &Path,
+    changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>,
+    leases: &dyn Fn() -> Vec<(i64, i64)>,
+) -> Result<ReplayReport> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| ReplayError::Io { path: p, source }
@@ -280,6 +348,10 @@ fn replay_inner(base: &Path, out: &Path, changes: &mut dyn Iterator<Item = std::
         changes,
         in_key: false,
         key_done: false,
+        leases,
+        new_leases: None,
+        in_lease: false,
+        lease_done: false,
         base_latest: Revision::default(),
         last: 0,
         revisions: 0,
@@ -307,6 +379,7 @@ fn replay_inner(base: &Path, out: &Path, changes: &mut dyn Iterator<Item = std::
     }
     c.close()?;
     c.key_bucket_before(None)?;
+    c.lease_bucket_before(None)?;
     let (base_latest, last, revisions, puts, deletes) = (c.base_latest.main, c.last.max(c.base_latest.main), c.revisions, c.puts, c.deletes);
     let (buf, stats) = c.w.finish()?;
     let file = buf.into_inner().map_err(|e| ReplayError::Io { path: out.to_path_buf(), source: e.into_error() })?;
@@ -351,6 +424,26 @@ mod tests {
     }
 
     #[test]
+    fn leases_seen_by_the_capture_join_the_base_lease_table() {
+        let d = tempfile::tempdir().unwrap();
+        let b = base(d.path());
+        let out = d.path().join("out.db");
+        let leases = || vec![(9, 30), (7, 99), (5, 60), (0, 1)];
+        replay(&b, &out, &mut std::iter::empty(), &leases).unwrap();
+        let got: Vec<(i64, schema::Lease)> = entries(&out)
+            .into_iter()
+            .filter(|(p, _, _)| p.first().is_some_and(|n| n == b"lease"))
+            .map(|(_, k, v)| (i64::from_be_bytes(k.try_into().unwrap()), schema::Lease::decode(&v.unwrap()[..]).unwrap()))
+            .collect();
+        let want = vec![
+            (5, schema::Lease { id: 5, ttl: 60, remaining_ttl: 0 }),
+            (7, schema::Lease { id: 7, ttl: 60, remaining_ttl: 0 }), // the base's own entry wins
+            (9, schema::Lease { id: 9, ttl: 30, remaining_ttl: 0 }),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn appends_revisions_with_sub_numbering_and_tombstones() {
         let d = tempfile::tempdir().unwrap();
         let b = base(d.path());
@@ -363,7 +456,7 @@ mod tests {
         ];
         let out = d.path().join("out.db");
         let mut it = revs.into_iter().map(Ok);
-        let rep = replay(&b, &out, &mut it).unwrap();
+        let rep = replay(&b, &out, &mut it, &Vec::new).unwrap();
         assert_eq!((rep.base_revision, rep.last_revision, rep.revisions, rep.puts, rep.deletes), (3, 9, 2, 2, 2));
         assert_eq!(rep.base_trailer, Trailer::Absent);
         let got = entries(&out);
@@ -399,15 +492,15 @@ mod tests {
         let b = base(d.path());
         let out = d.path().join("out.db");
         let mut it = vec![Ok(RevisionChanges { revision: 3, changes: vec![Change::Delete { key: b"a".to_vec() }] })].into_iter();
-        let e = replay(&b, &out, &mut it).unwrap_err();
+        let e = replay(&b, &out, &mut it, &Vec::new).unwrap_err();
         assert!(e.to_string().contains("does not follow revision 3"), "{e}");
         assert!(!out.exists(), "a failed replay leaves no output");
         let kv = KeyValue { key: b"a".to_vec(), create_revision: 2, mod_revision: 5, version: 2, ..Default::default() }.encode_to_vec();
         let mut it = vec![Ok(RevisionChanges { revision: 6, changes: vec![Change::Put { kv }] })].into_iter();
-        let e = replay(&b, &out, &mut it).unwrap_err();
+        let e = replay(&b, &out, &mut it, &Vec::new).unwrap_err();
         assert!(e.to_string().contains("mod_revision is 5"), "{e}");
         let mut it = vec![Err("segment x: missing".to_string())].into_iter();
-        assert!(matches!(replay(&b, &out, &mut it), Err(ReplayError::Source(_))));
+        assert!(matches!(replay(&b, &out, &mut it, &Vec::new), Err(ReplayError::Source(_))));
     }
 
     #[test]
@@ -415,7 +508,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = base(d.path());
         let out = d.path().join("out.db");
-        let rep = replay(&b, &out, &mut std::iter::empty()).unwrap();
+        let rep = replay(&b, &out, &mut std::iter::empty(), &Vec::new).unwrap();
         assert_eq!((rep.base_revision, rep.last_revision, rep.revisions), (3, 3, 0));
         assert_eq!(entries(&b), entries(&out));
     }

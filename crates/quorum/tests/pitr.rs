@@ -403,6 +403,18 @@ fn pitr_etcd35_every_revision_through_member_restarts() {
     assert_eq!(at, s.quiet_rev);
     let (_, src) = testkit::dump(&s.eps, s.quiet_rev).unwrap();
     assert!(got == src, "{}", diff(&got, &src));
+    // Leases granted after the backup are in the restored lease table: etcd attaches their
+    // keys (and will expire them), instead of logging "failed to attach a lease".
+    let listed = restored.etcdctl(&["lease", "list", "-w", "json"]).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<i64> = listed["leases"].as_array().map(|a| a.iter().map(|l| l["id"].as_i64().unwrap()).collect()).unwrap_or_default();
+    let mut attached: Vec<i64> = got.iter().map(|kv| kv.lease).filter(|l| *l != 0).collect();
+    attached.sort();
+    attached.dedup();
+    assert!(attached.len() >= 2, "the writer put keys under the backup's lease and a later one: {attached:?}");
+    for l in &attached {
+        assert!(ids.contains(l), "lease {l:x} of restored keys is not in the restored lease table {ids:?}");
+    }
     drop(restored);
 
     // Beyond the chain: refused, naming the last captured revision; nothing written.

@@ -72,6 +72,11 @@ pub struct SegmentHeader {
     pub last_time_ms: i64,
     pub host: String,
     pub created: String,
+    /// Leases the segment's puts are attached to, with their granted TTL in seconds, as the
+    /// capture first saw them (`LeaseTimeToLive`): a point-in-time restore adds the ones the
+    /// base backup's lease table lacks, so etcd attaches their keys (and expires them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<(i64, i64)>,
 }
 
 /// One event of a segment.
@@ -119,6 +124,7 @@ pub struct SegmentBuilder {
     first_time_ms: i64,
     last_time_ms: i64,
     body: Vec<u8>,
+    leases: std::collections::BTreeMap<i64, i64>,
 }
 
 impl SegmentBuilder {
@@ -135,7 +141,13 @@ impl SegmentBuilder {
             first_time_ms: 0,
             last_time_ms: 0,
             body: Vec::new(),
+            leases: Default::default(),
         }
+    }
+
+    /// Record a lease (id, granted TTL in seconds) that a put of this segment is attached to.
+    pub fn add_lease(&mut self, id: i64, ttl: i64) {
+        self.leases.insert(id, ttl);
     }
 
     pub fn set_cluster_id(&mut self, id: Option<String>) {
@@ -216,6 +228,7 @@ impl SegmentBuilder {
             last_time_ms: self.last_time_ms,
             host: crate::hostname(),
             created: crate::now_rfc3339(),
+            leases: self.leases.iter().map(|(k, v)| (*k, *v)).collect(),
         }
     }
 

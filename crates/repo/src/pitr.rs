@@ -225,6 +225,8 @@ struct Changes {
     /// The base backup's etcd cluster ID: segments captured from another cluster are refused.
     cluster_id: Option<String>,
     last_time: Option<i64>,
+    /// Leases the segments read so far recorded (id → granted TTL).
+    leases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<i64, i64>>>,
 }
 
 impl Iterator for Changes {
@@ -253,6 +255,7 @@ impl Iterator for Changes {
                             return Some(Err(format!("{name} was captured from etcd cluster {have}, the base backup from cluster {want}")));
                         }
                     }
+                    self.leases.lock().unwrap().extend(s.header.leases.iter().copied());
                     self.current = s.records.into_iter()
                 }
                 Err(e) => return Some(Err(e)),
@@ -308,11 +311,14 @@ pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: Restor
         upto,
         cluster_id: m.cluster_id.clone(),
         last_time: None,
+        leases: Default::default(),
     };
+    let leases = changes.leases.clone();
     let merged = tmp.path().join("merged.db");
     let short = crate::short(&base_id).to_string();
     let (replay, restore, last_time) = tokio::task::spawn_blocking(move || -> Result<(ReplayReport, RestoreReport, Option<i64>)> {
-        let replay = etcd_data::replay::replay(&snap, &merged, &mut changes)
+        let new_leases = move || leases.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+        let replay = etcd_data::replay::replay(&snap, &merged, &mut changes, &new_leases)
             .map_err(|e| Error::Damaged(format!("replaying the deltas onto backup {short}: {e}")))?;
         let _ = std::fs::remove_file(&snap);
         opts.snapshot = merged;
