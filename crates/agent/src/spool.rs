@@ -16,7 +16,7 @@
 //!   end counts spooled segments as chain pieces). Several agents on one host may share a spool
 //!   directory: uploads are idempotent and the directory is re-read periodically.
 //! * **Bound.** When the spool holds `max_bytes` (one segment larger than that is still
-//!   accepted into an empty spool), [`Spool::reserve`] waits: the capture stops reading its
+//!   accepted into an empty spool) or [`MAX_SEGMENTS`] segments, [`Spool::reserve`] waits: the capture stops reading its
 //!   watch (etcd keeps the history until it compacts; a compacted watch then takes the full
 //!   backup path) and `quorum_delta_spool_full` is 1 meanwhile. Memory: one segment in the
 //!   uploader, at most two in the capture.
@@ -46,6 +46,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const STALE_TMP: Duration = Duration::from_secs(600);
 /// How often the directory is re-read while idle or waiting (another agent may share it).
 const RESCAN: Duration = Duration::from_secs(5);
+/// The spool is also full at this many segments (keeps its index in memory small: ~14 h of
+/// 0.5 s segments).
+pub const MAX_SEGMENTS: usize = 100_000;
 
 fn log(msg: impl AsRef<str>) {
     eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
@@ -306,7 +309,7 @@ impl Spool {
             notified.as_mut().enable();
             {
                 let g = self.lock();
-                if g.entries.is_empty() || g.bytes + size <= self.max_bytes {
+                if g.entries.is_empty() || (g.bytes + size <= self.max_bytes && g.entries.len() < MAX_SEGMENTS) {
                     break true;
                 }
             }
