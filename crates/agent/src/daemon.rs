@@ -322,7 +322,7 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
 }
 
 /// While this agent leads: capture every change into delta segments chained to the newest
-/// full backup, from the end of its chain. Segments go through the local spool
+/// full backup, from the end of its chain, and on across later backups. Segments go through the local spool
 /// ([`crate::spool`]), whose uploader runs for as long as the agent does (leading or not), so
 /// segments spooled earlier, by this run or an earlier one, are uploaded first; the chain end
 /// counts spooled segments, and while the repository cannot be read the capture resumes after
@@ -352,6 +352,8 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
         m.uploaded_bytes.inc_by(u.bytes);
     });
     tokio::spawn(spool.clone().run_uploader(repo.clone(), Some(on_upload)));
+    // A back-fill start that etcd had already compacted: not tried again.
+    let mut backfill_refused: Option<i64> = None;
     loop {
         if !state.leader.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -369,6 +371,7 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
             }
             Err(e) => Err(e),
         };
+        let mut backfill = false;
         let (base, from) = match listed {
             Ok((base, base_rev, mut segs)) => {
                 let uploaded = repo::delta::plan_chain(&segs, base_rev + 1, None).contiguous_to.max(base_rev);
@@ -377,7 +380,19 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
                     state.metrics.last_delta_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 }
                 segs.extend(spooled);
-                (base, repo::delta::plan_chain(&segs, base_rev + 1, None).contiguous_to.max(base_rev) + 1)
+                let mut from = repo::delta::plan_chain(&segs, base_rev + 1, None).contiguous_to.max(base_rev) + 1;
+                // Nothing after this backup yet, and the chain before it stops short of it (the
+                // previous leader died between taking it and its capture moving on to it, or
+                // with segments it never wrote): capture from where that chain stops, so every
+                // revision stays restorable from the older backups too (overlap is harmless:
+                // a restore replays only revisions after its base).
+                let tail = segs.iter().map(|s| s.last).filter(|&l| l <= base_rev).max();
+                if let Some(end) = tail.filter(|&e| e < base_rev && from == base_rev + 1 && backfill_refused != Some(e + 1)) {
+                    log(format!("capture: the delta chain before backup {} stops at revision {end}: capturing from {} to close it", repo::short(&base), end + 1));
+                    from = end + 1;
+                    backfill = true;
+                }
+                (base, from)
             }
             Err(e) => match resume_from_spool(&spool, &repo, &spooled).await {
                 Some((base, end)) => {
@@ -393,28 +408,13 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let leader = state.leader.clone();
-        let new_base = {
-            let repo = repo.clone();
-            let cluster = cfg.cluster.clone();
-            let base = base.clone();
-            async move {
-                // Stop when leadership ends, or when a newer full backup exists (the chain
-                // then continues from it).
-                loop {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if !leader.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if let Ok((id, _)) = repo.resolve("latest", Some(&cluster)).await {
-                        if id != base {
-                            return;
-                        }
-                    }
-                }
-            }
-        };
+        // Stop when leadership ends. A newer full backup does not restart the capture: the
+        // segments go on adjoining, and a restore from that backup replays only the revisions
+        // after it (a restart would only add a pause after every backup).
         let watcher = tokio::spawn(async move {
-            new_base.await;
+            while leader.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             let _ = stop_tx.send(true);
         });
         let mut opts = crate::capture::CaptureOptions::new(&cfg.cluster, &base, from);
@@ -430,6 +430,11 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
         watcher.abort();
         match r {
             Ok(rep) => log(format!("capture stopped at revision {}", rep.last_revision)),
+            Err(e @ crate::capture::CaptureError::Compacted { .. }) if backfill => {
+                // The backup covers those revisions; capture after it.
+                log(format!("capture: {e}; the hole before backup {} stays, capturing after it", repo::short(&base)));
+                backfill_refused = Some(from);
+            }
             Err(e @ crate::capture::CaptureError::Compacted { .. }) => {
                 op(&state.metrics, "capture", false);
                 log(format!("capture: {e}; taking a full backup now"));
