@@ -84,9 +84,13 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         }
     };
 
-    // The election.
+    // The election. A campaign blocks until this agent leads: its client has no per-request
+    // timeout (with one, a waiting follower's campaign would be cut off every few seconds and
+    // start again, writing a new candidate key each time).
+    let mut election_conn = conn.clone();
+    election_conn.command_timeout = Duration::from_secs(365 * 24 * 3600);
     let client = loop {
-        match conn.connect_all().await {
+        match election_conn.connect_all().await {
             Ok(c) => break c,
             Err(e) => {
                 log(format!("etcd not reachable yet: {e}; retrying in 2s"));

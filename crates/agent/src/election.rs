@@ -35,8 +35,19 @@ async fn one_term(
     leader: &Arc<AtomicBool>,
     on_change: &Arc<dyn Fn(bool) + Send + Sync>,
 ) -> Result<(), etcd_client::Error> {
-    let lease = client.lease_grant(ttl, None).await?.id();
-    let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+    // These two answer at once from a healthy cluster; bound them (the client has no timeout).
+    let bound = Duration::from_secs(10);
+    let lease = match tokio::time::timeout(bound, client.lease_grant(ttl, None)).await {
+        Ok(r) => r?.id(),
+        Err(_) => return Err(etcd_client::Error::InvalidArgs("lease grant timed out".into())),
+    };
+    let (mut keeper, mut responses) = match tokio::time::timeout(bound, client.lease_keep_alive(lease)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            let _ = tokio::time::timeout(bound, client.lease_revoke(lease)).await;
+            return Err(etcd_client::Error::InvalidArgs("lease keepalive timed out".into()));
+        }
+    };
     let alive = Arc::new(AtomicBool::new(true));
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(300));
     let alive2 = alive.clone();
@@ -61,7 +72,7 @@ async fn one_term(
     };
     if let Err(e) = r {
         keep.abort();
-        let _ = client.lease_revoke(lease).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), client.lease_revoke(lease)).await;
         return Err(e);
     }
     if alive.load(Ordering::SeqCst) {
@@ -70,7 +81,7 @@ async fn one_term(
         wait_false(&alive).await;
     }
     keep.abort();
-    let _ = client.lease_revoke(lease).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.lease_revoke(lease)).await;
     Ok(())
 }
 
