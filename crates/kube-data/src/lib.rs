@@ -13,6 +13,8 @@ pub mod encryption;
 pub mod encryption_status;
 pub mod keys;
 pub mod list;
+pub mod print;
 pub mod rekey;
 pub mod resources;
+pub mod typed;
 pub mod value;

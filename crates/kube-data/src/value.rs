@@ -87,7 +87,7 @@ pub struct Decoded {
     pub creation_timestamp: Option<String>,
 }
 
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     // Civil-from-days (Howard Hinnant's algorithm), UTC.
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
