@@ -4,6 +4,7 @@ mod agent_cmd;
 mod exit;
 mod k8s;
 mod live;
+mod migrate_cmd;
 mod numa_cmd;
 mod output;
 mod repo_cmd;
@@ -84,6 +85,9 @@ enum Command {
     /// Prove a backup restores: restore it into a real etcd on loopback and compare with the manifest.
     #[command(after_help = repo_cmd::DRILL_HELP)]
     Drill(repo_cmd::DrillArgs),
+    /// Move a whole cluster, or namespaces/prefixes, to another cluster through the repository: resumable, verified.
+    #[command(after_help = migrate_cmd::HELP)]
+    Migrate(Box<migrate_cmd::MigrateArgs>),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => repo_cmd::prune(a, cli.quiet),
         Command::Drill(a) => repo_cmd::drill(a, cli.quiet),
         Command::Agent(a) => agent_cmd::run(a),
+        Command::Migrate(a) => migrate_cmd::run(&cli.conn, *a, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,10 +44,10 @@ pub struct RepoFlags {
     no_proxy: Option<String>,
     /// Wait this long for a conflicting lock to go away (e.g. 5m).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    retry_lock: Duration,
+    pub(crate) retry_lock: Duration,
     /// Parallel object store requests.
     #[arg(long, default_value_t = 8)]
-    parallel: usize,
+    pub(crate) parallel: usize,
 }
 
 impl RepoFlags {
@@ -74,7 +74,7 @@ impl RepoFlags {
         })
     }
 
-    fn open(&self, rt: &tokio::runtime::Runtime) -> Result<Arc<Repository>, Failure> {
+    pub(crate) fn open(&self, rt: &tokio::runtime::Runtime) -> Result<Arc<Repository>, Failure> {
         let loc = self.location(false)?;
         let unlock = self.unlock()?;
         Ok(Arc::new(rt.block_on(Repository::open(loc, &unlock)).map_err(fail)?))

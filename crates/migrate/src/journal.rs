@@ -1,0 +1,99 @@
+//! Migration records in the repository: what a resume needs to continue the same migration.
+//!
+//! `migrations/<id>/<generation>` holds a sealed JSON [`Record`] (the repository's data key,
+//! authenticated data `migration`), written once after the source backup exists and before
+//! anything is written to a target: the backup it works from, the selection, the target.
+//! `<generation>.restored` (whole clusters: the data dirs are written) and `<generation>.done`
+//! (verification passed) mark the steps that must not be repeated or are finished. Objects are
+//! written once and never rewritten, as everywhere in the repository (write-once buckets work).
+//!
+//! The id is derived from what identifies a migration (kind, source cluster name, selection,
+//! target), so the same command finds its record; `--restart` starts a new generation with a
+//! new snapshot.
+
+use bytes::Bytes;
+use object_store::path::Path as ObjPath;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use repo::Repository;
+
+use crate::Result;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub generation: String,
+    /// `whole` or `partial`.
+    pub kind: String,
+    /// The source cluster's name in the repository.
+    pub cluster: String,
+    /// The backup every attempt of this generation works from.
+    pub backup: String,
+    pub revision: i64,
+    pub selection: String,
+    pub target: String,
+    pub time: String,
+    pub host: String,
+}
+
+/// The state of the newest generation of a migration.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub record: Record,
+    pub restored: Option<String>,
+    pub done: Option<String>,
+}
+
+/// A stable id from the parts that identify a migration.
+pub fn migration_id(kind: &str, cluster: &str, selection: &str, target: &str) -> String {
+    let mut h = Sha256::new();
+    for p in [kind, cluster, selection, target] {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+fn dir(id: &str) -> String {
+    format!("migrations/{id}")
+}
+
+/// The newest generation of migration `id`, if any.
+pub async fn load(repo: &Repository, id: &str) -> Result<Option<State>> {
+    let metas = repo.list(&dir(id)).await?;
+    let mut names: Vec<String> = metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
+    names.sort();
+    let Some(gen) = names.iter().filter(|n| !n.contains('.')).max().cloned() else { return Ok(None) };
+    let body = repo.get(&ObjPath::from(format!("{}/{gen}", dir(id)))).await?;
+    let record: Record = repo.open_json(&body, b"migration", &format!("migration record {id}/{gen}"))?;
+    let restored = marker(repo, id, &gen, "restored", &names).await?;
+    let done = marker(repo, id, &gen, "done", &names).await?;
+    let state = State { record, restored, done };
+    Ok(Some(state))
+}
+
+async fn marker(repo: &Repository, id: &str, gen: &str, step: &str, names: &[String]) -> Result<Option<String>> {
+    let name = format!("{gen}.{step}");
+    if !names.contains(&name) {
+        return Ok(None);
+    }
+    let b = repo.get(&ObjPath::from(format!("{}/{name}", dir(id)))).await?;
+    Ok(Some(repo.open_json(&b, b"migration-marker", "migration marker")?))
+}
+
+/// A new generation's record (written before anything reaches a target).
+pub async fn create(repo: &Repository, mut record: Record) -> Result<Record> {
+    record.generation = format!("{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &repo::format::random_name()[..8]);
+    let body = repo.seal_json(&record, b"migration");
+    repo.put_new(&ObjPath::from(format!("{}/{}", dir(&record.id), record.generation)), Bytes::from(body)).await?;
+    Ok(record)
+}
+
+/// Mark a step of a generation (`restored`, `done`) with the time it finished.
+pub async fn mark(repo: &Repository, record: &Record, step: &str) -> Result<String> {
+    let t = repo::now_rfc3339();
+    let body = repo.seal_json(&t, b"migration-marker");
+    repo.put_new(&ObjPath::from(format!("{}/{}.{step}", dir(&record.id), record.generation)), Bytes::from(body)).await?;
+    Ok(t)
+}

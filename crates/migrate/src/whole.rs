@@ -1,0 +1,314 @@
+//! A whole cluster into a new one: backup → native restore of the new members' data dirs →
+//! (the members are started) → verification against the backup.
+//!
+//! The new cluster is described as for `snapshot restore --all-members`: `--initial-cluster`
+//! (names and peer URLs), `--initial-cluster-token`, a `--data-dir` template with `{name}`.
+//! `--to-endpoints` are the new members' client URLs: when given, the command waits for them to
+//! answer after the restore (the operator, or systemd, or a static pod starts etcd) and
+//! verifies; without it, it stops after the restore and prints how to start and verify.
+//!
+//! Data dirs that are not empty are refused. Once the restore has happened, the record's
+//! `restored` marker makes a resume skip it (the members may be running on those dirs by then)
+//! and go straight to verification.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use etcd_cluster::ConnConfig;
+use etcd_data::cluster::ClusterSpec;
+use etcd_data::restore::{Layout, RestoreOptions, Target as RestoreTarget};
+use repo::Repository;
+
+use crate::origin::{self, Begin};
+use crate::select::Selection;
+use crate::target::Target;
+use crate::verify::{self, Digests, GroupCheck};
+use crate::{Error, Event, Result, Sink};
+
+pub struct WholeOptions {
+    /// The source cluster's name in the repository.
+    pub cluster: String,
+    /// `name=peer-url,...` of the new cluster.
+    pub initial_cluster: String,
+    pub token: String,
+    /// Data dir per member; `{name}` is replaced by the member's name.
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+    pub target_version: Option<Layout>,
+    /// The new members' client URLs (verification after they start).
+    pub to: Option<ConnConfig>,
+    pub verify_only: bool,
+    pub dry_run: bool,
+    pub restart: bool,
+    pub from_backup: Option<String>,
+    pub tmp_dir: Option<PathBuf>,
+    /// How long to wait for the new members to answer.
+    pub start_timeout: Duration,
+    pub parallel: usize,
+    pub uploads: usize,
+    pub retry_lock: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewMember {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub wal_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberCheck {
+    pub endpoint: String,
+    pub revision: i64,
+    pub keys: i64,
+    pub hash_kv: u32,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WholeVerification {
+    pub revision: i64,
+    pub want_keys: Option<u64>,
+    pub want_hash_kv: Option<u32>,
+    pub members: Vec<MemberCheck>,
+    pub groups: Vec<GroupCheck>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WholeReport {
+    pub migration: String,
+    pub generation: Option<String>,
+    pub backup: Option<String>,
+    pub source_revision: i64,
+    pub resumed: bool,
+    pub dry_run: bool,
+    pub members: Vec<NewMember>,
+    /// This run wrote the data dirs.
+    pub restored_now: bool,
+    /// When the data dirs were written (this run or an earlier one).
+    pub restored_at: Option<String>,
+    pub verification: Option<WholeVerification>,
+    pub seconds: f64,
+}
+
+impl WholeReport {
+    pub fn verified(&self) -> bool {
+        self.verification.as_ref().is_some_and(|v| v.ok)
+    }
+}
+
+fn expand(template: &Path, name: &str) -> PathBuf {
+    PathBuf::from(template.to_string_lossy().replace("{name}", name))
+}
+
+fn non_empty(p: &Path) -> bool {
+    std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// The new members from the flags.
+pub fn new_members(o: &WholeOptions) -> Result<(ClusterSpec, Vec<NewMember>)> {
+    let spec = ClusterSpec::new(&o.initial_cluster, &o.token).map_err(|e| Error::Usage(format!("--initial-cluster: {e}")))?;
+    if spec.members.len() > 1 && !o.data_dir.to_string_lossy().contains("{name}") {
+        return Err(Error::Usage("--data-dir must contain {name}: one directory per member of --initial-cluster".into()));
+    }
+    let clients = o.to.as_ref().map(|c| c.endpoints.clone()).unwrap_or_default();
+    let members = spec
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| NewMember {
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_url: (clients.len() == spec.members.len()).then(|| o.to.as_ref().unwrap().url(&clients[i])),
+            data_dir: expand(&o.data_dir, &m.name),
+            wal_dir: o.wal_dir.as_deref().map(|w| expand(w, &m.name)),
+        })
+        .collect();
+    Ok((spec, members))
+}
+
+/// The command that starts one restored member.
+pub fn start_command(m: &NewMember, initial_cluster: &str, token: &str) -> String {
+    let peer = m.peer_urls.join(",");
+    let client = m.client_url.clone().unwrap_or_else(|| "<client-url>".into());
+    let mut s = format!(
+        "etcd --name {} --data-dir {} --listen-peer-urls {peer} --initial-advertise-peer-urls {peer} --listen-client-urls {client} --advertise-client-urls {client} --initial-cluster {initial_cluster} --initial-cluster-token {token}",
+        m.name,
+        m.data_dir.display()
+    );
+    if let Some(w) = &m.wal_dir {
+        s += &format!(" --wal-dir {}", w.display());
+    }
+    s
+}
+
+/// Run a whole-cluster migration; see the module documentation.
+pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptions, on: &Sink) -> Result<WholeReport> {
+    let started = Instant::now();
+    let (spec, members) = new_members(o)?;
+    let target_desc = format!("{} {}", o.initial_cluster, o.data_dir.display());
+    on(Event::Plan(format!("target:    a new cluster of {} member(s), token {}", members.len(), o.token)));
+    for m in &members {
+        on(Event::Plan(format!(
+            "  {}: peer {}, client {}, data dir {}",
+            m.name,
+            m.peer_urls.join(","),
+            m.client_url.clone().unwrap_or_else(|| "-".into()),
+            m.data_dir.display()
+        )));
+    }
+    let begin = Begin {
+        kind: "whole",
+        cluster: &o.cluster,
+        selection: Selection::Whole.describe(),
+        target: target_desc,
+        restart: o.restart,
+        from_backup: o.from_backup.as_deref(),
+        dry_run: o.dry_run || o.verify_only,
+        tmp_dir: o.tmp_dir.clone(),
+        uploads: o.uploads,
+        retry_lock: o.retry_lock,
+    };
+    let origin = origin::begin(src, repo.clone(), &begin, o.parallel, on).await?;
+    if o.verify_only && origin.state.is_none() {
+        return Err(Error::Usage(format!("--verify-only: no migration {} in the repository yet; run it without --verify-only first", origin.id)));
+    }
+    let manifest = origin.backup.as_ref().map(|(_, m)| m.clone());
+    let mut report = WholeReport {
+        migration: origin.id.clone(),
+        generation: origin.state.as_ref().map(|s| s.record.generation.clone()),
+        backup: origin.backup.as_ref().map(|(i, _)| i.clone()),
+        source_revision: origin.revision,
+        resumed: origin.resumed,
+        dry_run: o.dry_run,
+        members: members.clone(),
+        restored_now: false,
+        restored_at: origin.state.as_ref().and_then(|s| s.restored.clone()),
+        verification: None,
+        seconds: 0.0,
+    };
+
+    if report.restored_at.is_none() {
+        let busy: Vec<String> = members.iter().flat_map(|m| [Some(&m.data_dir), m.wal_dir.as_ref()]).flatten().filter(|d| non_empty(d)).map(|d| d.display().to_string()).collect();
+        if !busy.is_empty() {
+            return Err(Error::Refused(format!(
+                "not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs",
+                busy.join(", ")
+            )));
+        }
+        if o.dry_run || o.verify_only {
+            if o.verify_only {
+                return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
+            }
+            on(Event::Plan("dry run: the data dirs are empty; nothing was written".into()));
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        on(Event::Step(format!("restoring backup {} natively into {} data dir(s)", repo::short(report.backup.as_deref().unwrap_or("")), members.len())));
+        let m = manifest.as_ref().expect("a backup outside dry runs");
+        let ropts = RestoreOptions {
+            snapshot: origin.snapshot.clone(),
+            cluster: spec.clone(),
+            targets: members.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
+            skip_hash_check: !etcd_data::trailer::has_trailer(m.snapshot.size),
+            bump_revision: None,
+            mark_compacted: false,
+            target_version: o.target_version,
+        };
+        let on2 = on.clone();
+        tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))
+            .await
+            .map_err(|e| Error::Refused(format!("restore task: {e}")))?
+            .map_err(|e| Error::Repo(repo::Error::Restore(e)))?;
+        report.restored_now = true;
+        if let Some(st) = &origin.state {
+            report.restored_at = Some(crate::journal::mark(&repo, &st.record, "restored").await?);
+        }
+    } else {
+        on(Event::Plan(format!("the data dirs were restored at {}; they are not touched again", report.restored_at.as_deref().unwrap_or(""))));
+    }
+    for m in &members {
+        on(Event::Plan(format!("start:     {}", start_command(m, &o.initial_cluster, &o.token))));
+    }
+    let Some(to) = &o.to else {
+        on(Event::Plan("then verify: the same command with --to-endpoints <the new client URLs> --verify-only".into()));
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    };
+    let m = manifest.expect("a backup outside dry runs");
+    report.verification = Some(verify_new(to, &m, &origin.snapshot, o.start_timeout, on).await?);
+    if report.verified() {
+        if let Some(st) = &origin.state {
+            if st.done.is_none() {
+                crate::journal::mark(&repo, &st.record, "done").await?;
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn wait_up(to: &ConnConfig, timeout: Duration, on: &Sink) -> Result<()> {
+    on(Event::Step(format!("waiting up to {}s for the new cluster to answer on {}", timeout.as_secs(), to.endpoints.join(","))));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut all = true;
+        for ep in &to.endpoints {
+            let up = match to.connect_one(ep).await {
+                Ok(mut c) => c.status().await.is_ok(),
+                Err(_) => false,
+            };
+            all &= up;
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Target { endpoint: to.endpoints.join(","), op: "wait for the new cluster", msg: format!("not every member answered within {}s", timeout.as_secs()) });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The new cluster against the backup: every member's revision, key count and hashkv at the
+/// backup's revision; per top-level prefix, key counts and content hashes.
+pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &Path, timeout: Duration, on: &Sink) -> Result<WholeVerification> {
+    wait_up(to, timeout, on).await?;
+    on(Event::Step("verifying: revision, key count and hashkv on every member; per prefix counts and content hashes".into()));
+    let rev = m.snapshot.revision;
+    let mut members = Vec::new();
+    for ep in &to.endpoints {
+        let mut c = to.connect_one(ep).await?;
+        let err = |op: &'static str| {
+            let ep = ep.clone();
+            move |e: etcd_client::Error| Error::Target { endpoint: ep, op, msg: e.to_string() }
+        };
+        let cnt = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_revision(rev).with_count_only())).await.map_err(err("count"))?;
+        let current = cnt.header().map(|h| h.revision()).unwrap_or(0);
+        let h = c.hash_kv(rev).await.map_err(err("hashkv"))?;
+        let ok = current >= rev && m.snapshot.live_keys.is_none_or(|k| k == cnt.count() as u64) && m.snapshot.hash_kv.is_none_or(|x| x == h.hash());
+        members.push(MemberCheck { endpoint: to.url(ep), revision: current, keys: cnt.count(), hash_kv: h.hash(), ok });
+    }
+    let mut sd = Digests::default();
+    crate::source::for_each(snapshot, &Selection::Whole, &mut |kv| {
+        sd.add(&kv.group, &kv.key, Some(&kv.value), &kv.value);
+        Ok(())
+    })?;
+    let mut td = Digests::default();
+    let mut t = Target::connect(to).await?;
+    t.scan(&[0], &[0], rev, &mut |kv| {
+        let g = Selection::Whole.group_of(&kv.key).unwrap_or_default();
+        td.add(&g, &kv.key, Some(&kv.value), &kv.value);
+        Ok(())
+    })
+    .await?;
+    let groups = verify::compare(&[], sd, td, &Default::default());
+    let ok = members.iter().all(|c| c.ok) && groups.iter().all(|g| g.ok);
+    Ok(WholeVerification { revision: rev, want_keys: m.snapshot.live_keys, want_hash_kv: m.snapshot.hash_kv, members, groups, ok })
+}

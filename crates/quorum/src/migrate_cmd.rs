@@ -1,0 +1,440 @@
+//! `quorum migrate`: flags and printing; the work is in the `migrate` crate.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use etcd_cluster::{ConnConfig, Secret};
+use etcd_data::restore::Layout;
+use migrate::{ConflictPolicy, Event};
+
+use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use crate::live::parse_duration;
+use crate::output::{self, Format};
+use crate::repo_cmd::RepoFlags;
+
+pub const HELP: &str = "\
+Examples:
+  # three namespaces into a running cluster, re-encrypted for the target's keys
+  quorum migrate --repo s3://backups/etcd --cluster prod --from-endpoints 10.0.0.1:2379 \\
+    --to-endpoints 10.1.0.1:2379 -n shop -n billing -n auth --rekey prod-enc.yaml:new-enc.yaml
+  quorum migrate ... -n shop --dry-run            # per namespace: create / identical / different
+  quorum migrate ... --prefix /myapp/ --on-conflict overwrite
+  # a whole cluster into a new one (members etcd-0..2), verified once they run
+  quorum migrate --repo s3://backups/etcd --cluster hcp-a --from-endpoints 10.0.0.1:2379 \\
+    --initial-cluster etcd-0=https://10.2.0.1:2380,etcd-1=https://10.2.0.2:2380,etcd-2=https://10.2.0.3:2380 \\
+    --initial-cluster-token hcp-a-new --data-dir '/var/lib/etcd-{name}' \\
+    --to-endpoints https://10.2.0.1:2379,https://10.2.0.2:2379,https://10.2.0.3:2379
+
+Every migration first backs the source up into the repository (cluster --cluster) and records
+which backup it works from (migrations/ in the repository). Killed at any point, the same
+command resumes from that same backup: keys the target already holds with the same content
+(plaintext, with --rekey) are not written again. --restart begins anew from a new snapshot.
+
+Partial (-n NS or --prefix P): the selected live keys (a namespace's objects of every resource
+and the Namespace object) are written into the running target in transactions of at most
+--txn-ops puts, each guarded against concurrent writes. Conflicts (the target holds different
+content): --on-conflict fail (default: nothing is written), skip (kept; left out of the
+verification), overwrite. Keys only the target has are never deleted. etcd leases are not
+carried: leased keys (Events) are written without a lease.
+
+Whole (no -n/--prefix): the backup is restored natively into the new members' data dirs
+(never into non-empty ones); start the members with the printed commands; with
+--to-endpoints the command waits for them (--start-timeout) and verifies revision, key count
+and hashkv of every member, and per prefix counts and content hashes, against the backup.
+
+Exit codes: 0 done and verified (or a dry run), 1 failed (conflicts, unreachable clusters),
+2 usage, 3 verification found a difference.";
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    repo: RepoFlags,
+    /// The source cluster's name in the repository (its backups are kept under it).
+    #[arg(long)]
+    cluster: String,
+    /// Source cluster client endpoints, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    from_endpoints: Vec<String>,
+    #[arg(long)]
+    from_cacert: Option<PathBuf>,
+    #[arg(long)]
+    from_cert: Option<PathBuf>,
+    #[arg(long)]
+    from_key: Option<PathBuf>,
+    /// username[:password] for the source.
+    #[arg(long)]
+    from_user: Option<String>,
+    /// Work from this backup of --cluster (ID, prefix, or latest) instead of a new snapshot.
+    #[arg(long)]
+    from_backup: Option<String>,
+    /// Target client endpoints: the running cluster (partial), or the new members' client URLs (whole).
+    #[arg(long, value_delimiter = ',')]
+    to_endpoints: Vec<String>,
+    #[arg(long)]
+    to_cacert: Option<PathBuf>,
+    #[arg(long)]
+    to_cert: Option<PathBuf>,
+    #[arg(long)]
+    to_key: Option<PathBuf>,
+    /// username[:password] for the target.
+    #[arg(long)]
+    to_user: Option<String>,
+    /// Move this namespace (repeatable): its objects of every resource and the Namespace object.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Move the keys under this prefix (repeatable).
+    #[arg(long = "prefix", value_name = "P", conflicts_with = "namespaces")]
+    prefixes: Vec<String>,
+    /// Re-encrypt: read with the source's EncryptionConfiguration, write with the target's.
+    #[arg(long, value_name = "FROM_CONFIG:TO_CONFIG")]
+    rekey: Option<String>,
+    /// When the target holds a selected key with different content: fail, skip, overwrite.
+    #[arg(long, default_value = "fail", value_parser = ["fail", "skip", "overwrite"])]
+    on_conflict: String,
+    /// Show what would change, per namespace/prefix; write nothing anywhere.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only verify a migration made earlier (same arguments).
+    #[arg(long, conflicts_with = "dry_run")]
+    verify_only: bool,
+    /// Begin a new migration from a new snapshot even if one with these arguments exists.
+    #[arg(long)]
+    restart: bool,
+    /// Puts per transaction (the target's --max-txn-ops, default 128).
+    #[arg(long, default_value_t = 128)]
+    txn_ops: usize,
+    /// About this many KiB of keys and values per transaction (the target's --max-request-bytes is 1.5 MiB by default).
+    #[arg(long, default_value_t = 1024)]
+    txn_kib: usize,
+    /// Pause between transactions, e.g. 50ms (go easy on a busy target).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    txn_pause: Duration,
+    /// Whole: the new cluster's members, name=peer-url,...
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Whole: the new cluster's token.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Whole: data dir template with {name}.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Whole: WAL dir template with {name}.
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// Whole: data layout to write, 3.4 or 3.5 (default: from the snapshot).
+    #[arg(long, value_parser = parse_layout)]
+    target_version: Option<Layout>,
+    /// Whole: how long to wait for the new members to answer before verifying.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    start_timeout: Duration,
+    /// Directory for the temporary snapshot (default: system temp dir).
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    write_out: Format,
+}
+
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    Layout::parse(s).ok_or_else(|| format!("unsupported target version {s:?}: want 3.4 or 3.5"))
+}
+
+fn usage(m: impl Into<String>) -> Failure {
+    Failure { code: USAGE, message: Some(m.into()), hint: None }
+}
+
+/// One side's connection: the global flags' timeouts and TLS, with this side's endpoints and overrides.
+fn side(base: &ConnConfig, eps: &[String], cacert: &Option<PathBuf>, cert: &Option<PathBuf>, key: &Option<PathBuf>, user: &Option<String>) -> ConnConfig {
+    let mut c = base.clone();
+    c.endpoints = eps.to_vec();
+    if cacert.is_some() {
+        c.cacert = cacert.clone();
+    }
+    if cert.is_some() {
+        c.cert = cert.clone();
+    }
+    if key.is_some() {
+        c.key = key.clone();
+    }
+    if let Some(u) = user {
+        c.user = Some(match u.split_once(':') {
+            Some((n, p)) => (n.to_string(), Secret(p.to_string())),
+            None => (u.clone(), Secret(String::new())),
+        });
+    }
+    c
+}
+
+fn failure(e: migrate::Error) -> Failure {
+    let hint = e.hint();
+    match e {
+        migrate::Error::Cluster(c) => crate::live::failure(c),
+        migrate::Error::Repo(r) => crate::repo_cmd::fail(r),
+        migrate::Error::Usage(m) => usage(m),
+        e @ migrate::Error::Mismatch(_) => Failure { code: DAMAGE, message: Some(e.to_string()), hint },
+        e => Failure { code: FAILED, message: Some(e.to_string()), hint },
+    }
+}
+
+/// Prints events: plan and steps on stderr, progress as a bar on a terminal (plain lines at
+/// quarter marks otherwise), nothing of either with --quiet except the plan and steps.
+struct Printer {
+    quiet: bool,
+    tty: bool,
+    bar: Mutex<(Option<indicatif::ProgressBar>, u64)>,
+}
+
+impl Printer {
+    fn event(&self, e: Event) {
+        let mut g = self.bar.lock().unwrap();
+        match e {
+            Event::Plan(l) => Self::line(&g.0, &l),
+            Event::Step(l) => {
+                if let Some(b) = g.0.take() {
+                    b.finish_and_clear();
+                }
+                g.1 = 0;
+                Self::line(&None, &format!("==> {l}"));
+            }
+            Event::Warning(l) => Self::line(&g.0, &format!("Warning: {l}")),
+            Event::Progress { done, total } => {
+                if self.quiet {
+                    return;
+                }
+                if self.tty {
+                    let b = g.0.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total);
+                        b.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} [{bar:30}] {per_sec} {eta}").expect("template").progress_chars("=> "));
+                        b
+                    });
+                    b.set_length(total.max(done));
+                    b.set_position(done);
+                } else if total > 0 {
+                    let quarter = done * 4 / total;
+                    if quarter > g.1 || (done == total && g.1 < 4) {
+                        g.1 = quarter.max(1);
+                        eprintln!("    {done}/{total}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn line(bar: &Option<indicatif::ProgressBar>, l: &str) {
+        match bar {
+            Some(b) => b.suspend(|| eprintln!("{l}")),
+            None => eprintln!("{l}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().0.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn read_config(path: &str) -> Result<kube_data::encryption::EncryptionConfig, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--rekey {path}: {e}")))?;
+    kube_data::encryption::parse_config(&text, path).map_err(|e| usage(format!("--rekey: {e}")))
+}
+
+pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), Failure> {
+    let base = conn.config();
+    let src = (!a.from_endpoints.is_empty()).then(|| side(&base, &a.from_endpoints, &a.from_cacert, &a.from_cert, &a.from_key, &a.from_user));
+    let dst = (!a.to_endpoints.is_empty()).then(|| side(&base, &a.to_endpoints, &a.to_cacert, &a.to_cert, &a.to_key, &a.to_user));
+    if src.is_none() && a.from_backup.is_none() && !a.verify_only {
+        return Err(usage("give the source with --from-endpoints, or a backup with --from-backup"));
+    }
+    let printer = Arc::new(Printer { quiet, tty: std::io::IsTerminal::is_terminal(&std::io::stderr()), bar: Mutex::new((None, 0)) });
+    let p2 = printer.clone();
+    let sink: migrate::Sink = Arc::new(move |e| p2.event(e));
+    let whole = a.namespaces.is_empty() && a.prefixes.is_empty();
+    let rt = rt();
+    let r = a.repo.open(&rt)?;
+    if whole {
+        if a.rekey.is_some() {
+            return Err(usage("--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)"));
+        }
+        let initial_cluster = a.initial_cluster.clone().ok_or_else(|| usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
+        let data_dir = a.data_dir.clone().ok_or_else(|| usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
+        let o = migrate::whole::WholeOptions {
+            cluster: a.cluster.clone(),
+            initial_cluster,
+            token: a.initial_cluster_token.clone(),
+            data_dir,
+            wal_dir: a.wal_dir.clone(),
+            target_version: a.target_version,
+            to: dst,
+            verify_only: a.verify_only,
+            dry_run: a.dry_run,
+            restart: a.restart,
+            from_backup: a.from_backup.clone(),
+            tmp_dir: a.tmp_dir.clone(),
+            start_timeout: a.start_timeout,
+            parallel: a.repo.parallel,
+            uploads: a.repo.parallel.clamp(1, 16),
+            retry_lock: a.repo.retry_lock,
+        };
+        let rep = rt.block_on(migrate::whole::run(src.as_ref(), r, &o, &sink));
+        printer.finish();
+        let rep = rep.map_err(failure)?;
+        print_whole(&rep, a.write_out);
+        return match &rep.verification {
+            Some(v) if !v.ok => Err(Failure { code: DAMAGE, message: Some("verification failed: the new cluster differs from the backup (see above)".into()), hint: None }),
+            _ => Ok(()),
+        };
+    }
+
+    let dst = dst.ok_or_else(|| usage("give the running target cluster with --to-endpoints"))?;
+    let rekey = match &a.rekey {
+        None => None,
+        Some(s) => {
+            let (f, t) = s.split_once(':').ok_or_else(|| usage(format!("--rekey {s:?}: want FROM_CONFIG:TO_CONFIG")))?;
+            Some(migrate::codec::Rekey { from: read_config(f)?, to: read_config(t)?, from_name: f.to_string(), to_name: t.to_string() })
+        }
+    };
+    let selection = if a.namespaces.is_empty() { migrate::select::Selection::Prefixes(a.prefixes.clone()) } else { migrate::select::Selection::Namespaces(a.namespaces.clone()) };
+    let o = migrate::partial::PartialOptions {
+        cluster: a.cluster.clone(),
+        selection,
+        codec: migrate::codec::Codec { rekey },
+        policy: ConflictPolicy::parse(&a.on_conflict).expect("clap checked"),
+        dry_run: a.dry_run,
+        verify_only: a.verify_only,
+        restart: a.restart,
+        from_backup: a.from_backup.clone(),
+        tmp_dir: a.tmp_dir.clone(),
+        max_ops: a.txn_ops.max(1),
+        max_bytes: a.txn_kib.max(1) * 1024,
+        pause: a.txn_pause,
+        parallel: a.repo.parallel,
+        uploads: a.repo.parallel.clamp(1, 16),
+        retry_lock: a.repo.retry_lock,
+    };
+    let rep = rt.block_on(migrate::partial::run(src.as_ref(), &dst, r, &o, &sink));
+    printer.finish();
+    let rep = rep.map_err(failure)?;
+    print_partial(&rep, &o.selection, a.write_out);
+    if !rep.dry_run && !rep.verified() {
+        let bad: Vec<&str> = rep.verification.iter().filter(|c| !c.ok).map(|c| c.group.as_str()).collect();
+        return Err(Failure {
+            code: DAMAGE,
+            message: Some(format!("verification failed: source and target differ in {}", bad.join(", "))),
+            hint: Some("run the same command again to resume; `--dry-run` shows what differs per group".into()),
+        });
+    }
+    Ok(())
+}
+
+fn short_hash(h: &str) -> String {
+    h.chars().take(16).collect()
+}
+
+fn checks_table(label: &str, v: &[migrate::verify::GroupCheck]) -> String {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|c| {
+            vec![
+                c.group.clone(),
+                c.source_keys.to_string(),
+                c.target_keys.to_string(),
+                c.skipped.to_string(),
+                short_hash(&c.source_hash),
+                short_hash(&c.target_hash),
+                if c.ok { "ok".into() } else if c.target_undecryptable > 0 { format!("DIFFERS ({} undecryptable)", c.target_undecryptable) } else { "DIFFERS".into() },
+            ]
+        })
+        .collect();
+    output::table(&[label, "SOURCE KEYS", "TARGET KEYS", "SKIPPED", "SOURCE SHA256", "TARGET SHA256", "MATCH"], &rows)
+}
+
+fn print_partial(r: &migrate::partial::PartialReport, sel: &migrate::select::Selection, w: Format) {
+    match w {
+        Format::Json => return println!("{}", output::json(r)),
+        Format::Yaml => return print!("{}", output::yaml(r)),
+        _ => {}
+    }
+    let label = sel.group_label();
+    if r.dry_run {
+        let action = match r.policy {
+            ConflictPolicy::Fail => "FAIL (conflict)",
+            ConflictPolicy::Skip => "skip",
+            ConflictPolicy::Overwrite => "overwrite",
+        };
+        let rows: Vec<Vec<String>> = r
+            .plan
+            .iter()
+            .map(|p| {
+                vec![
+                    p.group.clone(),
+                    p.source_keys.to_string(),
+                    p.create.to_string(),
+                    p.identical.to_string(),
+                    p.different.to_string(),
+                    if p.different > 0 { action.to_string() } else { "-".into() },
+                    p.target_only.to_string(),
+                    p.leased.to_string(),
+                ]
+            })
+            .collect();
+        print!("{}", output::table(&[label, "SOURCE KEYS", "WOULD CREATE", "IDENTICAL", "DIFFERENT", "ON DIFFERENT", "TARGET ONLY", "LEASED"], &rows));
+        println!("dry run: nothing was written (source revision {})", r.source_revision);
+        return;
+    }
+    println!(
+        "migration {}: {} key(s) written, {} overwritten, {} skipped, {} changed meanwhile, in {} transaction(s); source revision {}, target revision {}, {:.1}s{}",
+        r.migration,
+        r.written,
+        r.overwritten,
+        r.skipped,
+        r.changed_meanwhile,
+        r.transactions,
+        r.source_revision,
+        r.target_revision,
+        r.seconds,
+        if r.resumed { " (resumed)" } else { "" }
+    );
+    print!("{}", checks_table(label, &r.verification));
+    println!("verification: {}", if r.verified() { "OK" } else { "FAILED" });
+}
+
+fn print_whole(r: &migrate::whole::WholeReport, w: Format) {
+    match w {
+        Format::Json => return println!("{}", output::json(r)),
+        Format::Yaml => return print!("{}", output::yaml(r)),
+        _ => {}
+    }
+    if r.dry_run {
+        println!("dry run: nothing was written (source revision {})", r.source_revision);
+        return;
+    }
+    println!(
+        "migration {}: backup {} (revision {}) {} into {} data dir(s)",
+        r.migration,
+        r.backup.as_deref().map(repo::short).unwrap_or("-"),
+        r.source_revision,
+        if r.restored_now { "restored" } else { "was already restored" },
+        r.members.len()
+    );
+    let Some(v) = &r.verification else { return };
+    let rows: Vec<Vec<String>> = v
+        .members
+        .iter()
+        .map(|m| vec![m.endpoint.clone(), m.revision.to_string(), m.keys.to_string(), m.hash_kv.to_string(), if m.ok { "ok".into() } else { "DIFFERS".into() }])
+        .collect();
+    print!("{}", output::table(&["MEMBER", "REVISION", "KEYS", "HASHKV", "MATCH"], &rows));
+    println!(
+        "backup: revision {}, {} keys, hashkv {}",
+        v.revision,
+        v.want_keys.map(|k| k.to_string()).unwrap_or_else(|| "-".into()),
+        v.want_hash_kv.map(|k| k.to_string()).unwrap_or_else(|| "-".into())
+    );
+    print!("{}", checks_table("PREFIX", &v.groups));
+    println!("verification: {}", if v.ok { "OK" } else { "FAILED" });
+}
