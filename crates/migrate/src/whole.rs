@@ -111,6 +111,14 @@ fn non_empty(p: &Path) -> bool {
     std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
 }
 
+fn refuse_busy(members: &[NewMember]) -> Result<()> {
+    let busy: Vec<String> = members.iter().flat_map(|m| [Some(&m.data_dir), m.wal_dir.as_ref()]).flatten().filter(|d| non_empty(d)).map(|d| d.display().to_string()).collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused(format!("not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join(", "))))
+}
+
 /// The new members from the flags.
 pub fn new_members(o: &WholeOptions) -> Result<(ClusterSpec, Vec<NewMember>)> {
     let spec = ClusterSpec::new(&o.initial_cluster, &o.token).map_err(|e| Error::Usage(format!("--initial-cluster: {e}")))?;
@@ -163,6 +171,13 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
             m.data_dir.display()
         )));
     }
+    // Refuse busy data dirs before anything is written anywhere (unless this migration
+    // restored them already).
+    let id = crate::journal::migration_id("whole", &o.cluster, &Selection::Whole.describe(), &target_desc);
+    let restored_before = if o.restart { false } else { crate::journal::load(&repo, &id).await?.is_some_and(|s| s.restored.is_some()) };
+    if !restored_before {
+        refuse_busy(&members)?;
+    }
     let begin = Begin {
         kind: "whole",
         cluster: &o.cluster,
@@ -195,13 +210,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     };
 
     if report.restored_at.is_none() {
-        let busy: Vec<String> = members.iter().flat_map(|m| [Some(&m.data_dir), m.wal_dir.as_ref()]).flatten().filter(|d| non_empty(d)).map(|d| d.display().to_string()).collect();
-        if !busy.is_empty() {
-            return Err(Error::Refused(format!(
-                "not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs",
-                busy.join(", ")
-            )));
-        }
+        refuse_busy(&members)?;
         if o.dry_run || o.verify_only {
             if o.verify_only {
                 return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
