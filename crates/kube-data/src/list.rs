@@ -30,14 +30,29 @@ pub struct Object {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub namespace: Option<String>,
     pub resource: Option<String>,
+    /// Only objects of this name.
+    pub name: Option<String>,
+    /// Any of these namespaces (with `namespace`, either matches).
+    pub namespaces: Vec<String>,
+    /// Also the Namespace objects of `namespaces` (an export of a namespace carries it).
+    pub with_namespace_objects: bool,
 }
 
 impl Filter {
-    fn wants(&self, i: &KeyInfo) -> bool {
+    pub fn wants(&self, i: &KeyInfo) -> bool {
+        if self.name.as_ref().is_some_and(|n| *n != i.name) {
+            return false;
+        }
+        if self.with_namespace_objects && i.resource == "namespaces" && self.namespaces.contains(&i.name) {
+            return true;
+        }
+        if !self.namespaces.is_empty() && !i.namespace.as_ref().is_some_and(|n| self.namespaces.contains(n)) {
+            return false;
+        }
         let res_ok = self.resource.as_ref().is_none_or(|r| {
             i.resource == *r || i.resource.split('.').next() == Some(r.as_str()) || (r.ends_with('s') && i.resource.starts_with(r.as_str()))
         });
@@ -69,6 +84,20 @@ pub fn list(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> 
 /// whether that is a deletion); pass 2 reads it again and decodes only those revisions. Values
 /// are never held: memory is the index (one key and revision per live key).
 pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut dyn FnMut(Object)) -> Result<Vec<String>, ListError> {
+    walk(path, filter, config, &mut |o, _, _| emit(o))
+}
+
+/// Receives an object, its readable value and its value as stored.
+pub type ValueSink<'a> = dyn FnMut(Object, Option<Vec<u8>>, &[u8]) + 'a;
+
+/// As [`for_each`], also handing over each object's value: decrypted when it was encrypted
+/// and the configuration opens it, None when it stays unreadable (the object's `error` says
+/// why, or it is encrypted and no configuration was given), and the value as stored.
+pub fn for_each_value(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut ValueSink<'_>) -> Result<Vec<String>, ListError> {
+    walk(path, filter, config, emit)
+}
+
+fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut ValueSink<'_>) -> Result<Vec<String>, ListError> {
     let db = bolt::Db::open(path)?;
     let mut warnings = db.warnings();
     let bucket = db.bucket(&[etcd_data::schema::KEY]).map_err(|f| ListError::Damaged(f.to_string()))?;
@@ -96,7 +125,7 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
             return;
         }
         let Some(info) = keys::parse(kv.key) else { return };
-        let (encryption, decoded, error) = summarize(kv.key, kv.value, config);
+        let (encryption, decoded, error, plain) = summarize(kv.key, kv.value, config);
         emit(Object {
             key: String::from_utf8_lossy(kv.key).into_owned(),
             info,
@@ -108,7 +137,7 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
             encryption,
             decoded,
             error,
-        });
+        }, plain, kv.value);
     })?;
     Ok(warnings)
 }
@@ -137,22 +166,24 @@ fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut
     }
 }
 
-fn summarize(key: &[u8], value: &[u8], config: Option<&EncryptionConfig>) -> (Option<String>, Option<Decoded>, Option<String>) {
+type Summary = (Option<String>, Option<Decoded>, Option<String>, Option<Vec<u8>>);
+
+fn summarize(key: &[u8], value: &[u8], config: Option<&EncryptionConfig>) -> Summary {
     let enc = match unseal(value) {
         Ok(Sealed::Plain(_)) => None,
         Ok(Sealed::Encrypted { provider, key, .. }) => Some(format!("{provider}:{key}")),
-        Err(e) => return (None, None, Some(e)),
+        Err(e) => return (None, None, Some(e), None),
     };
     let plain = match (&enc, config) {
         (None, _) => value.to_vec(),
         (Some(_), Some(c)) => match c.decrypt(value, key) {
             Ok(p) => p,
-            Err(e) => return (enc, None, Some(e.to_string())),
+            Err(e) => return (enc, None, Some(e.to_string()), None),
         },
-        (Some(_), None) => return (enc, None, None),
+        (Some(_), None) => return (enc, None, None, None),
     };
     match decode(&plain) {
-        Ok(d) => (enc, Some(d), None),
-        Err(e) => (enc, None, Some(e)),
+        Ok(d) => (enc, Some(d), None, Some(plain)),
+        Err(e) => (enc, None, Some(e), Some(plain)),
     }
 }

@@ -26,6 +26,90 @@ pub enum K8sCmd {
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
         write_out: Format,
     },
+    /// Print objects as `kubectl get -o yaml|json` prints them, from a snapshot file or a backup.
+    #[command(after_help = GET_HELP)]
+    Get {
+        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        snapshot: String,
+        /// Resource: plural, singular or kubectl short name, optionally with .group (`pods`, `deploy`, `crontabs.example.com`).
+        resource: String,
+        /// Only this object.
+        name: Option<String>,
+        /// Only this namespace (default: every namespace).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+        output: ObjectFormat,
+        /// EncryptionConfiguration to decrypt with.
+        #[arg(long)]
+        encryption_config: Option<PathBuf>,
+        /// With --repo: the cluster whose backup `latest` means.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        repo: crate::repo_cmd::RepoFlags,
+    },
+    /// Write the objects of namespaces as YAML files for `kubectl apply` on another cluster.
+    #[command(after_help = export_help())]
+    Export {
+        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        snapshot: String,
+        /// Namespace to export (repeatable); its Namespace object comes along.
+        #[arg(short = 'n', long = "namespace", required = true)]
+        namespaces: Vec<String>,
+        /// Directory to create (must not exist).
+        #[arg(short = 'o', long = "output-dir")]
+        output_dir: PathBuf,
+        /// Remove what the source cluster assigned and leave out what the new cluster creates (see the rules below).
+        #[arg(long)]
+        sanitize: bool,
+        /// With --sanitize: keep objects a controller owns (they are otherwise created again by it).
+        #[arg(long)]
+        keep_owned: bool,
+        /// Only this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Leave out objects that cannot be read (encrypted without a key for them) instead of failing.
+        #[arg(long)]
+        skip_unreadable: bool,
+        /// EncryptionConfiguration to decrypt with.
+        #[arg(long)]
+        encryption_config: Option<PathBuf>,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        repo: crate::repo_cmd::RepoFlags,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
+    /// Objects added, removed and changed (field by field) between two snapshots or backups.
+    #[command(after_help = DIFF_HELP)]
+    Diff {
+        /// The older snapshot file (or with --repo a backup id).
+        a: String,
+        /// The newer snapshot file (or with --repo a backup id).
+        b: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        /// EncryptionConfiguration for both (or A's, with --b-encryption-config).
+        #[arg(long)]
+        encryption_config: Option<PathBuf>,
+        /// EncryptionConfiguration for B when it differs from A's.
+        #[arg(long)]
+        b_encryption_config: Option<PathBuf>,
+        /// Print Secret values that changed (masked otherwise).
+        #[arg(long)]
+        show_secrets: bool,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        repo: crate::repo_cmd::RepoFlags,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        write_out: Format,
+    },
     /// Count, per resource an EncryptionConfiguration lists, the live values by encryption state.
     #[command(after_help = ENCRYPTION_STATUS_HELP)]
     EncryptionStatus {
@@ -59,6 +143,35 @@ pub enum K8sCmd {
         write_out: Format,
     },
 }
+
+fn export_help() -> String {
+    format!("{EXPORT_HELP}{}", kube_data::sanitize::rules_table())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObjectFormat {
+    Yaml,
+    Json,
+    Name,
+}
+
+const GET_HELP: &str = "Examples:\n  quorum k8s get backup.db deployments -n prod\n  quorum k8s get backup.db secret db-password -n prod --encryption-config /etc/kubernetes/enc.yaml -o json\n  quorum k8s get latest cm -n kube-system --repo s3://backups/etcd --cluster prod\n\n\
+Objects are printed as kubectl prints them (built-in kinds decoded from protobuf with the
+Kubernetes schema, custom resources as stored), metadata.resourceVersion being the key's
+revision. Unlike kubectl, no -n means every namespace. Several objects print as a List.
+Objects that cannot be read (encrypted without --encryption-config, damaged) are named on
+stderr and the others are printed; exit 1 then. Exit 1 also when nothing matches.";
+
+const EXPORT_HELP: &str = "Examples:\n  quorum k8s export backup.db -n shop -n payments -o ./export --sanitize --encryption-config enc.yaml\n  kubectl apply -R -f ./export/shop\n\n\
+Writes OUTPUT_DIR/<namespace>/00-namespace.yaml and OUTPUT_DIR/<namespace>/<resource>/<name>.yaml
+(mode 0600: Secrets are in them), into a temporary directory renamed when complete; an existing
+OUTPUT_DIR is never touched. An object that cannot be read fails the export (nothing is left)
+unless --skip-unreadable.\n\nSanitization rules (--sanitize):\n";
+
+const DIFF_HELP: &str = "Examples:\n  quorum k8s diff monday.db tuesday.db -n prod\n  quorum k8s diff a.db b.db --resource configmaps -w json\n  quorum k8s diff <id1> latest --repo file:///var/backups/etcd --cluster prod\n\n\
+Objects are compared as kubectl would show them, ignoring metadata.resourceVersion and
+metadata.managedFields. Changed Secret data is masked unless --show-secrets.
+Exit codes: 0 no differences, 1 differences, 2 usage, 3 damaged snapshot.";
 
 const ENCRYPTION_STATUS_HELP: &str = "Examples:\n  quorum k8s encryption-status backup.db --config /etc/kubernetes/enc.yaml\n  quorum k8s encryption-status backup.db --config enc.json -w json\n\n\
 For every resource the configuration lists (`secrets`, `deployments.apps`, `*.apps`, `*.`, `*.*`;
@@ -94,7 +207,7 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 }
                 None => None,
             };
-            let filter = kube_data::list::Filter { namespace, resource };
+            let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
             let list_failure = |e: kube_data::list::ListError| match e {
                 kube_data::list::ListError::Bolt(b) => {
                     let (code, hint) = crate::exit::bolt_code(&b);
@@ -155,6 +268,34 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        K8sCmd::Get { snapshot, resource, name, namespace, output, encryption_config, cluster, repo } => {
+            let (_tmp, path) = input(&snapshot, &repo, cluster.as_deref())?;
+            let config = encryption_config.as_deref().map(read_config).transpose()?;
+            let filter = kube_data::list::Filter { namespace, resource: Some(kube_data::objects::resolve_resource(&resource)), name, ..Default::default() };
+            get(&path, &filter, config.as_ref(), output)
+        }
+        K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, encryption_config, cluster, repo, write_out } => {
+            let (_tmp, path) = input(&snapshot, &repo, cluster.as_deref())?;
+            let config = encryption_config.as_deref().map(read_config).transpose()?;
+            let filter = kube_data::list::Filter {
+                resource: resource.as_deref().map(kube_data::objects::resolve_resource),
+                namespaces,
+                with_namespace_objects: true,
+                ..Default::default()
+            };
+            export(&path, &filter, config.as_ref(), &output_dir, sanitize, keep_owned, skip_unreadable, write_out)
+        }
+        K8sCmd::Diff { a, b, namespace, resource, encryption_config, b_encryption_config, show_secrets, cluster, repo, write_out } => {
+            let (_ta, pa) = input(&a, &repo, cluster.as_deref())?;
+            let (_tb, pb) = input(&b, &repo, cluster.as_deref())?;
+            let ca = encryption_config.as_deref().map(read_config).transpose()?;
+            let cb = match b_encryption_config.as_deref() {
+                Some(p) => Some(read_config(p)?),
+                None => ca.clone(),
+            };
+            let filter = kube_data::list::Filter { namespace, resource: resource.as_deref().map(kube_data::objects::resolve_resource), ..Default::default() };
+            diff(&pa, &pb, &filter, ca.as_ref(), cb.as_ref(), show_secrets, write_out)
         }
         K8sCmd::EncryptionStatus { snapshot, config, write_out } => encryption_status(&snapshot, &config, write_out),
         K8sCmd::Rekey { snapshot, from_config, to_config, output, resources, skip_undecryptable, write_out } => {
@@ -295,6 +436,249 @@ fn rekey(
                 report.sha256
             );
         }
+    }
+    Ok(())
+}
+
+/// A snapshot file as given, or with --repo the backup of that id fetched into a temporary file.
+fn input(arg: &str, repo: &crate::repo_cmd::RepoFlags, cluster: Option<&str>) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
+    let p = PathBuf::from(arg);
+    if repo.repo.is_none() || p.exists() {
+        return Ok((None, p));
+    }
+    let (dir, file) = crate::repo_cmd::fetch_to_temp(repo, arg, cluster, false)?;
+    Ok((Some(dir), file))
+}
+
+fn list_failure(e: kube_data::list::ListError) -> Failure {
+    match e {
+        kube_data::list::ListError::Bolt(b) => {
+            let (code, hint) = crate::exit::bolt_code(&b);
+            Failure { code, message: Some(b.to_string()), hint }
+        }
+        kube_data::list::ListError::Damaged(m) => Failure { code: DAMAGE, message: Some(m), hint: Some("run `quorum snapshot verify` for every fault".into()) },
+    }
+}
+
+fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<&kube_data::encryption::EncryptionConfig>, output: ObjectFormat) -> Result<(), Failure> {
+    let (objects, warnings) = kube_data::objects::get(path, filter, config).map_err(list_failure)?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    let mut items = Vec::new();
+    let mut unreadable = 0usize;
+    for o in &objects {
+        match &o.rendered {
+            Ok(r) => {
+                for w in &r.warnings {
+                    eprintln!("Warning: {}: {w}", o.object.key);
+                }
+                items.push(r.value.clone());
+            }
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("Error: {}: {e}", o.object.key);
+            }
+        }
+    }
+    if objects.is_empty() {
+        let what = match (&filter.name, &filter.namespace) {
+            (Some(n), Some(ns)) => format!("{} \"{n}\" in namespace {ns}", filter.resource.as_deref().unwrap_or_default()),
+            (Some(n), None) => format!("{} \"{n}\"", filter.resource.as_deref().unwrap_or_default()),
+            _ => format!("{} objects{}", filter.resource.as_deref().unwrap_or_default(), filter.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default()),
+        };
+        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("no {what} in the snapshot")), hint: Some("`quorum k8s ls SNAPSHOT` lists what is there".into()) });
+    }
+    let single = filter.name.is_some() && items.len() == 1;
+    let doc = if single {
+        items.pop().expect("one item")
+    } else {
+        serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
+    };
+    match output {
+        ObjectFormat::Yaml => print!("{}", kube_data::print::to_yaml(&doc)),
+        ObjectFormat::Json => print!("{}", kube_data::print::to_json(&doc)),
+        ObjectFormat::Name => {
+            for o in objects.iter().filter(|o| o.rendered.is_ok()) {
+                let kind = o.object.decoded.as_ref().and_then(|d| d.kind.clone()).unwrap_or_else(|| o.object.info.resource.clone());
+                println!("{}/{}", kind.to_ascii_lowercase(), o.object.info.name);
+            }
+        }
+    }
+    if unreadable > 0 {
+        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("{unreadable} object(s) could not be read (named above)")), hint: Some("encrypted values need --encryption-config with their key".into()) });
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize, Default)]
+struct ExportReport {
+    directory: PathBuf,
+    written: std::collections::BTreeMap<String, usize>,
+    skipped: std::collections::BTreeMap<String, usize>,
+    unreadable: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export(
+    path: &std::path::Path,
+    filter: &kube_data::list::Filter,
+    config: Option<&kube_data::encryption::EncryptionConfig>,
+    dir: &std::path::Path,
+    sanitize: bool,
+    keep_owned: bool,
+    skip_unreadable: bool,
+    write_out: Format,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let failed = |m: String| Failure { code: crate::exit::FAILED, message: Some(m), hint: None };
+    if dir.exists() {
+        return Err(Failure { code: USAGE, message: Some(format!("{} exists; export never writes into an existing directory", dir.display())), hint: Some("give a new directory with -o".into()) });
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}.partial-", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+        .tempdir_in(parent)
+        .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
+    let mut report = ExportReport { directory: dir.to_path_buf(), ..Default::default() };
+    let mut io_error = None;
+    let warnings = kube_data::list::for_each_value(path, filter, config, &mut |o, plain, _| {
+        if io_error.is_some() {
+            return;
+        }
+        let rendered = match (&o.error, plain) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(p)) => kube_data::typed::render(&p),
+            (None, None) => Err(format!("encrypted with {}: give --encryption-config", o.encryption.as_deref().unwrap_or("a provider"))),
+        };
+        let mut value = match rendered {
+            Ok(r) => r.value,
+            Err(e) => {
+                report.unreadable.push(format!("{}: {e}", o.key));
+                return;
+            }
+        };
+        if sanitize {
+            if let Some(why) = kube_data::sanitize::skip_reason(&value, keep_owned) {
+                *report.skipped.entry(format!("{} ({why})", o.info.resource)).or_default() += 1;
+                return;
+            }
+            kube_data::sanitize::sanitize(&mut value);
+        } else if let Some(meta) = value.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), serde_json::Value::String(o.mod_revision.to_string()));
+        }
+        let (sub, file) = match (&o.info.namespace, o.info.resource.as_str()) {
+            (None, "namespaces") => (PathBuf::from(&o.info.name), "00-namespace.yaml".to_string()),
+            (Some(ns), r) => (PathBuf::from(ns).join(r), format!("{}.yaml", o.info.name)),
+            (None, r) => (PathBuf::from("_cluster").join(r), format!("{}.yaml", o.info.name)),
+        };
+        let d = staging.path().join(sub);
+        let r = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).and_then(|_| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(d.join(&file))?;
+            f.write_all(kube_data::print::to_yaml(&value).as_bytes())?;
+            f.sync_all()
+        });
+        match r {
+            Ok(()) => *report.written.entry(o.info.resource.clone()).or_default() += 1,
+            Err(e) => io_error = Some(format!("{}: {e}", d.join(&file).display())),
+        }
+    })
+    .map_err(list_failure)?;
+    for w in &warnings {
+        eprintln!("Warning: {w}");
+    }
+    if let Some(e) = io_error {
+        return Err(failed(format!("writing the export: {e} (nothing was left at {})", dir.display())));
+    }
+    for u in &report.unreadable {
+        eprintln!("{}: {u}", if skip_unreadable { "Skipped" } else { "Error" });
+    }
+    if !report.unreadable.is_empty() && !skip_unreadable {
+        return Err(Failure {
+            code: crate::exit::FAILED,
+            message: Some(format!("{} object(s) could not be read; nothing was written to {}", report.unreadable.len(), dir.display())),
+            hint: Some("give --encryption-config with their keys, or --skip-unreadable to export the rest".into()),
+        });
+    }
+    if report.written.is_empty() {
+        return Err(failed(format!("no objects in namespace(s) {} in the snapshot; nothing written", filter.namespaces.join(", "))));
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        failed(format!("{}: {e}", dir.display()))
+    })?;
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    match write_out {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Yaml => print!("{}", output::yaml(&report)),
+        _ => {
+            let mut rows: Vec<Vec<String>> = report.written.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "written".into()]).collect();
+            rows.extend(report.skipped.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "left out".into()]));
+            print!("{}", output::table(&["RESOURCE", "OBJECTS", ""], &rows));
+            println!(
+                "Wrote {} objects to {}{}",
+                report.written.values().sum::<usize>(),
+                dir.display(),
+                if sanitize { " (sanitized for another cluster: `kubectl apply -R -f DIR/<namespace>`)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    filter: &kube_data::list::Filter,
+    ca: Option<&kube_data::encryption::EncryptionConfig>,
+    cb: Option<&kube_data::encryption::EncryptionConfig>,
+    show_secrets: bool,
+    write_out: Format,
+) -> Result<(), Failure> {
+    let report = kube_data::objects::diff(a, b, filter, ca, cb, show_secrets).map_err(list_failure)?;
+    for w in &report.warnings {
+        eprintln!("Warning: {w}");
+    }
+    let name = |r: &kube_data::objects::ObjectRef| match &r.namespace {
+        Some(ns) => format!("{}/{}/{}", r.resource, ns, r.name),
+        None => format!("{}/{}", r.resource, r.name),
+    };
+    let short = |v: &Option<serde_json::Value>| match v {
+        None => "(absent)".to_string(),
+        Some(v) => {
+            let s = v.to_string();
+            if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s }
+        }
+    };
+    match write_out {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Yaml => print!("{}", output::yaml(&report)),
+        _ => {
+            for r in &report.added {
+                println!("+ {}", name(r));
+            }
+            for r in &report.removed {
+                println!("- {}", name(r));
+            }
+            for c in &report.changed {
+                println!("~ {}", name(&c.object));
+                if let Some(n) = &c.note {
+                    println!("    {n}");
+                }
+                for f in &c.fields {
+                    println!("    {}: {} -> {}", f.path, short(&f.old), short(&f.new));
+                }
+            }
+            println!("{} added, {} removed, {} changed, {} unchanged", report.added.len(), report.removed.len(), report.changed.len(), report.unchanged);
+        }
+    }
+    if report.differs() {
+        return Err(Failure { code: crate::exit::FAILED, message: None, hint: None });
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::output::{self, Format};
 pub struct RepoFlags {
     /// Repository URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     #[arg(long, env = "QUORUM_REPO")]
-    repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// File holding the repository passphrase (or set QUORUM_PASSWORD).
     #[arg(long, env = "QUORUM_PASSWORD_FILE")]
     password_file: Option<PathBuf>,
@@ -938,4 +938,20 @@ pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
     } else {
         Err(Failure::damage_quiet())
     }
+}
+
+/// A backup's snapshot reassembled into a private temporary file (for commands that read a
+/// snapshot file: `k8s get|export|diff --repo`). The file goes with the returned directory.
+pub(crate) fn fetch_to_temp(flags: &RepoFlags, id: &str, cluster: Option<&str>, quiet: bool) -> Result<(tempfile::TempDir, PathBuf), Failure> {
+    let rt = rt();
+    let r = flags.open(&rt)?;
+    let (id, m) = rt.block_on(r.resolve(id, cluster)).map_err(fail)?;
+    let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("temporary directory: {e}")), hint: Some("set TMPDIR to a filesystem with room for the snapshot".into()) })?;
+    let out = dir.path().join(format!("{id}.db"));
+    let b = bar(quiet, "fetching backup");
+    shared(&rt, &r, flags.retry_lock, "get", repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b)))?;
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    Ok((dir, out))
 }
