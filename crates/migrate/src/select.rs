@@ -10,17 +10,12 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub enum Selection {
+    #[default]
     Whole,
     Namespaces(Vec<String>),
     Prefixes(Vec<String>),
-}
-
-impl Default for Selection {
-    fn default() -> Self {
-        Selection::Whole
-    }
 }
 
 /// Keys outside any `/`-rooted path, in a whole-cluster grouping.

@@ -119,6 +119,15 @@ fn refuse_busy(members: &[NewMember]) -> Result<()> {
     Err(Error::Refused(format!("not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join(", "))))
 }
 
+/// A restored member's db holds the backup: same revision, same hashkv at it, same key count.
+fn holds_backup(data_dir: &Path, m: &repo::format::Manifest) -> bool {
+    let Ok(db) = bolt::Db::open(data_dir.join("member/snap/db")) else { return false };
+    match etcd_data::hashkv::hash_kv(&db, Some(m.snapshot.revision)) {
+        Ok(h) => h.revision == m.snapshot.revision && m.snapshot.hash_kv.is_some_and(|x| x == h.hash) && m.snapshot.live_keys.is_some_and(|k| k == h.live_keys as u64),
+        Err(_) => false,
+    }
+}
+
 /// The new members from the flags.
 pub fn new_members(o: &WholeOptions) -> Result<(ClusterSpec, Vec<NewMember>)> {
     let spec = ClusterSpec::new(&o.initial_cluster, &o.token).map_err(|e| Error::Usage(format!("--initial-cluster: {e}")))?;
@@ -174,8 +183,10 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     // Refuse busy data dirs before anything is written anywhere (unless this migration
     // restored them already).
     let id = crate::journal::migration_id("whole", &o.cluster, &Selection::Whole.describe(), &target_desc);
-    let restored_before = if o.restart { false } else { crate::journal::load(&repo, &id).await?.is_some_and(|s| s.restored.is_some()) };
-    if !restored_before {
+    // A recorded migration may have been killed half-way through the restore: its dirs are
+    // checked against the backup below.
+    let recorded = if o.restart { false } else { crate::journal::load(&repo, &id).await?.is_some() };
+    if !recorded {
         refuse_busy(&members)?;
     }
     let begin = Begin {
@@ -210,7 +221,23 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     };
 
     if report.restored_at.is_none() {
-        refuse_busy(&members)?;
+        let m = manifest.as_ref().expect("a backup outside dry runs");
+        // Members an earlier, killed attempt restored completely (each member is renamed into
+        // place whole) hold exactly the backup; the others must be empty.
+        let mut todo: Vec<&NewMember> = Vec::new();
+        let mut busy: Vec<String> = Vec::new();
+        for nm in &members {
+            if !non_empty(&nm.data_dir) && !nm.wal_dir.as_deref().is_some_and(non_empty) {
+                todo.push(nm);
+            } else if origin.state.is_some() && holds_backup(&nm.data_dir, m) {
+                on(Event::Plan(format!("{}: restored by an earlier attempt of this migration (its db holds the backup's revision and hashkv); kept", nm.name)));
+            } else {
+                busy.push(nm.data_dir.display().to_string());
+            }
+        }
+        if !busy.is_empty() {
+            return Err(Error::Refused(format!("not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join(", "))));
+        }
         if o.dry_run || o.verify_only {
             if o.verify_only {
                 return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
@@ -219,12 +246,11 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
-        on(Event::Step(format!("restoring backup {} natively into {} data dir(s)", repo::short(report.backup.as_deref().unwrap_or("")), members.len())));
-        let m = manifest.as_ref().expect("a backup outside dry runs");
+        on(Event::Step(format!("restoring backup {} natively into {} data dir(s)", repo::short(report.backup.as_deref().unwrap_or("")), todo.len())));
         let ropts = RestoreOptions {
             snapshot: origin.snapshot.clone(),
             cluster: spec.clone(),
-            targets: members.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
+            targets: todo.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
             skip_hash_check: !etcd_data::trailer::has_trailer(m.snapshot.size),
             bump_revision: None,
             mark_compacted: false,

@@ -210,8 +210,7 @@ impl Printer {
                     });
                     b.set_length(total.max(done));
                     b.set_position(done);
-                } else if total > 0 {
-                    let quarter = done * 4 / total;
+                } else if let Some(quarter) = (done * 4).checked_div(total) {
                     if quarter > g.1 || (done == total && g.1 < 4) {
                         g.1 = quarter.max(1);
                         eprintln!("    {done}/{total}");

@@ -277,6 +277,7 @@ fn three_namespaces_of_twenty_with_rekey() {
     assert_eq!(again.code, 0, "{} {}", again.stdout, again.stderr);
     assert!(again.stderr.contains("resuming") && again.stderr.contains("completed at"), "{}", again.stderr);
     assert!(again.stdout.contains("0 key(s) written") && again.stdout.contains("verification: OK"), "{}", again.stdout);
+    eprintln!("{}", again.stdout);
     assert!(again.stdout.contains("| NAMESPACE |") && again.stdout.contains("ns-07"), "{}", again.stdout);
     assert_eq!(e.check_target(), n);
     assert_eq!(e.repo.backup_ids().len(), 1, "the resume took no second snapshot");
@@ -422,6 +423,20 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     assert!(!plans[0].data_dir.exists());
     std::fs::remove_dir_all(&plans[1].data_dir).unwrap();
 
+    // kill -9 at several points (backup, record, fetch, restore, waiting), each followed by
+    // the same command: it resumes from the recorded backup and never restores twice.
+    let mut phases = Vec::new();
+    for (i, delay) in [150u64, 300, 380, 430, 480, 530, 600, 800].into_iter().enumerate() {
+        let log = dir.path().join(format!("kill-{i}.log"));
+        let mut child = repo.cmd(&args).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        phases.push(format!("{delay}ms: {}", text.lines().rfind(|l| l.starts_with("==>")).unwrap_or("(before any step)")));
+    }
+    eprintln!("kills: {phases:#?}");
+
     // The command restores, prints the start commands and waits; the members start meanwhile.
     let child = repo.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -453,16 +468,18 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     let again = repo.q(&args[..args.len() - 2]);
     assert_eq!(again.code, 0, "{} {}", again.stdout, again.stderr);
     assert!(again.stdout.contains("was already restored") && again.stdout.contains("verification: OK"), "{}", again.stdout);
+    eprintln!("{}", again.stdout);
 
     // Many clusters in one repository: the new cluster backs up as hcp-b.
     repo.ok(&["backup", "--cluster", "hcp-b", "--endpoints", &target.endpoints_csv()]);
     let a = repo.json(&["backups", "list", "--cluster", "hcp-a"]);
     let b = repo.json(&["backups", "list", "--cluster", "hcp-b"]);
-    assert_eq!(a["backups"].as_array().unwrap().len(), 1);
+    assert!(!a["backups"].as_array().unwrap().is_empty());
     assert_eq!(b["backups"].as_array().unwrap().len(), 1);
+    assert!(a["backups"].as_array().unwrap().iter().any(|b| b["id"] == report["backup"]), "the migration's backup is hcp-a's");
     assert_eq!(a["backups"][0]["cluster"], "hcp-a");
     assert_eq!(b["backups"][0]["cluster"], "hcp-b");
-    assert_eq!(repo.json(&["backups", "list"])["backups"].as_array().unwrap().len(), 2);
+    assert_eq!(repo.json(&["backups", "list"])["backups"].as_array().unwrap().len(), a["backups"].as_array().unwrap().len() + 1);
     let url = repo.ok(&["backups", "url", "latest", "--cluster", "hcp-a", "--expires", "15m"]);
     let url = url.stdout.trim();
     assert!(url.contains("X-Amz-Signature") && url.contains("X-Amz-Expires=900"), "{url}");
