@@ -124,7 +124,7 @@ impl Error {
     /// What the operator can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Conflict { .. } => Some("`--dry-run` shows the keys per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`".into()),
+            Error::Conflict { .. } => Some("`--dry-run` counts them per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`".into()),
             Error::Target { .. } => Some("check --to-endpoints and the --to-* TLS flags; run the same command again to resume".into()),
             Error::Source(_) => Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration".into()),
             Error::Mismatch(_) => Some("run the same command again: a resume re-checks every key and writes what is missing".into()),

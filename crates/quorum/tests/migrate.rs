@@ -357,6 +357,7 @@ fn conflict_policies_and_dry_run() {
     assert_eq!((row["create"].as_u64(), row["identical"].as_u64(), row["different"].as_u64()), (Some(9), Some(1), Some(1)), "{row}");
     let table = e.migrate(&["--dry-run"]);
     assert!(table.stdout.contains("WOULD CREATE") && table.stdout.contains("FAIL (conflict)"), "{}", table.stdout);
+    eprintln!("{}", table.stdout);
     assert_eq!(dump(&e.target), before, "a dry run writes nothing");
     assert!(e.repo.backup_ids().is_empty(), "nor into the repository");
 
@@ -364,6 +365,7 @@ fn conflict_policies_and_dry_run() {
     assert_eq!(fail.code, 1, "{} {}", fail.stdout, fail.stderr);
     assert!(fail.stderr.contains("Error: 1 selected key(s) already exist in the target with different content (1 in ns-07)"), "{}", fail.stderr);
     assert!(fail.stderr.contains("Hint:"), "{}", fail.stderr);
+    eprintln!("{}", fail.stderr.lines().filter(|l| l.starts_with("Error:") || l.starts_with("Hint:")).collect::<Vec<_>>().join("\n"));
     assert_eq!(dump(&e.target), before, "fail writes nothing");
 
     let skip = e.migrate(&["--on-conflict", "skip", "-w", "json"]);
