@@ -144,6 +144,40 @@ impl Db {
         w
     }
 
+    /// Problems of the freelist page a reader can live with (bbolt rebuilds a freelist it
+    /// cannot use, and reading data never needs it): a page of the wrong type, a count that
+    /// does not fit, ids outside `2..high-water`, ids listed twice. Empty when the freelist is
+    /// not synced (no page) or sound. Pages listed free while still in use (a stale list) are
+    /// found only by the full walk of `snapshot verify`.
+    pub fn freelist_warnings(&self) -> Vec<String> {
+        let m = self.meta();
+        if m.freelist_not_synced() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        let ids = match self.read_node_into(m.freelist, &mut buf).and_then(|_| crate::freelist::parse(&buf, m.freelist, self.page_offset(m.freelist), self.endian)) {
+            Ok(ids) => ids,
+            Err(f) => return vec![format!("freelist unusable ({f}); it is not needed to read the data, reading goes on")],
+        };
+        let mut out = Vec::new();
+        let outside = ids.iter().filter(|&&id| id < 2 || id >= m.pgid).count();
+        if outside > 0 {
+            out.push(format!(
+                "freelist page {} (offset {:#x}) names {outside} page(s) outside 2..{}; it is not needed to read the data, reading goes on",
+                m.freelist,
+                self.page_offset(m.freelist),
+                m.pgid
+            ));
+        }
+        let mut sorted = ids;
+        sorted.sort_unstable();
+        let dups = sorted.windows(2).filter(|w| w[0] == w[1]).count();
+        if dups > 0 {
+            out.push(format!("freelist page {} lists {dups} page id(s) twice; reading goes on", m.freelist));
+        }
+        out
+    }
+
     /// Total size as bbolt's `tx.Size()`: high-water mark times page size.
     pub fn size(&self) -> u64 {
         self.meta().pgid * self.page_size as u64

@@ -3,7 +3,6 @@
 //! with the metadata its value carries. Two passes over the `key` bucket ([`for_each`]);
 //! memory holds an index of keys and revisions, never values.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Serialize;
@@ -43,6 +42,29 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// A byte-level test that is false only for keys [`Filter::wants`] rejects: the name is
+    /// the key's last segment, a namespace one of its segments. Saves parsing every revision of
+    /// every key when a name or namespace is asked for.
+    fn may_want(&self, key: &[u8]) -> bool {
+        fn ends_with_segment(key: &[u8], seg: &str) -> bool {
+            key.len() > seg.len() && key.ends_with(seg.as_bytes()) && key[key.len() - seg.len() - 1] == b'/'
+        }
+        fn has_segment(key: &[u8], seg: &str) -> bool {
+            let s = seg.as_bytes();
+            key.windows(s.len() + 2).any(|w| w[0] == b'/' && w[w.len() - 1] == b'/' && &w[1..w.len() - 1] == s)
+        }
+        if self.name.as_ref().is_some_and(|n| !ends_with_segment(key, n)) {
+            return false;
+        }
+        if self.with_namespace_objects {
+            return true;
+        }
+        if self.namespace.as_ref().is_some_and(|n| !has_segment(key, n)) {
+            return false;
+        }
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| has_segment(key, n))
+    }
+
     pub fn wants(&self, i: &KeyInfo) -> bool {
         if self.name.as_ref().is_some_and(|n| *n != i.name) {
             return false;
@@ -58,6 +80,15 @@ impl Filter {
         });
         res_ok && self.namespace.as_ref().is_none_or(|n| i.namespace.as_deref() == Some(n.as_str()))
     }
+}
+
+/// How warnings about damaged data (as opposed to damage readers can live with) begin.
+pub const DAMAGED: &str = "damaged data: ";
+
+/// How many warnings report damaged data: a command that printed what it could read should
+/// still exit non-zero then.
+pub fn damage_count(warnings: &[String]) -> usize {
+    warnings.iter().filter(|w| w.starts_with(DAMAGED)).count()
 }
 
 /// Why a listing failed as a whole.
@@ -81,8 +112,9 @@ pub fn list(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> 
 /// Call `emit` for every live object, in revision order, holding only a small index in memory.
 ///
 /// Pass 1 reads the `key` bucket to find, for every wanted key, its latest revision (and
-/// whether that is a deletion); pass 2 reads it again and decodes only those revisions. Values
-/// are never held: memory is the index (one key and revision per live key).
+/// whether that is a deletion), holding those values while they total at most 64 MiB (then a
+/// selective read ends there); otherwise pass 2 reads it again and decodes only those
+/// revisions. Memory: the index (one key and revision per live key) plus that budget.
 pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut dyn FnMut(Object)) -> Result<Vec<String>, ListError> {
     walk(path, filter, config, &mut |o, _, _| emit(o))
 }
@@ -100,33 +132,84 @@ pub fn for_each_value(path: &Path, filter: &Filter, config: Option<&EncryptionCo
 fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut ValueSink<'_>) -> Result<Vec<String>, ListError> {
     let db = bolt::Db::open(path)?;
     let mut warnings = db.warnings();
+    warnings.extend(db.freelist_warnings());
     let bucket = db.bucket(&[etcd_data::schema::KEY]).map_err(|f| ListError::Damaged(f.to_string()))?;
     let Some(bucket) = bucket else { return Ok(warnings) };
-    // Pass 1: key -> latest (revision, deleted).
-    let mut latest: HashMap<Vec<u8>, (Revision, bool)> = HashMap::new();
+    // Pass 1: for every wanted key its latest revision, and while they fit in VALUE_BUDGET
+    // the latest values themselves, so a selective read is one pass; past the budget the
+    // values are dropped and pass 2 reads just the latest revisions again.
+    const VALUE_BUDGET: usize = 64 << 20;
+    struct Latest {
+        rev: Revision,
+        tombstone: bool,
+        value: Option<Vec<u8>>,
+    }
+    // Keys come from our own snapshot walk, not from an adversary choosing hash collisions
+    // over the network: the fast non-keyed hash is fine and halves the index's cost.
+    let mut latest: rustc_hash::FxHashMap<Vec<u8>, Latest> = Default::default();
+    let mut held = 0usize;
+    let mut overflow = false;
     let mut bad = 0usize;
-    scan(&bucket, &mut warnings, &mut |rk, kv| match kv {
-        None => bad += 1,
-        Some(kv) => {
-            if let Some(slot) = latest.get_mut(kv.key) {
-                *slot = (rk.rev, rk.tombstone);
-            } else if keys::parse(kv.key).is_some_and(|i| filter.wants(&i)) {
-                latest.insert(kv.key.to_vec(), (rk.rev, rk.tombstone));
+    scan(&bucket, &mut warnings, &mut |rk, kv, record| {
+        let Some(kv) = kv else {
+            bad += 1;
+            return;
+        };
+        let slot = match latest.get_mut(kv.key) {
+            Some(slot) => slot,
+            None => {
+                if !(filter.may_want(kv.key) && keys::parse(kv.key).is_some_and(|i| filter.wants(&i))) {
+                    return;
+                }
+                latest.entry(kv.key.to_vec()).or_insert(Latest { rev: rk.rev, tombstone: true, value: None })
+            }
+        };
+        held -= slot.value.as_ref().map_or(0, Vec::len);
+        // Records (KeyValue bytes) are held, decoded again when emitted.
+        slot.rev = rk.rev;
+        slot.tombstone = rk.tombstone;
+        slot.value = None;
+        if !overflow && !rk.tombstone {
+            held += record.len();
+            slot.value = Some(record.to_vec());
+            if held > VALUE_BUDGET {
+                overflow = true;
+                held = 0;
+                for l in latest.values_mut() {
+                    l.value = None;
+                }
             }
         }
     })?;
     if bad > 0 {
-        warnings.push(format!("{bad} key-bucket entries were malformed and skipped (run `quorum snapshot verify`)"));
+        warnings.push(format!("{DAMAGED}{bad} key-bucket entries were malformed and skipped (run `quorum snapshot verify`)"));
+    }
+    if !overflow {
+        let mut live: Vec<(Revision, Vec<u8>)> = latest.into_values().filter(|l| !l.tombstone).filter_map(|l| l.value.map(|v| (l.rev, v))).collect();
+        live.sort_by_key(|l| l.0);
+        for (_, v) in live {
+            if let Some(kv) = KeyValueRef::decode(&v) {
+                emit_object(kv, config, emit);
+            }
+        }
+        return Ok(warnings);
     }
     // Pass 2: decode each live key's latest revision.
-    scan(&bucket, &mut Vec::new(), &mut |rk, kv| {
+    scan(&bucket, &mut Vec::new(), &mut |rk, kv, _| {
         let Some(kv) = kv else { return };
-        if rk.tombstone || latest.get(kv.key) != Some(&(rk.rev, false)) {
+        if rk.tombstone || latest.get(kv.key).is_none_or(|l| l.tombstone || l.rev != rk.rev) {
             return;
         }
-        let Some(info) = keys::parse(kv.key) else { return };
-        let (encryption, decoded, error, plain) = summarize(kv.key, kv.value, config);
-        emit(Object {
+        emit_object(kv, config, emit);
+    })?;
+    Ok(warnings)
+}
+
+fn emit_object(kv: KeyValueRef<'_>, config: Option<&EncryptionConfig>, emit: &mut ValueSink<'_>) {
+    let Some(info) = keys::parse(kv.key) else { return };
+    let (encryption, decoded, error, plain) = summarize(kv.key, kv.value, config);
+    emit(
+        Object {
             key: String::from_utf8_lossy(kv.key).into_owned(),
             info,
             create_revision: kv.create_revision,
@@ -137,32 +220,46 @@ fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &
             encryption,
             decoded,
             error,
-        }, plain, kv.value);
-    })?;
-    Ok(warnings)
+        },
+        plain,
+        kv.value,
+    );
 }
 
 /// Every entry of the key bucket: its revision and KeyValue (None when the value is malformed;
 /// the bump marker's empty value is skipped).
-fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut dyn FnMut(RevisionKey, Option<KeyValueRef<'_>>)) -> Result<(), ListError> {
+/// `f` gets the revision, the decoded KeyValue and the record's bytes.
+type EntrySink<'a> = dyn FnMut(RevisionKey, Option<KeyValueRef<'_>>, &[u8]) + 'a;
+
+fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut EntrySink<'_>) -> Result<(), ListError> {
+    const MAX_FAULTS: usize = 100;
+    let mut faults = 0usize;
     let mut c = bucket.cursor().map_err(|f| ListError::Damaged(f.to_string()))?;
     loop {
         let e = match c.next() {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(()),
             Err(fault) => {
-                warnings.push(format!("stopped reading the key bucket: {fault}"));
-                return Ok(());
+                // The cursor has moved past the damaged page: report it and read on, so the
+                // objects on intact pages are still listed. A cycle or a file full of damage
+                // faults on every step: stop after MAX_FAULTS.
+                faults += 1;
+                if faults > MAX_FAULTS {
+                    warnings.push(format!("{DAMAGED}more than {MAX_FAULTS} damaged pages in the key bucket; stopped reading it"));
+                    return Ok(());
+                }
+                warnings.push(format!("{DAMAGED}{fault}; the objects on that page are not listed"));
+                continue;
             }
         };
         let Ok(rk) = RevisionKey::parse(e.key) else {
-            f(RevisionKey { rev: Revision::default(), tombstone: true }, None);
+            f(RevisionKey { rev: Revision::default(), tombstone: true }, None, &[]);
             continue;
         };
         if e.value.is_empty() {
             continue;
         }
-        f(rk, KeyValueRef::decode(e.value));
+        f(rk, KeyValueRef::decode(e.value), e.value);
     }
 }
 

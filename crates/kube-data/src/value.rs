@@ -126,16 +126,32 @@ pub fn decode(v: &[u8]) -> Result<Decoded, String> {
         return Ok(empty(Encoding::Cbor));
     }
     if v.first() == Some(&b'{') {
-        let j: serde_json::Value = serde_json::from_slice(v).map_err(|e| format!("JSON value does not parse: {e}"))?;
-        let s = |p: &str| j.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
+        // Only the type and identity fields are kept; serde skips the rest without building it.
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            name: Option<String>,
+            namespace: Option<String>,
+            uid: Option<String>,
+            #[serde(rename = "creationTimestamp")]
+            creation_timestamp: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(rename = "apiVersion")]
+            api_version: Option<String>,
+            kind: Option<String>,
+            metadata: Option<Meta>,
+        }
+        let h: Head = serde_json::from_slice(v).map_err(|e| format!("JSON value does not parse: {e}"))?;
+        let m = h.metadata.unwrap_or(Meta { name: None, namespace: None, uid: None, creation_timestamp: None });
         return Ok(Decoded {
             encoding: Encoding::Json,
-            api_version: s("/apiVersion"),
-            kind: s("/kind"),
-            name: s("/metadata/name"),
-            namespace: s("/metadata/namespace"),
-            uid: s("/metadata/uid"),
-            creation_timestamp: s("/metadata/creationTimestamp"),
+            api_version: h.api_version,
+            kind: h.kind,
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            creation_timestamp: m.creation_timestamp,
         });
     }
     Ok(empty(Encoding::Unknown))

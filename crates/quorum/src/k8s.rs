@@ -208,13 +208,6 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 None => None,
             };
             let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
-            let list_failure = |e: kube_data::list::ListError| match e {
-                kube_data::list::ListError::Bolt(b) => {
-                    let (code, hint) = crate::exit::bolt_code(&b);
-                    Failure { code, message: Some(b.to_string()), hint }
-                }
-                kube_data::list::ListError::Damaged(m) => Failure { code: DAMAGE, message: Some(m), hint: None },
-            };
             if write_out == Format::Json {
                 // Streamed in revision order: memory stays at the key index however many objects.
                 use std::io::Write;
@@ -238,36 +231,70 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 for w in &warnings {
                     eprintln!("Warning: {w}");
                 }
-                return Ok(());
+                return damage_exit(&warnings);
             }
-            let (objects, warnings) = kube_data::list::list(&snapshot, &filter, config.as_ref()).map_err(list_failure)?;
+            if write_out == Format::Yaml {
+                // Streamed as a YAML sequence, in revision order.
+                use std::io::Write;
+                let out = std::io::stdout();
+                let mut out = std::io::BufWriter::new(out.lock());
+                let mut n = 0usize;
+                let mut write_err = None;
+                let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
+                    n += 1;
+                    let item = output::yaml(&[&o]);
+                    if let Err(e) = out.write_all(item.as_bytes()) {
+                        write_err.get_or_insert(e);
+                    }
+                })
+                .map_err(list_failure)?;
+                if n == 0 {
+                    let _ = writeln!(out, "[]");
+                }
+                out.flush().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
+                if let Some(e) = write_err {
+                    return Err(Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None });
+                }
+                for w in &warnings {
+                    eprintln!("Warning: {w}");
+                }
+                return damage_exit(&warnings);
+            }
+            // Table: one compact row per object (cells joined by US), sorted by key.
+            const SEP: char = '\u{1f}';
+            let mut rows: Vec<String> = Vec::new();
+            let mut failed = 0usize;
+            let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
+                let d = o.decoded.as_ref();
+                let kind = d.and_then(|d| d.kind.clone()).unwrap_or_else(|| if o.encryption.is_some() && o.error.is_none() { "(encrypted)".into() } else { String::new() });
+                failed += usize::from(o.error.is_some());
+                let cells = [
+                    o.key.as_str(),
+                    o.info.resource.as_str(),
+                    o.info.namespace.as_deref().unwrap_or_default(),
+                    o.info.name.as_str(),
+                    kind.as_str(),
+                    &o.mod_revision.to_string(),
+                    o.encryption.as_deref().unwrap_or("-"),
+                    o.error.as_deref().unwrap_or_default(),
+                ];
+                rows.push(cells.iter().map(|c| c.replace(SEP, " ")).collect::<Vec<_>>().join(&SEP.to_string()));
+            })
+            .map_err(list_failure)?;
             for w in &warnings {
                 eprintln!("Warning: {w}");
             }
-            let failed = objects.iter().filter(|o| o.error.is_some()).count();
-            match write_out {
-                Format::Yaml => print!("{}", output::yaml(&objects)),
-                _ => {
-                    let rows: Vec<Vec<String>> = objects
-                        .iter()
-                        .map(|o| {
-                            let d = o.decoded.as_ref();
-                            vec![
-                                o.info.resource.clone(),
-                                o.info.namespace.clone().unwrap_or_default(),
-                                o.info.name.clone(),
-                                d.and_then(|d| d.kind.clone()).unwrap_or_else(|| if o.encryption.is_some() && o.error.is_none() { "(encrypted)".into() } else { String::new() }),
-                                o.mod_revision.to_string(),
-                                o.encryption.clone().unwrap_or_else(|| "-".into()),
-                                o.error.clone().unwrap_or_default(),
-                            ]
-                        })
-                        .collect();
-                    print!("{}", output::table(&["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], &rows));
-                    println!("{} objects{}", objects.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR)") } else { String::new() });
-                }
-            }
-            Ok(())
+            rows.sort_unstable();
+            let out = std::io::stdout();
+            let mut out = std::io::BufWriter::new(out.lock());
+            let written = output::write_table(&mut out, &["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], rows.len(), |i| rows[i].split(SEP).skip(1).collect())
+                .and_then(|_| {
+                    use std::io::Write;
+                    writeln!(out, "{} objects{}", rows.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR)") } else { String::new() })?;
+                    out.flush()
+                });
+            written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
+            damage_exit(&warnings)
         }
         K8sCmd::Get { snapshot, resource, name, namespace, output, encryption_config, cluster, repo } => {
             let (_tmp, path) = input(&snapshot, &repo, cluster.as_deref())?;
@@ -505,10 +532,24 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
             }
         }
     }
+    damage_exit(&warnings)?;
     if unreadable > 0 {
         return Err(Failure { code: crate::exit::FAILED, message: Some(format!("{unreadable} object(s) could not be read (named above)")), hint: Some("encrypted values need --encryption-config with their key".into()) });
     }
     Ok(())
+}
+
+/// After printing what could be read: exit 3 when the key bucket had damaged pages or entries
+/// (the output above is incomplete).
+fn damage_exit(warnings: &[String]) -> Result<(), Failure> {
+    match kube_data::list::damage_count(warnings) {
+        0 => Ok(()),
+        n => Err(Failure {
+            code: DAMAGE,
+            message: Some(format!("the snapshot's data is damaged ({n} report(s) above): objects on damaged pages are missing from this output")),
+            hint: Some("`quorum snapshot verify` names every fault; restore from another backup if you need those objects".into()),
+        }),
+    }
 }
 
 #[derive(serde::Serialize, Default)]
@@ -590,6 +631,14 @@ fn export(
     }
     if let Some(e) = io_error {
         return Err(failed(format!("writing the export: {e} (nothing was left at {})", dir.display())));
+    }
+    let damaged = kube_data::list::damage_count(&warnings);
+    if damaged > 0 && !skip_unreadable {
+        return Err(Failure {
+            code: DAMAGE,
+            message: Some(format!("the snapshot's data is damaged ({damaged} report(s) above); nothing was written to {}", dir.display())),
+            hint: Some("--skip-unreadable exports the objects that can be read; `quorum snapshot verify` names every fault".into()),
+        });
     }
     for u in &report.unreadable {
         eprintln!("{}: {u}", if skip_unreadable { "Skipped" } else { "Error" });
@@ -677,6 +726,7 @@ fn diff(
             println!("{} added, {} removed, {} changed, {} unchanged", report.added.len(), report.removed.len(), report.changed.len(), report.unchanged);
         }
     }
+    damage_exit(&report.warnings.iter().map(|w| w.trim_start_matches("A: ").trim_start_matches("B: ").to_string()).collect::<Vec<_>>())?;
     if report.differs() {
         return Err(Failure { code: crate::exit::FAILED, message: None, hint: None });
     }

@@ -19,27 +19,35 @@ pub enum Format {
 /// Render a table as etcdctl's tablewriter does: headers centred, cells right-aligned, one
 /// space of padding, `+---+` rules.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| rows.iter().map(|r| r[i].chars().count()).chain([h.chars().count()]).max().unwrap_or(0))
-        .collect();
-    let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
-    let mut out = rule.clone();
-    for (h, w) in headers.iter().zip(&widths) {
-        let gap = w - h.chars().count();
-        out += &format!("| {}{}{} ", " ".repeat(gap / 2), h, " ".repeat(gap - gap / 2));
-    }
-    out += "|\n";
-    out += &rule;
-    for r in rows {
-        for (c, w) in r.iter().zip(&widths) {
-            out += &format!("| {c:>w$} ");
+    let mut out = Vec::new();
+    write_table(&mut out, headers, rows.len(), |i| rows[i].iter().map(String::as_str).collect()).expect("writing to memory");
+    String::from_utf8(out).expect("UTF-8 cells")
+}
+
+/// [`table`] written to `w` row by row, for tables too large to build as one string: `row(i)`
+/// gives row i's cells (called twice per row: widths, then printing).
+pub fn write_table<'a>(w: &mut impl std::io::Write, headers: &[&str], n: usize, row: impl Fn(usize) -> Vec<&'a str>) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for i in 0..n {
+        for (c, width) in row(i).iter().zip(widths.iter_mut()) {
+            *width = (*width).max(c.chars().count());
         }
-        out += "|\n";
     }
-    out += &rule;
-    out
+    let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+\n";
+    w.write_all(rule.as_bytes())?;
+    for (h, width) in headers.iter().zip(&widths) {
+        let gap = width - h.chars().count();
+        write!(w, "| {}{}{} ", " ".repeat(gap / 2), h, " ".repeat(gap - gap / 2))?;
+    }
+    w.write_all(b"|\n")?;
+    w.write_all(rule.as_bytes())?;
+    for i in 0..n {
+        for (c, width) in row(i).iter().zip(&widths) {
+            write!(w, "| {c:>width$} ")?;
+        }
+        w.write_all(b"|\n")?;
+    }
+    w.write_all(rule.as_bytes())
 }
 
 pub fn json<T: serde::Serialize>(v: &T) -> String {

@@ -236,3 +236,72 @@ fn damaged_values_are_reported_per_object() {
     assert_eq!(r.stdout.trim(), "pod/pi-dqtsw", "the good pod is still printed");
     assert!(r.stderr.contains("/registry/pods/default/broken"), "{}", r.stderr);
 }
+
+/// Reading goes on where the data is intact: a damaged freelist or meta page (with a good twin)
+/// is a warning; a damaged key-bucket page is named, the objects on other pages are still
+/// listed, and the exit is 3.
+#[test]
+fn tolerant_reading() {
+    let w = world();
+    // Enough keys for the key bucket to span many leaf pages.
+    let eps = w.c.endpoints();
+    for i in 0..150 {
+        let v = json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("fill-{i}"), "namespace": "fill"}, "data": {"x": "y".repeat(2000)}}));
+        testkit::put(&eps, &format!("/registry/configmaps/fill/fill-{i}"), &v).unwrap();
+    }
+    let snap = w.dir.path().join("t.db");
+    w.c.save_snapshot(&snap).unwrap();
+    // A restored member db has a synced freelist page (etcd's own snapshots often have none).
+    let data = w.dir.path().join("m");
+    let r = q(&["snapshot", "restore", snap.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let db = std::fs::read(data.join("member/snap/db")).unwrap();
+    let ps = u32::from_le_bytes(db[24..28].try_into().unwrap()) as usize;
+    let freelist = u64::from_le_bytes(db[48..56].try_into().unwrap()) as usize;
+    let hw = u64::from_le_bytes(db[56..64].try_into().unwrap());
+    assert!((freelist as u64) < hw, "the restored db has a freelist page");
+    let ls = |bytes: &[u8], name: &str| -> (common::Run, usize) {
+        let f = w.dir.path().join(name);
+        std::fs::write(&f, bytes).unwrap();
+        let r = q(&["k8s", "ls", f.to_str().unwrap(), "-w", "json"]);
+        let n = serde_json::from_str::<serde_json::Value>(&r.stdout).map(|v| v.as_array().unwrap().len()).unwrap_or(0);
+        (r, n)
+    };
+    let (clean, all) = ls(&db, "clean.db");
+    assert_eq!(clean.code, 0, "{}", clean.stderr);
+    assert!(clean.stderr.is_empty(), "{}", clean.stderr);
+    let page_flags = |i: usize| u16::from_le_bytes(db[i * ps + 8..i * ps + 10].try_into().unwrap());
+
+    let mut bad_type = db.clone();
+    bad_type[freelist * ps + 8..freelist * ps + 10].copy_from_slice(&0x77u16.to_le_bytes());
+    let (r, n) = ls(&bad_type, "fl-type.db");
+    assert_eq!((r.code, n), (0, all), "{}", r.stderr);
+    assert!(r.stderr.contains("freelist unusable") && r.stderr.contains("reading goes on"), "{}", r.stderr);
+
+    let mut beyond = db.clone();
+    beyond[freelist * ps + 10..freelist * ps + 12].copy_from_slice(&1u16.to_le_bytes());
+    beyond[freelist * ps + 16..freelist * ps + 24].copy_from_slice(&(hw + 1000).to_le_bytes());
+    let (r, n) = ls(&beyond, "fl-beyond.db");
+    assert_eq!((r.code, n), (0, all), "{}", r.stderr);
+    assert!(r.stderr.contains("outside 2.."), "{}", r.stderr);
+
+    let mut meta0 = db.clone();
+    meta0[40] ^= 0xff; // root bucket sequence of meta 0: checksum no longer matches
+    let (r, n) = ls(&meta0, "meta0.db");
+    assert_eq!((r.code, n), (0, all), "{}", r.stderr);
+    assert!(r.stderr.contains("meta page 0 (offset 0x0) is damaged"), "{}", r.stderr);
+
+    // A leaf page of the key bucket (its elements' keys are 17-byte revision keys), from the
+    // middle of the file.
+    let key_leaves: Vec<usize> = (2..db.len() / ps)
+        .filter(|&i| page_flags(i) == 0x02 && u32::from_le_bytes(db[i * ps + 24..i * ps + 28].try_into().unwrap()) == 17)
+        .collect();
+    assert!(key_leaves.len() > 3, "{} key-bucket leaves", key_leaves.len());
+    let leaf = key_leaves[key_leaves.len() / 2];
+    let mut damaged = db.clone();
+    damaged[leaf * ps + 8..leaf * ps + 10].copy_from_slice(&0x77u16.to_le_bytes());
+    let (r, n) = ls(&damaged, "leaf.db");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(n > 0 && n < all, "the objects of intact pages are listed ({n} of {all})");
+    assert!(r.stderr.contains(&format!("page {leaf} (offset {:#x})", leaf * ps + 8)), "{}", r.stderr);
+}
