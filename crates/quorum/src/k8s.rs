@@ -264,10 +264,14 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             const SEP: char = '\u{1f}';
             let mut rows: Vec<String> = Vec::new();
             let mut failed = 0usize;
+            let mut failed_by: std::collections::BTreeMap<String, usize> = Default::default();
             let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
                 let d = o.decoded.as_ref();
                 let kind = d.and_then(|d| d.kind.clone()).unwrap_or_else(|| if o.encryption.is_some() && o.error.is_none() { "(encrypted)".into() } else { String::new() });
-                failed += usize::from(o.error.is_some());
+                if o.error.is_some() {
+                    failed += 1;
+                    *failed_by.entry(o.encryption.clone().unwrap_or_else(|| "not encrypted".into())).or_default() += 1;
+                }
                 let cells = [
                     o.key.as_str(),
                     o.info.resource.as_str(),
@@ -290,7 +294,7 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             let written = output::write_table(&mut out, &["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], rows.len(), |i| rows[i].split(SEP).skip(1).collect())
                 .and_then(|_| {
                     use std::io::Write;
-                    writeln!(out, "{} objects{}", rows.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR)") } else { String::new() })?;
+                    writeln!(out, "{} objects{}", rows.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR): {}", by_key(&failed_by)) } else { String::new() })?;
                     out.flush()
                 });
             written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
@@ -494,6 +498,7 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
     }
     let mut items = Vec::new();
     let mut unreadable = 0usize;
+    let mut failed_by: std::collections::BTreeMap<String, usize> = Default::default();
     for o in &objects {
         match &o.rendered {
             Ok(r) => {
@@ -504,6 +509,7 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
             }
             Err(e) => {
                 unreadable += 1;
+                *failed_by.entry(o.object.encryption.clone().unwrap_or_else(|| "not encrypted".into())).or_default() += 1;
                 eprintln!("Error: {}: {e}", o.object.key);
             }
         }
@@ -534,9 +540,15 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
     }
     damage_exit(&warnings)?;
     if unreadable > 0 {
-        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("{unreadable} object(s) could not be read (named above)")), hint: Some("encrypted values need --encryption-config with their key".into()) });
+        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("{unreadable} object(s) could not be read (named above): {}", by_key(&failed_by))), hint: Some("encrypted values need --encryption-config with their key".into()) });
     }
     Ok(())
+}
+
+/// `12 under aescbc:key1, 1 not encrypted`: failures per provider and key, for the summary
+/// that names which key failed on how many values.
+fn by_key(m: &std::collections::BTreeMap<String, usize>) -> String {
+    m.iter().map(|(k, n)| format!("{n} under {k}")).collect::<Vec<_>>().join(", ")
 }
 
 /// After printing what could be read: exit 3 when the key bucket had damaged pages or entries

@@ -125,6 +125,12 @@ fn get_export_diff_on_real_snapshots() {
     let r = q(&["k8s", "get", s, "secret", "db", "-n", "shop", "--encryption-config", conf]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("password: aHVudGVyMg==") && !r.stdout.contains(KEY) && !r.stderr.contains(KEY), "{}", r.stdout);
+    // A wrong key: each failing value named, and a summary with the key and the count.
+    let wrong = w.dir.path().join("wrong.yaml");
+    std::fs::write(&wrong, std::fs::read_to_string(&w.conf).unwrap().replace(KEY, "ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=")).unwrap();
+    let r = q(&["k8s", "get", s, "secrets", "-n", "shop", "--encryption-config", wrong.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("/registry/secrets/shop/db") && r.stderr.contains("1 object(s) could not be read (named above): 1 under aescbc:key1"), "{}", r.stderr);
     // YAML 1.1 look-alikes stay strings.
     let r = q(&["k8s", "get", s, "cm", "settings", "-n", "shop"]);
     assert!(r.stdout.contains("enabled: \"yes\"") && r.stdout.contains("mode: \"0755\""), "{}", r.stdout);
