@@ -41,14 +41,8 @@ pub enum K8sCmd {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
         output: ObjectFormat,
-        /// EncryptionConfiguration to decrypt with.
-        #[arg(long)]
-        encryption_config: Option<PathBuf>,
-        /// With --repo: the cluster whose backup `latest` means.
-        #[arg(long)]
-        cluster: Option<String>,
         #[command(flatten)]
-        repo: crate::repo_cmd::RepoFlags,
+        source: SourceArgs,
     },
     /// Write the objects of namespaces as YAML files for `kubectl apply` on another cluster.
     #[command(after_help = export_help())]
@@ -73,13 +67,8 @@ pub enum K8sCmd {
         /// Leave out objects that cannot be read (encrypted without a key for them) instead of failing.
         #[arg(long)]
         skip_unreadable: bool,
-        /// EncryptionConfiguration to decrypt with.
-        #[arg(long)]
-        encryption_config: Option<PathBuf>,
-        #[arg(long)]
-        cluster: Option<String>,
         #[command(flatten)]
-        repo: crate::repo_cmd::RepoFlags,
+        source: SourceArgs,
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
         write_out: Format,
     },
@@ -94,19 +83,14 @@ pub enum K8sCmd {
         namespace: Option<String>,
         #[arg(long)]
         resource: Option<String>,
-        /// EncryptionConfiguration for both (or A's, with --b-encryption-config).
-        #[arg(long)]
-        encryption_config: Option<PathBuf>,
-        /// EncryptionConfiguration for B when it differs from A's.
+        /// EncryptionConfiguration for B when it differs from A's (--encryption-config).
         #[arg(long)]
         b_encryption_config: Option<PathBuf>,
         /// Print Secret values that changed (masked otherwise).
         #[arg(long)]
         show_secrets: bool,
-        #[arg(long)]
-        cluster: Option<String>,
         #[command(flatten)]
-        repo: crate::repo_cmd::RepoFlags,
+        source: SourceArgs,
         #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
         write_out: Format,
     },
@@ -146,6 +130,35 @@ pub enum K8sCmd {
 
 fn export_help() -> String {
     format!("{EXPORT_HELP}{}", kube_data::sanitize::rules_table())
+}
+
+/// Where objects are read from and how to decrypt them (get, export, diff).
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// EncryptionConfiguration to decrypt with.
+    #[arg(long)]
+    encryption_config: Option<PathBuf>,
+    /// With --repo: the cluster whose backup `latest` means.
+    #[arg(long)]
+    cluster: Option<String>,
+    #[command(flatten)]
+    repo: crate::repo_cmd::RepoFlags,
+}
+
+impl SourceArgs {
+    /// A snapshot file as given, or with --repo the backup of that id fetched into a temporary file.
+    fn input(&self, arg: &str) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
+        let p = PathBuf::from(arg);
+        if self.repo.repo.is_none() || p.exists() {
+            return Ok((None, p));
+        }
+        let (dir, file) = crate::repo_cmd::fetch_to_temp(&self.repo, arg, self.cluster.as_deref(), false)?;
+        Ok((Some(dir), file))
+    }
+
+    fn config(&self) -> Result<Option<kube_data::encryption::EncryptionConfig>, Failure> {
+        self.encryption_config.as_deref().map(read_config).transpose()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -300,15 +313,15 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
             damage_exit(&warnings)
         }
-        K8sCmd::Get { snapshot, resource, name, namespace, output, encryption_config, cluster, repo } => {
-            let (_tmp, path) = input(&snapshot, &repo, cluster.as_deref())?;
-            let config = encryption_config.as_deref().map(read_config).transpose()?;
+        K8sCmd::Get { snapshot, resource, name, namespace, output, source } => {
+            let (_tmp, path) = source.input(&snapshot)?;
+            let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource: Some(kube_data::objects::resolve_resource(&resource)), name, ..Default::default() };
             get(&path, &filter, config.as_ref(), output)
         }
-        K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, encryption_config, cluster, repo, write_out } => {
-            let (_tmp, path) = input(&snapshot, &repo, cluster.as_deref())?;
-            let config = encryption_config.as_deref().map(read_config).transpose()?;
+        K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, source, write_out } => {
+            let (_tmp, path) = source.input(&snapshot)?;
+            let config = source.config()?;
             let filter = kube_data::list::Filter {
                 resource: resource.as_deref().map(kube_data::objects::resolve_resource),
                 namespaces,
@@ -317,10 +330,10 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             };
             export(&path, &filter, config.as_ref(), &output_dir, sanitize, keep_owned, skip_unreadable, write_out)
         }
-        K8sCmd::Diff { a, b, namespace, resource, encryption_config, b_encryption_config, show_secrets, cluster, repo, write_out } => {
-            let (_ta, pa) = input(&a, &repo, cluster.as_deref())?;
-            let (_tb, pb) = input(&b, &repo, cluster.as_deref())?;
-            let ca = encryption_config.as_deref().map(read_config).transpose()?;
+        K8sCmd::Diff { a, b, namespace, resource, b_encryption_config, show_secrets, source, write_out } => {
+            let (_ta, pa) = source.input(&a)?;
+            let (_tb, pb) = source.input(&b)?;
+            let ca = source.config()?;
             let cb = match b_encryption_config.as_deref() {
                 Some(p) => Some(read_config(p)?),
                 None => ca.clone(),
@@ -469,16 +482,6 @@ fn rekey(
         }
     }
     Ok(())
-}
-
-/// A snapshot file as given, or with --repo the backup of that id fetched into a temporary file.
-fn input(arg: &str, repo: &crate::repo_cmd::RepoFlags, cluster: Option<&str>) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
-    let p = PathBuf::from(arg);
-    if repo.repo.is_none() || p.exists() {
-        return Ok((None, p));
-    }
-    let (dir, file) = crate::repo_cmd::fetch_to_temp(repo, arg, cluster, false)?;
-    Ok((Some(dir), file))
 }
 
 fn list_failure(e: kube_data::list::ListError) -> Failure {
