@@ -78,6 +78,19 @@ impl Codec {
         }
     }
 
+    /// The bytes to store in the target for `key`, from the source's stored value (taken, not
+    /// copied, when it is written as it is), and the SHA-256 of its plaintext.
+    pub fn seal_source(&self, key: &[u8], source_value: Vec<u8>) -> Result<(Vec<u8>, crate::verify::Digest32), String> {
+        let Some(r) = &self.rekey else {
+            let d = crate::verify::digest(&source_value);
+            return Ok((source_value, d));
+        };
+        let plain = self.source_plain(key, &source_value).map_err(|_| format!("does not decrypt with {}", r.from_name))?;
+        let d = crate::verify::digest(&plain);
+        let value = self.target_value(key, &source_value, &plain).map_err(|e| format!("cannot encrypt for the target: {e}"))?;
+        Ok((value, d))
+    }
+
     /// `--rekey a.yaml:b.yaml`, or "values kept byte for byte".
     pub fn describe(&self) -> String {
         match &self.rekey {

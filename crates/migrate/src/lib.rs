@@ -110,6 +110,9 @@ pub enum Error {
     Target { endpoint: String, op: &'static str, msg: String },
     #[error("{0}")]
     Source(String),
+    /// The source snapshot is damaged (unreadable pages, malformed records).
+    #[error("source snapshot damaged: {0}")]
+    Damaged(String),
     #[error("{count} selected key(s) already exist in the target with different content ({detail}); conflict policy `fail`: nothing was written")]
     Conflict { count: usize, detail: String },
     #[error("{0}")]
@@ -129,6 +132,7 @@ impl Error {
             Error::Source(_) => Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration".into()),
             Error::Mismatch(_) => Some("run the same command again: a resume re-checks every key and writes what is missing".into()),
             Error::Refused(_) => Some("nothing was changed".into()),
+            Error::Damaged(_) => Some("the backup's snapshot is damaged: run `quorum snapshot verify` on it, or migrate from another backup with --restart or --from-backup".into()),
             Error::Repo(e) => e.hint(),
             _ => None,
         }

@@ -23,6 +23,8 @@ pub struct Begin<'a> {
     pub from_backup: Option<&'a str>,
     /// Nothing may be written (no backup, no record).
     pub dry_run: bool,
+    /// The snapshot is needed as a file (a whole-cluster dry run only looks at data dirs).
+    pub fetch: bool,
     pub tmp_dir: Option<PathBuf>,
     pub uploads: usize,
     pub retry_lock: Duration,
@@ -37,7 +39,8 @@ pub struct Origin {
     /// The backup (None for a dry run's temporary snapshot).
     pub backup: Option<(String, Manifest)>,
     pub revision: i64,
-    /// The snapshot file (reassembled from the repository, or saved for a dry run).
+    /// The snapshot file (reassembled from the repository, or saved for a dry run); absent
+    /// when [`Begin::fetch`] was false.
     pub snapshot: PathBuf,
     pub _tmp: tempfile::TempDir,
 }
@@ -49,12 +52,17 @@ fn describe_members(view: &etcd_cluster::ClusterView) -> String {
 
 /// Describe the source cluster for the plan (members, revision), when it is reachable.
 pub async fn source_line(src: &ConnConfig) -> String {
+    observe_source(src).await.0
+}
+
+/// The plan's source line and the source's current revision (0 when not reachable).
+async fn observe_source(src: &ConnConfig) -> (String, i64) {
     match etcd_cluster::observe(src, etcd_cluster::DEFAULT_QUOTA).await {
         Ok(v) => {
             let rev = v.statuses.iter().map(|s| s.revision).max().unwrap_or(0);
-            format!("source:    {} at {}, revision {rev}", describe_members(&v), src.endpoints.join(","))
+            (format!("source:    {} at {}, revision {rev}", describe_members(&v), src.endpoints.join(",")), rev)
         }
-        Err(e) => format!("source:    {} (not reachable: {e})", src.endpoints.join(",")),
+        Err(e) => (format!("source:    {} (not reachable: {e})", src.endpoints.join(",")), 0),
     }
 }
 
@@ -67,6 +75,13 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
     let existing = if b.restart { None } else { journal::load(&repo, &id).await? };
 
     let (state, resumed, backup) = if let Some(st) = existing {
+        let r = &st.record;
+        if r.kind != b.kind || r.cluster != b.cluster || r.selection != b.selection || r.target != b.target {
+            return Err(Error::Refused(format!(
+                "migration record {id}/{} does not describe this migration (it was made for {} {} of cluster {} into {}); run with --restart to start a new generation",
+                r.generation, r.kind, r.selection, r.cluster, r.target
+            )));
+        }
         on(Event::Plan(format!(
             "resuming: migration {id} (generation {}, started {}) works from backup {} at revision {}; keys the target already holds with the same content are not written again",
             st.record.generation,
@@ -75,7 +90,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             st.record.revision
         )));
         if let Some(t) = &st.done {
-            on(Event::Plan(format!("this migration completed at {t}; checking again (--restart starts a new one from a new snapshot)")));
+            on(Event::Plan(format!("this migration completed at {t}; verifying it again, nothing is written (--restart starts a new one from a new snapshot)")));
         }
         if let Some(f) = b.from_backup {
             if !st.record.backup.starts_with(f) && f != "latest" {
@@ -97,7 +112,11 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
         (None, false, Some((bid, m)))
     } else {
         let src = src.ok_or_else(|| Error::Usage("give the source with --from-endpoints (or an existing backup with --from-backup ID)".into()))?;
-        on(Event::Plan(source_line(src).await));
+        let (line, revision) = observe_source(src).await;
+        on(Event::Plan(line));
+        if b.dry_run && !b.fetch {
+            return Ok(Origin { id, state: None, resumed: false, backup: None, revision, snapshot, _tmp: tmp });
+        }
         if b.dry_run {
             on(Event::Step("dry run: saving a temporary snapshot of the source (nothing goes to the repository)".into()));
             let from = etcd_cluster::save::Source::parse(&pick_member(src).await);
@@ -150,6 +169,9 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             Some(State { record, restored: None, done: None })
         }
     };
+    if !b.fetch {
+        return Ok(Origin { id, state, resumed, revision: m.snapshot.revision, backup: Some((bid, m)), snapshot, _tmp: tmp });
+    }
     on(Event::Step(format!("fetching backup {} from the repository", repo::short(&bid))));
     let lock = repo::lock::acquire(&repo, false, "migrate", b.retry_lock).await?;
     let r = repo::restore::reassemble(repo.clone(), &m, &snapshot, parallel, progress(on)).await;

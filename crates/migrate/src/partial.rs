@@ -2,13 +2,21 @@
 //! verified.
 //!
 //! 1. The source backup ([`crate::origin`]): the record's on a resume, else a new one.
-//! 2. The selected live keys of the backup and the target's keys in the same namespaces or
-//!    prefixes (one consistent read); each source key is classified: **create** (the target
-//!    lacks it), **identical** (same plaintext), **different** (what the conflict policy is
-//!    for). Keys only the target has are reported, never deleted.
-//! 3. Unless a dry run: `fail` stops here when anything differs; else creates (and, with
-//!    `overwrite`, differing keys) are written in guarded transactions ([`crate::target`]).
-//! 4. Verification per group ([`crate::verify`]); `skip`ped keys are left out on both sides.
+//! 2. The selected live keys of the backup, each kept as its key, where its value sits in the
+//!    snapshot, and the SHA-256 of its plaintext (never the value); the target's keys in the
+//!    same ranges (per namespace and resource, or per prefix; each range read at its own
+//!    revision, again with the SHA-256 of the plaintext only). Each source key is classified:
+//!    **create** (the target lacks it), **identical** (same plaintext), **different** (what
+//!    the conflict policy is for). Keys only the target has are counted, never deleted, and
+//!    are no difference.
+//! 3. Unless a dry run, a verification only, or a migration that completed already (`done`;
+//!    that only verifies again unless `--restart`): `fail` stops here when anything differs;
+//!    else creates (and, with `overwrite`, differing keys) are read back from the snapshot in
+//!    key order, sealed one at a time and written in guarded transactions
+//!    ([`crate::target`]), the Namespace objects last (so a live target's controllers do not
+//!    populate a namespace before its objects have arrived).
+//! 4. Verification per group ([`crate::verify`]) over the source's keys; `skip`ped keys are
+//!    left out on both sides.
 //!
 //! A kill at any point leaves whole transactions in the target; the same command finds its
 //! record, works from the same backup, and classifies again: what was written is identical
@@ -27,9 +35,9 @@ use repo::Repository;
 
 use crate::codec::{resource_label, Codec};
 use crate::origin::{self, Begin};
-use crate::select::{root_of, Selection};
-use crate::target::{batches, Put, Target, TargetKv};
-use crate::verify::{self, Digests, GroupCheck};
+use crate::select::Selection;
+use crate::target::{Batcher, Put, Target};
+use crate::verify::{self, digest, Digest32, Digests, GroupCheck, ValueDigest};
 use crate::{ConflictPolicy, Error, Event, Result, Sink};
 
 /// What to move and how.
@@ -103,6 +111,8 @@ pub struct PartialReport {
     pub backup: Option<String>,
     pub source_revision: i64,
     pub resumed: bool,
+    /// The migration had completed (`done`) before this run: it only verified again.
+    pub completed_before: bool,
     pub selection: Selection,
     pub policy: ConflictPolicy,
     pub dry_run: bool,
@@ -126,47 +136,93 @@ impl PartialReport {
     }
 }
 
-struct Source {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    plain: Vec<u8>,
-    group: String,
+/// How a source key relates to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Create,
+    Identical,
+    /// The target's value differs; its mod revision when compared.
+    Different(i64),
 }
 
-/// The target's keys in the selection, at one revision.
-async fn read_target(t: &mut Target, sel: &Selection, roots: &[String]) -> Result<(i64, BTreeMap<Vec<u8>, (TargetKv, String)>)> {
+/// A selected source key: where its value is, and what its plaintext hashes to.
+struct SrcKey {
+    rev: etcd_data::schema::Revision,
+    plain: Digest32,
+    group: usize,
+    class: Class,
+}
+
+/// A target key in a selected group: what its plaintext hashes to.
+struct TgtKey {
+    value: ValueDigest,
+    mod_revision: i64,
+    group: usize,
+}
+
+fn group_index(groups: &[String], g: &str) -> usize {
+    groups.binary_search_by(|x| x.as_str().cmp(g)).expect("group_of names a group of the selection")
+}
+
+/// The target's keys in `ranges` (each range read at one revision, again at a newer one if
+/// compaction overtakes the read); returns the highest revision read at.
+async fn read_target(t: &mut Target, sel: &Selection, groups: &[String], ranges: &[(Vec<u8>, Vec<u8>)], codec: &Codec) -> Result<(i64, BTreeMap<Vec<u8>, TgtKey>)> {
     let mut out = BTreeMap::new();
     let mut rev = 0;
-    for (start, end) in sel.target_ranges(roots) {
-        rev = t
-            .scan(&start, &end, rev, &mut |kv| {
-                if let Some(g) = sel.group_of(&kv.key) {
-                    out.insert(kv.key.clone(), (kv, g));
+    for (start, end) in ranges {
+        let mut attempt = 0;
+        loop {
+            let mut part: Vec<(Vec<u8>, TgtKey)> = Vec::new();
+            let r = t
+                .scan(start, end, 0, &mut |kv| {
+                    if let Some(g) = sel.group_of(&kv.key) {
+                        let value = match codec.target_plain(&kv.key, &kv.value) {
+                            Ok(p) => ValueDigest::Plain(digest(&p)),
+                            Err(_) => ValueDigest::Undecryptable(digest(&kv.value)),
+                        };
+                        part.push((kv.key, TgtKey { value, mod_revision: kv.mod_revision, group: group_index(groups, &g) }));
+                    }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(r) => {
+                    rev = rev.max(r);
+                    out.extend(part);
+                    break;
                 }
-                Ok(())
-            })
-            .await?;
+                Err(Error::Target { msg, .. }) if msg.contains("compacted") && attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok((rev, out))
+}
+
+fn is_namespace_object(key: &[u8]) -> bool {
+    kube_data::keys::parse(key).is_some_and(|i| i.namespace.is_none() && i.resource == "namespaces")
 }
 
 /// Run a partial migration; see the module documentation.
 pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repository>, o: &PartialOptions, on: &Sink) -> Result<PartialReport> {
     let started = Instant::now();
-    o.selection.validate()?;
-    if matches!(o.selection, Selection::Whole) {
+    let sel = o.selection.normalized();
+    sel.validate()?;
+    if matches!(sel, Selection::Whole) {
         return Err(Error::Usage("a partial migration needs namespaces (-n) or prefixes (--prefix)".into()));
     }
+    let groups = sel.groups();
     let mut target_eps = dst.endpoints.clone();
     target_eps.sort();
     let begin = Begin {
         kind: "partial",
         cluster: &o.cluster,
-        selection: o.selection.describe(),
+        selection: sel.describe(),
         target: target_eps.join(","),
         restart: o.restart,
         from_backup: o.from_backup.as_deref(),
         dry_run: o.dry_run || o.verify_only,
+        fetch: true,
         tmp_dir: o.tmp_dir.clone(),
         uploads: o.uploads,
         retry_lock: o.retry_lock,
@@ -174,7 +230,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     let mut t = Target::connect(dst).await?;
     let (trev, tkeys) = t.count().await?;
     on(Event::Plan(format!("target:    {} (running; revision {trev}, {tkeys} keys)", dst.endpoints.join(","))));
-    on(Event::Plan(format!("selection: {}", o.selection.describe())));
+    on(Event::Plan(format!("selection: {}", sel.describe())));
     on(Event::Plan(format!("values:    {}", o.codec.describe())));
     on(Event::Plan(format!(
         "conflicts: --on-conflict {}; etcd leases are not carried (leased keys are written without a lease)",
@@ -184,22 +240,31 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     if o.verify_only && origin.state.is_none() {
         return Err(Error::Usage(format!("--verify-only: no migration {} in the repository yet; run it without --verify-only first", origin.id)));
     }
+    // A migration that completed is only verified again: the target's apps may have changed
+    // its keys since, and they are theirs now.
+    let completed = !o.dry_run && origin.state.as_ref().is_some_and(|s| s.done.is_some());
+    let verify_only = o.verify_only || completed;
 
-    // The source's selected keys with their plaintexts.
+    // The source's selected keys: where each value is and its plaintext's digest.
     on(Event::Step("reading the selected keys of the backup".into()));
     let mut undecryptable: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut sources: Vec<Source> = Vec::new();
+    let mut sources: BTreeMap<Vec<u8>, SrcKey> = BTreeMap::new();
     let mut leased: HashMap<String, u64> = HashMap::new();
-    let mut roots: BTreeSet<String> = BTreeSet::new();
-    crate::source::for_each(&origin.snapshot, &o.selection, &mut |kv| {
+    let mut seen: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    crate::source::for_each(&origin.snapshot, &sel, &mut |kv| {
         if kv.lease != 0 {
             *leased.entry(kv.group.clone()).or_default() += 1;
         }
-        if let Some(r) = root_of(&kv.key) {
-            roots.insert(r.to_string());
+        if let Some(r) = sel.scan_range(&kv.key) {
+            if !seen.contains(&r) {
+                seen.insert(r);
+            }
         }
         match o.codec.source_plain(&kv.key, &kv.value) {
-            Ok(plain) => sources.push(Source { key: kv.key, value: kv.value, plain, group: kv.group }),
+            Ok(plain) => {
+                let group = group_index(&groups, &kv.group);
+                sources.insert(kv.key, SrcKey { rev: kv.rev, plain: digest(&plain), group, class: Class::Create });
+            }
             Err(_) => *undecryptable.entry((kv.group, resource_label(&kv.key))).or_default() += 1,
         }
         Ok(())
@@ -210,42 +275,53 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         let from = o.codec.rekey.as_ref().map(|r| r.from_name.clone()).unwrap_or_default();
         return Err(Error::Source(format!("{n} selected value(s) do not decrypt with {from}: {}; nothing was written", list.join(", "))));
     }
-    let roots: Vec<String> = roots.into_iter().collect();
+    let mut per_group = vec![0u64; groups.len()];
+    for s in sources.values() {
+        per_group[s.group] += 1;
+    }
+    for (g, n) in groups.iter().zip(&per_group) {
+        if *n == 0 {
+            let what = if matches!(sel, Selection::Namespaces(_)) { "namespace" } else { "prefix" };
+            on(Event::Warning(format!("no keys for {what} {g} in the source (revision {}) — typo?", origin.revision)));
+        }
+    }
+    let ranges = sel.target_ranges(&seen);
+    drop(seen);
 
-    // The target's keys in the same groups, and the classification.
-    let (_, target) = read_target(&mut t, &o.selection, &roots).await?;
-    let mut rows: BTreeMap<String, PlanRow> = o.selection.groups().into_iter().map(|g| (g.clone(), PlanRow { group: g, ..Default::default() })).collect();
-    let mut creates: Vec<usize> = Vec::new();
-    let mut different: Vec<(usize, i64)> = Vec::new();
-    let source_keys: BTreeSet<&[u8]> = sources.iter().map(|s| s.key.as_slice()).collect();
-    for (i, s) in sources.iter().enumerate() {
-        let row = rows.entry(s.group.clone()).or_insert_with(|| PlanRow { group: s.group.clone(), ..Default::default() });
+    // The target's keys in the same ranges, and the classification.
+    let (_, target) = read_target(&mut t, &sel, &groups, &ranges, &o.codec).await?;
+    let mut rows: Vec<PlanRow> = groups.iter().map(|g| PlanRow { group: g.clone(), ..Default::default() }).collect();
+    let (mut n_create, mut n_different) = (0u64, 0u64);
+    for (k, s) in sources.iter_mut() {
+        let row = &mut rows[s.group];
         row.source_keys += 1;
-        match target.get(&s.key) {
-            None => {
+        s.class = match target.get(k) {
+            None => Class::Create,
+            Some(tk) if tk.value == ValueDigest::Plain(s.plain) => Class::Identical,
+            Some(tk) => Class::Different(tk.mod_revision),
+        };
+        match s.class {
+            Class::Create => {
                 row.create += 1;
-                creates.push(i);
+                n_create += 1;
             }
-            Some((tkv, _)) => match o.codec.target_plain(&tkv.key, &tkv.value) {
-                Ok(p) if p == s.plain => row.identical += 1,
-                _ => {
-                    row.different += 1;
-                    different.push((i, tkv.mod_revision));
-                }
-            },
+            Class::Identical => row.identical += 1,
+            Class::Different(_) => {
+                row.different += 1;
+                n_different += 1;
+            }
         }
     }
-    for (k, (_, g)) in &target {
-        if !source_keys.contains(k.as_slice()) {
-            rows.entry(g.clone()).or_insert_with(|| PlanRow { group: g.clone(), ..Default::default() }).target_only += 1;
+    for (k, tk) in &target {
+        if !sources.contains_key(k) {
+            rows[tk.group].target_only += 1;
         }
     }
+    drop(target);
     for (g, n) in &leased {
-        if let Some(r) = rows.get_mut(g) {
-            r.leased = *n;
-        }
+        rows[group_index(&groups, g)].leased = *n;
     }
-    let plan: Vec<PlanRow> = rows.into_values().collect();
+    let plan = rows;
     let total_leased: u64 = plan.iter().map(|r| r.leased).sum();
     if total_leased > 0 {
         on(Event::Warning(format!("{total_leased} selected key(s) are attached to an etcd lease in the source (e.g. Events); they are written without a lease")));
@@ -257,7 +333,8 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         backup: origin.backup.as_ref().map(|(id, _)| id.clone()),
         source_revision: origin.revision,
         resumed: origin.resumed,
-        selection: o.selection.clone(),
+        completed_before: completed,
+        selection: sel.clone(),
         policy: o.policy,
         dry_run: o.dry_run,
         rekey: o.codec.rekey.is_some(),
@@ -276,44 +353,65 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         return Ok(report);
     }
 
-    let mut skipped: BTreeSet<Vec<u8>> = BTreeSet::new();
-    if !o.verify_only {
-        if !different.is_empty() && o.policy == ConflictPolicy::Fail {
+    // `skip`: differing keys stay as the target has them and are left out of the verification.
+    let skip = |s: &SrcKey| o.policy == ConflictPolicy::Skip && matches!(s.class, Class::Different(_));
+    report.skipped = sources.values().filter(|s| skip(s)).count() as u64;
+    if completed {
+        on(Event::Plan(format!(
+            "nothing is written: this migration completed; --restart migrates the selection again from a new snapshot ({} key(s) differ now)",
+            n_different
+        )));
+    }
+    if !verify_only {
+        if n_different > 0 && o.policy == ConflictPolicy::Fail {
             let detail: Vec<String> = report.plan.iter().filter(|r| r.different > 0).map(|r| format!("{} in {}", r.different, r.group)).collect();
-            return Err(Error::Conflict { count: different.len(), detail: detail.join(", ") });
+            return Err(Error::Conflict { count: n_different as usize, detail: detail.join(", ") });
         }
-        let mut puts: Vec<Put> = Vec::with_capacity(creates.len() + different.len());
-        let seal = |i: usize, expect_mod: i64| -> Result<Put> {
-            let s = &sources[i];
-            let value = o.codec.target_value(&s.key, &s.value, &s.plain).map_err(|e| Error::Source(format!("a {} value in {}: cannot encrypt for the target: {e}", resource_label(&s.key), s.group)))?;
-            Ok(Put { key: s.key.clone(), value, expect_mod })
-        };
-        for &i in &creates {
-            puts.push(seal(i, 0)?);
-        }
-        for &(i, m) in &different {
-            match o.policy {
-                ConflictPolicy::Overwrite => puts.push(seal(i, m)?),
-                _ => {
-                    skipped.insert(sources[i].key.clone());
-                }
-            }
-        }
-        report.skipped = skipped.len() as u64;
-        let total = puts.len() as u64;
+        let overwrite = o.policy == ConflictPolicy::Overwrite;
+        let writes = |s: &SrcKey| s.class == Class::Create || (overwrite && matches!(s.class, Class::Different(_)));
+        let total = sources.values().filter(|s| writes(s)).count() as u64;
         on(Event::Step(format!(
             "writing {} key(s) into the target ({} new, {} overwritten; {} identical already)",
             total,
-            creates.len(),
-            if o.policy == ConflictPolicy::Overwrite { different.len() } else { 0 },
+            n_create,
+            if overwrite { n_different } else { 0 },
             report.plan.iter().map(|r| r.identical).sum::<u64>()
         )));
         on(Event::Progress { done: 0, total });
+        // Values are read back from the snapshot in key order and sealed one at a time; the
+        // Namespace objects go last.
+        let reader = crate::source::Reader::open(&origin.snapshot)?;
+        let mut batcher = Batcher::new(o.max_ops, o.max_bytes);
         let mut done = 0u64;
-        let overwrite_keys: BTreeSet<Vec<u8>> = if o.policy == ConflictPolicy::Overwrite { different.iter().map(|(i, _)| sources[*i].key.clone()).collect() } else { BTreeSet::new() };
-        let all = batches(puts, o.max_ops, o.max_bytes);
-        let n_batches = all.len();
-        for (bi, batch) in all.into_iter().enumerate() {
+        let mut keys = sources
+            .iter()
+            .filter(|(k, s)| writes(s) && !is_namespace_object(k))
+            .chain(sources.iter().filter(|(k, s)| writes(s) && is_namespace_object(k)))
+            .map(|(k, _)| k.as_slice());
+        loop {
+            let next = keys.next();
+            let batch = match next {
+                Some(k) => {
+                    let s = &sources[k];
+                    let value = reader.value(k, s.rev)?;
+                    let (value, d) = o.codec.seal_source(k, value).map_err(|e| Error::Source(format!("a {} value in {}: {e}", resource_label(k), groups[s.group])))?;
+                    if d != s.plain {
+                        return Err(Error::Damaged(format!("{}: a {} value in {} reads differently the second time", origin.snapshot.display(), resource_label(k), groups[s.group])));
+                    }
+                    let expect_mod = if let Class::Different(m) = s.class { m } else { 0 };
+                    match batcher.push(Put { key: k.to_vec(), value, expect_mod }) {
+                        Some(b) => b,
+                        None => continue,
+                    }
+                }
+                None => match std::mem::replace(&mut batcher, Batcher::new(o.max_ops, o.max_bytes)).finish() {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
+            if !o.pause.is_zero() && report.transactions > 0 {
+                tokio::time::sleep(o.pause).await;
+            }
             let changed = t.apply(&batch).await?;
             report.transactions += 1;
             report.changed_meanwhile += changed.len() as u64;
@@ -321,7 +419,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
                 if changed.contains(&p.key) {
                     continue;
                 }
-                if overwrite_keys.contains(&p.key) {
+                if p.expect_mod != 0 {
                     report.overwritten += 1;
                 } else {
                     report.written += 1;
@@ -329,9 +427,6 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
             }
             done += batch.len() as u64;
             on(Event::Progress { done, total });
-            if !o.pause.is_zero() && bi + 1 < n_batches {
-                tokio::time::sleep(o.pause).await;
-            }
         }
         if report.changed_meanwhile > 0 {
             on(Event::Warning(format!(
@@ -339,37 +434,33 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
                 report.changed_meanwhile
             )));
         }
-    } else {
-        // Verify only: the policy's skips still apply to what differs.
-        if o.policy == ConflictPolicy::Skip {
-            skipped.extend(different.iter().map(|(i, _)| sources[*i].key.clone()));
-            report.skipped = skipped.len() as u64;
-        }
     }
 
-    // Verification: the backup's plaintexts against the target's, per group.
+    // Verification: the backup's plaintexts against the target's, per group, over the
+    // source's keys; keys only the target has are counted apart.
     on(Event::Step("verifying: per group key counts and content hashes, source against target".into()));
     let mut sd = Digests::default();
     let mut skipped_per: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &sources {
-        if skipped.contains(&s.key) {
-            *skipped_per.entry(s.group.clone()).or_default() += 1;
+    for (k, s) in &sources {
+        if skip(s) {
+            *skipped_per.entry(groups[s.group].clone()).or_default() += 1;
             continue;
         }
-        sd.add(&s.group, &s.key, Some(&s.plain), &s.value);
+        sd.add(&groups[s.group], k, ValueDigest::Plain(s.plain));
     }
-    let (trev, target) = read_target(&mut t, &o.selection, &roots).await?;
+    let (trev, target) = read_target(&mut t, &sel, &groups, &ranges, &o.codec).await?;
     let mut td = Digests::default();
-    for (k, (kv, g)) in &target {
-        if skipped.contains(k) {
-            continue;
+    let mut target_only: BTreeMap<String, u64> = BTreeMap::new();
+    for (k, tk) in &target {
+        match sources.get(k) {
+            Some(s) if skip(s) => {}
+            Some(_) => td.add(&groups[tk.group], k, tk.value),
+            None => *target_only.entry(groups[tk.group].clone()).or_default() += 1,
         }
-        let plain = o.codec.target_plain(k, &kv.value).ok();
-        td.add(g, k, plain.as_deref(), &kv.value);
     }
     report.target_revision = trev;
-    report.verification = verify::compare(&o.selection.groups(), sd, td, &skipped_per);
-    if report.verified() && !o.verify_only {
+    report.verification = verify::compare(&groups, sd, td, &skipped_per, &target_only);
+    if report.verified() && !verify_only {
         if let Some(st) = &origin.state {
             if st.done.is_none() {
                 crate::journal::mark(&repo, &st.record, "done").await?;

@@ -84,33 +84,78 @@ impl Selection {
         }
     }
 
-    /// Key ranges of the target that can hold selected keys: `(start, end)` as etcd ranges
-    /// (end exclusive; `[0]` = to the end of the keyspace). `roots` are the top-level prefixes
-    /// seen among the source's selected keys (namespaced keys sit under any of them).
-    pub fn target_ranges(&self, roots: &[String]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The same selection with its names sorted and without repeats: `-n b -n a` and
+    /// `-n a -n b -n a` are one migration.
+    pub fn normalized(&self) -> Selection {
+        let norm = |v: &Vec<String>| {
+            let mut v = v.clone();
+            v.sort();
+            v.dedup();
+            v
+        };
         match self {
-            Selection::Whole => vec![(vec![0], vec![0])],
-            Selection::Prefixes(ps) => {
-                let mut ps = ps.clone();
-                ps.sort();
-                // A prefix under another is read by the other's range already.
-                let mut out: Vec<String> = Vec::new();
-                for p in ps {
-                    if !out.iter().any(|o| p.starts_with(o.as_str())) {
-                        out.push(p);
-                    }
-                }
-                out.into_iter().map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes()))).collect()
-            }
+            Selection::Whole => Selection::Whole,
+            Selection::Namespaces(v) => Selection::Namespaces(norm(v)),
+            Selection::Prefixes(v) => Selection::Prefixes(norm(v)),
+        }
+    }
+
+    /// The target range a selected source key is looked for in, as `(start, end)`: for a
+    /// namespace, the key's resource in its namespace (`/registry/pods/<ns>/`) or the
+    /// Namespace object itself; for prefixes, the prefix.
+    pub fn scan_range(&self, key: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Selection::Whole => Some((vec![0], vec![0])),
+            Selection::Prefixes(ps) => ps.iter().filter(|p| key.starts_with(p.as_bytes())).min_by_key(|p| p.len()).map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes()))),
             Selection::Namespaces(_) => {
-                let mut rs: Vec<String> = roots.iter().map(|r| format!("{r}/")).collect();
-                rs.push("/registry/".into());
-                rs.sort();
-                rs.dedup();
-                rs.into_iter().map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes()))).collect()
+                let info = kube_data::keys::parse(key)?;
+                if info.namespace.is_some() {
+                    // `<prefix>/<resource path>/<ns>/<name>`: the name is the last segment.
+                    let cut = key.iter().rposition(|b| *b == b'/')? + 1;
+                    Some((key[..cut].to_vec(), prefix_end(&key[..cut])))
+                } else {
+                    let mut end = key.to_vec();
+                    end.push(0);
+                    Some((key.to_vec(), end))
+                }
             }
         }
     }
+
+    /// The target ranges to read: those of the selection's own names (each namespace's
+    /// Namespace object, each prefix) and `seen` (the [`Selection::scan_range`]s of the
+    /// source's selected keys), sorted and merged, so that one pass over them reads keys in
+    /// key order and each key once. A namespace's resources the source does not have are not
+    /// read: a target key there is neither compared nor counted.
+    pub fn target_ranges(&self, seen: &std::collections::BTreeSet<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = seen.iter().cloned().collect();
+        match self {
+            Selection::Whole => return vec![(vec![0], vec![0])],
+            Selection::Prefixes(ps) => all.extend(ps.iter().map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes())))),
+            Selection::Namespaces(ns) => all.extend(ns.iter().filter_map(|n| self.scan_range(format!("/registry/namespaces/{n}").as_bytes()))),
+        }
+        merge_ranges(all)
+    }
+}
+
+/// Sort `(start, end)` ranges (`end == [0]`: to the end of the keyspace) and merge the ones
+/// that overlap or touch.
+pub fn merge_ranges(mut rs: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let open = |e: &Vec<u8>| e.as_slice() == [0];
+    rs.sort();
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (s, e) in rs {
+        if let Some(last) = out.last_mut() {
+            if open(&last.1) || s <= last.1 {
+                if !open(&last.1) && (open(&e) || e > last.1) {
+                    last.1 = e;
+                }
+                continue;
+            }
+        }
+        out.push((s, e));
+    }
+    out
 }
 
 /// `/registry` for `/registry/pods/a/b`; None for a key without a leading `/` or a second `/`.
@@ -158,9 +203,41 @@ mod tests {
         assert_eq!(s.group_of(b"/a/b/x").as_deref(), Some("/a/b/"));
         assert_eq!(s.group_of(b"/a/x").as_deref(), Some("/a/"));
         assert_eq!(s.group_of(b"/b"), None);
-        assert_eq!(s.target_ranges(&[]), vec![(b"/a/".to_vec(), b"/a0".to_vec()), (b"/c".to_vec(), b"/d".to_vec())]);
+        assert_eq!(s.target_ranges(&Default::default()), vec![(b"/a/".to_vec(), b"/a0".to_vec()), (b"/c".to_vec(), b"/d".to_vec())]);
         assert_eq!(prefix_end(&[0x61, 0xff]), vec![0x62]);
         assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn normalized_sorts_and_dedups() {
+        let a = Selection::Namespaces(vec!["b".into(), "a".into(), "b".into()]).normalized();
+        assert_eq!(a, Selection::Namespaces(vec!["a".into(), "b".into()]));
+        assert_eq!(a.describe(), Selection::Namespaces(vec!["a".into(), "b".into()]).normalized().describe());
+        assert_eq!(Selection::Prefixes(vec!["/z".into(), "/a".into()]).normalized(), Selection::Prefixes(vec!["/a".into(), "/z".into()]));
+    }
+
+    #[test]
+    fn namespace_ranges_are_per_resource_and_namespace() {
+        let s = Selection::Namespaces(vec!["shop".into()]);
+        let r = |k: &[u8]| s.scan_range(k).unwrap();
+        assert_eq!(r(b"/registry/pods/shop/web-0"), (b"/registry/pods/shop/".to_vec(), b"/registry/pods/shop0".to_vec()));
+        assert_eq!(r(b"/registry/stable.example.com/crontabs/shop/c"), (b"/registry/stable.example.com/crontabs/shop/".to_vec(), b"/registry/stable.example.com/crontabs/shop0".to_vec()));
+        assert_eq!(r(b"/registry/namespaces/shop"), (b"/registry/namespaces/shop".to_vec(), b"/registry/namespaces/shop\0".to_vec()));
+        let seen: std::collections::BTreeSet<_> = [r(b"/registry/pods/shop/a"), r(b"/registry/pods/shop/b"), r(b"/kubernetes.io/secrets/shop/s")].into();
+        let got = s.target_ranges(&seen);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].0, b"/kubernetes.io/secrets/shop/".to_vec());
+        assert_eq!(got[1].0, b"/registry/namespaces/shop".to_vec());
+        assert_eq!(got[2].0, b"/registry/pods/shop/".to_vec());
+        assert!(got.windows(2).all(|w| w[0].1 <= w[1].0), "disjoint, in key order: {got:?}");
+    }
+
+    #[test]
+    fn ranges_merge() {
+        let v = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(merge_ranges(vec![(v("/b"), v("/d")), (v("/a"), v("/c")), (v("/x"), v("/y"))]), vec![(v("/a"), v("/d")), (v("/x"), v("/y"))]);
+        assert_eq!(merge_ranges(vec![(v("/a"), vec![0]), (v("/b"), v("/c"))]), vec![(v("/a"), vec![0])]);
+        assert_eq!(merge_ranges(vec![(v("/a"), v("/b")), (v("/b"), v("/c"))]), vec![(v("/a"), v("/c"))]);
     }
 
     #[test]

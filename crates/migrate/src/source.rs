@@ -22,10 +22,39 @@ pub struct SourceKv {
     pub group: String,
     pub mod_revision: i64,
     pub lease: i64,
+    /// Where the value sits in the `key` bucket (for [`Reader::value`]).
+    pub rev: Revision,
 }
 
 fn damaged(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Source(format!("{}: {what} (run `quorum snapshot verify` on it)", path.display()))
+    Error::Damaged(format!("{}: {what} (run `quorum snapshot verify` on it)", path.display()))
+}
+
+/// Point reads of single values from a snapshot file, by the revision [`for_each`] reported:
+/// a partial migration re-reads the values it writes, one batch at a time, instead of holding
+/// them.
+pub struct Reader {
+    db: bolt::Db,
+    path: std::path::PathBuf,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader> {
+        let db = bolt::Db::open(path).map_err(|e| damaged(path, e))?;
+        Ok(Reader { db, path: path.to_path_buf() })
+    }
+
+    /// The value of `key` stored at `rev`.
+    pub fn value(&self, key: &[u8], rev: Revision) -> Result<Vec<u8>> {
+        let path = &self.path;
+        let bucket = self.db.bucket(&[KEY]).map_err(|f| damaged(path, f))?.ok_or_else(|| damaged(path, "no key bucket"))?;
+        let raw = bucket.get(&rev.to_bytes()).map_err(|f| damaged(path, f))?.ok_or_else(|| damaged(path, format!("revision {} vanished", rev.main)))?;
+        let kv = KeyValueRef::decode(&raw).ok_or_else(|| damaged(path, format!("revision {}: malformed KeyValue", rev.main)))?;
+        if kv.key != key {
+            return Err(damaged(path, format!("revision {}: holds another key than the index said", rev.main)));
+        }
+        Ok(kv.value.to_vec())
+    }
 }
 
 /// Call `emit` for every selected live key of the snapshot at `path`, in key order.
@@ -54,18 +83,42 @@ pub fn for_each(path: &Path, selection: &Selection, emit: &mut dyn FnMut(SourceK
         }
         let raw = bucket.get(&rev.to_bytes()).map_err(|f| damaged(path, f))?.ok_or_else(|| damaged(path, format!("revision {} vanished", rev.main)))?;
         let kv = KeyValueRef::decode(&raw).ok_or_else(|| damaged(path, format!("revision {}: malformed KeyValue", rev.main)))?;
-        emit(SourceKv { key, value: kv.value.to_vec(), group, mod_revision: kv.mod_revision, lease: kv.lease })?;
+        emit(SourceKv { key, value: kv.value.to_vec(), group, mod_revision: kv.mod_revision, lease: kv.lease, rev })?;
         n += 1;
     }
     Ok(n)
 }
 
-/// Every selected live key, collected (partial migrations: the selection is what moves).
-pub fn collect(path: &Path, selection: &Selection) -> Result<Vec<SourceKv>> {
-    let mut out = Vec::new();
-    for_each(path, selection, &mut |kv| {
-        out.push(kv);
-        Ok(())
-    })?;
-    Ok(out)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<u8> {
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/bolt_file/small-3.4.db")).expect("bolt fixture")
+    }
+
+    fn run(bytes: &[u8]) -> Result<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        std::fs::write(&p, bytes).unwrap();
+        for_each(&p, &Selection::Whole, &mut |_| Ok(()))
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_damage_not_a_source_error() {
+        let good = fixture();
+        let n = run(&good).expect("the fixture reads");
+        assert!(n > 0, "the fixture has live keys");
+        assert!(matches!(run(b"not a bolt file at all, just text"), Err(Error::Damaged(_))));
+        // Every page after the two meta pages overwritten: the key bucket cannot be read.
+        let page = 4096;
+        let mut bad = good.clone();
+        for b in &mut bad[2 * page..] {
+            *b = 0xa5;
+        }
+        match run(&bad) {
+            Err(Error::Damaged(m)) => assert!(m.contains("snapshot verify"), "{m}"),
+            other => panic!("want Damaged, got {other:?}"),
+        }
+    }
 }

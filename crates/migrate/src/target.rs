@@ -40,23 +40,44 @@ impl Put {
     }
 }
 
-/// Cut `puts` into transactions of at most `max_ops` puts and about `max_bytes` (a put larger
-/// than `max_bytes` goes alone).
+/// Cuts a stream of puts into transactions of at most `max_ops` puts and about `max_bytes`
+/// (a put larger than `max_bytes` goes alone), holding one transaction at a time.
+pub struct Batcher {
+    max_ops: usize,
+    max_bytes: usize,
+    cur: Vec<Put>,
+    bytes: usize,
+}
+
+impl Batcher {
+    pub fn new(max_ops: usize, max_bytes: usize) -> Batcher {
+        Batcher { max_ops: max_ops.max(1), max_bytes, cur: Vec::new(), bytes: 0 }
+    }
+
+    /// Add `p`; returns the transaction it closed when `p` did not fit into it.
+    pub fn push(&mut self, p: Put) -> Option<Vec<Put>> {
+        let full = if !self.cur.is_empty() && (self.cur.len() >= self.max_ops || self.bytes + p.cost() > self.max_bytes) {
+            self.bytes = 0;
+            Some(std::mem::take(&mut self.cur))
+        } else {
+            None
+        };
+        self.bytes += p.cost();
+        self.cur.push(p);
+        full
+    }
+
+    /// The last, partly filled transaction.
+    pub fn finish(self) -> Option<Vec<Put>> {
+        (!self.cur.is_empty()).then_some(self.cur)
+    }
+}
+
+/// Cut `puts` into transactions as a [`Batcher`] does.
 pub fn batches(puts: Vec<Put>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Put>> {
-    let mut out: Vec<Vec<Put>> = Vec::new();
-    let mut cur: Vec<Put> = Vec::new();
-    let mut bytes = 0usize;
-    for p in puts {
-        if !cur.is_empty() && (cur.len() >= max_ops.max(1) || bytes + p.cost() > max_bytes) {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
-        }
-        bytes += p.cost();
-        cur.push(p);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
+    let mut b = Batcher::new(max_ops, max_bytes);
+    let mut out: Vec<Vec<Put>> = puts.into_iter().filter_map(|p| b.push(p)).collect();
+    out.extend(b.finish());
     out
 }
 

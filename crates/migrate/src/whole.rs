@@ -25,7 +25,7 @@ use repo::Repository;
 use crate::origin::{self, Begin};
 use crate::select::Selection;
 use crate::target::Target;
-use crate::verify::{self, Digests, GroupCheck};
+use crate::verify::{self, digest, Digests, GroupCheck, ValueDigest};
 use crate::{Error, Event, Result, Sink};
 
 pub struct WholeOptions {
@@ -111,12 +111,19 @@ fn non_empty(p: &Path) -> bool {
     std::fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
 }
 
+fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+/// Data dirs that are not empty and WAL dirs that exist at all (the restore creates the WAL
+/// dir itself and refuses an existing one, even empty).
 fn refuse_busy(members: &[NewMember]) -> Result<()> {
-    let busy: Vec<String> = members.iter().flat_map(|m| [Some(&m.data_dir), m.wal_dir.as_ref()]).flatten().filter(|d| non_empty(d)).map(|d| d.display().to_string()).collect();
+    let mut busy: Vec<String> = members.iter().map(|m| &m.data_dir).filter(|d| non_empty(d)).map(|d| format!("{} (not empty)", d.display())).collect();
+    busy.extend(members.iter().filter_map(|m| m.wal_dir.as_ref()).filter(|w| exists(w)).map(|w| format!("{} (--wal-dir exists; the restore creates it)", w.display())));
     if busy.is_empty() {
         return Ok(());
     }
-    Err(Error::Refused(format!("not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join(", "))))
+    Err(Error::Refused(format!("{}; a whole-cluster migration restores a new cluster and never writes into existing data or WAL dirs", busy.join(", "))))
 }
 
 /// A restored member's db holds the backup: same revision, same hashkv at it, same key count.
@@ -126,6 +133,81 @@ fn holds_backup(data_dir: &Path, m: &repo::format::Manifest) -> bool {
         Ok(h) => h.revision == m.snapshot.revision && m.snapshot.hash_kv.is_some_and(|x| x == h.hash) && m.snapshot.live_keys.is_some_and(|k| k == h.live_keys as u64),
         Err(_) => false,
     }
+}
+
+/// Where a new member's dirs stand before the restore.
+#[derive(Debug, PartialEq, Eq)]
+enum MemberState {
+    /// Empty or absent: to restore.
+    Free,
+    /// Restored completely by an earlier attempt of this migration.
+    Restored,
+    /// Restored by an earlier attempt that was killed just before the last rename: the data
+    /// dir holds the backup and the WAL dir the complete first segment under its pending name.
+    FinishWal { pending: PathBuf, segment: PathBuf },
+    /// Anything else: refused, with what to do.
+    Busy(String),
+}
+
+fn pending_name() -> String {
+    format!("{}.quorum-pending", etcd_data::wal::FIRST_SEGMENT)
+}
+
+/// What `nm`'s dirs hold. `backup` is the migration's backup when a record of it exists (only
+/// then can dirs be "restored by an earlier attempt").
+///
+/// The restore writes and fsyncs every member's WAL segment (under its pending name when the
+/// WAL has its own dir) before anything is renamed, then renames per member the WAL dir, the
+/// data dir, and last the segment to its final name. So a data dir in place that holds the
+/// backup, next to a pending segment of full size, is a restore that completed but for that
+/// last rename; any other pending segment, or a data dir without its WAL segment, is not
+/// usable.
+fn member_state(nm: &NewMember, backup: Option<&repo::format::Manifest>) -> MemberState {
+    let wal_dir_exists = nm.wal_dir.as_deref().is_some_and(exists);
+    if !non_empty(&nm.data_dir) && !wal_dir_exists {
+        return MemberState::Free;
+    }
+    let not_empty = || {
+        let mut dirs = vec![];
+        if non_empty(&nm.data_dir) {
+            dirs.push(format!("{} (not empty)", nm.data_dir.display()));
+        }
+        if let Some(w) = nm.wal_dir.as_ref().filter(|w| exists(w)) {
+            dirs.push(format!("{} (--wal-dir exists)", w.display()));
+        }
+        MemberState::Busy(dirs.join(", "))
+    };
+    let Some(m) = backup else { return not_empty() };
+    let wal = nm.wal_dir.clone().unwrap_or_else(|| nm.data_dir.join("member/wal"));
+    let segment = wal.join(etcd_data::wal::FIRST_SEGMENT);
+    let pending = wal.join(pending_name());
+    let has_segment = segment.is_file();
+    let pending_len = std::fs::metadata(&pending).ok().filter(|md| md.is_file()).map(|md| md.len());
+    let db_ok = holds_backup(&nm.data_dir, m);
+    let remove = || match &nm.wal_dir {
+        Some(w) => format!("remove {} and {} and run the same command again (it restores this member anew)", nm.data_dir.display(), w.display()),
+        None => format!("remove {} and run the same command again (it restores this member anew)", nm.data_dir.display()),
+    };
+    match (db_ok, has_segment, pending_len) {
+        (true, true, None) => MemberState::Restored,
+        (true, false, Some(len)) if nm.wal_dir.is_some() && len == etcd_data::wal::SEGMENT_SIZE => MemberState::FinishWal { pending, segment },
+        (_, _, Some(_)) => MemberState::Busy(format!(
+            "{}: an earlier attempt of this migration was killed while restoring it: its WAL segment is still named {}{}; this member is not usable: {}",
+            nm.name,
+            pending.display(),
+            if db_ok { "" } else { " and its data dir does not hold the backup" },
+            remove()
+        )),
+        (true, false, None) => MemberState::Busy(format!("{}: the data dir holds the backup but there is no WAL segment {}; this member is not usable: {}", nm.name, segment.display(), remove())),
+        _ => not_empty(),
+    }
+}
+
+/// Give a completely written first WAL segment its final name, durably.
+fn finish_wal(pending: &Path, segment: &Path) -> Result<()> {
+    std::fs::rename(pending, segment).map_err(crate::io(segment))?;
+    let dir = segment.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(crate::io(dir))
 }
 
 /// The new members from the flags.
@@ -169,6 +251,9 @@ pub fn start_command(m: &NewMember, initial_cluster: &str, token: &str) -> Strin
 pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptions, on: &Sink) -> Result<WholeReport> {
     let started = Instant::now();
     let (spec, members) = new_members(o)?;
+    if o.verify_only && o.to.is_none() {
+        return Err(Error::Usage("--verify-only needs --to-endpoints: the new members' client URLs, to verify them against the backup".into()));
+    }
     let target_desc = format!("{} {}", o.initial_cluster, o.data_dir.display());
     on(Event::Plan(format!("target:    a new cluster of {} member(s), token {}", members.len(), o.token)));
     for m in &members {
@@ -197,6 +282,8 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
         restart: o.restart,
         from_backup: o.from_backup.as_deref(),
         dry_run: o.dry_run || o.verify_only,
+        // A dry run only looks at the data dirs.
+        fetch: !o.dry_run,
         tmp_dir: o.tmp_dir.clone(),
         uploads: o.uploads,
         retry_lock: o.retry_lock,
@@ -205,7 +292,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     if o.verify_only && origin.state.is_none() {
         return Err(Error::Usage(format!("--verify-only: no migration {} in the repository yet; run it without --verify-only first", origin.id)));
     }
-    let manifest = origin.backup.as_ref().map(|(_, m)| m.clone());
+    let manifest: Option<repo::format::Manifest> = origin.backup.as_ref().map(|(_, m)| m.clone());
     let mut report = WholeReport {
         migration: origin.id.clone(),
         generation: origin.state.as_ref().map(|s| s.record.generation.clone()),
@@ -221,52 +308,68 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     };
 
     if report.restored_at.is_none() {
-        let m = manifest.as_ref().expect("a backup outside dry runs");
-        // Members an earlier, killed attempt restored completely (each member is renamed into
-        // place whole) hold exactly the backup; the others must be empty.
+        // Members an earlier, killed attempt restored completely hold exactly the backup (and
+        // their WAL); the others must be empty.
+        let recorded_backup = manifest.as_ref().filter(|_| origin.state.is_some());
         let mut todo: Vec<&NewMember> = Vec::new();
+        let mut finish: Vec<(&NewMember, PathBuf, PathBuf)> = Vec::new();
         let mut busy: Vec<String> = Vec::new();
         for nm in &members {
-            if !non_empty(&nm.data_dir) && !nm.wal_dir.as_deref().is_some_and(non_empty) {
-                todo.push(nm);
-            } else if origin.state.is_some() && holds_backup(&nm.data_dir, m) {
-                on(Event::Plan(format!("{}: restored by an earlier attempt of this migration (its db holds the backup's revision and hashkv); kept", nm.name)));
-            } else {
-                busy.push(nm.data_dir.display().to_string());
+            match member_state(nm, recorded_backup) {
+                MemberState::Free => todo.push(nm),
+                MemberState::Restored => on(Event::Plan(format!("{}: restored by an earlier attempt of this migration (its db holds the backup's revision and hashkv, its WAL is in place); kept", nm.name))),
+                MemberState::FinishWal { pending, segment } => finish.push((nm, pending, segment)),
+                MemberState::Busy(why) => busy.push(why),
             }
         }
         if !busy.is_empty() {
-            return Err(Error::Refused(format!("not empty: {}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join(", "))));
+            return Err(Error::Refused(format!("{}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join("; "))));
         }
-        if o.dry_run || o.verify_only {
-            if o.verify_only {
-                return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
-            }
-            on(Event::Plan("dry run: the data dirs are empty; nothing was written".into()));
+        if o.verify_only {
+            return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
+        }
+        if o.dry_run {
+            on(Event::Plan(format!(
+                "dry run: {} data dir(s) are empty and would be restored{}; nothing was written",
+                todo.len(),
+                if finish.is_empty() { String::new() } else { format!(", {} restored but for their WAL segment's last rename would be completed", finish.len()) }
+            )));
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
-        on(Event::Step(format!("restoring backup {} natively into {} data dir(s)", repo::short(report.backup.as_deref().unwrap_or("")), todo.len())));
-        let ropts = RestoreOptions {
-            snapshot: origin.snapshot.clone(),
-            cluster: spec.clone(),
-            targets: todo.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
-            skip_hash_check: !etcd_data::trailer::has_trailer(m.snapshot.size),
-            bump_revision: None,
-            mark_compacted: false,
-            target_version: o.target_version,
-        };
-        let on2 = on.clone();
-        tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))
-            .await
-            .map_err(|e| Error::Refused(format!("restore task: {e}")))?
-            .map_err(|e| Error::Repo(repo::Error::Restore(e)))?;
+        let m = manifest.as_ref().ok_or_else(|| Error::Refused("no backup to restore from".into()))?;
+        for (nm, pending, segment) in &finish {
+            on(Event::Plan(format!("{}: restored by an earlier attempt that was killed before its WAL segment got its final name; completing that rename", nm.name)));
+            finish_wal(pending, segment)?;
+        }
+        if !todo.is_empty() {
+            on(Event::Step(format!("restoring backup {} natively into {} data dir(s)", repo::short(report.backup.as_deref().unwrap_or("")), todo.len())));
+            let ropts = RestoreOptions {
+                snapshot: origin.snapshot.clone(),
+                cluster: spec.clone(),
+                targets: todo.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
+                skip_hash_check: !etcd_data::trailer::has_trailer(m.snapshot.size),
+                bump_revision: None,
+                mark_compacted: false,
+                target_version: o.target_version,
+            };
+            let on2 = on.clone();
+            tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))
+                .await
+                .map_err(|e| Error::Refused(format!("restore task: {e}")))?
+                .map_err(|e| Error::Repo(repo::Error::Restore(e)))?;
+        }
         report.restored_now = true;
         if let Some(st) = &origin.state {
             report.restored_at = Some(crate::journal::mark(&repo, &st.record, "restored").await?);
         }
     } else {
         on(Event::Plan(format!("the data dirs were restored at {}; they are not touched again", report.restored_at.as_deref().unwrap_or(""))));
+        if o.dry_run {
+            on(Event::Plan("dry run: nothing was written".into()));
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
     }
     for m in &members {
         on(Event::Plan(format!("start:     {}", start_command(m, &o.initial_cluster, &o.token))));
@@ -276,9 +379,9 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     };
-    let m = manifest.expect("a backup outside dry runs");
-    report.verification = Some(verify_new(to, &m, &origin.snapshot, o.start_timeout, on).await?);
-    if report.verified() {
+    let m = manifest.as_ref().ok_or_else(|| Error::Refused("no backup to verify against".into()))?;
+    report.verification = Some(verify_new(to, m, &origin.snapshot, o.start_timeout, on).await?);
+    if report.verified() && !o.verify_only {
         if let Some(st) = &origin.state {
             if st.done.is_none() {
                 crate::journal::mark(&repo, &st.record, "done").await?;
@@ -332,18 +435,18 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
     }
     let mut sd = Digests::default();
     crate::source::for_each(snapshot, &Selection::Whole, &mut |kv| {
-        sd.add(&kv.group, &kv.key, Some(&kv.value), &kv.value);
+        sd.add(&kv.group, &kv.key, ValueDigest::Plain(digest(&kv.value)));
         Ok(())
     })?;
     let mut td = Digests::default();
     let mut t = Target::connect(to).await?;
     t.scan(&[0], &[0], rev, &mut |kv| {
         let g = Selection::Whole.group_of(&kv.key).unwrap_or_default();
-        td.add(&g, &kv.key, Some(&kv.value), &kv.value);
+        td.add(&g, &kv.key, ValueDigest::Plain(digest(&kv.value)));
         Ok(())
     })
     .await?;
-    let groups = verify::compare(&[], sd, td, &Default::default());
+    let groups = verify::compare(&[], sd, td, &Default::default(), &Default::default());
     let ok = members.iter().all(|c| c.ok) && groups.iter().all(|g| g.ok);
     Ok(WholeVerification { revision: rev, want_keys: m.snapshot.live_keys, want_hash_kv: m.snapshot.hash_kv, members, groups, ok })
 }

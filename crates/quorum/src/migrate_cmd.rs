@@ -36,16 +36,21 @@ Partial (-n NS or --prefix P): the selected live keys (a namespace's objects of 
 and the Namespace object) are written into the running target in transactions of at most
 --txn-ops puts, each guarded against concurrent writes. Conflicts (the target holds different
 content): --on-conflict fail (default: nothing is written), skip (kept; left out of the
-verification), overwrite. Keys only the target has are never deleted. etcd leases are not
-carried: leased keys (Events) are written without a lease.
+verification), overwrite. Keys only the target has (in the namespaces' resources the source
+has, or under the prefixes) are never deleted and are no difference: TARGET ONLY counts them.
+Namespace objects are written last. etcd leases are not carried: leased keys (Events) are
+written without a lease. Once a migration has completed and verified, running it again only
+verifies (the target's apps own those keys now); --restart migrates again.
 
 Whole (no -n/--prefix): the backup is restored natively into the new members' data dirs
 (never into non-empty ones); start the members with the printed commands; with
 --to-endpoints the command waits for them (--start-timeout) and verifies revision, key count
 and hashkv of every member, and per prefix counts and content hashes, against the backup.
+--dry-run only checks that the data dirs are empty and --wal-dir does not exist (no backup,
+no record); --verify-only needs --to-endpoints.
 
-Exit codes: 0 done and verified (or a dry run), 1 failed (conflicts, unreachable clusters),
-2 usage, 3 verification found a difference.";
+Exit codes: 0 done and verified (or a dry run), 1 failed (conflicts, unreachable clusters,
+refused dirs), 2 usage, 3 verification found a difference or the source snapshot is damaged.";
 
 #[derive(Args)]
 pub struct MigrateArgs {
@@ -172,7 +177,7 @@ fn failure(e: migrate::Error) -> Failure {
         migrate::Error::Cluster(c) => crate::live::failure(c),
         migrate::Error::Repo(r) => crate::repo_cmd::fail(r),
         migrate::Error::Usage(m) => usage(m),
-        e @ migrate::Error::Mismatch(_) => Failure { code: DAMAGE, message: Some(e.to_string()), hint },
+        e @ (migrate::Error::Mismatch(_) | migrate::Error::Damaged(_)) => Failure { code: DAMAGE, message: Some(e.to_string()), hint },
         e => Failure { code: FAILED, message: Some(e.to_string()), hint },
     }
 }
@@ -254,6 +259,13 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
     let p2 = printer.clone();
     let sink: migrate::Sink = Arc::new(move |e| p2.event(e));
     let whole = a.namespaces.is_empty() && a.prefixes.is_empty();
+    if whole && a.verify_only && dst.is_none() {
+        return Err(Failure {
+            code: USAGE,
+            message: Some("--verify-only needs --to-endpoints: the new members' client URLs".into()),
+            hint: Some("quorum migrate <the same arguments> --to-endpoints https://<member>:2379,... --verify-only".into()),
+        });
+    }
     let rt = rt();
     let r = a.repo.open(&rt)?;
     if whole {
@@ -298,7 +310,7 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
             Some(migrate::codec::Rekey { from: read_config(f)?, to: read_config(t)?, from_name: f.to_string(), to_name: t.to_string() })
         }
     };
-    let selection = if a.namespaces.is_empty() { migrate::select::Selection::Prefixes(a.prefixes.clone()) } else { migrate::select::Selection::Namespaces(a.namespaces.clone()) };
+    let selection = if a.namespaces.is_empty() { migrate::select::Selection::Prefixes(a.prefixes.clone()) } else { migrate::select::Selection::Namespaces(a.namespaces.clone()) }.normalized();
     let o = migrate::partial::PartialOptions {
         cluster: a.cluster.clone(),
         selection,
@@ -325,7 +337,11 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
         return Err(Failure {
             code: DAMAGE,
             message: Some(format!("verification failed: source and target differ in {}", bad.join(", "))),
-            hint: Some("run the same command again to resume; `--dry-run` shows what differs per group".into()),
+            hint: Some(if rep.completed_before {
+                "this migration had completed: the target's keys changed since (a re-run only verifies); --restart migrates the selection again from a new snapshot".into()
+            } else {
+                "run the same command again to resume; `--dry-run` shows what differs per group".into()
+            }),
         });
     }
     Ok(())
@@ -344,13 +360,14 @@ fn checks_table(label: &str, v: &[migrate::verify::GroupCheck]) -> String {
                 c.source_keys.to_string(),
                 c.target_keys.to_string(),
                 c.skipped.to_string(),
+                c.target_only.to_string(),
                 short_hash(&c.source_hash),
                 short_hash(&c.target_hash),
                 if c.ok { "ok".into() } else if c.target_undecryptable > 0 { format!("DIFFERS ({} undecryptable)", c.target_undecryptable) } else { "DIFFERS".into() },
             ]
         })
         .collect();
-    output::table(&[label, "SOURCE KEYS", "TARGET KEYS", "SKIPPED", "SOURCE SHA256", "TARGET SHA256", "MATCH"], &rows)
+    output::table(&[label, "SOURCE KEYS", "TARGET KEYS", "SKIPPED", "TARGET ONLY", "SOURCE SHA256", "TARGET SHA256", "MATCH"], &rows)
 }
 
 fn print_partial(r: &migrate::partial::PartialReport, sel: &migrate::select::Selection, w: Format) {

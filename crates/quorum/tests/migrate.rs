@@ -43,10 +43,15 @@ fn config_a() -> String {
 
 /// Target configuration B: secrets written with aesgcm b1, configmaps with aescbc b2.
 fn config_b() -> String {
+    config_named_b(7, 9)
+}
+
+/// B's providers and key names with the key bytes of seeds `secrets` and `configmaps`.
+fn config_named_b(secrets: u8, configmaps: u8) -> String {
     format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources:\n  - secrets\n  providers:\n  - aesgcm:\n      keys:\n      - name: b1\n        secret: {}\n  - identity: {{}}\n- resources:\n  - configmaps\n  providers:\n  - aescbc:\n      keys:\n      - name: b2\n        secret: {}\n  - identity: {{}}\n",
-        secret_key(7, 32),
-        secret_key(9, 32)
+        secret_key(secrets, 32),
+        secret_key(configmaps, 32)
     )
 }
 
@@ -147,6 +152,10 @@ struct Env {
     before: BTreeMap<Vec<u8>, Kv>,
 }
 
+/// A key the target's controllers created in a selected namespace, of a resource the source
+/// has there too, that the source never had.
+const TARGET_ONLY: &str = "/registry/configmaps/ns-07/kube-root-ca.crt";
+
 fn env(source_members: usize) -> Env {
     let repo = Repo::local();
     let a_path = repo.dir().join("a.yaml");
@@ -164,6 +173,7 @@ fn env(source_members: usize) -> Env {
         &[
             Put { key: "/registry/namespaces/default".into(), value: object("Namespace", "", "default-target", 5), leased: false },
             Put { key: "/registry/configmaps/kube-system/cfg".into(), value: object("ConfigMap", "kube-system", "cfg", 5), leased: false },
+            Put { key: TARGET_ONLY.into(), value: object("ConfigMap", "ns-07", "kube-root-ca.crt", 5), leased: false },
         ],
     );
     let before = dump(&target);
@@ -211,8 +221,10 @@ impl Env {
         let got: BTreeSet<&Vec<u8>> = tgt.keys().collect();
         assert_eq!(got, want, "the target holds exactly its own keys and the selected namespaces' keys");
         for (k, kv) in &self.before {
-            assert_eq!(tgt[k].value, kv.value, "the target's own keys are untouched");
+            assert_eq!(&tgt[k], kv, "the target's own keys (also the one in ns-07) are untouched");
         }
+        // B's key names with A's key bytes: everything but the key material is B's.
+        let a_bytes_b_names: Vec<EncryptionConfig> = [(1, 1), (2, 2)].iter().map(|(s, c)| parse_config(&config_named_b(*s, *c), "a-as-b.yaml").unwrap()).collect();
         let mut encrypted = 0;
         for (k, (skv, plain)) in &src {
             let t = &tgt[k];
@@ -222,8 +234,10 @@ impl Env {
             if res == "secrets" || res == "configmaps" {
                 assert!(t.value.starts_with(if res == "secrets" { b"k8s:enc:aesgcm:v1:b1:" } else { b"k8s:enc:aescbc:v1:b2:" }), "{res} re-encrypted with B");
                 assert_eq!(&transformer(&self.b, k).read(&t.value, k).unwrap(), plain, "decrypts with B to the source's plaintext");
-                assert!(self.a.decrypt(&t.value, k).is_err(), "does not decrypt with A");
                 assert!(transformer(&self.a, k).read(&t.value, k).is_err(), "A's transformer cannot read it");
+                for c in &a_bytes_b_names {
+                    assert!(transformer(c, k).read(&t.value, k).is_err(), "{res}: A's key bytes under B's key name do not decrypt it: it is sealed with B's key material");
+                }
                 encrypted += 1;
             } else {
                 assert_eq!(t.value, skv.value, "other values byte for byte");
@@ -268,6 +282,11 @@ fn three_namespaces_of_twenty_with_rekey() {
     assert_eq!(n, 3 * 11 - 1);
     assert_eq!(report["written"].as_u64().unwrap(), n as u64);
     check_verification(&report, &per_ns_counts(&e.selected_source()));
+    // The key only the target has in ns-07 is counted apart, not a difference.
+    let only = |v: &serde_json::Value, ns: &str| v.as_array().unwrap().iter().find(|c| c["group"] == ns).unwrap()["target_only"].as_u64();
+    assert_eq!(only(&report["verification"], "ns-07"), Some(1), "{report}");
+    assert_eq!(only(&report["plan"], "ns-07"), Some(1), "{report}");
+    assert_eq!((only(&report["verification"], "ns-03"), only(&report["verification"], "ns-12")), (Some(0), Some(0)));
     // No key, value or plaintext is printed.
     for out in [&r.stdout, &r.stderr] {
         assert!(!out.contains("/registry/secrets") && !out.contains("cm-0-v2") && !out.contains("web.1"), "{out}");
@@ -278,7 +297,22 @@ fn three_namespaces_of_twenty_with_rekey() {
     assert!(again.stderr.contains("resuming") && again.stderr.contains("completed at"), "{}", again.stderr);
     assert!(again.stdout.contains("0 key(s) written") && again.stdout.contains("verification: OK"), "{}", again.stdout);
     eprintln!("{}", again.stdout);
-    assert!(again.stdout.contains("| NAMESPACE |") && again.stdout.contains("ns-07"), "{}", again.stdout);
+    assert!(again.stdout.contains("| NAMESPACE |") && again.stdout.contains("ns-07") && again.stdout.contains("TARGET ONLY"), "{}", again.stdout);
+    let row = again.stdout.lines().find(|l| l.split('|').nth(1).is_some_and(|c| c.trim() == "ns-07")).unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(&cells[2..6], &["11", "11", "0", "1"], "source, target, skipped, target only: {row}");
+    // The same namespaces in another order, one twice: the same migration.
+    let mut args = vec!["migrate", "--cluster", "src"];
+    let (src_eps, dst_eps, rekey) = (e.source.endpoints_csv(), e.target.endpoints_csv(), format!("{}:{}", e.a_path, e.b_path));
+    args.extend(["--from-endpoints", &src_eps, "--to-endpoints", &dst_eps, "--rekey", &rekey, "--verify-only", "-w", "json"]);
+    for ns in ["ns-12", "ns-03", "ns-07", "ns-03"] {
+        args.extend(["-n", ns]);
+    }
+    let reordered = e.repo.q(&args);
+    assert_eq!(reordered.code, 0, "{} {}", reordered.stdout, reordered.stderr);
+    let rr: serde_json::Value = serde_json::from_str(&reordered.stdout).unwrap();
+    assert_eq!(rr["migration"], report["migration"], "-n order and repeats do not make another migration");
+    assert_eq!(rr["resumed"], true);
     assert_eq!(e.check_target(), n);
     assert_eq!(e.repo.backup_ids().len(), 1, "the resume took no second snapshot");
     // A wrong FROM config is refused before anything is written (and names no key).
@@ -290,8 +324,9 @@ fn three_namespaces_of_twenty_with_rekey() {
     eprintln!("three namespaces with rekey: {:.1}s", started.elapsed().as_secs_f64());
 }
 
-fn count_selected(target: &Cluster) -> usize {
-    dump(target).keys().filter(|k| namespace_of(k).is_some_and(|n| SELECTED.contains(&n.as_str()))).count()
+/// The selected namespaces' keys in the target that the migration wrote (not the target's own).
+fn count_selected(e: &Env) -> usize {
+    dump(&e.target).keys().filter(|k| !e.before.contains_key(*k) && namespace_of(k).is_some_and(|n| SELECTED.contains(&n.as_str()))).count()
 }
 
 #[test]
@@ -304,11 +339,11 @@ fn kill_9_mid_replay_then_resume() {
     let mut child = e.repo.cmd(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
-        let n = count_selected(&e.target);
+        let n = count_selected(&e);
         if n >= 9 {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
-            break count_selected(&e.target);
+            break count_selected(&e);
         }
         assert!(child.try_wait().unwrap().is_none(), "the migration ended before it could be killed");
         assert!(Instant::now() < deadline, "no keys reached the target");
@@ -316,6 +351,9 @@ fn kill_9_mid_replay_then_resume() {
     };
     assert!(at_kill < total, "killed mid-replay: {at_kill} of {total} keys written");
     assert_eq!(at_kill % 3, 0, "whole transactions only: {at_kill}");
+    // Namespace objects are written last (29 other keys go first).
+    let namespaces_there = dump(&e.target).keys().filter(|k| k.starts_with(b"/registry/namespaces/ns-")).count();
+    assert!(at_kill >= 29 || namespaces_there == 0, "{namespaces_there} Namespace object(s) written among the first {at_kill} keys");
     // Verification alone now fails and names the namespaces.
     let v = e.migrate(&["--verify-only"]);
     assert_eq!(v.code, 3, "{} {}", v.stdout, v.stderr);
@@ -354,7 +392,12 @@ fn conflict_policies_and_dry_run() {
     assert_eq!(dry.code, 0, "{} {}", dry.stdout, dry.stderr);
     let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
     let row = plan["plan"].as_array().unwrap().iter().find(|p| p["group"] == "ns-07").unwrap().clone();
-    assert_eq!((row["create"].as_u64(), row["identical"].as_u64(), row["different"].as_u64()), (Some(9), Some(1), Some(1)), "{row}");
+    assert_eq!((row["create"].as_u64(), row["identical"].as_u64(), row["different"].as_u64(), row["target_only"].as_u64()), (Some(9), Some(1), Some(1), Some(1)), "{row}");
+    // A namespace the source does not have is named loudly.
+    let typo = e.migrate(&["--dry-run", "-n", "ns-99", "-w", "json"]);
+    assert_eq!(typo.code, 0, "{} {}", typo.stdout, typo.stderr);
+    assert!(typo.stderr.contains("Warning: no keys for namespace ns-99 in the source") && typo.stderr.contains("typo?"), "{}", typo.stderr);
+    assert!(!typo.stderr.contains("no keys for namespace ns-07"), "{}", typo.stderr);
     let table = e.migrate(&["--dry-run"]);
     assert!(table.stdout.contains("WOULD CREATE") && table.stdout.contains("FAIL (conflict)"), "{}", table.stdout);
     eprintln!("{}", table.stdout);
@@ -378,7 +421,16 @@ fn conflict_policies_and_dry_run() {
     assert_eq!(t[&k].value, before[&k].value, "skip keeps the target's value");
     assert_eq!(t[&same].version, 1, "an identical key is not rewritten");
 
-    let over = e.migrate(&["--on-conflict", "overwrite", "-w", "json"]);
+    // The skip run completed the migration: the target's apps own those keys now. Running it
+    // again with overwrite only verifies; the differing key stays as the target has it.
+    let after_done = e.migrate(&["--on-conflict", "overwrite", "-w", "json"]);
+    assert_eq!(after_done.code, 3, "{} {}", after_done.stdout, after_done.stderr);
+    assert!(after_done.stderr.contains("completed at") && after_done.stderr.contains("--restart"), "{}", after_done.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&after_done.stdout).unwrap();
+    assert_eq!((rep["overwritten"].as_u64(), rep["written"].as_u64(), rep["transactions"].as_u64(), rep["completed_before"].as_bool()), (Some(0), Some(0), Some(0), Some(true)), "{rep}");
+    assert_eq!(dump(&e.target), t, "a completed migration run again writes nothing");
+
+    let over = e.migrate(&["--on-conflict", "overwrite", "--restart", "-w", "json"]);
     assert_eq!(over.code, 0, "{} {}", over.stdout, over.stderr);
     let rep: serde_json::Value = serde_json::from_str(&over.stdout).unwrap();
     assert_eq!((rep["overwritten"].as_u64(), rep["written"].as_u64(), rep["skipped"].as_u64()), (Some(1), Some(0), Some(0)), "{rep}");
@@ -386,6 +438,7 @@ fn conflict_policies_and_dry_run() {
     let t = dump(&e.target);
     assert_eq!(t[&k].value, src[&k].0.value, "overwrite replaces it with the source's");
     assert_eq!(t[&k].version, 2);
+    assert_eq!(t[TARGET_ONLY.as_bytes()], e.before[TARGET_ONLY.as_bytes()], "the target-only key is left alone");
 }
 
 #[test]
@@ -493,3 +546,114 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     eprintln!("whole cluster through S3: {:.1}s", started.elapsed().as_secs_f64());
 }
 
+
+/// Every file under `dir` (relative path, size): what a command wrote into a local repository.
+fn files(dir: &std::path::Path) -> BTreeSet<(String, u64)> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert((e.path().strip_prefix(dir).unwrap().display().to_string(), md.len()));
+            }
+        }
+    }
+    out
+}
+
+/// Whole-cluster edge cases against a real source: a dry run writes nothing anywhere;
+/// `--verify-only` without `--to-endpoints` is a usage error; an existing (empty) `--wal-dir`
+/// is refused before any backup; a member whose restore was killed before its WAL segment got
+/// its final name is never taken as restored (refused while its data dir is missing, finished
+/// when the data dir holds the backup).
+#[test]
+fn whole_cluster_dry_run_verify_only_and_wal_dirs() {
+    let started = Instant::now();
+    let repo = Repo::local();
+    let source = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    testkit::load(&source.endpoints(), &testkit::KubeKeyspace { objects: 200, namespaces: 4, min_value: 100, max_value: 1000, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("{name}.etcd").display().to_string();
+    let wal = dir.path().join("{name}.wal").display().to_string();
+    let (data0, wal0) = (dir.path().join("etcd-0.etcd"), dir.path().join("etcd-0.wal"));
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["migrate", "--cluster", "w", "--from-endpoints", &source.endpoints_csv(), "--initial-cluster", "etcd-0=http://127.0.0.1:1", "--initial-cluster-token", "w-new", "--data-dir", &data, "--wal-dir", &wal]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let q = |extra: &[&str]| {
+        let a = base(extra);
+        repo.q(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let repo_dir = repo.dir().join("repo");
+    let repo_before = files(&repo_dir);
+
+    // Dry run: exit 0, no data or WAL dir, no backup, no record, no file in the repository.
+    let dry = q(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{} {}", dry.stdout, dry.stderr);
+    assert!(dry.stdout.contains("dry run: nothing was written") && dry.stderr.contains("1 data dir(s) are empty and would be restored"), "{} {}", dry.stdout, dry.stderr);
+    let dry_json = q(&["--dry-run", "-w", "json"]);
+    assert_eq!(dry_json.code, 0, "{}", dry_json.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&dry_json.stdout).unwrap();
+    assert_eq!((rep["dry_run"].as_bool(), rep["backup"].is_null(), rep["restored_now"].as_bool()), (Some(true), true, Some(false)), "{rep}");
+    assert!(rep["source_revision"].as_i64().unwrap() > 1, "the source was observed: {rep}");
+    assert!(!data0.exists() && !wal0.exists(), "a dry run creates no dir");
+    assert_eq!(files(&repo_dir), repo_before, "a dry run writes nothing into the repository");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nor next to the data dirs");
+
+    // --verify-only needs the new members' client URLs.
+    let v = q(&["--verify-only"]);
+    assert_eq!(v.code, 2, "{} {}", v.stdout, v.stderr);
+    assert!(v.stderr.contains("--verify-only needs --to-endpoints") && v.stderr.contains("Hint:"), "{}", v.stderr);
+
+    // An existing, empty --wal-dir is refused before any backup is taken.
+    std::fs::create_dir(&wal0).unwrap();
+    let r = q(&[]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("etcd-0.wal (--wal-dir exists"), "{}", r.stderr);
+    assert_eq!(files(&repo_dir), repo_before, "refused before anything reached the repository");
+    std::fs::remove_dir(&wal0).unwrap();
+
+    // Killed after the WAL dir was renamed into place, before the data dir was.
+    let a = base(&[]);
+    let out = repo.cmd(&a.iter().map(String::as_str).collect::<Vec<_>>()).env("QUORUM_CRASH_POINT", "wal-dir-renamed").output().unwrap();
+    assert_eq!(out.status.code(), None, "aborted at the crash point: {}", String::from_utf8_lossy(&out.stderr));
+    let pending = wal0.join("0000000000000000-0000000000000000.wal.quorum-pending");
+    let segment = wal0.join("0000000000000000-0000000000000000.wal");
+    assert!(pending.is_file() && !segment.exists() && !data0.exists());
+    let staged: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".etcd-0.etcd.quorum-restore-")).collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    let r = q(&[]);
+    assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("still named") && r.stderr.contains("quorum-pending") && r.stderr.contains("does not hold the backup") && r.stderr.contains("remove"), "{}", r.stderr);
+    assert!(pending.is_file() && !data0.exists(), "nothing changed");
+    assert!(!r.stderr.contains("was already restored"));
+
+    // As if killed after the data dir rename too: the restore is complete but for the
+    // segment's name; the resume finishes that rename, and only then counts it restored.
+    std::fs::rename(&staged[0], &data0).unwrap();
+    let r = q(&["-w", "json"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("completing that rename"), "{}", r.stderr);
+    assert!(!pending.exists(), "the pending name is gone");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), 64_000_000, "the first segment has its final name");
+    let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((rep["resumed"].as_bool(), rep["restored_now"].as_bool()), (Some(true), Some(true)), "{rep}");
+    assert!(rep["restored_at"].is_string(), "{rep}");
+    let again = q(&[]);
+    assert_eq!(again.code, 0, "{} {}", again.stdout, again.stderr);
+    assert!(again.stdout.contains("was already restored"), "{}", again.stdout);
+    // A dry run now: it reports and writes nothing (no marker).
+    let before = files(&repo_dir);
+    let dry = q(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{} {}", dry.stdout, dry.stderr);
+    assert_eq!(files(&repo_dir), before, "a dry run of a restored migration writes no marker");
+    assert_eq!(repo.backup_ids().len(), 1, "one backup for every attempt");
+    eprintln!("whole cluster dry run, verify-only, WAL dirs: {:.1}s", started.elapsed().as_secs_f64());
+}
