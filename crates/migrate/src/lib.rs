@@ -18,10 +18,14 @@
 //!   present are compared by plaintext: identical ones are left alone (this is what makes a
 //!   resume write each key once), differing ones follow the conflict policy
 //!   ([`ConflictPolicy`]: `fail` by default, `skip`, `overwrite`). etcd leases are not carried.
+//!   Memory holds keys and 32-byte digests, never the selection's values: what is written is
+//!   read back from the snapshot one transaction at a time. Once a migration is `done`, running
+//!   it again only verifies (the target's apps own those keys now); `--restart` starts anew.
 //!
 //! Verification ([`verify`]) is per group (namespace, prefix, or top-level prefix for a whole
-//! cluster): key count and a SHA-256 over the sorted `(key, plaintext)` pairs, source against
-//! target. Keys and values are never printed.
+//! cluster): key count and a SHA-256 over the sorted keys with their plaintexts' SHA-256s,
+//! source against target, over the source's keys (keys only the target has are counted apart).
+//! Keys and values are never printed.
 //!
 //! ```no_run
 //! # async fn f(repo: std::sync::Arc<repo::Repository>) -> Result<(), migrate::Error> {

@@ -7,9 +7,13 @@
 //! answer after the restore (the operator, or systemd, or a static pod starts etcd) and
 //! verifies; without it, it stops after the restore and prints how to start and verify.
 //!
-//! Data dirs that are not empty are refused. Once the restore has happened, the record's
-//! `restored` marker makes a resume skip it (the members may be running on those dirs by then)
-//! and go straight to verification.
+//! Data dirs that are not empty, and WAL dirs that exist at all, are refused. A member whose
+//! dirs an earlier, killed attempt wrote counts as restored only when its db holds the backup
+//! and its first WAL segment has its final name. Once the restore has
+//! happened, the record's `restored` marker makes a resume skip it (the members may be running
+//! on those dirs by then) and go straight to verification. A dry run only looks at the dirs:
+//! no snapshot, no backup, no record, no marker; `--verify-only` (which needs `to`) writes no
+//! `done` marker.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
