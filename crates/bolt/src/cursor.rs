@@ -60,6 +60,9 @@ pub struct Cursor<'db> {
     /// Pages loaded so far: a tree has fewer pages than the file, so more loads than that
     /// means a damaged file whose branches point back into the tree (a cycle or shared child).
     loads: u64,
+    /// Page buffers of popped frames, reused for the next loads (one allocation per tree
+    /// level instead of one per page).
+    spare: Vec<Vec<u8>>,
 }
 
 impl<'db> Bucket<'db> {
@@ -94,7 +97,7 @@ impl<'db> Bucket<'db> {
 
     /// A cursor positioned before the first entry.
     pub fn cursor(&self) -> Result<Cursor<'db>, Fault> {
-        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?], loads: 0 })
+        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?], loads: 0, spare: Vec::new() })
     }
 
     /// Find `key`: its leaf flags and value.
@@ -161,7 +164,9 @@ impl Cursor<'_> {
             let Some(top) = self.stack.last_mut() else { return Ok(None) };
             let count = top.header.count as usize;
             if top.idx >= count {
-                self.stack.pop();
+                if let Some(f) = self.stack.pop() {
+                    self.spare.push(f.buf);
+                }
                 continue;
             }
             let i = top.idx;
@@ -177,7 +182,7 @@ impl Cursor<'_> {
             if self.loads > self.db.meta().pgid {
                 return Err(Fault::new(child, self.db.page_offset(child), "branch pages refer to more pages than the file holds (a cycle)"));
             }
-            let mut buf = Vec::new();
+            let mut buf = self.spare.pop().unwrap_or_default();
             let header = self.db.read_node_into(child, &mut buf)?;
             let base = self.db.page_offset(child);
             Node::parse(&buf, child, base, self.db.endian())?;

@@ -295,7 +295,18 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                     o.encryption.as_deref().unwrap_or("-"),
                     o.error.as_deref().unwrap_or_default(),
                 ];
-                rows.push(cells.iter().map(|c| c.replace(SEP, " ")).collect::<Vec<_>>().join(&SEP.to_string()));
+                let mut row = String::with_capacity(cells.iter().map(|c| c.len() + 1).sum());
+                for (i, c) in cells.iter().enumerate() {
+                    if i > 0 {
+                        row.push(SEP);
+                    }
+                    if c.contains(SEP) {
+                        row.push_str(&c.replace(SEP, " "));
+                    } else {
+                        row.push_str(c);
+                    }
+                }
+                rows.push(row);
             })
             .map_err(list_failure)?;
             for w in &warnings {
