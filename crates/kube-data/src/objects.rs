@@ -64,8 +64,15 @@ pub fn resolve_resource(arg: &str) -> String {
     }
 }
 
-/// An object as `kubectl get -o json` shows it, with the warnings rendering gave.
-pub fn render(o: &Object, plain: &[u8]) -> Result<typed::Rendered, String> {
+/// An object as `kubectl get -o json` shows it, with the warnings rendering gave; or why it
+/// cannot be shown (the listing's error, or encrypted with no configuration given).
+pub fn render(o: &Object, plain: Option<&[u8]>) -> Result<typed::Rendered, String> {
+    if let Some(e) = &o.error {
+        return Err(e.clone());
+    }
+    let Some(plain) = plain else {
+        return Err(format!("encrypted with {}: give --encryption-config to read it", o.encryption.as_deref().unwrap_or("a provider")));
+    };
     let mut r = typed::render(plain)?;
     if let Some(meta) = r.value.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), Value::String(o.mod_revision.to_string()));
@@ -84,11 +91,7 @@ pub struct GotObject {
 pub fn get(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> Result<(Vec<GotObject>, Vec<String>), ListError> {
     let mut out = Vec::new();
     let warnings = for_each_value(path, filter, config, &mut |o, plain, _| {
-        let rendered = match (&o.error, plain) {
-            (Some(e), _) => Err(e.clone()),
-            (None, Some(p)) => render(&o, &p),
-            (None, None) => Err(format!("encrypted with {}: give --encryption-config to read it", o.encryption.as_deref().unwrap_or("a provider"))),
-        };
+        let rendered = render(&o, plain.as_deref());
         out.push(GotObject { object: o, rendered });
     })?;
     out.sort_by(|a, b| a.object.key.cmp(&b.object.key));

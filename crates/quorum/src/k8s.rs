@@ -614,12 +614,7 @@ fn export(
         if io_error.is_some() {
             return;
         }
-        let rendered = match (&o.error, plain) {
-            (Some(e), _) => Err(e.clone()),
-            (None, Some(p)) => kube_data::typed::render(&p),
-            (None, None) => Err(format!("encrypted with {}: give --encryption-config", o.encryption.as_deref().unwrap_or("a provider"))),
-        };
-        let mut value = match rendered {
+        let mut value = match kube_data::objects::render(&o, plain.as_deref()) {
             Ok(r) => r.value,
             Err(e) => {
                 report.unreadable.push(format!("{}: {e}", o.key));
@@ -632,8 +627,6 @@ fn export(
                 return;
             }
             kube_data::sanitize::sanitize(&mut value);
-        } else if let Some(meta) = value.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), serde_json::Value::String(o.mod_revision.to_string()));
         }
         let (sub, file) = match (&o.info.namespace, o.info.resource.as_str()) {
             (None, "namespaces") => (PathBuf::from(&o.info.name), "00-namespace.yaml".to_string()),
