@@ -255,11 +255,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         if kv.lease != 0 {
             *leased.entry(kv.group.clone()).or_default() += 1;
         }
-        if let Some(r) = sel.scan_range(&kv.key) {
-            if !seen.contains(&r) {
-                seen.insert(r);
-            }
-        }
+        seen.extend(sel.scan_range(&kv.key));
         match o.codec.source_plain(&kv.key, &kv.value) {
             Ok(plain) => {
                 let group = group_index(&groups, &kv.group);
