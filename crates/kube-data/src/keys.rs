@@ -49,12 +49,27 @@ pub fn parse(key: &[u8]) -> Option<KeyInfo> {
     let k = std::str::from_utf8(key).ok()?;
     let rest = k.strip_prefix('/')?;
     let (prefix, rest) = rest.split_once('/')?;
-    let segs: Vec<&str> = rest.split('/').collect();
+    // Segments on the stack for the usual depths (this runs for every key of a listing).
+    let mut fixed: [&str; 8] = [""; 8];
+    let mut n = 0;
+    let mut long: Vec<&str> = Vec::new();
+    for seg in rest.split('/') {
+        if n < fixed.len() {
+            fixed[n] = seg;
+        } else {
+            if long.is_empty() {
+                long.extend_from_slice(&fixed);
+            }
+            long.push(seg);
+        }
+        n += 1;
+    }
+    let segs: &[&str] = if long.is_empty() { &fixed[..n] } else { &long };
     if segs.len() < 2 || segs.iter().any(|s| s.is_empty()) {
         return None;
     }
     // The resource path: nested special paths, a grouped `<group>/<plural>`, or one segment.
-    let (resource, used) = if let Some((_, r)) = NESTED.iter().find(|(p, _)| rest.starts_with(&format!("{p}/"))) {
+    let (resource, used) = if let Some((_, r)) = NESTED.iter().find(|(p, _)| rest.strip_prefix(p).is_some_and(|r| r.starts_with('/'))) {
         (r.to_string(), 2)
     } else if segs[0].contains('.') && segs.len() >= 3 {
         (format!("{}.{}", segs[1], segs[0]), 2)
@@ -99,5 +114,6 @@ mod tests {
         assert_eq!(p("/openshift.io/oauth/accesstokens/sha256~abc"), ("/openshift.io".into(), "oauthaccesstokens.oauth.openshift.io".into(), None, "sha256~abc".into()));
         assert_eq!(p("/openshift.io/routes/openshift-console/console").1, "routes");
         assert!(parse(b"compact_rev_key").is_none());
+        assert_eq!(p("/registry/a.b/c/ns/n1/n2/n3/n4/n5/n6/n7").3, "ns/n1/n2/n3/n4/n5/n6/n7", "deep keys keep their tail");
     }
 }

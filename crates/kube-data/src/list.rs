@@ -120,7 +120,7 @@ pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>,
 }
 
 /// Receives an object, its readable value and its value as stored.
-pub type ValueSink<'a> = dyn FnMut(Object, Option<Vec<u8>>, &[u8]) + 'a;
+pub type ValueSink<'a> = dyn FnMut(Object, Option<&[u8]>, &[u8]) + 'a;
 
 /// As [`for_each`], also handing over each object's value: decrypted when it was encrypted
 /// and the configuration opens it, None when it stays unreadable (the object's `error` says
@@ -221,7 +221,7 @@ fn emit_object(kv: KeyValueRef<'_>, config: Option<&EncryptionConfig>, emit: &mu
             decoded,
             error,
         },
-        plain,
+        plain.as_deref(),
         kv.value,
     );
 }
@@ -263,18 +263,19 @@ fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut EntrySink
     }
 }
 
-type Summary = (Option<String>, Option<Decoded>, Option<String>, Option<Vec<u8>>);
+type Summary<'v> = (Option<String>, Option<Decoded>, Option<String>, Option<std::borrow::Cow<'v, [u8]>>);
 
-fn summarize(key: &[u8], value: &[u8], config: Option<&EncryptionConfig>) -> Summary {
+/// Plain values are borrowed, decrypted ones owned: listing copies no value it does not have to.
+fn summarize<'v>(key: &[u8], value: &'v [u8], config: Option<&EncryptionConfig>) -> Summary<'v> {
     let enc = match unseal(value) {
         Ok(Sealed::Plain(_)) => None,
         Ok(Sealed::Encrypted { provider, key, .. }) => Some(format!("{provider}:{key}")),
         Err(e) => return (None, None, Some(e), None),
     };
-    let plain = match (&enc, config) {
-        (None, _) => value.to_vec(),
+    let plain: std::borrow::Cow<'v, [u8]> = match (&enc, config) {
+        (None, _) => std::borrow::Cow::Borrowed(value),
         (Some(_), Some(c)) => match c.decrypt(value, key) {
-            Ok(p) => p,
+            Ok(p) => std::borrow::Cow::Owned(p),
             Err(e) => return (enc, None, Some(e.to_string()), None),
         },
         (Some(_), None) => return (enc, None, None, None),

@@ -91,7 +91,7 @@ pub struct GotObject {
 pub fn get(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> Result<(Vec<GotObject>, Vec<String>), ListError> {
     let mut out = Vec::new();
     let warnings = for_each_value(path, filter, config, &mut |o, plain, _| {
-        let rendered = render(&o, plain.as_deref());
+        let rendered = render(&o, plain);
         out.push(GotObject { object: o, rendered });
     })?;
     out.sort_by(|a, b| a.object.key.cmp(&b.object.key));
@@ -180,7 +180,7 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
     // Pass 1: A's digests.
     let mut in_a: HashMap<String, ([u8; 32], ObjectRef)> = HashMap::new();
     let wa = for_each_value(a, filter, config_a, &mut |o, plain, raw| {
-        let c = comparable(plain.as_deref());
+        let c = comparable(plain);
         let d = digest(&c, raw);
         in_a.insert(o.key.clone(), (d, obj_ref(&o)));
     })?;
@@ -190,7 +190,7 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
     let mut changed_b: BTreeMap<String, (ObjectRef, Option<Value>)> = BTreeMap::new();
     let wb = for_each_value(b, filter, config_b, &mut |o, plain, raw| {
         seen.insert(o.key.clone());
-        let c = comparable(plain.as_deref());
+        let c = comparable(plain);
         let d = digest(&c, raw);
         match in_a.get(&o.key) {
             None => report.added.push(obj_ref(&o)),
@@ -207,7 +207,7 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
         let mut old: HashMap<String, Option<Value>> = HashMap::new();
         for_each_value(a, filter, config_a, &mut |o, plain, _| {
             if changed_b.contains_key(&o.key) {
-                old.insert(o.key.clone(), comparable(plain.as_deref()));
+                old.insert(o.key.clone(), comparable(plain));
             }
         })?;
         for (key, (r, new)) in changed_b {

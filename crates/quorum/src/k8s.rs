@@ -614,7 +614,7 @@ fn export(
         if io_error.is_some() {
             return;
         }
-        let mut value = match kube_data::objects::render(&o, plain.as_deref()) {
+        let mut value = match kube_data::objects::render(&o, plain) {
             Ok(r) => r.value,
             Err(e) => {
                 report.unreadable.push(format!("{}: {e}", o.key));
