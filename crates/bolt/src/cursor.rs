@@ -52,10 +52,12 @@ impl Frame {
     }
 }
 
-/// Iterates a bucket's entries in key order. Entries borrow the cursor, so read one before
-/// asking for the next.
+/// Iterates a bucket's entries in key order (or, from [`Bucket::cursor_rev`], in reverse key
+/// order). Entries borrow the cursor, so read one before asking for the next.
 pub struct Cursor<'db> {
     db: &'db Db,
+    /// Last key first.
+    reverse: bool,
     stack: Vec<Frame>,
     /// Pages loaded so far: a tree has fewer pages than the file, so more loads than that
     /// means a damaged file whose branches point back into the tree (a cycle or shared child).
@@ -97,7 +99,15 @@ impl<'db> Bucket<'db> {
 
     /// A cursor positioned before the first entry.
     pub fn cursor(&self) -> Result<Cursor<'db>, Fault> {
-        Ok(Cursor { db: self.db, stack: vec![self.root_frame()?], loads: 0, spare: Vec::new() })
+        Ok(Cursor { db: self.db, reverse: false, stack: vec![self.root_frame()?], loads: 0, spare: Vec::new() })
+    }
+
+    /// A cursor that yields the entries from the last key to the first (etcd's key bucket is
+    /// ordered by revision: newest first).
+    pub fn cursor_rev(&self) -> Result<Cursor<'db>, Fault> {
+        let mut root = self.root_frame()?;
+        root.idx = root.header.count as usize;
+        Ok(Cursor { db: self.db, reverse: true, stack: vec![root], loads: 0, spare: Vec::new() })
     }
 
     /// Find `key`: its leaf flags and value.
@@ -156,22 +166,32 @@ impl<'db> Bucket<'db> {
 }
 
 impl Cursor<'_> {
-    /// The next entry in key order, or None at the end.
+    /// The next entry in the cursor's order, or None at the end. After a fault the cursor has
+    /// moved past the damaged page: calling again goes on with the rest of the tree.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<LeafElem<'_>>, Fault> {
+        // Forward, `idx` is the next element; in reverse, the number of elements not yet visited.
+        let leaf_index;
         loop {
             let depth = self.stack.len();
             let Some(top) = self.stack.last_mut() else { return Ok(None) };
             let count = top.header.count as usize;
-            if top.idx >= count {
+            let done = if self.reverse { top.idx == 0 } else { top.idx >= count };
+            if done {
                 if let Some(f) = self.stack.pop() {
                     self.spare.push(f.buf);
                 }
                 continue;
             }
-            let i = top.idx;
-            top.idx += 1;
+            let i = if self.reverse {
+                top.idx -= 1;
+                top.idx
+            } else {
+                top.idx += 1;
+                top.idx - 1
+            };
             if top.header.flags == crate::page::LEAF_PAGE_FLAG {
+                leaf_index = i;
                 break;
             }
             if depth > 64 {
@@ -186,9 +206,10 @@ impl Cursor<'_> {
             let header = self.db.read_node_into(child, &mut buf)?;
             let base = self.db.page_offset(child);
             Node::parse(&buf, child, base, self.db.endian())?;
-            self.stack.push(Frame { buf, header, pgid: child, base, idx: 0 });
+            let idx = if self.reverse { header.count as usize } else { 0 };
+            self.stack.push(Frame { buf, header, pgid: child, base, idx });
         }
         let top = self.stack.last().expect("leaf frame");
-        Ok(Some(top.node(self.db).leaf(top.idx - 1)?))
+        Ok(Some(top.node(self.db).leaf(leaf_index)?))
     }
 }

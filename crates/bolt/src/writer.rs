@@ -404,6 +404,22 @@ mod tests {
         let meta = db.bucket(&[b"meta"]).unwrap().unwrap();
         assert_eq!(meta.root_page(), None, "small bucket is inline");
         assert_eq!(db.meta().freelist, db.meta().pgid - 1);
+        // The reverse cursor yields exactly the forward order backwards, over branches, leaves
+        // and overflow values; also on the inline bucket.
+        for b in [key, meta] {
+            let (mut fwd, mut rev) = (Vec::new(), Vec::new());
+            let mut c = b.cursor().unwrap();
+            while let Some(e) = c.next().unwrap() {
+                fwd.push((e.key.to_vec(), e.value.len()));
+            }
+            let mut c = b.cursor_rev().unwrap();
+            while let Some(e) = c.next().unwrap() {
+                rev.push((e.key.to_vec(), e.value.len()));
+            }
+            rev.reverse();
+            assert!(!fwd.is_empty());
+            assert_eq!(fwd, rev);
+        }
     }
 
     #[test]

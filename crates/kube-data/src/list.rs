@@ -109,12 +109,11 @@ pub fn list(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> 
     Ok((out, warnings))
 }
 
-/// Call `emit` for every live object, in revision order, holding only a small index in memory.
+/// Call `emit` for every live object, newest revision first, holding only the set of keys
+/// already met in memory.
 ///
-/// Pass 1 reads the `key` bucket to find, for every wanted key, its latest revision (and
-/// whether that is a deletion), holding those values while they total at most 64 MiB (then a
-/// selective read ends there); otherwise pass 2 reads it again and decodes only those
-/// revisions. Memory: the index (one key and revision per live key) plus that budget.
+/// etcd's `key` bucket is ordered by revision; read backwards, the first entry of a key is its
+/// latest state, so one pass decides and decodes. Memory: one copy of each wanted key.
 pub fn for_each(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &mut dyn FnMut(Object)) -> Result<Vec<String>, ListError> {
     walk(path, filter, config, &mut |o, _, _| emit(o))
 }
@@ -135,73 +134,56 @@ fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &
     warnings.extend(db.freelist_warnings());
     let bucket = db.bucket(&[etcd_data::schema::KEY]).map_err(|f| ListError::Damaged(f.to_string()))?;
     let Some(bucket) = bucket else { return Ok(warnings) };
-    // Pass 1: for every wanted key its latest revision, and while they fit in VALUE_BUDGET
-    // the latest values themselves, so a selective read is one pass; past the budget the
-    // values are dropped and pass 2 reads just the latest revisions again.
-    const VALUE_BUDGET: usize = 64 << 20;
-    struct Latest {
-        rev: Revision,
-        tombstone: bool,
-        value: Option<Vec<u8>>,
-    }
-    // Keys come from our own snapshot walk, not from an adversary choosing hash collisions
-    // over the network: the fast non-keyed hash is fine and halves the index's cost.
-    let mut latest: rustc_hash::FxHashMap<Vec<u8>, Latest> = Default::default();
-    let mut held = 0usize;
-    let mut overflow = false;
-    let mut bad = 0usize;
-    scan(&bucket, &mut warnings, &mut |rk, kv, record| {
-        let Some(kv) = kv else {
-            bad += 1;
-            return;
-        };
-        let slot = match latest.get_mut(kv.key) {
-            Some(slot) => slot,
-            None => {
-                if !(filter.may_want(kv.key) && keys::parse(kv.key).is_some_and(|i| filter.wants(&i))) {
+    // One pass, newest revision first: the first entry met for a key is its latest state (a
+    // tombstone means deleted); every older entry of it is skipped by the `seen` set.
+    // Keys come from the snapshot, not from an adversary choosing hash collisions over the
+    // network: the fast non-keyed hash is fine.
+    // Two threads: this one reads pages and picks the latest records; the caller's thread
+    // decodes them and runs `emit` (decrypting, decoding and printing cost as much as reading).
+    const BATCH: usize = 256;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(16);
+    let (scanned, scan_warnings, bad) = std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
+            let mut warnings = Vec::new();
+            let mut bad = 0usize;
+            let mut batch = Vec::with_capacity(BATCH);
+            let r = scan(&bucket, &mut warnings, &mut |rk, kv, record| {
+                let Some(kv) = kv else {
+                    bad += 1;
+                    return;
+                };
+                if seen.contains(kv.key) || !filter.may_want(kv.key) || !keys::parse(kv.key).is_some_and(|i| filter.wants(&i)) {
                     return;
                 }
-                latest.entry(kv.key.to_vec()).or_insert(Latest { rev: rk.rev, tombstone: true, value: None })
+                seen.insert(kv.key.to_vec());
+                if !rk.tombstone {
+                    batch.push(record.to_vec());
+                    if batch.len() == BATCH {
+                        // A closed channel means the consumer is gone; nothing more to do.
+                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    }
+                }
+            });
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
             }
-        };
-        held -= slot.value.as_ref().map_or(0, Vec::len);
-        // Records (KeyValue bytes) are held, decoded again when emitted.
-        slot.rev = rk.rev;
-        slot.tombstone = rk.tombstone;
-        slot.value = None;
-        if !overflow && !rk.tombstone {
-            held += record.len();
-            slot.value = Some(record.to_vec());
-            if held > VALUE_BUDGET {
-                overflow = true;
-                held = 0;
-                for l in latest.values_mut() {
-                    l.value = None;
+            (r, warnings, bad)
+        });
+        for batch in rx {
+            for record in batch {
+                if let Some(kv) = KeyValueRef::decode(&record) {
+                    emit_object(kv, config, emit);
                 }
             }
         }
-    })?;
+        reader.join().expect("the snapshot reader thread does not panic")
+    });
+    scanned?;
+    warnings.extend(scan_warnings);
     if bad > 0 {
         warnings.push(format!("{DAMAGED}{bad} key-bucket entries were malformed and skipped (run `quorum snapshot verify`)"));
     }
-    if !overflow {
-        let mut live: Vec<(Revision, Vec<u8>)> = latest.into_values().filter(|l| !l.tombstone).filter_map(|l| l.value.map(|v| (l.rev, v))).collect();
-        live.sort_by_key(|l| l.0);
-        for (_, v) in live {
-            if let Some(kv) = KeyValueRef::decode(&v) {
-                emit_object(kv, config, emit);
-            }
-        }
-        return Ok(warnings);
-    }
-    // Pass 2: decode each live key's latest revision.
-    scan(&bucket, &mut Vec::new(), &mut |rk, kv, _| {
-        let Some(kv) = kv else { return };
-        if rk.tombstone || latest.get(kv.key).is_none_or(|l| l.tombstone || l.rev != rk.rev) {
-            return;
-        }
-        emit_object(kv, config, emit);
-    })?;
     Ok(warnings)
 }
 
@@ -226,15 +208,14 @@ fn emit_object(kv: KeyValueRef<'_>, config: Option<&EncryptionConfig>, emit: &mu
     );
 }
 
-/// Every entry of the key bucket: its revision and KeyValue (None when the value is malformed;
-/// the bump marker's empty value is skipped).
-/// `f` gets the revision, the decoded KeyValue and the record's bytes.
+/// Every entry of the key bucket, newest first: its revision, KeyValue (None when the value is
+/// malformed; the bump marker's empty value is skipped) and record bytes.
 type EntrySink<'a> = dyn FnMut(RevisionKey, Option<KeyValueRef<'_>>, &[u8]) + 'a;
 
 fn scan(bucket: &bolt::Bucket<'_>, warnings: &mut Vec<String>, f: &mut EntrySink<'_>) -> Result<(), ListError> {
     const MAX_FAULTS: usize = 100;
     let mut faults = 0usize;
-    let mut c = bucket.cursor().map_err(|f| ListError::Damaged(f.to_string()))?;
+    let mut c = bucket.cursor_rev().map_err(|f| ListError::Damaged(f.to_string()))?;
     loop {
         let e = match c.next() {
             Ok(Some(e)) => e,

@@ -222,7 +222,7 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             };
             let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
             if write_out == Format::Json {
-                // Streamed in revision order: memory stays at the key index however many objects.
+                // Streamed newest revision first: memory stays at the key set however many objects.
                 use std::io::Write;
                 let out = std::io::stdout();
                 let mut out = std::io::BufWriter::new(out.lock());
@@ -247,7 +247,7 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 return damage_exit(&warnings);
             }
             if write_out == Format::Yaml {
-                // Streamed as a YAML sequence, in revision order.
+                // Streamed as a YAML sequence, newest revision first.
                 use std::io::Write;
                 let out = std::io::stdout();
                 let mut out = std::io::BufWriter::new(out.lock());
