@@ -1,7 +1,7 @@
 //! Listing the Kubernetes objects of a snapshot straight from its bbolt file: the latest
 //! revision of every live key (tombstones remove), decrypted when a configuration is given,
-//! with the metadata its value carries. Two passes over the `key` bucket ([`for_each`]);
-//! memory holds an index of keys and revisions, never values.
+//! with the metadata its value carries. One backwards pass over the revision-ordered `key`
+//! bucket ([`for_each`]); memory holds the set of keys met, never all values.
 
 use std::path::Path;
 
