@@ -93,8 +93,28 @@ pub fn for_each(path: &Path, selection: &Selection, emit: &mut dyn FnMut(SourceK
 mod tests {
     use super::*;
 
+    /// A small etcd-shaped db (a `key` bucket of 200 revisions over several leaf pages and a
+    /// `meta` bucket), written with our bbolt writer.
     fn fixture() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/bolt_file/small-3.4.db")).expect("bolt fixture")
+        use prost::Message;
+        let mut w = bolt::Writer::new(std::io::Cursor::new(Vec::new()), bolt::WriterOptions::default()).unwrap();
+        w.begin_bucket(b"key").unwrap();
+        for i in 2..202i64 {
+            let kv = etcd_data::schema::KeyValue {
+                key: format!("/registry/configmaps/ns-{}/cm-{i:03}", i % 3).into_bytes(),
+                create_revision: i,
+                mod_revision: i,
+                version: 1,
+                value: vec![b'x'; 100],
+                lease: 0,
+            };
+            w.put(&etcd_data::schema::Revision { main: i, sub: 0 }.to_bytes(), &kv.encode_to_vec()).unwrap();
+        }
+        w.end_bucket().unwrap();
+        w.begin_bucket(b"meta").unwrap();
+        w.put(b"consistent_index", &201u64.to_be_bytes()).unwrap();
+        w.end_bucket().unwrap();
+        w.finish().unwrap().0.into_inner()
     }
 
     fn run(bytes: &[u8]) -> Result<u64> {
