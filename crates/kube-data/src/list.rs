@@ -100,15 +100,6 @@ pub enum ListError {
     Damaged(String),
 }
 
-/// The live objects of the snapshot at `path`, in key order (collected; see [`for_each`] for a
-/// streaming form).
-pub fn list(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>) -> Result<(Vec<Object>, Vec<String>), ListError> {
-    let mut out = Vec::new();
-    let warnings = for_each(path, filter, config, &mut |o| out.push(o))?;
-    out.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok((out, warnings))
-}
-
 /// Call `emit` for every live object, newest revision first, holding only the set of keys
 /// already met in memory.
 ///

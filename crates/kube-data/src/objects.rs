@@ -133,6 +133,8 @@ pub struct DiffReport {
     pub changed: Vec<Changed>,
     pub unchanged: usize,
     pub warnings: Vec<String>,
+    /// How many of the warnings report damaged data (objects may be missing from the comparison).
+    pub damaged: usize,
 }
 
 impl DiffReport {
@@ -184,6 +186,7 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
         let d = digest(&c, raw);
         in_a.insert(o.key.clone(), (d, obj_ref(&o)));
     })?;
+    report.damaged += crate::list::damage_count(&wa);
     report.warnings.extend(wa.into_iter().map(|w| format!("A: {w}")));
     // Pass 2: B against A; changed objects keep B's rendering.
     let mut seen = HashSet::new();
@@ -200,6 +203,7 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
             }
         }
     })?;
+    report.damaged += crate::list::damage_count(&wb);
     report.warnings.extend(wb.into_iter().map(|w| format!("B: {w}")));
     report.removed = in_a.iter().filter(|(k, _)| !seen.contains(*k)).map(|(_, (_, r))| r.clone()).collect();
     // Pass 3: A's renderings of the changed objects.

@@ -213,61 +213,32 @@ Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or conf
 pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
     match cmd {
         K8sCmd::Ls { snapshot, namespace, resource, encryption_config, write_out } => {
-            let config = match &encryption_config {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p).map_err(|e| Failure { code: USAGE, message: Some(format!("{}: {e}", p.display())), hint: None })?;
-                    Some(kube_data::encryption::parse_config(&text, &p.display().to_string()).map_err(|m| Failure { code: USAGE, message: Some(m), hint: None })?)
-                }
-                None => None,
-            };
+            let config = encryption_config.as_deref().map(read_config).transpose()?;
             let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
-            if write_out == Format::Json {
-                // Streamed newest revision first: memory stays at the key set however many objects.
+            if matches!(write_out, Format::Json | Format::Yaml) {
+                // Streamed newest revision first (a JSON array or a YAML sequence): memory stays
+                // at the key set however many objects.
                 use std::io::Write;
-                let out = std::io::stdout();
-                let mut out = std::io::BufWriter::new(out.lock());
-                let mut first = true;
-                let mut write_err = None;
-                let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
-                    let sep = if first { "[" } else { "," };
-                    first = false;
-                    if let Err(e) = write!(out, "{sep}{}", output::json(&o)) {
-                        write_err.get_or_insert(e);
-                    }
-                })
-                .map_err(list_failure)?;
-                let end = if first { "[]\n" } else { "]\n" };
-                write!(out, "{end}").and_then(|_| out.flush()).map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
-                if let Some(e) = write_err {
-                    return Err(Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None });
-                }
-                for w in &warnings {
-                    eprintln!("Warning: {w}");
-                }
-                return damage_exit(&warnings);
-            }
-            if write_out == Format::Yaml {
-                // Streamed as a YAML sequence, newest revision first.
-                use std::io::Write;
+                let json = write_out == Format::Json;
                 let out = std::io::stdout();
                 let mut out = std::io::BufWriter::new(out.lock());
                 let mut n = 0usize;
                 let mut write_err = None;
                 let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
+                    let item = if json { format!("{}{}", if n == 0 { "[" } else { "," }, output::json(&o)) } else { output::yaml(&[&o]) };
                     n += 1;
-                    let item = output::yaml(&[&o]);
                     if let Err(e) = out.write_all(item.as_bytes()) {
                         write_err.get_or_insert(e);
                     }
                 })
                 .map_err(list_failure)?;
-                if n == 0 {
-                    let _ = writeln!(out, "[]");
-                }
-                out.flush().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
-                if let Some(e) = write_err {
-                    return Err(Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None });
-                }
+                let end = match (json, n) {
+                    (_, 0) => "[]\n",
+                    (true, _) => "]\n",
+                    (false, _) => "",
+                };
+                let written = write_err.map_or(Ok(()), Err).and_then(|_| out.write_all(end.as_bytes())).and_then(|_| out.flush());
+                written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
                 for w in &warnings {
                     eprintln!("Warning: {w}");
                 }
@@ -745,7 +716,13 @@ fn diff(
             println!("{} added, {} removed, {} changed, {} unchanged", report.added.len(), report.removed.len(), report.changed.len(), report.unchanged);
         }
     }
-    damage_exit(&report.warnings.iter().map(|w| w.trim_start_matches("A: ").trim_start_matches("B: ").to_string()).collect::<Vec<_>>())?;
+    if report.damaged > 0 {
+        return Err(Failure {
+            code: DAMAGE,
+            message: Some(format!("the snapshots' data is damaged ({} report(s) above): objects on damaged pages are missing from this comparison", report.damaged)),
+            hint: Some("`quorum snapshot verify` names every fault".into()),
+        });
+    }
     if report.differs() {
         return Err(Failure { code: crate::exit::FAILED, message: None, hint: None });
     }
