@@ -127,14 +127,18 @@ pub struct Rendered {
 
 /// The protobuf message for a stored `apiVersion` and `kind`, if this build knows it.
 pub fn message_for(api_version: &str, kind: &str) -> Option<&'static str> {
+    message_index(api_version, kind).map(|i| MESSAGES[i].name)
+}
+
+fn message_index(api_version: &str, kind: &str) -> Option<usize> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let packages: Vec<String> = match group {
-        "" => vec!["api.core".into()],
-        "apiextensions.k8s.io" => vec!["apiextensions_apiserver.pkg.apis.apiextensions".into()],
-        "apiregistration.k8s.io" => vec!["kube_aggregator.pkg.apis.apiregistration".into()],
-        g => vec![format!("api.{}", g.split('.').next().unwrap_or(g))],
+    let package = match group {
+        "" => "api.core".to_string(),
+        "apiextensions.k8s.io" => "apiextensions_apiserver.pkg.apis.apiextensions".to_string(),
+        "apiregistration.k8s.io" => "kube_aggregator.pkg.apis.apiregistration".to_string(),
+        g => format!("api.{}", g.split('.').next().unwrap_or(g)),
     };
-    packages.iter().find_map(|p| find(&format!("{p}.{version}.{kind}")).map(|i| MESSAGES[i].name))
+    find(&format!("{package}.{version}.{kind}"))
 }
 
 fn find(name: &str) -> Option<usize> {
@@ -151,9 +155,8 @@ pub fn render_protobuf(api_version: &str, kind: &str, raw: &[u8]) -> Result<Rend
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), Value::String(api_version.into()));
     obj.insert("kind".into(), Value::String(kind.into()));
-    match message_for(api_version, kind) {
-        Some(name) => {
-            let idx = find(name).expect("message_for returns known names");
+    match message_index(api_version, kind) {
+        Some(idx) => {
             let mut ctx = Ctx { warnings: &mut warnings, depth: 0 };
             if let Value::Object(m) = ctx.message(idx, raw)? {
                 obj.extend(m);
