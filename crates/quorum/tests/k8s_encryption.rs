@@ -13,18 +13,7 @@ use kube_data::encryption::{cbc_encrypt, gcm_decrypt, gcm_encrypt, os_random, pa
 use kube_data::resources::GroupResource;
 use testkit::{kube_vector as vector, plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
-/// Standard base64 (with padding), written here to keep the test's dependencies to the crate's.
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
+use common::b64;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()

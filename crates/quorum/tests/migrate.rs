@@ -16,17 +16,7 @@ use kube_data::encryption::{os_random, parse_config, EncryptionConfig, Transform
 use testkit::servers::S3Server;
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
+use common::b64;
 
 fn secret_key(seed: u8, len: usize) -> String {
     b64(&(0..len as u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)).collect::<Vec<u8>>())
