@@ -14,7 +14,10 @@
 //! drill: { schedule: "0 4 * * *", etcd_bin: /usr/bin/etcd, max_age_hours: 48 }
 //! defrag: { enabled: true, min_fragmentation: 45, min_db_size: 100000000, interval_seconds: 660 }
 //! delta: { enabled: true, interval_seconds: 5, max_mib: 16, rpo_alert_seconds: 60 }
+//! consolidate: { after_mib: 256, after_hours: 24 }   # full backups built offline from the deltas
 //! ```
+//! `retention.keep_pitr_hours` (e.g. 72) keeps the delta segments for point-in-time restores
+//! into the last 72 hours only; older full backups still restore as they are.
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,10 @@ pub struct Config {
     pub drill: Option<Drill>,
     #[serde(default)]
     pub defrag: DefragPolicy,
+    /// Build a full backup offline from the newest one and the delta segments since, when the
+    /// chain since it passes a size or an age (the leader does it; etcd is not touched).
+    #[serde(default)]
+    pub consolidate: Option<Consolidate>,
     /// Continuous delta capture (point-in-time restore), run by the leader.
     #[serde(default)]
     pub delta: Delta,
@@ -160,7 +167,26 @@ pub struct Retention {
     pub keep_daily: usize,
     pub keep_weekly: usize,
     pub keep_monthly: usize,
+    /// Keep delta segments for point-in-time restores into this many last hours only.
+    pub keep_pitr_hours: Option<f64>,
     pub prune: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Consolidate {
+    /// When the segments since the newest full backup hold this many MiB.
+    pub after_mib: Option<u64>,
+    /// When the newest full backup is this many hours old and segments follow it.
+    pub after_hours: Option<f64>,
+    /// How often the leader looks.
+    pub check_seconds: f64,
+}
+
+impl Default for Consolidate {
+    fn default() -> Self {
+        Consolidate { after_mib: Some(256), after_hours: Some(24.0), check_seconds: 60.0 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +228,22 @@ impl Config {
         }
         if let Some(d) = &self.drill {
             crate::schedule::Schedule::parse(&d.schedule)?;
+        }
+        if let Some(h) = self.retention.as_ref().and_then(|r| r.keep_pitr_hours) {
+            if !(h.is_finite() && h > 0.0) {
+                return Err("retention.keep_pitr_hours must be a positive number of hours".into());
+            }
+        }
+        if let Some(c) = &self.consolidate {
+            if c.after_mib.is_none() && c.after_hours.is_none() {
+                return Err("consolidate needs after_mib and/or after_hours".into());
+            }
+            if !self.delta.enabled {
+                return Err("consolidate builds full backups from delta segments: it needs delta.enabled".into());
+            }
+            if !(c.check_seconds.is_finite() && c.check_seconds >= 1.0) {
+                return Err("consolidate.check_seconds must be at least 1".into());
+            }
         }
         if self.election.ttl_seconds < 2 {
             return Err("election.ttl_seconds must be at least 2".into());

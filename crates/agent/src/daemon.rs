@@ -75,7 +75,11 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     let repo = loop {
         let loc = repo::Location::open(&cfg.repo.url, &store, false).map_err(|e| e.to_string())?;
         match Repository::open(loc, &unlock).await {
-            Ok(r) => break Arc::new(r),
+            Ok(mut r) => {
+                // Scheduled work waits for a conflicting lock (a prune, a drill) rather than fail.
+                r.lock_retry = Duration::from_secs(300);
+                break Arc::new(r);
+            }
             Err(e @ (repo::Error::WrongSecret { .. } | repo::Error::Usage(_) | repo::Error::Missing(_))) => return Err(e.to_string()),
             Err(e) => {
                 log(format!("repository not available yet: {e}; retrying in 10s"));
@@ -151,6 +155,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     let mut next_retention = retention_s.as_ref().and_then(|s| s.next_after(Utc::now()));
     let mut next_drill = drill_s.as_ref().and_then(|s| s.next_after(Utc::now()));
     let mut next_defrag = Instant::now() + cfg.defrag.interval();
+    let mut next_consolidate = cfg.consolidate.as_ref().map(|c| Instant::now() + Duration::from_secs_f64(c.check_seconds));
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = Utc::now();
@@ -173,6 +178,13 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             next_drill = drill_s.as_ref().and_then(|s| s.next_after(now));
             run_drill(&cfg, &repo, &state.metrics).await;
             continue;
+        }
+        if let (Some(c), Some(t)) = (&cfg.consolidate, next_consolidate) {
+            if Instant::now() >= t {
+                next_consolidate = Some(Instant::now() + Duration::from_secs_f64(c.check_seconds));
+                run_consolidate(&cfg, c, &repo, &state.metrics).await;
+                continue;
+            }
         }
         if Instant::now() >= next_defrag {
             next_defrag = Instant::now() + cfg.defrag.interval();
@@ -197,7 +209,6 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
         tags: cfg.backup.tags.clone(),
         includes: vec![],
         uploads: 8,
-        retry_lock: Duration::from_secs(60),
     };
     let started = Instant::now();
     match ops::live_backup(conn, repo.clone(), &b, Arc::new(|_, _| {})).await {
@@ -220,10 +231,16 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
 async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
     let Some(r) = &cfg.retention else { return };
     let policy = repo::retention::Policy { last: r.keep_last, hourly: r.keep_hourly, daily: r.keep_daily, weekly: r.keep_weekly, monthly: r.keep_monthly };
-    match repo::prune::forget(repo, &policy, Some(&cfg.cluster), false, Duration::from_secs(60)).await {
+    let keep_pitr = r.keep_pitr_hours.map(|h| Duration::from_secs_f64(h * 3600.0));
+    match repo::prune::forget(repo, &policy, Some(&cfg.cluster), keep_pitr, false).await {
         Ok(f) => {
             op(m, "forget", f.refused.is_empty());
-            log(format!("retention removed {} backup(s){}", f.removed.len(), if f.refused.is_empty() { String::new() } else { format!("; the bucket refused {}", f.refused.len()) }));
+            let segs: usize = f.deltas.iter().map(|d| d.remove.len()).sum();
+            log(format!(
+                "retention removed {} backup(s){}; {segs} delta segment(s) no longer needed",
+                f.removed.len(),
+                if f.refused.is_empty() { String::new() } else { format!("; the bucket refused {}", f.refused.len()) }
+            ));
         }
         Err(e) => {
             op(m, "forget", false);
@@ -232,15 +249,60 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
         }
     }
     if r.prune {
-        match repo::prune::prune(repo.clone(), 0.10, false, Duration::from_secs(300), Duration::from_secs(3600)).await {
+        match repo::prune::prune(repo.clone(), Some(&cfg.cluster), 0.10, false, Duration::from_secs(3600)).await {
             Ok(p) => {
                 op(m, "prune", p.refused.is_empty());
-                log(format!("prune deleted {} pack(s), repacked {}", p.packs_deleted, p.packs_repacked));
+                log(format!("prune deleted {} pack(s), repacked {}, deleted {} delta segment(s)", p.packs_deleted, p.packs_repacked, p.segments_deleted));
             }
             Err(e) => {
                 op(m, "prune", false);
                 log(format!("prune failed: {e}"));
             }
+        }
+    }
+}
+
+/// Consolidate when the chain since the newest full backup passed the size or age set.
+async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Arc<Repository>, m: &Metrics) {
+    let since = match repo::consolidate::chain_since_newest(repo, &cfg.cluster).await {
+        Ok(s) => s,
+        Err(repo::Error::Missing(_)) => return,
+        Err(e) => {
+            log(format!("consolidate: {e}"));
+            return;
+        }
+    };
+    if since.segments == 0 || since.to_revision <= since.base_revision {
+        return;
+    }
+    let age_h = chrono::DateTime::parse_from_rfc3339(&since.base_time).map(|t| (Utc::now() - t.with_timezone(&Utc)).num_seconds() as f64 / 3600.0).unwrap_or(0.0);
+    let by_size = c.after_mib.is_some_and(|mib| since.bytes >= mib.saturating_mul(1 << 20));
+    let by_age = c.after_hours.is_some_and(|h| age_h >= h);
+    if !(by_size || by_age) {
+        return;
+    }
+    let why = if by_size { format!("{} bytes of segments", since.bytes) } else { format!("newest full backup {age_h:.1} h old") };
+    let o = repo::consolidate::ConsolidateOptions {
+        cluster: cfg.cluster.clone(),
+        at_revision: None,
+        work_dir: cfg.backup.tmp_dir.clone(),
+        parallel: 8,
+        tags: vec!["agent".into()],
+    };
+    match repo::consolidate::consolidate(repo.clone(), &o, Arc::new(|_, _| {})).await {
+        Ok(r) => {
+            op(m, "consolidate", true);
+            log(format!(
+                "consolidated backup {} at revision {} from {} + {} segment(s) ({why})",
+                repo::short(&r.backup.id),
+                r.to_revision,
+                repo::short(&r.base),
+                r.segments
+            ));
+        }
+        Err(e) => {
+            op(m, "consolidate", false);
+            log(format!("consolidate failed: {e}"));
         }
     }
 }
@@ -270,7 +332,7 @@ async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
 }
 
 async fn refresh_verified(repo: &Repository, cfg: &Config, m: &Metrics) {
-    if let Ok(vs) = repo::drill::verifications(repo).await {
+    if let Ok(vs) = repo::drill::verifications(repo, &cfg.cluster).await {
         if let Some(v) = vs.iter().find(|v| v.cluster == cfg.cluster && v.ok) {
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&v.time) {
                 m.last_verified_timestamp.set(t.timestamp() as f64);

@@ -1,7 +1,6 @@
 //! Operations the agent schedules and the CLI runs once: a backup from the live cluster.
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use repo::backup::{BackupOptions, BackupReport, Progress};
 use repo::Repository;
@@ -24,14 +23,12 @@ pub struct LiveBackup {
     pub tags: Vec<String>,
     pub includes: Vec<PathBuf>,
     pub uploads: usize,
-    pub retry_lock: Duration,
 }
 
 /// Save a snapshot from a healthy member into a temporary file (sha256 checked as it
-/// arrives), then back it up under the repository's shared lock. The temporary file is needed
-/// for the figures computed from it (status, hashkv); memory stays bounded either way.
+/// arrives), then back it up (the backup takes the cluster's shared lock). The temporary file
+/// is needed for the figures computed from it (status, hashkv); memory stays bounded either way.
 pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport, OpError> {
-    let lock = repo::lock::acquire(&repo, false, "backup", b.retry_lock).await?;
     let r = async {
         let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let tmp = tempfile::Builder::new()
@@ -57,11 +54,10 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
                 opts.cluster_id = Some(s.cluster_id.clone());
             }
         }
-        let report = repo::backup::backup(repo.clone(), &opts, Some(&lock), progress).await?;
+        let report = repo::backup::backup(repo.clone(), &opts, progress).await?;
         drop(tmp);
         Ok::<_, OpError>(report)
     }
     .await;
-    lock.release().await;
     r
 }

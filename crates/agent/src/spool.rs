@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Notify};
 
-use repo::delta::{parse_segment_file, SegmentRef, PREFIX};
+use repo::delta::{parse_segment_file, SegmentRef};
 use repo::Repository;
 
 /// Default spool bound (`delta.spool_max_mib`).
@@ -269,7 +269,7 @@ impl Spool {
     }
 
     fn object_name(&self, file: &str) -> String {
-        format!("{PREFIX}/{}/{file}", self.cluster)
+        format!("{}/{file}", repo::delta::dir(&self.cluster))
     }
 
     pub fn bytes(&self) -> u64 {
@@ -571,7 +571,7 @@ mod tests {
         assert!(!tmp.exists());
         assert_eq!(s.len(), 2);
         let refs = s.refs();
-        assert_eq!(refs[0].name, format!("deltas/c/{f1}"));
+        assert_eq!(refs[0].name, format!("clusters/c/deltas/{f1}"));
         assert_eq!(refs[1].hash.len(), 16);
         // Full: a third segment waits; stop ends the wait; removal makes room.
         let (f3, b3) = seg(&key, 10, 12, 1000);
@@ -643,7 +643,7 @@ mod tests {
         let listed = repo::delta::list_segments(&repo, "c").await.unwrap();
         assert_eq!(listed.iter().map(|r| (r.first, r.last)).collect::<Vec<_>>(), vec![(1, 10), (11, 20), (31, 40)]);
         for (f, b) in [&segs[0], &segs[1], &segs[3]] {
-            assert_eq!(repo.get(&ObjPath::from(format!("deltas/c/{f}"))).await.unwrap().to_vec(), *b, "the spooled bytes, unchanged");
+            assert_eq!(repo.get(&ObjPath::from(format!("clusters/c/deltas/{f}"))).await.unwrap().to_vec(), *b, "the spooled bytes, unchanged");
         }
         assert_eq!((m.segments.get(), m.bytes.get()), (0, 0));
         assert!(s.failing().is_none());

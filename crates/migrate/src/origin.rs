@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use etcd_cluster::ConnConfig;
 use repo::format::Manifest;
@@ -27,7 +26,6 @@ pub struct Begin<'a> {
     pub fetch: bool,
     pub tmp_dir: Option<PathBuf>,
     pub uploads: usize,
-    pub retry_lock: Duration,
 }
 
 /// The source snapshot as a file, and what it came from.
@@ -97,7 +95,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
                 on(Event::Warning(format!("--from-backup {f} ignored: this migration works from backup {}; --restart to start over", repo::short(&st.record.backup))));
             }
         }
-        let m = repo.read_manifest(&st.record.backup).await.map_err(|e| match e {
+        let m = repo.read_manifest(b.cluster, &st.record.backup).await.map_err(|e| match e {
             repo::Error::Missing(_) => Error::Refused(format!(
                 "backup {} of migration {id} is no longer in the repository (forgotten?); run with --restart to start from a new snapshot",
                 repo::short(&st.record.backup)
@@ -130,7 +128,6 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             tmp_dir: b.tmp_dir.clone(),
             tags: vec![format!("migration:{id}")],
             uploads: b.uploads.max(1),
-            retry_lock: b.retry_lock,
             ..Default::default()
         };
         let report = agent::ops::live_backup(src, repo.clone(), &live, progress(on)).await.map_err(|e| match e {
@@ -173,10 +170,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
         return Ok(Origin { id, state, resumed, revision: m.snapshot.revision, backup: Some((bid, m)), snapshot, _tmp: tmp });
     }
     on(Event::Step(format!("fetching backup {} from the repository", repo::short(&bid))));
-    let lock = repo::lock::acquire(&repo, false, "migrate", b.retry_lock).await?;
-    let r = repo::restore::reassemble(repo.clone(), &m, &snapshot, parallel, progress(on)).await;
-    lock.release().await;
-    r?;
+    repo::restore::reassemble(repo.clone(), &m, &snapshot, parallel, progress(on)).await?;
     Ok(Origin { id, state, resumed, revision: m.snapshot.revision, backup: Some((bid, m)), snapshot, _tmp: tmp })
 }
 

@@ -62,7 +62,6 @@ pub struct PartialOptions {
     pub pause: Duration,
     pub parallel: usize,
     pub uploads: usize,
-    pub retry_lock: Duration,
 }
 
 impl Default for PartialOptions {
@@ -82,7 +81,6 @@ impl Default for PartialOptions {
             pause: Duration::ZERO,
             parallel: 8,
             uploads: 4,
-            retry_lock: Duration::ZERO,
         }
     }
 }
@@ -225,7 +223,6 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         fetch: true,
         tmp_dir: o.tmp_dir.clone(),
         uploads: o.uploads,
-        retry_lock: o.retry_lock,
     };
     let mut t = Target::connect(dst).await?;
     let (trev, tkeys) = t.count().await?;

@@ -53,7 +53,6 @@ pub struct WholeOptions {
     pub start_timeout: Duration,
     pub parallel: usize,
     pub uploads: usize,
-    pub retry_lock: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,7 +289,6 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
         fetch: !o.dry_run,
         tmp_dir: o.tmp_dir.clone(),
         uploads: o.uploads,
-        retry_lock: o.retry_lock,
     };
     let origin = origin::begin(src, repo.clone(), &begin, o.parallel, on).await?;
     if o.verify_only && origin.state.is_none() {

@@ -290,7 +290,6 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
             start_timeout: a.start_timeout,
             parallel: a.repo.parallel,
             uploads: a.repo.parallel.clamp(1, 16),
-            retry_lock: a.repo.retry_lock,
         };
         let rep = rt.block_on(migrate::whole::run(src.as_ref(), r, &o, &sink));
         printer.finish();
@@ -326,7 +325,6 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
         pause: a.txn_pause,
         parallel: a.repo.parallel,
         uploads: a.repo.parallel.clamp(1, 16),
-        retry_lock: a.repo.retry_lock,
     };
     let rep = rt.block_on(migrate::partial::run(src.as_ref(), &dst, r, &o, &sink));
     printer.finish();

@@ -75,9 +75,15 @@ impl RepoFlags {
     }
 
     pub(crate) fn open(&self, rt: &tokio::runtime::Runtime) -> Result<Arc<Repository>, Failure> {
+        self.open_as(rt, repo::OpenMode::Normal)
+    }
+
+    fn open_as(&self, rt: &tokio::runtime::Runtime, mode: repo::OpenMode) -> Result<Arc<Repository>, Failure> {
         let loc = self.location(false)?;
         let unlock = self.unlock()?;
-        Ok(Arc::new(rt.block_on(Repository::open(loc, &unlock)).map_err(fail)?))
+        let mut r = rt.block_on(Repository::open_as(loc, &unlock, mode)).map_err(fail)?;
+        r.lock_retry = self.retry_lock;
+        Ok(Arc::new(r))
     }
 }
 
@@ -152,14 +158,6 @@ fn restore_hint(r: &etcd_data::restore::RestoreError) -> Option<String> {
 }
 
 
-/// Run `f` under a shared repository lock, so a prune cannot remove what it reads meanwhile.
-fn shared<T>(rt: &tokio::runtime::Runtime, r: &Repository, retry: Duration, op: &str, f: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Failure> {
-    let lock = rt.block_on(repo::lock::acquire(r, false, op, retry)).map_err(fail)?;
-    let out = rt.block_on(f);
-    rt.block_on(lock.release());
-    out.map_err(fail)
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
@@ -212,10 +210,13 @@ pub enum RepoCmd {
         write_out: Format,
     },
     /// Check the repository: every backup's blobs present; with --read-data every byte decrypts and hashes.
-    #[command(after_help = "Examples:\n  quorum repo check --repo s3://backups/etcd\n  quorum repo check --repo file:///var/backups/etcd --read-data -w json\n\nExit 0 when clean, 3 when damage is found (each problem names the object and the backups that need it).")]
+    #[command(after_help = "Examples:\n  quorum repo check --repo s3://backups/etcd\n  quorum repo check --repo file:///var/backups/etcd --cluster prod --read-data -w json\n\nDelta chains are checked too: a missing revision range is damage (point-in-time restores into it\nare impossible); --read-data also opens every delta segment.\nExit 0 when clean, 3 when damage is found (each problem names the object and the backups that need it).")]
     Check {
         #[command(flatten)]
         repo: RepoFlags,
+        /// Check this cluster only (default: every cluster, one after another).
+        #[arg(long)]
+        cluster: Option<String>,
         /// Download and authenticate every pack.
         #[arg(long)]
         read_data: bool,
@@ -227,6 +228,14 @@ pub enum RepoCmd {
     /// Manage the wrapping keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Move a version-1 repository (one namespace for every cluster) to the version-2 layout (a prefix per cluster).
+    #[command(after_help = "Examples:\n  quorum repo upgrade --repo s3://backups/etcd --password-file /root/repo.pass\n\nTakes an exclusive repository-wide lock; copies every cluster's packs, index, backups, delta\nsegments and drill records under clusters/<name>/, rewrites config as version 2, then deletes\nthe version-1 objects. It can be interrupted at any point and run again. Afterwards the\nrepository's cost per cluster no longer grows with the fleet; version-1 binaries refuse it.")]
+    Upgrade {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: Format,
+    },
     /// List the repository's locks (stale ones marked).
     Locks {
         #[command(flatten)]
@@ -287,22 +296,24 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        RepoCmd::Check { repo: flags, read_data, write_out, quiet: q } => {
+        RepoCmd::Check { repo: flags, cluster, read_data, write_out, quiet: q } => {
             let r = flags.open(&rt)?;
             let b = bar(quiet || q || !read_data, "reading packs");
-            let report = rt.block_on(repo::check::check(r, read_data, progress_fn(&b))).map_err(fail)?;
+            let report = rt.block_on(repo::check::check(r, cluster.as_deref(), read_data, progress_fn(&b))).map_err(fail)?;
             finish(b);
             match write_out {
                 Format::Json => println!("{}", output::json(&report)),
                 Format::Yaml => print!("{}", output::yaml(&report)),
                 _ => {
                     println!(
-                        "{} backups, {} index objects, {} packs, {} blobs{}",
+                        "{} cluster(s), {} backups, {} index objects, {} packs, {} blobs, {} delta segments{}",
+                        report.clusters,
                         report.backups,
                         report.index_files,
                         report.packs,
                         report.blobs,
-                        if read_data { format!("; read {} packs ({} bytes)", report.packs_read, report.bytes_read) } else { String::new() }
+                        report.segments,
+                        if read_data { format!("; read {} packs ({} bytes) and {} segments", report.packs_read, report.bytes_read, report.segments_read) } else { String::new() }
                     );
                     for n in &report.notes {
                         println!("note: {n}");
@@ -350,6 +361,32 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
                 _ => {
                     let rows: Vec<Vec<String>> = ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
                     print!("{}", output::table(&["NAME", "PURPOSE", "KDF", "CREATED", "HOST"], &rows));
+                }
+            }
+            Ok(())
+        }
+        RepoCmd::Upgrade { repo: flags, write_out } => {
+            let r = flags.open_as(&rt, repo::OpenMode::Upgrade)?;
+            let rep = rt.block_on(repo::upgrade::upgrade(r)).map_err(fail)?;
+            match write_out {
+                Format::Json => println!("{}", output::json(&rep)),
+                Format::Yaml => print!("{}", output::yaml(&rep)),
+                _ => {
+                    if rep.from_version == repo::format::VERSION && rep.legacy_deleted == 0 {
+                        println!("the repository is already version {}; nothing to do", repo::format::VERSION);
+                    } else {
+                        println!(
+                            "upgraded from version {}: {} cluster(s), {} backup(s), {} pack(s) ({} bytes) copied, {} delta segment(s), {} drill record(s); {} version-1 object(s) deleted",
+                            rep.from_version,
+                            rep.clusters.len(),
+                            rep.backups,
+                            rep.packs_copied,
+                            rep.bytes_copied,
+                            rep.segments_copied,
+                            rep.verifications_copied,
+                            rep.legacy_deleted
+                        );
+                    }
                 }
             }
             Ok(())
@@ -438,10 +475,7 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
     let report = if let Some(snap) = &a.snapshot {
         opts.snapshot = snap.clone();
         opts.source = format!("file {}", snap.display());
-        let lock = rt.block_on(repo::lock::acquire(&r, false, "backup", a.repo.retry_lock)).map_err(fail)?;
-        let res = rt.block_on(repo::backup::backup(r.clone(), &opts, Some(&lock), progress_fn(&b)));
-        rt.block_on(lock.release());
-        res.map_err(fail)?
+        rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b))).map_err(fail)?
     } else {
         let live = agent::ops::LiveBackup {
             cluster: a.cluster.clone(),
@@ -450,7 +484,6 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
             tags: a.tag.clone(),
             includes: a.include.clone(),
             uploads: opts.uploads,
-            retry_lock: a.repo.retry_lock,
         };
         rt.block_on(agent::ops::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b))).map_err(|e| match e {
             agent::ops::OpError::Cluster(e) => crate::live::failure(e),
@@ -537,6 +570,22 @@ pub enum BackupsCmd {
         #[arg(long)]
         remove: bool,
     },
+    /// Build a full backup offline from the newest backup and the delta segments since (no load on etcd).
+    #[command(after_help = "Examples:\n  quorum backups consolidate --repo s3://backups/etcd --cluster prod\n  quorum backups consolidate --repo ... --cluster prod --at-revision 123456 -w json\n\nThe newest backup is reassembled, the segments after it replayed (as a point-in-time restore\ndoes), and the result stored as a full backup whose manifest says it was consolidated. Its\nhashkv and key count are computed from the file; `quorum drill` proves it restores. Point-in-\ntime restores after it replay only the segments that follow it.")]
+    Consolidate {
+        #[command(flatten)]
+        repo: RepoFlags,
+        #[arg(long)]
+        cluster: String,
+        /// Stop at this revision (default: the end of the contiguous delta chain).
+        #[arg(long, value_name = "R")]
+        at_revision: Option<i64>,
+        /// Directory for the file being built (default: system temp dir; needs the snapshot's size free).
+        #[arg(long)]
+        tmp_dir: Option<PathBuf>,
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: Format,
+    },
     /// The delta chain of a cluster after a backup: segments, how far it is contiguous, every gap.
     #[command(after_help = "Examples:\n  quorum backups deltas --repo file:///var/backups/etcd --cluster prod\n  quorum backups deltas --repo ... --cluster prod --base 1a2b3c4d -w json\n\nExit 3 when a revision between the backup and the last captured one is missing.")]
     Deltas {
@@ -587,11 +636,55 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     match c {
         BackupsCmd::Deltas { repo: flags, cluster, base, write_out } => backups_deltas(&rt, flags, cluster, base, write_out),
+        BackupsCmd::Consolidate { repo: flags, cluster, at_revision, tmp_dir, write_out } => {
+            let r = flags.open(&rt)?;
+            let b = bar(quiet, "consolidating");
+            let o = repo::consolidate::ConsolidateOptions { cluster, at_revision, work_dir: tmp_dir, parallel: flags.parallel, tags: vec![] };
+            let rep = rt.block_on(repo::consolidate::consolidate(r, &o, progress_fn(&b))).map_err(fail)?;
+            finish(b);
+            match write_out {
+                Format::Json => println!("{}", output::json(&rep)),
+                Format::Yaml => print!("{}", output::yaml(&rep)),
+                _ => println!(
+                    "consolidated backup {} of cluster {} at revision {}: backup {} (revision {}) + {} segment(s), {} revisions replayed; hashkv {}, {} keys; added {} in {:.1}s",
+                    repo::short(&rep.backup.id),
+                    rep.backup.manifest.cluster,
+                    rep.backup.manifest.snapshot.revision,
+                    repo::short(&rep.base),
+                    rep.base_revision,
+                    rep.segments,
+                    rep.revisions_replayed,
+                    rep.backup.manifest.snapshot.hash_kv.unwrap_or_default(),
+                    rep.backup.manifest.snapshot.live_keys.unwrap_or_default(),
+                    etcd_data::humanize::bytes(rep.backup.manifest.added_bytes),
+                    rep.seconds
+                ),
+            }
+            Ok(())
+        }
         BackupsCmd::List { repo: flags, cluster, write_out } => {
             let r = flags.open(&rt)?;
-            let all = rt.block_on(r.manifests()).map_err(fail)?;
-            let all: Vec<_> = all.into_iter().filter(|(_, m)| cluster.as_deref().is_none_or(|c| m.cluster == c)).collect();
-            let ver = rt.block_on(repo::drill::verifications(&r)).map_err(fail)?;
+            // One cluster: its objects only, whatever else the repository holds.
+            let (all, ver) = rt
+                .block_on(async {
+                    let clusters = match &cluster {
+                        Some(c) => {
+                            r.known_cluster(c).await?;
+                            vec![c.clone()]
+                        }
+                        None => r.clusters().await?,
+                    };
+                    let mut all = Vec::new();
+                    let mut ver = Vec::new();
+                    for c in &clusters {
+                        all.extend(r.manifests(c).await?);
+                        ver.extend(repo::drill::verifications(&r, c).await?);
+                    }
+                    all.sort_by(|a: &(String, repo::format::Manifest), b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+                    ver.sort_by(|a: &repo::format::Verification, b| b.time.cmp(&a.time));
+                    Ok::<_, Error>((all, ver))
+                })
+                .map_err(fail)?;
             #[derive(serde::Serialize)]
             struct Row<'a> {
                 id: &'a str,
@@ -660,12 +753,12 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             let r = flags.open(&rt)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
             if bundle {
-                let files = shared(&rt, &r, flags.retry_lock, "get", repo::restore::extract_bundle(r.clone(), &m, &out))?;
+                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &m, &out)).map_err(fail)?;
                 println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
                 return Ok(());
             }
             let b = bar(quiet, "fetching");
-            shared(&rt, &r, flags.retry_lock, "get", repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b)))?;
+            rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
             finish(b);
             println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
             Ok(())
@@ -678,7 +771,7 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
                 println!("removed the exported copy of backup {}", repo::short(&id));
                 return Ok(());
             }
-            let url = shared(&rt, &r, flags.retry_lock, "url", repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel))?;
+            let url = rt.block_on(repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel)).map_err(fail)?;
             eprintln!("Warning: the URL gives read access to the unencrypted snapshot until it expires ({}s).", expires.as_secs());
             println!("{url}");
             Ok(())
@@ -726,7 +819,7 @@ fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
     };
     let opts = crate::restore::options(&a.flags, PathBuf::new())?;
     let b = bar(quiet, "fetching");
-    let report = shared(&rt, &r, a.repo.retry_lock, "restore", repo::pitr::restore_at(r.clone(), &p, opts, progress_fn(&b)))?;
+    let report = rt.block_on(repo::pitr::restore_at(r.clone(), &p, opts, progress_fn(&b))).map_err(fail)?;
     finish(b);
     eprintln!(
         "restored cluster {} at revision {}: backup {} (revision {}, {}) + {} revisions ({} puts, {} deletes) from {} delta segment(s)",
@@ -761,7 +854,7 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
     }
     let b = bar(quiet, "fetching");
-    let report = shared(&rt, &r, a.repo.retry_lock, "restore", repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b)))?;
+    let report = rt.block_on(repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
     finish(b);
     eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
     crate::restore::print_report(&report, a.flags.write_out);
@@ -782,13 +875,16 @@ pub struct ForgetArgs {
     keep_weekly: usize,
     #[arg(long, default_value_t = 0)]
     keep_monthly: usize,
+    /// Keep delta segments for point-in-time restores into this last window only (e.g. 72h); older full backups still restore as they are.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    keep_pitr: Option<Duration>,
     /// Only this cluster's backups.
     #[arg(long)]
     cluster: Option<String>,
-    /// Show what would be removed.
+    /// Show what would be removed (backups, and the delta segments the next prune deletes).
     #[arg(long)]
     dry_run: bool,
-    /// Run `prune` afterwards.
+    /// Run `prune` afterwards (on the same cluster).
     #[arg(long)]
     prune: bool,
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
@@ -799,7 +895,7 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     let r = a.repo.open(&rt)?;
     let policy = repo::retention::Policy { last: a.keep_last, hourly: a.keep_hourly, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly };
-    let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.dry_run, a.repo.retry_lock)).map_err(fail)?;
+    let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.keep_pitr, a.dry_run)).map_err(fail)?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -818,6 +914,22 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
                 })
                 .collect();
             print!("{}", output::table(&["ID", "TIME", "CLUSTER", "ACTION", "KEPT BY"], &rows));
+            for d in &rep.deltas {
+                if d.remove.is_empty() && d.keep == 0 {
+                    continue;
+                }
+                let floor = d.floor.map(|f| format!("revision {f}")).unwrap_or_else(|| "every revision (no backup left)".into());
+                println!(
+                    "cluster {}: delta segments up to {floor} are no longer needed: {} {} by prune, {} kept",
+                    d.cluster,
+                    d.remove.len(),
+                    if a.dry_run { "would be deleted" } else { "to be deleted" },
+                    d.keep
+                );
+                for s in &d.remove {
+                    println!("  {} (revisions {}..{})", s.name, s.first, s.last);
+                }
+            }
         }
     }
     if !rep.refused.is_empty() {
@@ -829,7 +941,7 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
         return Err(Failure { code: FAILED, message: None, hint: None });
     }
     if a.prune && !a.dry_run {
-        return prune(PruneArgs { repo: a.repo, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet);
+        return prune(PruneArgs { repo: a.repo, cluster: a.cluster, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet);
     }
     Ok(())
 }
@@ -838,6 +950,9 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
 pub struct PruneArgs {
     #[command(flatten)]
     repo: RepoFlags,
+    /// Only this cluster (default: every cluster, one after another, each under its exclusive lock).
+    #[arg(long)]
+    cluster: Option<String>,
     /// Repack packs with more than this percentage of unreferenced bytes.
     #[arg(long, default_value_t = 10.0)]
     max_unused: f64,
@@ -853,21 +968,26 @@ pub struct PruneArgs {
 pub fn prune(a: PruneArgs, _quiet: bool) -> Result<(), Failure> {
     let rt = rt();
     let r = a.repo.open(&rt)?;
-    let rep = rt.block_on(repo::prune::prune(r, a.max_unused / 100.0, a.dry_run, a.repo.retry_lock, a.keep_unindexed_for)).map_err(fail)?;
+    let rep = rt.block_on(repo::prune::prune(r, a.cluster.as_deref(), a.max_unused / 100.0, a.dry_run, a.keep_unindexed_for)).map_err(fail)?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
-        _ => println!(
-            "{}{} backups reference the data; packs: {} total, {} deleted, {} repacked, {} left by interrupted backups; {} freed, {} rewritten",
-            if rep.dry_run { "(dry run) " } else { "" },
-            rep.manifests,
-            rep.packs_total,
-            rep.packs_deleted,
-            rep.packs_repacked,
-            rep.packs_unindexed,
-            etcd_data::humanize::bytes(rep.bytes_deleted),
-            etcd_data::humanize::bytes(rep.bytes_written)
-        ),
+        _ => {
+            println!(
+                "{}{} cluster(s), {} backups reference the data; packs: {} total, {} deleted, {} repacked, {} left by interrupted backups; {} freed, {} rewritten; delta segments: {} deleted ({})",
+                if rep.dry_run { "(dry run) " } else { "" },
+                rep.clusters,
+                rep.manifests,
+                rep.packs_total,
+                rep.packs_deleted,
+                rep.packs_repacked,
+                rep.packs_unindexed,
+                etcd_data::humanize::bytes(rep.bytes_deleted),
+                etcd_data::humanize::bytes(rep.bytes_written),
+                rep.segments_deleted,
+                etcd_data::humanize::bytes(rep.segment_bytes_deleted)
+            );
+        }
     }
     if !rep.refused.is_empty() {
         eprintln!("Error: the bucket refused {} delete(s) (object lock / retention): {}", rep.refused.len(), rep.refused.join("; "));
@@ -918,7 +1038,7 @@ pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
     };
     let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref())).map_err(fail)?;
     let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
-    let v = shared(&rt, &r, a.repo.retry_lock, "drill", repo::drill::drill(r.clone(), &id, &m, &opts))?;
+    let v = rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts)).map_err(fail)?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&v)),
         Format::Yaml => print!("{}", output::yaml(&v)),
@@ -949,7 +1069,7 @@ pub(crate) fn fetch_to_temp(flags: &RepoFlags, id: &str, cluster: Option<&str>, 
     let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("temporary directory: {e}")), hint: Some("set TMPDIR to a filesystem with room for the snapshot".into()) })?;
     let out = dir.path().join(format!("{id}.db"));
     let b = bar(quiet, "fetching backup");
-    shared(&rt, &r, flags.retry_lock, "get", repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b)))?;
+    rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
     if let Some(b) = b {
         b.finish_and_clear();
     }

@@ -155,7 +155,7 @@ fn write_once_bucket() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(object_store::ObjectStoreExt::put(
         store.as_ref(),
-        &object_store::path::Path::from(format!("etcd/prod/data/00/{name}")),
+        &object_store::path::Path::from(format!("etcd/prod/clusters/prod/data/00/{name}")),
         object_store::PutPayload::from(vec![1u8; 1000]),
     ))
     .unwrap();

@@ -239,7 +239,7 @@ fn dedup_tamper_and_wrong_secrets() {
     // Tamper with one byte of a pack: check names the pack, the blob and the backups; get and
     // restore refuse; nothing is written at the target.
     let root = PathBuf::from(repo.url.strip_prefix("file://").unwrap());
-    let mut packs: Vec<PathBuf> = walk(&root.join("data"));
+    let mut packs: Vec<PathBuf> = packs_of(&root);
     packs.sort();
     let victim = &packs[0];
     let mut bytes = std::fs::read(victim).unwrap();
@@ -301,7 +301,7 @@ fn forget_and_prune() {
     let other = src.next(10);
     backup_file(&repo, &other, "c2");
     let root = PathBuf::from(repo.url.strip_prefix("file://").unwrap());
-    let before: u64 = walk(&root.join("data")).iter().map(|p| p.metadata().unwrap().len()).sum();
+    let before: u64 = packs_of(&root).iter().map(|p| p.metadata().unwrap().len()).sum();
 
     let dry = repo.json(&["forget", "--keep-last", "2", "--cluster", "c1", "--dry-run"]);
     assert_eq!(dry["decisions"].as_array().unwrap().iter().filter(|d| d["keep"] == false).count(), 3);
@@ -311,7 +311,7 @@ fn forget_and_prune() {
     assert_eq!(repo.backup_ids().len(), 3, "c2's backup is not c1's policy's business");
     let p = repo.json(&["prune", "--max-unused", "0"]);
     assert!(p["packs_deleted"].as_u64().unwrap() + p["packs_repacked"].as_u64().unwrap() > 0, "{p}");
-    let after: u64 = walk(&root.join("data")).iter().map(|p| p.metadata().unwrap().len()).sum();
+    let after: u64 = packs_of(&root).iter().map(|p| p.metadata().unwrap().len()).sum();
     assert!(after < before, "prune freed nothing: {before} -> {after}");
     assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
     assert_all_restorable(&repo);
@@ -419,3 +419,8 @@ fn racing_backups_and_prunes() {
 }
 
 use std::sync::Arc;
+
+/// Every pack file of a `file://` repository (all clusters).
+fn packs_of(root: &std::path::Path) -> Vec<PathBuf> {
+    walk(&root.join("clusters")).into_iter().filter(|p| p.parent().and_then(|d| d.parent()).is_some_and(|d| d.ends_with("data"))).collect()
+}

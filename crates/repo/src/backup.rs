@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fastcdc::v2020::{Normalization, StreamCDC};
-use object_store::path::Path as ObjPath;
 use sha2::Digest;
 
 use crate::crypto::MasterKey;
@@ -44,6 +43,8 @@ pub struct BackupOptions {
     pub source: String,
     /// Parallel uploads.
     pub uploads: usize,
+    /// Set for a backup built offline from an older one and delta segments.
+    pub consolidated: Option<format::Consolidated>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -81,14 +82,22 @@ pub(crate) enum ToPacker {
 /// Called with (bytes done, bytes total).
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
-/// Run a backup; `progress(done, total)` is called as bytes are read.
-/// `lock`: the shared lock the caller holds; it is checked to be still ours before the index
-/// and the manifest are written.
-pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, lock: Option<&crate::lock::Lock>, progress: Progress) -> Result<BackupReport> {
-    let started = Instant::now();
+/// Run a backup under a shared lock on its cluster; `progress(done, total)` is called as
+/// bytes are read. The lock is checked to be still ours before the index and the manifest
+/// are written.
+pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progress) -> Result<BackupReport> {
     if opts.cluster.is_empty() {
-        return Err(Error::Usage("--cluster NAME is required: backups, retention and drills are grouped by it".into()));
+        return Err(Error::Usage("a cluster name is required: backups, retention and drills are grouped by it".into()));
     }
+    format::check_cluster_name(&opts.cluster)?;
+    let lock = repo.lock(&opts.cluster, false, "backup").await?;
+    let r = backup_locked(repo, opts, &lock, progress).await;
+    lock.release().await;
+    r
+}
+
+pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, lock: &crate::lock::Lock, progress: Progress) -> Result<BackupReport> {
+    let started = Instant::now();
     if !opts.includes.is_empty() {
         // --include files go into a bundle under the repository's separate bundle key.
         repo.key_for(BlobType::Bundle)?;
@@ -103,11 +112,13 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, lock: Option<&c
     let facts_path = opts.snapshot.clone();
     let facts = std::thread::spawn(move || snapshot_facts(&facts_path));
 
-    let index = repo.load_index().await?;
+    // Deduplication against this cluster's blobs only: reading other clusters' indexes would
+    // make every backup's cost grow with the fleet.
+    let index = repo.load_index(&opts.cluster).await?;
     let known: HashSet<BlobId> = index.blobs.keys().copied().collect();
     drop(index);
 
-    let mut pipe = Pipeline::start(repo.clone(), known, opts.uploads.max(1));
+    let mut pipe = Pipeline::start(repo.clone(), &opts.cluster, known, opts.uploads.max(1));
     // Snapshot chunks.
     let (ids, sha) = pipe.chunk_file(&opts.snapshot, BlobType::Data, size, progress).await?;
     let reused_data = pipe.reused;
@@ -152,11 +163,9 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, lock: Option<&c
 
     // The index for the new packs, then the manifest; only while our lock still stands (a
     // prune that judged it stale may have removed what we uploaded).
-    if let Some(l) = lock {
-        l.verify().await?;
-    }
+    lock.verify().await?;
     if !stats.packs.is_empty() {
-        repo.write_index(&stats.packs).await?;
+        repo.write_index(&opts.cluster, &stats.packs).await?;
     }
     let manifest = Manifest {
         cluster: opts.cluster.clone(),
@@ -174,10 +183,11 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, lock: Option<&c
         bundle,
         added_bytes: stats.added_bytes,
         added_blobs: stats.new_blobs,
+        consolidated: opts.consolidated.clone(),
     };
     let body = repo.seal_json(&manifest, b"manifest");
     let id = format::content_name(&body);
-    repo.put_new(&ObjPath::from(format!("snapshots/{id}")), Bytes::from(body)).await?;
+    repo.put_new(&format::manifest_path(&opts.cluster, &id), Bytes::from(body)).await?;
     Ok(BackupReport {
         id,
         manifest,
@@ -246,9 +256,9 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(repo: Arc<Repository>, known: HashSet<BlobId>, uploads: usize) -> Pipeline {
+    fn start(repo: Arc<Repository>, cluster: &str, known: HashSet<BlobId>, uploads: usize) -> Pipeline {
         let (tx, rx) = tokio::sync::mpsc::channel::<ToPacker>(64);
-        let packer = tokio::spawn(packer(repo.clone(), rx, uploads));
+        let packer = tokio::spawn(packer(repo.clone(), cluster.to_string(), rx, uploads));
         Pipeline { repo, seen: Arc::new(Mutex::new(known)), to_packer: tx, packer, reused: 0 }
     }
 
@@ -475,8 +485,8 @@ impl Iterator for FixedChunks {
 }
 
 
-/// Collects sealed blobs into packs and uploads them, at most `uploads` at a time.
-pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Receiver<ToPacker>, uploads: usize) -> Result<(Vec<IndexPack>, u64, u64)> {
+/// Collects sealed blobs into packs of `cluster` and uploads them, at most `uploads` at a time.
+pub(crate) async fn packer(repo: Arc<Repository>, cluster: String, mut rx: tokio::sync::mpsc::Receiver<ToPacker>, uploads: usize) -> Result<(Vec<IndexPack>, u64, u64)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(uploads));
     let mut tasks: Vec<tokio::task::JoinHandle<Result<IndexPack>>> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
@@ -490,6 +500,7 @@ pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Rec
         let header = format::encode_pack_header(repo.data_key(), &ents);
         body.extend_from_slice(&header);
         let repo = repo.clone();
+        let cluster = cluster.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let (id, body) = tokio::task::spawn_blocking(move || {
@@ -499,7 +510,7 @@ pub(crate) async fn packer(repo: Arc<Repository>, mut rx: tokio::sync::mpsc::Rec
             .await
             .map_err(|e| Error::Other(format!("hash pack: {e}")))?;
             let name = hex::encode(id);
-            repo.put_new(&format::pack_path(&name), Bytes::from(body)).await?;
+            repo.put_new(&format::pack_path(&cluster, &name), Bytes::from(body)).await?;
             Ok(IndexPack { pack: id, entries: ents })
         }));
     };

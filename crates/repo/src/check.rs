@@ -1,4 +1,5 @@
-//! `quorum repo check [--read-data]`.
+//! `quorum repo check [--cluster C] [--read-data]`: each cluster under a shared lock (a prune
+//! cannot remove what is being checked), one after another.
 //!
 //! Without `--read-data`: every index object authenticates and matches its name; every
 //! manifest authenticates; every blob a manifest needs (chunk lists, chunks, bundle blobs) is
@@ -6,6 +7,10 @@
 //! downloaded, its SHA-256 compared with its name, its header compared with the index, and
 //! every blob decrypted, decompressed and compared with its id. Each problem names the
 //! object, and for a damaged blob the backups that need it.
+//!
+//! Delta chains: from the cluster's delta floor to its last captured revision no revision may
+//! be missing (a gap names the revisions lost and the segments around it); with
+//! `--read-data` every segment is downloaded and opened (name hash, AEAD, header, records).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -17,7 +22,11 @@ use crate::repository::{parse_id, Repository};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
+    pub clusters: usize,
     pub backups: usize,
+    /// Delta segments listed, and read (`--read-data`).
+    pub segments: usize,
+    pub segments_read: usize,
     pub index_files: usize,
     pub packs: usize,
     pub blobs: usize,
@@ -35,25 +44,48 @@ impl CheckReport {
     }
 }
 
-pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::restore::Progress) -> Result<CheckReport> {
+pub async fn check(repo: Arc<Repository>, cluster: Option<&str>, read_data: bool, progress: crate::restore::Progress) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    let clusters = match cluster {
+        Some(c) => {
+            repo.known_cluster(c).await.or_else(|e| match e {
+                // All backups forgotten, packs or segments left: still worth checking.
+                Error::Missing(_) => Ok(()),
+                e => Err(e),
+            })?;
+            vec![c.to_string()]
+        }
+        None => repo.clusters().await?,
+    };
+    for c in clusters {
+        let lock = repo.lock(&c, false, "check").await?;
+        let res = check_cluster(repo.clone(), &c, read_data, progress.clone(), &mut r).await;
+        lock.release().await;
+        res?;
+        r.clusters += 1;
+    }
+    r.errors.sort();
+    Ok(r)
+}
+
+async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, progress: crate::restore::Progress, r: &mut CheckReport) -> Result<()> {
     // Manifests are listed before the index is read: a backup finishing meanwhile writes its
     // index before its manifest, so every manifest seen here has its index in what follows.
-    let metas = repo.list("snapshots").await?;
-    let index = match repo.load_index().await {
+    let metas = repo.backup_ids(cluster).await?;
+    let index = match repo.load_index(cluster).await {
         Ok(i) => i,
         Err(Error::Damaged(why)) => {
             r.errors.push(why);
             // Fall back to the index objects that do read.
-            load_index_tolerant(&repo, &mut r).await?
+            load_index_tolerant(&repo, cluster, r).await?
         }
         Err(e) => return Err(e),
     };
-    r.index_files = index.files.len();
-    let listed = repo.list("data").await?;
+    r.index_files += index.files.len();
+    let listed = repo.list(&format::cluster_path(cluster, "data")).await?;
     let sizes: HashMap<String, u64> = listed.iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.size))).collect();
-    r.packs = sizes.len();
-    r.blobs = index.blobs.len();
+    r.packs += sizes.len();
+    r.blobs += index.blobs.len();
 
     // Packs named by the index exist and are long enough.
     let mut missing_packs: HashSet<BlobId> = HashSet::new();
@@ -78,10 +110,10 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
 
     // Manifests and what they need.
     let mut needed_by: HashMap<BlobId, Vec<String>> = HashMap::new();
-    for m in metas {
-        let id = m.location.filename().unwrap_or_default().to_string();
+    let mut revisions: Vec<i64> = Vec::new();
+    for id in metas {
         r.backups += 1;
-        let man = match repo.read_manifest(&id).await {
+        let man = match repo.read_manifest(cluster, &id).await {
             Ok(m) => m,
             // Forgotten meanwhile: not damage.
             Err(Error::Missing(_)) => {
@@ -94,6 +126,7 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
                 continue;
             }
         };
+        revisions.push(man.snapshot.revision);
         let short = format!("{} ({}, {})", crate::short(&id), man.cluster, man.time);
         let mut ids: Vec<BlobId> = Vec::new();
         for l in &man.chunk_lists {
@@ -149,7 +182,7 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
                 let done = done.clone();
                 let progress = progress.clone();
                 async move {
-                    let bytes = match repo.get(&format::pack_path(&name)).await {
+                    let bytes = match repo.get(&format::pack_path(cluster, &name)).await {
                         Ok(b) => b,
                         Err(e) => return (0, vec![format!("pack {name}: {e}")], indexed),
                     };
@@ -185,8 +218,73 @@ pub async fn check(repo: Arc<Repository>, read_data: bool, progress: crate::rest
             }
         }
     }
-    r.errors.sort();
-    Ok(r)
+    check_deltas(&repo, cluster, &revisions, read_data, r).await
+}
+
+/// The delta chain of `cluster` (backups at `revisions`): gaps from the floor to the end,
+/// and with `read_data` every segment opened.
+async fn check_deltas(repo: &Repository, cluster: &str, revisions: &[i64], read_data: bool, r: &mut CheckReport) -> Result<()> {
+    let segs = crate::delta::list_segments(repo, cluster).await?;
+    r.segments += segs.len();
+    if segs.is_empty() {
+        return Ok(());
+    }
+    let floor = crate::prune::floor_for(repo, cluster, revisions).await?;
+    let first = segs.iter().map(|s| s.first).min().unwrap_or(1);
+    // Where the chain must start: one past the floor, or, when segments begin later (capture
+    // started after older backups), one past the newest backup before the first segment.
+    let start = match floor {
+        None => first,
+        Some(f) if first <= f + 1 => f + 1,
+        Some(_) => {
+            let base = revisions.iter().copied().filter(|&v| v < first).max();
+            match base {
+                Some(b) if b + 1 < first => {
+                    r.errors.push(format!(
+                        "cluster {cluster}: delta chain: revisions {}..{} are missing: the first segment starts at {first}, the backup before it is at revision {b} (segment deleted?)",
+                        b + 1,
+                        first - 1
+                    ));
+                    first
+                }
+                Some(b) => b + 1,
+                None => first,
+            }
+        }
+    };
+    let chain = crate::delta::plan_chain(&segs, start, None);
+    for g in &chain.gaps {
+        let before = segs.iter().filter(|s| s.last < g.from).max_by_key(|s| s.last).map(|s| s.name.as_str()).unwrap_or("(none)");
+        let after = segs.iter().filter(|s| s.first > g.to).min_by_key(|s| s.first).map(|s| s.name.as_str()).unwrap_or("(none)");
+        r.errors.push(format!(
+            "cluster {cluster}: delta chain: {g} are missing (point-in-time restores into them are impossible); the segments around the gap: {before} and {after}"
+        ));
+    }
+    if read_data {
+        let results: Vec<(SegmentRefName, Result<()>)> = futures::stream::iter(segs.iter().cloned())
+            .map(|s| async move {
+                let res = crate::delta::read_segment(repo, &s.name).await.map(|_| ());
+                (SegmentRefName { name: s.name, first: s.first, last: s.last }, res)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (s, res) in results {
+            r.segments_read += 1;
+            match res {
+                Ok(()) => {}
+                Err(e @ Error::Store { .. }) => return Err(e),
+                Err(e) => r.errors.push(format!("cluster {cluster}: delta segment {} (revisions {}..{} lost): {e}", s.name, s.first, s.last)),
+            }
+        }
+    }
+    Ok(())
+}
+
+struct SegmentRefName {
+    name: String,
+    first: i64,
+    last: i64,
 }
 
 /// Problems found in one downloaded pack, each with the blob it concerns.
@@ -228,9 +326,9 @@ fn read_pack(repo: &Repository, name: &str, bytes: &[u8], indexed: Option<&[form
     out
 }
 
-async fn load_index_tolerant(repo: &Repository, r: &mut CheckReport) -> Result<crate::repository::Index> {
-    let mut idx = crate::repository::Index::default();
-    for m in repo.list("index").await? {
+async fn load_index_tolerant(repo: &Repository, cluster: &str, r: &mut CheckReport) -> Result<crate::repository::Index> {
+    let mut idx = crate::repository::Index::new(cluster);
+    for m in repo.list(&format::cluster_path(cluster, "index")).await? {
         let name = m.location.filename().unwrap_or_default().to_string();
         let Ok(bytes) = repo.get(&m.location).await else { continue };
         if format::content_name(&bytes) != name {

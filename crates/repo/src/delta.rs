@@ -3,7 +3,7 @@
 //! onto the backup and stop at any revision (`restore --at-revision`, `--at-time`).
 //!
 //! ```text
-//! deltas/<cluster>/<first revision, 20 digits>-<last revision, 20 digits>-<16 hex>
+//! clusters/<cluster>/deltas/<first revision, 20 digits>-<last revision, 20 digits>-<16 hex>
 //! ```
 //! * The 16 hex are the start of the BLAKE3-256 of the stored bytes: a segment is written
 //!   once under a name derived from its content, never rewritten (write-once buckets).
@@ -45,7 +45,10 @@ use crate::repository::Repository;
 
 pub const FORMAT: &str = "quorum-delta";
 pub const VERSION: u32 = 1;
-pub const PREFIX: &str = "deltas";
+/// The directory of a cluster's segments (`clusters/<C>/deltas`).
+pub fn dir(cluster: &str) -> String {
+    crate::format::cluster_path(cluster, "deltas")
+}
 const MAGIC: &[u8; 4] = b"QDS1";
 const AAD: &[u8] = b"delta";
 /// Characters of the BLAKE3 hex kept in a segment's name.
@@ -101,15 +104,7 @@ impl Record {
     }
 }
 
-/// A cluster name usable in object names: 1..=128 of `[A-Za-z0-9._-]`, not starting with `.`.
-pub fn check_cluster_name(c: &str) -> Result<()> {
-    let ok = !c.is_empty() && c.len() <= 128 && !c.starts_with('.') && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Usage(format!("cluster name {c:?} cannot name delta segments: use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with .)")))
-    }
-}
+pub use crate::format::check_cluster_name;
 
 /// Builds one segment in memory (the events of the revisions pushed, encoded).
 #[derive(Debug)]
@@ -251,10 +246,10 @@ impl SegmentBuilder {
     }
 }
 
-/// `deltas/<cluster>/<first:020>-<last:020>-<hash16>`.
+/// `clusters/<cluster>/deltas/<first:020>-<last:020>-<hash16>`.
 pub fn segment_name(cluster: &str, first: i64, last: i64, stored: &[u8]) -> String {
     let h = blake3::hash(stored).to_hex();
-    format!("{PREFIX}/{cluster}/{first:020}-{last:020}-{}", &h[..NAME_HASH_LEN])
+    format!("{}/{first:020}-{last:020}-{}", dir(cluster), &h[..NAME_HASH_LEN])
 }
 
 /// What a segment's name says.
@@ -306,7 +301,13 @@ pub fn open_segment(key: &MasterKey, name: &str, stored: &[u8]) -> Result<Segmen
     if header.format != FORMAT || header.version != VERSION {
         return Err(Error::Format(format!("{name}: segment format {} v{} is not one this quorum reads", header.format, header.version)));
     }
-    let cluster = name.strip_prefix(&format!("{PREFIX}/")).and_then(|r| r.rsplit_once('/')).map(|(c, _)| c);
+    // `clusters/<C>/deltas/<file>` (version 1: `deltas/<C>/<file>`).
+    let parts: Vec<&str> = name.split('/').collect();
+    let cluster = match parts.as_slice() {
+        [crate::format::CLUSTERS, c, "deltas", _] => Some(*c),
+        [crate::format::v1::DELTAS, c, _] => Some(*c),
+        _ => None,
+    };
     if cluster.is_some_and(|c| c != header.cluster) || header.first_revision != first || header.last_revision != last {
         return Err(bad(format!(
             "header (cluster {}, revisions {}..{}) does not match the name",
@@ -389,14 +390,15 @@ pub async fn read_segment(repo: &Repository, name: &str) -> Result<Segment> {
 /// prefix whose names are not segment names are ignored.
 pub async fn list_segments(repo: &Repository, cluster: &str) -> Result<Vec<SegmentRef>> {
     check_cluster_name(cluster)?;
-    let metas = repo.list(&format!("{PREFIX}/{cluster}")).await?;
+    let d = dir(cluster);
+    let metas = repo.list(&d).await?;
     let mut out: Vec<SegmentRef> = metas
         .into_iter()
         .filter_map(|m| {
             let name = m.location.to_string();
             let file = m.location.filename()?.to_string();
             let (first, last, hash) = parse_segment_file(&file)?;
-            (name == format!("{PREFIX}/{cluster}/{file}")).then_some(SegmentRef { name, first, last, hash, size: m.size })
+            (name == format!("{d}/{file}")).then_some(SegmentRef { name, first, last, hash, size: m.size })
         })
         .collect();
     out.sort_by(|a, b| (a.first, a.last, &a.name).cmp(&(b.first, b.last, &b.name)));
@@ -522,7 +524,7 @@ mod tests {
         assert!(b.push(&r1).is_err(), "revisions must grow");
         b.push(&r2).unwrap();
         let (name, stored, h) = b.seal(&key, 1).unwrap();
-        assert!(name.starts_with("deltas/prod/00000000000000000010-00000000000000000014-"), "{name}");
+        assert!(name.starts_with("clusters/prod/deltas/00000000000000000010-00000000000000000014-"), "{name}");
         assert_eq!((h.first_revision, h.last_revision, h.revisions, h.events), (10, 14, 2, 3));
         let s = open_segment(&key, &name, &stored).unwrap();
         assert_eq!(s.records, vec![r1, r2]);
@@ -533,13 +535,13 @@ mod tests {
         assert!(open_segment(&key, &name, &t).unwrap_err().to_string().contains("does not match its name"));
         let other = segment_name("prod", 10, 14, &t);
         assert!(open_segment(&key, &other, &t).unwrap_err().to_string().contains("authenticate"));
-        let moved = name.replace("deltas/prod/", "deltas/staging/");
+        let moved = name.replace("clusters/prod/", "clusters/staging/");
         assert!(open_segment(&key, &moved, &stored).unwrap_err().to_string().contains("does not match the name"));
         assert!(open_segment(&MasterKey::generate(), &name, &stored).is_err());
     }
 
     fn seg(first: i64, last: i64, tag: &str) -> SegmentRef {
-        SegmentRef { name: format!("deltas/c/{first:020}-{last:020}-{tag}"), first, last, hash: tag.into(), size: 1 }
+        SegmentRef { name: format!("clusters/c/deltas/{first:020}-{last:020}-{tag}"), first, last, hash: tag.into(), size: 1 }
     }
 
     #[test]

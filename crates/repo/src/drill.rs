@@ -85,7 +85,7 @@ pub async fn drill(repo: Arc<Repository>, id: &str, manifest: &Manifest, opts: &
     let layout = etcd_data::restore::Layout::parse(&version)
         .ok_or_else(|| Error::Usage(format!("{}: etcd {version} is not a version quorum restores for (3.4, 3.5)", bin.display())))?;
     let mut checks = Vec::new();
-    let result = run(repo.clone(), manifest, opts, &bin, layout, &mut checks).await;
+    let result = run(repo.clone(), id, manifest, opts, &bin, layout, &mut checks).await;
     // Only a backup that does not restore, or restores to other data, is a failed drill;
     // a full disk, a network error or an etcd that did not start is the drill's own failure
     // and is reported without recording anything.
@@ -107,7 +107,12 @@ pub async fn drill(repo: Arc<Repository>, id: &str, manifest: &Manifest, opts: &
     };
     if opts.record {
         let body = repo.seal_json(&v, b"verification");
-        let name = format!("verifications/{id}-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), &format::random_name()[..8]);
+        let name = format!(
+            "{}/{id}-{}-{}",
+            format::cluster_path(&manifest.cluster, "verifications"),
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &format::random_name()[..8]
+        );
         repo.put_new(&ObjPath::from(name), Bytes::from(body)).await?;
     }
     Ok(v)
@@ -115,6 +120,7 @@ pub async fn drill(repo: Arc<Repository>, id: &str, manifest: &Manifest, opts: &
 
 async fn run(
     repo: Arc<Repository>,
+    id: &str,
     manifest: &Manifest,
     opts: &DrillOptions,
     bin: &Path,
@@ -124,7 +130,19 @@ async fn run(
     let base = opts.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new().prefix("quorum-drill-").tempdir_in(&base).map_err(|e| Error::io(&base, e))?;
     let snap = tmp.path().join("snapshot.db");
-    crate::restore::reassemble(repo, manifest, &snap, opts.parallel, Arc::new(|_, _| {})).await?;
+    // Under a shared lock, and only if the backup is still there: a backup forgotten and
+    // pruned meanwhile is not a failed drill (the error is not Damaged, so nothing is
+    // recorded).
+    let lock = repo.lock(&manifest.cluster, false, "drill").await?;
+    let fetched = async {
+        if !repo.backup_ids(&manifest.cluster).await?.iter().any(|i| i == id) {
+            return Err(Error::Missing(format!("backup {} of cluster {} was forgotten before the drill read it", crate::short(id), manifest.cluster)));
+        }
+        crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, Arc::new(|_, _| {}), true).await
+    }
+    .await;
+    lock.release().await;
+    fetched?;
     checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
 
     let peer = free_port()?;
@@ -224,9 +242,9 @@ async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec
     Ok(())
 }
 
-/// The newest verification per backup id and per cluster.
-pub async fn verifications(repo: &Repository) -> Result<Vec<Verification>> {
-    let metas = repo.list("verifications").await?;
+/// The drill records of `cluster`, newest first.
+pub async fn verifications(repo: &Repository, cluster: &str) -> Result<Vec<Verification>> {
+    let metas = repo.list(&format::cluster_path(cluster, "verifications")).await?;
     let mut out = Vec::new();
     for m in metas {
         let b = repo.get(&m.location).await?;

@@ -1,15 +1,22 @@
 //! The repository's objects and their encodings (FORMAT.md describes the same, byte by byte).
 //!
 //! ```text
-//! config                      plaintext JSON: format, version, id, chunker and pack settings
-//! keys/<purpose>-<rand>       JSON: a master key wrapped under a passphrase or key file
-//! data/<hh>/<blake3>          pack: sealed blobs, then the sealed header, then its length (u32 LE)
-//! index/<blake3>              sealed, zstd: which blobs each pack holds, where
-//! snapshots/<blake3>          sealed JSON manifest: one backup; written last
-//! locks/<rand>                plaintext JSON lock; locks/<rand>.released when it cannot be deleted
-//! verifications/<id>-<time>-<rand>  sealed JSON: a drill's result
-//! exports/<id>.db             plaintext single-object copy of a snapshot, for presigned URLs
+//! config                          plaintext JSON: format, version, id, chunker and pack settings
+//! keys/<purpose>-<rand>           JSON: a master key wrapped under a passphrase or key file
+//! locks/<rand>                    repository-wide lock (plaintext JSON); <rand>.released marker
+//! clusters/<C>/locks/<rand>       a lock on cluster C
+//! clusters/<C>/data/<hh>/<blake3> pack: sealed blobs, then the sealed header, then its length (u32 LE)
+//! clusters/<C>/index/<blake3>     sealed, zstd: which blobs each of C's packs holds, where
+//! clusters/<C>/snapshots/<blake3> sealed JSON manifest: one backup; written last
+//! clusters/<C>/deltas/<first>-<last>-<h>        sealed delta segment
+//! clusters/<C>/verifications/<id>-<time>-<rand> sealed JSON: a drill's result
+//! clusters/<C>/retention/<time>-<rand>          sealed JSON: the delta floor forget decided
+//! exports/<id>.db                 plaintext single-object copy of a snapshot, for presigned URLs
 //! ```
+//! Everything of one cluster lives under `clusters/<C>/` (version 2), so an operation on one
+//! cluster lists and reads that cluster's objects only. Version 1 kept `data/`, `index/`,
+//! `snapshots/`, `deltas/<C>/` and `verifications/` at the top level ([`v1`]); only
+//! `repo upgrade` reads that layout.
 //! Object names are the BLAKE3-256 hash of the stored bytes (packs, indexes, manifests) or fresh random
 //! values (keys, locks, verifications): nothing is ever written twice under one name.
 use serde::{Deserialize, Serialize};
@@ -18,7 +25,39 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
 pub const FORMAT: &str = "quorum-repository";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The layout before per-cluster prefixes; read by `repo upgrade` only.
+pub const VERSION_1: u32 = 1;
+/// The prefix under which each cluster's objects live.
+pub const CLUSTERS: &str = "clusters";
+
+/// A cluster name usable in object names: 1..=128 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn check_cluster_name(c: &str) -> Result<()> {
+    let ok = !c.is_empty() && c.len() <= 128 && !c.starts_with('.') && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("cluster name {c:?} cannot name repository objects: use 1 to 128 of A-Z a-z 0-9 . _ - (not starting with .)")))
+    }
+}
+
+/// `clusters/<C>/<what>`: where cluster C keeps one kind of object (`data`, `index`,
+/// `snapshots`, `deltas`, `verifications`, `retention`, `locks`).
+pub fn cluster_path(cluster: &str, what: &str) -> String {
+    format!("{CLUSTERS}/{cluster}/{what}")
+}
+
+/// Object names of the version-1 layout (one namespace shared by every cluster).
+pub mod v1 {
+    pub const SNAPSHOTS: &str = "snapshots";
+    pub const INDEX: &str = "index";
+    pub const DATA: &str = "data";
+    pub const DELTAS: &str = "deltas";
+    pub const VERIFICATIONS: &str = "verifications";
+    pub fn pack_path(id: &str) -> object_store::path::Path {
+        object_store::path::Path::from(format!("{DATA}/{}/{}", &id[..2], id))
+    }
+}
 
 /// What a blob holds; part of its authenticated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -281,7 +320,7 @@ pub fn decode_index(key: &MasterKey, sealed: &[u8], name: &str) -> Result<Vec<In
     Ok(out)
 }
 
-/// A backup's manifest (`snapshots/<id>`).
+/// A backup's manifest (`clusters/<C>/snapshots/<id>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub cluster: String,
@@ -308,6 +347,23 @@ pub struct Manifest {
     /// Bytes this backup added to the repository (sealed, new blobs only).
     pub added_bytes: u64,
     pub added_blobs: u64,
+    /// Set when the backup was built offline from an older backup and delta segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidated: Option<Consolidated>,
+}
+
+/// How a consolidated backup was built.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Consolidated {
+    /// The full backup replayed onto.
+    pub base: String,
+    pub base_revision: i64,
+    /// The last revision replayed (the backup's revision).
+    pub to_revision: i64,
+    /// Delta segments read.
+    pub segments: usize,
+    /// Revisions with events replayed.
+    pub revisions: u64,
 }
 
 /// The snapshot's own figures, for `backups show` and the drill's comparison.
@@ -351,7 +407,7 @@ pub struct BundleFile {
     pub chunks: Vec<String>,
 }
 
-/// A drill's record (`verifications/...`).
+/// A drill's record (`clusters/<C>/verifications/...`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verification {
     pub backup: String,
@@ -380,8 +436,14 @@ pub fn content_name(b: &[u8]) -> String {
     blake3::hash(b).to_hex().to_string()
 }
 
-pub fn pack_path(id: &str) -> object_store::path::Path {
-    object_store::path::Path::from(format!("data/{}/{}", &id[..2], id))
+/// `clusters/<C>/data/<hh>/<id>`.
+pub fn pack_path(cluster: &str, id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{}/{}/{}", cluster_path(cluster, "data"), &id[..2], id))
+}
+
+/// `clusters/<C>/snapshots/<id>`.
+pub fn manifest_path(cluster: &str, id: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{}/{id}", cluster_path(cluster, "snapshots")))
 }
 
 pub fn random_name() -> String {

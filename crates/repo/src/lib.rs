@@ -2,9 +2,15 @@
 //! `az://`), split into content-defined chunks (FastCDC) so successive backups share most of
 //! their data, compressed (zstd), encrypted and authenticated (AES-256-GCM), packed into
 //! content-addressed pack objects, found through index objects, and named by manifests that
-//! are written last. Retention (`forget`), garbage collection (`prune`), locks, `check`
-//! (structure, or every byte with `read_data`), restore, and `drill` (restore into a real
-//! etcd and compare with the manifest) live here too.
+//! are written last. Retention (`forget`, also of delta segments), garbage collection
+//! (`prune`), locks, `check` (structure, or every byte with `read_data`), restore,
+//! point-in-time restore, consolidated backups, `drill` (restore into a real etcd and compare
+//! with the manifest) and the upgrade of older layouts live here too.
+//!
+//! Every object of a cluster lives under `clusters/<C>/`, so an operation on one cluster
+//! reads and writes that cluster's objects plus `config`, `keys/` and `locks/`: its cost
+//! follows the cluster, not the fleet sharing the bucket. Every function that touches the
+//! repository takes the lock it needs itself.
 //!
 //! The format is written down in `FORMAT.md` beside this crate. Every object but the lock
 //! files and the release markers is written once under a name derived from its content or
@@ -17,6 +23,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod consolidate;
 pub mod crypto;
 pub mod delta;
 pub mod drill;
@@ -31,10 +38,11 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod upgrade;
 
 pub use error::{Error, Result};
 pub use location::{Location, StoreOptions};
-pub use repository::{Repository, Unlock};
+pub use repository::{OpenMode, Repository, Unlock};
 
 /// Now, as RFC 3339 UTC with seconds.
 pub fn now_rfc3339() -> String {

@@ -1,5 +1,8 @@
-//! Repository locks: backups and `forget` take a shared lock, `prune` an exclusive one, so a
-//! prune never deletes data a running backup is about to reference.
+//! Repository locks: backups, restores, drills, checks and `forget` take a shared lock on their
+//! cluster, `prune` an exclusive one, so a prune never deletes data a running operation is
+//! about to read or reference. Locks on cluster C live in `clusters/<C>/locks/`; a
+//! repository-wide lock (`repo upgrade`) lives in `locks/`, and every cluster lock checks
+//! those too. Callers do not take locks: the `repo` functions that touch the repository do.
 //!
 //! A lock is an object `locks/<random>` (plaintext JSON: host, pid, operation, exclusive,
 //! created, expires). Taking one: list the locks, drop stale ones, write ours, list again; if a
@@ -20,6 +23,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::repository::Repository;
+
+/// What a lock covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One cluster's objects (`clusters/<C>/locks/`).
+    Cluster(&'a str),
+    /// The whole repository (`locks/`).
+    Repository,
+}
+
+impl Scope<'_> {
+    fn dir(&self) -> String {
+        match self {
+            Scope::Cluster(c) => crate::format::cluster_path(c, "locks"),
+            Scope::Repository => "locks".into(),
+        }
+    }
+}
 
 pub const LIFETIME: Duration = Duration::from_secs(30 * 60);
 pub const REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -128,20 +149,22 @@ fn process_exists(pid: u32) -> bool {
 /// goes stale when the process exits).
 pub struct Lock {
     repo_store: Arc<dyn object_store::ObjectStore>,
+    dir: String,
     current: Arc<Mutex<String>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The live locks (not released, not stale), by name.
-pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
-    let metas = repo.list("locks").await?;
+/// The locks under `dir` (`locks` or `clusters/<C>/locks`) that are not released, by name,
+/// each with whether it is stale.
+pub async fn list_in(repo: &Repository, dir: &str) -> Result<Vec<(String, LockInfo, bool)>> {
+    let metas = repo.list(dir).await?;
     let names: Vec<String> = metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
     let released: HashSet<&str> = names.iter().filter_map(|n| n.strip_suffix(".released")).collect();
     let modified: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
         metas.iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.last_modified))).collect();
     let mut out = Vec::new();
     for n in names.iter().filter(|n| !n.ends_with(".released") && !released.contains(n.as_str())) {
-        let b = match repo.get(&ObjPath::from(format!("locks/{n}"))).await {
+        let b = match repo.get(&ObjPath::from(format!("{dir}/{n}"))).await {
             Ok(b) => b,
             Err(Error::Missing(_)) => continue, // released meanwhile
             Err(e) => return Err(e),
@@ -157,41 +180,54 @@ pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
     Ok(out)
 }
 
-async fn release_name(repo_store: &Arc<dyn object_store::ObjectStore>, name: &str) {
-    let path = ObjPath::from(format!("locks/{name}"));
+/// Every lock of the repository: the repository-wide ones and each cluster's, with the
+/// directory it is in (reads every cluster's lock directory: for `repo locks`).
+pub async fn list(repo: &Repository) -> Result<Vec<(String, LockInfo, bool)>> {
+    let mut out: Vec<(String, LockInfo, bool)> = list_in(repo, "locks").await?.into_iter().map(|(n, i, s)| (format!("locks/{n}"), i, s)).collect();
+    for c in repo.clusters().await? {
+        let dir = crate::format::cluster_path(&c, "locks");
+        out.extend(list_in(repo, &dir).await?.into_iter().map(|(n, i, s)| (format!("{dir}/{n}"), i, s)));
+    }
+    Ok(out)
+}
+
+async fn release_name(repo_store: &Arc<dyn object_store::ObjectStore>, dir: &str, name: &str) {
+    let path = ObjPath::from(format!("{dir}/{name}"));
     use object_store::ObjectStoreExt;
     match repo_store.delete(&path).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
         Err(_) => {
-            let marker = ObjPath::from(format!("locks/{name}.released"));
+            let marker = ObjPath::from(format!("{dir}/{name}.released"));
             let _ = repo_store.put(&marker, object_store::PutPayload::from(Bytes::from_static(b"{}"))).await;
         }
     }
 }
 
-async fn write_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
+async fn write_lock(repo: &Repository, dir: &str, exclusive: bool, operation: &str) -> Result<String> {
     let info = new_info(exclusive, operation);
     let name = crate::format::random_name();
-    repo.put_new(&ObjPath::from(format!("locks/{name}")), Bytes::from(serde_json::to_vec(&info).unwrap())).await?;
+    repo.put_new(&ObjPath::from(format!("{dir}/{name}")), Bytes::from(serde_json::to_vec(&info).unwrap())).await?;
     Ok(name)
 }
 
-/// Take a lock, retrying for up to `retry`.
-pub async fn acquire(repo: &Repository, exclusive: bool, operation: &str, retry: Duration) -> Result<Lock> {
+/// Take a lock on `scope`, retrying for up to `retry`. A cluster lock also conflicts with an
+/// exclusive repository-wide lock.
+pub async fn acquire(repo: &Repository, scope: Scope<'_>, exclusive: bool, operation: &str, retry: Duration) -> Result<Lock> {
     let deadline = tokio::time::Instant::now() + retry;
+    let dir = scope.dir();
     loop {
-        let conflict = match conflicting(repo, exclusive, None).await? {
+        let conflict = match conflicting(repo, scope, exclusive, None).await? {
             Some(c) => Some(c),
             None => {
-                let mine = write_lock(repo, exclusive, operation).await?;
-                match conflicting(repo, exclusive, Some(&mine)).await? {
+                let mine = write_lock(repo, &dir, exclusive, operation).await?;
+                match conflicting(repo, scope, exclusive, Some(&mine)).await? {
                     None => {
                         let current = Arc::new(Mutex::new(mine));
-                        let refresher = spawn_refresher(repo, exclusive, operation, current.clone());
-                        return Ok(Lock { repo_store: repo.store().clone(), current, refresher: Some(refresher) });
+                        let refresher = spawn_refresher(repo, &dir, exclusive, operation, current.clone());
+                        return Ok(Lock { repo_store: repo.store().clone(), dir, current, refresher: Some(refresher) });
                     }
                     Some(c) => {
-                        release_name(repo.store(), &mine).await;
+                        release_name(repo.store(), &dir, &mine).await;
                         Some(c)
                     }
                 }
@@ -206,37 +242,48 @@ pub async fn acquire(repo: &Repository, exclusive: bool, operation: &str, retry:
     }
 }
 
-/// A description of a lock that conflicts with one we want, removing stale locks on the way.
-async fn conflicting(repo: &Repository, exclusive: bool, mine: Option<&str>) -> Result<Option<String>> {
-    for (name, info, stale) in list(repo).await? {
+/// A description of a lock that conflicts with one we want on `scope`, removing stale locks on
+/// the way.
+async fn conflicting(repo: &Repository, scope: Scope<'_>, exclusive: bool, mine: Option<&str>) -> Result<Option<String>> {
+    let dir = scope.dir();
+    for (name, info, stale) in list_in(repo, &dir).await? {
         if Some(name.as_str()) == mine {
             continue;
         }
         if stale {
-            release_name(repo.store(), &name).await;
+            release_name(repo.store(), &dir, &name).await;
             continue;
         }
         if exclusive || info.exclusive {
-            return Ok(Some(info.describe(&name)));
+            return Ok(Some(info.describe(&format!("{dir}/{name}"))));
+        }
+    }
+    if let Scope::Cluster(_) = scope {
+        // A repository-wide exclusive lock (an upgrade) excludes every cluster operation.
+        for (name, info, stale) in list_in(repo, "locks").await? {
+            if !stale && info.exclusive {
+                return Ok(Some(info.describe(&format!("locks/{name}"))));
+            }
         }
     }
     Ok(None)
 }
 
-fn spawn_refresher(repo: &Repository, exclusive: bool, operation: &str, current: Arc<Mutex<String>>) -> tokio::task::JoinHandle<()> {
+fn spawn_refresher(repo: &Repository, dir: &str, exclusive: bool, operation: &str, current: Arc<Mutex<String>>) -> tokio::task::JoinHandle<()> {
     // The refresher needs its own handle on the repository's objects only.
     let store = repo.store().clone();
     let operation = operation.to_string();
+    let dir = dir.to_string();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(REFRESH).await;
             let info = new_info(exclusive, &operation);
             let name = crate::format::random_name();
             use object_store::ObjectStoreExt;
-            let path = ObjPath::from(format!("locks/{name}"));
+            let path = ObjPath::from(format!("{dir}/{name}"));
             if store.put(&path, object_store::PutPayload::from(Bytes::from(serde_json::to_vec(&info).unwrap()))).await.is_ok() {
                 let old = std::mem::replace(&mut *current.lock().unwrap(), name);
-                release_name(&store, &old).await;
+                release_name(&store, &dir, &old).await;
             }
         }
     })
@@ -249,16 +296,17 @@ impl Lock {
     pub async fn verify(&self) -> Result<()> {
         use object_store::ObjectStoreExt;
         let name = self.current.lock().unwrap().clone();
-        let gone = |why: String| Error::Locked(format!("our lock locks/{name} {why}: another process judged it stale; stopping before making anything visible (run the operation again)"));
-        match self.repo_store.head(&ObjPath::from(format!("locks/{name}"))).await {
+        let dir = &self.dir;
+        let gone = |why: String| Error::Locked(format!("our lock {dir}/{name} {why}: another process judged it stale; stopping before making anything visible (run the operation again)"));
+        match self.repo_store.head(&ObjPath::from(format!("{dir}/{name}"))).await {
             Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => return Err(gone("disappeared".into())),
-            Err(e) => return Err(Error::store(format!("check locks/{name}"), e)),
+            Err(e) => return Err(Error::store(format!("check {dir}/{name}"), e)),
         }
-        match self.repo_store.head(&ObjPath::from(format!("locks/{name}.released"))).await {
+        match self.repo_store.head(&ObjPath::from(format!("{dir}/{name}.released"))).await {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Ok(_) => Err(gone("was released".into())),
-            Err(e) => Err(Error::store(format!("check locks/{name}.released"), e)),
+            Err(e) => Err(Error::store(format!("check {dir}/{name}.released"), e)),
         }
     }
 
@@ -267,6 +315,6 @@ impl Lock {
             r.abort();
         }
         let name = self.current.lock().unwrap().clone();
-        release_name(&self.repo_store, &name).await;
+        release_name(&self.repo_store, &self.dir, &name).await;
     }
 }

@@ -102,8 +102,9 @@ async fn choose_base(repo: &Repository, p: &PitrOptions) -> Result<(String, Mani
         }
         return Ok((id, m));
     }
-    let all: Vec<(String, Manifest)> = repo.manifests().await?.into_iter().filter(|(_, m)| m.cluster == p.cluster).collect();
+    let all: Vec<(String, Manifest)> = repo.manifests(&p.cluster).await?;
     if all.is_empty() {
+        repo.known_cluster(&p.cluster).await?;
         return Err(Error::Missing(format!("the repository holds no backup of cluster {}", p.cluster)));
     }
     let fits = |m: &Manifest| match p.target {
@@ -148,10 +149,9 @@ pub async fn chain_report(repo: &Repository, cluster: &str, base: Option<&str>) 
     let (id, m) = match base {
         Some(b) => repo.resolve(b, Some(cluster)).await?,
         None => repo
-            .manifests()
+            .manifests(cluster)
             .await?
             .into_iter()
-            .filter(|(_, m)| m.cluster == cluster)
             .max_by(|a, b| a.1.snapshot.revision.cmp(&b.1.snapshot.revision).then_with(|| a.1.time.cmp(&b.1.time)))
             .ok_or_else(|| Error::Missing(format!("the repository holds no backup of cluster {cluster}")))?,
     };
@@ -264,19 +264,23 @@ impl Iterator for Changes {
     }
 }
 
-/// Restore `p.cluster` as it was at `p.target` into the member data dirs of `opts` (the
-/// `snapshot` and `skip_hash_check` of `opts` are set here).
-pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: RestoreOptions, progress: Progress) -> Result<PitrReport> {
-    delta::check_cluster_name(&p.cluster)?;
-    let first = opts.targets.first().ok_or_else(|| Error::Usage("nothing to restore into".into()))?.data_dir.clone();
-    for t in &opts.targets {
-        if std::fs::read_dir(&t.data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
-            return Err(Error::Restore(etcd_data::restore::RestoreError::DataDirNotEmpty { path: t.data_dir.clone() }));
-        }
-    }
-    let (base_id, m) = choose_base(&repo, p).await?;
+/// A snapshot file of `p.cluster` as it was at `p.target`, built offline in `dir` (a private
+/// temporary directory of the caller): the base reassembled, the segments replayed.
+pub(crate) struct Replayed {
+    pub base_id: String,
+    pub base: Manifest,
+    pub db: PathBuf,
+    pub target_revision: i64,
+    pub target_revision_time: Option<i64>,
+    pub segments: usize,
+    pub replay: ReplayReport,
+}
+
+/// Build the replayed file; the caller holds a shared lock on `p.cluster`.
+pub(crate) async fn replay_to_file(repo: &Arc<Repository>, p: &PitrOptions, dir: &Path, progress: Progress) -> Result<Replayed> {
+    let (base_id, m) = choose_base(repo, p).await?;
     let base_rev = m.snapshot.revision;
-    let chain = plan(&repo, &p.cluster, base_rev, match p.target {
+    let chain = plan(repo, &p.cluster, base_rev, match p.target {
         Target::Revision(r) => Some(r),
         Target::Time(_) => None,
     })
@@ -284,19 +288,14 @@ pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: Restor
     if let Target::Revision(r) = p.target {
         chain.check_target(&p.cluster, r)?;
     }
-
-    let parent = first.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".quorum-pitr-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
-    let snap = tmp.path().join("base.db");
-    let segdir = tmp.path().join("segments");
+    let snap = dir.join("base.db");
+    let segdir = dir.join("segments");
     std::fs::create_dir(&segdir).map_err(|e| Error::io(&segdir, e))?;
-
     let base_fetch = crate::restore::reassemble_with(repo.clone(), &m, &snap, p.parallel, progress, false);
     let seg_fetch = async {
         match p.target {
-            Target::Revision(r) => Ok::<_, Error>((fetch_all(&repo, &chain.segments, &segdir, p.parallel).await?, r, None)),
-            Target::Time(t) => fetch_until(&repo, &chain, base_rev, t, &segdir, &p.cluster).await,
+            Target::Revision(r) => Ok::<_, Error>((fetch_all(repo, &chain.segments, &segdir, p.parallel).await?, r, None)),
+            Target::Time(t) => fetch_until(repo, &chain, base_rev, t, &segdir, &p.cluster).await,
         }
     };
     let (b, s) = tokio::join!(base_fetch, seg_fetch);
@@ -314,38 +313,62 @@ pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: Restor
         leases: Default::default(),
     };
     let leases = changes.leases.clone();
-    let merged = tmp.path().join("merged.db");
+    let merged = dir.join("merged.db");
     let short = crate::short(&base_id).to_string();
-    let (replay, restore, last_time) = tokio::task::spawn_blocking(move || -> Result<(ReplayReport, RestoreReport, Option<i64>)> {
+    let merged2 = merged.clone();
+    let (replay, last_time) = tokio::task::spawn_blocking(move || -> Result<(ReplayReport, Option<i64>)> {
         let new_leases = move || leases.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
-        let replay = etcd_data::replay::replay(&snap, &merged, &mut changes, &new_leases)
+        let replay = etcd_data::replay::replay(&snap, &merged2, &mut changes, &new_leases)
             .map_err(|e| Error::Damaged(format!("replaying the deltas onto backup {short}: {e}")))?;
         let _ = std::fs::remove_file(&snap);
-        opts.snapshot = merged;
-        opts.skip_hash_check = true; // the base's trailer was checked during the replay
-        let restore = etcd_data::restore::restore(&opts, &|_, _| {})?;
-        Ok((replay, restore, changes.last_time))
+        Ok((replay, changes.last_time))
     })
     .await
-    .map_err(|e| Error::Other(format!("restore task: {e}")))??;
-    drop(tmp);
+    .map_err(|e| Error::Other(format!("replay task: {e}")))??;
     let target_revision = match p.target {
         Target::Revision(r) => r,
         Target::Time(_) => upto,
     };
+    Ok(Replayed { base_id, base: m, db: merged, target_revision, target_revision_time: upto_time.or(last_time), segments: used, replay })
+}
+
+/// Restore `p.cluster` as it was at `p.target` into the member data dirs of `opts` (the
+/// `snapshot` and `skip_hash_check` of `opts` are set here). Under a shared lock on the
+/// cluster while the repository is read.
+pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: RestoreOptions, progress: Progress) -> Result<PitrReport> {
+    delta::check_cluster_name(&p.cluster)?;
+    let first = opts.targets.first().ok_or_else(|| Error::Usage("nothing to restore into".into()))?.data_dir.clone();
+    for t in &opts.targets {
+        if std::fs::read_dir(&t.data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(Error::Restore(etcd_data::restore::RestoreError::DataDirNotEmpty { path: t.data_dir.clone() }));
+        }
+    }
+    let parent = first.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = tempfile::Builder::new().prefix(".quorum-pitr-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+    let lock = repo.lock(&p.cluster, false, "restore").await?;
+    let replayed = replay_to_file(&repo, p, tmp.path(), progress).await;
+    lock.release().await;
+    let rp = replayed?;
+    opts.snapshot = rp.db.clone();
+    opts.skip_hash_check = true; // the base's trailer was checked during the replay
+    let restore = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
+        .await
+        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
+    drop(tmp);
     Ok(PitrReport {
         cluster: p.cluster.clone(),
-        base: base_id,
-        base_revision: base_rev,
-        base_time: m.time.clone(),
-        target_revision,
+        base: rp.base_id,
+        base_revision: rp.base.snapshot.revision,
+        base_time: rp.base.time.clone(),
+        target_revision: rp.target_revision,
         target_time: match p.target {
             Target::Time(t) => Some(show_ms(t)),
             Target::Revision(_) => None,
         },
-        target_revision_time: upto_time.or(last_time).map(show_ms),
-        segments: used,
-        replay,
+        target_revision_time: rp.target_revision_time.map(show_ms),
+        segments: rp.segments,
+        replay: rp.replay,
         restore,
     })
 }

@@ -1,70 +1,187 @@
-//! `quorum forget` (remove manifests a retention policy does not keep) and `quorum prune`
-//! (remove data no manifest references).
+//! `quorum forget` (remove manifests a retention policy does not keep, and decide which delta
+//! segments stay) and `quorum prune` (remove data and segments nothing needs), one cluster at
+//! a time: each reads and writes only `clusters/<C>/`.
 //!
-//! Prune holds the exclusive lock, so no backup is running: every pack that no index names is
-//! left over from an interrupted backup and is removed. Packs whose blobs are all unreferenced
-//! are removed; packs with more than `max_unused` of their bytes unreferenced are repacked
-//! (their live blobs copied, still sealed, into new packs). Order: new packs, one new index
-//! for everything kept, then the old index objects are deleted, and only when all of those
-//! are gone the packs. A kill at any point leaves every manifest's blobs reachable.
+//! Prune holds the cluster's exclusive lock, so no backup, restore or drill of it is running:
+//! every pack that no index names is left over from an interrupted backup and is removed.
+//! Packs whose blobs are all unreferenced are removed; packs with more than `max_unused` of
+//! their bytes unreferenced are repacked (their live blobs copied, still sealed, into new
+//! packs). Order: new packs, one new index for everything kept, then the old index objects
+//! are deleted, and only when all of those are gone the packs. A kill at any point leaves
+//! every manifest's blobs reachable. Delta segments at or below the cluster's delta floor
+//! (FORMAT.md, "Deltas under retention") are deleted last.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjPath;
+use serde::{Deserialize, Serialize};
 
+use crate::delta::{self, SegmentRef};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobId, IndexPack, Manifest};
-use crate::lock;
 use crate::repository::{parse_id, Repository};
 use crate::retention::{self, Decision, Policy};
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// What forget decided for one cluster's delta segments.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeltaRetention {
+    pub cluster: String,
+    /// Segments ending at or below this revision are no longer needed (absent: every
+    /// segment is, as no backup is left).
+    pub floor: Option<i64>,
+    /// The segments the next prune deletes.
+    pub remove: Vec<SegmentRef>,
+    /// Segments that stay.
+    pub keep: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ForgetReport {
     pub decisions: Vec<Decision>,
     pub removed: Vec<String>,
     /// Manifests the bucket refused to delete (object lock), with the store's words.
     pub refused: Vec<(String, String)>,
+    pub deltas: Vec<DeltaRetention>,
     pub dry_run: bool,
 }
 
-/// Apply `policy` (to one cluster, or all) and delete the manifests it does not keep.
-pub async fn forget(repo: &Repository, policy: &Policy, cluster: Option<&str>, dry_run: bool, retry: Duration) -> Result<ForgetReport> {
-    if policy.is_empty() {
-        return Err(Error::Usage(
-            "give a retention policy: --keep-last, --keep-hourly, --keep-daily, --keep-weekly and/or --keep-monthly".into(),
-        ));
+/// A sealed `clusters/<C>/retention/<time>-<rand>` record: forget's point-in-time window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionRecord {
+    pub cluster: String,
+    pub time: String,
+    pub keep_pitr_seconds: u64,
+    pub delta_floor: i64,
+}
+
+/// The delta floor of a cluster whose backups are `kept` (revision, finish time): the oldest
+/// backup's revision, or with a point-in-time window `keep_pitr`, the revision of the newest
+/// backup finished at or before `now - keep_pitr` when that is higher. `None`: no backup.
+pub fn delta_floor(kept: &[(i64, DateTime<Utc>)], keep_pitr: Option<Duration>, now: DateTime<Utc>) -> Option<i64> {
+    let oldest = kept.iter().map(|k| k.0).min()?;
+    let window = keep_pitr.and_then(|w| {
+        let start = now - chrono::Duration::from_std(w).ok()?;
+        kept.iter().filter(|k| k.1 <= start).max_by_key(|k| (k.1, k.0)).map(|k| k.0)
+    });
+    Some(window.map_or(oldest, |w| w.max(oldest)))
+}
+
+fn manifest_time(m: &Manifest) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&m.time).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+/// The retention records of `cluster` (name, record), oldest first; unreadable ones skipped.
+async fn retention_records(repo: &Repository, cluster: &str) -> Result<Vec<(ObjPath, RetentionRecord)>> {
+    let mut out = Vec::new();
+    for m in repo.list(&format::cluster_path(cluster, "retention")).await? {
+        let b = match repo.get(&m.location).await {
+            Ok(b) => b,
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        match repo.open_json::<RetentionRecord>(&b, b"retention", m.location.as_ref()) {
+            Ok(r) if r.cluster == cluster => out.push((m.location.clone(), r)),
+            Ok(_) => eprintln!("Warning: {} names another cluster; ignored", m.location),
+            Err(e) => eprintln!("Warning: {e}; ignored"),
+        }
     }
-    let lock = if dry_run { None } else { Some(lock::acquire(repo, false, "forget", retry).await?) };
-    let result = async {
-        let all = repo.manifests().await?;
-        let triples: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = all
-            .iter()
-            .filter(|(_, m)| cluster.is_none_or(|c| m.cluster == c))
-            .map(|(id, m)| {
-                let t = chrono::DateTime::parse_from_rfc3339(&m.time).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default();
-                (id.clone(), m.cluster.clone(), t)
-            })
-            .collect();
-        let decisions = retention::apply(policy, &triples);
-        let mut removed = Vec::new();
-        let mut refused = Vec::new();
-        if !dry_run {
-            for d in decisions.iter().filter(|d| !d.keep) {
-                match repo.delete(&ObjPath::from(format!("snapshots/{}", d.id))).await {
-                    Ok(()) => removed.push(d.id.clone()),
-                    Err(Error::Refused(why)) => refused.push((d.id.clone(), why)),
-                    Err(e) => return Err(e),
-                }
+    out.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    Ok(out)
+}
+
+/// The floor in force for `cluster`: from its backups `revs` and its retention records.
+async fn effective_floor(repo: &Repository, cluster: &str, revs: &[i64]) -> Result<(Option<i64>, Vec<(ObjPath, RetentionRecord)>)> {
+    let records = retention_records(repo, cluster).await?;
+    let Some(oldest) = revs.iter().copied().min() else { return Ok((None, records)) };
+    // A recorded window never lifts the floor past the newest backup (its chain to the end
+    // always stays).
+    let newest = revs.iter().copied().max().unwrap_or(oldest);
+    let recorded = records.iter().map(|(_, r)| r.delta_floor).max().unwrap_or(i64::MIN).min(newest);
+    Ok((Some(oldest.max(recorded)), records))
+}
+
+/// The delta floor in force for `cluster` with backups at `revisions` (`repo check`).
+pub async fn floor_for(repo: &Repository, cluster: &str, revisions: &[i64]) -> Result<Option<i64>> {
+    Ok(effective_floor(repo, cluster, revisions).await?.0)
+}
+
+/// Segments of `segs` at or below `floor` (all with no floor).
+fn below(segs: &[SegmentRef], floor: Option<i64>) -> Vec<SegmentRef> {
+    segs.iter().filter(|s| floor.is_none_or(|f| s.last <= f)).cloned().collect()
+}
+
+/// The clusters an operation covers: the one named (which must exist), or all.
+async fn scope(repo: &Repository, cluster: Option<&str>) -> Result<Vec<String>> {
+    let all = repo.clusters().await?;
+    match cluster {
+        Some(c) => {
+            format::check_cluster_name(c)?;
+            if all.iter().any(|x| x == c) {
+                Ok(vec![c.to_string()])
+            } else {
+                repo.known_cluster(c).await.map(|_| vec![c.to_string()])
             }
         }
-        Ok(ForgetReport { decisions, removed, refused, dry_run })
+        None => Ok(all),
     }
-    .await;
-    if let Some(l) = lock {
-        l.release().await;
+}
+
+/// Apply `policy` (to one cluster, or each) and delete the manifests it does not keep;
+/// with `keep_pitr`, record the point-in-time window for prune. Under a shared lock per
+/// cluster.
+pub async fn forget(repo: &Repository, policy: &Policy, cluster: Option<&str>, keep_pitr: Option<Duration>, dry_run: bool) -> Result<ForgetReport> {
+    if policy.is_empty() {
+        return Err(Error::Usage("give a retention policy: keep-last, keep-hourly, keep-daily, keep-weekly and/or keep-monthly".into()));
     }
-    result
+    let mut report = ForgetReport { decisions: Vec::new(), removed: Vec::new(), refused: Vec::new(), deltas: Vec::new(), dry_run };
+    for c in scope(repo, cluster).await? {
+        let lock = repo.lock(&c, false, "forget").await?;
+        let r = forget_cluster(repo, policy, &c, keep_pitr, dry_run, &mut report).await;
+        lock.release().await;
+        r?;
+    }
+    Ok(report)
+}
+
+async fn forget_cluster(repo: &Repository, policy: &Policy, cluster: &str, keep_pitr: Option<Duration>, dry_run: bool, report: &mut ForgetReport) -> Result<()> {
+    let all = repo.manifests(cluster).await?;
+    let triples: Vec<(String, String, DateTime<Utc>)> = all.iter().map(|(id, m)| (id.clone(), m.cluster.clone(), manifest_time(m))).collect();
+    let decisions = retention::apply(policy, &triples);
+    let keep: HashSet<&str> = decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
+    let kept: Vec<(i64, DateTime<Utc>)> = all.iter().filter(|(id, _)| keep.contains(id.as_str())).map(|(_, m)| (m.snapshot.revision, manifest_time(m))).collect();
+    let now = Utc::now();
+    let wanted = delta_floor(&kept, keep_pitr, now);
+    let (current, _) = effective_floor(repo, cluster, &kept.iter().map(|k| k.0).collect::<Vec<_>>()).await?;
+    let floor = match (wanted, current) {
+        (Some(w), Some(c)) => Some(w.max(c)),
+        (w, _) => w,
+    };
+    let segs = delta::list_segments(repo, cluster).await?;
+    let remove = below(&segs, floor);
+    report.deltas.push(DeltaRetention { cluster: cluster.to_string(), floor, keep: segs.len() - remove.len(), remove });
+    if dry_run {
+        report.decisions.extend(decisions);
+        return Ok(());
+    }
+    if let (Some(w), Some(pitr)) = (wanted, keep_pitr) {
+        if Some(w) > kept.iter().map(|k| k.0).min() {
+            let rec = RetentionRecord { cluster: cluster.to_string(), time: crate::now_rfc3339(), keep_pitr_seconds: pitr.as_secs(), delta_floor: w };
+            let name = format!("{}/{}-{}", format::cluster_path(cluster, "retention"), now.format("%Y%m%dT%H%M%SZ"), &format::random_name()[..8]);
+            repo.put_new(&ObjPath::from(name), Bytes::from(repo.seal_json(&rec, b"retention"))).await?;
+        }
+    }
+    for d in decisions.iter().filter(|d| !d.keep) {
+        match repo.delete(&format::manifest_path(cluster, &d.id)).await {
+            Ok(()) => report.removed.push(d.id.clone()),
+            Err(Error::Refused(why)) => report.refused.push((d.id.clone(), why)),
+            Err(e) => return Err(e),
+        }
+    }
+    report.decisions.extend(decisions);
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -77,6 +194,12 @@ pub struct PruneReport {
     pub bytes_deleted: u64,
     pub bytes_written: u64,
     pub index_files_replaced: usize,
+    pub clusters: usize,
+    /// Delta segments deleted (at or below their cluster's delta floor), and their bytes.
+    pub segments_deleted: usize,
+    pub segment_bytes_deleted: u64,
+    /// The segments deleted (or, in a dry run, to delete).
+    pub segments: Vec<SegmentRef>,
     /// Objects the bucket refused to delete (object lock).
     pub refused: Vec<String>,
     pub dry_run: bool,
@@ -103,20 +226,44 @@ pub async fn referenced(repo: &Repository, manifests: &[(String, Manifest)], ind
 
 /// `keep_unindexed`: packs no index names are removed only when older than this (they are
 /// left by interrupted backups; a young one may belong to a backup whose lock was wrongly
-/// judged stale).
-pub async fn prune(repo: Arc<Repository>, max_unused: f64, dry_run: bool, retry: Duration, keep_unindexed: Duration) -> Result<PruneReport> {
-    let lock = lock::acquire(&repo, true, "prune", retry).await?;
-    let r = prune_locked(repo.clone(), max_unused, dry_run, keep_unindexed, &lock).await;
-    lock.release().await;
-    r
+/// judged stale). One cluster, or each in turn, under its exclusive lock.
+pub async fn prune(repo: Arc<Repository>, cluster: Option<&str>, max_unused: f64, dry_run: bool, keep_unindexed: Duration) -> Result<PruneReport> {
+    let mut total = PruneReport { dry_run, ..Default::default() };
+    for c in scope(&repo, cluster).await? {
+        let lock = repo.lock(&c, true, "prune").await?;
+        let r = prune_locked(repo.clone(), &c, max_unused, dry_run, keep_unindexed, &lock).await;
+        lock.release().await;
+        let r = r?;
+        total.clusters += 1;
+        total.manifests += r.manifests;
+        total.packs_total += r.packs_total;
+        total.packs_deleted += r.packs_deleted;
+        total.packs_repacked += r.packs_repacked;
+        total.packs_unindexed += r.packs_unindexed;
+        total.bytes_deleted += r.bytes_deleted;
+        total.bytes_written += r.bytes_written;
+        total.index_files_replaced += r.index_files_replaced;
+        total.segments_deleted += r.segments_deleted;
+        total.segment_bytes_deleted += r.segment_bytes_deleted;
+        total.segments.extend(r.segments);
+        total.refused.extend(r.refused);
+    }
+    Ok(total)
 }
 
-async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, keep_unindexed: Duration, lock: &lock::Lock) -> Result<PruneReport> {
-    let index = repo.load_index().await?;
-    let manifests = repo.manifests().await?;
+async fn prune_locked(repo: Arc<Repository>, cluster: &str, max_unused: f64, dry_run: bool, keep_unindexed: Duration, lock: &crate::lock::Lock) -> Result<PruneReport> {
+    let index = repo.load_index(cluster).await?;
+    let manifests = repo.manifests(cluster).await?;
     let used = referenced(&repo, &manifests, &index).await?;
-    let listed = repo.list("data").await?;
+    let listed = repo.list(&format::cluster_path(cluster, "data")).await?;
     let mut report = PruneReport { manifests: manifests.len(), packs_total: listed.len(), dry_run, ..Default::default() };
+    let revs: Vec<i64> = manifests.iter().map(|(_, m)| m.snapshot.revision).collect();
+    let (floor, records) = effective_floor(&repo, cluster, &revs).await?;
+    let segs = delta::list_segments(&repo, cluster).await?;
+    let drop_segs = below(&segs, floor);
+    report.segments_deleted = drop_segs.len();
+    report.segment_bytes_deleted = drop_segs.iter().map(|s| s.size).sum();
+    report.segments = drop_segs.clone();
 
     let mut delete: Vec<(ObjPath, u64)> = Vec::new();
     let mut keep: Vec<IndexPack> = Vec::new();
@@ -159,20 +306,21 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, kee
     if delete.is_empty() {
         // Nothing to free: leave the index objects as they are (rewriting them would only
         // grow a bucket that refuses deletes).
+        prune_segments(&repo, lock, &drop_segs, &records, &mut report).await?;
         return Ok(report);
     }
 
     // Copy live blobs out of packs being repacked.
     if !repack.is_empty() {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let packer = tokio::spawn(crate::backup::packer(repo.clone(), rx, 4));
+        let packer = tokio::spawn(crate::backup::packer(repo.clone(), cluster.to_string(), rx, 4));
         // Blobs a kept pack already holds need no copy.
         let mut copied: HashSet<BlobId> = keep.iter().flat_map(|p| p.entries.iter().map(|e| e.id)).collect();
         for (pack, entries) in &repack {
             let name = hex::encode(pack);
             let live: Vec<_> = entries.iter().filter(|e| used.contains(&e.id) && copied.insert(e.id)).copied().collect();
             let ranges: Vec<_> = live.iter().map(|e| e.offset as u64..e.offset as u64 + e.length as u64).collect();
-            let parts = repo.store().get_ranges(&format::pack_path(&name), &ranges).await.map_err(|e| Error::store(format!("read pack {name}"), e))?;
+            let parts = repo.store().get_ranges(&index.pack_path(pack), &ranges).await.map_err(|e| Error::store(format!("read pack {name}"), e))?;
             for (e, sealed) in live.iter().zip(parts) {
                 if !e.blob_type.uses_bundle_key() {
                     repo.open_blob(e, &sealed, &name)?;
@@ -188,10 +336,10 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, kee
     }
     // One index for everything kept, then the old ones go; only while our lock stands.
     lock.verify().await?;
-    let new_index = repo.write_index(&keep).await?;
+    let new_index = repo.write_index(cluster, &keep).await?;
     let mut index_refused = false;
     for f in index.files.iter().filter(|f| **f != new_index) {
-        match repo.delete(&ObjPath::from(format!("index/{f}"))).await {
+        match repo.delete(&ObjPath::from(format!("{}/{f}", format::cluster_path(cluster, "index")))).await {
             Ok(()) => report.index_files_replaced += 1,
             Err(Error::Refused(why)) => {
                 index_refused = true;
@@ -216,5 +364,67 @@ async fn prune_locked(repo: Arc<Repository>, max_unused: f64, dry_run: bool, kee
             Err(e) => return Err(e),
         }
     }
+    prune_segments(&repo, lock, &drop_segs, &records, &mut report).await?;
     Ok(report)
+}
+
+/// Delete the segments below the floor, then every retention record but the newest.
+async fn prune_segments(repo: &Repository, lock: &crate::lock::Lock, segs: &[SegmentRef], records: &[(ObjPath, RetentionRecord)], report: &mut PruneReport) -> Result<()> {
+    if segs.is_empty() && records.len() <= 1 {
+        return Ok(());
+    }
+    lock.verify().await?;
+    let paths: Vec<ObjPath> = segs.iter().map(|s| ObjPath::from(s.name.as_str())).collect();
+    let results: Vec<Result<()>> = futures::future::join_all(paths.iter().map(|p| repo.delete(p))).await;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(Error::Refused(why)) => report.refused.push(why),
+            Err(e) => return Err(e),
+        }
+    }
+    // The newest record carries the highest floor forget ever decided (floors only rise).
+    let newest = records.iter().max_by_key(|(_, r)| r.delta_floor).map(|(p, _)| p.clone());
+    for (p, _) in records.iter().filter(|(p, _)| Some(p) != newest.as_ref()) {
+        match repo.delete(p).await {
+            Ok(()) | Err(Error::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn floor_is_the_oldest_backup_or_the_window_base() {
+        let kept = vec![(100, at(1)), (200, at(5)), (300, at(9))];
+        let now = at(12);
+        assert_eq!(delta_floor(&kept, None, now), Some(100));
+        // A 4-hour window starts at 08:00: the newest backup finished by then is at 200, so
+        // restores into 08:00..12:00 replay from it; segments up to 200 go.
+        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(4 * 3600)), now), Some(200));
+        // A window reaching before every backup keeps everything from the oldest.
+        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(20 * 3600)), now), Some(100));
+        // A window shorter than the newest backup's age: the newest is the base.
+        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(3600)), now), Some(300));
+        assert_eq!(delta_floor(&[], None, now), None);
+    }
+
+    #[test]
+    fn segments_below_the_floor_go_whole() {
+        let seg = |first: i64, last: i64| SegmentRef { name: format!("clusters/c/deltas/{first:020}-{last:020}-0000000000000000"), first, last, hash: "0".repeat(16), size: 1 };
+        let segs = vec![seg(101, 150), seg(151, 210), seg(211, 260)];
+        // 200 lies inside the second segment: it stays whole.
+        assert_eq!(below(&segs, Some(200)).iter().map(|s| s.last).collect::<Vec<_>>(), vec![150]);
+        assert_eq!(below(&segs, Some(210)).len(), 2);
+        assert_eq!(below(&segs, None).len(), 3);
+    }
 }

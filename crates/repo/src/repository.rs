@@ -41,15 +41,32 @@ pub struct BlobLoc {
     pub entry: PackEntry,
 }
 
-/// All index objects merged: blob id → location (first seen wins), and the index objects' names.
+/// One cluster's index objects merged: blob id → location (first seen wins), and the index
+/// objects' names. Its packs live under `clusters/<cluster>/data/`.
 #[derive(Debug, Default)]
 pub struct Index {
+    pub cluster: String,
+    /// A version-1 index: packs under the top-level `data/` (`repo upgrade` only).
+    pub legacy: bool,
     pub blobs: HashMap<BlobId, BlobLoc>,
     pub files: Vec<String>,
     pub packs: HashMap<BlobId, Vec<PackEntry>>,
 }
 
 impl Index {
+    pub fn new(cluster: &str) -> Index {
+        Index { cluster: cluster.to_string(), ..Default::default() }
+    }
+
+    /// Where a pack of this index is stored.
+    pub fn pack_path(&self, pack: &BlobId) -> ObjPath {
+        if self.legacy {
+            format::v1::pack_path(&hex::encode(pack))
+        } else {
+            format::pack_path(&self.cluster, &hex::encode(pack))
+        }
+    }
+
     pub fn add(&mut self, p: &IndexPack) {
         for e in &p.entries {
             self.blobs.entry(e.id).or_insert(BlobLoc { pack: p.pack, entry: *e });
@@ -58,10 +75,21 @@ impl Index {
     }
 }
 
+/// Which configs [`Repository::open_as`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The current version only.
+    Normal,
+    /// The current version or version 1 (`repo upgrade`).
+    Upgrade,
+}
+
 /// An open repository.
 pub struct Repository {
     pub location: Location,
     pub config: Config,
+    /// How long an operation waits for a conflicting lock (`--retry-lock`).
+    pub lock_retry: std::time::Duration,
     data: MasterKey,
     bundle: Option<MasterKey>,
     bundle_error: Option<String>,
@@ -124,7 +152,7 @@ pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, op
         }
         Err(e) => return Err(Error::store("write config", e)),
     }
-    Ok(Repository { location, config, data: data_key, bundle: bundle.map(|_| bundle_key), bundle_error: None })
+    Ok(Repository { location, config, lock_retry: std::time::Duration::ZERO, data: data_key, bundle: bundle.map(|_| bundle_key), bundle_error: None })
 }
 
 async fn put_key(store: &Arc<dyn ObjectStore>, key: &MasterKey, purpose: &str, secret: &Secret, argon: Argon2Params) -> Result<String> {
@@ -138,6 +166,11 @@ async fn put_key(store: &Arc<dyn ObjectStore>, key: &MasterKey, purpose: &str, s
 impl Repository {
     /// Open an existing repository with the secrets given.
     pub async fn open(location: Location, unlock: &Unlock) -> Result<Repository> {
+        Self::open_as(location, unlock, OpenMode::Normal).await
+    }
+
+    /// `OpenMode::Upgrade` also opens a version-1 repository (for `repo upgrade` only).
+    pub async fn open_as(location: Location, unlock: &Unlock, mode: OpenMode) -> Result<Repository> {
         let store = location.store.clone();
         let cfg = match store.get(&ObjPath::from("config")).await {
             Ok(r) => r.bytes().await.map_err(store_err("read config"))?,
@@ -150,7 +183,13 @@ impl Repository {
             Err(e) => return Err(Error::store(format!("read {}/config", location.url), e)),
         };
         let config: Config = serde_json::from_slice(&cfg).map_err(|e| Error::Damaged(format!("config: {e}")))?;
-        if config.format != format::FORMAT || config.version != format::VERSION {
+        if config.format != format::FORMAT || !(config.version == format::VERSION || (config.version == format::VERSION_1 && mode == OpenMode::Upgrade)) {
+            if config.format == format::FORMAT && config.version == format::VERSION_1 {
+                return Err(Error::Format(format!(
+                    "{}: this repository has the version-1 layout (every cluster's objects in one namespace); upgrade it once with `quorum repo upgrade` (it can be interrupted and run again; version-1 quorum binaries cannot read it afterwards)",
+                    location.url
+                )));
+            }
             return Err(Error::Format(format!(
                 "{}: repository format {} v{} is not one this quorum reads ({} v{})",
                 location.url, config.format, config.version, format::FORMAT, format::VERSION
@@ -174,7 +213,7 @@ impl Repository {
             },
             None => (None, None),
         };
-        Ok(Repository { location, config, data, bundle, bundle_error })
+        Ok(Repository { location, config, lock_retry: std::time::Duration::ZERO, data, bundle, bundle_error })
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -264,67 +303,106 @@ impl Repository {
         self.store().list(Some(&p)).try_collect().await.map_err(store_err(format!("list {prefix}/")))
     }
 
-    /// Load every index object.
-    pub async fn load_index(&self) -> Result<Index> {
-        let metas = self.list("index").await?;
+    /// Load the index objects of `cluster` (its packs only).
+    pub async fn load_index(&self, cluster: &str) -> Result<Index> {
+        let dir = format::cluster_path(cluster, "index");
+        let (files, packs) = self.read_index_objects(&dir, false).await?;
+        let mut idx = Index::new(cluster);
+        for p in &packs {
+            idx.add(p);
+        }
+        idx.files = files;
+        Ok(idx)
+    }
+
+    /// The index objects under `dir` (names, and their packs). `tolerant`: objects that do
+    /// not read are skipped (reported as errors by the caller through the returned names
+    /// missing), otherwise the first damaged one fails the call.
+    pub(crate) async fn read_index_objects(&self, dir: &str, tolerant: bool) -> Result<(Vec<String>, Vec<IndexPack>)> {
+        let metas = self.list(dir).await?;
         let key = &self.data;
-        let loaded: Vec<(String, Vec<IndexPack>)> = futures::stream::iter(metas)
+        let loaded: Vec<Result<(String, Vec<IndexPack>)>> = futures::stream::iter(metas)
             .map(|m| async move {
                 let name = m.location.filename().unwrap_or_default().to_string();
                 let bytes = self.get(&m.location).await?;
                 if format::content_name(&bytes) != name {
-                    return Err(Error::Damaged(format!("index/{name}: content does not match its name (damaged)")));
+                    return Err(Error::Damaged(format!("{dir}/{name}: content does not match its name (damaged)")));
                 }
-                Ok::<_, Error>((name.clone(), format::decode_index(key, &bytes, &name)?))
+                Ok::<_, Error>((name.clone(), format::decode_index(key, &bytes, &format!("{dir}/{name}"))?))
             })
             .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        let mut idx = Index::default();
-        for (name, packs) in loaded {
-            for p in &packs {
-                idx.add(p);
+            .collect()
+            .await;
+        let mut files = Vec::new();
+        let mut packs = Vec::new();
+        for r in loaded {
+            match r {
+                Ok((name, p)) => {
+                    files.push(name);
+                    packs.extend(p);
+                }
+                Err(Error::Damaged(_)) if tolerant => {}
+                Err(e) => return Err(e),
             }
-            idx.files.push(name);
         }
-        idx.files.sort();
-        Ok(idx)
+        files.sort();
+        Ok((files, packs))
     }
 
-    /// Write an index object for `packs`; returns its name.
-    pub async fn write_index(&self, packs: &[IndexPack]) -> Result<String> {
+    /// Write an index object for `packs` of `cluster`; returns its name.
+    pub async fn write_index(&self, cluster: &str, packs: &[IndexPack]) -> Result<String> {
         let body = format::encode_index(&self.data, packs);
         let name = format::content_name(&body);
-        self.put_new(&ObjPath::from(format!("index/{name}")), Bytes::from(body)).await?;
+        self.put_new(&ObjPath::from(format!("{}/{name}", format::cluster_path(cluster, "index"))), Bytes::from(body)).await?;
         Ok(name)
     }
 
-    /// All manifests, newest first.
-    pub async fn manifests(&self) -> Result<Vec<(String, Manifest)>> {
-        let metas = self.list("snapshots").await?;
-        let mut out: Vec<(String, Manifest)> = futures::stream::iter(metas)
-            .map(|m| async move {
-                let name = m.location.filename().unwrap_or_default().to_string();
-                let m = self.read_manifest(&name).await?;
-                Ok::<_, Error>((name, m))
-            })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+    /// The clusters that have objects in the repository, sorted. One LIST request per 1,000
+    /// clusters (a delimiter listing of `clusters/`).
+    pub async fn clusters(&self) -> Result<Vec<String>> {
+        let r = self
+            .store()
+            .list_with_delimiter(Some(&ObjPath::from(format::CLUSTERS)))
+            .await
+            .map_err(store_err(format!("list {}/", format::CLUSTERS)))?;
+        let mut out: Vec<String> = r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        out.sort();
         Ok(out)
+    }
+
+    /// The ids of `cluster`'s backups (names under `clusters/<C>/snapshots/`), unsorted.
+    pub async fn backup_ids(&self, cluster: &str) -> Result<Vec<String>> {
+        let metas = self.list(&format::cluster_path(cluster, "snapshots")).await?;
+        Ok(metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
+    }
+
+    /// `cluster`'s manifests, newest first.
+    pub async fn manifests(&self, cluster: &str) -> Result<Vec<(String, Manifest)>> {
+        self.manifests_of(cluster, false).await
     }
 
     /// As [`Repository::manifests`], skipping (with a warning on stderr) manifests that do
     /// not authenticate, so `latest` still resolves past one damaged object.
-    pub async fn manifests_tolerant(&self) -> Result<Vec<(String, Manifest)>> {
-        let metas = self.list("snapshots").await?;
+    pub async fn manifests_tolerant(&self, cluster: &str) -> Result<Vec<(String, Manifest)>> {
+        self.manifests_of(cluster, true).await
+    }
+
+    async fn manifests_of(&self, cluster: &str, tolerant: bool) -> Result<Vec<(String, Manifest)>> {
+        let ids = self.backup_ids(cluster).await?;
+        let read: Vec<(String, Result<Manifest>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let m = self.read_manifest(cluster, &id).await;
+                (id, m)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
         let mut out = Vec::new();
-        for m in metas {
-            let name = m.location.filename().unwrap_or_default().to_string();
-            match self.read_manifest(&name).await {
-                Ok(man) => out.push((name, man)),
-                Err(Error::Damaged(why)) => eprintln!("Warning: skipping a damaged backup manifest: {why}"),
+        for (id, m) in read {
+            match m {
+                Ok(m) => out.push((id, m)),
+                Err(Error::Damaged(why)) if tolerant => eprintln!("Warning: skipping a damaged backup manifest: {why}"),
+                // Forgotten meanwhile.
                 Err(Error::Missing(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -333,56 +411,120 @@ impl Repository {
         Ok(out)
     }
 
-    pub async fn read_manifest(&self, id: &str) -> Result<Manifest> {
-        let bytes = self.get(&ObjPath::from(format!("snapshots/{id}"))).await?;
-        if format::content_name(&bytes) != id {
-            return Err(Error::Damaged(format!("snapshots/{id}: content does not match its name (damaged)")));
+    /// Every cluster's manifests, newest first (reads the whole repository: for listings
+    /// that ask for every cluster).
+    pub async fn all_manifests(&self) -> Result<Vec<(String, Manifest)>> {
+        let mut out = Vec::new();
+        for c in self.clusters().await? {
+            out.extend(self.manifests(&c).await?);
         }
-        format::open_json(&self.data, &bytes, b"manifest", &format!("snapshots/{id}"))
+        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
     }
 
-    /// Find a backup by id or unique id prefix, or `latest` (optionally of one cluster).
+    pub async fn read_manifest(&self, cluster: &str, id: &str) -> Result<Manifest> {
+        let path = format::manifest_path(cluster, id);
+        let bytes = self.get(&path).await?;
+        if format::content_name(&bytes) != id {
+            return Err(Error::Damaged(format!("{path}: content does not match its name (damaged)")));
+        }
+        let m: Manifest = format::open_json(&self.data, &bytes, b"manifest", path.as_ref())?;
+        if m.cluster != cluster {
+            return Err(Error::Damaged(format!("{path}: the manifest is of cluster {}, stored under {cluster}", m.cluster)));
+        }
+        Ok(m)
+    }
+
+    /// The cluster to use when none was named: the only one, or an error listing them.
+    pub async fn only_cluster(&self, what: &str) -> Result<String> {
+        let all = self.clusters().await?;
+        match all.len() {
+            0 => Err(Error::Missing("the repository holds no backup yet".into())),
+            1 => Ok(all.into_iter().next().unwrap()),
+            n => Err(Error::Usage(format!(
+                "the repository holds {n} clusters ({}): name one for {what} (--cluster NAME)",
+                list_names(&all)
+            ))),
+        }
+    }
+
+    /// Fail unless `cluster` has objects in the repository, naming the known clusters.
+    pub async fn known_cluster(&self, cluster: &str) -> Result<()> {
+        format::check_cluster_name(cluster)?;
+        if !self.backup_ids(cluster).await?.is_empty() {
+            return Ok(());
+        }
+        let all = self.clusters().await?;
+        if all.iter().any(|c| c == cluster) {
+            return Err(Error::Missing(format!("cluster {cluster} has no backup in the repository (its backups were all forgotten)")));
+        }
+        Err(Error::Missing(if all.is_empty() {
+            format!("unknown cluster {cluster}: the repository holds no backup yet")
+        } else {
+            format!("unknown cluster {cluster}: the repository holds {}", list_names(&all))
+        }))
+    }
+
+    /// Find a backup by id or unique id prefix, or `latest` (of `cluster`; without one, of
+    /// the repository's only cluster).
     pub async fn resolve(&self, id: &str, cluster: Option<&str>) -> Result<(String, Manifest)> {
-        if id != "latest" {
-            // Only the manifests whose names match are read: one damaged manifest elsewhere
-            // must not stand in the way.
-            let names: Vec<String> = self
-                .list("snapshots")
-                .await?
-                .iter()
-                .filter_map(|m| m.location.filename().map(str::to_string))
-                .filter(|n| n.starts_with(id))
-                .collect();
-            let mut hits = Vec::new();
-            for n in names {
-                let m = self.read_manifest(&n).await?;
-                if cluster.is_none_or(|c| m.cluster == c) {
-                    hits.push((n, m));
-                }
-            }
-            return match hits.len() {
-                0 => Err(Error::Missing(format!("no backup with id {id}; `quorum backups list` shows them"))),
-                1 => Ok(hits.into_iter().next().unwrap()),
-                n => Err(Error::Usage(format!("backup id {id} is ambiguous ({n} match); give more characters"))),
-            };
-        }
-        let all = self.manifests_tolerant().await?;
-        let all: Vec<_> = all.into_iter().filter(|(_, m)| cluster.is_none_or(|c| m.cluster == c)).collect();
         if id == "latest" {
-            return all.into_iter().next().ok_or_else(|| Error::Missing("the repository holds no backup yet".into()));
+            let c = match cluster {
+                Some(c) => c.to_string(),
+                None => self.only_cluster("latest").await?,
+            };
+            format::check_cluster_name(&c)?;
+            if let Some(newest) = self.manifests_tolerant(&c).await?.into_iter().next() {
+                return Ok(newest);
+            }
+            self.known_cluster(&c).await?;
+            return Err(Error::Missing(format!("cluster {c} has no readable backup")));
         }
-        let hits: Vec<_> = all.into_iter().filter(|(n, _)| n.starts_with(id)).collect();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!("{id:?} is not a backup id: give `latest` or the hex id (or a unique prefix) that `quorum backups list` shows")));
+        }
+        let clusters = match cluster {
+            Some(c) => {
+                format::check_cluster_name(c)?;
+                vec![c.to_string()]
+            }
+            None => self.clusters().await?,
+        };
+        // Only the manifests whose names match are read: one damaged manifest elsewhere must
+        // not stand in the way.
+        let mut hits = Vec::new();
+        for c in &clusters {
+            for n in self.backup_ids(c).await?.into_iter().filter(|n| n.starts_with(id)) {
+                hits.push((c.clone(), n));
+            }
+        }
+        if let (0, Some(c)) = (hits.len(), cluster) {
+            self.known_cluster(c).await?;
+        }
         match hits.len() {
-            0 => Err(Error::Missing(format!("no backup with id {id}; `quorum backups list` shows them"))),
-            1 => Ok(hits.into_iter().next().unwrap()),
+            0 => Err(Error::Missing(format!(
+                "no backup with id {id}{}; `quorum backups list` shows them",
+                cluster.map(|c| format!(" in cluster {c}")).unwrap_or_default()
+            ))),
+            1 => {
+                let (c, n) = hits.into_iter().next().unwrap();
+                let m = self.read_manifest(&c, &n).await?;
+                Ok((n, m))
+            }
             n => Err(Error::Usage(format!("backup id {id} is ambiguous ({n} match); give more characters"))),
         }
     }
 
-    /// Read and authenticate one blob (whole pack range fetch).
-    pub async fn read_blob(&self, loc: &BlobLoc) -> Result<Vec<u8>> {
+    /// Take a lock on `cluster` (shared, or exclusive), waiting up to `lock_retry`.
+    pub async fn lock(&self, cluster: &str, exclusive: bool, operation: &str) -> Result<crate::lock::Lock> {
+        format::check_cluster_name(cluster)?;
+        crate::lock::acquire(self, crate::lock::Scope::Cluster(cluster), exclusive, operation, self.lock_retry).await
+    }
+
+    /// Read and authenticate one blob of `index` (one ranged read).
+    pub async fn read_blob(&self, index: &Index, loc: &BlobLoc) -> Result<Vec<u8>> {
         let pack = hex::encode(loc.pack);
-        let path = format::pack_path(&pack);
+        let path = index.pack_path(&loc.pack);
         let range = loc.entry.offset as u64..loc.entry.offset as u64 + loc.entry.length as u64;
         let sealed = self.store().get_range(&path, range).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {pack} is missing (blob {})", hex::encode(loc.entry.id))),
@@ -418,7 +560,7 @@ impl Repository {
         for l in &m.chunk_lists {
             let id = parse_id(l)?;
             let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk list blob {l} is not in any index")))?;
-            let b = self.read_blob(loc).await?;
+            let b = self.read_blob(index, loc).await?;
             if b.len() % 32 != 0 {
                 return Err(Error::Damaged(format!("chunk list blob {l}: length {} is not a multiple of 32", b.len())));
             }
@@ -481,4 +623,12 @@ fn unwrap_any(keys: &[(String, WrappedKey)], purpose: &str, secret: &Secret) -> 
         purpose: purpose.into(),
         count: candidates.len(),
     })
+}
+
+fn list_names(all: &[String]) -> String {
+    if all.len() <= 20 {
+        all.join(", ")
+    } else {
+        format!("{}, … ({} more; `quorum backups list` shows them)", all[..20].join(", "), all.len() - 20)
+    }
 }

@@ -23,15 +23,19 @@ use crate::repository::{BlobLoc, Index, Repository};
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Write the snapshot of `manifest` to `out` (which must not exist), fsynced and checked
-/// against the manifest's sha256.
+/// against the manifest's sha256; under a shared lock on its cluster.
 pub async fn reassemble(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
-    reassemble_with(repo, manifest, out, parallel, progress, true).await
+    let lock = repo.lock(&manifest.cluster, false, "get").await?;
+    let r = reassemble_with(repo, manifest, out, parallel, progress, true).await;
+    lock.release().await;
+    r
 }
 
 /// `durable = false` is for a temporary file that a restore reads at once: no fsync and no
 /// second pass for the whole-file sha256 (every chunk and the chunk list are authenticated,
-/// and the restore checks the snapshot's own sha256 trailer).
-pub async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress, durable: bool) -> Result<()> {
+/// and the restore checks the snapshot's own sha256 trailer). The caller holds a lock on the
+/// manifest's cluster.
+pub(crate) async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress, durable: bool) -> Result<()> {
     if out.exists() {
         return Err(Error::Usage(format!("{}: already exists; choose another path or remove it first", out.display())));
     }
@@ -113,9 +117,10 @@ pub fn sha256_file(p: &Path) -> Result<String> {
 
 /// Fetch every chunk and write it at its offsets.
 async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, parallel: usize, progress: Progress) -> Result<()> {
-    let index = repo.load_index().await?;
+    let index = repo.load_index(&manifest.cluster).await?;
     let ids = repo.chunk_ids(manifest, &index).await?;
     let plan = plan(&ids, &index)?;
+    let index = Arc::new(index);
     let total: u64 = plan.total;
     file.set_len(total).map_err(|e| Error::Other(format!("size the output file: {e}")))?;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -126,9 +131,10 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
             let file = file.clone();
             let done = done.clone();
             let progress = progress.clone();
+            let index = index.clone();
             async move {
                 let name = hex::encode(pack);
-                let path = format::pack_path(&name);
+                let path = index.pack_path(&pack);
                 let ranges: Vec<std::ops::Range<u64>> =
                     blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
                 let parts = repo.store().get_ranges(&path, &ranges).await.map_err(|e| match e {
@@ -192,7 +198,8 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
 }
 
 /// Restore a backup into member data directories: reassemble the snapshot next to the first
-/// target (same filesystem), run the native restore, remove the reassembled file.
+/// target (same filesystem), run the native restore, remove the reassembled file. Under a
+/// shared lock on the backup's cluster while its data is read.
 pub async fn restore(
     repo: Arc<Repository>,
     manifest: &Manifest,
@@ -210,7 +217,10 @@ pub async fn restore(
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
     let snap = tmp.path().join("snapshot.db");
-    reassemble_with(repo, manifest, &snap, parallel, progress, false).await?;
+    let lock = repo.lock(&manifest.cluster, false, "restore").await?;
+    let fetched = reassemble_with(repo, manifest, &snap, parallel, progress, false).await;
+    lock.release().await;
+    fetched?;
     opts.snapshot = snap;
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
         .await
@@ -224,10 +234,17 @@ pub async fn restore(
 pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Path) -> Result<usize> {
     let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no --include bundle".into()))?;
     repo.key_for(format::BlobType::BundleList)?;
-    let index = repo.load_index().await?;
+    let lock = repo.lock(&manifest.cluster, false, "get").await?;
+    let r = extract_bundle_locked(&repo, manifest, b, out).await;
+    lock.release().await;
+    r
+}
+
+async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &format::BundleRef, out: &Path) -> Result<usize> {
+    let index = repo.load_index(&manifest.cluster).await?;
     let table_id = crate::repository::parse_id(&b.table)?;
     let loc = index.blobs.get(&table_id).ok_or_else(|| Error::Damaged(format!("bundle table blob {} is not in any index", b.table)))?;
-    let table = repo.read_blob(loc).await?;
+    let table = repo.read_blob(&index, loc).await?;
     let files: Vec<format::BundleFile> = serde_json::from_slice(&table).map_err(|e| Error::Damaged(format!("bundle table: {e}")))?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for f in &files {
@@ -250,7 +267,7 @@ pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Pa
             for c in &f.chunks {
                 let id = crate::repository::parse_id(c)?;
                 let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
-                let data = repo.read_blob(loc).await?;
+                let data = repo.read_blob(&index, loc).await?;
                 h.update(&data);
                 w.write_all(&data).map_err(|e| Error::io(&partial, e))?;
             }
@@ -287,6 +304,7 @@ pub async fn export_url(repo: Arc<Repository>, id: &str, manifest: &Manifest, ex
         let tmp = tempfile::tempdir().map_err(|e| Error::Other(format!("temporary directory: {e}")))?;
         let snap = tmp.path().join("snapshot.db");
         reassemble(repo.clone(), manifest, &snap, parallel, Arc::new(|_, _| {})).await?;
+        // The copy is uploaded outside the lock: it is a plain object of its own.
         let upload = repo.store().put_multipart(&path).await.map_err(|e| Error::store(format!("upload {path}"), e))?;
         let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);
         let mut f = File::open(&snap).map_err(|e| Error::io(&snap, e))?;

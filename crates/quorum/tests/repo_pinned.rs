@@ -1,0 +1,175 @@
+//! The repository format is pinned: small repositories made by earlier versions are committed
+//! under `crates/repo/tests/pinned/` (made by `make.sh` there, through the command line, with
+//! real etcd 3.5: backups of two clusters, an --include bundle, delta segments captured by the
+//! agent, a drill record, a migration record). Every later version must open them, pass
+//! `repo check --read-data`, and give back byte-identical snapshots and bundle files.
+//!
+//! `v1/` is the version-1 layout (one namespace for every cluster): it must be upgraded by
+//! `repo upgrade`, here killed at every step and run again. `v2/` is the current layout.
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::{quorum, run, sha256_file, Run};
+
+fn pinned(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo/tests/pinned").join(version)
+}
+
+/// A writable copy of a pinned repository and the flags that open it.
+struct Copy {
+    dir: tempfile::TempDir,
+    flags: Vec<String>,
+}
+
+fn copy(version: &str) -> Copy {
+    let dir = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp").arg("-a").arg(pinned(version)).arg(dir.path().join("p")).status().unwrap();
+    assert!(st.success());
+    let p = dir.path().join("p");
+    let flags = vec![
+        "--repo".to_string(),
+        format!("file://{}", p.join("repo").display()),
+        "--key-file".into(),
+        p.join("data.key").display().to_string(),
+        "--bundle-key-file".into(),
+        p.join("bundle.key").display().to_string(),
+    ];
+    Copy { dir, flags }
+}
+
+impl Copy {
+    fn q(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = quorum();
+        c.args(args).args(&self.flags);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c)
+    }
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.q(args, &[]);
+        assert_eq!(r.code, 0, "quorum {args:?}: {} {}", r.stdout, r.stderr);
+        r
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-w", "json"]);
+        serde_json::from_str(&self.ok(&a).stdout).unwrap()
+    }
+    fn expected(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("p/expected.json")).unwrap()).unwrap()
+    }
+}
+
+/// Everything a pinned repository must still give back.
+fn verify(c: &Copy) {
+    let exp = c.expected();
+    let check = c.json(&["repo", "check", "--read-data"]);
+    assert_eq!(check["errors"].as_array().unwrap().len(), 0, "{check}");
+    assert_eq!(check["clusters"], 2, "{check}");
+    assert!(check["segments_read"].as_u64().unwrap() >= 2, "{check}");
+
+    let list = c.json(&["backups", "list"]);
+    let backups = list["backups"].as_array().unwrap();
+    let alpha: Vec<&serde_json::Value> = backups.iter().filter(|b| b["cluster"] == "alpha").collect();
+    let beta: Vec<&serde_json::Value> = backups.iter().filter(|b| b["cluster"] == "beta").collect();
+    // alpha: three backups and the migration's; beta: one.
+    assert_eq!((alpha.len(), beta.len()), (4, 1), "{list}");
+    let last_verified = list["clusters"].as_array().unwrap().iter().find(|c| c["cluster"] == "alpha").unwrap()["last_verified"].clone();
+    assert_eq!(last_verified["ok"], true, "the drill record of alpha: {list}");
+
+    // Every snapshot byte-identical: the files the fixture was made from, by their sha256.
+    let mut got = BTreeSet::new();
+    for b in backups {
+        let id = b["id"].as_str().unwrap();
+        let out = c.dir.path().join(format!("{id}.db"));
+        c.ok(&["backups", "get", id, "-o", out.to_str().unwrap()]);
+        let sha = sha256_file(&out);
+        assert_eq!(sha, b["snapshot"]["sha256"].as_str().unwrap());
+        got.insert(sha);
+    }
+    for (name, sha) in exp["snapshots"].as_object().unwrap() {
+        assert!(got.contains(sha.as_str().unwrap()), "snapshot {name} ({sha}) not given back");
+    }
+    // The bundle of alpha's first backup.
+    let with_bundle = alpha.iter().find(|b| !b["bundle"].is_null()).expect("a backup with a bundle");
+    let out = c.dir.path().join("bundle");
+    c.ok(&["backups", "get", with_bundle["id"].as_str().unwrap(), "--bundle", "-o", out.to_str().unwrap()]);
+    for (rel, sha) in exp["bundle"].as_object().unwrap() {
+        let f = walk(&out).into_iter().find(|p| p.to_str().unwrap().ends_with(rel.as_str())).unwrap_or_else(|| panic!("{rel} not extracted"));
+        assert_eq!(sha256_file(&f), sha.as_str().unwrap(), "{rel}");
+    }
+    // The delta chain after alpha's second backup reaches the last captured revision.
+    let last = exp["delta_last_revision"].as_i64().unwrap();
+    let oldest_after = alpha.iter().map(|b| b["snapshot"]["revision"].as_i64().unwrap()).filter(|r| *r < last).max().unwrap();
+    let base = alpha.iter().find(|b| b["snapshot"]["revision"].as_i64().unwrap() == oldest_after).unwrap()["id"].as_str().unwrap().to_string();
+    let chain = c.json(&["backups", "deltas", "--cluster", "alpha", "--base", &base]);
+    assert_eq!(chain["chain"]["contiguous_to"].as_i64().unwrap(), last, "{chain}");
+    assert_eq!(chain["chain"]["gaps"].as_array().unwrap().len(), 0);
+    // A point-in-time restore in the middle of the chain, from the segments.
+    let mid = (oldest_after + last) / 2;
+    let dd = c.dir.path().join("pitr");
+    let r = c.json(&["restore", "--cluster", "alpha", "--at-revision", &mid.to_string(), "--data-dir", dd.to_str().unwrap()]);
+    assert_eq!(r["target_revision"].as_i64().unwrap(), mid, "{r}");
+    assert!(r["segments"].as_u64().unwrap() >= 1, "{r}");
+    // The migration record is still where the migration finds it.
+    let migs = walk(&c.dir.path().join("p/repo/migrations"));
+    assert_eq!(migs.len(), 2, "record and done marker: {migs:?}");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn pinned_version_2_opens_checks_and_restores() {
+    verify(&copy("v2"));
+}
+
+#[test]
+fn pinned_version_1_is_refused_until_upgraded_and_the_upgrade_survives_kills() {
+    let c = copy("v1");
+    let r = c.q(&["backups", "list"], &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("version-1 layout") && r.stderr.contains("quorum repo upgrade"), "{}", r.stderr);
+    // Killed at every step, then run again: the same repository in the end.
+    for point in ["upgrade-packs", "upgrade-manifests", "upgrade-before-config", "upgrade-config", "upgrade-deleting"] {
+        let r = c.q(&["repo", "upgrade"], &[("QUORUM_CRASH_POINT", point)]);
+        // Once the config is version 2, the steps before it are not run again.
+        assert!(r.code == 137 || (r.code == 0 && matches!(point, "upgrade-packs" | "upgrade-manifests" | "upgrade-before-config" | "upgrade-config")), "{point}: {} {}", r.code, r.stderr);
+    }
+    let up = c.json(&["repo", "upgrade"]);
+    assert_eq!(up["from_version"], 2, "{up}");
+    let again = c.ok(&["repo", "upgrade"]);
+    assert!(again.stdout.contains("nothing to do"), "{}", again.stdout);
+    let root = c.dir.path().join("p/repo");
+    for legacy in ["snapshots", "index", "data", "deltas", "verifications"] {
+        assert!(walk(&root.join(legacy)).is_empty(), "{legacy}/ still holds version-1 objects");
+    }
+    verify(&c);
+}
+
+#[test]
+fn pinned_version_1_upgrades_in_one_go() {
+    let c = copy("v1");
+    let up = c.json(&["repo", "upgrade"]);
+    assert_eq!(up["from_version"], 1, "{up}");
+    assert_eq!(up["clusters"].as_array().unwrap().len(), 2, "{up}");
+    assert_eq!(up["backups"], 5, "{up}");
+    assert_eq!(up["segments_copied"].as_u64().unwrap() >= 2, true, "{up}");
+    verify(&c);
+}
