@@ -97,6 +97,38 @@ impl Repo {
     }
 }
 
+/// A tokio runtime for tests that call the libraries directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+impl Repo {
+    /// The repository opened through the `repo` library (for what the CLI does not show).
+    pub async fn open_lib(&self) -> repo::Repository {
+        let loc = repo::Location::open(&self.url, &repo::StoreOptions::default(), false).unwrap();
+        let pass = std::fs::read(self.dir().join("repo.pass")).unwrap();
+        let unlock = repo::Unlock { data: Some(repo::crypto::Secret::passphrase(pass).unwrap()), bundle: None };
+        repo::Repository::open(loc, &unlock).await.unwrap()
+    }
+}
+
+/// Every file below `p`, sorted.
+pub fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn sha256_file(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()

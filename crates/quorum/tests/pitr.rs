@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Repo;
+use common::{rt, Repo};
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,16 +21,7 @@ use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
 const CLUSTER: &str = "prod";
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
-async fn open_repo(repo: &Repo) -> repo::Repository {
-    let loc = repo::Location::open(&repo.url, &repo::StoreOptions::default(), false).unwrap();
-    let pass = std::fs::read(repo.dir().join("repo.pass")).unwrap();
-    let unlock = repo::Unlock { data: Some(repo::crypto::Secret::passphrase(pass).unwrap()), bundle: None };
-    repo::Repository::open(loc, &unlock).await.unwrap()
-}
 
 /// A member restarted by the test on its existing data dir; killed on drop.
 struct Restarted(Child);
@@ -243,7 +234,7 @@ fn start_capture(repo: &Repo, endpoints: Vec<String>, base: &str, from: i64, int
 fn wait_chain(repo: &Repo, rt: &tokio::runtime::Runtime, base_rev: i64, rev: i64) -> repo::delta::Chain {
     let deadline = Instant::now() + Duration::from_secs(60);
     rt.block_on(async {
-        let r = open_repo(repo).await;
+        let r = repo.open_lib().await;
         loop {
             let chain = repo::pitr::plan(&r, CLUSTER, base_rev, None).await.unwrap();
             if chain.contiguous_to >= rev {
@@ -424,7 +415,7 @@ fn pitr_etcd35_every_revision_through_member_restarts() {
     let mid = s.chain.segments[s.chain.segments.len() / 2].clone();
     let file = PathBuf::from(s.repo.url.trim_start_matches("file://")).join(&mid.name);
     std::fs::remove_file(&file).unwrap();
-    let chain = rt.block_on(async { repo::pitr::plan(&open_repo(&s.repo).await, CLUSTER, s.base_rev, None).await.unwrap() });
+    let chain = rt.block_on(async { repo::pitr::plan(&s.repo.open_lib().await, CLUSTER, s.base_rev, None).await.unwrap() });
     assert_eq!(chain.gaps, vec![repo::delta::Gap { from: mid.first, to: mid.last }], "{chain:?}");
     assert_eq!(chain.contiguous_to, mid.first - 1);
     let r = s.repo.q(&["backups", "deltas", "--cluster", CLUSTER, "-w", "json"]);

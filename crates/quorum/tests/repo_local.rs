@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{run, sha256_file, Repo};
+use common::{run, sha256_file, walk, Repo};
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
 fn ctl_flags(c: &Cluster) -> Vec<String> {
@@ -275,20 +275,6 @@ fn dedup_tamper_and_wrong_secrets() {
     }
 }
 
-fn walk(p: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn forget_and_prune() {

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{quorum, run, sha256_file, Run};
+use common::{quorum, run, sha256_file, walk, Run};
 
 fn pinned(version: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo/tests/pinned").join(version)
@@ -119,21 +119,6 @@ fn verify(c: &Copy) {
     assert_eq!(migs.len(), 2, "record and done marker: {migs:?}");
 }
 
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn pinned_version_2_opens_checks_and_restores() {

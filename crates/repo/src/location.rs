@@ -86,7 +86,8 @@ impl Location {
             }
             let fs = LocalFileSystem::new_with_prefix(&path)
                 .map_err(|e| Error::store(format!("open {}", path.display()), e))?
-                .with_fsync(true);
+                .with_fsync(true)
+                .with_automatic_cleanup(true);
             return Ok(Location {
                 url: url.to_string(),
                 scheme: Scheme::File,

@@ -437,14 +437,28 @@ impl Repository {
 
     /// The cluster to use when none was named: the only one, or an error listing them.
     pub async fn only_cluster(&self, what: &str) -> Result<String> {
-        let all = self.clusters().await?;
-        match all.len() {
+        // Clusters with at least one backup (a cluster whose backups were all forgotten, or
+        // an empty directory a local repository keeps, does not count); two are enough.
+        let mut with_backups = Vec::new();
+        for c in self.clusters().await? {
+            if !self.backup_ids(&c).await?.is_empty() {
+                with_backups.push(c);
+                if with_backups.len() > 1 {
+                    break;
+                }
+            }
+        }
+        match with_backups.len() {
             0 => Err(Error::Missing("the repository holds no backup yet".into())),
-            1 => Ok(all.into_iter().next().unwrap()),
-            n => Err(Error::Usage(format!(
-                "the repository holds {n} clusters ({}): name one for {what} (--cluster NAME)",
-                list_names(&all)
-            ))),
+            1 => Ok(with_backups.into_iter().next().unwrap()),
+            _ => {
+                let all = self.clusters().await?;
+                Err(Error::Usage(format!(
+                    "the repository holds backups of {} clusters ({}): name one for {what} (--cluster NAME)",
+                    all.len(),
+                    list_names(&all)
+                )))
+            }
         }
     }
 
