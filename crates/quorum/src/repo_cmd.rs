@@ -668,16 +668,17 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             let (all, ver) = rt
                 .block_on(async {
                     let clusters = match &cluster {
-                        Some(c) => {
-                            r.known_cluster(c).await?;
-                            vec![c.clone()]
-                        }
+                        Some(c) => vec![c.clone()],
                         None => r.clusters().await?,
                     };
                     let mut all = Vec::new();
                     let mut ver = Vec::new();
                     for c in &clusters {
-                        all.extend(r.manifests(c).await?);
+                        let m = r.manifests(c).await?;
+                        if m.is_empty() && cluster.is_some() {
+                            r.known_cluster(c).await?;
+                        }
+                        all.extend(m);
                         ver.extend(repo::drill::verifications(&r, c).await?);
                     }
                     all.sort_by(|a: &(String, repo::format::Manifest), b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));

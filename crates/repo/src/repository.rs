@@ -372,6 +372,7 @@ impl Repository {
 
     /// The ids of `cluster`'s backups (names under `clusters/<C>/snapshots/`), unsorted.
     pub async fn backup_ids(&self, cluster: &str) -> Result<Vec<String>> {
+        format::check_cluster_name(cluster)?;
         let metas = self.list(&format::cluster_path(cluster, "snapshots")).await?;
         Ok(metas.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
     }
