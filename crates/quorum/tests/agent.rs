@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -238,4 +238,87 @@ fn bad_config_names_the_line() {
     let r = common::run(c);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("a.yaml:4"), "{}", r.stderr);
+}
+
+/// The leader consolidates full backups from its delta segments when the chain passes the size
+/// set (here: any segment), and its retention (keep 2, a one-hour point-in-time window) prunes
+/// the segments no kept backup needs; the consolidated backup has etcd's own hashkv at its
+/// revision and the repository checks clean.
+#[test]
+fn agent_consolidates_and_retains_deltas() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "cluster: t\nname: solo\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: {TTL}}}\n\
+         repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '0 0 1 1 *', from: endpoints}}\n\
+         retention: {{schedule: '*/3 * * * * *', keep_last: 2, keep_pitr_hours: 1, prune: true}}\n\
+         delta: {{interval_seconds: 0.3, spool_dir: '{}'}}\nconsolidate: {{after_mib: 0, check_seconds: 1}}\n\
+         defrag: {{enabled: false}}\n",
+        c.endpoints().join(", "),
+        repo.url,
+        repo.dir().join("repo.pass").display(),
+        dir.path().join("spool").display()
+    );
+    let path = dir.path().join("solo.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.path().join("solo.log")).unwrap();
+    let child = common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let _agent = Agent { child, port };
+    // The first full backup (none yet), then writes the capture turns into segments.
+    let t = Instant::now();
+    while repo.backup_ids().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(40), "no first backup; log {}", dir.path().join("solo.log").display());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut last = 0;
+    for round in 0..5 {
+        for i in 0..20 {
+            last = testkit::put(&c.endpoints(), &format!("/registry/configmaps/r{round}/cm-{i}"), format!("v{round}-{i}").as_bytes()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    // A consolidated backup at the last revision.
+    let t = Instant::now();
+    let cons = loop {
+        let list = repo.json(&["backups", "list", "--cluster", "t"]);
+        if let Some(b) = list["backups"].as_array().unwrap().iter().find(|b| !b["consolidated"].is_null() && b["snapshot"]["revision"] == last) {
+            break b.clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no consolidated backup at {last}: {list}; log {}", dir.path().join("solo.log").display());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(cons["source"].as_str().unwrap().starts_with("consolidated:"), "{cons}");
+    let etcd_hash = testkit_hashkv(&c, last);
+    assert_eq!(cons["snapshot"]["hash_kv"].as_u64().unwrap() as u32, etcd_hash, "{cons}");
+    // Retention keeps 2 backups; what prune left checks clean and no segment ends at or
+    // before the oldest kept backup.
+    let t = Instant::now();
+    loop {
+        let list = repo.json(&["backups", "list", "--cluster", "t"]);
+        let revs: Vec<i64> = list["backups"].as_array().unwrap().iter().map(|b| b["snapshot"]["revision"].as_i64().unwrap()).collect();
+        let floor = revs.iter().copied().min().unwrap_or(0);
+        let chain = repo.json(&["backups", "deltas", "--cluster", "t"]);
+        let pruned = chain["chain"]["segments"].as_array().unwrap().iter().all(|s| s["last"].as_i64().unwrap() > floor);
+        let segs = std::fs::read_dir(PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas")).map(|d| d.count()).unwrap_or(0);
+        let all_above = common::walk(&PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas"))
+            .iter()
+            .all(|p| p.file_name().unwrap().to_str().unwrap()[21..41].parse::<i64>().unwrap() > floor);
+        if revs.len() <= 2 && pruned && all_above {
+            eprintln!("retention: {} backups (revisions {revs:?}), {segs} segments left above revision {floor}", revs.len());
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "retention did not converge: {revs:?}, {segs} segments; log {}", dir.path().join("solo.log").display());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let check = repo.q(&["repo", "check", "--read-data", "--retry-lock", "30s"]);
+    assert_eq!(check.code, 0, "{} {}", check.stdout, check.stderr);
+}
+
+fn testkit_hashkv(c: &Cluster, rev: i64) -> u32 {
+    common::rt().block_on(async {
+        let mut cl = etcd_client::Client::connect(c.endpoints(), None).await.unwrap();
+        cl.hash_kv(rev).await.unwrap().hash()
+    })
 }
