@@ -170,7 +170,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
         return Ok(Origin { id, state, resumed, revision: m.snapshot.revision, backup: Some((bid, m)), snapshot, _tmp: tmp });
     }
     on(Event::Step(format!("fetching backup {} from the repository", repo::short(&bid))));
-    repo::restore::reassemble(repo.clone(), &m, &snapshot, parallel, progress(on)).await?;
+    repo::restore::reassemble(repo.clone(), &bid, &m, &snapshot, parallel, progress(on)).await?;
     Ok(Origin { id, state, resumed, revision: m.snapshot.revision, backup: Some((bid, m)), snapshot, _tmp: tmp })
 }
 

@@ -754,12 +754,12 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             let r = flags.open(&rt)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
             if bundle {
-                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &m, &out)).map_err(fail)?;
+                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &id, &m, &out)).map_err(fail)?;
                 println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
                 return Ok(());
             }
             let b = bar(quiet, "fetching");
-            rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+            rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
             finish(b);
             println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
             Ok(())
@@ -855,7 +855,7 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
     }
     let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::restore::restore(r.clone(), &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
+    let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
     finish(b);
     eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
     crate::restore::print_report(&report, a.flags.write_out);
@@ -1070,7 +1070,7 @@ pub(crate) fn fetch_to_temp(flags: &RepoFlags, id: &str, cluster: Option<&str>, 
     let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("temporary directory: {e}")), hint: Some("set TMPDIR to a filesystem with room for the snapshot".into()) })?;
     let out = dir.path().join(format!("{id}.db"));
     let b = bar(quiet, "fetching backup");
-    rt.block_on(repo::restore::reassemble(r.clone(), &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+    rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
     if let Some(b) = b {
         b.finish_and_clear();
     }

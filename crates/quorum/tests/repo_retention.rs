@@ -243,10 +243,52 @@ fn drills_and_checks_racing_forget_and_prune() {
             let v: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
             assert_eq!(v["ok"], true, "round {round}: {v}");
         } else {
-            assert!(d.code == 1 && d.stderr.contains("was forgotten before the drill read it"), "round {round}: {} {}", d.code, d.stderr);
+            assert!(d.code == 1 && d.stderr.contains("was forgotten before it could be read"), "round {round}: {} {}", d.code, d.stderr);
         }
         assert_eq!(k.code, 0, "round {round}: check reported damage: {} {}", k.stdout, k.stderr);
     }
     let list = repo.json(&["backups", "list", "--cluster", CLUSTER]);
     assert!(list["backups"].as_array().unwrap().iter().all(|b| b["last_drill"].is_null() || b["last_drill"]["ok"] == true), "no failed drill recorded: {list}");
+}
+
+/// `forget --keep-pitr`: the backup a point-in-time window replays from is kept even when the
+/// policy alone would drop it, the segments before it go, and restores into the window work.
+#[test]
+fn keep_pitr_keeps_the_window_base() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let work = tempfile::tempdir().unwrap();
+    writes(&c, 20, "a");
+    let (b1, r1) = backup(&repo, &c);
+    let cap = start_capture(&repo, &c, &b1, r1 + 1);
+    writes(&c, 30, "b");
+    std::thread::sleep(Duration::from_millis(400));
+    let (b2, r2) = backup(&repo, &c);
+    writes(&c, 30, "c");
+    std::thread::sleep(Duration::from_secs(3));
+    let (b3, r3) = backup(&repo, &c);
+    let last = writes(&c, 30, "d");
+    wait_captured(&repo, last);
+    let _ = cap.stop.send(true);
+    let _ = cap.thread.join();
+    // The window (2 s) starts after b2 finished and before b3 did: b2 is its base.
+    let f = repo.json(&["forget", "--keep-last", "1", "--keep-pitr", "2s", "--cluster", CLUSTER]);
+    let d = f["decisions"].as_array().unwrap();
+    let of = |id: &str| d.iter().find(|x| x["id"] == id).unwrap().clone();
+    assert_eq!(of(&b3)["keep"], true, "{f}");
+    assert_eq!(of(&b2)["keep"], true, "{f}");
+    assert!(of(&b2)["reasons"].as_array().unwrap().iter().any(|r| r == "pitr base"), "{f}");
+    assert_eq!(of(&b1)["keep"], false, "{f}");
+    assert_eq!(f["deltas"][0]["floor"].as_i64().unwrap(), r2, "{f}");
+    repo.ok(&["prune", "--cluster", CLUSTER]);
+    assert!(segments(&repo).iter().all(|s| s.last > r2), "segments up to {r2} deleted");
+    for rev in [r2 + 1, (r2 + r3) / 2, last] {
+        let (_, h) = pitr_hashkv(&repo, work.path(), rev);
+        assert_eq!(h, source_hashkv(&c, rev), "hashkv at {rev}");
+    }
+    // A window reaching before every backup keeps the oldest one as its base.
+    let f = repo.json(&["forget", "--keep-last", "1", "--keep-pitr", "1h", "--cluster", CLUSTER]);
+    assert_eq!(f["removed"].as_array().unwrap().len(), 0, "{f}");
+    assert_eq!(f["deltas"][0]["floor"].as_i64().unwrap(), r2, "{f}");
+    assert_eq!(repo.q(&["repo", "check", "--read-data"]).code, 0);
 }

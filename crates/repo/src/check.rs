@@ -48,11 +48,9 @@ pub async fn check(repo: Arc<Repository>, cluster: Option<&str>, read_data: bool
     let mut r = CheckReport::default();
     let clusters = match cluster {
         Some(c) => {
-            repo.known_cluster(c).await.or_else(|e| match e {
-                // All backups forgotten, packs or segments left: still worth checking.
-                Error::Missing(_) => Ok(()),
-                e => Err(e),
-            })?;
+            // A cluster whose backups were all forgotten, packs or segments left, is still
+            // worth checking; a name the repository never held is an error.
+            repo.cluster_exists(c).await?;
             vec![c.to_string()]
         }
         None => repo.clusters().await?,
@@ -111,6 +109,7 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
     // Manifests and what they need.
     let mut needed_by: HashMap<BlobId, Vec<String>> = HashMap::new();
     let mut revisions: Vec<i64> = Vec::new();
+    let mut backups: Vec<(String, i64)> = Vec::new();
     for id in metas {
         r.backups += 1;
         let man = match repo.read_manifest(cluster, &id).await {
@@ -127,6 +126,7 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
             }
         };
         revisions.push(man.snapshot.revision);
+        backups.push((id.clone(), man.snapshot.revision));
         let short = format!("{} ({}, {})", crate::short(&id), man.cluster, man.time);
         let mut ids: Vec<BlobId> = Vec::new();
         for l in &man.chunk_lists {
@@ -218,12 +218,14 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
             }
         }
     }
-    check_deltas(&repo, cluster, &revisions, read_data, r).await
+    check_deltas(&repo, cluster, &backups, read_data, r).await
 }
 
-/// The delta chain of `cluster` (backups at `revisions`): gaps from the floor to the end,
+/// The delta chain of `cluster` (its backups: id, revision): gaps from the floor to the end,
 /// and with `read_data` every segment opened.
-async fn check_deltas(repo: &Repository, cluster: &str, revisions: &[i64], read_data: bool, r: &mut CheckReport) -> Result<()> {
+async fn check_deltas(repo: &Repository, cluster: &str, backups: &[(String, i64)], read_data: bool, r: &mut CheckReport) -> Result<()> {
+    let revisions: Vec<i64> = backups.iter().map(|b| b.1).collect();
+    let revisions = revisions.as_slice();
     let segs = crate::delta::list_segments(repo, cluster).await?;
     r.segments += segs.len();
     if segs.is_empty() {
@@ -254,6 +256,26 @@ async fn check_deltas(repo: &Repository, cluster: &str, revisions: &[i64], read_
     };
     let chain = crate::delta::plan_chain(&segs, start, None);
     for g in &chain.gaps {
+        // A capture that ended (etcd compacted past it) is followed by a full backup and a new
+        // capture after it: revisions up to that backup were never captured, which is how the
+        // agent works, not damage. Every other gap lost segments.
+        // Told apart from a deleted segment that happened to end at a backup's revision by the
+        // segment after the gap: a restarted capture names that backup as its base.
+        let restarted = match segs.iter().find(|s| s.first == g.to + 1) {
+            Some(next) if revisions.contains(&g.to) => match crate::delta::read_segment(repo, &next.name).await {
+                Ok(seg) => backups.iter().any(|(id, rev)| *rev == g.to && *id == seg.header.base),
+                Err(e @ Error::Store { .. }) => return Err(e),
+                Err(_) => false, // reported with --read-data
+            },
+            _ => false,
+        };
+        if restarted {
+            r.notes.push(format!(
+                "cluster {cluster}: delta chain: {g} were not captured (the capture restarted after the backup at revision {}); point-in-time restores into them are impossible",
+                g.to
+            ));
+            continue;
+        }
         let before = segs.iter().filter(|s| s.last < g.from).max_by_key(|s| s.last).map(|s| s.name.as_str()).unwrap_or("(none)");
         let after = segs.iter().filter(|s| s.first > g.to).min_by_key(|s| s.first).map(|s| s.name.as_str()).unwrap_or("(none)");
         r.errors.push(format!(

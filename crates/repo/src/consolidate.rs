@@ -69,7 +69,7 @@ pub async fn chain_since_newest(repo: &Repository, cluster: &str) -> Result<Chai
 /// Build and store a consolidated backup of `o.cluster`.
 pub async fn consolidate(repo: Arc<Repository>, o: &ConsolidateOptions, progress: Progress) -> Result<ConsolidateReport> {
     let started = std::time::Instant::now();
-    crate::format::check_cluster_name(&o.cluster)?;
+    repo.known_cluster(&o.cluster).await?;
     let lock = repo.lock(&o.cluster, false, "consolidate").await?;
     let r = consolidate_locked(&repo, o, &lock, progress).await;
     lock.release().await;
@@ -84,12 +84,28 @@ async fn consolidate_locked(repo: &Arc<Repository>, o: &ConsolidateOptions, lock
         Some(r) => r,
         None => since.to_revision,
     };
-    if target <= since.base_revision && o.at_revision.is_none() {
+    if target <= since.base_revision {
+        // A backup at or before the newest one would become `latest` (it is made now) while
+        // holding older data: refused.
+        return Err(match o.at_revision {
+            None => Error::Missing(format!(
+                "nothing to consolidate: no delta segment of cluster {} reaches past its newest backup {} (revision {})",
+                o.cluster,
+                crate::short(&since.base),
+                since.base_revision
+            )),
+            Some(r) => Error::Usage(format!(
+                "revision {r} is not after the newest backup {} of cluster {} (revision {}): a consolidated backup must be newer than every backup",
+                crate::short(&since.base),
+                o.cluster,
+                since.base_revision
+            )),
+        });
+    }
+    if target > since.to_revision {
         return Err(Error::Missing(format!(
-            "nothing to consolidate: no delta segment of cluster {} reaches past its newest backup {} (revision {})",
-            o.cluster,
-            crate::short(&since.base),
-            since.base_revision
+            "revision {target} is past the end of cluster {}'s contiguous delta chain (revision {})",
+            o.cluster, since.to_revision
         )));
     }
     let base_dir = o.work_dir.clone().unwrap_or_else(std::env::temp_dir);

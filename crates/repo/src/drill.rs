@@ -135,9 +135,7 @@ async fn run(
     // recorded).
     let lock = repo.lock(&manifest.cluster, false, "drill").await?;
     let fetched = async {
-        if !repo.backup_ids(&manifest.cluster).await?.iter().any(|i| i == id) {
-            return Err(Error::Missing(format!("backup {} of cluster {} was forgotten before the drill read it", crate::short(id), manifest.cluster)));
-        }
+        crate::restore::still_there(&repo, id, manifest).await?;
         crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, Arc::new(|_, _| {}), true).await
     }
     .await;

@@ -57,16 +57,18 @@ pub struct RetentionRecord {
     pub delta_floor: i64,
 }
 
-/// The delta floor of a cluster whose backups are `kept` (revision, finish time): the oldest
-/// backup's revision, or with a point-in-time window `keep_pitr`, the revision of the newest
-/// backup finished at or before `now - keep_pitr` when that is higher. `None`: no backup.
-pub fn delta_floor(kept: &[(i64, DateTime<Utc>)], keep_pitr: Option<Duration>, now: DateTime<Utc>) -> Option<i64> {
+/// The delta floor of a cluster whose backups are `all` (revision, finish time), `kept` of
+/// them by the policy: the oldest kept backup's revision; with a point-in-time window
+/// `keep_pitr`, the revision of the newest backup (kept or not: forget then keeps it) finished
+/// at or before `now - keep_pitr` (the oldest backup when none did), the base every restore
+/// into the window replays from. `None`: no backup is kept.
+pub fn delta_floor(all: &[(i64, DateTime<Utc>)], kept: &[(i64, DateTime<Utc>)], keep_pitr: Option<Duration>, now: DateTime<Utc>) -> Option<i64> {
     let oldest = kept.iter().map(|k| k.0).min()?;
-    let window = keep_pitr.and_then(|w| {
-        let start = now - chrono::Duration::from_std(w).ok()?;
-        kept.iter().filter(|k| k.1 <= start).max_by_key(|k| (k.1, k.0)).map(|k| k.0)
-    });
-    Some(window.map_or(oldest, |w| w.max(oldest)))
+    let Some(w) = keep_pitr else { return Some(oldest) };
+    let start = chrono::Duration::from_std(w).ok().and_then(|d| now.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    // No backup finished before the window starts: the oldest backup is the best base.
+    let base = all.iter().filter(|k| k.1 <= start).max_by_key(|k| (k.1, k.0)).or_else(|| all.iter().min_by_key(|k| (k.0, k.1)));
+    Some(base.map_or(oldest, |b| b.0))
 }
 
 fn manifest_time(m: &Manifest) -> DateTime<Utc> {
@@ -115,17 +117,12 @@ fn below(segs: &[SegmentRef], floor: Option<i64>) -> Vec<SegmentRef> {
 
 /// The clusters an operation covers: the one named (which must exist), or all.
 async fn scope(repo: &Repository, cluster: Option<&str>) -> Result<Vec<String>> {
-    let all = repo.clusters().await?;
     match cluster {
         Some(c) => {
-            format::check_cluster_name(c)?;
-            if all.iter().any(|x| x == c) {
-                Ok(vec![c.to_string()])
-            } else {
-                repo.known_cluster(c).await.map(|_| vec![c.to_string()])
-            }
+            repo.cluster_exists(c).await?;
+            Ok(vec![c.to_string()])
         }
-        None => Ok(all),
+        None => repo.clusters().await,
     }
 }
 
@@ -149,16 +146,37 @@ pub async fn forget(repo: &Repository, policy: &Policy, cluster: Option<&str>, k
 async fn forget_cluster(repo: &Repository, policy: &Policy, cluster: &str, keep_pitr: Option<Duration>, dry_run: bool, report: &mut ForgetReport) -> Result<()> {
     let all = repo.manifests(cluster).await?;
     let triples: Vec<(String, String, DateTime<Utc>)> = all.iter().map(|(id, m)| (id.clone(), m.cluster.clone(), manifest_time(m))).collect();
-    let decisions = retention::apply(policy, &triples);
-    let keep: HashSet<&str> = decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
-    let kept: Vec<(i64, DateTime<Utc>)> = all.iter().filter(|(id, _)| keep.contains(id.as_str())).map(|(_, m)| (m.snapshot.revision, manifest_time(m))).collect();
-    let now = Utc::now();
-    let wanted = delta_floor(&kept, keep_pitr, now);
-    let (current, _) = effective_floor(repo, cluster, &kept.iter().map(|k| k.0).collect::<Vec<_>>()).await?;
-    let floor = match (wanted, current) {
-        (Some(w), Some(c)) => Some(w.max(c)),
-        (w, _) => w,
+    let mut decisions = retention::apply(policy, &triples);
+    let rev_of: HashMap<&str, i64> = all.iter().map(|(id, m)| (id.as_str(), m.snapshot.revision)).collect();
+    let kept_of = |ds: &[Decision]| -> Vec<(i64, DateTime<Utc>)> {
+        ds.iter().filter(|d| d.keep).map(|d| (rev_of[d.id.as_str()], DateTime::parse_from_rfc3339(&d.time).map(|t| t.with_timezone(&Utc)).unwrap_or_default())).collect()
     };
+    let kept = kept_of(&decisions);
+    let everything: Vec<(i64, DateTime<Utc>)> = all.iter().map(|(_, m)| (m.snapshot.revision, manifest_time(m))).collect();
+    let now = Utc::now();
+    let wanted = delta_floor(&everything, &kept, keep_pitr, now);
+    let recorded = retention_records(repo, cluster).await?.iter().map(|(_, r)| r.delta_floor).max();
+    let newest_kept = kept.iter().map(|k| k.0).max();
+    // The floor in force after this forget: its own, or a higher one recorded earlier (never
+    // past the newest backup, whose chain to the end always stays).
+    let floor = match (wanted, recorded, newest_kept) {
+        (Some(w), Some(r), Some(n)) => Some(w.max(r.min(n))),
+        (w, _, _) => w,
+    };
+    // A floor other than the oldest kept backup stands on a backup of the window: restores
+    // into the window replay from it (the segments before it are gone, or go), so the policy
+    // may not drop it (the newest backup of that revision).
+    if let (Some(f), Some(oldest)) = (floor, kept.iter().map(|k| k.0).min()) {
+        if f != oldest {
+            let base = decisions.iter_mut().filter(|d| rev_of[d.id.as_str()] == f).max_by(|a, b| a.time.cmp(&b.time));
+            if let Some(d) = base {
+                if !d.keep {
+                    d.keep = true;
+                    d.reasons.push("pitr base".into());
+                }
+            }
+        }
+    }
     let segs = delta::list_segments(repo, cluster).await?;
     let remove = below(&segs, floor);
     report.deltas.push(DeltaRetention { cluster: cluster.to_string(), floor, keep: segs.len() - remove.len(), remove });
@@ -167,7 +185,7 @@ async fn forget_cluster(repo: &Repository, policy: &Policy, cluster: &str, keep_
         return Ok(());
     }
     if let (Some(w), Some(pitr)) = (wanted, keep_pitr) {
-        if Some(w) > kept.iter().map(|k| k.0).min() {
+        if Some(w) != kept.iter().map(|k| k.0).min() && recorded.is_none_or(|r| w > r) {
             let rec = RetentionRecord { cluster: cluster.to_string(), time: crate::now_rfc3339(), keep_pitr_seconds: pitr.as_secs(), delta_floor: w };
             let name = format!("{}/{}-{}", format::cluster_path(cluster, "retention"), now.format("%Y%m%dT%H%M%SZ"), &format::random_name()[..8]);
             repo.put_new(&ObjPath::from(name), Bytes::from(repo.seal_json(&rec, b"retention"))).await?;
@@ -405,17 +423,21 @@ mod tests {
 
     #[test]
     fn floor_is_the_oldest_backup_or_the_window_base() {
-        let kept = vec![(100, at(1)), (200, at(5)), (300, at(9))];
+        let all = vec![(100, at(1)), (200, at(5)), (300, at(9))];
         let now = at(12);
-        assert_eq!(delta_floor(&kept, None, now), Some(100));
+        assert_eq!(delta_floor(&all, &all, None, now), Some(100));
         // A 4-hour window starts at 08:00: the newest backup finished by then is at 200, so
         // restores into 08:00..12:00 replay from it; segments up to 200 go.
-        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(4 * 3600)), now), Some(200));
-        // A window reaching before every backup keeps everything from the oldest.
-        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(20 * 3600)), now), Some(100));
+        assert_eq!(delta_floor(&all, &all, Some(Duration::from_secs(4 * 3600)), now), Some(200));
+        // ... also when the policy keeps only the newest: forget then keeps 200 as the base.
+        assert_eq!(delta_floor(&all, &all[2..], Some(Duration::from_secs(4 * 3600)), now), Some(200));
+        // A window reaching before every backup keeps everything from the oldest, also when
+        // the policy would drop it.
+        assert_eq!(delta_floor(&all, &all, Some(Duration::from_secs(20 * 3600)), now), Some(100));
+        assert_eq!(delta_floor(&all, &all[1..], Some(Duration::from_secs(20 * 3600)), now), Some(100));
         // A window shorter than the newest backup's age: the newest is the base.
-        assert_eq!(delta_floor(&kept, Some(Duration::from_secs(3600)), now), Some(300));
-        assert_eq!(delta_floor(&[], None, now), None);
+        assert_eq!(delta_floor(&all, &all, Some(Duration::from_secs(3600)), now), Some(300));
+        assert_eq!(delta_floor(&all, &[], None, now), None);
     }
 
     #[test]

@@ -455,7 +455,7 @@ impl Repository {
             _ => {
                 let all = self.clusters().await?;
                 Err(Error::Usage(format!(
-                    "the repository holds backups of {} clusters ({}): name one for {what} (--cluster NAME)",
+                    "the repository holds {} clusters ({}): name one for {what} (--cluster NAME)",
                     all.len(),
                     list_names(&all)
                 )))
@@ -463,7 +463,25 @@ impl Repository {
         }
     }
 
-    /// Fail unless `cluster` has objects in the repository, naming the known clusters.
+    /// Fail unless `cluster` has any object in the repository (backups, packs, segments):
+    /// one delimiter LIST of its own prefix. The error names the known clusters.
+    pub async fn cluster_exists(&self, cluster: &str) -> Result<()> {
+        format::check_cluster_name(cluster)?;
+        let prefix = ObjPath::from(format!("{}/{cluster}", format::CLUSTERS));
+        let r = self.store().list_with_delimiter(Some(&prefix)).await.map_err(store_err(format!("list {prefix}/")))?;
+        let has_data = r.common_prefixes.iter().any(|p| p.filename() != Some("locks")) || !r.objects.is_empty();
+        if has_data {
+            return Ok(());
+        }
+        let all = self.clusters().await?;
+        Err(Error::Missing(if all.is_empty() {
+            format!("unknown cluster {cluster}: the repository holds no backup yet")
+        } else {
+            format!("unknown cluster {cluster}: the repository holds {}", list_names(&all))
+        }))
+    }
+
+    /// Fail unless `cluster` has backups in the repository, naming the known clusters.
     pub async fn known_cluster(&self, cluster: &str) -> Result<()> {
         format::check_cluster_name(cluster)?;
         if !self.backup_ids(cluster).await?.is_empty() {

@@ -24,11 +24,28 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// Write the snapshot of `manifest` to `out` (which must not exist), fsynced and checked
 /// against the manifest's sha256; under a shared lock on its cluster.
-pub async fn reassemble(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
+pub async fn reassemble(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
     let lock = repo.lock(&manifest.cluster, false, "get").await?;
-    let r = reassemble_with(repo, manifest, out, parallel, progress, true).await;
+    let r = match still_there(&repo, id, manifest).await {
+        Ok(()) => reassemble_with(repo, manifest, out, parallel, progress, true).await,
+        Err(e) => Err(e),
+    };
     lock.release().await;
     r
+}
+
+/// Under the cluster's lock: the backup must still exist (a `forget` and `prune` between
+/// finding it and locking would otherwise show up as missing packs, i.e. as damage).
+pub(crate) async fn still_there(repo: &Repository, id: &str, manifest: &Manifest) -> Result<()> {
+    if repo.backup_ids(&manifest.cluster).await?.iter().any(|i| i == id) {
+        Ok(())
+    } else {
+        Err(Error::Missing(format!(
+            "backup {} of cluster {} was forgotten before it could be read; nothing was written (choose another backup)",
+            crate::short(id),
+            manifest.cluster
+        )))
+    }
 }
 
 /// `durable = false` is for a temporary file that a restore reads at once: no fsync and no
@@ -202,6 +219,7 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
 /// shared lock on the backup's cluster while its data is read.
 pub async fn restore(
     repo: Arc<Repository>,
+    id: &str,
     manifest: &Manifest,
     mut opts: etcd_data::restore::RestoreOptions,
     parallel: usize,
@@ -218,7 +236,10 @@ pub async fn restore(
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
     let snap = tmp.path().join("snapshot.db");
     let lock = repo.lock(&manifest.cluster, false, "restore").await?;
-    let fetched = reassemble_with(repo, manifest, &snap, parallel, progress, false).await;
+    let fetched = match still_there(&repo, id, manifest).await {
+        Ok(()) => reassemble_with(repo, manifest, &snap, parallel, progress, false).await,
+        Err(e) => Err(e),
+    };
     lock.release().await;
     fetched?;
     opts.snapshot = snap;
@@ -231,11 +252,14 @@ pub async fn restore(
 /// `backups get --bundle`: write the `--include` files of a backup under `out` (paths kept,
 /// relative to `out`), each checked against its sha256. Needs the bundle key. Existing files
 /// are never overwritten.
-pub async fn extract_bundle(repo: Arc<Repository>, manifest: &Manifest, out: &Path) -> Result<usize> {
+pub async fn extract_bundle(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path) -> Result<usize> {
     let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no --include bundle".into()))?;
     repo.key_for(format::BlobType::BundleList)?;
     let lock = repo.lock(&manifest.cluster, false, "get").await?;
-    let r = extract_bundle_locked(&repo, manifest, b, out).await;
+    let r = match still_there(&repo, id, manifest).await {
+        Ok(()) => extract_bundle_locked(&repo, manifest, b, out).await,
+        Err(e) => Err(e),
+    };
     lock.release().await;
     r
 }
@@ -303,7 +327,7 @@ pub async fn export_url(repo: Arc<Repository>, id: &str, manifest: &Manifest, ex
         repo.location.signed_get(&path, expires).await?;
         let tmp = tempfile::tempdir().map_err(|e| Error::Other(format!("temporary directory: {e}")))?;
         let snap = tmp.path().join("snapshot.db");
-        reassemble(repo.clone(), manifest, &snap, parallel, Arc::new(|_, _| {})).await?;
+        reassemble(repo.clone(), id, manifest, &snap, parallel, Arc::new(|_, _| {})).await?;
         // The copy is uploaded outside the lock: it is a plain object of its own.
         let upload = repo.store().put_multipart(&path).await.map_err(|e| Error::store(format!("upload {path}"), e))?;
         let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, 16 << 20);

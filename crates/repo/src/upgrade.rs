@@ -32,6 +32,9 @@ pub struct UpgradeReport {
     pub verifications_copied: usize,
     /// Version-1 objects deleted once the repository was version 2.
     pub legacy_deleted: usize,
+    /// Version-1 segments and drill records left in place: unreadable, or of a cluster name
+    /// version 2 cannot store.
+    pub legacy_left: usize,
 }
 
 /// A crash point for the tests (`QUORUM_CRASH_POINT=upgrade-<step>`): the process exits at once.
@@ -64,70 +67,88 @@ async fn copy(store: &Arc<dyn ObjectStore>, from: &ObjPath, to: &ObjPath) -> Res
 async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
     let mut rep = UpgradeReport { from_version: repo.config.version, ..Default::default() };
     let store = repo.store().clone();
+    // What is there now. Only objects copied (or named) here are deleted at the end: anything
+    // a still-running version-1 agent adds meanwhile (its segment uploads take no lock) stays
+    // for the next run, which copies it.
+    let legacy_manifests = repo.list(v1::SNAPSHOTS).await?;
+    let legacy_index = repo.list(v1::INDEX).await?;
+    let legacy_packs = repo.list(v1::DATA).await?;
+    let legacy_segments = repo.list(v1::DELTAS).await?;
+    let legacy_verifications = repo.list(v1::VERIFICATIONS).await?;
+    let mut delete: Vec<ObjPath> = Vec::new();
+
+    // 1. Every version-1 manifest, by cluster, and the version-1 index.
+    let mut by_cluster: BTreeMap<String, Vec<(String, Manifest)>> = BTreeMap::new();
+    for m in &legacy_manifests {
+        let id = m.location.filename().unwrap_or_default().to_string();
+        let bytes = repo.get(&m.location).await?;
+        if format::content_name(&bytes) != id {
+            return Err(Error::Damaged(format!("{}: content does not match its name; remove the damaged manifest (or forget it with the version that wrote it), then upgrade", m.location)));
+        }
+        let man: Manifest = repo.open_json(&bytes, b"manifest", m.location.as_ref())?;
+        format::check_cluster_name(&man.cluster)
+            .map_err(|_| Error::Usage(format!("backup {id} is of cluster {:?}, a name version 2 cannot store (use 1 to 128 of A-Z a-z 0-9 . _ -); forget it before upgrading", man.cluster)))?;
+        by_cluster.entry(man.cluster.clone()).or_default().push((id, man));
+    }
+    let (_, packs) = repo.read_index_objects(v1::INDEX, false).await?;
+    let mut legacy = Index { legacy: true, ..Index::default() };
+    for p in &packs {
+        legacy.add(p);
+    }
+    // 2. Per cluster: packs, index, manifests.
+    for (cluster, manifests) in &by_cluster {
+        legacy.cluster = cluster.clone();
+        let used = crate::prune::referenced(repo, manifests, &legacy).await?;
+        let mut needed: Vec<BlobId> = used.iter().filter_map(|b| legacy.blobs.get(b).map(|l| l.pack)).collect::<HashSet<_>>().into_iter().collect();
+        needed.sort();
+        let mut index_packs = Vec::new();
+        for pack in &needed {
+            let name = hex::encode(pack);
+            copy(&store, &v1::pack_path(&name), &format::pack_path(cluster, &name)).await?;
+            let entries = legacy.packs.get(pack).cloned().unwrap_or_default();
+            rep.bytes_copied += entries.iter().map(|e| e.length as u64).sum::<u64>();
+            index_packs.push(IndexPack { pack: *pack, entries });
+            rep.packs_copied += 1;
+        }
+        crash_point("upgrade-packs");
+        if !index_packs.is_empty() {
+            repo.write_index(cluster, &index_packs).await?;
+        }
+        for (id, _) in manifests {
+            let from = ObjPath::from(format!("{}/{id}", v1::SNAPSHOTS));
+            copy(&store, &from, &format::manifest_path(cluster, id)).await?;
+            delete.push(from);
+            rep.backups += 1;
+        }
+        crash_point("upgrade-manifests");
+        rep.clusters.push(cluster.clone());
+    }
+    // Segments of every cluster (also those whose backups were all forgotten).
+    for m in &legacy_segments {
+        let parts: Vec<&str> = m.location.as_ref().split('/').collect();
+        let [_, cluster, file] = parts.as_slice() else { continue };
+        if format::check_cluster_name(cluster).is_err() {
+            continue;
+        }
+        copy(&store, &m.location, &ObjPath::from(format!("{}/{file}", crate::delta::dir(cluster)))).await?;
+        delete.push(m.location.clone());
+        rep.segments_copied += 1;
+    }
+    // Drill records (their cluster is inside them).
+    for m in &legacy_verifications {
+        let b = repo.get(&m.location).await?;
+        let Ok(v) = repo.open_json::<Verification>(&b, b"verification", m.location.as_ref()) else { continue };
+        if format::check_cluster_name(&v.cluster).is_err() {
+            continue;
+        }
+        let file = m.location.filename().unwrap_or_default().to_string();
+        copy(&store, &m.location, &ObjPath::from(format!("{}/{file}", format::cluster_path(&v.cluster, "verifications")))).await?;
+        delete.push(m.location.clone());
+        rep.verifications_copied += 1;
+    }
+    crash_point("upgrade-before-config");
+    // 3. The config, version 2: from now on only the new layout is read.
     if repo.config.version == format::VERSION_1 {
-        // 1. Every version-1 manifest, by cluster, and the version-1 index.
-        let mut by_cluster: BTreeMap<String, Vec<(String, Manifest)>> = BTreeMap::new();
-        for m in repo.list(v1::SNAPSHOTS).await? {
-            let id = m.location.filename().unwrap_or_default().to_string();
-            let bytes = repo.get(&m.location).await?;
-            if format::content_name(&bytes) != id {
-                return Err(Error::Damaged(format!("{}: content does not match its name; run `quorum repo check` with the version that wrote it, remove the damaged manifest, then upgrade", m.location)));
-            }
-            let man: Manifest = repo.open_json(&bytes, b"manifest", m.location.as_ref())?;
-            format::check_cluster_name(&man.cluster)
-                .map_err(|_| Error::Usage(format!("backup {id} is of cluster {:?}, a name version 2 cannot store (use 1 to 128 of A-Z a-z 0-9 . _ -); forget it before upgrading", man.cluster)))?;
-            by_cluster.entry(man.cluster.clone()).or_default().push((id, man));
-        }
-        let (_, packs) = repo.read_index_objects(v1::INDEX, false).await?;
-        let mut legacy = Index { legacy: true, ..Index::default() };
-        for p in &packs {
-            legacy.add(p);
-        }
-        // 2. Per cluster: packs, index, manifests, segments.
-        for (cluster, manifests) in &by_cluster {
-            legacy.cluster = cluster.clone();
-            let used = crate::prune::referenced(repo, manifests, &legacy).await?;
-            let mut needed: Vec<BlobId> = used.iter().filter_map(|b| legacy.blobs.get(b).map(|l| l.pack)).collect::<HashSet<_>>().into_iter().collect();
-            needed.sort();
-            let mut index_packs = Vec::new();
-            for pack in &needed {
-                let name = hex::encode(pack);
-                let to = format::pack_path(cluster, &name);
-                copy(&store, &v1::pack_path(&name), &to).await?;
-                let entries = legacy.packs.get(pack).cloned().unwrap_or_default();
-                rep.bytes_copied += entries.iter().map(|e| e.length as u64).sum::<u64>();
-                index_packs.push(IndexPack { pack: *pack, entries });
-                rep.packs_copied += 1;
-            }
-            crash_point("upgrade-packs");
-            if !index_packs.is_empty() {
-                repo.write_index(cluster, &index_packs).await?;
-            }
-            for (id, _) in manifests {
-                copy(&store, &ObjPath::from(format!("{}/{id}", v1::SNAPSHOTS)), &format::manifest_path(cluster, id)).await?;
-                rep.backups += 1;
-            }
-            crash_point("upgrade-manifests");
-            for m in repo.list(&format!("{}/{cluster}", v1::DELTAS)).await? {
-                let file = m.location.filename().unwrap_or_default().to_string();
-                copy(&store, &m.location, &ObjPath::from(format!("{}/{file}", crate::delta::dir(cluster)))).await?;
-                rep.segments_copied += 1;
-            }
-            rep.clusters.push(cluster.clone());
-        }
-        // Delta segments of clusters whose backups were all forgotten go with the rest.
-        for m in repo.list(v1::VERIFICATIONS).await? {
-            let b = repo.get(&m.location).await?;
-            let Ok(v) = repo.open_json::<Verification>(&b, b"verification", m.location.as_ref()) else { continue };
-            if format::check_cluster_name(&v.cluster).is_err() {
-                continue;
-            }
-            let file = m.location.filename().unwrap_or_default().to_string();
-            copy(&store, &m.location, &ObjPath::from(format!("{}/{file}", format::cluster_path(&v.cluster, "verifications")))).await?;
-            rep.verifications_copied += 1;
-        }
-        crash_point("upgrade-before-config");
-        // 3. The config, version 2: from now on only the new layout is read.
         let mut cfg = repo.config.clone();
         cfg.version = format::VERSION;
         let body = serde_json::to_vec_pretty(&cfg).expect("serializable");
@@ -137,20 +158,22 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             )),
             e => Error::store("write config", e),
         })?;
-        crash_point("upgrade-config");
     }
-    // 4. The version-1 objects (also what an interrupted upgrade left).
-    for prefix in [v1::SNAPSHOTS, v1::INDEX, v1::DELTAS, v1::VERIFICATIONS, v1::DATA] {
-        for m in repo.list(prefix).await? {
-            match repo.delete(&m.location).await {
-                Ok(()) => rep.legacy_deleted += 1,
-                Err(Error::Refused(why)) => return Err(Error::Refused(format!("{why} (the repository is version 2 and works; the version-1 objects can be deleted once the bucket allows it, by running `quorum repo upgrade` again)"))),
-                Err(e) => return Err(e),
-            }
-            if rep.legacy_deleted == 1 {
-                crash_point("upgrade-deleting");
-            }
+    crash_point("upgrade-config");
+    // 4. The version-1 objects copied above, the index objects and packs listed at the start
+    //    (every backup they served now has its own copies).
+    delete.extend(legacy_index.iter().map(|m| m.location.clone()));
+    delete.extend(legacy_packs.iter().map(|m| m.location.clone()));
+    for p in &delete {
+        match repo.delete(p).await {
+            Ok(()) => rep.legacy_deleted += 1,
+            Err(Error::Refused(why)) => return Err(Error::Refused(format!("{why} (the repository is version 2 and works; the version-1 objects can be deleted once the bucket allows it, by running `quorum repo upgrade` again)"))),
+            Err(e) => return Err(e),
+        }
+        if rep.legacy_deleted == 1 {
+            crash_point("upgrade-deleting");
         }
     }
+    rep.legacy_left = legacy_segments.len() + legacy_verifications.len() - rep.segments_copied - rep.verifications_copied;
     Ok(rep)
 }
