@@ -4,7 +4,8 @@
 # VALUE=100 bytes, segments of 20,000 revisions, built offline by
 # crates/repo/examples/fill_chain.rs into a file:// repository). Measured, warm, best of RUNS:
 # `restore latest` (the full backup alone) against `restore --at-revision END` (the backup +
-# every segment replayed): wall time, peak RSS, and revisions replayed per second.
+# every segment replayed): wall time, peak RSS, and revisions replayed per second; then
+# `backups consolidate` and the same point-in-time restore from the consolidated backup.
 #   bash bench/replay.sh [SNAPSHOT]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_build
@@ -35,7 +36,14 @@ timed() {
 }
 timed plain latest
 timed pitr --at-revision "$end_rev"
-print_results plain pitr
+# Consolidation: a full backup at the end of the chain, built offline; the same restore then
+# replays nothing.
+/usr/bin/time -f "%e %M" -o "$work/t" "$Q" backups consolidate --repo "$url" --key-file "$work/key" --cluster prod >"$work/cons" 2>"$work/err" \
+  || { echo "bench: consolidate failed" >&2; cat "$work/err" >&2; exit 1; }
+read -r w m < "$work/t"; WALL[consolidate]="$w"; RSS[consolidate]=$((m / 1024))
+cat "$work/cons"
+timed pitr_after_consolidation --at-revision "$end_rev"
+print_results plain pitr consolidate pitr_after_consolidation
 echo "chain: revisions $((base_rev + 1))..$end_rev ($REVISIONS puts over $KEYS keys, values of $VALUE bytes)"
 echo "point-in-time restore / plain restore of the same backup: $(ratio "${WALL[pitr]}" "${WALL[plain]}")x"
 awk -v r="$REVISIONS" -v p="${WALL[pitr]}" -v b="${WALL[plain]}" 'BEGIN{ printf "revisions replayed per second: %.0f (whole restore), %.0f (time beyond the plain restore)\n", r / p, r / (p - b) }'
