@@ -241,9 +241,10 @@ fn bad_config_names_the_line() {
 }
 
 /// The leader consolidates full backups from its delta segments when the chain passes the size
-/// set (here: any segment), and its retention (keep 2, a one-hour point-in-time window) prunes
-/// the segments no kept backup needs; the consolidated backup has etcd's own hashkv at its
-/// revision and the repository checks clean.
+/// set (here: any segment), and its retention (keep 2, a one-hour point-in-time window) keeps
+/// the 2 newest plus the window's base (the first backup: every backup is younger than an
+/// hour) and prunes what no kept backup needs; the consolidated backup has etcd's own hashkv at
+/// its revision and the repository checks clean.
 #[test]
 fn agent_consolidates_and_retains_deltas() {
     let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
@@ -272,6 +273,7 @@ fn agent_consolidates_and_retains_deltas() {
         assert!(t.elapsed() < Duration::from_secs(40), "no first backup; log {}", dir.path().join("solo.log").display());
         std::thread::sleep(Duration::from_millis(300));
     }
+    let first_rev = repo.json(&["backups", "list", "--cluster", "t"])["backups"][0]["snapshot"]["revision"].as_i64().unwrap();
     let mut last = 0;
     for round in 0..5 {
         for i in 0..20 {
@@ -292,8 +294,8 @@ fn agent_consolidates_and_retains_deltas() {
     assert!(cons["source"].as_str().unwrap().starts_with("consolidated:"), "{cons}");
     let etcd_hash = testkit_hashkv(&c, last);
     assert_eq!(cons["snapshot"]["hash_kv"].as_u64().unwrap() as u32, etcd_hash, "{cons}");
-    // Retention keeps 2 backups; what prune left checks clean and no segment ends at or
-    // before the oldest kept backup.
+    // Retention keeps 2 backups and the window's base; what prune left checks clean and no
+    // segment ends at or before the oldest kept backup.
     let t = Instant::now();
     loop {
         let list = repo.json(&["backups", "list", "--cluster", "t"]);
@@ -305,7 +307,7 @@ fn agent_consolidates_and_retains_deltas() {
         let all_above = common::walk(&PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas"))
             .iter()
             .all(|p| p.file_name().unwrap().to_str().unwrap()[21..41].parse::<i64>().unwrap() > floor);
-        if revs.len() <= 2 && pruned && all_above {
+        if revs.len() == 3 && revs.contains(&first_rev) && pruned && all_above {
             eprintln!("retention: {} backups (revisions {revs:?}), {segs} segments left above revision {floor}", revs.len());
             break;
         }
