@@ -140,6 +140,9 @@ fn row<'a>(v: &'a serde_json::Value, resource: &str) -> &'a serde_json::Value {
 
 #[test]
 fn status_and_rekey_through_real_etcd() {
+    if !testkit::fixtures_available("k8s_encryption::status_and_rekey_through_real_etcd") {
+        return;
+    }
     let a_text = config_a(&gcm_a());
     let a = parse(&a_text);
     let b_text = config_b();
@@ -337,6 +340,9 @@ fn unreadable_configs_and_damaged_snapshots() {
 /// writer with injected IV/nonce as well, so the prefix layout is checked too.
 #[test]
 fn encryption_matches_vectors() {
+    if !testkit::fixtures_available("k8s_encryption::encryption_matches_vectors") {
+        return;
+    }
     // P3: key "snorlax_awesomes", AAD "bamboo", nonce = the first 12 bytes.
     let p3 = unhex("9f27c8fcea8a58c467d8e437dbf2d85955f9b4bd912f4ef967d788a0cb07797dac0a3f0a0845605ca85ac8562b4ae1");
     let nonce: [u8; 12] = p3[..12].try_into().unwrap();

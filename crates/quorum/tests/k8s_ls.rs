@@ -9,6 +9,9 @@ use testkit::{kube_fixture as fixture, kube_vector as vector};
 
 #[test]
 fn ls_plain_encrypted_deleted_and_filtered() {
+    if !testkit::fixtures_available("k8s_ls::ls_plain_encrypted_deleted_and_filtered") {
+        return;
+    }
     let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
     let eps = c.endpoints();
     let strip = |mut v: Vec<u8>| {

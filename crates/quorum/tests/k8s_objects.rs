@@ -93,6 +93,9 @@ fn world() -> World {
 
 #[test]
 fn get_export_diff_on_real_snapshots() {
+    if !testkit::fixtures_available("k8s_objects::get_export_diff_on_real_snapshots") {
+        return;
+    }
     let w = world();
     let snap = w.dir.path().join("a.db");
     w.c.save_snapshot(&snap).unwrap();
@@ -229,6 +232,9 @@ fn get_export_diff_on_real_snapshots() {
 
 #[test]
 fn damaged_values_are_reported_per_object() {
+    if !testkit::fixtures_available("k8s_objects::damaged_values_are_reported_per_object") {
+        return;
+    }
     let w = world();
     let eps = w.c.endpoints();
     // A protobuf value cut short, among good ones.
@@ -248,6 +254,9 @@ fn damaged_values_are_reported_per_object() {
 /// listed, and the exit is 3.
 #[test]
 fn tolerant_reading() {
+    if !testkit::fixtures_available("k8s_objects::tolerant_reading") {
+        return;
+    }
     let w = world();
     // Enough keys for the key bucket to span many leaf pages.
     let eps = w.c.endpoints();

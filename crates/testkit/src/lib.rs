@@ -17,7 +17,7 @@ pub mod servers;
 mod tls;
 mod tools;
 
-pub use fixtures::{kube_fixture, kube_vector};
+pub use fixtures::{fixtures_available, kube_fixture, kube_vector};
 pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tls::{generate_tls, TlsFiles};
