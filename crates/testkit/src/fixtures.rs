@@ -15,7 +15,10 @@ pub fn fixtures_available(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: {} is absent, and CI=true: CI must have the published fixtures beside the checkout", dir.display());
     }
-    eprintln!("skipped {test}: the published fixtures ({}) are not beside this checkout", dir.display());
+    // Written to the process's stderr directly: the test harness captures `eprintln!` of a
+    // passing test, and this line must be seen.
+    let line = format!("skipped {test}: the published fixtures ({}) are not beside this checkout\n", dir.display());
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     false
 }
 
