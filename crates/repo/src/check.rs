@@ -70,15 +70,8 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
     // Manifests are listed before the index is read: a backup finishing meanwhile writes its
     // index before its manifest, so every manifest seen here has its index in what follows.
     let metas = repo.backup_ids(cluster).await?;
-    let index = match repo.load_index(cluster).await {
-        Ok(i) => i,
-        Err(Error::Damaged(why)) => {
-            r.errors.push(why);
-            // Fall back to the index objects that do read.
-            load_index_tolerant(&repo, cluster, r).await?
-        }
-        Err(e) => return Err(e),
-    };
+    // Damaged index objects are reported; the others are checked.
+    let index = repo.load_index_noting(cluster, &mut |e| r.errors.push(e.to_string())).await?;
     r.index_files += index.files.len();
     let listed = repo.list(&format::cluster_path(cluster, "data")).await?;
     let sizes: HashMap<String, u64> = listed.iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.size))).collect();
@@ -108,7 +101,6 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
 
     // Manifests and what they need.
     let mut needed_by: HashMap<BlobId, Vec<String>> = HashMap::new();
-    let mut revisions: Vec<i64> = Vec::new();
     let mut backups: Vec<(String, i64)> = Vec::new();
     for id in metas {
         r.backups += 1;
@@ -125,7 +117,6 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
                 continue;
             }
         };
-        revisions.push(man.snapshot.revision);
         backups.push((id.clone(), man.snapshot.revision));
         let short = format!("{} ({}, {})", crate::short(&id), man.cluster, man.time);
         let mut ids: Vec<BlobId> = Vec::new();
@@ -283,11 +274,8 @@ async fn check_deltas(repo: &Repository, cluster: &str, backups: &[(String, i64)
         ));
     }
     if read_data {
-        let results: Vec<(SegmentRefName, Result<()>)> = futures::stream::iter(segs.iter().cloned())
-            .map(|s| async move {
-                let res = crate::delta::read_segment(repo, &s.name).await.map(|_| ());
-                (SegmentRefName { name: s.name, first: s.first, last: s.last }, res)
-            })
+        let results: Vec<(&crate::delta::SegmentRef, Result<()>)> = futures::stream::iter(&segs)
+            .map(|s| async move { (s, crate::delta::read_segment(repo, &s.name).await.map(|_| ())) })
             .buffer_unordered(8)
             .collect()
             .await;
@@ -301,12 +289,6 @@ async fn check_deltas(repo: &Repository, cluster: &str, backups: &[(String, i64)
         }
     }
     Ok(())
-}
-
-struct SegmentRefName {
-    name: String,
-    first: i64,
-    last: i64,
 }
 
 /// Problems found in one downloaded pack, each with the blob it concerns.
@@ -348,25 +330,3 @@ fn read_pack(repo: &Repository, name: &str, bytes: &[u8], indexed: Option<&[form
     out
 }
 
-async fn load_index_tolerant(repo: &Repository, cluster: &str, r: &mut CheckReport) -> Result<crate::repository::Index> {
-    let mut idx = crate::repository::Index::new(cluster);
-    for m in repo.list(&format::cluster_path(cluster, "index")).await? {
-        let name = m.location.filename().unwrap_or_default().to_string();
-        let Ok(bytes) = repo.get(&m.location).await else { continue };
-        if format::content_name(&bytes) != name {
-            r.errors.push(format!("index/{name}: content does not match its name (damaged)"));
-            continue;
-        }
-        match format::decode_index(repo.data_key(), &bytes, &name) {
-            Ok(packs) => {
-                for p in &packs {
-                    idx.add(p);
-                }
-                idx.files.push(name);
-            }
-            Err(e) => r.errors.push(e.to_string()),
-        }
-    }
-    r.errors.dedup();
-    Ok(idx)
-}

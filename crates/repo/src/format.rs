@@ -285,8 +285,9 @@ pub fn encode_index(key: &MasterKey, packs: &[IndexPack]) -> Vec<u8> {
     key.seal(&z, b"index")
 }
 
-pub fn decode_index(key: &MasterKey, sealed: &[u8], name: &str) -> Result<Vec<IndexPack>> {
-    let bad = |why: &str| Error::Damaged(format!("index/{name}: {why}"));
+/// `path`: the object's name in the repository, for the error.
+pub fn decode_index(key: &MasterKey, sealed: &[u8], path: &str) -> Result<Vec<IndexPack>> {
+    let bad = |why: &str| Error::Damaged(format!("{path}: {why}"));
     let z = key.open(sealed, b"index").ok_or_else(|| bad("does not authenticate (damaged, or written under another key)"))?;
     let h = zstd::stream::decode_all(&z[..]).map_err(|_| bad("does not decompress"))?;
     if h.len() < 8 || &h[..4] != INDEX_MAGIC {

@@ -94,15 +94,23 @@ async fn retention_records(repo: &Repository, cluster: &str) -> Result<Vec<(ObjP
     Ok(out)
 }
 
+/// The floor in force: `base` (the floor the backups give), or a higher one recorded by an
+/// earlier forget, which never lifts it past the `newest` backup (its chain to the end always
+/// stays). `None` (no backup): no floor.
+fn floor_in_force(base: Option<i64>, recorded: &[(ObjPath, RetentionRecord)], newest: Option<i64>) -> Option<i64> {
+    let base = base?;
+    let recorded = recorded.iter().map(|(_, r)| r.delta_floor).max();
+    Some(match (recorded, newest) {
+        (Some(r), Some(n)) => base.max(r.min(n)),
+        _ => base,
+    })
+}
+
 /// The floor in force for `cluster`: from its backups `revs` and its retention records.
 async fn effective_floor(repo: &Repository, cluster: &str, revs: &[i64]) -> Result<(Option<i64>, Vec<(ObjPath, RetentionRecord)>)> {
     let records = retention_records(repo, cluster).await?;
-    let Some(oldest) = revs.iter().copied().min() else { return Ok((None, records)) };
-    // A recorded window never lifts the floor past the newest backup (its chain to the end
-    // always stays).
-    let newest = revs.iter().copied().max().unwrap_or(oldest);
-    let recorded = records.iter().map(|(_, r)| r.delta_floor).max().unwrap_or(i64::MIN).min(newest);
-    Ok((Some(oldest.max(recorded)), records))
+    let floor = floor_in_force(revs.iter().copied().min(), &records, revs.iter().copied().max());
+    Ok((floor, records))
 }
 
 /// The delta floor in force for `cluster` with backups at `revisions` (`repo check`).
@@ -147,28 +155,23 @@ async fn forget_cluster(repo: &Repository, policy: &Policy, cluster: &str, keep_
     let all = repo.manifests(cluster).await?;
     let triples: Vec<(String, String, DateTime<Utc>)> = all.iter().map(|(id, m)| (id.clone(), m.cluster.clone(), manifest_time(m))).collect();
     let mut decisions = retention::apply(policy, &triples);
-    let rev_of: HashMap<&str, i64> = all.iter().map(|(id, m)| (id.as_str(), m.snapshot.revision)).collect();
-    let kept_of = |ds: &[Decision]| -> Vec<(i64, DateTime<Utc>)> {
-        ds.iter().filter(|d| d.keep).map(|d| (rev_of[d.id.as_str()], DateTime::parse_from_rfc3339(&d.time).map(|t| t.with_timezone(&Utc)).unwrap_or_default())).collect()
-    };
-    let kept = kept_of(&decisions);
-    let everything: Vec<(i64, DateTime<Utc>)> = all.iter().map(|(_, m)| (m.snapshot.revision, manifest_time(m))).collect();
+    // (revision, finish time) of every backup, by id.
+    let facts: HashMap<&str, (i64, DateTime<Utc>)> = all.iter().zip(&triples).map(|((id, m), t)| (id.as_str(), (m.snapshot.revision, t.2))).collect();
+    let rev_of = |id: &str| facts[id].0;
+    let kept: Vec<(i64, DateTime<Utc>)> = decisions.iter().filter(|d| d.keep).map(|d| facts[d.id.as_str()]).collect();
+    let everything: Vec<(i64, DateTime<Utc>)> = facts.values().copied().collect();
     let now = Utc::now();
     let wanted = delta_floor(&everything, &kept, keep_pitr, now);
-    let recorded = retention_records(repo, cluster).await?.iter().map(|(_, r)| r.delta_floor).max();
-    let newest_kept = kept.iter().map(|k| k.0).max();
-    // The floor in force after this forget: its own, or a higher one recorded earlier (never
-    // past the newest backup, whose chain to the end always stays).
-    let floor = match (wanted, recorded, newest_kept) {
-        (Some(w), Some(r), Some(n)) => Some(w.max(r.min(n))),
-        (w, _, _) => w,
-    };
+    let records = retention_records(repo, cluster).await?;
+    let recorded = records.iter().map(|(_, r)| r.delta_floor).max();
+    // The floor in force after this forget: its own, or a higher one recorded earlier.
+    let floor = floor_in_force(wanted, &records, kept.iter().map(|k| k.0).max());
     // A floor other than the oldest kept backup stands on a backup of the window: restores
     // into the window replay from it (the segments before it are gone, or go), so the policy
     // may not drop it (the newest backup of that revision).
     if let (Some(f), Some(oldest)) = (floor, kept.iter().map(|k| k.0).min()) {
         if f != oldest {
-            let base = decisions.iter_mut().filter(|d| rev_of[d.id.as_str()] == f).max_by(|a, b| a.time.cmp(&b.time));
+            let base = decisions.iter_mut().filter(|d| rev_of(&d.id) == f).max_by(|a, b| a.time.cmp(&b.time));
             if let Some(d) = base {
                 if !d.keep {
                     d.keep = true;

@@ -303,50 +303,56 @@ impl Repository {
         self.store().list(Some(&p)).try_collect().await.map_err(store_err(format!("list {prefix}/")))
     }
 
-    /// Load the index objects of `cluster` (its packs only).
+    /// Load the index objects of `cluster` (its packs only); the first that does not read
+    /// (damaged) fails the load.
     pub async fn load_index(&self, cluster: &str) -> Result<Index> {
-        let dir = format::cluster_path(cluster, "index");
-        let (files, packs) = self.read_index_objects(&dir, false).await?;
+        let mut damage = None;
+        let idx = self.load_index_noting(cluster, &mut |e| {
+            damage.get_or_insert(e);
+        })
+        .await?;
+        damage.map_or(Ok(idx), Err)
+    }
+
+    /// As [`Repository::load_index`], handing each index object that does not read to `note`
+    /// and merging the others (`repo check` reports the damage and checks what remains).
+    pub(crate) async fn load_index_noting(&self, cluster: &str, note: &mut dyn FnMut(Error)) -> Result<Index> {
         let mut idx = Index::new(cluster);
-        for p in &packs {
-            idx.add(p);
+        for (name, packs) in self.read_index_objects(&format::cluster_path(cluster, "index")).await? {
+            match packs {
+                Ok(packs) => {
+                    for p in &packs {
+                        idx.add(p);
+                    }
+                    idx.files.push(name);
+                }
+                Err(e) => note(e),
+            }
         }
-        idx.files = files;
+        idx.files.sort();
         Ok(idx)
     }
 
-    /// The index objects under `dir` (names, and their packs). `tolerant`: objects that do
-    /// not read are skipped (reported as errors by the caller through the returned names
-    /// missing), otherwise the first damaged one fails the call.
-    pub(crate) async fn read_index_objects(&self, dir: &str, tolerant: bool) -> Result<(Vec<String>, Vec<IndexPack>)> {
+    /// Every index object under `dir`, by name, with its packs or the reason it does not read
+    /// (name mismatch, authentication, format: damage); a store error fails the call.
+    pub(crate) async fn read_index_objects(&self, dir: &str) -> Result<Vec<(String, Result<Vec<IndexPack>>)>> {
         let metas = self.list(dir).await?;
         let key = &self.data;
-        let loaded: Vec<Result<(String, Vec<IndexPack>)>> = futures::stream::iter(metas)
+        futures::stream::iter(metas)
             .map(|m| async move {
                 let name = m.location.filename().unwrap_or_default().to_string();
                 let bytes = self.get(&m.location).await?;
-                if format::content_name(&bytes) != name {
-                    return Err(Error::Damaged(format!("{dir}/{name}: content does not match its name (damaged)")));
-                }
-                Ok::<_, Error>((name.clone(), format::decode_index(key, &bytes, &format!("{dir}/{name}"))?))
+                let path = format!("{dir}/{name}");
+                let packs = if format::content_name(&bytes) != name {
+                    Err(Error::Damaged(format!("{path}: content does not match its name (damaged)")))
+                } else {
+                    format::decode_index(key, &bytes, &path)
+                };
+                Ok::<_, Error>((name, packs))
             })
             .buffer_unordered(8)
-            .collect()
-            .await;
-        let mut files = Vec::new();
-        let mut packs = Vec::new();
-        for r in loaded {
-            match r {
-                Ok((name, p)) => {
-                    files.push(name);
-                    packs.extend(p);
-                }
-                Err(Error::Damaged(_)) if tolerant => {}
-                Err(e) => return Err(e),
-            }
-        }
-        files.sort();
-        Ok((files, packs))
+            .try_collect()
+            .await
     }
 
     /// Write an index object for `packs` of `cluster`; returns its name.
@@ -412,17 +418,6 @@ impl Repository {
         Ok(out)
     }
 
-    /// Every cluster's manifests, newest first (reads the whole repository: for listings
-    /// that ask for every cluster).
-    pub async fn all_manifests(&self) -> Result<Vec<(String, Manifest)>> {
-        let mut out = Vec::new();
-        for c in self.clusters().await? {
-            out.extend(self.manifests(&c).await?);
-        }
-        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
-    }
-
     pub async fn read_manifest(&self, cluster: &str, id: &str) -> Result<Manifest> {
         let path = format::manifest_path(cluster, id);
         let bytes = self.get(&path).await?;
@@ -440,26 +435,24 @@ impl Repository {
     pub async fn only_cluster(&self, what: &str) -> Result<String> {
         // Clusters with at least one backup (a cluster whose backups were all forgotten, or
         // an empty directory a local repository keeps, does not count); two are enough.
+        let all = self.clusters().await?;
         let mut with_backups = Vec::new();
-        for c in self.clusters().await? {
-            if !self.backup_ids(&c).await?.is_empty() {
+        for c in &all {
+            if !self.backup_ids(c).await?.is_empty() {
                 with_backups.push(c);
                 if with_backups.len() > 1 {
                     break;
                 }
             }
         }
-        match with_backups.len() {
-            0 => Err(Error::Missing("the repository holds no backup yet".into())),
-            1 => Ok(with_backups.into_iter().next().unwrap()),
-            _ => {
-                let all = self.clusters().await?;
-                Err(Error::Usage(format!(
-                    "the repository holds {} clusters ({}): name one for {what} (--cluster NAME)",
-                    all.len(),
-                    list_names(&all)
-                )))
-            }
+        match with_backups[..] {
+            [] => Err(Error::Missing("the repository holds no backup yet".into())),
+            [only] => Ok(only.clone()),
+            _ => Err(Error::Usage(format!(
+                "the repository holds {} clusters ({}): name one for {what} (--cluster NAME)",
+                all.len(),
+                list_names(&all)
+            ))),
         }
     }
 
@@ -473,12 +466,7 @@ impl Repository {
         if has_data {
             return Ok(());
         }
-        let all = self.clusters().await?;
-        Err(Error::Missing(if all.is_empty() {
-            format!("unknown cluster {cluster}: the repository holds no backup yet")
-        } else {
-            format!("unknown cluster {cluster}: the repository holds {}", list_names(&all))
-        }))
+        Err(unknown_cluster(cluster, &self.clusters().await?))
     }
 
     /// Fail unless `cluster` has backups in the repository, naming the known clusters.
@@ -491,12 +479,9 @@ impl Repository {
         if all.iter().any(|c| c == cluster) {
             return Err(Error::Missing(format!("cluster {cluster} has no backup in the repository (its backups were all forgotten)")));
         }
-        Err(Error::Missing(if all.is_empty() {
-            format!("unknown cluster {cluster}: the repository holds no backup yet")
-        } else {
-            format!("unknown cluster {cluster}: the repository holds {}", list_names(&all))
-        }))
+        Err(unknown_cluster(cluster, &all))
     }
+
 
     /// Find a backup by id or unique id prefix, or `latest` (of `cluster`; without one, of
     /// the repository's only cluster).
@@ -655,6 +640,15 @@ fn unwrap_any(keys: &[(String, WrappedKey)], purpose: &str, secret: &Secret) -> 
         },
         purpose: purpose.into(),
         count: candidates.len(),
+    })
+}
+
+/// "unknown cluster C", naming the clusters `all` the repository holds.
+fn unknown_cluster(cluster: &str, all: &[String]) -> Error {
+    Error::Missing(if all.is_empty() {
+        format!("unknown cluster {cluster}: the repository holds no backup yet")
+    } else {
+        format!("unknown cluster {cluster}: the repository holds {}", list_names(all))
     })
 }
 

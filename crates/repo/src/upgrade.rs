@@ -90,10 +90,11 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             .map_err(|_| Error::Usage(format!("backup {id} is of cluster {:?}, a name version 2 cannot store (use 1 to 128 of A-Z a-z 0-9 . _ -); forget it before upgrading", man.cluster)))?;
         by_cluster.entry(man.cluster.clone()).or_default().push((id, man));
     }
-    let (_, packs) = repo.read_index_objects(v1::INDEX, false).await?;
     let mut legacy = Index { legacy: true, ..Index::default() };
-    for p in &packs {
-        legacy.add(p);
+    for (_, packs) in repo.read_index_objects(v1::INDEX).await? {
+        for p in &packs? {
+            legacy.add(p);
+        }
     }
     // 2. Per cluster: packs, index, manifests.
     for (cluster, manifests) in &by_cluster {
