@@ -133,14 +133,8 @@ async fn run(
     // Under a shared lock, and only if the backup is still there: a backup forgotten and
     // pruned meanwhile is not a failed drill (the error is not Damaged, so nothing is
     // recorded).
-    let lock = repo.lock(&manifest.cluster, false, "drill").await?;
-    let fetched = async {
-        crate::restore::still_there(&repo, id, manifest).await?;
-        crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, Arc::new(|_, _| {}), true).await
-    }
-    .await;
-    lock.release().await;
-    fetched?;
+    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, Arc::new(|_, _| {}), true);
+    crate::restore::reading_backup(&repo, id, manifest, "drill", fetch).await?;
     checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
 
     let peer = free_port()?;

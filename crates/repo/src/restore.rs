@@ -25,27 +25,25 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// Write the snapshot of `manifest` to `out` (which must not exist), fsynced and checked
 /// against the manifest's sha256; under a shared lock on its cluster.
 pub async fn reassemble(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
-    let lock = repo.lock(&manifest.cluster, false, "get").await?;
-    let r = match still_there(&repo, id, manifest).await {
-        Ok(()) => reassemble_with(repo, manifest, out, parallel, progress, true).await,
+    reading_backup(&repo, id, manifest, "get", reassemble_with(repo.clone(), manifest, out, parallel, progress, true)).await
+}
+
+/// Run `read` under a shared lock on the backup's cluster, once the backup is known to still
+/// exist: a `forget` and `prune` between finding it and locking would otherwise show up as
+/// missing packs, i.e. as damage. The lock is released whatever `read` returns.
+pub(crate) async fn reading_backup<T>(repo: &Repository, id: &str, manifest: &Manifest, operation: &str, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let lock = repo.lock(&manifest.cluster, false, operation).await?;
+    let r = match repo.backup_ids(&manifest.cluster).await.map(|ids| ids.iter().any(|i| i == id)) {
+        Ok(true) => read.await,
+        Ok(false) => Err(Error::Missing(format!(
+            "backup {} of cluster {} was forgotten before it could be read; nothing was written (choose another backup)",
+            crate::short(id),
+            manifest.cluster
+        ))),
         Err(e) => Err(e),
     };
     lock.release().await;
     r
-}
-
-/// Under the cluster's lock: the backup must still exist (a `forget` and `prune` between
-/// finding it and locking would otherwise show up as missing packs, i.e. as damage).
-pub(crate) async fn still_there(repo: &Repository, id: &str, manifest: &Manifest) -> Result<()> {
-    if repo.backup_ids(&manifest.cluster).await?.iter().any(|i| i == id) {
-        Ok(())
-    } else {
-        Err(Error::Missing(format!(
-            "backup {} of cluster {} was forgotten before it could be read; nothing was written (choose another backup)",
-            crate::short(id),
-            manifest.cluster
-        )))
-    }
 }
 
 /// `durable = false` is for a temporary file that a restore reads at once: no fsync and no
@@ -235,13 +233,7 @@ pub async fn restore(
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
     let snap = tmp.path().join("snapshot.db");
-    let lock = repo.lock(&manifest.cluster, false, "restore").await?;
-    let fetched = match still_there(&repo, id, manifest).await {
-        Ok(()) => reassemble_with(repo, manifest, &snap, parallel, progress, false).await,
-        Err(e) => Err(e),
-    };
-    lock.release().await;
-    fetched?;
+    reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, progress, false)).await?;
     opts.snapshot = snap;
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
         .await
@@ -255,13 +247,7 @@ pub async fn restore(
 pub async fn extract_bundle(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path) -> Result<usize> {
     let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no --include bundle".into()))?;
     repo.key_for(format::BlobType::BundleList)?;
-    let lock = repo.lock(&manifest.cluster, false, "get").await?;
-    let r = match still_there(&repo, id, manifest).await {
-        Ok(()) => extract_bundle_locked(&repo, manifest, b, out).await,
-        Err(e) => Err(e),
-    };
-    lock.release().await;
-    r
+    reading_backup(&repo, id, manifest, "get", extract_bundle_locked(&repo, manifest, b, out)).await
 }
 
 async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &format::BundleRef, out: &Path) -> Result<usize> {
