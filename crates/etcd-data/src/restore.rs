@@ -145,8 +145,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
 }
 
 /// Test hook: `QUORUM_CRASH_POINT=<name>` aborts the process (no cleanup runs, as with
-/// `kill -9`) when the restore reaches that point. Used by the crash tests.
-fn crash_point(name: &str) {
+/// `kill -9`) when it reaches that point. Used by the crash tests of the restore and of other
+/// multi-step writers (`repo upgrade`).
+pub fn crash_point(name: &str) {
     if std::env::var("QUORUM_CRASH_POINT").is_ok_and(|p| p == name) {
         std::process::abort();
     }

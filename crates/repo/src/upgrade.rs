@@ -37,14 +37,6 @@ pub struct UpgradeReport {
     pub legacy_left: usize,
 }
 
-/// A crash point for the tests (`QUORUM_CRASH_POINT=upgrade-<step>`): the process exits at once.
-fn crash_point(name: &str) {
-    if std::env::var("QUORUM_CRASH_POINT").ok().as_deref() == Some(name) {
-        eprintln!("crash point {name}");
-        std::process::exit(137);
-    }
-}
-
 pub async fn upgrade(repo: Arc<Repository>) -> Result<UpgradeReport> {
     let lock = lock::acquire(&repo, Scope::Repository, true, "upgrade", repo.lock_retry).await?;
     let r = upgrade_locked(&repo).await;
@@ -111,7 +103,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             index_packs.push(IndexPack { pack: *pack, entries });
             rep.packs_copied += 1;
         }
-        crash_point("upgrade-packs");
+        etcd_data::restore::crash_point("upgrade-packs");
         if !index_packs.is_empty() {
             repo.write_index(cluster, &index_packs).await?;
         }
@@ -121,7 +113,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             delete.push(from);
             rep.backups += 1;
         }
-        crash_point("upgrade-manifests");
+        etcd_data::restore::crash_point("upgrade-manifests");
         rep.clusters.push(cluster.clone());
     }
     // Segments of every cluster (also those whose backups were all forgotten).
@@ -147,7 +139,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
         delete.push(m.location.clone());
         rep.verifications_copied += 1;
     }
-    crash_point("upgrade-before-config");
+    etcd_data::restore::crash_point("upgrade-before-config");
     // 3. The config, version 2: from now on only the new layout is read.
     if repo.config.version == format::VERSION_1 {
         let mut cfg = repo.config.clone();
@@ -160,7 +152,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             e => Error::store("write config", e),
         })?;
     }
-    crash_point("upgrade-config");
+    etcd_data::restore::crash_point("upgrade-config");
     // 4. The version-1 objects copied above, the index objects and packs listed at the start
     //    (every backup they served now has its own copies).
     delete.extend(legacy_index.iter().map(|m| m.location.clone()));
@@ -172,7 +164,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
             Err(e) => return Err(e),
         }
         if rep.legacy_deleted == 1 {
-            crash_point("upgrade-deleting");
+            etcd_data::restore::crash_point("upgrade-deleting");
         }
     }
     rep.legacy_left = legacy_segments.len() + legacy_verifications.len() - rep.segments_copied - rep.verifications_copied;
