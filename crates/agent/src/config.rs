@@ -207,7 +207,7 @@ impl Default for Drill {
 impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let c: Config = serde_yaml::from_str(&text).map_err(|e| {
+        let c: Config = yaml_serde::from_str(&text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             format!("{}{at}: {e}", path.display())
         })?;

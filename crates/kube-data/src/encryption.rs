@@ -113,7 +113,7 @@ struct RawProvider {
     aesgcm: Option<RawKeys>,
     secretbox: Option<RawKeys>,
     kms: Option<RawKms>,
-    identity: Option<serde_yaml::Value>,
+    identity: Option<yaml_serde::Value>,
 }
 
 /// One resource name as kube-apiserver's validation accepts it
@@ -217,7 +217,7 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 /// provider per entry, keys present and of valid sizes, valid resource names, no resource masked
 /// by an earlier `*.group` or `*.*` entry. Errors name the file and the line.
 pub fn parse_config(text: &str, file: &str) -> Result<EncryptionConfig, String> {
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| format!("{file}: not an EncryptionConfiguration: {e}"))?;
+    let raw: RawConfig = yaml_serde::from_str(text).map_err(|e| format!("{file}: not an EncryptionConfiguration: {e}"))?;
     if let Some(k) = &raw.kind {
         if k != "EncryptionConfiguration" && k != "EncryptionConfig" {
             let at = line_of(text, k).map(|l| format!(" (line {l})")).unwrap_or_default();

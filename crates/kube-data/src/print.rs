@@ -256,7 +256,7 @@ mod tests {
             "data": {"note": "line1\nline2\n", "n": "yes"}});
         let want = "apiVersion: v1\ndata:\n  \"n\": \"yes\"\n  note: |\n    line1\n    line2\nkind: Pod\nmetadata:\n  creationTimestamp: null\n  labels:\n    a: b\nspec:\n  containers:\n  - command:\n    - perl\n    - -e\n    name: c\n    resources: {}\n  tolerations: []\n";
         assert_eq!(to_yaml(&v), want);
-        let back: serde_json::Value = serde_yaml::from_str(&to_yaml(&v)).unwrap();
+        let back: serde_json::Value = yaml_serde::from_str(&to_yaml(&v)).unwrap();
         assert_eq!(back, v);
     }
 }

@@ -39,8 +39,8 @@ fn auger_pod_and_job_equal_augers_decoding() {
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(fixtures().join(format!("json/{name}.json"))).unwrap()).unwrap();
         assert_eq!(r.value, json, "{name}: rendering differs from auger's JSON");
         let yaml = print::to_yaml(&r.value);
-        let auger_yaml: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(fixtures().join(format!("yaml/{name}.yaml"))).unwrap()).unwrap();
-        let ours: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let auger_yaml: serde_json::Value = yaml_serde::from_str(&std::fs::read_to_string(fixtures().join(format!("yaml/{name}.yaml"))).unwrap()).unwrap();
+        let ours: serde_json::Value = yaml_serde::from_str(&yaml).unwrap();
         assert_eq!(ours, auger_yaml, "{name}: our YAML reads back differently from auger's");
         golden(&format!("auger-{name}.yaml"), &yaml);
         // JSON output reads back to the same value.

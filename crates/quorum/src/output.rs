@@ -55,7 +55,7 @@ pub fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub fn yaml<T: serde::Serialize>(v: &T) -> String {
-    serde_yaml::to_string(v).expect("serializable")
+    yaml_serde::to_string(v).expect("serializable")
 }
 
 #[cfg(test)]

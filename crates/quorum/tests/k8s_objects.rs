@@ -106,7 +106,7 @@ fn get_export_diff_on_real_snapshots() {
     // server would report (the key's mod revision).
     let r = q(&["k8s", "get", s, "pod", "pi-dqtsw", "-n", "default"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let got: serde_json::Value = serde_yaml::from_str(&r.stdout).unwrap();
+    let got: serde_json::Value = yaml_serde::from_str(&r.stdout).unwrap();
     let mut want: serde_json::Value = serde_json::from_slice(&fixture("auger/json/pod.json")).unwrap();
     let rev = w.c.etcdctl(&["get", "/registry/pods/default/pi-dqtsw", "-w", "json"]).unwrap();
     let rev: serde_json::Value = serde_json::from_str(&rev).unwrap();
@@ -150,7 +150,7 @@ fn get_export_diff_on_real_snapshots() {
     assert!(!out.exists(), "a failed export leaves nothing");
     let r = q(&["k8s", "export", s, "-n", "shop", "-o", o, "--sanitize", "--encryption-config", conf]);
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
-    let read = |p: &str| -> serde_json::Value { serde_yaml::from_str(&std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))).unwrap() };
+    let read = |p: &str| -> serde_json::Value { yaml_serde::from_str(&std::fs::read_to_string(out.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))).unwrap() };
     let svc = read("shop/services/web.yaml");
     assert_eq!(
         svc,
@@ -175,7 +175,7 @@ fn get_export_diff_on_real_snapshots() {
     let mout = w.dir.path().join("machines");
     let r = q(&["k8s", "export", s, "-n", "openshift-machine-api", "-o", mout.to_str().unwrap(), "--sanitize"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let m: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(mout.join("openshift-machine-api/machines.machine.openshift.io/master-0.yaml")).unwrap()).unwrap();
+    let m: serde_json::Value = yaml_serde::from_str(&std::fs::read_to_string(mout.join("openshift-machine-api/machines.machine.openshift.io/master-0.yaml")).unwrap()).unwrap();
     assert!(m["spec"].get("providerID").is_none() && m["metadata"].get("annotations").is_none());
     assert_eq!(m["spec"]["providerSpec"]["value"]["instanceType"], "m6i.xlarge");
 
