@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -135,7 +135,6 @@ pub struct Spool {
     max_bytes: u64,
     inner: Mutex<Inner>,
     changed: Notify,
-    seq: AtomicU64,
     metrics: SpoolMetrics,
     _private: Option<tempfile::TempDir>,
 }
@@ -148,10 +147,6 @@ impl std::fmt::Debug for Spool {
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", p.display())
-}
-
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Spool {
@@ -182,7 +177,7 @@ impl Spool {
         for d in std::fs::read_dir(&dir).map_err(|e| io_err("read spool directory", &dir, e))?.flatten() {
             let name = d.file_name().to_string_lossy().to_string();
             let old = d.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).is_some_and(|a| a > STALE_TMP);
-            if name.starts_with(".tmp-") && old {
+            if (name.starts_with(".tmp-") || name.contains(".partial-")) && old {
                 let _ = std::fs::remove_file(d.path());
             }
         }
@@ -193,7 +188,6 @@ impl Spool {
             max_bytes,
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
-            seq: AtomicU64::new(0),
             metrics,
             _private: private,
         });
@@ -340,28 +334,19 @@ impl Spool {
         ok
     }
 
-    /// Write one sealed segment (`file` = the last component of its object name):
-    /// temporary file, fsync, rename, fsync of the directory.
+    /// Write one sealed segment (`file` = the last component of its object name) through
+    /// [`etcd_data::durable`]: temporary file, fsync, no-clobber rename, fsync of the directory.
     pub async fn add(&self, file: &str, stored: Vec<u8>) -> Result<(), String> {
         let (first, last, _) = parse_segment_file(file).ok_or_else(|| format!("{file}: not a segment name"))?;
         let size = stored.len() as u64;
-        let dir = self.dir.clone();
-        let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), self.seq.fetch_add(1, Ordering::Relaxed)));
-        let dst = dir.join(file);
+        let dst = self.dir.join(file);
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            use std::os::unix::fs::OpenOptionsExt;
             let write = || -> std::io::Result<()> {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-                f.write_all(&stored)?;
-                f.sync_all()?;
-                drop(f);
-                std::fs::rename(&tmp, &dst)?;
-                fsync_dir(&dir)
+                let mut f = etcd_data::durable::NewFile::create(&dst)?;
+                f.file().write_all(&stored)?;
+                f.publish()
             };
-            write().map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                io_err("spool segment", &dst, e)
-            })
+            write().map_err(|e| io_err("spool segment", &dst, e))
         })
         .await
         .map_err(|e| format!("spool task: {e}"))??;

@@ -1,6 +1,6 @@
 //! Operate a running etcd cluster the way `etcdctl` does, with the safety checks a bad day
-//! needs: `snapshot save` (streamed, sha256 checked as it arrives, written to `.partial` and
-//! renamed), cluster `status` (fragmentation, quota use, leader, raft indices, alarms, hashkv
+//! needs: `snapshot save` (streamed, sha256 checked as it arrives, written to a temporary and
+//! renamed without clobbering), cluster `status` (fragmentation, quota use, leader, raft indices, alarms, hashkv
 //! agreement), rolling `defrag` (followers first, leader last, one at a time, health-gated),
 //! alarms, membership changes that refuse to cost quorum, and recovery from quorum loss.
 //!

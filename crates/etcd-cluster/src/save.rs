@@ -1,14 +1,15 @@
-//! `snapshot save`: stream a snapshot from one member into `FILE.partial`, check the sha256
-//! the server appends as it arrives, fsync, rename to `FILE`. Never overwrites.
+//! `snapshot save`: stream a snapshot from one member into a temporary beside `FILE`, check
+//! the sha256 the server appends as it arrives, fsync, and give it the name `FILE` only if
+//! that name is still free ([`etcd_data::durable`]). Never overwrites.
 //!
 //! The server sends the bbolt bytes in chunks, then one last message with the 32-byte SHA-256
 //! of everything before it (`v3rpc/maintenance.go` `Snapshot`); the file keeps that digest as
 //! its trailer, exactly as `etcdctl snapshot save` writes it.
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use etcd_data::durable::NewFile;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -70,12 +71,12 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
     }
     let view = observe(cfg, 0).await?;
     let (endpoint, member) = choose(&view, source)?;
-    let partial = PathBuf::from(format!("{}.partial", path.display()));
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| Error::Io { path: p, source }
     };
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).map_err(io(&partial))?;
+    let mut out = NewFile::create(path).map_err(io(path))?;
+    let partial = out.path().to_path_buf();
     let result = async {
         let mut c = cfg.connect_one(&endpoint).await?;
         let mut stream = cfg.timed(&endpoint, "snapshot", c.snapshot()).await?;
@@ -87,7 +88,7 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
             let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: e.to_string() })?;
             let Some(m) = msg else { break };
             let blob = m.blob();
-            f.write_all(blob).map_err(io(&partial))?;
+            out.file().write_all(blob).map_err(io(path))?;
             total += blob.len() as u64;
             tail.extend_from_slice(blob);
             if tail.len() > 32 {
@@ -107,24 +108,19 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
                 msg: format!("sha256 mismatch: server sent {}, data hashes to {}", hex::encode(&tail), hex::encode(got)),
             });
         }
-        f.sync_all().map_err(io(&partial))?;
+        out.file().sync_all().map_err(io(path))?;
         // The revision the snapshot holds, as `snapshot status` reports it.
         let revision = etcd_data::status(&partial)?.revision;
         Ok((total, hex::encode(got), revision))
     }
     .await;
-    match result {
-        Ok((bytes, sha256, revision)) => {
-            drop(f);
-            std::fs::rename(&partial, path).map_err(io(path))?;
-            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-            }
-            Ok(Saved { path: path.to_path_buf(), endpoint, member, bytes, sha256, revision })
+    let (bytes, sha256, revision) = result?;
+    out.publish().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Refused(format!("{} appeared while the snapshot was saved; left it alone, nothing written", path.display()))
+        } else {
+            io(path)(e)
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    })?;
+    Ok(Saved { path: path.to_path_buf(), endpoint, member, bytes, sha256, revision })
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod cluster;
+pub mod durable;
 mod error;
 mod gojson;
 pub mod hashkv;

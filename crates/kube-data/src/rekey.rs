@@ -8,16 +8,15 @@
 //! The output is a new snapshot file: the bbolt file is streamed through [`bolt::Writer`] (one
 //! pass over the input, values never held beyond the one being re-encrypted), then the sha256
 //! trailer `snapshot save` writes is appended, so `snapshot verify`, `etcdutl snapshot status`
-//! and `snapshot restore` (without `--skip-hash-check`) accept it. It is written as
-//! `NEW.partial`, fsynced and moved to `NEW`, which is never overwritten; on any error nothing is
-//! left at either path. A value that does not decrypt is an error naming its key and revision
+//! and `snapshot restore` (without `--skip-hash-check`) accept it. It is written under a
+//! temporary name beside `NEW`, fsynced and given the name `NEW` only if that is still free
+//! ([`etcd_data::durable`]); on any error nothing is left. A value that does not decrypt is an error naming its key and revision
 //! (or, with `skip_undecryptable`, copied as it is and counted). KMS values and a KMS write
 //! provider are refused: their data keys are sealed by the KMS plugin.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bolt::{WriteError, Writer, WriterOptions};
@@ -28,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::encryption::{os_random, DecryptError, EncryptError, EncryptionConfig, Transformer};
 use crate::resources::{self, GroupResource};
 use etcd_data::schema::{self, KeyValue, KeyValueRef, RevisionKey};
+use etcd_data::durable::NewFile;
 use etcd_data::trailer::{self, Trailer};
 
 /// What to re-encrypt.
@@ -240,22 +240,23 @@ pub fn rekey(opts: &RekeyOptions<'_>) -> Result<RekeyReport, RekeyError> {
         return Err(RekeyError::Exists(opts.output.clone()));
     }
     let db = bolt::Db::open(&opts.snapshot)?;
-    let partial = PathBuf::from(format!("{}.partial", opts.output.display()));
-    let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&partial).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            RekeyError::Usage(format!("{}: exists: another rekey is writing it, or one was interrupted (remove it if none is running)", partial.display()))
-        } else {
-            io(&partial)(e)
-        }
-    })?;
-    let result = write_and_install(opts, &db, file, &partial);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
+    let mut new = NewFile::create(&opts.output).map_err(|e| published(&opts.output, e))?;
+    let file = new.file().try_clone().map_err(io(new.path()))?;
+    let partial = new.path().to_path_buf();
+    let report = write(opts, &db, file, &partial)?;
+    new.publish().map_err(|e| published(&opts.output, e))?;
+    Ok(report)
 }
 
-fn write_and_install(opts: &RekeyOptions<'_>, db: &bolt::Db, file: File, partial: &Path) -> Result<RekeyReport, RekeyError> {
+fn published(output: &Path, e: std::io::Error) -> RekeyError {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        RekeyError::Exists(output.to_path_buf())
+    } else {
+        io(output)(e)
+    }
+}
+
+fn write(opts: &RekeyOptions<'_>, db: &bolt::Db, file: File, partial: &Path) -> Result<RekeyReport, RekeyError> {
     let wopts = WriterOptions { page_size: db.page_size(), freelist: bolt::FreelistMode::EmptyPage, txid: db.meta().txid.max(2) };
     let report = RekeyReport { warnings: db.warnings(), ..empty(&opts.output) };
     let mut copier = Copier { w: Writer::new(BufWriter::with_capacity(8 << 20, file), wopts)?, opts, routes: HashMap::new(), error: None, report };
@@ -299,9 +300,6 @@ fn write_and_install(opts: &RekeyOptions<'_>, db: &bolt::Db, file: File, partial
     }
     let digest: [u8; 32] = h.finalize().into();
     file.write_all(&digest).map_err(io(partial))?;
-    file.sync_all().map_err(io(partial))?;
-    drop(file);
-    install(partial, &opts.output)?;
     report.bytes = stats.bytes + trailer::TRAILER_LEN;
     report.sha256 = hex::encode(digest);
     Ok(report)
@@ -323,20 +321,3 @@ fn empty(output: &Path) -> RekeyReport {
     }
 }
 
-/// Move `partial` to `output` without ever replacing an existing file: a hard link fails when
-/// the name exists; then the partial name is removed and the directory fsynced.
-fn install(partial: &Path, output: &Path) -> Result<(), RekeyError> {
-    match std::fs::hard_link(partial, output) {
-        Ok(()) => std::fs::remove_file(partial).map_err(io(partial))?,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(RekeyError::Exists(output.to_path_buf())),
-        // A filesystem without hard links: check, then rename.
-        Err(_) => {
-            if output.symlink_metadata().is_ok() {
-                return Err(RekeyError::Exists(output.to_path_buf()));
-            }
-            std::fs::rename(partial, output).map_err(io(output))?;
-        }
-    }
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}

@@ -203,8 +203,8 @@ Every revision of every key of the resources either configuration covers is read
 with --to-config's write provider for it (aescbc, aesgcm with the etcd key as authenticated data,
 secretbox, or identity; a fresh IV or nonce each). All other values and buckets, revisions,
 versions and leases are copied unchanged. The output gets the sha256 trailer `snapshot save`
-writes, so `quorum snapshot restore` takes it without --skip-hash-check. It is written as
-NEW.partial, fsynced and renamed; NEW is never overwritten. A value that does not decrypt stops
+writes, so `quorum snapshot restore` takes it without --skip-hash-check. It is written under a
+temporary name beside NEW, fsynced and renamed; NEW is never overwritten. A value that does not decrypt stops
 the rekey and names its key and revision (no output is left), unless --skip-undecryptable.
 KMS-encrypted values and a KMS write provider are refused: they need the KMS plugin.\n\n\
 Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or configuration error,

@@ -110,7 +110,7 @@ enum SnapshotCmd {
         write_out: Format,
     },
     /// Stream a snapshot from a running member into FILE (sha256 checked, never overwrites).
-    #[command(after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites FILE.partial, checks the sha256 the server sends, fsyncs, renames to FILE.")]
+    #[command(after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites a temporary file beside FILE, checks the sha256 the server sends, fsyncs, and names\nit FILE only if FILE still does not exist.")]
     Save {
         file: PathBuf,
         /// Which member: endpoints (first healthy in --endpoints order), follower, leader, or a member name.

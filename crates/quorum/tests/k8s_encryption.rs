@@ -196,7 +196,7 @@ fn status_and_rekey_through_real_etcd() {
     assert_eq!(rep["resources"]["secrets"]["written_as"], "aesgcm:new1");
     assert_eq!(rep["resources"]["configmaps"]["rewritten"], 4);
     assert_eq!(rep["revision"], src.latest);
-    assert!(!Path::new(&format!("{}.partial", new.display())).exists());
+    assert!(testkit::partial_leftovers(new.parent().unwrap()).is_empty());
     // Never overwrites.
     let before = std::fs::read(&new).unwrap();
     let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_a.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", new.to_str().unwrap()]);
@@ -268,7 +268,7 @@ fn status_and_rekey_through_real_etcd() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     let want = format!("/registry/secrets/default/gcm at revision {}", src.gcm_revisions[0]);
     assert!(r.stderr.contains(&want) && r.stderr.contains("aesgcm key \"g1\""), "{}", r.stderr);
-    assert!(!out2.exists() && !Path::new(&format!("{}.partial", out2.display())).exists());
+    assert!(!out2.exists() && testkit::partial_leftovers(out2.parent().unwrap()).is_empty());
     // --skip-undecryptable copies them as they are, counted.
     let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_wrong.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", out2.to_str().unwrap(), "--skip-undecryptable", "-w", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -330,7 +330,7 @@ fn unreadable_configs_and_damaged_snapshots() {
     let out = d.path().join("from-bad.db");
     let r = q(&["k8s", "rekey", bad.to_str().unwrap(), "--from-config", ok.to_str().unwrap(), "--to-config", ok.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(!out.exists() && !Path::new(&format!("{}.partial", out.display())).exists());
+    assert!(!out.exists() && testkit::partial_leftovers(out.parent().unwrap()).is_empty());
 }
 
 /// Our encryption against vectors: AES-GCM against the published upstream ciphertext

@@ -4,16 +4,17 @@
 //! Packs are fetched in parallel, each with one coalesced ranged read of the blobs it holds
 //! for this snapshot; every blob is authenticated, decompressed and checked against its id,
 //! then written at its offset (a blob that occurs several times is written at each). The
-//! file is written under `<name>.partial`, fsynced, checked against the manifest's sha256,
-//! and only then renamed to its name.
+//! file is written under a temporary name beside its own, fsynced, checked against the
+//! manifest's sha256, and only then given its name ([`etcd_data::durable`]).
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use etcd_data::durable::NewFile;
 use sha2::Digest;
 
 use crate::error::{Error, Result};
@@ -51,68 +52,30 @@ pub(crate) async fn reading_backup<T>(repo: &Repository, id: &str, manifest: &Ma
 /// and the restore checks the snapshot's own sha256 trailer). The caller holds a lock on the
 /// manifest's cluster.
 pub(crate) async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress, durable: bool) -> Result<()> {
-    if out.exists() {
-        return Err(Error::Usage(format!("{}: already exists; choose another path or remove it first", out.display())));
+    let mut new = NewFile::create(out).map_err(|e| exists_or_io(out, e, "choose another path or remove it first"))?;
+    let partial = new.path().to_path_buf();
+    write_chunks(repo, manifest, new.file(), parallel, progress).await?;
+    let len = new.file().metadata().map_err(|e| Error::io(&partial, e))?.len();
+    if len != manifest.snapshot.size {
+        return Err(Error::Damaged(format!("reassembled {len} bytes, the manifest says {}", manifest.snapshot.size)));
     }
-    // A private name of our own (two runs never share one), owner-only permissions (the
-    // snapshot holds every Secret), and a no-clobber publish (link, then unlink).
-    let partial = partial_name(out);
-    let file = private_file(&partial)?;
-    let r = write_chunks(repo, manifest, &file, parallel, progress).await;
-    let r = r.and_then(|_| {
-        let len = file.metadata().map_err(|e| Error::io(&partial, e))?.len();
-        if len != manifest.snapshot.size {
-            return Err(Error::Damaged(format!("reassembled {len} bytes, the manifest says {}", manifest.snapshot.size)));
-        }
-        if !durable {
-            publish(&partial, out)?;
-            return Ok(());
-        }
-        file.sync_all().map_err(|e| Error::io(&partial, e))?;
-        let actual = sha256_file(&partial)?;
-        if actual != manifest.snapshot.sha256 {
-            return Err(Error::Damaged(format!(
-                "reassembled snapshot hashes to {actual}, the manifest says {}",
-                manifest.snapshot.sha256
-            )));
-        }
-        publish(&partial, out)?;
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    });
-    if r.is_err() {
-        let _ = std::fs::remove_file(&partial);
+    if !durable {
+        return new.publish_unsynced().map_err(|e| exists_or_io(out, e, "it appeared while fetching; left it alone"));
     }
-    r
+    new.file().sync_all().map_err(|e| Error::io(&partial, e))?;
+    let actual = sha256_file(&partial)?;
+    if actual != manifest.snapshot.sha256 {
+        return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
+    }
+    new.publish().map_err(|e| exists_or_io(out, e, "it appeared while fetching; left it alone"))
 }
 
-fn partial_name(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(format!(".partial-{}", &crate::format::random_name()[..8]));
-    PathBuf::from(s)
-}
-
-/// Create a new file readable by its owner only.
-fn private_file(p: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(|e| Error::io(p, e))
-}
-
-/// Give `tmp` the name `out` unless `out` exists (then fail, leaving `out` alone).
-fn publish(tmp: &Path, out: &Path) -> Result<()> {
-    match std::fs::hard_link(tmp, out) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(tmp);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(Error::Usage(format!("{}: appeared while fetching; left it alone", out.display())))
-        }
-        Err(e) => Err(Error::io(out, e)),
+/// A publish that found its name taken is the user's to resolve; anything else is I/O.
+fn exists_or_io(out: &Path, e: std::io::Error, what_then: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Error::Usage(format!("{}: already exists; {what_then}", out.display()))
+    } else {
+        Error::io(out, e)
     }
 }
 
@@ -269,27 +232,25 @@ async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &forma
         if let Some(d) = dest.parent() {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let partial = partial_name(&dest);
+        let mut new = NewFile::create(&dest).map_err(|e| exists_or_io(&dest, e, "extract into an empty directory"))?;
+        let partial = new.path().to_path_buf();
         let mut h = sha2::Sha256::new();
         {
             use std::io::Write;
-            let mut w = private_file(&partial)?;
             for c in &f.chunks {
                 let id = crate::repository::parse_id(c)?;
                 let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
                 let data = repo.read_blob(&index, loc).await?;
                 h.update(&data);
-                w.write_all(&data).map_err(|e| Error::io(&partial, e))?;
+                new.file().write_all(&data).map_err(|e| Error::io(&partial, e))?;
             }
-            w.sync_all().map_err(|e| Error::io(&partial, e))?;
         }
         if hex::encode(h.finalize()) != f.sha256 {
-            let _ = std::fs::remove_file(&partial);
             return Err(Error::Damaged(format!("{}: reassembled content does not match its sha256", f.path)));
         }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(f.mode & 0o7777)).map_err(|e| Error::io(&partial, e))?;
-        publish(&partial, &dest)?;
+        new.publish().map_err(|e| exists_or_io(&dest, e, "it appeared while extracting; left it alone"))?;
     }
     Ok(files.len())
 }

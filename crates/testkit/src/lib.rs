@@ -22,3 +22,11 @@ pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tls::{generate_tls, TlsFiles};
 pub use tools::{project_root, shared_fixtures, EtcdVersion};
+
+/// Temporaries a writer left in `dir` (`NAME.partial-XXXXXX`, see `etcd_data::durable`): a
+/// failed or refused write must leave none.
+pub fn partial_leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".partial")).collect())
+        .unwrap_or_default()
+}
