@@ -10,7 +10,7 @@ use repo::{Repository, StoreOptions, Unlock};
 use crate::config::Config;
 use crate::defrag::{self, Decision};
 use crate::metrics::{Metrics, OpLabels};
-use crate::ops::{self, LiveBackup};
+use repo::live::{self as ops, LiveBackup};
 use crate::schedule::Schedule;
 
 fn log(msg: impl AsRef<str>) {

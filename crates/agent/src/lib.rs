@@ -10,7 +10,6 @@ pub mod config;
 pub mod defrag;
 pub mod election;
 pub mod metrics;
-pub mod ops;
 pub mod schedule;
 pub mod spool;
 pub mod daemon;

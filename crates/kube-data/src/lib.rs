@@ -2,7 +2,9 @@
 //! stored ([`value`]: protobuf envelope, JSON, CBOR), and encryption at rest
 //! ([`encryption`]: aescbc, aesgcm, secretbox, identity; KMS values recognised), how far
 //! encryption has got in a snapshot ([`encryption_status`]) and offline re-encryption of a
-//! snapshot from one configuration to another ([`rekey`]).
+//! snapshot from one configuration to another ([`rekey`]); objects decoded and printed as
+//! kubectl prints them ([`typed`], [`print`], [`objects`]), sanitized for another cluster
+//! ([`sanitize`]) and exported as a directory of manifests ([`export`]).
 //!
 //! ```
 //! let k = kube_data::keys::parse(b"/registry/pods/default/web-0").unwrap();
@@ -11,6 +13,7 @@
 
 pub mod encryption;
 pub mod encryption_status;
+pub mod export;
 pub mod keys;
 pub mod list;
 pub mod objects;

@@ -127,22 +127,6 @@ pub enum Error {
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
 
-impl Error {
-    /// What the operator can do about it.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            Error::Conflict { .. } => Some("`--dry-run` counts them per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`".into()),
-            Error::Target { .. } => Some("check --to-endpoints and the --to-* TLS flags; run the same command again to resume".into()),
-            Error::Source(_) => Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration".into()),
-            Error::Mismatch(_) => Some("run the same command again: a resume re-checks every key and writes what is missing".into()),
-            Error::Refused(_) => Some("nothing was changed".into()),
-            Error::Damaged(_) => Some("the backup's snapshot is damaged: run `quorum snapshot verify` on it, or migrate from another backup with --restart or --from-backup".into()),
-            Error::Repo(e) => e.hint(),
-            _ => None,
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

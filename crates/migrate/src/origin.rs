@@ -122,7 +122,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             return Ok(Origin { id, state: None, resumed: false, backup: None, revision: saved.revision, snapshot, _tmp: tmp });
         }
         on(Event::Step(format!("backing up the source into the repository as cluster {}", b.cluster)));
-        let live = agent::ops::LiveBackup {
+        let live = repo::live::LiveBackup {
             cluster: b.cluster.to_string(),
             from: pick_member(src).await,
             tmp_dir: b.tmp_dir.clone(),
@@ -130,10 +130,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             uploads: b.uploads.max(1),
             ..Default::default()
         };
-        let report = agent::ops::live_backup(src, repo.clone(), &live, progress(on)).await.map_err(|e| match e {
-            agent::ops::OpError::Cluster(e) => Error::Cluster(e),
-            agent::ops::OpError::Repo(e) => Error::Repo(e),
-        })?;
+        let report = repo::live::live_backup(src, repo.clone(), &live, progress(on)).await?;
         on(Event::Plan(format!(
             "backup:    {} of cluster {} at revision {} ({} keys) from member {}",
             repo::short(&report.id),

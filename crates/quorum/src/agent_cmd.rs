@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::exit::{Failure, FAILED, USAGE};
+use crate::exit::Failure;
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -30,8 +30,8 @@ scheduled full backups, applies retention, runs restore drills and auto-defrag (
 a time, leader last, never during a backup). Every agent serves Prometheus metrics on
 /metrics and /healthz, /readyz. Secrets: repo.password_file or QUORUM_PASSWORD.";
 
-pub fn run(a: AgentArgs) -> Result<(), Failure> {
-    let usage = |m: String| Failure { code: USAGE, message: Some(m), hint: None };
+pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
+    let usage = |m: String| Failure::usage(m);
     let mut cfg = agent::config::Config::load(&a.config).map_err(usage)?;
     if let Some(l) = a.listen {
         cfg.listen = l;
@@ -53,14 +53,15 @@ pub fn run(a: AgentArgs) -> Result<(), Failure> {
         (None, None) => std::env::var("QUORUM_PASSWORD").ok().map(|p| repo::crypto::Secret::passphrase(p.into_bytes())).transpose().map_err(|e| usage(e.to_string()))?,
     };
     let unlock = repo::Unlock { data, bundle: None };
-    let env_proxy = std::env::var("QUORUM_ENV_PROXY").ok();
-    let env_no = std::env::var("QUORUM_ENV_NO_PROXY").ok();
     let store = repo::StoreOptions {
         endpoint: cfg.repo.endpoint.clone(),
         region: cfg.repo.region.clone(),
-        proxy: repo::proxy::ProxyConfig::new(cfg.repo.proxy.clone().or(env_proxy), cfg.repo.no_proxy.as_deref().or(env_no.as_deref())),
+        proxy: repo::proxy::ProxyConfig {
+            proxy: cfg.repo.proxy.clone().filter(|p| !p.is_empty()).or_else(|| env_proxy.proxy.clone()),
+            no_proxy: cfg.repo.no_proxy.as_deref().map_or_else(|| env_proxy.no_proxy.clone(), |n| repo::proxy::ProxyConfig::new(None, Some(n)).no_proxy),
+        },
         timeout: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(|m| Failure { code: FAILED, message: Some(m), hint: None })
+    rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(|m| Failure::failed(m))
 }

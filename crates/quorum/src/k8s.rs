@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::exit::{Failure, DAMAGE, USAGE};
+use crate::exit::{Failure, DAMAGE};
 use crate::output::{self, Format};
 
 #[derive(Subcommand)]
@@ -147,12 +147,12 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// A snapshot file as given, or with --repo the backup of that id fetched into a temporary file.
-    fn input(&self, arg: &str) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
+    fn input(&self, arg: &str, env_proxy: &repo::proxy::ProxyConfig) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
         let p = PathBuf::from(arg);
         if self.repo.repo.is_none() || p.exists() {
             return Ok((None, p));
         }
-        let (dir, file) = crate::repo_cmd::fetch_to_temp(&self.repo, arg, self.cluster.as_deref(), false)?;
+        let (dir, file) = crate::repo_cmd::fetch_to_temp(&self.repo, env_proxy, arg, self.cluster.as_deref(), false)?;
         Ok((Some(dir), file))
     }
 
@@ -210,7 +210,7 @@ KMS-encrypted values and a KMS write provider are refused: they need the KMS plu
 Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or configuration error,
 3 the snapshot is damaged.";
 
-pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
+pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
     match cmd {
         K8sCmd::Ls { snapshot, namespace, resource, encryption_config, write_out } => {
             let config = encryption_config.as_deref().map(read_config).transpose()?;
@@ -231,14 +231,14 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                         write_err.get_or_insert(e);
                     }
                 })
-                .map_err(list_failure)?;
+                ?;
                 let end = match (json, n) {
                     (_, 0) => "[]\n",
                     (true, _) => "]\n",
                     (false, _) => "",
                 };
                 let written = write_err.map_or(Ok(()), Err).and_then(|_| out.write_all(end.as_bytes())).and_then(|_| out.flush());
-                written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
+                written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
                 for w in &warnings {
                     eprintln!("Warning: {w}");
                 }
@@ -279,7 +279,7 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                 }
                 rows.push(row);
             })
-            .map_err(list_failure)?;
+            ?;
             for w in &warnings {
                 eprintln!("Warning: {w}");
             }
@@ -292,17 +292,17 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
                     writeln!(out, "{} objects{}", rows.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR): {}", by_key(&failed_by)) } else { String::new() })?;
                     out.flush()
                 });
-            written.map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("writing output: {e}")), hint: None })?;
+            written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
             damage_exit(&warnings)
         }
         K8sCmd::Get { snapshot, resource, name, namespace, output, source } => {
-            let (_tmp, path) = source.input(&snapshot)?;
+            let (_tmp, path) = source.input(&snapshot, env_proxy)?;
             let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource: Some(kube_data::objects::resolve_resource(&resource)), name, ..Default::default() };
             get(&path, &filter, config.as_ref(), output)
         }
         K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, source, write_out } => {
-            let (_tmp, path) = source.input(&snapshot)?;
+            let (_tmp, path) = source.input(&snapshot, env_proxy)?;
             let config = source.config()?;
             let filter = kube_data::list::Filter {
                 resource: resource.as_deref().map(kube_data::objects::resolve_resource),
@@ -313,8 +313,8 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
             export(&path, &filter, config.as_ref(), &output_dir, sanitize, keep_owned, skip_unreadable, write_out)
         }
         K8sCmd::Diff { a, b, namespace, resource, b_encryption_config, show_secrets, source, write_out } => {
-            let (_ta, pa) = source.input(&a)?;
-            let (_tb, pb) = source.input(&b)?;
+            let (_ta, pa) = source.input(&a, env_proxy)?;
+            let (_tb, pb) = source.input(&b, env_proxy)?;
             let ca = source.config()?;
             let cb = match b_encryption_config.as_deref() {
                 Some(p) => Some(read_config(p)?),
@@ -331,8 +331,8 @@ pub fn run(cmd: K8sCmd) -> Result<(), Failure> {
 }
 
 fn read_config(p: &std::path::Path) -> Result<kube_data::encryption::EncryptionConfig, Failure> {
-    let text = std::fs::read_to_string(p).map_err(|e| Failure { code: USAGE, message: Some(format!("{}: {e}", p.display())), hint: None })?;
-    kube_data::encryption::parse_config(&text, &p.display().to_string()).map_err(|m| Failure { code: USAGE, message: Some(m), hint: None })
+    let text = std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+    kube_data::encryption::parse_config(&text, &p.display().to_string()).map_err(|m| Failure::usage(m))
 }
 
 fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
@@ -343,15 +343,9 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write_out: Format) -> Result<(), Failure> {
-    use kube_data::encryption_status::{status, Condition, StatusError};
+    use kube_data::encryption_status::{status, Condition};
     let cfg = read_config(config)?;
-    let report = status(snapshot, &cfg).map_err(|e| match e {
-        StatusError::Bolt(b) => {
-            let (code, hint) = crate::exit::bolt_code(&b);
-            Failure { code, message: Some(b.to_string()), hint }
-        }
-        StatusError::Damaged(m) => Failure { code: DAMAGE, message: Some(m), hint: Some("run `quorum snapshot verify` for every fault".into()) },
-    })?;
+    let report = status(snapshot, &cfg)?;
     for w in &report.warnings {
         eprintln!("Warning: {w}");
     }
@@ -389,7 +383,7 @@ fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write
     }
     match report.status {
         Condition::EncryptionCompleted => Ok(()),
-        Condition::EncryptionInProgress => Err(Failure { code: crate::exit::FAILED, message: None, hint: None }),
+        Condition::EncryptionInProgress => Err(Failure::quiet(crate::exit::FAILED)),
     }
 }
 
@@ -402,8 +396,7 @@ fn rekey(
     skip_undecryptable: bool,
     write_out: Format,
 ) -> Result<(), Failure> {
-    use kube_data::encryption::DecryptError;
-    use kube_data::rekey::{rekey, RekeyError, RekeyOptions};
+    use kube_data::rekey::{rekey, RekeyOptions};
     let (from, to) = (read_config(from)?, read_config(to)?);
     let opts = RekeyOptions {
         snapshot,
@@ -413,28 +406,7 @@ fn rekey(
         resources: resources.iter().map(|r| kube_data::resources::GroupResource::parse_loose(r)).collect(),
         skip_undecryptable,
     };
-    let report = rekey(&opts).map_err(|e| {
-        let message = Some(e.to_string());
-        match e {
-            RekeyError::Usage(_) | RekeyError::Exists(_) => Failure { code: USAGE, message, hint: None },
-            RekeyError::Bolt(b) => {
-                let (code, hint) = crate::exit::bolt_code(&b);
-                Failure { code, message, hint }
-            }
-            RekeyError::Damaged(_) => Failure { code: DAMAGE, message, hint: Some("run `quorum snapshot verify` for every fault".into()) },
-            RekeyError::Undecryptable { reason: DecryptError::NeedsKms { .. }, .. } => Failure {
-                code: crate::exit::FAILED,
-                message,
-                hint: Some("KMS values can be re-encrypted only by kube-apiserver with its KMS plugin (rewrite the objects through the API); --skip-undecryptable copies them as they are".into()),
-            },
-            RekeyError::Undecryptable { .. } => Failure {
-                code: crate::exit::FAILED,
-                message,
-                hint: Some("--from-config must hold every key the values were written with (old keys included); --skip-undecryptable copies such values as they are".into()),
-            },
-            _ => Failure { code: crate::exit::FAILED, message, hint: None },
-        }
-    })?;
+    let report = rekey(&opts)?;
     for w in &report.warnings {
         eprintln!("Warning: {w}");
     }
@@ -466,18 +438,9 @@ fn rekey(
     Ok(())
 }
 
-fn list_failure(e: kube_data::list::ListError) -> Failure {
-    match e {
-        kube_data::list::ListError::Bolt(b) => {
-            let (code, hint) = crate::exit::bolt_code(&b);
-            Failure { code, message: Some(b.to_string()), hint }
-        }
-        kube_data::list::ListError::Damaged(m) => Failure { code: DAMAGE, message: Some(m), hint: Some("run `quorum snapshot verify` for every fault".into()) },
-    }
-}
 
 fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<&kube_data::encryption::EncryptionConfig>, output: ObjectFormat) -> Result<(), Failure> {
-    let (objects, warnings) = kube_data::objects::get(path, filter, config).map_err(list_failure)?;
+    let (objects, warnings) = kube_data::objects::get(path, filter, config)?;
     for w in &warnings {
         eprintln!("Warning: {w}");
     }
@@ -505,7 +468,7 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
             (Some(n), None) => format!("{} \"{n}\"", filter.resource.as_deref().unwrap_or_default()),
             _ => format!("{} objects{}", filter.resource.as_deref().unwrap_or_default(), filter.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default()),
         };
-        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("no {what} in the snapshot")), hint: Some("`quorum k8s ls SNAPSHOT` lists what is there".into()) });
+        return Err(Failure::failed(format!("no {what} in the snapshot")).with_hint("`quorum k8s ls SNAPSHOT` lists what is there"));
     }
     let single = filter.name.is_some() && items.len() == 1;
     let doc = if single {
@@ -525,7 +488,7 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
     }
     damage_exit(&warnings)?;
     if unreadable > 0 {
-        return Err(Failure { code: crate::exit::FAILED, message: Some(format!("{unreadable} object(s) could not be read (named above): {}", by_key(&failed_by))), hint: Some("encrypted values need --encryption-config with their key".into()) });
+        return Err(Failure::failed(format!("{unreadable} object(s) could not be read (named above): {}", by_key(&failed_by))).with_hint("encrypted values need --encryption-config with their key"));
     }
     Ok(())
 }
@@ -549,14 +512,6 @@ fn damage_exit(warnings: &[String]) -> Result<(), Failure> {
     }
 }
 
-#[derive(serde::Serialize, Default)]
-struct ExportReport {
-    directory: PathBuf,
-    written: std::collections::BTreeMap<String, usize>,
-    skipped: std::collections::BTreeMap<String, usize>,
-    unreadable: Vec<String>,
-}
-
 #[allow(clippy::too_many_arguments)]
 fn export(
     path: &std::path::Path,
@@ -568,88 +523,27 @@ fn export(
     skip_unreadable: bool,
     write_out: Format,
 ) -> Result<(), Failure> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let failed = |m: String| Failure { code: crate::exit::FAILED, message: Some(m), hint: None };
-    if dir.exists() {
-        return Err(Failure { code: USAGE, message: Some(format!("{} exists; export never writes into an existing directory", dir.display())), hint: Some("give a new directory with -o".into()) });
-    }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}.partial-", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
-        .tempdir_in(parent)
-        .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
-    let mut report = ExportReport { directory: dir.to_path_buf(), ..Default::default() };
-    let mut io_error = None;
-    let warnings = kube_data::list::for_each_value(path, filter, config, &mut |o, plain, _| {
-        if io_error.is_some() {
-            return;
-        }
-        let mut value = match kube_data::objects::render(&o, plain) {
-            Ok(r) => r.value,
-            Err(e) => {
-                report.unreadable.push(format!("{}: {e}", o.key));
-                return;
+    use kube_data::export::{ExportError, ExportOptions};
+    let opts = ExportOptions { filter, config, sanitize, keep_owned, skip_unreadable };
+    let report = match kube_data::export::export(path, dir, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            if let ExportError::Damaged { report, .. } | ExportError::Unreadable { report } = &e {
+                for w in &report.warnings {
+                    eprintln!("Warning: {w}");
+                }
+                for u in &report.unreadable {
+                    eprintln!("Error: {u}");
+                }
             }
-        };
-        if sanitize {
-            if let Some(why) = kube_data::sanitize::skip_reason(&value, keep_owned) {
-                *report.skipped.entry(format!("{} ({why})", o.info.resource)).or_default() += 1;
-                return;
-            }
-            kube_data::sanitize::sanitize(&mut value);
+            return Err(e.into());
         }
-        let (sub, file) = match (&o.info.namespace, o.info.resource.as_str()) {
-            (None, "namespaces") => (PathBuf::from(&o.info.name), "00-namespace.yaml".to_string()),
-            (Some(ns), r) => (PathBuf::from(ns).join(r), format!("{}.yaml", o.info.name)),
-            (None, r) => (PathBuf::from("_cluster").join(r), format!("{}.yaml", o.info.name)),
-        };
-        let d = staging.path().join(sub);
-        let r = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).and_then(|_| {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(d.join(&file))?;
-            f.write_all(kube_data::print::to_yaml(&value).as_bytes())?;
-            f.sync_all()
-        });
-        match r {
-            Ok(()) => *report.written.entry(o.info.resource.clone()).or_default() += 1,
-            Err(e) => io_error = Some(format!("{}: {e}", d.join(&file).display())),
-        }
-    })
-    .map_err(list_failure)?;
-    for w in &warnings {
+    };
+    for w in &report.warnings {
         eprintln!("Warning: {w}");
     }
-    if let Some(e) = io_error {
-        return Err(failed(format!("writing the export: {e} (nothing was left at {})", dir.display())));
-    }
-    let damaged = kube_data::list::damage_count(&warnings);
-    if damaged > 0 && !skip_unreadable {
-        return Err(Failure {
-            code: DAMAGE,
-            message: Some(format!("the snapshot's data is damaged ({damaged} report(s) above); nothing was written to {}", dir.display())),
-            hint: Some("--skip-unreadable exports the objects that can be read; `quorum snapshot verify` names every fault".into()),
-        });
-    }
     for u in &report.unreadable {
-        eprintln!("{}: {u}", if skip_unreadable { "Skipped" } else { "Error" });
-    }
-    if !report.unreadable.is_empty() && !skip_unreadable {
-        return Err(Failure {
-            code: crate::exit::FAILED,
-            message: Some(format!("{} object(s) could not be read; nothing was written to {}", report.unreadable.len(), dir.display())),
-            hint: Some("give --encryption-config with their keys, or --skip-unreadable to export the rest".into()),
-        });
-    }
-    if report.written.is_empty() {
-        return Err(failed(format!("no objects in namespace(s) {} in the snapshot; nothing written", filter.namespaces.join(", "))));
-    }
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&staged);
-        failed(format!("{}: {e}", dir.display()))
-    })?;
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
+        eprintln!("Skipped: {u}");
     }
     match write_out {
         Format::Json => println!("{}", output::json(&report)),
@@ -679,7 +573,7 @@ fn diff(
     show_secrets: bool,
     write_out: Format,
 ) -> Result<(), Failure> {
-    let report = kube_data::objects::diff(a, b, filter, ca, cb, show_secrets).map_err(list_failure)?;
+    let report = kube_data::objects::diff(a, b, filter, ca, cb, show_secrets)?;
     for w in &report.warnings {
         eprintln!("Warning: {w}");
     }
@@ -724,7 +618,7 @@ fn diff(
         });
     }
     if report.differs() {
-        return Err(Failure { code: crate::exit::FAILED, message: None, hint: None });
+        return Err(Failure::quiet(crate::exit::FAILED));
     }
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use etcd_cluster::maintenance::{DefragOptions, DefragStep};
-use etcd_cluster::{ConnConfig, Error, Secret};
+use etcd_cluster::{ConnConfig, Secret};
 
-use crate::exit::{Failure, FAILED, USAGE};
+use crate::exit::Failure;
 use crate::output::{self, Format};
 
 /// etcdctl's connection flags and `ETCDCTL_*` variables.
@@ -76,18 +76,6 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
 }
 
-pub fn failure(e: Error) -> Failure {
-    let (code, hint) = match &e {
-        Error::Connect { .. } => (FAILED, Some("check --endpoints, that etcd runs there, and --cacert/--cert/--key for TLS".to_string())),
-        Error::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files".into())),
-        Error::Usage(_) => (USAGE, None),
-        Error::Refused(_) => (FAILED, Some("nothing was changed".into())),
-        Error::Restore(_) => (FAILED, Some("nothing was written".into())),
-        _ => (FAILED, None),
-    };
-    Failure { code, message: Some(e.to_string()), hint }
-}
-
 fn mib(b: i64) -> String {
     etcd_data::humanize::bytes(b.max(0) as u64)
 }
@@ -107,7 +95,7 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
                 b.set_position(n)
             }
         }))
-        .map_err(failure)?;
+        ?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -140,7 +128,7 @@ pub struct StatusArgs {
 pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
     let cfg = conn.config();
     let rt = rt();
-    let view = rt.block_on(etcd_cluster::observe(&cfg, a.quota_backend_bytes)).map_err(failure)?;
+    let view = rt.block_on(etcd_cluster::observe(&cfg, a.quota_backend_bytes))?;
     let hash = rt.block_on(etcd_cluster::view::hashkv_agreement(&cfg, &view)).ok();
     let agree = hash.as_ref().map(|(_, hs)| hs.windows(2).all(|w| w[0].1 == w[1].1));
     #[derive(serde::Serialize)]
@@ -211,7 +199,7 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
         }
     }
     if !view.unreachable.is_empty() || agree == Some(false) {
-        return Err(Failure { code: FAILED, message: None, hint: None });
+        return Err(Failure::quiet(crate::exit::FAILED));
     }
     Ok(())
 }
@@ -265,7 +253,7 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
             );
         }
     };
-    let r = rt().block_on(etcd_cluster::maintenance::defrag(&cfg, &opts, &print_step)).map_err(failure)?;
+    let r = rt().block_on(etcd_cluster::maintenance::defrag(&cfg, &opts, &print_step))?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&r)),
         Format::Yaml => print!("{}", output::yaml(&r)),
@@ -318,7 +306,7 @@ pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
     let cfg = conn.config();
     match cmd {
         AlarmCmd::List { write_out } => {
-            let view = rt().block_on(etcd_cluster::observe(&cfg, 0)).map_err(failure)?;
+            let view = rt().block_on(etcd_cluster::observe(&cfg, 0))?;
             match write_out {
                 Format::Json => println!("{}", output::json(&view.alarms)),
                 Format::Yaml => print!("{}", output::yaml(&view.alarms)),
@@ -331,9 +319,9 @@ pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
         }
         AlarmCmd::Disarm { member } => {
             let m = member
-                .map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure { code: USAGE, message: Some(format!("--member {m:?} is not a hex member ID")), hint: None }))
+                .map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure::usage(format!("--member {m:?} is not a hex member ID"))))
                 .transpose()?;
-            let done = rt().block_on(etcd_cluster::maintenance::alarm_disarm(&cfg, m)).map_err(failure)?;
+            let done = rt().block_on(etcd_cluster::maintenance::alarm_disarm(&cfg, m))?;
             for a in &done {
                 println!("disarmed memberID:{} alarm:{}", a.member_id, a.alarm);
             }
@@ -394,24 +382,24 @@ pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
     let rt = rt();
     match cmd {
         MemberCmd::Add { name, peer_urls, learner, wait, wait_timeout } => {
-            let a = rt.block_on(etcd_cluster::members::add(&cfg, &name, &peer_urls, learner)).map_err(failure)?;
+            let a = rt.block_on(etcd_cluster::members::add(&cfg, &name, &peer_urls, learner))?;
             print_added(&a);
             if wait {
                 eprintln!("waiting for {} to start and catch up...", a.name);
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout)).map_err(failure)?;
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout))?;
                 println!("member {} is up and caught up", a.name);
             }
         }
         MemberCmd::Remove { member } => {
-            let id = rt.block_on(etcd_cluster::members::remove(&cfg, &member)).map_err(failure)?;
+            let id = rt.block_on(etcd_cluster::members::remove(&cfg, &member))?;
             println!("Member {id} removed.");
         }
         MemberCmd::Replace { old, name, peer_urls, wait, wait_timeout } => {
-            let (removed, a) = rt.block_on(etcd_cluster::members::replace(&cfg, &old, &name, &peer_urls)).map_err(failure)?;
+            let (removed, a) = rt.block_on(etcd_cluster::members::replace(&cfg, &old, &name, &peer_urls))?;
             println!("Member {removed} removed.");
             print_added(&a);
             if wait {
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout)).map_err(failure)?;
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout))?;
                 println!("member {} is up and caught up", a.name);
             }
         }
@@ -501,7 +489,7 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let data_dir = a.data_dir.clone().ok_or_else(|| Failure { code: USAGE, message: Some("recover needs --data-dir (the new one-member data dir)".into()), hint: None })?;
+    let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new one-member data dir)"))?;
     let p = etcd_cluster::recover::Prepare {
         from_data_dir: a.from_data_dir,
         from_snapshot: a.from_snapshot,
@@ -512,7 +500,7 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
         token: a.initial_cluster_token,
         bump_revision: a.bump_revision,
     };
-    let r = etcd_cluster::recover::prepare(&p).map_err(failure)?;
+    let r = etcd_cluster::recover::prepare(&p)?;
     for w in &r.restore.warnings {
         eprintln!("Warning: {w}");
     }

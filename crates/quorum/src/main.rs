@@ -126,7 +126,7 @@ enum SnapshotCmd {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    clear_proxy_env();
+    let env_proxy = take_proxy_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -145,16 +145,16 @@ fn main() -> ExitCode {
         Command::Member(a) => live::member(&cli.conn, a),
         Command::Recover(a) => live::recover(&cli.conn, a),
         Command::Numa(c) => numa_cmd::run(c),
-        Command::K8s(c) => k8s::run(c),
-        Command::Repo(c) => repo_cmd::repo_cmd(c, cli.quiet),
-        Command::Backup(a) => repo_cmd::backup(&cli.conn, a, cli.quiet),
-        Command::Backups(c) => repo_cmd::backups(c, cli.quiet),
-        Command::Restore(a) => repo_cmd::restore(a, cli.quiet),
-        Command::Forget(a) => repo_cmd::forget(a, cli.quiet),
-        Command::Prune(a) => repo_cmd::prune(a, cli.quiet),
-        Command::Drill(a) => repo_cmd::drill(a, cli.quiet),
-        Command::Agent(a) => agent_cmd::run(a),
-        Command::Migrate(a) => migrate_cmd::run(&cli.conn, *a, cli.quiet),
+        Command::K8s(c) => k8s::run(c, &env_proxy),
+        Command::Repo(c) => repo_cmd::repo_cmd(c, cli.quiet, &env_proxy),
+        Command::Backup(a) => repo_cmd::backup(&cli.conn, a, cli.quiet, &env_proxy),
+        Command::Backups(c) => repo_cmd::backups(c, cli.quiet, &env_proxy),
+        Command::Restore(a) => repo_cmd::restore(a, cli.quiet, &env_proxy),
+        Command::Forget(a) => repo_cmd::forget(a, cli.quiet, &env_proxy),
+        Command::Prune(a) => repo_cmd::prune(a, cli.quiet, &env_proxy),
+        Command::Drill(a) => repo_cmd::drill(a, cli.quiet, &env_proxy),
+        Command::Agent(a) => agent_cmd::run(a, &env_proxy),
+        Command::Migrate(a) => migrate_cmd::run(&cli.conn, *a, cli.quiet, &env_proxy),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,21 +170,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The object store client would read the proxy variables itself with its own NO_PROXY rules;
-/// Quorum reads them once (as defaults of --proxy/--no-proxy, see `repo::proxy`) and clears
-/// them so its rules are the only ones in force.
-fn clear_proxy_env() {
+/// The object store's HTTP client would read the proxy variables itself, with its own NO_PROXY
+/// rules; Quorum reads them once here (the defaults of --proxy/--no-proxy and of the agent's
+/// `repo.proxy`, see `repo::proxy`) and removes them, so its rules are the only ones in force.
+/// The result is passed to the commands as a value.
+fn take_proxy_env() -> repo::proxy::ProxyConfig {
     let cfg = repo::proxy::ProxyConfig::from_env();
     for v in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
         // SAFETY: called first thing in main, before any thread is started.
         unsafe { std::env::remove_var(v) };
     }
-    if let Some(p) = cfg.proxy {
-        unsafe { std::env::set_var("QUORUM_ENV_PROXY", p) };
-    }
-    if !cfg.no_proxy.is_empty() {
-        unsafe { std::env::set_var("QUORUM_ENV_NO_PROXY", cfg.no_proxy.join(",")) };
-    }
+    cfg
 }
 
 /// glibc gives every thread that allocates its own malloc arena; with tokio's blocking pool

@@ -9,7 +9,7 @@ use etcd_cluster::{ConnConfig, Secret};
 use etcd_data::restore::Layout;
 use migrate::{ConflictPolicy, Event};
 
-use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use crate::exit::{Failure, DAMAGE, USAGE};
 use crate::live::parse_duration;
 use crate::output::{self, Format};
 use crate::repo_cmd::RepoFlags;
@@ -145,10 +145,6 @@ fn parse_layout(s: &str) -> Result<Layout, String> {
     Layout::parse(s).ok_or_else(|| format!("unsupported target version {s:?}: want 3.4 or 3.5"))
 }
 
-fn usage(m: impl Into<String>) -> Failure {
-    Failure { code: USAGE, message: Some(m.into()), hint: None }
-}
-
 /// One side's connection: the global flags' timeouts and TLS, with this side's endpoints and overrides.
 fn side(base: &ConnConfig, eps: &[String], cacert: &Option<PathBuf>, cert: &Option<PathBuf>, key: &Option<PathBuf>, user: &Option<String>) -> ConnConfig {
     let mut c = base.clone();
@@ -169,17 +165,6 @@ fn side(base: &ConnConfig, eps: &[String], cacert: &Option<PathBuf>, cert: &Opti
         });
     }
     c
-}
-
-fn failure(e: migrate::Error) -> Failure {
-    let hint = e.hint();
-    match e {
-        migrate::Error::Cluster(c) => crate::live::failure(c),
-        migrate::Error::Repo(r) => crate::repo_cmd::fail(r),
-        migrate::Error::Usage(m) => usage(m),
-        e @ (migrate::Error::Mismatch(_) | migrate::Error::Damaged(_)) => Failure { code: DAMAGE, message: Some(e.to_string()), hint },
-        e => Failure { code: FAILED, message: Some(e.to_string()), hint },
-    }
 }
 
 /// Prints events: plan and steps on stderr, progress as a bar on a terminal (plain lines at
@@ -244,16 +229,16 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn read_config(path: &str) -> Result<kube_data::encryption::EncryptionConfig, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--rekey {path}: {e}")))?;
-    kube_data::encryption::parse_config(&text, path).map_err(|e| usage(format!("--rekey: {e}")))
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("--rekey {path}: {e}")))?;
+    kube_data::encryption::parse_config(&text, path).map_err(|e| Failure::usage(format!("--rekey: {e}")))
 }
 
-pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), Failure> {
+pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
     let base = conn.config();
     let src = (!a.from_endpoints.is_empty()).then(|| side(&base, &a.from_endpoints, &a.from_cacert, &a.from_cert, &a.from_key, &a.from_user));
     let dst = (!a.to_endpoints.is_empty()).then(|| side(&base, &a.to_endpoints, &a.to_cacert, &a.to_cert, &a.to_key, &a.to_user));
     if src.is_none() && a.from_backup.is_none() && !a.verify_only {
-        return Err(usage("give the source with --from-endpoints, or a backup with --from-backup"));
+        return Err(Failure::usage("give the source with --from-endpoints, or a backup with --from-backup"));
     }
     let printer = Arc::new(Printer { quiet, tty: std::io::IsTerminal::is_terminal(&std::io::stderr()), bar: Mutex::new((None, 0)) });
     let p2 = printer.clone();
@@ -267,13 +252,13 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
         });
     }
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     if whole {
         if a.rekey.is_some() {
-            return Err(usage("--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)"));
+            return Err(Failure::usage("--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)"));
         }
-        let initial_cluster = a.initial_cluster.clone().ok_or_else(|| usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
-        let data_dir = a.data_dir.clone().ok_or_else(|| usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
+        let initial_cluster = a.initial_cluster.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
+        let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
         let o = migrate::whole::WholeOptions {
             cluster: a.cluster.clone(),
             initial_cluster,
@@ -293,7 +278,7 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
         };
         let rep = rt.block_on(migrate::whole::run(src.as_ref(), r, &o, &sink));
         printer.finish();
-        let rep = rep.map_err(failure)?;
+        let rep = rep?;
         print_whole(&rep, a.write_out);
         return match &rep.verification {
             Some(v) if !v.ok => Err(Failure { code: DAMAGE, message: Some("verification failed: the new cluster differs from the backup (see above)".into()), hint: None }),
@@ -301,11 +286,11 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
         };
     }
 
-    let dst = dst.ok_or_else(|| usage("give the running target cluster with --to-endpoints"))?;
+    let dst = dst.ok_or_else(|| Failure::usage("give the running target cluster with --to-endpoints"))?;
     let rekey = match &a.rekey {
         None => None,
         Some(s) => {
-            let (f, t) = s.split_once(':').ok_or_else(|| usage(format!("--rekey {s:?}: want FROM_CONFIG:TO_CONFIG")))?;
+            let (f, t) = s.split_once(':').ok_or_else(|| Failure::usage(format!("--rekey {s:?}: want FROM_CONFIG:TO_CONFIG")))?;
             Some(migrate::codec::Rekey { from: read_config(f)?, to: read_config(t)?, from_name: f.to_string(), to_name: t.to_string() })
         }
     };
@@ -328,7 +313,7 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool) -> Result<(), 
     };
     let rep = rt.block_on(migrate::partial::run(src.as_ref(), &dst, r, &o, &sink));
     printer.finish();
-    let rep = rep.map_err(failure)?;
+    let rep = rep?;
     print_partial(&rep, &o.selection, a.write_out);
     if !rep.dry_run && !rep.verified() {
         let bad: Vec<&str> = rep.verification.iter().filter(|c| !c.ok).map(|c| c.group.as_str()).collect();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use numa::model::{Flavor, HostCell};
 
-use crate::exit::{Failure, USAGE};
+use crate::exit::Failure;
 use crate::output::{self, Format};
 
 #[derive(Args, Clone)]
@@ -86,12 +86,8 @@ struct Placed {
     dedicated: bool,
 }
 
-fn fail(e: numa::Error) -> Failure {
-    Failure { code: USAGE, message: Some(e.to_string()), hint: None }
-}
-
 fn read(p: &PathBuf) -> Result<String, Failure> {
-    std::fs::read_to_string(p).map_err(|e| Failure { code: USAGE, message: Some(format!("{}: {e}", p.display())), hint: None })
+    std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
 }
 
 struct Loaded {
@@ -104,9 +100,9 @@ struct Loaded {
 }
 
 fn load(a: &HostArgs) -> Result<Loaded, Failure> {
-    let mut kernel = numa::host::read_sysfs(&a.sysfs_root).map_err(fail)?;
+    let mut kernel = numa::host::read_sysfs(&a.sysfs_root)?;
     if let Some(l) = &a.lscpu {
-        let m = numa::host::parse_lscpu(&read(l)?, &l.display().to_string()).map_err(fail)?;
+        let m = numa::host::parse_lscpu(&read(l)?, &l.display().to_string())?;
         for n in &mut kernel {
             if let Some(c) = m.get(&n.id) {
                 n.cpus = c.clone();
@@ -115,7 +111,7 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
     }
     let default_kb = std::fs::read_to_string(&a.meminfo).ok().and_then(|t| numa::host::default_hugepage_kb(&t));
     let conf = match &a.nova_conf {
-        Some(p) => numa::config::parse_nova_conf(&read(p)?, &p.display().to_string()).map_err(fail)?,
+        Some(p) => numa::config::parse_nova_conf(&read(p)?, &p.display().to_string())?,
         None => Default::default(),
     };
     let mut warnings = Vec::new();
@@ -137,14 +133,14 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
         }
     }
     let cpus = |s: &Option<String>| -> Result<Option<std::collections::BTreeSet<u32>>, Failure> {
-        s.as_ref().map(|v| numa::host::parse_cpu_list(v).map_err(|why| Failure { code: USAGE, message: Some(format!("nova.conf: {why}")), hint: None })).transpose()
+        s.as_ref().map(|v| numa::host::parse_cpu_list(v).map_err(|why| Failure::usage(format!("nova.conf: {why}")))).transpose()
     };
     let dedicated = cpus(&conf.cpu_dedicated_set)?;
     let shared = cpus(&conf.cpu_shared_set)?.or(cpus(&conf.vcpu_pin_set)?);
     let mut nova = numa::host::nova_view(&kernel, &conf.reserved, dedicated.as_ref(), shared.as_ref());
     if let Some(p) = &a.instances {
         let placed: Vec<Placed> = serde_json::from_str(&read(p)?)
-            .map_err(|e| Failure { code: USAGE, message: Some(format!("{}: {e}", p.display())), hint: None })?;
+            .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
         for (i, pl) in placed.iter().enumerate() {
             let cpus: std::collections::BTreeSet<u32> = (0..pl.vcpus).collect();
             let mut ic = numa::model::InstanceCell {
@@ -159,7 +155,7 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
             };
             if pl.dedicated {
                 let Some(hc) = nova.iter().find(|c| c.id == pl.node) else {
-                    return Err(Failure { code: USAGE, message: Some(format!("{}: instance {i} is on node {} which the host lacks", p.display(), pl.node)), hint: None });
+                    return Err(Failure::usage(format!("{}: instance {i} is on node {} which the host lacks", p.display(), pl.node)));
                 };
                 ic.cpu_pinning = cpus.iter().copied().zip(hc.free_pcpus()).collect();
             }
@@ -167,9 +163,9 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
         }
     }
     for p in &a.domain_xml {
-        let cells = numa::libvirt::parse_domain(&read(p)?, &p.display().to_string()).map_err(fail)?;
+        let cells = numa::libvirt::parse_domain(&read(p)?, &p.display().to_string())?;
         if let Some(c) = cells.iter().find(|c| !nova.iter().any(|h| h.id == c.id)) {
-            return Err(Failure { code: USAGE, message: Some(format!("{}: guest memory on node {} which the host lacks", p.display(), c.id)), hint: None });
+            return Err(Failure::usage(format!("{}: guest memory on node {} which the host lacks", p.display(), c.id)));
         }
         numa::fit::add_usage(&mut nova, &cells);
     }
@@ -186,7 +182,7 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
         cpu_policy: a.cpu_policy.clone(),
     };
     if let Some(ps) = &flavor.mem_page_size {
-        numa::units::PageRequest::parse(ps).map_err(fail)?;
+        numa::units::PageRequest::parse(ps)?;
     }
     Ok(Loaded { kernel, nova, pack, default_kb, flavor, warnings })
 }
@@ -195,7 +191,7 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
     match cmd {
         NumaCmd::Fit(a) => {
             let l = load(&a)?;
-            let topo = numa::model::instance_topology(&l.flavor).map_err(fail)?;
+            let topo = numa::model::instance_topology(&l.flavor)?;
             #[derive(serde::Serialize)]
             struct Out {
                 strategy: &'static str,
@@ -238,15 +234,15 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                     }
                 }
             }
-            if out.fits { Ok(()) } else { Err(Failure { code: crate::exit::FAILED, message: None, hint: None }) }
+            if out.fits { Ok(()) } else { Err(Failure::quiet(crate::exit::FAILED)) }
         }
         NumaCmd::Diagnose { host, ovs, dpdk_socket_mem, dpdk_socket_limit, dpdk_page_kb } => {
             let l = load(&host)?;
             let (mut mem, mut lim) = (None, None);
             if let Some(p) = &ovs {
-                (mem, lim) = numa::config::parse_ovs_other_config(&read(p)?, &p.display().to_string()).map_err(fail)?;
+                (mem, lim) = numa::config::parse_ovs_other_config(&read(p)?, &p.display().to_string())?;
             }
-            let parse = |v: &str| numa::config::parse_socket_list(v).map_err(|why| Failure { code: USAGE, message: Some(why), hint: None });
+            let parse = |v: &str| numa::config::parse_socket_list(v).map_err(|why| Failure::usage(why));
             if let Some(v) = &dpdk_socket_mem {
                 mem = Some(parse(v)?);
             }

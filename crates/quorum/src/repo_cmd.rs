@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use repo::crypto::Secret;
 use repo::{Error, Location, Repository, StoreOptions, Unlock};
 
-use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use repo::proxy::ProxyConfig;
+
+use crate::exit::{Failure, FAILED};
 use crate::live::parse_duration;
 use crate::output::{self, Format};
 
@@ -52,19 +54,24 @@ pub struct RepoFlags {
 
 impl RepoFlags {
     fn url(&self) -> Result<&str, Failure> {
-        self.repo.as_deref().ok_or_else(|| usage("give the repository with --repo URL (or QUORUM_REPO)".into()))
+        self.repo.as_deref().ok_or_else(|| Failure::usage("give the repository with --repo URL (or QUORUM_REPO)"))
     }
 
-    fn store_options(&self) -> StoreOptions {
-        // main() moved HTTPS_PROXY/NO_PROXY here before clearing them.
-        let env_proxy = std::env::var("QUORUM_ENV_PROXY").ok();
-        let env_no = std::env::var("QUORUM_ENV_NO_PROXY").ok();
-        let proxy = repo::proxy::ProxyConfig::new(self.proxy.clone().or(env_proxy), self.no_proxy.as_deref().or(env_no.as_deref()));
+    /// `env_proxy`: the proxy environment variables, which main() read and cleared; the flags
+    /// win over them.
+    fn store_options(&self, env_proxy: &ProxyConfig) -> StoreOptions {
+        let proxy = ProxyConfig {
+            proxy: self.proxy.clone().filter(|p| !p.is_empty()).or_else(|| env_proxy.proxy.clone()),
+            no_proxy: match &self.no_proxy {
+                Some(n) => ProxyConfig::new(None, Some(n)).no_proxy,
+                None => env_proxy.no_proxy.clone(),
+            },
+        };
         StoreOptions { endpoint: self.endpoint.clone(), region: self.region.clone(), proxy, timeout: None }
     }
 
-    fn location(&self, create: bool) -> Result<Location, Failure> {
-        Location::open(self.url()?, &self.store_options(), create).map_err(fail)
+    fn location(&self, create: bool, env_proxy: &ProxyConfig) -> Result<Location, Failure> {
+        Location::open(self.url()?, &self.store_options(env_proxy), create).map_err(Failure::from)
     }
 
     fn unlock(&self) -> Result<Unlock, Failure> {
@@ -74,14 +81,14 @@ impl RepoFlags {
         })
     }
 
-    pub(crate) fn open(&self, rt: &tokio::runtime::Runtime) -> Result<Arc<Repository>, Failure> {
-        self.open_as(rt, repo::OpenMode::Normal)
+    pub(crate) fn open(&self, rt: &tokio::runtime::Runtime, env_proxy: &ProxyConfig) -> Result<Arc<Repository>, Failure> {
+        self.open_as(rt, env_proxy, repo::OpenMode::Normal)
     }
 
-    fn open_as(&self, rt: &tokio::runtime::Runtime, mode: repo::OpenMode) -> Result<Arc<Repository>, Failure> {
-        let loc = self.location(false)?;
+    fn open_as(&self, rt: &tokio::runtime::Runtime, env_proxy: &ProxyConfig, mode: repo::OpenMode) -> Result<Arc<Repository>, Failure> {
+        let loc = self.location(false, env_proxy)?;
         let unlock = self.unlock()?;
-        let mut r = rt.block_on(Repository::open_as(loc, &unlock, mode)).map_err(fail)?;
+        let mut r = rt.block_on(Repository::open_as(loc, &unlock, mode))?;
         r.lock_retry = self.retry_lock;
         Ok(Arc::new(r))
     }
@@ -89,72 +96,17 @@ impl RepoFlags {
 
 fn secret(pass_file: Option<&PathBuf>, env: &str, key_file: Option<&PathBuf>) -> Result<Option<Secret>, Failure> {
     if let Some(k) = key_file {
-        let b = std::fs::read(k).map_err(|e| usage(format!("{}: {e}", k.display())))?;
-        return Secret::key_file(b).map(Some).map_err(fail);
+        let b = std::fs::read(k).map_err(|e| Failure::usage(format!("{}: {e}", k.display())))?;
+        return Secret::key_file(b).map(Some).map_err(Failure::from);
     }
     if let Some(p) = pass_file {
-        let b = std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
-        return Secret::passphrase(b).map(Some).map_err(fail);
+        let b = std::fs::read(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+        return Secret::passphrase(b).map(Some).map_err(Failure::from);
     }
     if let Ok(v) = std::env::var(env) {
-        return Secret::passphrase(v.into_bytes()).map(Some).map_err(fail);
+        return Secret::passphrase(v.into_bytes()).map(Some).map_err(Failure::from);
     }
     Ok(None)
-}
-
-fn usage(m: String) -> Failure {
-    Failure { code: USAGE, message: Some(m), hint: None }
-}
-
-pub fn fail(e: Error) -> Failure {
-    let e = match e {
-        Error::Data(d) => return Failure::from_data(d, None),
-        e => e,
-    };
-    let hint = e.hint();
-    let code = match &e {
-        Error::Usage(_) | Error::WrongSecret { .. } | Error::Missing(_) => USAGE,
-        Error::Damaged(_) | Error::Mismatch(_) => DAMAGE,
-        Error::Restore(r) => {
-            let mut f = crate::restore::failure(etcd_data::restore::RestoreError::Usage(String::new()));
-            f.code = restore_code(r);
-            f.message = Some(format!("restore failed, nothing written: {r}"));
-            f.hint = restore_hint(r);
-            return f;
-        }
-        _ => FAILED,
-    };
-    let mut message = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !message.contains(&t) {
-            message.push_str(": ");
-            message.push_str(&t);
-        }
-        src = s.source();
-    }
-    Failure { code, message: Some(message), hint }
-}
-
-fn restore_code(r: &etcd_data::restore::RestoreError) -> i32 {
-    use etcd_data::restore::RestoreError as R;
-    match r {
-        R::HashMismatch { .. } | R::Damaged { .. } | R::Schema { .. } => DAMAGE,
-        R::Bolt(b) => crate::exit::bolt_code(b).0,
-        R::Io { .. } | R::Write(_) => FAILED,
-        _ => USAGE,
-    }
-}
-
-fn restore_hint(r: &etcd_data::restore::RestoreError) -> Option<String> {
-    use etcd_data::restore::RestoreError as R;
-    match r {
-        R::DataDirNotEmpty { .. } => Some("restore into a new or empty directory; Quorum never overwrites a data dir".into()),
-        R::WalDirExists { .. } => Some("give a --wal-dir that does not exist yet".into()),
-        R::Incompatible { .. } => Some("restore for etcd 3.5 or newer (--target-version 3.5)".into()),
-        _ => None,
-    }
 }
 
 
@@ -269,21 +221,21 @@ pub enum KeyCmd {
     },
 }
 
-pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
+pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
     match c {
         RepoCmd::Init { repo: flags, chunk_avg_kib, chunk_pages, write_out } => {
             let unlock = flags.unlock()?;
             let data = unlock.data.ok_or_else(|| {
-                usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)".into())
+                Failure::usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)")
             })?;
-            let loc = flags.location(true)?;
+            let loc = flags.location(true, env_proxy)?;
             let avg = chunk_avg_kib.clamp(1, 4096) * 1024;
             let opts = repo::repository::InitOptions {
                 chunker: repo::format::ChunkerParams { min: avg / 2, avg, max: avg * 4, pages: chunk_pages.unwrap_or(repo::format::ChunkerParams::default().pages) },
                 ..Default::default()
             };
-            let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts)).map_err(fail)?;
+            let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts))?;
             match write_out {
                 Format::Json => println!("{}", output::json(&r.config)),
                 Format::Yaml => print!("{}", output::yaml(&r.config)),
@@ -297,9 +249,9 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         RepoCmd::Check { repo: flags, cluster, read_data, write_out, quiet: q } => {
-            let r = flags.open(&rt)?;
+            let r = flags.open(&rt, env_proxy)?;
             let b = bar(quiet || q || !read_data, "reading packs");
-            let report = rt.block_on(repo::check::check(r, cluster.as_deref(), read_data, progress_fn(&b))).map_err(fail)?;
+            let report = rt.block_on(repo::check::check(r, cluster.as_deref(), read_data, progress_fn(&b)))?;
             finish(b);
             match write_out {
                 Format::Json => println!("{}", output::json(&report)),
@@ -327,22 +279,22 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             if report.is_clean() {
                 Ok(())
             } else {
-                Err(Failure::damage_quiet())
+                Err(Failure::quiet(crate::exit::DAMAGE))
             }
         }
         RepoCmd::Key(KeyCmd::Add { repo: flags, bundle, new_password_file, new_key_file }) => {
-            let r = flags.open(&rt)?;
+            let r = flags.open(&rt, env_proxy)?;
             let s = secret(new_password_file.as_ref(), "QUORUM_NEW_PASSWORD", new_key_file.as_ref())?
-                .ok_or_else(|| usage("give the new secret with --new-password-file or --new-key-file".into()))?;
+                .ok_or_else(|| Failure::usage("give the new secret with --new-password-file or --new-key-file"))?;
             let name = rt
                 .block_on(r.add_key(if bundle { "bundle" } else { "data" }, &s, repo::crypto::Argon2Params::default()))
-                .map_err(fail)?;
+                ?;
             println!("added {name}");
             Ok(())
         }
         RepoCmd::Key(KeyCmd::List { repo: flags, write_out }) => {
-            let r = flags.open(&rt)?;
-            let keys = rt.block_on(r.list_keys()).map_err(fail)?;
+            let r = flags.open(&rt, env_proxy)?;
+            let keys = rt.block_on(r.list_keys())?;
             #[derive(serde::Serialize)]
             struct K {
                 name: String,
@@ -366,8 +318,8 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         RepoCmd::Upgrade { repo: flags, write_out } => {
-            let r = flags.open_as(&rt, repo::OpenMode::Upgrade)?;
-            let rep = rt.block_on(repo::upgrade::upgrade(r)).map_err(fail)?;
+            let r = flags.open_as(&rt, env_proxy, repo::OpenMode::Upgrade)?;
+            let rep = rt.block_on(repo::upgrade::upgrade(r))?;
             match write_out {
                 Format::Json => println!("{}", output::json(&rep)),
                 Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -392,8 +344,8 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         RepoCmd::Locks { repo: flags, write_out } => {
-            let r = flags.open(&rt)?;
-            let locks = rt.block_on(repo::lock::list(&r)).map_err(fail)?;
+            let r = flags.open(&rt, env_proxy)?;
+            let locks = rt.block_on(repo::lock::list(&r))?;
             match write_out {
                 Format::Json => println!("{}", output::json(&locks)),
                 Format::Yaml => print!("{}", output::yaml(&locks)),
@@ -461,9 +413,9 @@ hourly backup of a slowly changing cluster adds a small fraction of its size. Th
 becomes visible when its manifest, written last, exists; an interrupted backup leaves only
 unreferenced packs, which `quorum prune` removes.";
 
-pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<(), Failure> {
+pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     let mut opts = repo::backup::BackupOptions {
         cluster: a.cluster.clone(),
         tags: a.tag.clone(),
@@ -475,9 +427,9 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
     let report = if let Some(snap) = &a.snapshot {
         opts.snapshot = snap.clone();
         opts.source = format!("file {}", snap.display());
-        rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b))).map_err(fail)?
+        rt.block_on(repo::backup::backup(r.clone(), &opts, progress_fn(&b)))?
     } else {
-        let live = agent::ops::LiveBackup {
+        let live = repo::live::LiveBackup {
             cluster: a.cluster.clone(),
             from: a.from.clone(),
             tmp_dir: a.tmp_dir.clone(),
@@ -485,10 +437,7 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool) -> Result<()
             includes: a.include.clone(),
             uploads: opts.uploads,
         };
-        rt.block_on(agent::ops::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b))).map_err(|e| match e {
-            agent::ops::OpError::Cluster(e) => crate::live::failure(e),
-            agent::ops::OpError::Repo(e) => fail(e),
-        })?
+        rt.block_on(repo::live::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b)))?
     };
     finish(b);
     match a.write_out {
@@ -601,9 +550,9 @@ pub enum BackupsCmd {
     },
 }
 
-fn backups_deltas(rt: &tokio::runtime::Runtime, flags: RepoFlags, cluster: String, base: Option<String>, write_out: Format) -> Result<(), Failure> {
-    let r = flags.open(rt)?;
-    let rep = rt.block_on(repo::pitr::chain_report(&r, &cluster, base.as_deref())).map_err(fail)?;
+fn backups_deltas(rt: &tokio::runtime::Runtime, env_proxy: &ProxyConfig, flags: RepoFlags, cluster: String, base: Option<String>, write_out: Format) -> Result<(), Failure> {
+    let r = flags.open(rt, env_proxy)?;
+    let rep = rt.block_on(repo::pitr::chain_report(&r, &cluster, base.as_deref()))?;
     match write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -628,19 +577,19 @@ fn backups_deltas(rt: &tokio::runtime::Runtime, flags: RepoFlags, cluster: Strin
     if rep.chain.gaps.is_empty() {
         Ok(())
     } else {
-        Err(Failure::damage_quiet())
+        Err(Failure::quiet(crate::exit::DAMAGE))
     }
 }
 
-pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
+pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
     match c {
-        BackupsCmd::Deltas { repo: flags, cluster, base, write_out } => backups_deltas(&rt, flags, cluster, base, write_out),
+        BackupsCmd::Deltas { repo: flags, cluster, base, write_out } => backups_deltas(&rt, env_proxy, flags, cluster, base, write_out),
         BackupsCmd::Consolidate { repo: flags, cluster, at_revision, tmp_dir, write_out } => {
-            let r = flags.open(&rt)?;
+            let r = flags.open(&rt, env_proxy)?;
             let b = bar(quiet, "consolidating");
             let o = repo::consolidate::ConsolidateOptions { cluster, at_revision, work_dir: tmp_dir, parallel: flags.parallel, tags: vec![] };
-            let rep = rt.block_on(repo::consolidate::consolidate(r, &o, progress_fn(&b))).map_err(fail)?;
+            let rep = rt.block_on(repo::consolidate::consolidate(r, &o, progress_fn(&b)))?;
             finish(b);
             match write_out {
                 Format::Json => println!("{}", output::json(&rep)),
@@ -663,7 +612,7 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         BackupsCmd::List { repo: flags, cluster, write_out } => {
-            let r = flags.open(&rt)?;
+            let r = flags.open(&rt, env_proxy)?;
             // One cluster: its objects only, whatever else the repository holds.
             let (all, ver) = rt
                 .block_on(async {
@@ -685,7 +634,7 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
                     ver.sort_by(|a: &repo::format::Verification, b| b.time.cmp(&a.time));
                     Ok::<_, Error>((all, ver))
                 })
-                .map_err(fail)?;
+                ?;
             #[derive(serde::Serialize)]
             struct Row<'a> {
                 id: &'a str,
@@ -741,8 +690,8 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         BackupsCmd::Show { repo: flags, id, cluster, write_out } => {
-            let r = flags.open(&rt)?;
-            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            let r = flags.open(&rt, env_proxy)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
             let v = serde_json::json!({"id": id, "manifest": m});
             match write_out {
                 Format::Json => println!("{}", output::json(&v)),
@@ -751,28 +700,28 @@ pub fn backups(c: BackupsCmd, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         BackupsCmd::Get { repo: flags, id, output: out, cluster, bundle } => {
-            let r = flags.open(&rt)?;
-            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            let r = flags.open(&rt, env_proxy)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
             if bundle {
-                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &id, &m, &out)).map_err(fail)?;
+                let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &id, &m, &out))?;
                 println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
                 return Ok(());
             }
             let b = bar(quiet, "fetching");
-            rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+            rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;
             finish(b);
             println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
             Ok(())
         }
         BackupsCmd::Url { repo: flags, id, expires, cluster, remove } => {
-            let r = flags.open(&rt)?;
-            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref())).map_err(fail)?;
+            let r = flags.open(&rt, env_proxy)?;
+            let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
             if remove {
-                rt.block_on(repo::restore::remove_export(&r, &id)).map_err(fail)?;
+                rt.block_on(repo::restore::remove_export(&r, &id))?;
                 println!("removed the exported copy of backup {}", repo::short(&id));
                 return Ok(());
             }
-            let url = rt.block_on(repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel)).map_err(fail)?;
+            let url = rt.block_on(repo::restore::export_url(r.clone(), &id, &m, expires, flags.parallel))?;
             eprintln!("Warning: the URL gives read access to the unencrypted snapshot until it expires ({}s).", expires.as_secs());
             println!("{url}");
             Ok(())
@@ -803,15 +752,15 @@ pub struct RepoRestoreArgs {
 }
 
 /// `restore --at-revision R | --at-time T`: replay the delta chain onto a backup.
-fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+fn restore_pitr(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let target = match (a.at_revision, &a.at_time) {
-        (Some(r), _) if r < 1 => return Err(usage(format!("--at-revision {r}: revisions start at 1"))),
+        (Some(r), _) if r < 1 => return Err(Failure::usage(format!("--at-revision {r}: revisions start at 1"))),
         (Some(r), _) => repo::pitr::Target::Revision(r),
-        (None, Some(t)) => repo::pitr::Target::Time(repo::pitr::parse_time(t).map_err(fail)?),
+        (None, Some(t)) => repo::pitr::Target::Time(repo::pitr::parse_time(t)?),
         (None, None) => unreachable!("restore_pitr without a target"),
     };
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     let p = repo::pitr::PitrOptions {
         cluster: a.cluster.clone().expect("clap requires --cluster"),
         target,
@@ -820,7 +769,7 @@ fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
     };
     let opts = crate::restore::options(&a.flags, PathBuf::new())?;
     let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::pitr::restore_at(r.clone(), &p, opts, progress_fn(&b))).map_err(fail)?;
+    let report = rt.block_on(repo::pitr::restore_at(r.clone(), &p, opts, progress_fn(&b)))?;
     finish(b);
     eprintln!(
         "restored cluster {} at revision {}: backup {} (revision {}, {}) + {} revisions ({} puts, {} deletes) from {} delta segment(s)",
@@ -842,20 +791,20 @@ fn restore_pitr(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn restore(a: RepoRestoreArgs, quiet: bool) -> Result<(), Failure> {
+pub fn restore(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     if a.at_revision.is_some() || a.at_time.is_some() {
-        return restore_pitr(a, quiet);
+        return restore_pitr(a, quiet, env_proxy);
     }
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     let id_arg = a.id.clone().expect("clap requires the backup id");
-    let (id, m) = rt.block_on(r.resolve(&id_arg, a.cluster.as_deref())).map_err(fail)?;
+    let (id, m) = rt.block_on(r.resolve(&id_arg, a.cluster.as_deref()))?;
     let mut opts = crate::restore::options(&a.flags, PathBuf::new())?;
     if !etcd_data::trailer::has_trailer(m.snapshot.size) {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
     }
     let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, progress_fn(&b))).map_err(fail)?;
+    let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, progress_fn(&b)))?;
     finish(b);
     eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
     crate::restore::print_report(&report, a.flags.write_out);
@@ -892,11 +841,11 @@ pub struct ForgetArgs {
     write_out: Format,
 }
 
-pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
+pub fn forget(a: ForgetArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     let policy = repo::retention::Policy { last: a.keep_last, hourly: a.keep_hourly, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly };
-    let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.keep_pitr, a.dry_run)).map_err(fail)?;
+    let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.keep_pitr, a.dry_run))?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -939,10 +888,10 @@ pub fn forget(a: ForgetArgs, quiet: bool) -> Result<(), Failure> {
             rep.refused.len(),
             rep.refused.iter().map(|(i, w)| format!("{} ({w})", repo::short(i))).collect::<Vec<_>>().join("; ")
         );
-        return Err(Failure { code: FAILED, message: None, hint: None });
+        return Err(Failure::quiet(crate::exit::FAILED));
     }
     if a.prune && !a.dry_run {
-        return prune(PruneArgs { repo: a.repo, cluster: a.cluster, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet);
+        return prune(PruneArgs { repo: a.repo, cluster: a.cluster, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet, env_proxy);
     }
     Ok(())
 }
@@ -966,10 +915,10 @@ pub struct PruneArgs {
     write_out: Format,
 }
 
-pub fn prune(a: PruneArgs, _quiet: bool) -> Result<(), Failure> {
+pub fn prune(a: PruneArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
-    let r = a.repo.open(&rt)?;
-    let rep = rt.block_on(repo::prune::prune(r, a.cluster.as_deref(), a.max_unused / 100.0, a.dry_run, a.keep_unindexed_for)).map_err(fail)?;
+    let r = a.repo.open(&rt, env_proxy)?;
+    let rep = rt.block_on(repo::prune::prune(r, a.cluster.as_deref(), a.max_unused / 100.0, a.dry_run, a.keep_unindexed_for))?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&rep)),
         Format::Yaml => print!("{}", output::yaml(&rep)),
@@ -1029,17 +978,17 @@ manifest recorded at backup time. The result and its duration are stored in the 
 (`backups list` shows the last verified backup per cluster). Exit 0 when the backup restores,
 3 when it does not.";
 
-pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
+pub fn drill(a: DrillArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
-    let r = a.repo.open(&rt)?;
+    let r = a.repo.open(&rt, env_proxy)?;
     let id = match (&a.id, a.latest) {
         (Some(i), false) => i.clone(),
         (None, _) => "latest".into(),
-        (Some(_), true) => return Err(usage("give a backup ID or --latest, not both".into())),
+        (Some(_), true) => return Err(Failure::usage("give a backup ID or --latest, not both")),
     };
-    let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref())).map_err(fail)?;
+    let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref()))?;
     let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
-    let v = rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts)).map_err(fail)?;
+    let v = rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts))?;
     match a.write_out {
         Format::Json => println!("{}", output::json(&v)),
         Format::Yaml => print!("{}", output::yaml(&v)),
@@ -1057,20 +1006,20 @@ pub fn drill(a: DrillArgs, _quiet: bool) -> Result<(), Failure> {
     if v.ok {
         Ok(())
     } else {
-        Err(Failure::damage_quiet())
+        Err(Failure::quiet(crate::exit::DAMAGE))
     }
 }
 
 /// A backup's snapshot reassembled into a private temporary file (for commands that read a
 /// snapshot file: `k8s get|export|diff --repo`). The file goes with the returned directory.
-pub(crate) fn fetch_to_temp(flags: &RepoFlags, id: &str, cluster: Option<&str>, quiet: bool) -> Result<(tempfile::TempDir, PathBuf), Failure> {
+pub(crate) fn fetch_to_temp(flags: &RepoFlags, env_proxy: &ProxyConfig, id: &str, cluster: Option<&str>, quiet: bool) -> Result<(tempfile::TempDir, PathBuf), Failure> {
     let rt = rt();
-    let r = flags.open(&rt)?;
-    let (id, m) = rt.block_on(r.resolve(id, cluster)).map_err(fail)?;
-    let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure { code: crate::exit::FAILED, message: Some(format!("temporary directory: {e}")), hint: Some("set TMPDIR to a filesystem with room for the snapshot".into()) })?;
+    let r = flags.open(&rt, env_proxy)?;
+    let (id, m) = rt.block_on(r.resolve(id, cluster))?;
+    let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure::failed(format!("temporary directory: {e}")).with_hint("set TMPDIR to a filesystem with room for the snapshot"))?;
     let out = dir.path().join(format!("{id}.db"));
     let b = bar(quiet, "fetching backup");
-    rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b))).map_err(fail)?;
+    rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;
     if let Some(b) = b {
         b.finish_and_clear();
     }

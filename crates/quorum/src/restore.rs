@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use etcd_data::cluster::ClusterSpec;
-use etcd_data::restore::{self, Layout, RestoreError, RestoreOptions, Target};
+use etcd_data::restore::{self, Layout, RestoreOptions, Target};
 
-use crate::exit::{Failure, DAMAGE, FAILED, USAGE};
+use crate::exit::Failure;
 use crate::output::{self, Format};
 
 pub const HELP: &str = "\
@@ -99,7 +99,7 @@ pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
             b.set_position(done);
         }
     })
-    .map_err(failure)?;
+    ?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -109,7 +109,7 @@ pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
 
 /// Restore options from the flags, for the snapshot at `file`.
 pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failure> {
-    let usage = |m: String| Failure { code: USAGE, message: Some(m), hint: None };
+    let usage = |m: String| Failure::usage(m);
     let cluster = ClusterSpec::new(&a.initial_cluster, &a.initial_cluster_token).map_err(|e| usage(e.to_string()))?;
     let targets: Vec<Target> = if a.all_members {
         let dd = a.data_dir.clone().ok_or_else(|| usage("--all-members needs --data-dir with {name} in it".into()))?;
@@ -163,18 +163,3 @@ pub fn print_report(report: &restore::RestoreReport, w: Format) {
     }
 }
 
-pub fn failure(e: RestoreError) -> Failure {
-    let (code, hint) = match &e {
-        RestoreError::Config(_) | RestoreError::Usage(_) => (USAGE, None),
-        RestoreError::DataDirNotEmpty { .. } => (USAGE, Some("restore into a new or empty directory; Quorum never overwrites a data dir".into())),
-        RestoreError::WalDirExists { .. } => (USAGE, Some("give a --wal-dir that does not exist yet".into())),
-        RestoreError::MissingHash { .. } => (USAGE, Some("add --skip-hash-check for a db copied from a data dir".into())),
-        RestoreError::Incompatible { .. } => (USAGE, Some("restore for etcd 3.5 or newer (--target-version 3.5)".into())),
-        RestoreError::HashMismatch { .. } => (DAMAGE, Some("the snapshot was altered or damaged after it was saved; fetch another copy".into())),
-        RestoreError::Damaged { path, .. } => (DAMAGE, Some(format!("run `quorum snapshot verify {}` for every fault", path.display()))),
-        RestoreError::Bolt(b) => crate::exit::bolt_code(b),
-        RestoreError::Schema { .. } => (DAMAGE, None),
-        RestoreError::Io { .. } | RestoreError::Write(_) => (FAILED, None),
-    };
-    Failure { code, message: Some(format!("restore failed, nothing written: {e}")), hint }
-}

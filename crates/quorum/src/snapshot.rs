@@ -9,13 +9,7 @@ use crate::exit::Failure;
 use crate::output::{self, Format};
 
 pub fn status(file: &Path, w: Format) -> Result<(), Failure> {
-    let st = etcd_data::status(file).map_err(|e| {
-        let hint = match &e {
-            etcd_data::Error::Integrity { .. } => Some(format!("run `quorum snapshot verify {}` to list every fault", file.display())),
-            _ => None,
-        };
-        Failure::from_data(e, hint)
-    })?;
+    let st = etcd_data::status(file)?;
     print!("{}", render_status(&st, w));
     Ok(())
 }
@@ -63,7 +57,7 @@ pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
             b.set_position(done);
         }
     })
-    .map_err(|e| Failure::from_data(e, None))?;
+    ?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -71,7 +65,7 @@ pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
     if report.is_clean() {
         Ok(())
     } else {
-        Err(Failure::damage_quiet())
+        Err(Failure::quiet(crate::exit::DAMAGE))
     }
 }
 

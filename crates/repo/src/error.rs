@@ -1,4 +1,5 @@
-//! Errors of repository operations, each saying what is wrong and how to fix it.
+//! Errors of repository operations, each saying what is wrong with which object or setting
+//! (what to do about it is the caller's to say: the CLI adds hints in its own terms).
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,6 +36,9 @@ pub enum Error {
     Restore(#[from] etcd_data::restore::RestoreError),
     #[error(transparent)]
     Data(#[from] etcd_data::Error),
+    /// Talking to the live cluster (a backup taken from it).
+    #[error(transparent)]
+    Cluster(#[from] etcd_cluster::Error),
     /// A restored backup's data differs from its manifest (exit 3).
     #[error("{0}")]
     Mismatch(String),
@@ -49,23 +53,5 @@ impl Error {
 
     pub fn store(what: impl Into<String>, source: object_store::Error) -> Error {
         Error::Store { what: what.into(), source }
-    }
-
-    /// A hint for the person at the terminal, when there is a useful one.
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            Error::WrongSecret { .. } => Some(
-                "give the repository passphrase with --password-file or QUORUM_PASSWORD, or its key file with --key-file".into(),
-            ),
-            Error::Locked(_) => Some(
-                "wait for the other operation to finish, or pass --retry-lock 5m; a lock left by a killed process on this host is removed automatically, and one from another host after it expires (30 min without refresh)".into(),
-            ),
-            Error::Store { source: object_store::Error::NotFound { .. }, .. } => {
-                Some("check the repository URL (and that `quorum repo init` was run for it)".into())
-            }
-            Error::Store { .. } => Some("check the URL, the endpoint, the credentials (the cloud's standard variables) and --proxy/--no-proxy".into()),
-            Error::Damaged(_) => Some("run `quorum repo check --read-data` to list every damaged object".into()),
-            _ => None,
-        }
     }
 }

@@ -30,6 +30,7 @@ pub mod drill;
 mod error;
 pub mod format;
 pub mod gcs_json;
+pub mod live;
 pub mod lock;
 pub mod pitr;
 pub mod location;
