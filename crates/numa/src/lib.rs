@@ -1,5 +1,6 @@
 //! The NUMA and hugepage model of a compute host, nova's placement fit, readers for the
-//! host's real state (sysfs, /proc/meminfo, lscpu), nova.conf and OVS-DPDK settings, and the
+//! host's real state (sysfs, /proc/meminfo, lscpu), nova.conf and OVS-DPDK settings (brought
+//! together in [`compute_host`]: the host as nova sees it), and the
 //! diagnosis of instances that nova places where the kernel has no free hugepages
 //! (`os_mem_prealloc: Insufficient free host memory pages available to allocate guest RAM`).
 //!
@@ -13,6 +14,7 @@
 //! assert_eq!((placed[0].id, placed[0].pagesize_kb), (0, Some(2048)));
 //! ```
 
+pub mod compute_host;
 pub mod config;
 pub mod diagnose;
 mod error;

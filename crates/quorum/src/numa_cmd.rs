@@ -75,17 +75,6 @@ pub enum NumaCmd {
     },
 }
 
-#[derive(serde::Deserialize)]
-struct Placed {
-    node: u32,
-    memory_mb: i64,
-    pagesize_kb: Option<u64>,
-    #[serde(default)]
-    vcpus: u32,
-    #[serde(default)]
-    dedicated: bool,
-}
-
 fn read(p: &PathBuf) -> Result<String, Failure> {
     std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
 }
@@ -100,78 +89,18 @@ struct Loaded {
 }
 
 fn load(a: &HostArgs) -> Result<Loaded, Failure> {
-    let mut kernel = numa::host::read_sysfs(&a.sysfs_root)?;
-    if let Some(l) = &a.lscpu {
-        let m = numa::host::parse_lscpu(&read(l)?, &l.display().to_string())?;
-        for n in &mut kernel {
-            if let Some(c) = m.get(&n.id) {
-                n.cpus = c.clone();
-            }
-        }
-    }
-    let default_kb = std::fs::read_to_string(&a.meminfo).ok().and_then(|t| numa::host::default_hugepage_kb(&t));
-    let conf = match &a.nova_conf {
-        Some(p) => numa::config::parse_nova_conf(&read(p)?, &p.display().to_string())?,
-        None => Default::default(),
+    let inputs = numa::compute_host::Inputs {
+        sysfs_root: a.sysfs_root.clone(),
+        meminfo: a.meminfo.clone(),
+        lscpu: a.lscpu.clone(),
+        nova_conf: a.nova_conf.clone(),
+        instances: a.instances.clone(),
+        domain_xml: a.domain_xml.clone(),
     };
-    let mut warnings = Vec::new();
-    for (node, sizes) in &conf.reserved.0 {
-        for (size, count) in sizes {
-            match kernel.iter().find(|n| n.id == *node) {
-                None => warnings.push(format!("reserved_huge_pages for node {node} is ignored by nova: the host has no such node")),
-                Some(n) if !n.pages.iter().any(|p| p.size_kb as f64 == *size) && *size != 4.0 => {
-                    warnings.push(format!("reserved_huge_pages size {size} KiB on node {node} is ignored by nova: the node has no such page size"))
-                }
-                Some(n) => {
-                    if let Some(p) = n.pages.iter().find(|p| p.size_kb as f64 == *size) {
-                        if *count > p.nr {
-                            warnings.push(format!("node {node}: {count} pages of {size} KiB reserved, but only {} exist", p.nr));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let cpus = |s: &Option<String>| -> Result<Option<std::collections::BTreeSet<u32>>, Failure> {
-        s.as_ref().map(|v| numa::host::parse_cpu_list(v).map_err(|why| Failure::usage(format!("nova.conf: {why}")))).transpose()
-    };
-    let dedicated = cpus(&conf.cpu_dedicated_set)?;
-    let shared = cpus(&conf.cpu_shared_set)?.or(cpus(&conf.vcpu_pin_set)?);
-    let mut nova = numa::host::nova_view(&kernel, &conf.reserved, dedicated.as_ref(), shared.as_ref());
-    if let Some(p) = &a.instances {
-        let placed: Vec<Placed> = serde_json::from_str(&read(p)?)
-            .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
-        for (i, pl) in placed.iter().enumerate() {
-            let cpus: std::collections::BTreeSet<u32> = (0..pl.vcpus).collect();
-            let mut ic = numa::model::InstanceCell {
-                id: pl.node,
-                cpuset: if pl.dedicated { Default::default() } else { cpus.clone() },
-                pcpuset: Default::default(),
-                memory: pl.memory_mb,
-                pagesize: None,
-                pagesize_kb: pl.pagesize_kb,
-                cpu_policy: pl.dedicated.then_some(numa::model::CpuPolicy::Dedicated),
-                cpu_pinning: Default::default(),
-            };
-            if pl.dedicated {
-                let Some(hc) = nova.iter().find(|c| c.id == pl.node) else {
-                    return Err(Failure::usage(format!("{}: instance {i} is on node {} which the host lacks", p.display(), pl.node)));
-                };
-                ic.cpu_pinning = cpus.iter().copied().zip(hc.free_pcpus()).collect();
-            }
-            numa::fit::add_usage(&mut nova, std::slice::from_ref(&ic));
-        }
-    }
-    for p in &a.domain_xml {
-        let cells = numa::libvirt::parse_domain(&read(p)?, &p.display().to_string())?;
-        if let Some(c) = cells.iter().find(|c| !nova.iter().any(|h| h.id == c.id)) {
-            return Err(Failure::usage(format!("{}: guest memory on node {} which the host lacks", p.display(), c.id)));
-        }
-        numa::fit::add_usage(&mut nova, &cells);
-    }
+    let host = numa::compute_host::load(&inputs)?;
     let pack = match a.strategy.as_deref() {
         Some(s) => s == "pack",
-        None => conf.pack.unwrap_or(false),
+        None => host.pack.unwrap_or(false),
     };
     let flavor = Flavor {
         name: format!("{} vCPU / {} MiB", a.vcpus, a.ram),
@@ -184,7 +113,7 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
     if let Some(ps) = &flavor.mem_page_size {
         numa::units::PageRequest::parse(ps)?;
     }
-    Ok(Loaded { kernel, nova, pack, default_kb, flavor, warnings })
+    Ok(Loaded { kernel: host.kernel, nova: host.nova, pack, default_kb: host.default_kb, flavor, warnings: host.warnings })
 }
 
 pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
