@@ -336,7 +336,7 @@ async fn open_watch(conn: &etcd_cluster::ConnConfig, from: i64, prev_kv: bool) -
     match tokio::time::timeout(conn.dial_timeout + conn.command_timeout, wc.watch(vec![0u8], Some(opts))).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no watch stream within --dial-timeout + --command-timeout".into()),
+        Err(_) => Err("no watch stream within the dial and command timeouts".into()),
     }
 }
 

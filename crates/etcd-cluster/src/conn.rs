@@ -69,17 +69,17 @@ impl ConnConfig {
         if self.tls() {
             let mut t = TlsOptions::new();
             if let Some(ca) = &self.cacert {
-                let pem = std::fs::read(ca).map_err(|e| Error::Tls(format!("--cacert {}: {e}", ca.display())))?;
+                let pem = std::fs::read(ca).map_err(|e| Error::Tls(format!("CA certificate {}: {e}", ca.display())))?;
                 t = t.ca_certificate(Certificate::from_pem(pem));
             }
             match (&self.cert, &self.key) {
                 (Some(c), Some(k)) => {
-                    let cert = std::fs::read(c).map_err(|e| Error::Tls(format!("--cert {}: {e}", c.display())))?;
-                    let key = std::fs::read(k).map_err(|e| Error::Tls(format!("--key {}: {e}", k.display())))?;
+                    let cert = std::fs::read(c).map_err(|e| Error::Tls(format!("client certificate {}: {e}", c.display())))?;
+                    let key = std::fs::read(k).map_err(|e| Error::Tls(format!("client key {}: {e}", k.display())))?;
                     t = t.identity(Identity::from_pem(cert, key));
                 }
                 (None, None) => {}
-                _ => return Err(Error::Tls("--cert and --key go together".into())),
+                _ => return Err(Error::Tls("a client certificate needs its key, and a key its certificate".into())),
             }
             o = o.with_tls(t);
         }
@@ -96,7 +96,7 @@ impl ConnConfig {
         match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect([url.clone()], Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(Error::Connect { endpoint: url, msg: e.to_string() }),
-            Err(_) => Err(Error::Connect { endpoint: url, msg: format!("no answer within --dial-timeout {:?}", self.dial_timeout) }),
+            Err(_) => Err(Error::Connect { endpoint: url, msg: format!("no answer within the dial timeout ({:?})", self.dial_timeout) }),
         }
     }
 
@@ -107,7 +107,7 @@ impl ConnConfig {
         match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect(urls.clone(), Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(Error::Connect { endpoint: urls.join(","), msg: e.to_string() }),
-            Err(_) => Err(Error::Connect { endpoint: urls.join(","), msg: format!("no answer within --dial-timeout {:?}", self.dial_timeout) }),
+            Err(_) => Err(Error::Connect { endpoint: urls.join(","), msg: format!("no answer within the dial timeout ({:?})", self.dial_timeout) }),
         }
     }
 
@@ -119,7 +119,7 @@ impl ConnConfig {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: e.to_string() }),
-            Err(_) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: format!("timed out after --command-timeout {:?}", self.command_timeout) }),
+            Err(_) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: format!("timed out after the command timeout ({:?})", self.command_timeout) }),
         }
     }
 }

@@ -118,7 +118,7 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
             (db, true)
         }
         (None, Some(s)) => (s.clone(), false),
-        _ => return Err(Error::Usage("give exactly one of --from-data-dir and --from-snapshot".into())),
+        _ => return Err(Error::Usage("a recovery starts from exactly one source: a survivor's data dir or a snapshot".into())),
     };
     let initial = format!("{}={}", p.name, p.peer_url);
     let cluster = ClusterSpec::new(&initial, &p.token).map_err(etcd_data::restore::RestoreError::from)?;

@@ -60,8 +60,28 @@ pub fn choose(view: &ClusterView, source: &Source) -> Result<(String, String)> {
         Source::Leader => healthy.into_iter().find(|s| s.is_leader),
         Source::Named(n) => healthy.into_iter().find(|s| &s.name == n),
     };
-    pick.map(|s| (s.endpoint.clone(), s.name.clone()))
-        .ok_or_else(|| Error::Refused(format!("no healthy member matches --from {source:?} among {} answering endpoints", view.statuses.len())))
+    pick.map(|s| (s.endpoint.clone(), s.name.clone())).ok_or_else(|| {
+        let members: Vec<String> = view
+            .statuses
+            .iter()
+            .map(|s| {
+                let role = if !s.errors.is_empty() { "unhealthy" } else if s.is_leader { "leader" } else if s.is_learner { "learner" } else { "follower" };
+                format!("{} ({}, {role})", if s.name.is_empty() { "?" } else { &s.name }, s.endpoint)
+            })
+            .collect();
+        Error::Refused(format!("no healthy member is {source}; members that answered: {}", if members.is_empty() { "none".into() } else { members.join(", ") }))
+    })
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Endpoints => f.write_str("among the endpoints given"),
+            Source::Follower => f.write_str("a follower"),
+            Source::Leader => f.write_str("the leader"),
+            Source::Named(n) => write!(f, "named {n:?}"),
+        }
+    }
 }
 
 /// Save a snapshot to `path`. `progress(bytes_so_far)` is called as data arrives.

@@ -61,15 +61,15 @@ pub struct ClusterSpec {
 pub enum ConfigError {
     #[error("invalid URL {url:?}: {why}")]
     Url { url: String, why: String },
-    #[error("--initial-cluster entry {0:?} is not of the form name=url")]
+    #[error("initial cluster entry {0:?} is not of the form name=url")]
     Entry(String),
-    #[error("--initial-cluster is empty")]
+    #[error("the initial cluster names no member")]
     Empty,
-    #[error("member {name:?} (--name) is not in --initial-cluster (members: {members})")]
+    #[error("member {name:?} is not in the initial cluster (members: {members})")]
     NameNotInCluster { name: String, members: String },
-    #[error("--initial-advertise-peer-urls {advertised} do not match --initial-cluster's URLs for {name:?}: {expected}")]
+    #[error("advertised peer URLs {advertised} do not match the initial cluster's URLs for {name:?}: {expected}")]
     AdvertiseMismatch { name: String, advertised: String, expected: String },
-    #[error("--initial-cluster has duplicate URL {0}")]
+    #[error("the initial cluster has duplicate URL {0}")]
     DuplicateUrl(String),
     #[error("members {0} and {1} have the same ID {2:x}; give them different peer URLs")]
     DuplicateId(String, String, u64),

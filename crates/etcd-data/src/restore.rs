@@ -116,17 +116,21 @@ pub enum RestoreError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
+    /// etcd's rule: revisions bumped past the snapshot's must be marked compacted, and only
+    /// bumped revisions can be.
+    #[error("a revision bump and marking the revisions compacted go together: either both or neither")]
+    BumpWithoutCompaction,
     #[error(transparent)]
     Bolt(#[from] bolt::Error),
     #[error("{}: snapshot is damaged: {count} faults; first: {first}", path.display())]
     Damaged { path: PathBuf, count: usize, first: String },
-    #[error("{}: snapshot missing hash but --skip-hash-check=false (a raw db file copied from a data dir has no sha256 trailer)", path.display())]
+    #[error("{}: snapshot missing hash: it has no sha256 trailer to check (a raw db file copied from a data dir has none)", path.display())]
     MissingHash { path: PathBuf },
     #[error("{}: sha256 mismatch: the trailer says {expected}, the data hashes to {actual}", path.display())]
     HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error("{}: data dir exists and is not empty", path.display())]
     DataDirNotEmpty { path: PathBuf },
-    #[error("{}: --wal-dir already exists", path.display())]
+    #[error("{}: the WAL directory already exists", path.display())]
     WalDirExists { path: PathBuf },
     #[error("{}: snapshot has storage version {version} (etcd 3.6+); the {target} layout cannot hold it: etcd 3.4 panics on such a data dir", path.display())]
     Incompatible { path: PathBuf, version: String, target: &'static str },
@@ -235,7 +239,7 @@ fn preflight(db: &bolt::Db, opts: &RestoreOptions) -> Result<Preflight> {
     let cluster_version = get(schema::CLUSTER, b"clusterVersion")?.map(|v| String::from_utf8_lossy(&v).into_owned());
     let consistent_index = get(schema::META, schema::META_CONSISTENT_INDEX)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
     let (layout, reason) = match (opts.target_version, &cluster_version) {
-        (Some(l), _) => (l, "--target-version".to_string()),
+        (Some(l), _) => (l, "the target version asked for".to_string()),
         (None, Some(cv)) if Layout::parse(cv) == Some(Layout::V3_4) => (Layout::V3_4, format!("the snapshot's cluster version is {cv}")),
         (None, Some(cv)) => (Layout::V3_5, format!("the snapshot's cluster version is {cv}")),
         (None, None) => (Layout::V3_5, "the snapshot records no cluster version; 3.5 is the default".to_string()),
@@ -380,9 +384,7 @@ impl<W: Write + std::io::Seek> Visitor for Copier<'_, W> {
 /// Restore. `progress(done, total)` reports bytes of the snapshot hashed.
 pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<RestoreReport> {
     if opts.bump_revision.is_some() != opts.mark_compacted {
-        return Err(RestoreError::Usage(
-            "--bump-revision and --mark-compacted go together: --mark-compacted is required with --bump-revision, and disallowed without it".into(),
-        ));
+        return Err(RestoreError::BumpWithoutCompaction);
     }
     if opts.targets.is_empty() {
         return Err(RestoreError::Usage("no member to restore".into()));

@@ -71,7 +71,7 @@ pub fn render(o: &Object, plain: Option<&[u8]>) -> Result<typed::Rendered, Strin
         return Err(e.clone());
     }
     let Some(plain) = plain else {
-        return Err(format!("encrypted with {}: give --encryption-config to read it", o.encryption.as_deref().unwrap_or("a provider")));
+        return Err(format!("encrypted with {}: reading it needs the EncryptionConfiguration that holds its key", o.encryption.as_deref().unwrap_or("a provider")));
     };
     let mut r = typed::render(plain)?;
     if let Some(meta) = r.value.get_mut("metadata").and_then(Value::as_object_mut) {

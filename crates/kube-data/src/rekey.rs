@@ -97,7 +97,7 @@ pub enum RekeyError {
     Bolt(#[from] bolt::Error),
     #[error("{0}")]
     Damaged(String),
-    #[error("{key} at revision {revision}: does not decrypt with the --from-config configuration: {reason}")]
+    #[error("{key} at revision {revision}: does not decrypt with the source configuration: {reason}")]
     Undecryptable { key: String, revision: i64, reason: DecryptError },
     #[error("{key} at revision {revision}: cannot encrypt: {reason}")]
     Encrypt { key: String, revision: i64, reason: EncryptError },
@@ -216,7 +216,7 @@ fn selects(s: &GroupResource, gr: &GroupResource) -> bool {
 fn preflight(opts: &RekeyOptions<'_>) -> Result<(), RekeyError> {
     for gr in &opts.resources {
         if opts.from.transformer_for(gr).rule.is_none() && opts.to.transformer_for(gr).rule.is_none() {
-            return Err(RekeyError::Usage(format!("--resource {gr}: neither configuration covers it, so nothing would change")));
+            return Err(RekeyError::Usage(format!("resource {gr}: neither configuration covers it, so nothing would change")));
         }
     }
     for listed in opts.to.listed_resources() {
@@ -225,7 +225,7 @@ fn preflight(opts: &RekeyOptions<'_>) -> Result<(), RekeyError> {
         let selected = opts.resources.is_empty() || opts.resources.iter().any(|s| opts.to.transformer_for(s).rule == t.rule);
         if selected && t.write_label().starts_with("kms:") {
             return Err(RekeyError::Usage(format!(
-                "--to-config writes {listed} with KMS ({}): encrypting with KMS needs the KMS plugin, which an offline rekey does not have",
+                "the target configuration writes {listed} with KMS ({}): encrypting with KMS needs the KMS plugin, which an offline rekey does not have",
                 t.write_label()
             )));
         }

@@ -123,6 +123,13 @@ pub enum Error {
     Refused(String),
     #[error("verification failed: {0}")]
     Mismatch(String),
+    /// The repository's record of this migration no longer fits it (another selection or
+    /// target, or its backup forgotten): only a new generation can go on.
+    #[error("{0}")]
+    NeedsRestart(String),
+    /// Verification alone was asked for, and there is nothing to verify yet.
+    #[error("nothing to verify: {0}")]
+    NothingToVerify(String),
     #[error("{}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
 }

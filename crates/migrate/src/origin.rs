@@ -75,8 +75,8 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
     let (state, resumed, backup) = if let Some(st) = existing {
         let r = &st.record;
         if r.kind != b.kind || r.cluster != b.cluster || r.selection != b.selection || r.target != b.target {
-            return Err(Error::Refused(format!(
-                "migration record {id}/{} does not describe this migration (it was made for {} {} of cluster {} into {}); run with --restart to start a new generation",
+            return Err(Error::NeedsRestart(format!(
+                "migration record {id}/{} does not describe this migration (it was made for {} {} of cluster {} into {})",
                 r.generation, r.kind, r.selection, r.cluster, r.target
             )));
         }
@@ -96,8 +96,8 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             }
         }
         let m = repo.read_manifest(b.cluster, &st.record.backup).await.map_err(|e| match e {
-            repo::Error::Missing(_) => Error::Refused(format!(
-                "backup {} of migration {id} is no longer in the repository (forgotten?); run with --restart to start from a new snapshot",
+            repo::Error::Missing(_) => Error::NeedsRestart(format!(
+                "backup {} of migration {id} is no longer in the repository (forgotten?)",
                 repo::short(&st.record.backup)
             )),
             e => e.into(),
@@ -109,7 +109,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
         on(Event::Plan(format!("source:    backup {} of cluster {} (revision {}, {} keys, {})", repo::short(&bid), m.cluster, m.snapshot.revision, m.snapshot.live_keys.unwrap_or(0), m.time)));
         (None, false, Some((bid, m)))
     } else {
-        let src = src.ok_or_else(|| Error::Usage("give the source with --from-endpoints (or an existing backup with --from-backup ID)".into()))?;
+        let src = src.ok_or_else(|| Error::Usage("no source: neither the source cluster nor an existing backup was given".into()))?;
         let (line, revision) = observe_source(src).await;
         on(Event::Plan(line));
         if b.dry_run && !b.fetch {

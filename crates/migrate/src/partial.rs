@@ -207,7 +207,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     let sel = o.selection.normalized();
     sel.validate()?;
     if matches!(sel, Selection::Whole) {
-        return Err(Error::Usage("a partial migration needs namespaces (-n) or prefixes (--prefix)".into()));
+        return Err(Error::Usage("a partial migration needs namespaces or key prefixes".into()));
     }
     let groups = sel.groups();
     let mut target_eps = dst.endpoints.clone();
@@ -235,7 +235,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     )));
     let origin = origin::begin(src, repo.clone(), &begin, o.parallel, on).await?;
     if o.verify_only && origin.state.is_none() {
-        return Err(Error::Usage(format!("--verify-only: no migration {} in the repository yet; run it without --verify-only first", origin.id)));
+        return Err(Error::NothingToVerify(format!("no migration {} in the repository yet", origin.id)));
     }
     // A migration that completed is only verified again: the target's apps may have changed
     // its keys since, and they are theirs now.

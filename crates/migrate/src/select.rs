@@ -71,13 +71,13 @@ impl Selection {
             Selection::Whole => Ok(()),
             Selection::Namespaces(v) => {
                 if let Some(bad) = v.iter().find(|n| n.is_empty() || n.contains('/')) {
-                    return Err(crate::Error::Usage(format!("-n {bad:?}: a namespace name has no '/' and is not empty")));
+                    return Err(crate::Error::Usage(format!("namespace {bad:?}: a namespace name has no '/' and is not empty")));
                 }
                 Ok(())
             }
             Selection::Prefixes(v) => {
                 if v.iter().any(|p| p.is_empty()) {
-                    return Err(crate::Error::Usage("--prefix \"\" would select every key; leave out -n/--prefix to migrate the whole cluster".into()));
+                    return Err(crate::Error::Usage("an empty prefix would select every key: that is a whole-cluster migration".into()));
                 }
                 Ok(())
             }

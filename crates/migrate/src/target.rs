@@ -114,7 +114,7 @@ impl Target {
                     continue;
                 }
                 Ok(Err(e)) => return Err(self.err("range read", e)),
-                Err(_) => return Err(self.err("range read", format!("no answer within --command-timeout {:?}", self.cfg.command_timeout))),
+                Err(_) => return Err(self.err("range read", format!("no answer within the command timeout ({:?})", self.cfg.command_timeout))),
             };
             if rev == 0 {
                 rev = r.header().map(|h| h.revision()).unwrap_or(0);
@@ -154,7 +154,7 @@ impl Target {
         match tokio::time::timeout(self.cfg.command_timeout, self.client.txn(Txn::new().when(cmps).and_then(ops))).await {
             Ok(Ok(r)) => Ok(r.succeeded()),
             Ok(Err(e)) => Err(self.err("txn", e)),
-            Err(_) => Err(self.err("txn", format!("no answer within --command-timeout {:?}", self.cfg.command_timeout))),
+            Err(_) => Err(self.err("txn", format!("no answer within the command timeout ({:?})", self.cfg.command_timeout))),
         }
     }
 

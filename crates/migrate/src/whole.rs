@@ -122,7 +122,7 @@ fn exists(p: &Path) -> bool {
 /// dir itself and refuses an existing one, even empty).
 fn refuse_busy(members: &[NewMember]) -> Result<()> {
     let mut busy: Vec<String> = members.iter().map(|m| &m.data_dir).filter(|d| non_empty(d)).map(|d| format!("{} (not empty)", d.display())).collect();
-    busy.extend(members.iter().filter_map(|m| m.wal_dir.as_ref()).filter(|w| exists(w)).map(|w| format!("{} (--wal-dir exists; the restore creates it)", w.display())));
+    busy.extend(members.iter().filter_map(|m| m.wal_dir.as_ref()).filter(|w| exists(w)).map(|w| format!("{} (the WAL dir exists; the restore creates it)", w.display())));
     if busy.is_empty() {
         return Ok(());
     }
@@ -176,7 +176,7 @@ fn member_state(nm: &NewMember, backup: Option<&repo::format::Manifest>) -> Memb
             dirs.push(format!("{} (not empty)", nm.data_dir.display()));
         }
         if let Some(w) = nm.wal_dir.as_ref().filter(|w| exists(w)) {
-            dirs.push(format!("{} (--wal-dir exists)", w.display()));
+            dirs.push(format!("{} (the WAL dir exists)", w.display()));
         }
         MemberState::Busy(dirs.join(", "))
     };
@@ -215,9 +215,9 @@ fn finish_wal(pending: &Path, segment: &Path) -> Result<()> {
 
 /// The new members from the flags.
 pub fn new_members(o: &WholeOptions) -> Result<(ClusterSpec, Vec<NewMember>)> {
-    let spec = ClusterSpec::new(&o.initial_cluster, &o.token).map_err(|e| Error::Usage(format!("--initial-cluster: {e}")))?;
+    let spec = ClusterSpec::new(&o.initial_cluster, &o.token).map_err(|e| Error::Usage(e.to_string()))?;
     if spec.members.len() > 1 && !o.data_dir.to_string_lossy().contains("{name}") {
-        return Err(Error::Usage("--data-dir must contain {name}: one directory per member of --initial-cluster".into()));
+        return Err(Error::Usage("the data dir pattern must contain {name}: one directory per member of the initial cluster".into()));
     }
     let clients = o.to.as_ref().map(|c| c.endpoints.clone()).unwrap_or_default();
     let members = spec
@@ -255,7 +255,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     let started = Instant::now();
     let (spec, members) = new_members(o)?;
     if o.verify_only && o.to.is_none() {
-        return Err(Error::Usage("--verify-only needs --to-endpoints: the new members' client URLs, to verify them against the backup".into()));
+        return Err(Error::Usage("verifying needs the new members' client URLs, to compare them with the backup".into()));
     }
     let target_desc = format!("{} {}", o.initial_cluster, o.data_dir.display());
     on(Event::Plan(format!("target:    a new cluster of {} member(s), token {}", members.len(), o.token)));
@@ -292,7 +292,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
     };
     let origin = origin::begin(src, repo.clone(), &begin, o.parallel, on).await?;
     if o.verify_only && origin.state.is_none() {
-        return Err(Error::Usage(format!("--verify-only: no migration {} in the repository yet; run it without --verify-only first", origin.id)));
+        return Err(Error::NothingToVerify(format!("no migration {} in the repository yet", origin.id)));
     }
     let manifest: Option<repo::format::Manifest> = origin.backup.as_ref().map(|(_, m)| m.clone());
     let mut report = WholeReport {
@@ -328,7 +328,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
             return Err(Error::Refused(format!("{}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join("; "))));
         }
         if o.verify_only {
-            return Err(Error::Usage("--verify-only: the data dirs of this migration were never restored".into()));
+            return Err(Error::NothingToVerify("the data dirs of this migration were never restored".into()));
         }
         if o.dry_run {
             on(Event::Plan(format!(

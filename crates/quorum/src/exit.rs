@@ -105,9 +105,10 @@ impl From<etcd_data::restore::RestoreError> for Failure {
         use etcd_data::restore::RestoreError as R;
         let (code, hint) = match &e {
             R::Config(_) | R::Usage(_) => (USAGE, None),
+            R::BumpWithoutCompaction => (USAGE, Some("--bump-revision N needs --mark-compacted, and --mark-compacted needs --bump-revision".into())),
             R::DataDirNotEmpty { .. } => (USAGE, Some("restore into a new or empty directory; Quorum never overwrites a data dir".into())),
             R::WalDirExists { .. } => (USAGE, Some("give a --wal-dir that does not exist yet".into())),
-            R::MissingHash { .. } => (USAGE, Some("add --skip-hash-check for a db copied from a data dir".into())),
+            R::MissingHash { .. } => (USAGE, Some("add --skip-hash-check for a db copied from a data dir (its integrity then rests on the structural check)".into())),
             R::Incompatible { .. } => (USAGE, Some("restore for etcd 3.5 or newer (--target-version 3.5)".into())),
             R::HashMismatch { .. } => (DAMAGE, Some("the snapshot was altered or damaged after it was saved; fetch another copy".into())),
             R::Damaged { path, .. } => (DAMAGE, Some(format!("run `quorum snapshot verify {}` for every fault", path.display()))),
@@ -128,10 +129,11 @@ impl From<etcd_cluster::Error> for Failure {
         let (code, hint) = match e {
             E::Restore(r) => return r.into(),
             E::Data(d) => return d.into(),
-            E::Connect { .. } => (FAILED, Some("check --endpoints, that etcd runs there, and --cacert/--cert/--key for TLS")),
+            E::Connect { .. } => (FAILED, Some("check --endpoints, that etcd runs there, --cacert/--cert/--key for TLS, and --dial-timeout")),
             E::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files (--cert and --key together)")),
             E::Usage(_) => (USAGE, None),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::Rpc { .. } if e.to_string().contains("timed out") => (FAILED, Some("a member may be overloaded or stalled; --command-timeout sets the wait")),
             E::Rpc { .. } | E::Io { .. } | E::Stream { .. } => (FAILED, None),
         };
         Failure::of(code, &e, hint.map(String::from))
@@ -146,6 +148,10 @@ impl From<repo::Error> for Failure {
             E::Restore(r) => return r.into(),
             E::Cluster(c) => return c.into(),
             E::Usage(_) | E::Missing(_) => (USAGE, None),
+            E::SecretNeeded { purpose: "bundle", .. } => {
+                (USAGE, Some("give the bundle key with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into()))
+            }
+            E::SecretNeeded { .. } => (USAGE, Some("give the repository passphrase with --password-file or QUORUM_PASSWORD, or its key file with --key-file".into())),
             E::WrongSecret { .. } => {
                 (USAGE, Some("give the repository passphrase with --password-file or QUORUM_PASSWORD, or its key file with --key-file".into()))
             }
@@ -181,6 +187,8 @@ impl From<migrate::Error> for Failure {
             E::Target { .. } => (FAILED, Some("check --to-endpoints and the --to-* TLS flags; run the same command again to resume")),
             E::Source(_) => (FAILED, Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration")),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::NeedsRestart(_) => (FAILED, Some("run with --restart to start a new generation from a new snapshot")),
+            E::NothingToVerify(_) => (USAGE, Some("run the migration without --verify-only first")),
             E::Io { .. } => (FAILED, None),
         };
         Failure::of(code, &e, hint.map(String::from))

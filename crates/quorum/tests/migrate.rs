@@ -606,7 +606,7 @@ fn whole_cluster_dry_run_verify_only_and_wal_dirs() {
     std::fs::create_dir(&wal0).unwrap();
     let r = q(&[]);
     assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("etcd-0.wal (--wal-dir exists"), "{}", r.stderr);
+    assert!(r.stderr.contains("etcd-0.wal (the WAL dir exists"), "{}", r.stderr);
     assert_eq!(files(&repo_dir), repo_before, "refused before anything reached the repository");
     std::fs::remove_dir(&wal0).unwrap();
 

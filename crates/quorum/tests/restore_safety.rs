@@ -98,7 +98,7 @@ fn bad_cluster_flags() {
         (vec!["--initial-cluster", "a=http://127.0.0.1:1,b"], "not of the form name=url"),
         (vec!["--initial-cluster", "a=127.0.0.1:1", "--name", "a"], "no scheme"),
         (vec!["--initial-cluster", "a=http://x:1,b=http://x:1", "--name", "a"], "duplicate URL"),
-        (vec!["--initial-cluster", "a=http://x:1", "--name", "b"], "not in --initial-cluster"),
+        (vec!["--initial-cluster", "a=http://x:1", "--name", "b"], "not in the initial cluster"),
         (vec!["--initial-cluster", "a=http://x:1", "--name", "a", "--initial-advertise-peer-urls", "http://x:2"], "do not match"),
         (vec!["--bump-revision", "10"], "go together"),
         (vec!["--mark-compacted"], "go together"),
@@ -120,7 +120,7 @@ fn existing_data_dir_is_refused_and_untouched() {
     let wd = d.path().join("wal");
     std::fs::create_dir(&wd).unwrap();
     let dd2 = d.path().join("out2");
-    assert_error(&restore(&source().snap, &dd2, &["--wal-dir", wd.to_str().unwrap()]), 2, "--wal-dir already exists");
+    assert_error(&restore(&source().snap, &dd2, &["--wal-dir", wd.to_str().unwrap()]), 2, "the WAL directory already exists");
     assert_nothing_written(&dd2);
     // An empty existing data dir is fine (as etcdutl 3.5).
     let empty = d.path().join("empty");

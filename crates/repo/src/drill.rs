@@ -50,7 +50,7 @@ pub fn find_etcd(explicit: Option<&Path>) -> Result<PathBuf> {
         if p.is_file() {
             return Ok(p.to_path_buf());
         }
-        return Err(Error::Usage(format!("--etcd-bin {}: no such file", p.display())));
+        return Err(Error::Usage(format!("etcd binary {}: no such file", p.display())));
     }
     if let Some(path) = std::env::var_os("PATH") {
         for d in std::env::split_paths(&path) {
@@ -60,7 +60,7 @@ pub fn find_etcd(explicit: Option<&Path>) -> Result<PathBuf> {
             }
         }
     }
-    Err(Error::Usage("no etcd binary found on PATH; install etcd-server or pass --etcd-bin /path/to/etcd".into()))
+    Err(Error::Usage("no etcd binary found on PATH (install etcd-server, or name the binary)".into()))
 }
 
 /// `etcd --version` → "3.5.16".

@@ -15,6 +15,9 @@ pub enum Error {
     /// An object the repository needs does not exist.
     #[error("{0}")]
     Missing(String),
+    /// A key is needed and no secret for it was given (`purpose`: `data` or `bundle`).
+    #[error("{what}")]
+    SecretNeeded { purpose: &'static str, what: String },
     /// No wrapping key opens with the secret given.
     #[error("wrong {kind}: none of the {count} {purpose} key(s) in the repository opens with it")]
     WrongSecret { kind: &'static str, purpose: String, count: usize },

@@ -491,7 +491,7 @@ impl Signer for GcsJson {
         match &self.inner.signer {
             Some(s) => s.signed_url(method, path, expires_in).await,
             None => Err(Error::NotSupported {
-                source: "presigned URLs on a gs:// repository with --endpoint are signed with a Google service-account key, and none is \
+                source: "presigned URLs on a gs:// repository at a custom endpoint are signed with a Google service-account key, and none is \
                          configured (set GOOGLE_SERVICE_ACCOUNT or GOOGLE_APPLICATION_CREDENTIALS to its JSON file); \
                          use `quorum backups get ID -o FILE` instead"
                     .into(),

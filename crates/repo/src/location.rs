@@ -115,7 +115,7 @@ impl Location {
         // The host the client will talk to, for the proxy decision.
         let (host, port) = match &opts.endpoint {
             Some(ep) => {
-                let u = url::Url::parse(ep).map_err(|e| Error::Usage(format!("--endpoint {ep}: {e}")))?;
+                let u = url::Url::parse(ep).map_err(|e| Error::Usage(format!("endpoint URL {ep}: {e}")))?;
                 (u.host_str().unwrap_or_default().to_string(), u.port_or_known_default())
             }
             None => match scheme {

@@ -49,7 +49,7 @@ pub enum Target {
 pub fn parse_time(s: &str) -> Result<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| Error::Usage(format!("--at-time {s:?}: {e} (want RFC 3339, e.g. 2024-05-01T12:00:00Z)")))
+        .map_err(|e| Error::Usage(format!("time {s:?}: {e} (want RFC 3339, e.g. 2024-05-01T12:00:00Z)")))
 }
 
 fn show_ms(ms: i64) -> String {
@@ -209,7 +209,7 @@ async fn fetch_until(repo: &Arc<Repository>, chain: &Chain, base_revision: i64, 
             show_ms(t)
         ),
         None => format!(
-            "{} is after the last captured revision {stop}{when} of cluster {cluster}: the chain cannot show what changed later; restore --at-revision {stop} to use it",
+            "{} is after the last captured revision {stop}{when} of cluster {cluster}: the chain cannot show what changed later; a restore at revision {stop} or earlier can use it",
             show_ms(t)
         ),
     }))

@@ -201,7 +201,7 @@ impl Repository {
         }
         let keys = read_keys(&store).await?;
         let data_secret = unlock.data.as_ref().ok_or_else(|| {
-            Error::Usage("the repository is encrypted: give its passphrase (--password-file, QUORUM_PASSWORD) or key file (--key-file)".into())
+            Error::SecretNeeded { purpose: "data", what: "the repository is encrypted and no passphrase or key file was given".into() }
         })?;
         let data = unwrap_any(&keys, "data", data_secret)?;
         // A bundle secret that does not open is reported when the bundle key is needed, not
@@ -228,7 +228,7 @@ impl Repository {
         if t.uses_bundle_key() {
             self.bundle.as_ref().ok_or_else(|| match &self.bundle_error {
                 Some(e) => Error::Usage(format!("the bundle key: {e}")),
-                None => Error::Usage("this needs the bundle key: give it with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into()),
+                None => Error::SecretNeeded { purpose: "bundle", what: "this needs the bundle key, and no bundle passphrase or key file was given".into() },
             })
         } else {
             Ok(&self.data)
@@ -247,7 +247,7 @@ impl Repository {
                 let keys = read_keys(self.store()).await?;
                 if keys.iter().any(|(_, w)| w.purpose == "bundle") {
                     let k = self.bundle.as_ref().ok_or_else(|| {
-                        Error::Usage("the repository has a bundle key: unlock it with --bundle-password-file or --bundle-key-file to add another wrapping".into())
+                        Error::SecretNeeded { purpose: "bundle", what: "the repository has a bundle key: adding another wrapping of it needs it unlocked".into() }
                     })?;
                     put_key(self.store(), k, "bundle", secret, argon).await
                 } else {
@@ -449,7 +449,7 @@ impl Repository {
             [] => Err(Error::Missing("the repository holds no backup yet".into())),
             [only] => Ok(only.clone()),
             _ => Err(Error::Usage(format!(
-                "the repository holds {} clusters ({}): name one for {what} (--cluster NAME)",
+                "the repository holds {} clusters ({}): name the cluster for {what}",
                 all.len(),
                 list_names(&all)
             ))),

@@ -208,7 +208,7 @@ pub async fn restore(
 /// relative to `out`), each checked against its sha256. Needs the bundle key. Existing files
 /// are never overwritten.
 pub async fn extract_bundle(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path) -> Result<usize> {
-    let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no --include bundle".into()))?;
+    let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no bundle of included files".into()))?;
     repo.key_for(format::BlobType::BundleList)?;
     reading_backup(&repo, id, manifest, "get", extract_bundle_locked(&repo, manifest, b, out)).await
 }
