@@ -365,7 +365,8 @@ fn camel_case(snake: &str) -> String {
             continue;
         }
         let upper = match word {
-            "ip" | "ips" | "id" | "uid" | "url" | "urls" | "uri" | "cidr" | "cidrs" | "tls" | "dns" | "api" | "cpu" | "pid" | "ipc" | "http" | "tcp" | "udp" => {
+            "ip" | "ips" | "id" | "uid" | "url" | "urls" | "uri" | "cidr" | "cidrs" | "tls" | "dns" | "api" | "cpu" | "pid" | "ipc" | "http" | "tcp"
+            | "udp" => {
                 let mut w = word.to_ascii_uppercase();
                 if w.ends_with('S') && w.len() > 2 && !matches!(word, "dns" | "tls") {
                     w.pop();

@@ -151,7 +151,9 @@ async fn check(m: &HashMap<String, String>, acks_path: &str) {
     for line in std::io::BufReader::new(file).lines() {
         let line = line.unwrap();
         let mut p = line.split(' ');
-        let (Some(k), Some(r), Some(ms)) = (p.next(), p.next().and_then(|r| r.parse::<i64>().ok()), p.next().and_then(|m| m.parse::<i64>().ok())) else { continue };
+        let (Some(k), Some(r), Some(ms)) = (p.next(), p.next().and_then(|r| r.parse::<i64>().ok()), p.next().and_then(|m| m.parse::<i64>().ok())) else {
+            continue;
+        };
         acked += 1;
         first_ms = first_ms.min(ms);
         last_ms = last_ms.max(ms);

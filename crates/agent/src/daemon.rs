@@ -10,8 +10,8 @@ use repo::{Repository, StoreOptions, Unlock};
 use crate::config::Config;
 use crate::defrag::{self, Decision};
 use crate::metrics::{Metrics, OpLabels};
-use repo::live::{self as ops, LiveBackup};
 use crate::schedule::Schedule;
+use repo::live::{self as ops, LiveBackup};
 
 fn log(msg: impl AsRef<str>) {
     eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
@@ -37,9 +37,7 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
             "/metrics",
             get(move || {
                 let st = st.clone();
-                async move {
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.encode())
-                }
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.encode()) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -275,7 +273,8 @@ async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Ar
     if since.segments == 0 || since.to_revision <= since.base_revision {
         return;
     }
-    let age_h = chrono::DateTime::parse_from_rfc3339(&since.base_time).map(|t| (Utc::now() - t.with_timezone(&Utc)).num_seconds() as f64 / 3600.0).unwrap_or(0.0);
+    let age_h =
+        chrono::DateTime::parse_from_rfc3339(&since.base_time).map(|t| (Utc::now() - t.with_timezone(&Utc)).num_seconds() as f64 / 3600.0).unwrap_or(0.0);
     let by_size = c.after_mib.is_some_and(|mib| since.bytes >= mib.saturating_mul(1 << 20));
     let by_age = c.after_hours.is_some_and(|h| age_h >= h);
     if !(by_size || by_age) {
@@ -454,7 +453,11 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
                 // a restore replays only revisions after its base).
                 let tail = segs.iter().map(|s| s.last).filter(|&l| l <= base_rev).max();
                 if let Some(end) = tail.filter(|&e| e < base_rev && from == base_rev + 1 && backfill_refused != Some(e + 1)) {
-                    log(format!("capture: the delta chain before backup {} stops at revision {end}: capturing from {} to close it", repo::short(&base), end + 1));
+                    log(format!(
+                        "capture: the delta chain before backup {} stops at revision {end}: capturing from {} to close it",
+                        repo::short(&base),
+                        end + 1
+                    ));
                     from = end + 1;
                     backfill = true;
                 }

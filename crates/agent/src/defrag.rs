@@ -61,10 +61,7 @@ pub fn decide(p: &DefragPolicy, view: &ClusterView, now: chrono::DateTime<chrono
         .map(|s| if s.name.is_empty() { s.endpoint.clone() } else { s.name.clone() })
         .collect();
     if due.is_empty() {
-        return Decision::Nothing(format!(
-            "no member at or above {}% fragmentation with a db of at least {} bytes",
-            p.min_fragmentation, p.min_db_size
-        ));
+        return Decision::Nothing(format!("no member at or above {}% fragmentation with a db of at least {} bytes", p.min_fragmentation, p.min_db_size));
     }
     if !view.unreachable.is_empty() || view.statuses.iter().any(|s| !s.errors.is_empty()) {
         return Decision::Refused("a member is unhealthy: defrag waits for a healthy cluster".into());

@@ -7,9 +7,9 @@
 //!   operator thresholds by default ([`defrag`]).
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod defrag;
 pub mod election;
 pub mod metrics;
 pub mod schedule;
 pub mod spool;
-pub mod daemon;

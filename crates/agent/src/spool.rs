@@ -329,7 +329,12 @@ impl Spool {
         };
         if waiting {
             self.metrics.full.set(0);
-            log(format!("spool {}: {} after {:.1}s", self.dir.display(), if ok { "room again, the capture goes on" } else { "stopped while full" }, since.elapsed().as_secs_f64()));
+            log(format!(
+                "spool {}: {} after {:.1}s",
+                self.dir.display(),
+                if ok { "room again, the capture goes on" } else { "stopped while full" },
+                since.elapsed().as_secs_f64()
+            ));
         }
         ok
     }
@@ -419,13 +424,7 @@ impl Spool {
                     // Reported before it leaves the spool: whoever sees the spool empty sees
                     // every upload reported.
                     if let Some(cb) = &on_upload {
-                        cb(&Uploaded {
-                            name,
-                            first_revision: e.first,
-                            last_revision: e.last,
-                            bytes,
-                            spooled_for: e.spooled_at.elapsed().unwrap_or_default(),
-                        });
+                        cb(&Uploaded { name, first_revision: e.first, last_revision: e.last, bytes, spooled_for: e.spooled_at.elapsed().unwrap_or_default() });
                     }
                     let was_failing = {
                         let mut g = self.lock();

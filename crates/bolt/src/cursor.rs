@@ -16,7 +16,11 @@ pub struct Bucket<'db> {
 enum Root {
     Page(u64),
     /// The inline page bytes, the page id that holds them and their file offset.
-    Inline { bytes: Vec<u8>, pgid: u64, base: u64 },
+    Inline {
+        bytes: Vec<u8>,
+        pgid: u64,
+        base: u64,
+    },
 }
 
 impl Db {
@@ -154,13 +158,8 @@ impl<'db> Bucket<'db> {
             Root::Inline { pgid, .. } => *pgid,
         };
         let base = self.db.page_offset(holder);
-        let (h, inline) = bucket_header(&value, self.db.endian())
-            .ok_or_else(|| Fault::new(holder, base, "bucket value shorter than a bucket header"))?;
-        let root = if h.root != 0 {
-            Root::Page(h.root)
-        } else {
-            Root::Inline { bytes: inline.to_vec(), pgid: holder, base }
-        };
+        let (h, inline) = bucket_header(&value, self.db.endian()).ok_or_else(|| Fault::new(holder, base, "bucket value shorter than a bucket header"))?;
+        let root = if h.root != 0 { Root::Page(h.root) } else { Root::Inline { bytes: inline.to_vec(), pgid: holder, base } };
         Ok(Some(Bucket { db: self.db, root }))
     }
 }

@@ -134,11 +134,7 @@ impl Db {
         let mut w = Vec::new();
         for (i, m) in self.metas.iter().enumerate() {
             if let Err(p) = m {
-                w.push(format!(
-                    "meta page {i} (offset {:#x}) is damaged: {p}; using meta page {}",
-                    i as u64 * self.page_size as u64,
-                    self.active
-                ));
+                w.push(format!("meta page {i} (offset {:#x}) is damaged: {p}; using meta page {}", i as u64 * self.page_size as u64, self.active));
             }
         }
         w
@@ -155,10 +151,11 @@ impl Db {
             return Vec::new();
         }
         let mut buf = Vec::new();
-        let ids = match self.read_node_into(m.freelist, &mut buf).and_then(|_| crate::freelist::parse(&buf, m.freelist, self.page_offset(m.freelist), self.endian)) {
-            Ok(ids) => ids,
-            Err(f) => return vec![format!("freelist unusable ({f}); it is not needed to read the data, reading goes on")],
-        };
+        let ids =
+            match self.read_node_into(m.freelist, &mut buf).and_then(|_| crate::freelist::parse(&buf, m.freelist, self.page_offset(m.freelist), self.endian)) {
+                Ok(ids) => ids,
+                Err(f) => return vec![format!("freelist unusable ({f}); it is not needed to read the data, reading goes on")],
+            };
         let mut out = Vec::new();
         let outside = ids.iter().filter(|&&id| id < 2 || id >= m.pgid).count();
         if outside > 0 {
@@ -206,16 +203,11 @@ impl Db {
         if h.overflow > 0 {
             let end = pgid.checked_add(h.overflow as u64 + 1);
             if end.is_none_or(|e| e > hw) {
-                return Err(Fault::new(
-                    pgid,
-                    off + 12,
-                    format!("overflow of {} pages runs past the high-water mark {hw}", h.overflow),
-                ));
+                return Err(Fault::new(pgid, off + 12, format!("overflow of {} pages runs past the high-water mark {hw}", h.overflow)));
             }
             let total = (h.overflow as usize + 1) * ps;
             buf.resize(total, 0);
-            self.pread(&mut buf[ps..], off + ps as u64)
-                .map_err(|e| Fault::new(pgid, off, format!("read of overflow pages failed: {e}")))?;
+            self.pread(&mut buf[ps..], off + ps as u64).map_err(|e| Fault::new(pgid, off, format!("read of overflow pages failed: {e}")))?;
         }
         Ok(h)
     }
@@ -241,11 +233,7 @@ fn read_up_to(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn read_meta_at(
-    f: &File,
-    off: u64,
-    endian: Option<Endian>,
-) -> std::io::Result<std::result::Result<(Meta, Endian), MetaProblem>> {
+fn read_meta_at(f: &File, off: u64, endian: Option<Endian>) -> std::io::Result<std::result::Result<(Meta, Endian), MetaProblem>> {
     let mut b = vec![0u8; PAGE_HEADER_SIZE + META_SIZE];
     let n = read_up_to(f, off, &mut b)?;
     if n < b.len() {

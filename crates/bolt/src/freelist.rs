@@ -14,11 +14,7 @@ use crate::page::{PageHeader, FREELIST_PAGE_FLAG, PAGE_HEADER_SIZE};
 pub fn parse(buf: &[u8], pgid: u64, base: u64, e: Endian) -> Result<Vec<u64>, Fault> {
     let h = PageHeader::parse(buf, e);
     if h.flags != FREELIST_PAGE_FLAG {
-        return Err(Fault::new(
-            pgid,
-            base + 8,
-            format!("meta names page {pgid} as the freelist, but its type is {}", crate::page::page_type_name(h.flags)),
-        ));
+        return Err(Fault::new(pgid, base + 8, format!("meta names page {pgid} as the freelist, but its type is {}", crate::page::page_type_name(h.flags))));
     }
     let mut start = PAGE_HEADER_SIZE;
     let mut count = h.count as usize;
@@ -31,14 +27,8 @@ pub fn parse(buf: &[u8], pgid: u64, base: u64, e: Endian) -> Result<Vec<u64>, Fa
     }
     let end = count.checked_mul(8).and_then(|n| n.checked_add(start));
     match end {
-        Some(end) if end <= buf.len() => {
-            Ok(buf[start..end].chunks_exact(8).map(|c| e.u64(c)).collect())
-        }
-        _ => Err(Fault::new(
-            pgid,
-            base + 10,
-            format!("freelist count {count} does not fit in {} bytes (page plus overflow)", buf.len()),
-        )),
+        Some(end) if end <= buf.len() => Ok(buf[start..end].chunks_exact(8).map(|c| e.u64(c)).collect()),
+        _ => Err(Fault::new(pgid, base + 10, format!("freelist count {count} does not fit in {} bytes (page plus overflow)", buf.len()))),
     }
 }
 

@@ -20,7 +20,7 @@
 
 use crate::endian::Endian;
 use crate::error::MetaProblem;
-use crate::page::{PAGE_HEADER_SIZE, META_PAGE_FLAG};
+use crate::page::{META_PAGE_FLAG, PAGE_HEADER_SIZE};
 
 pub const MAGIC: u32 = 0xED0C_DAED;
 pub const VERSION: u32 = 2;

@@ -98,19 +98,11 @@ impl<'a> Node<'a> {
         }
         let header = PageHeader::parse(buf, endian);
         if header.flags != BRANCH_PAGE_FLAG && header.flags != LEAF_PAGE_FLAG {
-            return Err(Fault::new(
-                pgid,
-                base + 8,
-                format!("invalid page type {} where a branch or leaf page was expected", page_type_name(header.flags)),
-            ));
+            return Err(Fault::new(pgid, base + 8, format!("invalid page type {} where a branch or leaf page was expected", page_type_name(header.flags))));
         }
         let need = PAGE_HEADER_SIZE + header.count as usize * ELEMENT_SIZE;
         if need > buf.len() {
-            return Err(Fault::new(
-                pgid,
-                base + 10,
-                format!("element count {} does not fit in a node of {} bytes", header.count, buf.len()),
-            ));
+            return Err(Fault::new(pgid, base + 10, format!("element count {} does not fit in a node of {} bytes", header.count, buf.len())));
         }
         if header.flags == BRANCH_PAGE_FLAG && header.count == 0 {
             return Err(Fault::new(pgid, base + 10, "branch page with no elements"));

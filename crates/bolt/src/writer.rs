@@ -117,7 +117,11 @@ impl<W: Write + Seek> Writer<W> {
 
     fn bucket_name(&self) -> String {
         let names: Vec<String> = self.stack.iter().skip(1).map(|b| crate::walk::show(&b.name)).collect();
-        if names.is_empty() { "<root>".into() } else { names.join("/") }
+        if names.is_empty() {
+            "<root>".into()
+        } else {
+            names.join("/")
+        }
     }
 
     fn check_key(&mut self, key: &[u8]) -> Result<(), WriteError> {
@@ -244,8 +248,7 @@ impl<W: Write + Seek> Writer<W> {
             b.levels.resize_with(level + 1, Vec::new);
             b.level_sizes.resize(level + 1, 0);
         }
-        let full = !b.levels[level].is_empty()
-            && (PAGE_HEADER_SIZE + b.level_sizes[level] + size > self.ps || b.levels[level].len() == 0xFFFE);
+        let full = !b.levels[level].is_empty() && (PAGE_HEADER_SIZE + b.level_sizes[level] + size > self.ps || b.levels[level].len() == 0xFFFE);
         if full {
             self.flush_branch(level)?;
         }

@@ -13,13 +13,22 @@ struct File {
 }
 
 fn put16(e: Endian, b: &mut [u8], v: u16) {
-    b[..2].copy_from_slice(&match e { Endian::Little => v.to_le_bytes(), Endian::Big => v.to_be_bytes() });
+    b[..2].copy_from_slice(&match e {
+        Endian::Little => v.to_le_bytes(),
+        Endian::Big => v.to_be_bytes(),
+    });
 }
 fn put32(e: Endian, b: &mut [u8], v: u32) {
-    b[..4].copy_from_slice(&match e { Endian::Little => v.to_le_bytes(), Endian::Big => v.to_be_bytes() });
+    b[..4].copy_from_slice(&match e {
+        Endian::Little => v.to_le_bytes(),
+        Endian::Big => v.to_be_bytes(),
+    });
 }
 fn put64(e: Endian, b: &mut [u8], v: u64) {
-    b[..8].copy_from_slice(&match e { Endian::Little => v.to_le_bytes(), Endian::Big => v.to_be_bytes() });
+    b[..8].copy_from_slice(&match e {
+        Endian::Little => v.to_le_bytes(),
+        Endian::Big => v.to_be_bytes(),
+    });
 }
 
 enum Elem<'a> {

@@ -23,13 +23,10 @@ pub struct Added {
 }
 
 fn find<'a>(view: &'a ClusterView, who: &str) -> Result<&'a crate::view::MemberInfo> {
-    view.members
-        .iter()
-        .find(|m| m.name == who || m.id == who.to_lowercase())
-        .ok_or_else(|| {
-            let known = view.members.iter().map(|m| format!("{} ({})", m.name, m.id)).collect::<Vec<_>>().join(", ");
-            Error::Usage(format!("no member named or with ID {who:?}; members: {known}"))
-        })
+    view.members.iter().find(|m| m.name == who || m.id == who.to_lowercase()).ok_or_else(|| {
+        let known = view.members.iter().map(|m| format!("{} ({})", m.name, m.id)).collect::<Vec<_>>().join(", ");
+        Error::Usage(format!("no member named or with ID {who:?}; members: {known}"))
+    })
 }
 
 /// Would removing `id` leave a quorum of healthy voters in the smaller cluster?
@@ -55,10 +52,7 @@ pub fn check_remove(view: &ClusterView, id: u64) -> Result<()> {
 /// documented way to rebuild after a restore (the cluster waits for the new member to start).
 pub fn check_add(view: &ClusterView, learner: bool) -> Result<()> {
     if let Some(m) = view.members.iter().find(|m| !m.started()) {
-        return Err(Error::Refused(format!(
-            "member {} was added but has not started; start it (or remove it) before adding another",
-            m.id
-        )));
+        return Err(Error::Refused(format!("member {} was added but has not started; start it (or remove it) before adding another", m.id)));
     }
     if !learner && !(view.voters() == 1 && view.healthy_voters() == 1) {
         let quorum_after = (view.voters() + 1) / 2 + 1;

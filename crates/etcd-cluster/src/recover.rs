@@ -58,11 +58,7 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
     let mut candidates: Vec<Candidate> = data_dirs.iter().map(|d| examine("survivor data dir", d, &db_of(d))).collect();
     candidates.extend(snapshots.iter().map(|s| examine("snapshot", s, s)));
     // Prefer a survivor (it has every change it applied), then the newest snapshot.
-    let chosen = candidates
-        .iter()
-        .filter(|c| c.usable)
-        .max_by_key(|c| (c.kind == "survivor data dir", c.revision.unwrap_or(0)))
-        .cloned();
+    let chosen = candidates.iter().filter(|c| c.usable).max_by_key(|c| (c.kind == "survivor data dir", c.revision.unwrap_or(0))).cloned();
     let newest = candidates.iter().filter_map(|c| c.revision).max();
     let loss = match &chosen {
         None => "no usable source: give --data-dir of a survivor or --snapshot".into(),

@@ -65,7 +65,15 @@ pub fn choose(view: &ClusterView, source: &Source) -> Result<(String, String)> {
             .statuses
             .iter()
             .map(|s| {
-                let role = if !s.errors.is_empty() { "unhealthy" } else if s.is_leader { "leader" } else if s.is_learner { "learner" } else { "follower" };
+                let role = if !s.errors.is_empty() {
+                    "unhealthy"
+                } else if s.is_leader {
+                    "leader"
+                } else if s.is_learner {
+                    "learner"
+                } else {
+                    "follower"
+                };
                 format!("{} ({}, {role})", if s.name.is_empty() { "?" } else { &s.name }, s.endpoint)
             })
             .collect();

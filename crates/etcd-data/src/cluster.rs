@@ -171,11 +171,7 @@ impl ClusterSpec {
         })?;
         let adv = parse_urls(advertise_peer_urls)?;
         if adv != m.peer_urls {
-            return Err(ConfigError::AdvertiseMismatch {
-                name: name.to_string(),
-                advertised: adv.join(","),
-                expected: m.peer_urls.join(","),
-            });
+            return Err(ConfigError::AdvertiseMismatch { name: name.to_string(), advertised: adv.join(","), expected: m.peer_urls.join(",") });
         }
         Ok(m)
     }

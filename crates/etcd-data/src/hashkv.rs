@@ -221,14 +221,7 @@ pub fn hash_kv(db: &bolt::Db, rev: Option<i64>) -> Result<HashKv, HashKvError> {
         crc = shift.combine(crc, b.crc, b.len);
     }
     crc = shift.combine(crc, tail_crc, tail_len);
-    Ok(HashKv {
-        hash: crc,
-        revision: current,
-        compact_revision: compact,
-        hashed_revision: hashed,
-        live_keys: live - empty_live as i64,
-        compaction_pending,
-    })
+    Ok(HashKv { hash: crc, revision: current, compact_revision: compact, hashed_revision: hashed, live_keys: live - empty_live as i64, compaction_pending })
 }
 
 /// CRC-32C concatenation: `combine(crc(A), crc(B), |B|) == crc(A ‖ B)`, computed as
@@ -488,7 +481,14 @@ mod tests {
                 } else {
                     let (create, ver) = self.version.get(key).map(|&(c, v)| (c, v + 1)).unwrap_or((main, 1));
                     self.version.insert(key.clone(), (create, ver));
-                    let kv = KeyValue { key: key.clone(), create_revision: create, mod_revision: main, version: ver, value: format!("v{main}.{sub}").into_bytes(), lease: 0 };
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        create_revision: create,
+                        mod_revision: main,
+                        version: ver,
+                        value: format!("v{main}.{sub}").into_bytes(),
+                        lease: 0,
+                    };
                     self.bucket.insert(rev_key(r, false), kv.encode_to_vec());
                     self.idx.entry(key.clone()).or_insert(Ki { gens: vec![] }).put(r);
                 }

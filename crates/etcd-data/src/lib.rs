@@ -17,17 +17,17 @@ pub mod durable;
 mod error;
 mod gojson;
 pub mod hashkv;
+pub mod humanize;
 mod pbwire;
 pub mod raftsnap;
 pub mod replay;
 pub mod restore;
-pub mod wal;
-pub mod humanize;
 pub mod schema;
 mod status;
 mod tee;
 pub mod trailer;
 mod verify;
+pub mod wal;
 
 use std::path::Path;
 

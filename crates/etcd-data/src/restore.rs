@@ -188,9 +188,7 @@ fn check_free(t: &Target) -> Result<()> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(RestoreError::DataDirNotEmpty { path: t.data_dir.clone() })
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Err(RestoreError::DataDirNotEmpty { path: t.data_dir.clone() }),
         Err(e) => return Err(io(&t.data_dir)(e)),
     }
     if let Some(w) = &t.wal_dir {
@@ -392,10 +390,12 @@ pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> R
     let members: Vec<&Member> = opts
         .targets
         .iter()
-        .map(|t| opts.cluster.members.iter().find(|m| m.name == t.name).ok_or_else(|| ConfigError::NameNotInCluster {
-            name: t.name.clone(),
-            members: opts.cluster.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
-        }))
+        .map(|t| {
+            opts.cluster.members.iter().find(|m| m.name == t.name).ok_or_else(|| ConfigError::NameNotInCluster {
+                name: t.name.clone(),
+                members: opts.cluster.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+            })
+        })
         .collect::<std::result::Result<_, _>>()?;
     for t in &opts.targets {
         check_free(t)?;
@@ -411,11 +411,8 @@ pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> R
     }
     let pre = preflight(&db, opts)?;
 
-    let stages: Vec<(PathBuf, Option<PathBuf>)> = opts
-        .targets
-        .iter()
-        .map(|t| Ok((staging(&t.data_dir)?, t.wal_dir.as_deref().map(staging).transpose()?)))
-        .collect::<Result<_>>()?;
+    let stages: Vec<(PathBuf, Option<PathBuf>)> =
+        opts.targets.iter().map(|t| Ok((staging(&t.data_dir)?, t.wal_dir.as_deref().map(staging).transpose()?))).collect::<Result<_>>()?;
     let cleanup = || {
         for (d, w) in &stages {
             let _ = fs::remove_dir_all(d);
@@ -450,10 +447,7 @@ fn build_and_install(
     // 1. The databases (identical for every member), streamed from the snapshot into all
     //    members at once while a second thread checks the snapshot's sha256.
     let db_paths: Vec<PathBuf> = stages.iter().map(|(d, _)| d.join("member/snap/db")).collect();
-    let files = db_paths
-        .iter()
-        .map(|p| OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(io(p)))
-        .collect::<Result<Vec<_>>>()?;
+    let files = db_paths.iter().map(|p| OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(io(p))).collect::<Result<Vec<_>>>()?;
     let tee = crate::tee::Tee::new(files).map_err(io(&db_paths[0]))?;
     let required: Vec<&'static [u8]> = match pre.layout {
         Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],

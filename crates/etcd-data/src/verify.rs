@@ -85,10 +85,7 @@ impl VerifyReport {
     pub fn fault_lines(&self) -> Vec<String> {
         let mut v = Vec::new();
         if let Trailer::Mismatch { expected, actual } = &self.trailer {
-            v.push(format!(
-                "sha256 trailer (offset {:#x}) does not match the data: trailer {expected}, data {actual}",
-                self.file_size - trailer::TRAILER_LEN
-            ));
+            v.push(format!("sha256 trailer (offset {:#x}) does not match the data: trailer {expected}, data {actual}", self.file_size - trailer::TRAILER_LEN));
         }
         v.extend(self.structure_faults.iter().cloned());
         if self.structure_fault_count > self.structure_faults.len() {

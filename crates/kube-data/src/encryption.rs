@@ -204,12 +204,13 @@ struct RawConfig {
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '-' | '_');
     text.lines().collect::<Vec<_>>().into_iter().enumerate().rev().find_map(|(n, l)| {
-        l.match_indices(needle).any(|(at, _)| {
-            let before = l[..at].chars().next_back().is_none_or(|c| !token(c));
-            let after = l[at + needle.len()..].chars().next().is_none_or(|c| !token(c));
-            before && after
-        })
-        .then_some(n + 1)
+        l.match_indices(needle)
+            .any(|(at, _)| {
+                let before = l[..at].chars().next_back().is_none_or(|c| !token(c));
+                let after = l[at + needle.len()..].chars().next().is_none_or(|c| !token(c));
+                before && after
+            })
+            .then_some(n + 1)
     })
 }
 
@@ -305,7 +306,11 @@ pub fn parse_config(text: &str, file: &str) -> Result<EncryptionConfig, String> 
 pub enum Sealed<'a> {
     Plain(&'a [u8]),
     /// Provider label (`aescbc`, `aesgcm`, `secretbox`, `kms:v1`, `kms:v2`), key name, payload.
-    Encrypted { provider: String, key: String, payload: &'a [u8] },
+    Encrypted {
+        provider: String,
+        key: String,
+        payload: &'a [u8],
+    },
 }
 
 /// Split the encryption envelope, if any.
@@ -501,7 +506,9 @@ pub fn secretbox_encrypt(key: &[u8], nonce: &[u8; 24], plaintext: &[u8]) -> Opti
 /// True when `v` is what kube-apiserver stores: the protobuf envelope, CBOR, or a JSON document.
 pub fn is_stored_object(v: &[u8]) -> bool {
     use crate::value::{CBOR_MAGIC, PROTO_MAGIC};
-    v.starts_with(PROTO_MAGIC) || v.starts_with(CBOR_MAGIC) || (matches!(v.first(), Some(b'{' | b'[')) && serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok())
+    v.starts_with(PROTO_MAGIC)
+        || v.starts_with(CBOR_MAGIC)
+        || (matches!(v.first(), Some(b'{' | b'[')) && serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok())
 }
 
 static IDENTITY: Provider = Provider::Identity;
@@ -713,17 +720,14 @@ impl EncryptionConfig {
     }
 
     fn providers_of(&self, gr: &GroupResource) -> Vec<&Provider> {
-        self.rules
-            .iter()
-            .filter(|r| r.resources.iter().any(|s| GroupResource::parse(s) == *gr))
-            .flat_map(|r| r.providers.iter())
-            .collect()
+        self.rules.iter().filter(|r| r.resources.iter().any(|s| GroupResource::parse(s) == *gr)).flat_map(|r| r.providers.iter()).collect()
     }
 
     /// The transformer kube-apiserver uses for `gr`: the providers of every entry naming it,
     /// concatenated in order; looked up exact, then `*.<group>`, then `*.*`; else identity.
     pub fn transformer_for(&self, gr: &GroupResource) -> Transformer<'_> {
-        let candidates = [gr.clone(), GroupResource { group: gr.group.clone(), resource: "*".into() }, GroupResource { group: "*".into(), resource: "*".into() }];
+        let candidates =
+            [gr.clone(), GroupResource { group: gr.group.clone(), resource: "*".into() }, GroupResource { group: "*".into(), resource: "*".into() }];
         for c in candidates {
             let providers = self.providers_of(&c);
             if !providers.is_empty() {
@@ -763,7 +767,8 @@ mod transformer_tests {
 
     #[test]
     fn masked_and_invalid_resources_are_refused_with_lines() {
-        let e = cfg("resources:\n- resources: ['*.*']\n  providers:\n  - identity: {}\n- resources:\n  - secrets\n  providers:\n  - identity: {}\n").unwrap_err();
+        let e =
+            cfg("resources:\n- resources: ['*.*']\n  providers:\n  - identity: {}\n- resources:\n  - secrets\n  providers:\n  - identity: {}\n").unwrap_err();
         assert!(e.contains("line 6") && e.contains("masked by earlier rule \"*.*\""), "{e}");
         let e = cfg("resources:\n- resources:\n  - secrets\n  - '*'\n  providers:\n  - identity: {}\n").unwrap_err();
         assert!(e.contains("use '*.'") && e.contains("line 4"), "{e}");

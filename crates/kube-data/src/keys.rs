@@ -36,12 +36,32 @@ const RENAMED: &[(&str, &str)] = &[("minions", "nodes"), ("controllers", "replic
 
 /// Cluster-scoped built-in resources (no namespace segment).
 const CLUSTER_SCOPED: &[&str] = &[
-    "namespaces", "nodes", "persistentvolumes", "clusterroles", "clusterrolebindings", "storageclasses", "csidrivers", "csinodes",
-    "volumeattachments", "priorityclasses", "mutatingwebhookconfigurations", "validatingwebhookconfigurations", "runtimeclasses",
-    "certificatesigningrequests", "flowschemas", "prioritylevelconfigurations", "ingressclasses", "validatingadmissionpolicies",
-    "validatingadmissionpolicybindings", "customresourcedefinitions.apiextensions.k8s.io", "apiservices.apiregistration.k8s.io",
-    "oauthaccesstokens.oauth.openshift.io", "oauthauthorizetokens.oauth.openshift.io", "oauthclients.oauth.openshift.io",
-    "oauthclientauthorizations.oauth.openshift.io", "ranges",
+    "namespaces",
+    "nodes",
+    "persistentvolumes",
+    "clusterroles",
+    "clusterrolebindings",
+    "storageclasses",
+    "csidrivers",
+    "csinodes",
+    "volumeattachments",
+    "priorityclasses",
+    "mutatingwebhookconfigurations",
+    "validatingwebhookconfigurations",
+    "runtimeclasses",
+    "certificatesigningrequests",
+    "flowschemas",
+    "prioritylevelconfigurations",
+    "ingressclasses",
+    "validatingadmissionpolicies",
+    "validatingadmissionpolicybindings",
+    "customresourcedefinitions.apiextensions.k8s.io",
+    "apiservices.apiregistration.k8s.io",
+    "oauthaccesstokens.oauth.openshift.io",
+    "oauthauthorizetokens.oauth.openshift.io",
+    "oauthclients.oauth.openshift.io",
+    "oauthclientauthorizations.oauth.openshift.io",
+    "ranges",
 ];
 
 /// Parse a key; None for keys outside any object layout (e.g. `compact_rev_key`).
@@ -105,13 +125,19 @@ mod tests {
         assert_eq!(p("/registry/services/specs/default/kubernetes").1, "services");
         assert_eq!(p("/registry/services/endpoints/default/kubernetes").1, "endpoints");
         assert_eq!(p("/registry/minions/node-1"), ("/registry".into(), "nodes".into(), None, "node-1".into()));
-        assert_eq!(p("/registry/apiextensions.k8s.io/customresourcedefinitions/crontabs.stable.example.com").1, "customresourcedefinitions.apiextensions.k8s.io");
+        assert_eq!(
+            p("/registry/apiextensions.k8s.io/customresourcedefinitions/crontabs.stable.example.com").1,
+            "customresourcedefinitions.apiextensions.k8s.io"
+        );
         assert_eq!(
             p("/registry/stable.example.com/crontabs/default/my-new-cron-object"),
             ("/registry".into(), "crontabs.stable.example.com".into(), Some("default".into()), "my-new-cron-object".into())
         );
         assert_eq!(p("/kubernetes.io/secrets/openshift-config/pull-secret").0, "/kubernetes.io");
-        assert_eq!(p("/openshift.io/oauth/accesstokens/sha256~abc"), ("/openshift.io".into(), "oauthaccesstokens.oauth.openshift.io".into(), None, "sha256~abc".into()));
+        assert_eq!(
+            p("/openshift.io/oauth/accesstokens/sha256~abc"),
+            ("/openshift.io".into(), "oauthaccesstokens.oauth.openshift.io".into(), None, "sha256~abc".into())
+        );
         assert_eq!(p("/openshift.io/routes/openshift-console/console").1, "routes");
         assert!(parse(b"compact_rev_key").is_none());
         assert_eq!(p("/registry/a.b/c/ns/n1/n2/n3/n4/n5/n6/n7").3, "ns/n1/n2/n3/n4/n5/n6/n7", "deep keys keep their tail");

@@ -19,7 +19,7 @@ pub mod list;
 pub mod objects;
 pub mod print;
 pub mod rekey;
-pub mod sanitize;
 pub mod resources;
+pub mod sanitize;
 pub mod typed;
 pub mod value;

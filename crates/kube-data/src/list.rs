@@ -75,9 +75,10 @@ impl Filter {
         if !self.namespaces.is_empty() && !i.namespace.as_ref().is_some_and(|n| self.namespaces.contains(n)) {
             return false;
         }
-        let res_ok = self.resource.as_ref().is_none_or(|r| {
-            i.resource == *r || i.resource.split('.').next() == Some(r.as_str()) || (r.ends_with('s') && i.resource.starts_with(r.as_str()))
-        });
+        let res_ok = self
+            .resource
+            .as_ref()
+            .is_none_or(|r| i.resource == *r || i.resource.split('.').next() == Some(r.as_str()) || (r.ends_with('s') && i.resource.starts_with(r.as_str())));
         res_ok && self.namespace.as_ref().is_none_or(|n| i.namespace.as_deref() == Some(n.as_str()))
     }
 }

@@ -71,7 +71,10 @@ pub fn render(o: &Object, plain: Option<&[u8]>) -> Result<typed::Rendered, Strin
         return Err(e.clone());
     }
     let Some(plain) = plain else {
-        return Err(format!("encrypted with {}: reading it needs the EncryptionConfiguration that holds its key", o.encryption.as_deref().unwrap_or("a provider")));
+        return Err(format!(
+            "encrypted with {}: reading it needs the EncryptionConfiguration that holds its key",
+            o.encryption.as_deref().unwrap_or("a provider")
+        ));
     };
     let mut r = typed::render(plain)?;
     if let Some(meta) = r.value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -177,7 +180,14 @@ fn digest(c: &Option<Value>, raw: &[u8]) -> [u8; 32] {
 /// Compare the live objects of snapshots `a` and `b`: added, removed, changed (field by
 /// field). Memory: a digest per object, plus the rendered forms of changed objects only.
 /// Secret `data`/`stringData` values are masked unless `show_secrets`.
-pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionConfig>, config_b: Option<&EncryptionConfig>, show_secrets: bool) -> Result<DiffReport, ListError> {
+pub fn diff(
+    a: &Path,
+    b: &Path,
+    filter: &Filter,
+    config_a: Option<&EncryptionConfig>,
+    config_b: Option<&EncryptionConfig>,
+    show_secrets: bool,
+) -> Result<DiffReport, ListError> {
     let mut report = DiffReport::default();
     // Pass 1: A's digests.
     let mut in_a: HashMap<String, ([u8; 32], ObjectRef)> = HashMap::new();
@@ -230,7 +240,10 @@ pub fn diff(a: &Path, b: &Path, filter: &Filter, config_a: Option<&EncryptionCon
                     }
                     (f, None)
                 }
-                _ => (Vec::new(), Some("stored value differs; it could not be read (encrypted without a configuration that opens it, or undecodable)".to_string())),
+                _ => (
+                    Vec::new(),
+                    Some("stored value differs; it could not be read (encrypted without a configuration that opens it, or undecodable)".to_string()),
+                ),
             };
             report.changed.push(Changed { object: r, fields, note });
         }

@@ -176,8 +176,8 @@ pub fn needs_quotes(s: &str) -> bool {
         return true;
     }
     const WORDS: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
-        ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN",
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
+        "null", "Null", "NULL", "~", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN",
     ];
     if WORDS.contains(&s) {
         return true;
@@ -231,7 +231,11 @@ fn looks_numeric(s: &str) -> bool {
 /// YAML 1.1 timestamps start `YYYY-M-D`.
 fn looks_like_timestamp(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[5].is_ascii_digit() && s[5..].split('-').nth(1).is_some_and(|d| d.bytes().next().is_some_and(|c| c.is_ascii_digit()))
+    b.len() >= 8
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[5].is_ascii_digit()
+        && s[5..].split('-').nth(1).is_some_and(|d| d.bytes().next().is_some_and(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -241,10 +245,41 @@ mod tests {
 
     #[test]
     fn yaml_1_1_ambiguities_are_quoted() {
-        for s in ["yes", "on", "N", "0755", "1e3", "0x1F", "1:20", "2024-01-01", "2017-06-27T16:35:34Z", "", " x", "True", "420", "-1", ".5", "~", "a: b", "#x", "*x"] {
+        for s in [
+            "yes",
+            "on",
+            "N",
+            "0755",
+            "1e3",
+            "0x1F",
+            "1:20",
+            "2024-01-01",
+            "2017-06-27T16:35:34Z",
+            "",
+            " x",
+            "True",
+            "420",
+            "-1",
+            ".5",
+            "~",
+            "a: b",
+            "#x",
+            "*x",
+        ] {
             assert!(needs_quotes(s), "{s}");
         }
-        for s in ["100m", "10.244.2.8", "perl", "-Mbignum=bpi", "default-scheduler", "/dev/termination-log", "kubernetes.io/created-by", "1.2.3", "v1", "docker://sha256:9fc8"] {
+        for s in [
+            "100m",
+            "10.244.2.8",
+            "perl",
+            "-Mbignum=bpi",
+            "default-scheduler",
+            "/dev/termination-log",
+            "kubernetes.io/created-by",
+            "1.2.3",
+            "v1",
+            "docker://sha256:9fc8",
+        ] {
             assert!(!needs_quotes(s), "{s}");
         }
     }

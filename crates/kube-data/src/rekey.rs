@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use crate::encryption::{os_random, DecryptError, EncryptError, EncryptionConfig, Transformer};
 use crate::resources::{self, GroupResource};
-use etcd_data::schema::{self, KeyValue, KeyValueRef, RevisionKey};
 use etcd_data::durable::NewFile;
+use etcd_data::schema::{self, KeyValue, KeyValueRef, RevisionKey};
 use etcd_data::trailer::{self, Trailer};
 
 /// What to re-encrypt.
@@ -173,7 +173,8 @@ impl<'a, W: Write + Seek> Copier<'a, W> {
         };
         let value = route.write.write(&plain, kv.key, &mut os_random).map_err(|reason| RekeyError::Encrypt { key: name(), revision: rk.rev.main, reason })?;
         let (label, written_as) = (route.label.clone(), route.write.write_label());
-        let new = KeyValue { key: kv.key.to_vec(), create_revision: kv.create_revision, mod_revision: kv.mod_revision, version: kv.version, value, lease: kv.lease };
+        let new =
+            KeyValue { key: kv.key.to_vec(), create_revision: kv.create_revision, mod_revision: kv.mod_revision, version: kv.version, value, lease: kv.lease };
         self.w.put(k, &new.encode_to_vec())?;
         let c = self.report.resources.entry(label).or_default();
         c.rewritten += 1;
@@ -320,4 +321,3 @@ fn empty(output: &Path) -> RekeyReport {
         warnings: Vec::new(),
     }
 }
-

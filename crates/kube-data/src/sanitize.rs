@@ -42,9 +42,17 @@ pub const RULES: &[Rule] = &[
         action: Action::Remove(&["metadata.annotations.kubectl.kubernetes.io/last-applied-configuration"]),
         why: "holds the source's last apply, including fields removed here",
     },
-    Rule { applies_to: "Service", action: Action::Remove(&["spec.clusterIP", "spec.clusterIPs", "spec.healthCheckNodePort", "spec.ports[].nodePort"]), why: "addresses and ports come from the new cluster's service CIDR and node-port range (headless `None` is kept)" },
+    Rule {
+        applies_to: "Service",
+        action: Action::Remove(&["spec.clusterIP", "spec.clusterIPs", "spec.healthCheckNodePort", "spec.ports[].nodePort"]),
+        why: "addresses and ports come from the new cluster's service CIDR and node-port range (headless `None` is kept)",
+    },
     Rule { applies_to: "Pod", action: Action::Remove(&["spec.nodeName"]), why: "the scheduler places the pod on a node of the new cluster" },
-    Rule { applies_to: "PersistentVolume", action: Action::Remove(&["spec.claimRef.uid", "spec.claimRef.resourceVersion"]), why: "the claim is bound again by namespace and name" },
+    Rule {
+        applies_to: "PersistentVolume",
+        action: Action::Remove(&["spec.claimRef.uid", "spec.claimRef.resourceVersion"]),
+        why: "the claim is bound again by namespace and name",
+    },
     Rule {
         applies_to: "PersistentVolumeClaim",
         action: Action::Remove(&["metadata.annotations.pv.kubernetes.io/bind-completed", "metadata.annotations.pv.kubernetes.io/bound-by-controller"]),
@@ -59,17 +67,33 @@ pub const RULES: &[Rule] = &[
         ]),
         why: "the generated selector names the source Job's uid; the new Job generates its own (`spec.selector` is kept with `spec.manualSelector: true`)",
     },
-    Rule { applies_to: "Machine.machine.openshift.io", action: Action::Remove(&["spec.providerID", "metadata.annotations"]), why: "control-plane machine replacement: the provider assigns a new instance" },
-    Rule { applies_to: "Machine.cluster.x-k8s.io", action: Action::Remove(&["spec.providerID", "metadata.annotations"]), why: "as for OpenShift machines: the new instance gets its own provider ID" },
+    Rule {
+        applies_to: "Machine.machine.openshift.io",
+        action: Action::Remove(&["spec.providerID", "metadata.annotations"]),
+        why: "control-plane machine replacement: the provider assigns a new instance",
+    },
+    Rule {
+        applies_to: "Machine.cluster.x-k8s.io",
+        action: Action::Remove(&["spec.providerID", "metadata.annotations"]),
+        why: "as for OpenShift machines: the new instance gets its own provider ID",
+    },
     Rule { applies_to: "Event", action: Action::Skip, why: "history of the source cluster" },
     Rule { applies_to: "Event.events.k8s.io", action: Action::Skip, why: "history of the source cluster" },
     Rule { applies_to: "Endpoints", action: Action::Skip, why: "maintained by the endpoints controller from the Services and Pods" },
     Rule { applies_to: "EndpointSlice.discovery.k8s.io", action: Action::Skip, why: "maintained by the endpoint-slice controller" },
     Rule { applies_to: "Lease.coordination.k8s.io", action: Action::Skip, why: "leader election and node heartbeats of the source cluster" },
     Rule { applies_to: "ControllerRevision.apps", action: Action::Skip, why: "history kept by the workload controllers" },
-    Rule { applies_to: "Secret type=kubernetes.io/service-account-token", action: Action::Skip, why: "token signed by the source cluster's key; the new cluster issues its own" },
+    Rule {
+        applies_to: "Secret type=kubernetes.io/service-account-token",
+        action: Action::Skip,
+        why: "token signed by the source cluster's key; the new cluster issues its own",
+    },
     Rule { applies_to: "ConfigMap kube-root-ca.crt", action: Action::Skip, why: "published into every namespace by the new cluster" },
-    Rule { applies_to: "any object with a controller owner reference", action: Action::Skip, why: "its controller (ReplicaSet, Job, StatefulSet, …) creates it again; --keep-owned keeps it" },
+    Rule {
+        applies_to: "any object with a controller owner reference",
+        action: Action::Skip,
+        why: "its controller (ReplicaSet, Job, StatefulSet, …) creates it again; --keep-owned keeps it",
+    },
 ];
 
 /// The rules as a Markdown table (for `--help` and the docs).
@@ -195,7 +219,10 @@ mod tests {
     fn machines_pods_pvs_jobs() {
         let mut m = json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "m0", "annotations": {"machine.openshift.io/instance-state": "running"}, "labels": {"a": "b"}}, "spec": {"providerID": "aws:///i-1", "providerSpec": {}}});
         sanitize(&mut m);
-        assert_eq!(m, json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "m0", "labels": {"a": "b"}}, "spec": {"providerSpec": {}}}));
+        assert_eq!(
+            m,
+            json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "m0", "labels": {"a": "b"}}, "spec": {"providerSpec": {}}})
+        );
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": []}});
         sanitize(&mut pod);
         assert!(pod["spec"].get("nodeName").is_none());

@@ -570,7 +570,13 @@ pub fn go_duration(nanos: i64) -> String {
     let u = nanos.unsigned_abs();
     let mut s = String::new();
     if u < 1_000_000_000 {
-        let (unit, div) = if u < 1_000 { ("ns", 1) } else if u < 1_000_000 { ("µs", 1_000) } else { ("ms", 1_000_000) };
+        let (unit, div) = if u < 1_000 {
+            ("ns", 1)
+        } else if u < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
         s.push_str(&frac(u, div));
         s.push_str(unit);
     } else {
@@ -608,7 +614,16 @@ mod tests {
 
     #[test]
     fn table_knows_the_common_kinds() {
-        for (av, k) in [("v1", "Pod"), ("apps/v1", "Deployment"), ("batch/v1", "Job"), ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("apiextensions.k8s.io/v1", "CustomResourceDefinition"), ("apiregistration.k8s.io/v1", "APIService"), ("v1", "Secret"), ("networking.k8s.io/v1", "Ingress")] {
+        for (av, k) in [
+            ("v1", "Pod"),
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "Job"),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+            ("apiregistration.k8s.io/v1", "APIService"),
+            ("v1", "Secret"),
+            ("networking.k8s.io/v1", "Ingress"),
+        ] {
             assert!(message_for(av, k).is_some(), "{av} {k}");
         }
         let status = &MESSAGES[find("api.core.v1.PodStatus").unwrap()];
@@ -626,7 +641,15 @@ mod tests {
 
     #[test]
     fn durations_print_like_go() {
-        for (n, s) in [(0, "0s"), (1_500_000_000, "1.5s"), (3_600_000_000_000, "1h0m0s"), (150_000_000, "150ms"), (90_000_000_000, "1m30s"), (-2_000_000_000, "-2s"), (1_500, "1.5µs")] {
+        for (n, s) in [
+            (0, "0s"),
+            (1_500_000_000, "1.5s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (150_000_000, "150ms"),
+            (90_000_000_000, "1m30s"),
+            (-2_000_000_000, "-2s"),
+            (1_500, "1.5µs"),
+        ] {
             assert_eq!(go_duration(n), s);
         }
     }

@@ -91,7 +91,10 @@ fn generated_vectors_cross_check() {
     assert_eq!(c.decrypt(&vector("G3"), b"/registry/namespaces/default").unwrap(), p1, "secretbox");
     // A wrong key names the key.
     let other = parse_config(
-        &format!("resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: [{{name: key1, secret: {}}}]\n", base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
+        &format!(
+            "resources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys: [{{name: key1, secret: {}}}]\n",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ),
         "other.yaml",
     )
     .unwrap();

@@ -29,7 +29,11 @@ fn tempdir(tag: &str) -> Dir {
 }
 
 fn cfg(provider: &str, name: &str, secret: &str) -> EncryptionConfig {
-    parse_config(&format!("resources:\n- resources: [secrets]\n  providers:\n  - {provider}: {{keys: [{{name: {name}, secret: {secret}}}]}}\n  - identity: {{}}\n"), "t.yaml").unwrap()
+    parse_config(
+        &format!("resources:\n- resources: [secrets]\n  providers:\n  - {provider}: {{keys: [{{name: {name}, secret: {secret}}}]}}\n  - identity: {{}}\n"),
+        "t.yaml",
+    )
+    .unwrap()
 }
 
 /// A snapshot with the sha256 trailer: revisions 2..=7 as listed, a lease and a meta bucket.
@@ -139,7 +143,14 @@ fn undecryptable_values_fail_or_are_skipped() {
     assert_eq!((rep.rewritten, rep.skipped_undecryptable), (1, 3));
     // Selecting a resource neither configuration covers is refused.
     let other = d.0.join("o.db");
-    let sel = RekeyOptions { snapshot: opts.snapshot.clone(), output: other.clone(), from: &a, to: &b, resources: vec![GroupResource::parse("configmaps")], skip_undecryptable: false };
+    let sel = RekeyOptions {
+        snapshot: opts.snapshot.clone(),
+        output: other.clone(),
+        from: &a,
+        to: &b,
+        resources: vec![GroupResource::parse("configmaps")],
+        skip_undecryptable: false,
+    };
     assert!(matches!(rekey(&sel), Err(RekeyError::Usage(_))));
     assert!(!other.exists());
 }

@@ -93,7 +93,10 @@ pub enum Event {
     /// A step starts.
     Step(String),
     /// Progress of the current step: done, total (bytes or keys, per step).
-    Progress { done: u64, total: u64 },
+    Progress {
+        done: u64,
+        total: u64,
+    },
     Warning(String),
 }
 

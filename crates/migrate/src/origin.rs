@@ -88,25 +88,36 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             st.record.revision
         )));
         if let Some(t) = &st.done {
-            on(Event::Plan(format!("this migration completed at {t}; verifying it again, nothing is written (--restart starts a new one from a new snapshot)")));
+            on(Event::Plan(format!(
+                "this migration completed at {t}; verifying it again, nothing is written (--restart starts a new one from a new snapshot)"
+            )));
         }
         if let Some(f) = b.from_backup {
             if !st.record.backup.starts_with(f) && f != "latest" {
-                on(Event::Warning(format!("--from-backup {f} ignored: this migration works from backup {}; --restart to start over", repo::short(&st.record.backup))));
+                on(Event::Warning(format!(
+                    "--from-backup {f} ignored: this migration works from backup {}; --restart to start over",
+                    repo::short(&st.record.backup)
+                )));
             }
         }
         let m = repo.read_manifest(b.cluster, &st.record.backup).await.map_err(|e| match e {
-            repo::Error::Missing(_) => Error::NeedsRestart(format!(
-                "backup {} of migration {id} is no longer in the repository (forgotten?)",
-                repo::short(&st.record.backup)
-            )),
+            repo::Error::Missing(_) => {
+                Error::NeedsRestart(format!("backup {} of migration {id} is no longer in the repository (forgotten?)", repo::short(&st.record.backup)))
+            }
             e => e.into(),
         })?;
         let bk = (st.record.backup.clone(), m);
         (Some(st), true, Some(bk))
     } else if let Some(f) = b.from_backup {
         let (bid, m) = repo.resolve(f, Some(b.cluster)).await?;
-        on(Event::Plan(format!("source:    backup {} of cluster {} (revision {}, {} keys, {})", repo::short(&bid), m.cluster, m.snapshot.revision, m.snapshot.live_keys.unwrap_or(0), m.time)));
+        on(Event::Plan(format!(
+            "source:    backup {} of cluster {} (revision {}, {} keys, {})",
+            repo::short(&bid),
+            m.cluster,
+            m.snapshot.revision,
+            m.snapshot.live_keys.unwrap_or(0),
+            m.time
+        )));
         (None, false, Some((bid, m)))
     } else {
         let src = src.ok_or_else(|| Error::Usage("no source: neither the source cluster nor an existing backup was given".into()))?;

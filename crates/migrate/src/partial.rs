@@ -164,7 +164,13 @@ fn group_index(groups: &[String], g: &str) -> usize {
 
 /// The target's keys in `ranges` (each range read at one revision, again at a newer one if
 /// compaction overtakes the read); returns the highest revision read at.
-async fn read_target(t: &mut Target, sel: &Selection, groups: &[String], ranges: &[(Vec<u8>, Vec<u8>)], codec: &Codec) -> Result<(i64, BTreeMap<Vec<u8>, TgtKey>)> {
+async fn read_target(
+    t: &mut Target,
+    sel: &Selection,
+    groups: &[String],
+    ranges: &[(Vec<u8>, Vec<u8>)],
+    codec: &Codec,
+) -> Result<(i64, BTreeMap<Vec<u8>, TgtKey>)> {
     let mut out = BTreeMap::new();
     let mut rev = 0;
     for (start, end) in ranges {
@@ -229,10 +235,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     on(Event::Plan(format!("target:    {} (running; revision {trev}, {tkeys} keys)", dst.endpoints.join(","))));
     on(Event::Plan(format!("selection: {}", sel.describe())));
     on(Event::Plan(format!("values:    {}", o.codec.describe())));
-    on(Event::Plan(format!(
-        "conflicts: --on-conflict {}; etcd leases are not carried (leased keys are written without a lease)",
-        o.policy.label()
-    )));
+    on(Event::Plan(format!("conflicts: --on-conflict {}; etcd leases are not carried (leased keys are written without a lease)", o.policy.label())));
     let origin = origin::begin(src, repo.clone(), &begin, o.parallel, on).await?;
     if o.verify_only && origin.state.is_none() {
         return Err(Error::NothingToVerify(format!("no migration {} in the repository yet", origin.id)));
@@ -317,7 +320,9 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     let plan = rows;
     let total_leased: u64 = plan.iter().map(|r| r.leased).sum();
     if total_leased > 0 {
-        on(Event::Warning(format!("{total_leased} selected key(s) are attached to an etcd lease in the source (e.g. Events); they are written without a lease")));
+        on(Event::Warning(format!(
+            "{total_leased} selected key(s) are attached to an etcd lease in the source (e.g. Events); they are written without a lease"
+        )));
     }
 
     let mut report = PartialReport {
@@ -387,9 +392,15 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
                 Some(k) => {
                     let s = &sources[k];
                     let value = reader.value(k, s.rev)?;
-                    let (value, d) = o.codec.seal_source(k, value).map_err(|e| Error::Source(format!("a {} value in {}: {e}", resource_label(k), groups[s.group])))?;
+                    let (value, d) =
+                        o.codec.seal_source(k, value).map_err(|e| Error::Source(format!("a {} value in {}: {e}", resource_label(k), groups[s.group])))?;
                     if d != s.plain {
-                        return Err(Error::Damaged(format!("{}: a {} value in {} reads differently the second time", origin.snapshot.display(), resource_label(k), groups[s.group])));
+                        return Err(Error::Damaged(format!(
+                            "{}: a {} value in {} reads differently the second time",
+                            origin.snapshot.display(),
+                            resource_label(k),
+                            groups[s.group]
+                        )));
                     }
                     let expect_mod = if let Class::Different(m) = s.class { m } else { 0 };
                     match batcher.push(Put { key: k.to_vec(), value, expect_mod }) {

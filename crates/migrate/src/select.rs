@@ -106,7 +106,9 @@ impl Selection {
     pub fn scan_range(&self, key: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         match self {
             Selection::Whole => Some((vec![0], vec![0])),
-            Selection::Prefixes(ps) => ps.iter().filter(|p| key.starts_with(p.as_bytes())).min_by_key(|p| p.len()).map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes()))),
+            Selection::Prefixes(ps) => {
+                ps.iter().filter(|p| key.starts_with(p.as_bytes())).min_by_key(|p| p.len()).map(|p| (p.as_bytes().to_vec(), prefix_end(p.as_bytes())))
+            }
             Selection::Namespaces(_) => {
                 let info = kube_data::keys::parse(key)?;
                 if info.namespace.is_some() {
@@ -221,7 +223,10 @@ mod tests {
         let s = Selection::Namespaces(vec!["shop".into()]);
         let r = |k: &[u8]| s.scan_range(k).unwrap();
         assert_eq!(r(b"/registry/pods/shop/web-0"), (b"/registry/pods/shop/".to_vec(), b"/registry/pods/shop0".to_vec()));
-        assert_eq!(r(b"/registry/stable.example.com/crontabs/shop/c"), (b"/registry/stable.example.com/crontabs/shop/".to_vec(), b"/registry/stable.example.com/crontabs/shop0".to_vec()));
+        assert_eq!(
+            r(b"/registry/stable.example.com/crontabs/shop/c"),
+            (b"/registry/stable.example.com/crontabs/shop/".to_vec(), b"/registry/stable.example.com/crontabs/shop0".to_vec())
+        );
         assert_eq!(r(b"/registry/namespaces/shop"), (b"/registry/namespaces/shop".to_vec(), b"/registry/namespaces/shop\0".to_vec()));
         let seen: std::collections::BTreeSet<_> = [r(b"/registry/pods/shop/a"), r(b"/registry/pods/shop/b"), r(b"/kubernetes.io/secrets/shop/s")].into();
         let got = s.target_ranges(&seen);

@@ -175,10 +175,7 @@ impl Target {
 
     /// Current revision and number of keys.
     pub async fn count(&mut self) -> Result<(i64, i64)> {
-        let r = self
-            .cfg
-            .timed(&self.label, "count", self.client.get(vec![0u8], Some(GetOptions::new().with_range(vec![0u8]).with_count_only())))
-            .await?;
+        let r = self.cfg.timed(&self.label, "count", self.client.get(vec![0u8], Some(GetOptions::new().with_range(vec![0u8]).with_count_only()))).await?;
         Ok((r.header().map(|h| h.revision()).unwrap_or(0), r.count()))
     }
 }

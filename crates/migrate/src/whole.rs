@@ -122,7 +122,13 @@ fn exists(p: &Path) -> bool {
 /// dir itself and refuses an existing one, even empty).
 fn refuse_busy(members: &[NewMember]) -> Result<()> {
     let mut busy: Vec<String> = members.iter().map(|m| &m.data_dir).filter(|d| non_empty(d)).map(|d| format!("{} (not empty)", d.display())).collect();
-    busy.extend(members.iter().filter_map(|m| m.wal_dir.as_ref()).filter(|w| exists(w)).map(|w| format!("{} (the WAL dir exists; the restore creates it)", w.display())));
+    busy.extend(
+        members
+            .iter()
+            .filter_map(|m| m.wal_dir.as_ref())
+            .filter(|w| exists(w))
+            .map(|w| format!("{} (the WAL dir exists; the restore creates it)", w.display())),
+    );
     if busy.is_empty() {
         return Ok(());
     }
@@ -133,7 +139,11 @@ fn refuse_busy(members: &[NewMember]) -> Result<()> {
 fn holds_backup(data_dir: &Path, m: &repo::format::Manifest) -> bool {
     let Ok(db) = bolt::Db::open(data_dir.join("member/snap/db")) else { return false };
     match etcd_data::hashkv::hash_kv(&db, Some(m.snapshot.revision)) {
-        Ok(h) => h.revision == m.snapshot.revision && m.snapshot.hash_kv.is_some_and(|x| x == h.hash) && m.snapshot.live_keys.is_some_and(|k| k == h.live_keys as u64),
+        Ok(h) => {
+            h.revision == m.snapshot.revision
+                && m.snapshot.hash_kv.is_some_and(|x| x == h.hash)
+                && m.snapshot.live_keys.is_some_and(|k| k == h.live_keys as u64)
+        }
         Err(_) => false,
     }
 }
@@ -201,7 +211,12 @@ fn member_state(nm: &NewMember, backup: Option<&repo::format::Manifest>) -> Memb
             if db_ok { "" } else { " and its data dir does not hold the backup" },
             remove()
         )),
-        (true, false, None) => MemberState::Busy(format!("{}: the data dir holds the backup but there is no WAL segment {}; this member is not usable: {}", nm.name, segment.display(), remove())),
+        (true, false, None) => MemberState::Busy(format!(
+            "{}: the data dir holds the backup but there is no WAL segment {}; this member is not usable: {}",
+            nm.name,
+            segment.display(),
+            remove()
+        )),
         _ => not_empty(),
     }
 }
@@ -319,13 +334,19 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
         for nm in &members {
             match member_state(nm, recorded_backup) {
                 MemberState::Free => todo.push(nm),
-                MemberState::Restored => on(Event::Plan(format!("{}: restored by an earlier attempt of this migration (its db holds the backup's revision and hashkv, its WAL is in place); kept", nm.name))),
+                MemberState::Restored => on(Event::Plan(format!(
+                    "{}: restored by an earlier attempt of this migration (its db holds the backup's revision and hashkv, its WAL is in place); kept",
+                    nm.name
+                ))),
                 MemberState::FinishWal { pending, segment } => finish.push((nm, pending, segment)),
                 MemberState::Busy(why) => busy.push(why),
             }
         }
         if !busy.is_empty() {
-            return Err(Error::Refused(format!("{}; a whole-cluster migration restores a new cluster and never writes into existing data dirs", busy.join("; "))));
+            return Err(Error::Refused(format!(
+                "{}; a whole-cluster migration restores a new cluster and never writes into existing data dirs",
+                busy.join("; ")
+            )));
         }
         if o.verify_only {
             return Err(Error::NothingToVerify("the data dirs of this migration were never restored".into()));
@@ -334,14 +355,21 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
             on(Event::Plan(format!(
                 "dry run: {} data dir(s) are empty and would be restored{}; nothing was written",
                 todo.len(),
-                if finish.is_empty() { String::new() } else { format!(", {} restored but for their WAL segment's last rename would be completed", finish.len()) }
+                if finish.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} restored but for their WAL segment's last rename would be completed", finish.len())
+                }
             )));
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
         let m = manifest.as_ref().ok_or_else(|| Error::Refused("no backup to restore from".into()))?;
         for (nm, pending, segment) in &finish {
-            on(Event::Plan(format!("{}: restored by an earlier attempt that was killed before its WAL segment got its final name; completing that rename", nm.name)));
+            on(Event::Plan(format!(
+                "{}: restored by an earlier attempt that was killed before its WAL segment got its final name; completing that rename",
+                nm.name
+            )));
             finish_wal(pending, segment)?;
         }
         if !todo.is_empty() {
@@ -410,7 +438,11 @@ async fn wait_up(to: &ConnConfig, timeout: Duration, on: &Sink) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::Target { endpoint: to.endpoints.join(","), op: "wait for the new cluster", msg: format!("not every member answered within {}s", timeout.as_secs()) });
+            return Err(Error::Target {
+                endpoint: to.endpoints.join(","),
+                op: "wait for the new cluster",
+                msg: format!("not every member answered within {}s", timeout.as_secs()),
+            });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -429,7 +461,8 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
             let ep = ep.clone();
             move |e: etcd_client::Error| Error::Target { endpoint: ep, op, msg: e.to_string() }
         };
-        let cnt = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_revision(rev).with_count_only())).await.map_err(err("count"))?;
+        let cnt =
+            c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_revision(rev).with_count_only())).await.map_err(err("count"))?;
         let current = cnt.header().map(|h| h.revision()).unwrap_or(0);
         let h = c.hash_kv(rev).await.map_err(err("hashkv"))?;
         let ok = current >= rev && m.snapshot.live_keys.is_none_or(|k| k == cnt.count() as u64) && m.snapshot.hash_kv.is_none_or(|x| x == h.hash());

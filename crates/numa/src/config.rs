@@ -116,11 +116,7 @@ pub fn parse_nova_conf(text: &str, file: &str) -> Result<NovaConf, Error> {
 
 /// MB per node from a `dpdk-socket-mem`/`dpdk-socket-limit` value (`"1024,1024"`, quotes allowed).
 pub fn parse_socket_list(v: &str) -> Result<Vec<u64>, String> {
-    v.trim()
-        .trim_matches('"')
-        .split(',')
-        .map(|x| x.trim().parse::<u64>().map_err(|_| format!("invalid MB value {x:?} in {v:?}")))
-        .collect()
+    v.trim().trim_matches('"').split(',').map(|x| x.trim().parse::<u64>().map_err(|_| format!("invalid MB value {x:?} in {v:?}"))).collect()
 }
 
 /// `dpdk-socket-mem` and `dpdk-socket-limit` from `ovs-vsctl list Open_vSwitch` output.

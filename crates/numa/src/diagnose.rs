@@ -58,7 +58,15 @@ pub struct Diagnosis {
 }
 
 /// `nova`: nova's view with its instances' usage applied. `socket_mem`: OVS MB per node.
-pub fn diagnose(kernel: &[Node], nova: &[HostCell], socket_mem: Option<&[u64]>, socket_limit: Option<&[u64]>, dpdk_page_kb: u64, flavor: Option<&Flavor>, pack: bool) -> Diagnosis {
+pub fn diagnose(
+    kernel: &[Node],
+    nova: &[HostCell],
+    socket_mem: Option<&[u64]>,
+    socket_limit: Option<&[u64]>,
+    dpdk_page_kb: u64,
+    flavor: Option<&Flavor>,
+    pack: bool,
+) -> Diagnosis {
     let mut pools = Vec::new();
     let mut warnings = Vec::new();
     for n in kernel {

@@ -155,16 +155,7 @@ pub fn nova_view(nodes: &[Node], reserved: &Reserved, dedicated: Option<&BTreeSe
                 (None, Some(s)) => (cpus & s, cpus & s),
                 (None, None) => (cpus.clone(), cpus.clone()),
             };
-            HostCell {
-                id: n.id,
-                cpuset,
-                pcpuset,
-                memory: n.mem_total_kb / 1024,
-                cpu_usage: 0,
-                memory_usage: 0,
-                pinned_cpus: BTreeSet::new(),
-                mempages,
-            }
+            HostCell { id: n.id, cpuset, pcpuset, memory: n.mem_total_kb / 1024, cpu_usage: 0, memory_usage: 0, pinned_cpus: BTreeSet::new(), mempages }
         })
         .collect()
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use numa::fit::{fit_instance_cell, fit_instance_to_host, supports_pagesize_request, add_usage};
+use numa::fit::{add_usage, fit_instance_cell, fit_instance_to_host, supports_pagesize_request};
 use numa::host::{nova_view, KernelPages, Node};
 use numa::model::{instance_topology, CpuPolicy, Flavor, HostCell, InstanceCell, Pages};
 use numa::units::PageRequest;
@@ -53,7 +53,8 @@ fn test_reserved_hugepages_success() {
 /// libvirt/test_driver.py `_test_does_want_hugepages`: reserved pages land on the right cells.
 #[test]
 fn test_does_want_hugepages_reserved() {
-    let conf = "reserved_huge_pages = node:0,size:2048,count:128\nreserved_huge_pages = node:1,size:2048,count:1\nreserved_huge_pages = node:3,size:2048,count:64\n";
+    let conf =
+        "reserved_huge_pages = node:0,size:2048,count:128\nreserved_huge_pages = node:1,size:2048,count:1\nreserved_huge_pages = node:3,size:2048,count:64\n";
     let c = numa::config::parse_nova_conf(conf, "nova.conf").unwrap();
     let nodes: Vec<Node> = (0..4)
         .map(|id| Node { id, mem_total_kb: 4 << 20, cpus: [id].into(), pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }] })
@@ -145,7 +146,12 @@ fn test_host_usage_contiguous_pages_compute() {
 
 fn two_nodes(reserved: i64) -> Vec<HostCell> {
     let nodes: Vec<Node> = (0..2)
-        .map(|id| Node { id, mem_total_kb: 16 << 20, cpus: (id * 8..id * 8 + 8).collect(), pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }] })
+        .map(|id| Node {
+            id,
+            mem_total_kb: 16 << 20,
+            cpus: (id * 8..id * 8 + 8).collect(),
+            pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }],
+        })
         .collect();
     let mut r = String::new();
     if reserved > 0 {

@@ -48,9 +48,15 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
         ..Default::default()
     };
     let data = match (&cfg.repo.key_file, &cfg.repo.password_file) {
-        (Some(k), _) => Some(repo::crypto::Secret::key_file(std::fs::read(k).map_err(|e| usage(format!("{}: {e}", k.display())))?).map_err(|e| usage(e.to_string()))?),
-        (None, Some(p)) => Some(repo::crypto::Secret::passphrase(std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?).map_err(|e| usage(e.to_string()))?),
-        (None, None) => std::env::var("QUORUM_PASSWORD").ok().map(|p| repo::crypto::Secret::passphrase(p.into_bytes())).transpose().map_err(|e| usage(e.to_string()))?,
+        (Some(k), _) => {
+            Some(repo::crypto::Secret::key_file(std::fs::read(k).map_err(|e| usage(format!("{}: {e}", k.display())))?).map_err(|e| usage(e.to_string()))?)
+        }
+        (None, Some(p)) => {
+            Some(repo::crypto::Secret::passphrase(std::fs::read(p).map_err(|e| usage(format!("{}: {e}", p.display())))?).map_err(|e| usage(e.to_string()))?)
+        }
+        (None, None) => {
+            std::env::var("QUORUM_PASSWORD").ok().map(|p| repo::crypto::Secret::passphrase(p.into_bytes())).transpose().map_err(|e| usage(e.to_string()))?
+        }
     };
     let unlock = repo::Unlock { data, bundle: None };
     let store = repo::StoreOptions {

@@ -108,7 +108,9 @@ impl From<etcd_data::restore::RestoreError> for Failure {
             R::BumpWithoutCompaction => (USAGE, Some("--bump-revision N needs --mark-compacted, and --mark-compacted needs --bump-revision".into())),
             R::DataDirNotEmpty { .. } => (USAGE, Some("restore into a new or empty directory; Quorum never overwrites a data dir".into())),
             R::WalDirExists { .. } => (USAGE, Some("give a --wal-dir that does not exist yet".into())),
-            R::MissingHash { .. } => (USAGE, Some("add --skip-hash-check for a db copied from a data dir (its integrity then rests on the structural check)".into())),
+            R::MissingHash { .. } => {
+                (USAGE, Some("add --skip-hash-check for a db copied from a data dir (its integrity then rests on the structural check)".into()))
+            }
             R::Incompatible { .. } => (USAGE, Some("restore for etcd 3.5 or newer (--target-version 3.5)".into())),
             R::HashMismatch { .. } => (DAMAGE, Some("the snapshot was altered or damaged after it was saved; fetch another copy".into())),
             R::Damaged { path, .. } => (DAMAGE, Some(format!("run `quorum snapshot verify {}` for every fault", path.display()))),
@@ -183,7 +185,9 @@ impl From<migrate::Error> for Failure {
                 DAMAGE,
                 Some("the backup's snapshot is damaged: run `quorum snapshot verify` on it, or migrate from another backup with --restart or --from-backup"),
             ),
-            E::Conflict { .. } => (FAILED, Some("`--dry-run` counts them per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`")),
+            E::Conflict { .. } => {
+                (FAILED, Some("`--dry-run` counts them per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`"))
+            }
             E::Target { .. } => (FAILED, Some("check --to-endpoints and the --to-* TLS flags; run the same command again to resume")),
             E::Source(_) => (FAILED, Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration")),
             E::Refused(_) => (FAILED, Some("nothing was changed")),

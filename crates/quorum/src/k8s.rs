@@ -11,7 +11,9 @@ use crate::output::{self, Format};
 #[derive(Subcommand)]
 pub enum K8sCmd {
     /// List the live objects in a snapshot: resource, namespace, name, kind, revisions, encryption.
-    #[command(after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin.")]
+    #[command(
+        after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin."
+    )]
     Ls {
         snapshot: PathBuf,
         /// Only this namespace.
@@ -175,7 +177,8 @@ revision. Unlike kubectl, no -n means every namespace. Several objects print as 
 Objects that cannot be read (encrypted without --encryption-config, damaged) are named on
 stderr and the others are printed; exit 1 then. Exit 1 also when nothing matches.";
 
-const EXPORT_HELP: &str = "Examples:\n  quorum k8s export backup.db -n shop -n payments -o ./export --sanitize --encryption-config enc.yaml\n  kubectl apply -R -f ./export/shop\n\n\
+const EXPORT_HELP: &str =
+    "Examples:\n  quorum k8s export backup.db -n shop -n payments -o ./export --sanitize --encryption-config enc.yaml\n  kubectl apply -R -f ./export/shop\n\n\
 Writes OUTPUT_DIR/<namespace>/00-namespace.yaml and OUTPUT_DIR/<namespace>/<resource>/<name>.yaml
 (mode 0600: Secrets are in them), into a temporary directory renamed when complete; an existing
 OUTPUT_DIR is never touched. An object that cannot be read fails the export (nothing is left)
@@ -230,8 +233,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                     if let Err(e) = out.write_all(item.as_bytes()) {
                         write_err.get_or_insert(e);
                     }
-                })
-                ?;
+                })?;
                 let end = match (json, n) {
                     (_, 0) => "[]\n",
                     (true, _) => "]\n",
@@ -251,7 +253,13 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
             let mut failed_by: std::collections::BTreeMap<String, usize> = Default::default();
             let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
                 let d = o.decoded.as_ref();
-                let kind = d.and_then(|d| d.kind.clone()).unwrap_or_else(|| if o.encryption.is_some() && o.error.is_none() { "(encrypted)".into() } else { String::new() });
+                let kind = d.and_then(|d| d.kind.clone()).unwrap_or_else(|| {
+                    if o.encryption.is_some() && o.error.is_none() {
+                        "(encrypted)".into()
+                    } else {
+                        String::new()
+                    }
+                });
                 if o.error.is_some() {
                     failed += 1;
                     *failed_by.entry(o.encryption.clone().unwrap_or_else(|| "not encrypted".into())).or_default() += 1;
@@ -278,20 +286,26 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                     }
                 }
                 rows.push(row);
-            })
-            ?;
+            })?;
             for w in &warnings {
                 eprintln!("Warning: {w}");
             }
             rows.sort_unstable();
             let out = std::io::stdout();
             let mut out = std::io::BufWriter::new(out.lock());
-            let written = output::write_table(&mut out, &["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], rows.len(), |i| rows[i].split(SEP).skip(1).collect())
-                .and_then(|_| {
-                    use std::io::Write;
-                    writeln!(out, "{} objects{}", rows.len(), if failed > 0 { format!(", {failed} unreadable (see ERROR): {}", by_key(&failed_by)) } else { String::new() })?;
-                    out.flush()
-                });
+            let written = output::write_table(&mut out, &["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], rows.len(), |i| {
+                rows[i].split(SEP).skip(1).collect()
+            })
+            .and_then(|_| {
+                use std::io::Write;
+                writeln!(
+                    out,
+                    "{} objects{}",
+                    rows.len(),
+                    if failed > 0 { format!(", {failed} unreadable (see ERROR): {}", by_key(&failed_by)) } else { String::new() }
+                )?;
+                out.flush()
+            });
             written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
             damage_exit(&warnings)
         }
@@ -372,7 +386,9 @@ fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write
             print!("{}", output::table(&["RESOURCE", "WRITE KEY", "STATUS", "VALUES", "AT WRITE KEY", "PLAIN", "ENCRYPTED", "KEY NOT IN CONFIG"], &rows));
             let behind = report.resources.iter().filter(|r| r.status != Condition::EncryptionCompleted).count();
             match report.status {
-                Condition::EncryptionCompleted => println!("EncryptionCompleted at revision {}: every value of every listed resource uses its write key", report.revision),
+                Condition::EncryptionCompleted => {
+                    println!("EncryptionCompleted at revision {}: every value of every listed resource uses its write key", report.revision)
+                }
                 Condition::EncryptionInProgress => println!(
                     "EncryptionInProgress at revision {}: {behind} of {} listed resources have values not under their write key",
                     report.revision,
@@ -417,7 +433,9 @@ fn rekey(
             let rows: Vec<Vec<String>> = report
                 .resources
                 .iter()
-                .map(|(r, c)| vec![r.clone(), if c.written_as.is_empty() { "-".into() } else { c.written_as.clone() }, c.rewritten.to_string(), c.skipped.to_string()])
+                .map(|(r, c)| {
+                    vec![r.clone(), if c.written_as.is_empty() { "-".into() } else { c.written_as.clone() }, c.rewritten.to_string(), c.skipped.to_string()]
+                })
                 .collect();
             print!("{}", output::table(&["RESOURCE", "WRITTEN WITH", "VALUES REWRITTEN", "SKIPPED"], &rows));
             for s in &report.skipped {
@@ -428,7 +446,11 @@ fn rekey(
                 report.output.display(),
                 report.rewritten,
                 report.key_entries,
-                if report.skipped_undecryptable > 0 { format!(", {} copied undecrypted (--skip-undecryptable)", report.skipped_undecryptable) } else { String::new() },
+                if report.skipped_undecryptable > 0 {
+                    format!(", {} copied undecrypted (--skip-undecryptable)", report.skipped_undecryptable)
+                } else {
+                    String::new()
+                },
                 report.revision,
                 report.bytes,
                 report.sha256
@@ -438,8 +460,12 @@ fn rekey(
     Ok(())
 }
 
-
-fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<&kube_data::encryption::EncryptionConfig>, output: ObjectFormat) -> Result<(), Failure> {
+fn get(
+    path: &std::path::Path,
+    filter: &kube_data::list::Filter,
+    config: Option<&kube_data::encryption::EncryptionConfig>,
+    output: ObjectFormat,
+) -> Result<(), Failure> {
     let (objects, warnings) = kube_data::objects::get(path, filter, config)?;
     for w in &warnings {
         eprintln!("Warning: {w}");
@@ -466,7 +492,11 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
         let what = match (&filter.name, &filter.namespace) {
             (Some(n), Some(ns)) => format!("{} \"{n}\" in namespace {ns}", filter.resource.as_deref().unwrap_or_default()),
             (Some(n), None) => format!("{} \"{n}\"", filter.resource.as_deref().unwrap_or_default()),
-            _ => format!("{} objects{}", filter.resource.as_deref().unwrap_or_default(), filter.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default()),
+            _ => format!(
+                "{} objects{}",
+                filter.resource.as_deref().unwrap_or_default(),
+                filter.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default()
+            ),
         };
         return Err(Failure::failed(format!("no {what} in the snapshot")).with_hint("`quorum k8s ls SNAPSHOT` lists what is there"));
     }
@@ -488,7 +518,8 @@ fn get(path: &std::path::Path, filter: &kube_data::list::Filter, config: Option<
     }
     damage_exit(&warnings)?;
     if unreadable > 0 {
-        return Err(Failure::failed(format!("{unreadable} object(s) could not be read (named above): {}", by_key(&failed_by))).with_hint("encrypted values need --encryption-config with their key"));
+        return Err(Failure::failed(format!("{unreadable} object(s) could not be read (named above): {}", by_key(&failed_by)))
+            .with_hint("encrypted values need --encryption-config with their key"));
     }
     Ok(())
 }
@@ -585,7 +616,11 @@ fn diff(
         None => "(absent)".to_string(),
         Some(v) => {
             let s = v.to_string();
-            if s.chars().count() > 80 { format!("{}…", s.chars().take(79).collect::<String>()) } else { s }
+            if s.chars().count() > 80 {
+                format!("{}…", s.chars().take(79).collect::<String>())
+            } else {
+                s
+            }
         }
     };
     match write_out {
@@ -613,7 +648,10 @@ fn diff(
     if report.damaged > 0 {
         return Err(Failure {
             code: DAMAGE,
-            message: Some(format!("the snapshots' data is damaged ({} report(s) above): objects on damaged pages are missing from this comparison", report.damaged)),
+            message: Some(format!(
+                "the snapshots' data is damaged ({} report(s) above): objects on damaged pages are missing from this comparison",
+                report.damaged
+            )),
             hint: Some("`quorum snapshot verify` names every fault".into()),
         });
     }

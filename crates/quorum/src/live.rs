@@ -89,13 +89,11 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
         b.set_style(indicatif::ProgressStyle::with_template("{spinner} saving snapshot: {bytes} ({bytes_per_sec})").expect("template"));
         b
     });
-    let saved = rt()
-        .block_on(etcd_cluster::save::save(&cfg, &file, &etcd_cluster::save::Source::parse(&from), &|n| {
-            if let Some(b) = &bar {
-                b.set_position(n)
-            }
-        }))
-        ?;
+    let saved = rt().block_on(etcd_cluster::save::save(&cfg, &file, &etcd_cluster::save::Source::parse(&from), &|n| {
+        if let Some(b) = &bar {
+            b.set_position(n)
+        }
+    }))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -175,7 +173,22 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
             print!(
                 "{}",
                 output::table(
-                    &["ENDPOINT", "ID", "NAME", "VERSION", "DB SIZE", "IN USE", "FRAG", "QUOTA USED", "LEADER", "LEARNER", "RAFT TERM", "RAFT INDEX", "APPLIED", "ERRORS"],
+                    &[
+                        "ENDPOINT",
+                        "ID",
+                        "NAME",
+                        "VERSION",
+                        "DB SIZE",
+                        "IN USE",
+                        "FRAG",
+                        "QUOTA USED",
+                        "LEADER",
+                        "LEARNER",
+                        "RAFT TERM",
+                        "RAFT INDEX",
+                        "APPLIED",
+                        "ERRORS"
+                    ],
                     &rows
                 )
             );
@@ -190,10 +203,9 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
             println!("alarms: {alarms}");
             match (&hash, agree) {
                 (Some((rev, _)), Some(true)) => println!("hashkv: all {} members agree at revision {rev}", view.statuses.len()),
-                (Some((rev, hs)), _) => println!(
-                    "hashkv: MEMBERS DISAGREE at revision {rev}: {}",
-                    hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", ")
-                ),
+                (Some((rev, hs)), _) => {
+                    println!("hashkv: MEMBERS DISAGREE at revision {rev}: {}", hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", "))
+                }
                 (None, _) => println!("hashkv: not compared (a member did not answer)"),
             }
         }
@@ -318,9 +330,7 @@ pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
             }
         }
         AlarmCmd::Disarm { member } => {
-            let m = member
-                .map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure::usage(format!("--member {m:?} is not a hex member ID"))))
-                .transpose()?;
+            let m = member.map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure::usage(format!("--member {m:?} is not a hex member ID")))).transpose()?;
             let done = rt().block_on(etcd_cluster::maintenance::alarm_disarm(&cfg, m))?;
             for a in &done {
                 println!("disarmed memberID:{} alarm:{}", a.member_id, a.alarm);
@@ -463,12 +473,7 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
             Format::Json => println!("{}", output::json(&p)),
             Format::Yaml => print!("{}", output::yaml(&p)),
             _ => {
-                println!(
-                    "{} of {} members answer: {}",
-                    p.members_answering,
-                    p.members_known,
-                    if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" }
-                );
+                println!("{} of {} members answer: {}", p.members_answering, p.members_known, if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" });
                 for c in &p.candidates {
                     println!(
                         "  {} {}: {}{}",

@@ -41,10 +41,14 @@ enum Command {
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
     /// Per-member status of a running cluster: sizes, fragmentation, quota, leader, raft, alarms, hashkv.
-    #[command(after_help = "Examples:\n  quorum status --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379\n  ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 quorum status --cacert ca.crt --cert client.crt --key client.key -w json\n\nExit 1 when a member does not answer or members' hashkv disagree.")]
+    #[command(
+        after_help = "Examples:\n  quorum status --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379\n  ETCDCTL_ENDPOINTS=https://10.0.0.1:2379 quorum status --cacert ca.crt --cert client.crt --key client.key -w json\n\nExit 1 when a member does not answer or members' hashkv disagree."
+    )]
     Status(live::StatusArgs),
     /// Rolling defrag: one member at a time, followers first, leader last, health-gated.
-    #[command(after_help = "Examples:\n  quorum defrag --dry-run\n  quorum defrag --min-fragmentation 45 --pause 60s\n  quorum defrag --disarm        # then disarm NOSPACE alarms if space is back\n\nRefuses to start when any member is unhealthy.")]
+    #[command(
+        after_help = "Examples:\n  quorum defrag --dry-run\n  quorum defrag --min-fragmentation 45 --pause 60s\n  quorum defrag --disarm        # then disarm NOSPACE alarms if space is back\n\nRefuses to start when any member is unhealthy."
+    )]
     Defrag(live::DefragArgs),
     /// List or disarm alarms.
     #[command(subcommand)]
@@ -53,7 +57,9 @@ enum Command {
     #[command(subcommand)]
     Member(live::MemberCmd),
     /// Recover from quorum loss: `recover plan`, then `recover --from-data-dir DIR | --from-snapshot FILE`.
-    #[command(after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait")]
+    #[command(
+        after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait"
+    )]
     Recover(live::RecoverArgs),
     /// NUMA and hugepage placement on OpenStack compute hosts: nova's fit, and diagnosis of OVS-DPDK reservations.
     #[command(subcommand)]
@@ -71,10 +77,14 @@ enum Command {
     #[command(subcommand)]
     Backups(repo_cmd::BackupsCmd),
     /// Restore a backup from a repository into member data dirs (the `snapshot restore` flags apply).
-    #[command(after_help = "Examples:\n  quorum restore --repo file:///var/backups/etcd latest --cluster prod --name m1 \\\n    --initial-cluster m1=https://10.0.0.1:2380 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd\n\nDownloads in parallel, authenticates every chunk, checks the snapshot's sha256, then restores natively.")]
+    #[command(
+        after_help = "Examples:\n  quorum restore --repo file:///var/backups/etcd latest --cluster prod --name m1 \\\n    --initial-cluster m1=https://10.0.0.1:2380 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd\n\nDownloads in parallel, authenticates every chunk, checks the snapshot's sha256, then restores natively."
+    )]
     Restore(repo_cmd::RepoRestoreArgs),
     /// Remove backups a retention policy does not keep (per cluster); `--prune` to free the data too.
-    #[command(after_help = "Examples:\n  quorum forget --repo file:///var/backups/etcd --keep-hourly 24 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  quorum forget --repo s3://backups/etcd --cluster prod --keep-last 48 --prune")]
+    #[command(
+        after_help = "Examples:\n  quorum forget --repo file:///var/backups/etcd --keep-hourly 24 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run\n  quorum forget --repo s3://backups/etcd --cluster prod --keep-last 48 --prune"
+    )]
     Forget(repo_cmd::ForgetArgs),
     /// Delete data no backup references (takes the exclusive lock).
     #[command(after_help = "Examples:\n  quorum prune --repo file:///var/backups/etcd --dry-run\n  quorum prune --repo s3://backups/etcd --retry-lock 10m")]
@@ -93,7 +103,9 @@ enum Command {
 #[derive(Subcommand)]
 enum SnapshotCmd {
     /// Print a snapshot's hash, revision, total keys and size, exactly as `etcdutl snapshot status`.
-    #[command(after_help = "Examples:\n  quorum snapshot status backup.db\n  quorum snapshot status backup.db -w table\n  quorum snapshot status /var/lib/etcd/member/snap/db -w json\n\nThe figures equal etcdctl 3.4's and etcdutl 3.5's for the same file; a file that fails\nbbolt's integrity check is refused (exit 3), as etcd refuses it.")]
+    #[command(
+        after_help = "Examples:\n  quorum snapshot status backup.db\n  quorum snapshot status backup.db -w table\n  quorum snapshot status /var/lib/etcd/member/snap/db -w json\n\nThe figures equal etcdctl 3.4's and etcdutl 3.5's for the same file; a file that fails\nbbolt's integrity check is refused (exit 3), as etcd refuses it."
+    )]
     Status {
         /// Snapshot file (from `snapshot save`) or a data dir's member/snap/db.
         file: PathBuf,
@@ -102,7 +114,9 @@ enum SnapshotCmd {
         write_out: Format,
     },
     /// Check a snapshot completely: sha256 trailer, every page, etcd's schema.
-    #[command(after_help = "Examples:\n  quorum snapshot verify backup.db\n  quorum snapshot verify backup.db -w json\n\nChecks: the sha256 trailer that `snapshot save` appends; bbolt's structural check (every\npage reached once, none both free and used, keys sorted, ids below the high-water mark);\netcd's schema (revision keys, every value decodes). Every fault is named with its page id\nand file offset. Exit 0 when clean, 3 when damage is found.")]
+    #[command(
+        after_help = "Examples:\n  quorum snapshot verify backup.db\n  quorum snapshot verify backup.db -w json\n\nChecks: the sha256 trailer that `snapshot save` appends; bbolt's structural check (every\npage reached once, none both free and used, keys sorted, ids below the high-water mark);\netcd's schema (revision keys, every value decodes). Every fault is named with its page id\nand file offset. Exit 0 when clean, 3 when damage is found."
+    )]
     Verify {
         file: PathBuf,
         /// Output format.
@@ -110,7 +124,9 @@ enum SnapshotCmd {
         write_out: Format,
     },
     /// Stream a snapshot from a running member into FILE (sha256 checked, never overwrites).
-    #[command(after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites a temporary file beside FILE, checks the sha256 the server sends, fsyncs, and names\nit FILE only if FILE still does not exist.")]
+    #[command(
+        after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites a temporary file beside FILE, checks the sha256 the server sends, fsyncs, and names\nit FILE only if FILE still does not exist."
+    )]
     Save {
         file: PathBuf,
         /// Which member: endpoints (first healthy in --endpoints order), follower, leader, or a member name.

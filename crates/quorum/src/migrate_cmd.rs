@@ -195,7 +195,11 @@ impl Printer {
                 if self.tty {
                     let b = g.0.get_or_insert_with(|| {
                         let b = indicatif::ProgressBar::new(total);
-                        b.set_style(indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} [{bar:30}] {per_sec} {eta}").expect("template").progress_chars("=> "));
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} [{bar:30}] {per_sec} {eta}")
+                                .expect("template")
+                                .progress_chars("=> "),
+                        );
                         b
                     });
                     b.set_length(total.max(done));
@@ -255,9 +259,14 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
     let r = a.repo.open(&rt, env_proxy)?;
     if whole {
         if a.rekey.is_some() {
-            return Err(Failure::usage("--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)"));
+            return Err(Failure::usage(
+                "--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)",
+            ));
         }
-        let initial_cluster = a.initial_cluster.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
+        let initial_cluster = a
+            .initial_cluster
+            .clone()
+            .ok_or_else(|| Failure::usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
         let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
         let o = migrate::whole::WholeOptions {
             cluster: a.cluster.clone(),
@@ -281,7 +290,9 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         let rep = rep?;
         print_whole(&rep, a.write_out);
         return match &rep.verification {
-            Some(v) if !v.ok => Err(Failure { code: DAMAGE, message: Some("verification failed: the new cluster differs from the backup (see above)".into()), hint: None }),
+            Some(v) if !v.ok => {
+                Err(Failure { code: DAMAGE, message: Some("verification failed: the new cluster differs from the backup (see above)".into()), hint: None })
+            }
             _ => Ok(()),
         };
     }
@@ -294,7 +305,12 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
             Some(migrate::codec::Rekey { from: read_config(f)?, to: read_config(t)?, from_name: f.to_string(), to_name: t.to_string() })
         }
     };
-    let selection = if a.namespaces.is_empty() { migrate::select::Selection::Prefixes(a.prefixes.clone()) } else { migrate::select::Selection::Namespaces(a.namespaces.clone()) }.normalized();
+    let selection = if a.namespaces.is_empty() {
+        migrate::select::Selection::Prefixes(a.prefixes.clone())
+    } else {
+        migrate::select::Selection::Namespaces(a.namespaces.clone())
+    }
+    .normalized();
     let o = migrate::partial::PartialOptions {
         cluster: a.cluster.clone(),
         selection,
@@ -346,7 +362,13 @@ fn checks_table(label: &str, v: &[migrate::verify::GroupCheck]) -> String {
                 c.target_only.to_string(),
                 short_hash(&c.source_hash),
                 short_hash(&c.target_hash),
-                if c.ok { "ok".into() } else if c.target_undecryptable > 0 { format!("DIFFERS ({} undecryptable)", c.target_undecryptable) } else { "DIFFERS".into() },
+                if c.ok {
+                    "ok".into()
+                } else if c.target_undecryptable > 0 {
+                    format!("DIFFERS ({} undecryptable)", c.target_undecryptable)
+                } else {
+                    "DIFFERS".into()
+                },
             ]
         })
         .collect();

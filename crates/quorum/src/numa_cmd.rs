@@ -56,7 +56,9 @@ pub enum NumaCmd {
     #[command(after_help = "Example:\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated")]
     Fit(HostArgs),
     /// nova's free hugepages against the kernel's, the cause, and the reserved_huge_pages lines to add.
-    #[command(after_help = "Example:\n  ovs-vsctl list Open_vSwitch > ovs.txt\n  quorum numa diagnose --nova-conf /etc/nova/nova.conf --ovs ovs.txt --instances placed.json \\\n    --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated")]
+    #[command(
+        after_help = "Example:\n  ovs-vsctl list Open_vSwitch > ovs.txt\n  quorum numa diagnose --nova-conf /etc/nova/nova.conf --ovs ovs.txt --instances placed.json \\\n    --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated"
+    )]
     Diagnose {
         #[command(flatten)]
         host: HostArgs,
@@ -130,15 +132,12 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
             }
             let strategy = if l.pack { "pack" } else { "spread" };
             let out = match topo {
-                None => Out { strategy, fits: true, cells: vec![], reason: Some("no NUMA topology requested: nova places the guest on no particular node".into()) },
+                None => {
+                    Out { strategy, fits: true, cells: vec![], reason: Some("no NUMA topology requested: nova places the guest on no particular node".into()) }
+                }
                 Some(mut inst) => match numa::fit::fit_instance_to_host(&l.nova, &mut inst, l.pack, None) {
                     Some(cells) => Out { strategy, fits: true, cells, reason: None },
-                    None => Out {
-                        strategy,
-                        fits: false,
-                        cells: vec![],
-                        reason: Some(why_not(&l.nova, &l.flavor)),
-                    },
+                    None => Out { strategy, fits: false, cells: vec![], reason: Some(why_not(&l.nova, &l.flavor)) },
                 },
             };
             for w in &l.warnings {
@@ -154,7 +153,11 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                                 "fits: guest cell on host node {} with {} KiB pages{} ({} strategy)",
                                 c.id,
                                 c.pagesize_kb.unwrap_or(4),
-                                if c.cpu_pinning.is_empty() { String::new() } else { format!(", pinned to pCPUs {:?}", c.cpu_pinning.values().collect::<Vec<_>>()) },
+                                if c.cpu_pinning.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(", pinned to pCPUs {:?}", c.cpu_pinning.values().collect::<Vec<_>>())
+                                },
                                 strategy
                             );
                         }
@@ -163,7 +166,11 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                     }
                 }
             }
-            if out.fits { Ok(()) } else { Err(Failure::quiet(crate::exit::FAILED)) }
+            if out.fits {
+                Ok(())
+            } else {
+                Err(Failure::quiet(crate::exit::FAILED))
+            }
         }
         NumaCmd::Diagnose { host, ovs, dpdk_socket_mem, dpdk_socket_limit, dpdk_page_kb } => {
             let l = load(&host)?;

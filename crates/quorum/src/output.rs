@@ -70,10 +70,7 @@ mod tests {
 | a75a5c7f |       21 |         24 |      25 kB |
 +----------+----------+------------+------------+
 ";
-        let got = super::table(
-            &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
-            &[vec!["a75a5c7f".into(), "21".into(), "24".into(), "25 kB".into()]],
-        );
+        let got = super::table(&["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"], &[vec!["a75a5c7f".into(), "21".into(), "24".into(), "25 kB".into()]]);
         assert_eq!(got, want);
     }
 }

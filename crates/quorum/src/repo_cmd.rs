@@ -109,7 +109,6 @@ fn secret(pass_file: Option<&PathBuf>, env: &str, key_file: Option<&PathBuf>) ->
     Ok(None)
 }
 
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
 }
@@ -148,7 +147,9 @@ fn finish(b: Option<indicatif::ProgressBar>) {
 #[derive(Subcommand)]
 pub enum RepoCmd {
     /// Create a repository: config and keys (a random master key wrapped by a passphrase or key file).
-    #[command(after_help = "Examples:\n  echo 'long passphrase' > /root/repo.pass; chmod 600 /root/repo.pass\n  quorum repo init --repo file:///var/backups/etcd --password-file /root/repo.pass\n  quorum repo init --repo s3://backups/etcd/prod --endpoint https://minio.example:9000 --key-file /root/repo.key \\\n    --bundle-password-file /root/bundle.pass   # separate key for --include files\n\nThe snapshot data and the --include bundle (certificates, encryption config) are encrypted\nunder different master keys; keep their secrets apart.")]
+    #[command(
+        after_help = "Examples:\n  echo 'long passphrase' > /root/repo.pass; chmod 600 /root/repo.pass\n  quorum repo init --repo file:///var/backups/etcd --password-file /root/repo.pass\n  quorum repo init --repo s3://backups/etcd/prod --endpoint https://minio.example:9000 --key-file /root/repo.key \\\n    --bundle-password-file /root/bundle.pass   # separate key for --include files\n\nThe snapshot data and the --include bundle (certificates, encryption config) are encrypted\nunder different master keys; keep their secrets apart."
+    )]
     Init {
         #[command(flatten)]
         repo: RepoFlags,
@@ -162,7 +163,9 @@ pub enum RepoCmd {
         write_out: Format,
     },
     /// Check the repository: every backup's blobs present; with --read-data every byte decrypts and hashes.
-    #[command(after_help = "Examples:\n  quorum repo check --repo s3://backups/etcd\n  quorum repo check --repo file:///var/backups/etcd --cluster prod --read-data -w json\n\nDelta chains are checked too: a missing revision range is damage (point-in-time restores into it\nare impossible); --read-data also opens every delta segment.\nExit 0 when clean, 3 when damage is found (each problem names the object and the backups that need it).")]
+    #[command(
+        after_help = "Examples:\n  quorum repo check --repo s3://backups/etcd\n  quorum repo check --repo file:///var/backups/etcd --cluster prod --read-data -w json\n\nDelta chains are checked too: a missing revision range is damage (point-in-time restores into it\nare impossible); --read-data also opens every delta segment.\nExit 0 when clean, 3 when damage is found (each problem names the object and the backups that need it)."
+    )]
     Check {
         #[command(flatten)]
         repo: RepoFlags,
@@ -181,7 +184,9 @@ pub enum RepoCmd {
     #[command(subcommand)]
     Key(KeyCmd),
     /// Move a version-1 repository (one namespace for every cluster) to the version-2 layout (a prefix per cluster).
-    #[command(after_help = "Examples:\n  quorum repo upgrade --repo s3://backups/etcd --password-file /root/repo.pass\n\nTakes an exclusive repository-wide lock; copies every cluster's packs, index, backups, delta\nsegments and drill records under clusters/<name>/, rewrites config as version 2, then deletes\nthe version-1 objects. It can be interrupted at any point and run again. Afterwards the\nrepository's cost per cluster no longer grows with the fleet; version-1 binaries refuse it.")]
+    #[command(
+        after_help = "Examples:\n  quorum repo upgrade --repo s3://backups/etcd --password-file /root/repo.pass\n\nTakes an exclusive repository-wide lock; copies every cluster's packs, index, backups, delta\nsegments and drill records under clusters/<name>/, rewrites config as version 2, then deletes\nthe version-1 objects. It can be interrupted at any point and run again. Afterwards the\nrepository's cost per cluster no longer grows with the fleet; version-1 binaries refuse it."
+    )]
     Upgrade {
         #[command(flatten)]
         repo: RepoFlags,
@@ -200,7 +205,9 @@ pub enum RepoCmd {
 #[derive(Subcommand)]
 pub enum KeyCmd {
     /// Add another passphrase or key file that opens the data key (or, with --bundle, the bundle key).
-    #[command(after_help = "Examples:\n  quorum repo key add --repo file:///var/backups/etcd --password-file old.pass --new-password-file new.pass\n  quorum repo key add --repo ... --password-file p --bundle --new-key-file bundle.key")]
+    #[command(
+        after_help = "Examples:\n  quorum repo key add --repo file:///var/backups/etcd --password-file old.pass --new-password-file new.pass\n  quorum repo key add --repo ... --password-file p --bundle --new-key-file bundle.key"
+    )]
     Add {
         #[command(flatten)]
         repo: RepoFlags,
@@ -226,13 +233,18 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
     match c {
         RepoCmd::Init { repo: flags, chunk_avg_kib, chunk_pages, write_out } => {
             let unlock = flags.unlock()?;
-            let data = unlock.data.ok_or_else(|| {
-                Failure::usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)")
-            })?;
+            let data = unlock
+                .data
+                .ok_or_else(|| Failure::usage("give the new repository a passphrase (--password-file or QUORUM_PASSWORD) or a key file (--key-file)"))?;
             let loc = flags.location(true, env_proxy)?;
             let avg = chunk_avg_kib.clamp(1, 4096) * 1024;
             let opts = repo::repository::InitOptions {
-                chunker: repo::format::ChunkerParams { min: avg / 2, avg, max: avg * 4, pages: chunk_pages.unwrap_or(repo::format::ChunkerParams::default().pages) },
+                chunker: repo::format::ChunkerParams {
+                    min: avg / 2,
+                    avg,
+                    max: avg * 4,
+                    pages: chunk_pages.unwrap_or(repo::format::ChunkerParams::default().pages),
+                },
                 ..Default::default()
             };
             let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts))?;
@@ -265,7 +277,11 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                         report.packs,
                         report.blobs,
                         report.segments,
-                        if read_data { format!("; read {} packs ({} bytes) and {} segments", report.packs_read, report.bytes_read, report.segments_read) } else { String::new() }
+                        if read_data {
+                            format!("; read {} packs ({} bytes) and {} segments", report.packs_read, report.bytes_read, report.segments_read)
+                        } else {
+                            String::new()
+                        }
                     );
                     for n in &report.notes {
                         println!("note: {n}");
@@ -286,9 +302,7 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
             let r = flags.open(&rt, env_proxy)?;
             let s = secret(new_password_file.as_ref(), "QUORUM_NEW_PASSWORD", new_key_file.as_ref())?
                 .ok_or_else(|| Failure::usage("give the new secret with --new-password-file or --new-key-file"))?;
-            let name = rt
-                .block_on(r.add_key(if bundle { "bundle" } else { "data" }, &s, repo::crypto::Argon2Params::default()))
-                ?;
+            let name = rt.block_on(r.add_key(if bundle { "bundle" } else { "data" }, &s, repo::crypto::Argon2Params::default()))?;
             println!("added {name}");
             Ok(())
         }
@@ -303,15 +317,13 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                 created: String,
                 host: String,
             }
-            let ks: Vec<K> = keys
-                .into_iter()
-                .map(|(n, w)| K { name: n, purpose: w.purpose, kdf: w.kdf, created: w.created, host: w.host })
-                .collect();
+            let ks: Vec<K> = keys.into_iter().map(|(n, w)| K { name: n, purpose: w.purpose, kdf: w.kdf, created: w.created, host: w.host }).collect();
             match write_out {
                 Format::Json => println!("{}", output::json(&ks)),
                 Format::Yaml => print!("{}", output::yaml(&ks)),
                 _ => {
-                    let rows: Vec<Vec<String>> = ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
+                    let rows: Vec<Vec<String>> =
+                        ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
                     print!("{}", output::table(&["NAME", "PURPOSE", "KDF", "CREATED", "HOST"], &rows));
                 }
             }
@@ -472,7 +484,9 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &
 #[derive(Subcommand)]
 pub enum BackupsCmd {
     /// List backups, newest first, with the last successful drill.
-    #[command(after_help = "Examples:\n  quorum backups list --repo file:///var/backups/etcd\n  quorum backups list --repo s3://backups/etcd --cluster prod -w json")]
+    #[command(
+        after_help = "Examples:\n  quorum backups list --repo file:///var/backups/etcd\n  quorum backups list --repo s3://backups/etcd --cluster prod -w json"
+    )]
     List {
         #[command(flatten)]
         repo: RepoFlags,
@@ -492,7 +506,9 @@ pub enum BackupsCmd {
         write_out: Format,
     },
     /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory).
-    #[command(after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed.")]
+    #[command(
+        after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed."
+    )]
     Get {
         #[command(flatten)]
         repo: RepoFlags,
@@ -506,7 +522,9 @@ pub enum BackupsCmd {
         bundle: bool,
     },
     /// A presigned HTTPS URL to a single-object (unencrypted) copy of a backup's snapshot.
-    #[command(after_help = "Examples:\n  quorum backups url --repo s3://backups/etcd latest --expires 1h\n\nFor tools that take a URL (a HostedCluster's restoreSnapshotURL). The copy is stored\nunencrypted under exports/ in the bucket: anyone with the URL can read the snapshot until it\nexpires. Remove copies with `quorum backups url --remove ID`.")]
+    #[command(
+        after_help = "Examples:\n  quorum backups url --repo s3://backups/etcd latest --expires 1h\n\nFor tools that take a URL (a HostedCluster's restoreSnapshotURL). The copy is stored\nunencrypted under exports/ in the bucket: anyone with the URL can read the snapshot until it\nexpires. Remove copies with `quorum backups url --remove ID`."
+    )]
     Url {
         #[command(flatten)]
         repo: RepoFlags,
@@ -520,7 +538,9 @@ pub enum BackupsCmd {
         remove: bool,
     },
     /// Build a full backup offline from the newest backup and the delta segments since (no load on etcd).
-    #[command(after_help = "Examples:\n  quorum backups consolidate --repo s3://backups/etcd --cluster prod\n  quorum backups consolidate --repo ... --cluster prod --at-revision 123456 -w json\n\nThe newest backup is reassembled, the segments after it replayed (as a point-in-time restore\ndoes), and the result stored as a full backup whose manifest says it was consolidated. Its\nhashkv and key count are computed from the file; `quorum drill` proves it restores. Point-in-\ntime restores after it replay only the segments that follow it.")]
+    #[command(
+        after_help = "Examples:\n  quorum backups consolidate --repo s3://backups/etcd --cluster prod\n  quorum backups consolidate --repo ... --cluster prod --at-revision 123456 -w json\n\nThe newest backup is reassembled, the segments after it replayed (as a point-in-time restore\ndoes), and the result stored as a full backup whose manifest says it was consolidated. Its\nhashkv and key count are computed from the file; `quorum drill` proves it restores. Point-in-\ntime restores after it replay only the segments that follow it."
+    )]
     Consolidate {
         #[command(flatten)]
         repo: RepoFlags,
@@ -536,7 +556,9 @@ pub enum BackupsCmd {
         write_out: Format,
     },
     /// The delta chain of a cluster after a backup: segments, how far it is contiguous, every gap.
-    #[command(after_help = "Examples:\n  quorum backups deltas --repo file:///var/backups/etcd --cluster prod\n  quorum backups deltas --repo ... --cluster prod --base 1a2b3c4d -w json\n\nExit 3 when a revision between the backup and the last captured one is missing.")]
+    #[command(
+        after_help = "Examples:\n  quorum backups deltas --repo file:///var/backups/etcd --cluster prod\n  quorum backups deltas --repo ... --cluster prod --base 1a2b3c4d -w json\n\nExit 3 when a revision between the backup and the last captured one is missing."
+    )]
     Deltas {
         #[command(flatten)]
         repo: RepoFlags,
@@ -550,7 +572,14 @@ pub enum BackupsCmd {
     },
 }
 
-fn backups_deltas(rt: &tokio::runtime::Runtime, env_proxy: &ProxyConfig, flags: RepoFlags, cluster: String, base: Option<String>, write_out: Format) -> Result<(), Failure> {
+fn backups_deltas(
+    rt: &tokio::runtime::Runtime,
+    env_proxy: &ProxyConfig,
+    flags: RepoFlags,
+    cluster: String,
+    base: Option<String>,
+    write_out: Format,
+) -> Result<(), Failure> {
     let r = flags.open(rt, env_proxy)?;
     let rep = rt.block_on(repo::pitr::chain_report(&r, &cluster, base.as_deref()))?;
     match write_out {
@@ -614,27 +643,25 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
         BackupsCmd::List { repo: flags, cluster, write_out } => {
             let r = flags.open(&rt, env_proxy)?;
             // One cluster: its objects only, whatever else the repository holds.
-            let (all, ver) = rt
-                .block_on(async {
-                    let clusters = match &cluster {
-                        Some(c) => vec![c.clone()],
-                        None => r.clusters().await?,
-                    };
-                    let mut all = Vec::new();
-                    let mut ver = Vec::new();
-                    for c in &clusters {
-                        let m = r.manifests(c).await?;
-                        if m.is_empty() && cluster.is_some() {
-                            r.known_cluster(c).await?;
-                        }
-                        all.extend(m);
-                        ver.extend(repo::drill::verifications(&r, c).await?);
+            let (all, ver) = rt.block_on(async {
+                let clusters = match &cluster {
+                    Some(c) => vec![c.clone()],
+                    None => r.clusters().await?,
+                };
+                let mut all = Vec::new();
+                let mut ver = Vec::new();
+                for c in &clusters {
+                    let m = r.manifests(c).await?;
+                    if m.is_empty() && cluster.is_some() {
+                        r.known_cluster(c).await?;
                     }
-                    all.sort_by(|a: &(String, repo::format::Manifest), b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
-                    ver.sort_by(|a: &repo::format::Verification, b| b.time.cmp(&a.time));
-                    Ok::<_, Error>((all, ver))
-                })
-                ?;
+                    all.extend(m);
+                    ver.extend(repo::drill::verifications(&r, c).await?);
+                }
+                all.sort_by(|a: &(String, repo::format::Manifest), b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+                ver.sort_by(|a: &repo::format::Verification, b| b.time.cmp(&a.time));
+                Ok::<_, Error>((all, ver))
+            })?;
             #[derive(serde::Serialize)]
             struct Row<'a> {
                 id: &'a str,
@@ -710,7 +737,13 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
             let b = bar(quiet, "fetching");
             rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;
             finish(b);
-            println!("wrote {} ({}, sha256 {}) from backup {}", out.display(), etcd_data::humanize::bytes(m.snapshot.size), m.snapshot.sha256, repo::short(&id));
+            println!(
+                "wrote {} ({}, sha256 {}) from backup {}",
+                out.display(),
+                etcd_data::humanize::bytes(m.snapshot.size),
+                m.snapshot.sha256,
+                repo::short(&id)
+            );
             Ok(())
         }
         BackupsCmd::Url { repo: flags, id, expires, cluster, remove } => {
@@ -858,7 +891,15 @@ pub fn forget(a: ForgetArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(),
                         repo::short(&d.id).into(),
                         d.time.clone(),
                         d.cluster.clone(),
-                        if d.keep { "keep".into() } else if rep.refused.iter().any(|(i, _)| i == &d.id) { "REFUSED".into() } else if a.dry_run { "would remove".into() } else { "removed".into() },
+                        if d.keep {
+                            "keep".into()
+                        } else if rep.refused.iter().any(|(i, _)| i == &d.id) {
+                            "REFUSED".into()
+                        } else if a.dry_run {
+                            "would remove".into()
+                        } else {
+                            "removed".into()
+                        },
                         d.reasons.join(","),
                     ]
                 })
@@ -891,7 +932,18 @@ pub fn forget(a: ForgetArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(),
         return Err(Failure::quiet(crate::exit::FAILED));
     }
     if a.prune && !a.dry_run {
-        return prune(PruneArgs { repo: a.repo, cluster: a.cluster, max_unused: 10.0, dry_run: false, keep_unindexed_for: Duration::from_secs(3600), write_out: a.write_out }, quiet, env_proxy);
+        return prune(
+            PruneArgs {
+                repo: a.repo,
+                cluster: a.cluster,
+                max_unused: 10.0,
+                dry_run: false,
+                keep_unindexed_for: Duration::from_secs(3600),
+                write_out: a.write_out,
+            },
+            quiet,
+            env_proxy,
+        );
     }
     Ok(())
 }
@@ -1012,11 +1064,20 @@ pub fn drill(a: DrillArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
 
 /// A backup's snapshot reassembled into a private temporary file (for commands that read a
 /// snapshot file: `k8s get|export|diff --repo`). The file goes with the returned directory.
-pub(crate) fn fetch_to_temp(flags: &RepoFlags, env_proxy: &ProxyConfig, id: &str, cluster: Option<&str>, quiet: bool) -> Result<(tempfile::TempDir, PathBuf), Failure> {
+pub(crate) fn fetch_to_temp(
+    flags: &RepoFlags,
+    env_proxy: &ProxyConfig,
+    id: &str,
+    cluster: Option<&str>,
+    quiet: bool,
+) -> Result<(tempfile::TempDir, PathBuf), Failure> {
     let rt = rt();
     let r = flags.open(&rt, env_proxy)?;
     let (id, m) = rt.block_on(r.resolve(id, cluster))?;
-    let dir = tempfile::Builder::new().prefix(".quorum-backup-").tempdir().map_err(|e| Failure::failed(format!("temporary directory: {e}")).with_hint("set TMPDIR to a filesystem with room for the snapshot"))?;
+    let dir = tempfile::Builder::new()
+        .prefix(".quorum-backup-")
+        .tempdir()
+        .map_err(|e| Failure::failed(format!("temporary directory: {e}")).with_hint("set TMPDIR to a filesystem with room for the snapshot"))?;
     let out = dir.path().join(format!("{id}.db"));
     let b = bar(quiet, "fetching backup");
     rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;

@@ -98,8 +98,7 @@ pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
             b.set_length(total);
             b.set_position(done);
         }
-    })
-    ?;
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -153,13 +152,9 @@ pub fn print_report(report: &restore::RestoreReport, w: Format) {
                 report.cluster_id,
                 if report.hash_checked { "; sha256 verified" } else { "; sha256 not checked" }
             );
-            let rows: Vec<Vec<String>> = report
-                .members
-                .iter()
-                .map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()])
-                .collect();
+            let rows: Vec<Vec<String>> =
+                report.members.iter().map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()]).collect();
             print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
         }
     }
 }
-

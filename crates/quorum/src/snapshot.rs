@@ -37,10 +37,7 @@ pub fn render_status(st: &Status, w: Format) -> String {
         Format::Json => output::json(st) + "\n",
         Format::Yaml => output::yaml(st),
         Format::Fields => {
-            let mut s = format!(
-                "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
-                st.hash, st.revision, st.total_key, st.total_size
-            );
+            let mut s = format!("\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n", st.hash, st.revision, st.total_key, st.total_size);
             if let Some(v) = &st.version {
                 s += &format!("\"Version\" : {v:?}\n");
             }
@@ -56,8 +53,7 @@ pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
             b.set_length(total);
             b.set_position(done);
         }
-    })
-    ?;
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

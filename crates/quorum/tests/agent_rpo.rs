@@ -223,10 +223,8 @@ assert not missing, missing
 fn s3_repo(s3: &S3Server, bucket: &str) -> Repo {
     s3.create_bucket(bucket).unwrap();
     let flags = vec!["--endpoint".into(), s3.endpoint(), "--region".into(), S3Server::REGION.into()];
-    let envs = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string()),
-    ];
+    let envs =
+        vec![("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()), ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string())];
     Repo::init(format!("s3://{bucket}/etcd/{CLUSTER}"), flags, envs, tempfile::tempdir().unwrap())
 }
 
@@ -242,8 +240,23 @@ fn pitr_restore(repo: &Repo, dir: &Path, rev: i64) -> Cluster {
     let (plans, initial) = plan_members(dir, 1).unwrap();
     let (dd, rs) = (plans[0].data_dir.display().to_string(), rev.to_string());
     let args = [
-        "restore", "--cluster", CLUSTER, "--at-revision", &rs, "--name", "m0", "--initial-cluster", &initial,
-        "--initial-advertise-peer-urls", &plans[0].peer_url, "--initial-cluster-token", "pitr", "--data-dir", &dd, "-w", "json",
+        "restore",
+        "--cluster",
+        CLUSTER,
+        "--at-revision",
+        &rs,
+        "--name",
+        "m0",
+        "--initial-cluster",
+        &initial,
+        "--initial-advertise-peer-urls",
+        &plans[0].peer_url,
+        "--initial-cluster-token",
+        "pitr",
+        "--data-dir",
+        &dd,
+        "-w",
+        "json",
     ];
     let out = repo.ok(&args);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

@@ -72,8 +72,11 @@ fn seal(a: &EncryptionConfig, etcd_key: &str, which: usize, plain: &[u8]) -> Vec
 }
 
 fn object(kind: &str, key: &str, generation: u32) -> Vec<u8> {
-    format!(r#"{{"apiVersion":"v1","kind":"{kind}","metadata":{{"name":"{key}","generation":{generation}}},"data":{{"v":"{}"}}}}"#, b64(format!("{key}#{generation}").as_bytes()))
-        .into_bytes()
+    format!(
+        r#"{{"apiVersion":"v1","kind":"{kind}","metadata":{{"name":"{key}","generation":{generation}}},"data":{{"v":"{}"}}}}"#,
+        b64(format!("{key}#{generation}").as_bytes())
+    )
+    .into_bytes()
 }
 
 struct Source {
@@ -167,7 +170,10 @@ fn status_and_rekey_through_real_etcd() {
     assert_eq!(s["not_in_config"], serde_json::json!({}));
     assert_eq!(s["status"], "EncryptionInProgress");
     let cm = row(&st, "configmaps");
-    assert_eq!((cm["write"].as_str(), cm["total"].as_u64(), cm["at_write_key"].as_u64(), cm["plain"].as_u64()), (Some("secretbox:b1"), Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (cm["write"].as_str(), cm["total"].as_u64(), cm["at_write_key"].as_u64(), cm["plain"].as_u64()),
+        (Some("secretbox:b1"), Some(2), Some(1), Some(1))
+    );
     // Table output for people.
     let r = q(&["k8s", "encryption-status", snap.to_str().unwrap(), "--config", conf_a.to_str().unwrap()]);
     assert_eq!(r.code, 1);
@@ -188,7 +194,19 @@ fn status_and_rekey_through_real_etcd() {
 
     // rekey A → B.
     let new = d.path().join("rekeyed.db");
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_a.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", new.to_str().unwrap(), "-w", "json"]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_a.to_str().unwrap(),
+        "--to-config",
+        conf_b.to_str().unwrap(),
+        "-o",
+        new.to_str().unwrap(),
+        "-w",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     // secrets: cbc 3 + gcm 2 + box 2 + plain 2 + gone 1 (its put; the tombstone is copied) = 10.
@@ -199,7 +217,17 @@ fn status_and_rekey_through_real_etcd() {
     assert!(testkit::partial_leftovers(new.parent().unwrap()).is_empty());
     // Never overwrites.
     let before = std::fs::read(&new).unwrap();
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_a.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", new.to_str().unwrap()]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_a.to_str().unwrap(),
+        "--to-config",
+        conf_b.to_str().unwrap(),
+        "-o",
+        new.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("never overwrites"), "{}", r.stderr);
     assert!(std::fs::read(&new).unwrap() == before);
@@ -236,7 +264,11 @@ fn status_and_rekey_through_real_etcd() {
         assert_eq!(before.len(), after.len(), "revision {rev}: key count");
         for (x, y) in before.iter().zip(&after) {
             let what = format!("{} at revision {rev}", String::from_utf8_lossy(&x.key));
-            assert_eq!((&x.key, x.create_revision, x.mod_revision, x.version, x.lease), (&y.key, y.create_revision, y.mod_revision, y.version, y.lease), "{what}");
+            assert_eq!(
+                (&x.key, x.create_revision, x.mod_revision, x.version, x.lease),
+                (&y.key, y.create_revision, y.mod_revision, y.version, y.lease),
+                "{what}"
+            );
             let gr = gr_of(&x.key);
             let configured = gr.as_ref().is_some_and(|g| g.resource == "secrets" || g.resource == "configmaps");
             if !configured {
@@ -264,26 +296,73 @@ fn status_and_rekey_through_real_etcd() {
     let conf_wrong = d.path().join("wrong.yaml");
     std::fs::write(&conf_wrong, &wrong_text).unwrap();
     let out2 = d.path().join("never.db");
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_wrong.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", out2.to_str().unwrap()]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_wrong.to_str().unwrap(),
+        "--to-config",
+        conf_b.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let want = format!("/registry/secrets/default/gcm at revision {}", src.gcm_revisions[0]);
     assert!(r.stderr.contains(&want) && r.stderr.contains("aesgcm key \"g1\""), "{}", r.stderr);
     assert!(!out2.exists() && testkit::partial_leftovers(out2.parent().unwrap()).is_empty());
     // --skip-undecryptable copies them as they are, counted.
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_wrong.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", out2.to_str().unwrap(), "--skip-undecryptable", "-w", "json"]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_wrong.to_str().unwrap(),
+        "--to-config",
+        conf_b.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "--skip-undecryptable",
+        "-w",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(rep["skipped_undecryptable"], 2);
     assert_eq!(rep["skipped"][0]["revision"], src.gcm_revisions[0]);
     // --resource limits the rewrite; a KMS write provider is refused up front.
     let out3 = d.path().join("only-cm.db");
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_a.to_str().unwrap(), "--to-config", conf_b.to_str().unwrap(), "-o", out3.to_str().unwrap(), "--resource", "configmaps", "-w", "json"]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_a.to_str().unwrap(),
+        "--to-config",
+        conf_b.to_str().unwrap(),
+        "-o",
+        out3.to_str().unwrap(),
+        "--resource",
+        "configmaps",
+        "-w",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(rep["resources"].get("secrets").is_none() && rep["resources"]["configmaps"]["rewritten"] == 4, "{rep}");
     let kms = d.path().join("kms.yaml");
     std::fs::write(&kms, "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - kms: {apiVersion: v2, name: vault, endpoint: 'unix:///kms.sock'}\n").unwrap();
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf_a.to_str().unwrap(), "--to-config", kms.to_str().unwrap(), "-o", d.path().join("kms.db").to_str().unwrap()]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf_a.to_str().unwrap(),
+        "--to-config",
+        kms.to_str().unwrap(),
+        "-o",
+        d.path().join("kms.db").to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("KMS plugin"), "{}", r.stderr);
     assert!(!d.path().join("kms.db").exists());
@@ -299,13 +378,27 @@ fn unreadable_configs_and_damaged_snapshots() {
     drop(c);
     let conf = d.path().join("enc-bad.yaml");
     // Line 7 holds a secret that is not base64.
-    std::fs::write(&conf, "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - {name: k, secret: '%%%'}\n").unwrap();
+    std::fs::write(
+        &conf,
+        "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - {name: k, secret: '%%%'}\n",
+    )
+    .unwrap();
     let r = q(&["k8s", "encryption-status", snap.to_str().unwrap(), "--config", conf.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("enc-bad.yaml") && r.stderr.contains("line 7") && r.stderr.contains("not standard base64"), "{}", r.stderr);
     // A resource masked by an earlier wildcard: named with its line.
     std::fs::write(&conf, "kind: EncryptionConfiguration\nresources:\n- resources: ['*.*']\n  providers:\n  - identity: {}\n- resources:\n  - secrets\n  providers:\n  - identity: {}\n").unwrap();
-    let r = q(&["k8s", "rekey", snap.to_str().unwrap(), "--from-config", conf.to_str().unwrap(), "--to-config", conf.to_str().unwrap(), "-o", d.path().join("x.db").to_str().unwrap()]);
+    let r = q(&[
+        "k8s",
+        "rekey",
+        snap.to_str().unwrap(),
+        "--from-config",
+        conf.to_str().unwrap(),
+        "--to-config",
+        conf.to_str().unwrap(),
+        "-o",
+        d.path().join("x.db").to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("enc-bad.yaml: line 7") && r.stderr.contains("masked"), "{}", r.stderr);
     let r = q(&["k8s", "encryption-status", snap.to_str().unwrap(), "--config", d.path().join("missing.yaml").to_str().unwrap()]);
@@ -328,7 +421,8 @@ fn unreadable_configs_and_damaged_snapshots() {
     let r = q(&["k8s", "encryption-status", bad.to_str().unwrap(), "--config", ok.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{} {}", r.stdout, r.stderr);
     let out = d.path().join("from-bad.db");
-    let r = q(&["k8s", "rekey", bad.to_str().unwrap(), "--from-config", ok.to_str().unwrap(), "--to-config", ok.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let r =
+        q(&["k8s", "rekey", bad.to_str().unwrap(), "--from-config", ok.to_str().unwrap(), "--to-config", ok.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(!out.exists() && testkit::partial_leftovers(out.parent().unwrap()).is_empty());
 }

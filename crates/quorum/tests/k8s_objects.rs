@@ -54,38 +54,64 @@ fn world() -> World {
     put("/registry/namespaces/default", &vector("P1"));
     put("/registry/pods/default/pi-dqtsw", &strip(fixture("auger/storage/pod.bin")));
     put("/registry/jobs/default/pi", &strip(fixture("auger/storage/job.bin")));
-    let ns = |n: &str| json(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "uid": format!("uid-{n}"), "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}));
+    let ns = |n: &str| {
+        json(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "uid": format!("uid-{n}"), "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        )
+    };
     put("/registry/namespaces/shop", &ns("shop"));
     put("/registry/namespaces/other", &ns("other"));
     put(
         "/registry/services/specs/shop/web",
-        &json(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop", "uid": "s-1", "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP", "targetPort": 8080}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}})),
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop", "uid": "s-1", "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP", "targetPort": 8080}], "selector": {"app": "web"}}, "status": {"loadBalancer": {}}}),
+        ),
     );
     put(
         "/registry/deployments/shop/web",
-        &json(serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "uid": "d-1", "generation": 4, "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}, "status": {"observedGeneration": 4}})),
+        &json(
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop", "uid": "d-1", "generation": 4, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}, "status": {"observedGeneration": 4}}),
+        ),
     );
     put(
         "/registry/pods/shop/web-abc",
-        &json(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-abc", "namespace": "shop", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d", "uid": "rs-1", "controller": true}]}, "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "nginx:1.27"}]}})),
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-abc", "namespace": "shop", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d", "uid": "rs-1", "controller": true}]}, "spec": {"nodeName": "n1", "containers": [{"name": "web", "image": "nginx:1.27"}]}}),
+        ),
     );
     put(
         "/registry/pods/shop/standalone",
-        &json(serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "standalone", "namespace": "shop", "uid": "p-2"}, "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "busybox"}]}})),
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "standalone", "namespace": "shop", "uid": "p-2"}, "spec": {"nodeName": "n2", "containers": [{"name": "c", "image": "busybox"}]}}),
+        ),
     );
-    put("/registry/events/shop/web.1", &json(serde_json::json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1", "namespace": "shop"}, "reason": "Scheduled"})));
-    let secret = json(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "aHVudGVyMg=="}}));
+    put(
+        "/registry/events/shop/web.1",
+        &json(serde_json::json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.1", "namespace": "shop"}, "reason": "Scheduled"})),
+    );
+    let secret = json(
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "aHVudGVyMg=="}}),
+    );
     put("/registry/secrets/shop/db", &seal(&conf, "/registry/secrets/shop/db", &secret));
     put(
         "/registry/secrets/shop/default-token-x",
-        &json(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "default-token-x", "namespace": "shop"}, "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}})),
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "default-token-x", "namespace": "shop"}, "type": "kubernetes.io/service-account-token", "data": {"token": "eA=="}}),
+        ),
     );
-    put("/registry/configmaps/shop/settings", &json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {"enabled": "yes", "mode": "0755"}})));
+    put(
+        "/registry/configmaps/shop/settings",
+        &json(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {"enabled": "yes", "mode": "0755"}}),
+        ),
+    );
     put(
         "/registry/machine.openshift.io/machines/openshift-machine-api/master-0",
-        &json(serde_json::json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "master-0", "namespace": "openshift-machine-api", "annotations": {"machine.openshift.io/instance-state": "running"}, "labels": {"machine.openshift.io/cluster-api-machine-role": "master"}}, "spec": {"providerID": "aws:///us-east-1a/i-0abc", "providerSpec": {"value": {"instanceType": "m6i.xlarge"}}}})),
+        &json(
+            serde_json::json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "master-0", "namespace": "openshift-machine-api", "annotations": {"machine.openshift.io/instance-state": "running"}, "labels": {"machine.openshift.io/cluster-api-machine-role": "master"}}, "spec": {"providerID": "aws:///us-east-1a/i-0abc", "providerSpec": {"value": {"instanceType": "m6i.xlarge"}}}}),
+        ),
     );
     put("/registry/configmaps/other/x", &json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "other"}})));
     World { c, dir, conf }
@@ -133,7 +159,11 @@ fn get_export_diff_on_real_snapshots() {
     std::fs::write(&wrong, std::fs::read_to_string(&w.conf).unwrap().replace(KEY, "ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=")).unwrap();
     let r = q(&["k8s", "get", s, "secrets", "-n", "shop", "--encryption-config", wrong.to_str().unwrap()]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("/registry/secrets/shop/db") && r.stderr.contains("1 object(s) could not be read (named above): 1 under aescbc:key1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/registry/secrets/shop/db") && r.stderr.contains("1 object(s) could not be read (named above): 1 under aescbc:key1"),
+        "{}",
+        r.stderr
+    );
     // YAML 1.1 look-alikes stay strings.
     let r = q(&["k8s", "get", s, "cm", "settings", "-n", "shop"]);
     assert!(r.stdout.contains("enabled: \"yes\"") && r.stdout.contains("mode: \"0755\""), "{}", r.stdout);
@@ -175,7 +205,8 @@ fn get_export_diff_on_real_snapshots() {
     let mout = w.dir.path().join("machines");
     let r = q(&["k8s", "export", s, "-n", "openshift-machine-api", "-o", mout.to_str().unwrap(), "--sanitize"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let m: serde_json::Value = yaml_serde::from_str(&std::fs::read_to_string(mout.join("openshift-machine-api/machines.machine.openshift.io/master-0.yaml")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(mout.join("openshift-machine-api/machines.machine.openshift.io/master-0.yaml")).unwrap()).unwrap();
     assert!(m["spec"].get("providerID").is_none() && m["metadata"].get("annotations").is_none());
     assert_eq!(m["spec"]["providerSpec"]["value"]["instanceType"], "m6i.xlarge");
 
@@ -189,9 +220,13 @@ fn get_export_diff_on_real_snapshots() {
     put("/registry/deployments/shop/web", &json(dep_v));
     put("/registry/configmaps/shop/new", &json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new", "namespace": "shop"}})));
     w.c.etcdctl(&["del", "/registry/configmaps/shop/settings"]).unwrap();
-    let secret = json(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "aHVudGVyMg=="}}));
+    let secret = json(
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "aHVudGVyMg=="}}),
+    );
     put("/registry/secrets/shop/db", &seal(&w.conf, "/registry/secrets/shop/db", &secret));
-    let changed_secret = json(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "bmV3LXBhc3N3b3Jk"}}));
+    let changed_secret = json(
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop", "uid": "sec-1"}, "type": "Opaque", "data": {"password": "bmV3LXBhc3N3b3Jk"}}),
+    );
     let snap_b = w.dir.path().join("b.db");
     w.c.save_snapshot(&snap_b).unwrap();
     let b = snap_b.to_str().unwrap();
@@ -210,7 +245,11 @@ fn get_export_diff_on_real_snapshots() {
     w.c.save_snapshot(&snap_c).unwrap();
     let r = q(&["k8s", "diff", b, snap_c.to_str().unwrap(), "--encryption-config", conf]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("~ secrets/shop/db") && r.stdout.contains("data.password: \"(hidden)\" -> \"(hidden)\"") && !r.stdout.contains("bmV3LXBhc3N3b3Jk"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("~ secrets/shop/db") && r.stdout.contains("data.password: \"(hidden)\" -> \"(hidden)\"") && !r.stdout.contains("bmV3LXBhc3N3b3Jk"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("0 added, 0 removed, 1 changed"), "{}", r.stdout);
     let r = q(&["k8s", "diff", b, snap_c.to_str().unwrap(), "--encryption-config", conf, "--show-secrets"]);
     assert!(r.stdout.contains("bmV3LXBhc3N3b3Jk"), "{}", r.stdout);
@@ -261,7 +300,9 @@ fn tolerant_reading() {
     // Enough keys for the key bucket to span many leaf pages.
     let eps = w.c.endpoints();
     for i in 0..150 {
-        let v = json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("fill-{i}"), "namespace": "fill"}, "data": {"x": "y".repeat(2000)}}));
+        let v = json(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("fill-{i}"), "namespace": "fill"}, "data": {"x": "y".repeat(2000)}}),
+        );
         testkit::put(&eps, &format!("/registry/configmaps/fill/fill-{i}"), &v).unwrap();
     }
     let snap = w.dir.path().join("t.db");
@@ -308,9 +349,8 @@ fn tolerant_reading() {
 
     // A leaf page of the key bucket (its elements' keys are 17-byte revision keys), from the
     // middle of the file.
-    let key_leaves: Vec<usize> = (2..db.len() / ps)
-        .filter(|&i| page_flags(i) == 0x02 && u32::from_le_bytes(db[i * ps + 24..i * ps + 28].try_into().unwrap()) == 17)
-        .collect();
+    let key_leaves: Vec<usize> =
+        (2..db.len() / ps).filter(|&i| page_flags(i) == 0x02 && u32::from_le_bytes(db[i * ps + 24..i * ps + 28].try_into().unwrap()) == 17).collect();
     assert!(key_leaves.len() > 3, "{} key-bucket leaves", key_leaves.len());
     let leaf = key_leaves[key_leaves.len() / 2];
     let mut damaged = db.clone();

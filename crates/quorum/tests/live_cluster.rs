@@ -116,7 +116,10 @@ fn background_writer(endpoints: Vec<String>, stop: std::sync::Arc<std::sync::ato
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let key = format!("/registry/events/bg/e-{}", i % 500);
             let attempt = || testkit::put(&endpoints, &key, b"event");
-            if attempt().is_ok() || { std::thread::sleep(Duration::from_millis(500)); attempt().is_ok() } {
+            if attempt().is_ok() || {
+                std::thread::sleep(Duration::from_millis(500));
+                attempt().is_ok()
+            } {
                 ok += 1;
             } else {
                 failed += 1;

@@ -174,7 +174,15 @@ const SELECTED: [&str; 3] = ["ns-03", "ns-07", "ns-12"];
 
 impl Env {
     fn migrate_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = vec!["migrate".into(), "--cluster".into(), "src".into(), "--from-endpoints".into(), self.source.endpoints_csv(), "--to-endpoints".into(), self.target.endpoints_csv()];
+        let mut v: Vec<String> = vec![
+            "migrate".into(),
+            "--cluster".into(),
+            "src".into(),
+            "--from-endpoints".into(),
+            self.source.endpoints_csv(),
+            "--to-endpoints".into(),
+            self.target.endpoints_csv(),
+        ];
         for ns in SELECTED {
             v.extend(["-n".to_string(), ns.to_string()]);
         }
@@ -214,7 +222,8 @@ impl Env {
             assert_eq!(&tgt[k], kv, "the target's own keys (also the one in ns-07) are untouched");
         }
         // B's key names with A's key bytes: everything but the key material is B's.
-        let a_bytes_b_names: Vec<EncryptionConfig> = [(1, 1), (2, 2)].iter().map(|(s, c)| parse_config(&config_named_b(*s, *c), "a-as-b.yaml").unwrap()).collect();
+        let a_bytes_b_names: Vec<EncryptionConfig> =
+            [(1, 1), (2, 2)].iter().map(|(s, c)| parse_config(&config_named_b(*s, *c), "a-as-b.yaml").unwrap()).collect();
         let mut encrypted = 0;
         for (k, (skv, plain)) in &src {
             let t = &tgt[k];
@@ -226,7 +235,10 @@ impl Env {
                 assert_eq!(&transformer(&self.b, k).read(&t.value, k).unwrap(), plain, "decrypts with B to the source's plaintext");
                 assert!(transformer(&self.a, k).read(&t.value, k).is_err(), "A's transformer cannot read it");
                 for c in &a_bytes_b_names {
-                    assert!(transformer(c, k).read(&t.value, k).is_err(), "{res}: A's key bytes under B's key name do not decrypt it: it is sealed with B's key material");
+                    assert!(
+                        transformer(c, k).read(&t.value, k).is_err(),
+                        "{res}: A's key bytes under B's key name do not decrypt it: it is sealed with B's key material"
+                    );
                 }
                 encrypted += 1;
             } else {
@@ -306,7 +318,19 @@ fn three_namespaces_of_twenty_with_rekey() {
     assert_eq!(e.check_target(), n);
     assert_eq!(e.repo.backup_ids().len(), 1, "the resume took no second snapshot");
     // A wrong FROM config is refused before anything is written (and names no key).
-    let fresh = e.repo.q(&["migrate", "--cluster", "src", "--from-endpoints", &e.source.endpoints_csv(), "--to-endpoints", &e.target.endpoints_csv(), "-n", "ns-05", "--rekey", &format!("{}:{}", e.b_path, e.a_path)]);
+    let fresh = e.repo.q(&[
+        "migrate",
+        "--cluster",
+        "src",
+        "--from-endpoints",
+        &e.source.endpoints_csv(),
+        "--to-endpoints",
+        &e.target.endpoints_csv(),
+        "-n",
+        "ns-05",
+        "--rekey",
+        &format!("{}:{}", e.b_path, e.a_path),
+    ]);
     assert_eq!(fresh.code, 1, "{} {}", fresh.stdout, fresh.stderr);
     assert!(fresh.stderr.contains("do not decrypt") && fresh.stderr.contains("3 secrets in ns-05") && fresh.stderr.contains("Hint:"), "{}", fresh.stderr);
     assert!(!fresh.stderr.contains("/registry/"), "{}", fresh.stderr);
@@ -382,7 +406,11 @@ fn conflict_policies_and_dry_run() {
     assert_eq!(dry.code, 0, "{} {}", dry.stdout, dry.stderr);
     let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
     let row = plan["plan"].as_array().unwrap().iter().find(|p| p["group"] == "ns-07").unwrap().clone();
-    assert_eq!((row["create"].as_u64(), row["identical"].as_u64(), row["different"].as_u64(), row["target_only"].as_u64()), (Some(9), Some(1), Some(1), Some(1)), "{row}");
+    assert_eq!(
+        (row["create"].as_u64(), row["identical"].as_u64(), row["different"].as_u64(), row["target_only"].as_u64()),
+        (Some(9), Some(1), Some(1), Some(1)),
+        "{row}"
+    );
     // A namespace the source does not have is named loudly.
     let typo = e.migrate(&["--dry-run", "-n", "ns-99", "-w", "json"]);
     assert_eq!(typo.code, 0, "{} {}", typo.stdout, typo.stderr);
@@ -417,7 +445,11 @@ fn conflict_policies_and_dry_run() {
     assert_eq!(after_done.code, 3, "{} {}", after_done.stdout, after_done.stderr);
     assert!(after_done.stderr.contains("completed at") && after_done.stderr.contains("--restart"), "{}", after_done.stderr);
     let rep: serde_json::Value = serde_json::from_str(&after_done.stdout).unwrap();
-    assert_eq!((rep["overwritten"].as_u64(), rep["written"].as_u64(), rep["transactions"].as_u64(), rep["completed_before"].as_bool()), (Some(0), Some(0), Some(0), Some(true)), "{rep}");
+    assert_eq!(
+        (rep["overwritten"].as_u64(), rep["written"].as_u64(), rep["transactions"].as_u64(), rep["completed_before"].as_bool()),
+        (Some(0), Some(0), Some(0), Some(true)),
+        "{rep}"
+    );
     assert_eq!(dump(&e.target), t, "a completed migration run again writes nothing");
 
     let over = e.migrate(&["--on-conflict", "overwrite", "--restart", "-w", "json"]);
@@ -437,10 +469,8 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     let s3 = S3Server::start().unwrap();
     s3.create_bucket("hcp").unwrap();
     let flags: Vec<String> = vec!["--endpoint".into(), s3.endpoint(), "--region".into(), S3Server::REGION.into()];
-    let envs = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string()),
-    ];
+    let envs =
+        vec![("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()), ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string())];
     let repo = Repo::init("s3://hcp/etcd".into(), flags, envs, tempfile::tempdir().unwrap());
     let source = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
     testkit::load(&source.endpoints(), &testkit::KubeKeyspace { objects: 400, namespaces: 8, min_value: 100, max_value: 3000, ..Default::default() }).unwrap();
@@ -456,8 +486,23 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     let clients = plans.iter().map(|p| p.client_url.clone()).collect::<Vec<_>>().join(",");
     let template = dir.path().join("{name}.etcd").display().to_string();
     let args = [
-        "migrate", "--cluster", "hcp-a", "--from-endpoints", &source.endpoints_csv(), "--initial-cluster", &initial,
-        "--initial-cluster-token", "hcp-a-new", "--data-dir", &template, "--to-endpoints", &clients, "--start-timeout", "60s", "-w", "json",
+        "migrate",
+        "--cluster",
+        "hcp-a",
+        "--from-endpoints",
+        &source.endpoints_csv(),
+        "--initial-cluster",
+        &initial,
+        "--initial-cluster-token",
+        "hcp-a-new",
+        "--data-dir",
+        &template,
+        "--to-endpoints",
+        &clients,
+        "--start-timeout",
+        "60s",
+        "-w",
+        "json",
     ];
     // A non-empty data dir is refused before anything is written.
     std::fs::create_dir_all(&plans[1].data_dir).unwrap();
@@ -536,7 +581,6 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     eprintln!("whole cluster through S3: {:.1}s", started.elapsed().as_secs_f64());
 }
 
-
 /// Every file under `dir` (relative path, size): what a command wrote into a local repository.
 fn files(dir: &std::path::Path) -> BTreeSet<(String, u64)> {
     let mut out = BTreeSet::new();
@@ -570,10 +614,24 @@ fn whole_cluster_dry_run_verify_only_and_wal_dirs() {
     let wal = dir.path().join("{name}.wal").display().to_string();
     let (data0, wal0) = (dir.path().join("etcd-0.etcd"), dir.path().join("etcd-0.wal"));
     let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["migrate", "--cluster", "w", "--from-endpoints", &source.endpoints_csv(), "--initial-cluster", "etcd-0=http://127.0.0.1:1", "--initial-cluster-token", "w-new", "--data-dir", &data, "--wal-dir", &wal]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut v: Vec<String> = [
+            "migrate",
+            "--cluster",
+            "w",
+            "--from-endpoints",
+            &source.endpoints_csv(),
+            "--initial-cluster",
+            "etcd-0=http://127.0.0.1:1",
+            "--initial-cluster-token",
+            "w-new",
+            "--data-dir",
+            &data,
+            "--wal-dir",
+            &wal,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -587,7 +645,12 @@ fn whole_cluster_dry_run_verify_only_and_wal_dirs() {
     // Dry run: exit 0, no data or WAL dir, no backup, no record, no file in the repository.
     let dry = q(&["--dry-run"]);
     assert_eq!(dry.code, 0, "{} {}", dry.stdout, dry.stderr);
-    assert!(dry.stdout.contains("dry run: nothing was written") && dry.stderr.contains("1 data dir(s) are empty and would be restored"), "{} {}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("dry run: nothing was written") && dry.stderr.contains("1 data dir(s) are empty and would be restored"),
+        "{} {}",
+        dry.stdout,
+        dry.stderr
+    );
     let dry_json = q(&["--dry-run", "-w", "json"]);
     assert_eq!(dry_json.code, 0, "{}", dry_json.stderr);
     let rep: serde_json::Value = serde_json::from_str(&dry_json.stdout).unwrap();
@@ -617,11 +680,20 @@ fn whole_cluster_dry_run_verify_only_and_wal_dirs() {
     let pending = wal0.join("0000000000000000-0000000000000000.wal.quorum-pending");
     let segment = wal0.join("0000000000000000-0000000000000000.wal");
     assert!(pending.is_file() && !segment.exists() && !data0.exists());
-    let staged: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".etcd-0.etcd.quorum-restore-")).collect();
+    let staged: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".etcd-0.etcd.quorum-restore-"))
+        .collect();
     assert_eq!(staged.len(), 1, "{staged:?}");
     let r = q(&[]);
     assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("still named") && r.stderr.contains("quorum-pending") && r.stderr.contains("does not hold the backup") && r.stderr.contains("remove"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("still named") && r.stderr.contains("quorum-pending") && r.stderr.contains("does not hold the backup") && r.stderr.contains("remove"),
+        "{}",
+        r.stderr
+    );
     assert!(pending.is_file() && !data0.exists(), "nothing changed");
     assert!(!r.stderr.contains("was already restored"));
 

@@ -20,7 +20,12 @@ fn write(p: &Path, s: &str) {
 fn capture(dir: &Path, free: [i64; 2]) {
     for (n, f) in free.iter().enumerate() {
         let node = dir.join(format!("sys/devices/system/node/node{n}"));
-        write(&node.join("meminfo"), &format!("Node {n} MemTotal:       16777216 kB\nNode {n} MemFree:        8000000 kB\nNode {n} HugePages_Total:  1024\nNode {n} HugePages_Free:   {f}\n"));
+        write(
+            &node.join("meminfo"),
+            &format!(
+                "Node {n} MemTotal:       16777216 kB\nNode {n} MemFree:        8000000 kB\nNode {n} HugePages_Total:  1024\nNode {n} HugePages_Free:   {f}\n"
+            ),
+        );
         write(&node.join("cpulist"), &format!("{}-{}\n", n * 8, n * 8 + 7));
         let hp = node.join("hugepages/hugepages-2048kB");
         write(&hp.join("nr_hugepages"), "1024\n");

@@ -21,8 +21,6 @@ use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
 const CLUSTER: &str = "prod";
 
-
-
 /// A member restarted by the test on its existing data dir; killed on drop.
 struct Restarted(Child);
 
@@ -198,7 +196,9 @@ fn pitr_restore(repo: &Repo, version: EtcdVersion, dir: &Path, target: &[&str]) 
 }
 
 fn diff(a: &[Kv], b: &[Kv]) -> String {
-    let show = |kv: &Kv| format!("{} c{} m{} v{} l{:x} {}B", String::from_utf8_lossy(&kv.key), kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value.len());
+    let show = |kv: &Kv| {
+        format!("{} c{} m{} v{} l{:x} {}B", String::from_utf8_lossy(&kv.key), kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value.len())
+    };
     let sa: Vec<String> = a.iter().map(show).collect();
     let sb: Vec<String> = b.iter().map(show).collect();
     let only_a: Vec<&String> = sa.iter().filter(|x| !sb.contains(x)).take(5).collect();

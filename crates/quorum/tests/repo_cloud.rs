@@ -44,10 +44,8 @@ fn s3_repo(s3: &S3Server, bucket: &str, extra: &[&str]) -> Repo {
     s3.create_bucket(bucket).unwrap();
     let mut flags: Vec<String> = vec!["--endpoint".into(), s3.endpoint(), "--region".into(), S3Server::REGION.into()];
     flags.extend(extra.iter().map(|s| s.to_string()));
-    let envs = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string()),
-    ];
+    let envs =
+        vec![("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()), ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string())];
     Repo::init(format!("s3://{bucket}/etcd/prod"), flags, envs, tempfile::tempdir().unwrap())
 }
 
@@ -81,8 +79,20 @@ fn backup_list_restore(repo: &Repo, src: &Source) -> Vec<String> {
 
     let dir = tempfile::tempdir().unwrap();
     let (plans, initial) = plan_members(dir.path(), 1).unwrap();
-    repo.ok(&["restore", &ids[1], "--name", "m0", "--initial-cluster", &initial, "--initial-advertise-peer-urls", &plans[0].peer_url,
-        "--initial-cluster-token", "t", "--data-dir", plans[0].data_dir.to_str().unwrap()]);
+    repo.ok(&[
+        "restore",
+        &ids[1],
+        "--name",
+        "m0",
+        "--initial-cluster",
+        &initial,
+        "--initial-advertise-peer-urls",
+        &plans[0].peer_url,
+        "--initial-cluster-token",
+        "t",
+        "--data-dir",
+        plans[0].data_dir.to_str().unwrap(),
+    ]);
     let c = Cluster::start_planned(&ClusterOptions::new(EtcdVersion::V3_5, 1), dir.path(), &plans, &initial, "t").unwrap();
     let (rev, kvs) = testkit::dump(&c.endpoints(), 0).unwrap();
     assert_eq!(rev, src.kvs[1].0);
@@ -187,10 +197,8 @@ fn proxy_and_no_proxy_rules() {
     s3.create_bucket("viaproxy").unwrap();
     // The endpoint by host name, so the subdomain rule can be seen.
     let ep = format!("http://localhost:{}", s3.port());
-    let envs = vec![
-        ("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string()),
-    ];
+    let envs =
+        vec![("AWS_ACCESS_KEY_ID".to_string(), S3Server::ACCESS_KEY.to_string()), ("AWS_SECRET_ACCESS_KEY".to_string(), S3Server::SECRET_KEY.to_string())];
     let flags = vec!["--endpoint".to_string(), ep.clone(), "--region".into(), S3Server::REGION.into(), "--proxy".into(), proxy.url()];
     let repo = Repo::init("s3://viaproxy/r".into(), flags, envs.clone(), tempfile::tempdir().unwrap());
     let n0 = proxy.requests_logged().len();

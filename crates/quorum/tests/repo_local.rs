@@ -168,8 +168,7 @@ impl Source {
         o.no_fsync = true;
         o.big_requests = true;
         let c = Cluster::start(o).unwrap();
-        testkit::load(&c.endpoints(), &KubeKeyspace { objects, compact: false, overwrite_fraction: 0.0, delete_fraction: 0.0, ..Default::default() })
-            .unwrap();
+        testkit::load(&c.endpoints(), &KubeKeyspace { objects, compact: false, overwrite_fraction: 0.0, delete_fraction: 0.0, ..Default::default() }).unwrap();
         Source { c, dir: tempfile::tempdir().unwrap(), n: 0, objects }
     }
 
@@ -274,7 +273,6 @@ fn dedup_tamper_and_wrong_secrets() {
         assert!(!ddir.exists());
     }
 }
-
 
 #[test]
 fn forget_and_prune() {

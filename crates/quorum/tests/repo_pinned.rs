@@ -119,7 +119,6 @@ fn verify(c: &Copy) {
     assert_eq!(migs.len(), 2, "record and done marker: {migs:?}");
 }
 
-
 #[test]
 fn pinned_version_2_opens_checks_and_restores() {
     verify(&copy("v2"));

@@ -15,8 +15,6 @@ use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 const CLUSTER: &str = "prod";
 
-
-
 fn backup(repo: &Repo, c: &Cluster) -> (String, i64) {
     let v = repo.json(&["backup", "--cluster", CLUSTER, "--endpoints", &c.endpoints_csv()]);
     (v["id"].as_str().unwrap().to_string(), v["manifest"]["snapshot"]["revision"].as_i64().unwrap())
@@ -205,7 +203,11 @@ fn deltas_under_retention_consolidation_and_latest() {
     let snap = work.path().join("other.db");
     c.save_snapshot(&snap).unwrap();
     repo.ok(&["backup", "--cluster", "other", "--snapshot", snap.to_str().unwrap()]);
-    for args in [vec!["backups", "show", "latest"], vec!["backups", "get", "latest", "-o", "/nonexistent/x.db"], vec!["restore", "latest", "--data-dir", "/nonexistent/d"]] {
+    for args in [
+        vec!["backups", "show", "latest"],
+        vec!["backups", "get", "latest", "-o", "/nonexistent/x.db"],
+        vec!["restore", "latest", "--data-dir", "/nonexistent/d"],
+    ] {
         let r = repo.q(&args);
         assert_eq!(r.code, 2, "{args:?}: {} {}", r.stdout, r.stderr);
         assert!(r.stderr.contains("2 clusters (other, prod)"), "{args:?}: {}", r.stderr);

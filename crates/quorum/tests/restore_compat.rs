@@ -140,8 +140,7 @@ fn three_members(version: EtcdVersion) {
     drop(restored);
 
     // The reference's restore, on the same ports, gives the same hashkv.
-    let ref_plans: Vec<MemberPlan> =
-        plans.iter().map(|p| MemberPlan { data_dir: theirs.path().join(format!("{}.etcd", p.name)), ..p.clone() }).collect();
+    let ref_plans: Vec<MemberPlan> = plans.iter().map(|p| MemberPlan { data_dir: theirs.path().join(format!("{}.etcd", p.name)), ..p.clone() }).collect();
     let reference = Cluster::start_planned(&opts, theirs.path(), &ref_plans, &initial, token).unwrap();
     assert!(hashes(&reference, src_rev).iter().all(|h| *h == src_hash));
 }

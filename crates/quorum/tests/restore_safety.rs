@@ -42,11 +42,8 @@ fn restore(snap: &Path, data_dir: &Path, extra: &[&str]) -> Run {
 fn assert_nothing_written(data_dir: &Path) {
     assert!(!data_dir.exists(), "{} was created", data_dir.display());
     let parent = data_dir.parent().unwrap();
-    let left: Vec<String> = std::fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("quorum-restore"))
-        .collect();
+    let left: Vec<String> =
+        std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("quorum-restore")).collect();
     assert!(left.is_empty(), "staging left behind: {left:?}");
 }
 

@@ -484,9 +484,13 @@ impl Iterator for FixedChunks {
     }
 }
 
-
 /// Collects sealed blobs into packs of `cluster` and uploads them, at most `uploads` at a time.
-pub(crate) async fn packer(repo: Arc<Repository>, cluster: String, mut rx: tokio::sync::mpsc::Receiver<ToPacker>, uploads: usize) -> Result<(Vec<IndexPack>, u64, u64)> {
+pub(crate) async fn packer(
+    repo: Arc<Repository>,
+    cluster: String,
+    mut rx: tokio::sync::mpsc::Receiver<ToPacker>,
+    uploads: usize,
+) -> Result<(Vec<IndexPack>, u64, u64)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(uploads));
     let mut tasks: Vec<tokio::task::JoinHandle<Result<IndexPack>>> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
@@ -494,7 +498,10 @@ pub(crate) async fn packer(repo: Arc<Repository>, cluster: String, mut rx: tokio
     let mut added = 0u64;
     let mut blobs = 0u64;
     let pack_size = repo.config.pack_size as usize;
-    let flush = |buf: &mut Vec<u8>, entries: &mut Vec<PackEntry>, tasks: &mut Vec<tokio::task::JoinHandle<Result<IndexPack>>>, permit: tokio::sync::OwnedSemaphorePermit| {
+    let flush = |buf: &mut Vec<u8>,
+                 entries: &mut Vec<PackEntry>,
+                 tasks: &mut Vec<tokio::task::JoinHandle<Result<IndexPack>>>,
+                 permit: tokio::sync::OwnedSemaphorePermit| {
         let mut body = std::mem::take(buf);
         let ents = std::mem::take(entries);
         let header = format::encode_pack_header(repo.data_key(), &ents);

@@ -329,4 +329,3 @@ fn read_pack(repo: &Repository, name: &str, bytes: &[u8], indexed: Option<&[form
     }
     out
 }
-

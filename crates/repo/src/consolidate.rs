@@ -145,10 +145,7 @@ async fn consolidate_locked(repo: &Arc<Repository>, o: &ConsolidateOptions, lock
     if backup.manifest.snapshot.revision != rp.target_revision {
         // The file's own revision is the last one with events; a target without events
         // (a revision bump) is reported as what the file holds.
-        eprintln!(
-            "Note: the consolidated file's last revision with events is {} (asked {})",
-            backup.manifest.snapshot.revision, rp.target_revision
-        );
+        eprintln!("Note: the consolidated file's last revision with events is {} (asked {})", backup.manifest.snapshot.revision, rp.target_revision);
     }
     Ok(ConsolidateReport {
         base: rp.base_id,

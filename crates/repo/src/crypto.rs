@@ -98,9 +98,8 @@ fn seal_cipher(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
-        .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+    let tag =
+        cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..]).expect("AES-GCM encryption of an in-memory buffer cannot fail");
     out.extend_from_slice(&tag);
     out
 }
@@ -216,9 +215,7 @@ fn derive_kek(secret: &Secret, salt: &[u8], argon: Option<Argon2Params>) -> Resu
                 .map_err(|e| Error::Format(format!("argon2: {e}")))?;
         }
         Secret::KeyFile(k) => {
-            hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), k)
-                .expand(b"quorum repository key file", &mut kek)
-                .expect("32 bytes is a valid HKDF-SHA256 length");
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), k).expand(b"quorum repository key file", &mut kek).expect("32 bytes is a valid HKDF-SHA256 length");
         }
     }
     Ok(kek)

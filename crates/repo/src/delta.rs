@@ -309,10 +309,7 @@ pub fn open_segment(key: &MasterKey, name: &str, stored: &[u8]) -> Result<Segmen
         _ => None,
     };
     if cluster.is_some_and(|c| c != header.cluster) || header.first_revision != first || header.last_revision != last {
-        return Err(bad(format!(
-            "header (cluster {}, revisions {}..{}) does not match the name",
-            header.cluster, header.first_revision, header.last_revision
-        )));
+        return Err(bad(format!("header (cluster {}, revisions {}..{}) does not match the name", header.cluster, header.first_revision, header.last_revision)));
     }
     let records = decode_records(&plain[hend..]).ok_or_else(|| bad("truncated or malformed record".into()))?;
     let mut prev = first - 1;
@@ -455,7 +452,8 @@ pub fn plan_chain(segments: &[SegmentRef], from: i64, to: Option<i64>) -> Chain 
         by_first.entry(s.first).or_default().push(s);
     }
     while next <= last_captured {
-        let best = by_first.range(..=next).flat_map(|(_, v)| v.iter()).filter(|s| s.last >= next).max_by(|a, b| a.last.cmp(&b.last).then_with(|| b.name.cmp(&a.name)));
+        let best =
+            by_first.range(..=next).flat_map(|(_, v)| v.iter()).filter(|s| s.last >= next).max_by(|a, b| a.last.cmp(&b.last).then_with(|| b.name.cmp(&a.name)));
         match best {
             Some(s) => {
                 if contiguous {
@@ -503,7 +501,14 @@ mod tests {
     use super::*;
 
     fn kv(k: &str, c: i64, m: i64, v: i64) -> Vec<u8> {
-        etcd_data::replay::encode_kv(&etcd_data::schema::KeyValue { key: k.as_bytes().to_vec(), create_revision: c, mod_revision: m, version: v, value: b"v".to_vec(), lease: 0 })
+        etcd_data::replay::encode_kv(&etcd_data::schema::KeyValue {
+            key: k.as_bytes().to_vec(),
+            create_revision: c,
+            mod_revision: m,
+            version: v,
+            value: b"v".to_vec(),
+            lease: 0,
+        })
     }
 
     #[test]

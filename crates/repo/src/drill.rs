@@ -141,8 +141,7 @@ async fn run(
     let client = free_port()?;
     let peer_url = format!("http://127.0.0.1:{peer}");
     let client_url = format!("http://127.0.0.1:{client}");
-    let cluster = etcd_data::cluster::ClusterSpec::new(&format!("drill={peer_url}"), "quorum-drill")
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let cluster = etcd_data::cluster::ClusterSpec::new(&format!("drill={peer_url}"), "quorum-drill").map_err(|e| Error::Other(e.to_string()))?;
     let data_dir = tmp.path().join("drill.etcd");
     let ropts = etcd_data::restore::RestoreOptions {
         snapshot: snap.clone(),
@@ -209,10 +208,8 @@ async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec
     };
     checks.push(format!("etcd started on {endpoint}"));
     let want_rev = m.snapshot.revision;
-    let resp = client
-        .get("", Some(etcd_client::GetOptions::new().with_all_keys().with_count_only()))
-        .await
-        .map_err(|e| Error::Other(format!("count keys: {e}")))?;
+    let resp =
+        client.get("", Some(etcd_client::GetOptions::new().with_all_keys().with_count_only())).await.map_err(|e| Error::Other(format!("count keys: {e}")))?;
     let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
     if rev != want_rev {
         return Err(Error::Mismatch(format!("revision {rev}, the manifest says {want_rev}")));

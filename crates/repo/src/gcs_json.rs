@@ -44,8 +44,8 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
-    Attributes, CopyMode, CopyOptions, Error, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    Attributes, CopyMode, CopyOptions, Error, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -174,8 +174,7 @@ impl GcsJson {
         }
         let client = b.build().map_err(|e| generic(format!("HTTP client: {e}")))?;
         let token = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN").ok().filter(|t| !t.is_empty());
-        let inner =
-            Inner { client, base: o.endpoint.trim_end_matches('/').to_string(), bucket: o.bucket, token, timeout: o.timeout, signer: o.signer };
+        let inner = Inner { client, base: o.endpoint.trim_end_matches('/').to_string(), bucket: o.bucket, token, timeout: o.timeout, signer: o.signer };
         Ok(GcsJson { inner: Arc::new(inner) })
     }
 }
@@ -572,14 +571,8 @@ mod tests {
         use object_store::{ObjectStoreExt, WriteMultipart};
         let gcs = testkit::servers::GcsServer::start().unwrap();
         gcs.create_bucket("unit").unwrap();
-        let o = GcsJsonOptions {
-            endpoint: gcs.endpoint(),
-            bucket: "unit".into(),
-            proxy: None,
-            timeout: Duration::from_secs(30),
-            pool_idle: true,
-            signer: None,
-        };
+        let o =
+            GcsJsonOptions { endpoint: gcs.endpoint(), bucket: "unit".into(), proxy: None, timeout: Duration::from_secs(30), pool_idle: true, signer: None };
         let s = GcsJson::new(o).unwrap();
         let p = |n: &str| Path::from(n);
         let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();

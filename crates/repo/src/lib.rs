@@ -31,9 +31,9 @@ mod error;
 pub mod format;
 pub mod gcs_json;
 pub mod live;
+pub mod location;
 pub mod lock;
 pub mod pitr;
-pub mod location;
 pub mod proxy;
 pub mod prune;
 pub mod repository;
@@ -52,11 +52,7 @@ pub fn now_rfc3339() -> String {
 
 /// This host's name (from the kernel), for locks and manifests.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "unknown".into())
 }
 
 /// Short form of an object id, as `backups list` shows it.

@@ -25,10 +25,7 @@ pub struct LiveBackup {
 /// is needed for the figures computed from it (status, hashkv); memory stays bounded either way.
 pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport> {
     let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("quorum-backup-")
-        .tempdir_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let tmp = tempfile::Builder::new().prefix("quorum-backup-").tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = tmp.path().join("snapshot.db");
     let saved = etcd_cluster::save::save(cfg, &path, &etcd_cluster::save::Source::parse(&b.from), &|_| {}).await?;
     let mut opts = BackupOptions {

@@ -98,16 +98,14 @@ impl Location {
                 proxy: None,
             });
         }
-        let parsed = url::Url::parse(url).map_err(|e| Error::Usage(format!("{url}: not a repository URL ({e}); use file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")))?;
+        let parsed = url::Url::parse(url).map_err(|e| {
+            Error::Usage(format!("{url}: not a repository URL ({e}); use file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"))
+        })?;
         let scheme = match parsed.scheme() {
             "s3" => Scheme::S3,
             "gs" => Scheme::Gcs,
             "az" | "azure" => Scheme::Azure,
-            other => {
-                return Err(Error::Usage(format!(
-                    "{url}: unknown scheme {other}://; use file://, s3://, gs:// or az://"
-                )))
-            }
+            other => return Err(Error::Usage(format!("{url}: unknown scheme {other}://; use file://, s3://, gs:// or az://"))),
         };
         let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| Error::Usage(format!("{url}: no bucket or container name")))?.to_string();
         let prefix = parsed.path().trim_matches('/').to_string();
@@ -205,10 +203,7 @@ impl Location {
     /// A presigned GET URL for an object of the repository.
     pub async fn signed_get(&self, path: &ObjPath, expires: Duration) -> Result<url::Url> {
         let Some(signer) = &self.signer else {
-            return Err(Error::Usage(format!(
-                "{}: a file:// repository has no URLs to hand out; use `quorum backups get ID -o FILE`",
-                self.url
-            )));
+            return Err(Error::Usage(format!("{}: a file:// repository has no URLs to hand out; use `quorum backups get ID -o FILE`", self.url)));
         };
         let full = if self.prefix.is_empty() { path.clone() } else { ObjPath::from(format!("{}/{}", self.prefix, path)) };
         signer.signed_url(object_store::signer::Method::GET, &full, expires).await.map_err(|e| Error::store(format!("presign {full}"), e))

@@ -297,7 +297,11 @@ impl Lock {
         use object_store::ObjectStoreExt;
         let name = self.current.lock().unwrap().clone();
         let dir = &self.dir;
-        let gone = |why: String| Error::Locked(format!("our lock {dir}/{name} {why}: another process judged it stale; stopping before making anything visible (run the operation again)"));
+        let gone = |why: String| {
+            Error::Locked(format!(
+                "our lock {dir}/{name} {why}: another process judged it stale; stopping before making anything visible (run the operation again)"
+            ))
+        };
         match self.repo_store.head(&ObjPath::from(format!("{dir}/{name}"))).await {
             Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => return Err(gone("disappeared".into())),

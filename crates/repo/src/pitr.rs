@@ -53,9 +53,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
 }
 
 fn show_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_else(|| ms.to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -245,7 +243,9 @@ impl Iterator for Changes {
                 }
             }
             let (path, name) = self.files.pop_front()?;
-            let seg = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display())).and_then(|b| delta::open_segment(&self.key, &name, &b).map_err(|e| e.to_string()));
+            let seg = std::fs::read(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|b| delta::open_segment(&self.key, &name, &b).map_err(|e| e.to_string()));
             let _ = std::fs::remove_file(&path);
             match seg {
                 Ok(s) => {
@@ -280,10 +280,15 @@ pub(crate) struct Replayed {
 pub(crate) async fn replay_to_file(repo: &Arc<Repository>, p: &PitrOptions, dir: &Path, progress: Progress) -> Result<Replayed> {
     let (base_id, m) = choose_base(repo, p).await?;
     let base_rev = m.snapshot.revision;
-    let chain = plan(repo, &p.cluster, base_rev, match p.target {
-        Target::Revision(r) => Some(r),
-        Target::Time(_) => None,
-    })
+    let chain = plan(
+        repo,
+        &p.cluster,
+        base_rev,
+        match p.target {
+            Target::Revision(r) => Some(r),
+            Target::Time(_) => None,
+        },
+    )
     .await?;
     if let Target::Revision(r) = p.target {
         chain.check_target(&p.cluster, r)?;
@@ -353,9 +358,8 @@ pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: Restor
     let rp = replayed?;
     opts.snapshot = rp.db.clone();
     opts.skip_hash_check = true; // the base's trailer was checked during the replay
-    let restore = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
-        .await
-        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
+    let restore =
+        tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {})).await.map_err(|e| Error::Other(format!("restore task: {e}")))??;
     drop(tmp);
     Ok(PitrReport {
         cluster: p.cluster.clone(),

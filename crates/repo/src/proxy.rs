@@ -28,12 +28,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     pub fn new(proxy: Option<String>, no_proxy: Option<&str>) -> ProxyConfig {
-        let no_proxy = no_proxy
-            .unwrap_or("")
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let no_proxy = no_proxy.unwrap_or("").split(|c: char| c == ',' || c.is_whitespace()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         ProxyConfig { proxy: proxy.filter(|p| !p.is_empty()), no_proxy }
     }
 

@@ -151,7 +151,14 @@ pub async fn forget(repo: &Repository, policy: &Policy, cluster: Option<&str>, k
     Ok(report)
 }
 
-async fn forget_cluster(repo: &Repository, policy: &Policy, cluster: &str, keep_pitr: Option<Duration>, dry_run: bool, report: &mut ForgetReport) -> Result<()> {
+async fn forget_cluster(
+    repo: &Repository,
+    policy: &Policy,
+    cluster: &str,
+    keep_pitr: Option<Duration>,
+    dry_run: bool,
+    report: &mut ForgetReport,
+) -> Result<()> {
     let all = repo.manifests(cluster).await?;
     let triples: Vec<(String, String, DateTime<Utc>)> = all.iter().map(|(id, m)| (id.clone(), m.cluster.clone(), manifest_time(m))).collect();
     let mut decisions = retention::apply(policy, &triples);
@@ -272,7 +279,14 @@ pub async fn prune(repo: Arc<Repository>, cluster: Option<&str>, max_unused: f64
     Ok(total)
 }
 
-async fn prune_locked(repo: Arc<Repository>, cluster: &str, max_unused: f64, dry_run: bool, keep_unindexed: Duration, lock: &crate::lock::Lock) -> Result<PruneReport> {
+async fn prune_locked(
+    repo: Arc<Repository>,
+    cluster: &str,
+    max_unused: f64,
+    dry_run: bool,
+    keep_unindexed: Duration,
+    lock: &crate::lock::Lock,
+) -> Result<PruneReport> {
     let index = repo.load_index(cluster).await?;
     let manifests = repo.manifests(cluster).await?;
     let used = referenced(&repo, &manifests, &index).await?;
@@ -346,7 +360,8 @@ async fn prune_locked(repo: Arc<Repository>, cluster: &str, max_unused: f64, dry
                 if !e.blob_type.uses_bundle_key() {
                     repo.open_blob(e, &sealed, &name)?;
                 }
-                let msg = crate::backup::ToPacker::Blobs(vec![crate::backup::Sealed { t: e.blob_type, id: e.id, plain_len: e.plain_len, sealed: sealed.to_vec() }]);
+                let msg =
+                    crate::backup::ToPacker::Blobs(vec![crate::backup::Sealed { t: e.blob_type, id: e.id, plain_len: e.plain_len, sealed: sealed.to_vec() }]);
                 tx.send(msg).await.map_err(|_| Error::Other("packer stopped".into()))?;
             }
         }
@@ -390,7 +405,13 @@ async fn prune_locked(repo: Arc<Repository>, cluster: &str, max_unused: f64, dry
 }
 
 /// Delete the segments below the floor, then every retention record but the newest.
-async fn prune_segments(repo: &Repository, lock: &crate::lock::Lock, segs: &[SegmentRef], records: &[(ObjPath, RetentionRecord)], report: &mut PruneReport) -> Result<()> {
+async fn prune_segments(
+    repo: &Repository,
+    lock: &crate::lock::Lock,
+    segs: &[SegmentRef],
+    records: &[(ObjPath, RetentionRecord)],
+    report: &mut PruneReport,
+) -> Result<()> {
     if segs.is_empty() && records.len() <= 1 {
         return Ok(());
     }
@@ -445,7 +466,13 @@ mod tests {
 
     #[test]
     fn segments_below_the_floor_go_whole() {
-        let seg = |first: i64, last: i64| SegmentRef { name: format!("clusters/c/deltas/{first:020}-{last:020}-0000000000000000"), first, last, hash: "0".repeat(16), size: 1 };
+        let seg = |first: i64, last: i64| SegmentRef {
+            name: format!("clusters/c/deltas/{first:020}-{last:020}-0000000000000000"),
+            first,
+            last,
+            hash: "0".repeat(16),
+            size: 1,
+        };
         let segs = vec![seg(101, 150), seg(151, 210), seg(211, 260)];
         // 200 lies inside the second segment: it stays whole.
         assert_eq!(below(&segs, Some(200)).iter().map(|s| s.last).collect::<Vec<_>>(), vec![150]);

@@ -138,9 +138,7 @@ pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, op
         compression: opts.compression,
     };
     let body = serde_json::to_vec_pretty(&config).expect("serializable");
-    let put = store
-        .put_opts(&ObjPath::from("config"), PutPayload::from(body.clone()), PutOptions { mode: PutMode::Create, ..Default::default() })
-        .await;
+    let put = store.put_opts(&ObjPath::from("config"), PutPayload::from(body.clone()), PutOptions { mode: PutMode::Create, ..Default::default() }).await;
     match put {
         Ok(_) => {}
         Err(object_store::Error::AlreadyExists { .. }) => {
@@ -192,17 +190,33 @@ impl Repository {
             }
             return Err(Error::Format(format!(
                 "{}: repository format {} v{} is not one this quorum reads ({} v{})",
-                location.url, config.format, config.version, format::FORMAT, format::VERSION
+                location.url,
+                config.format,
+                config.version,
+                format::FORMAT,
+                format::VERSION
             )));
         }
         let c = &config.chunker;
-        if config.pack_size < (1 << 20) || config.pack_size > (256 << 20) || c.pages > 64 || c.min < 64 || c.min > c.avg || c.avg > c.max || c.max > (4 << 20) || !(-7..=22).contains(&config.compression) {
-            return Err(Error::Damaged(format!("{}: config holds settings out of range (pack size {}, chunker {:?}, compression {})", location.url, config.pack_size, c, config.compression)));
+        if config.pack_size < (1 << 20)
+            || config.pack_size > (256 << 20)
+            || c.pages > 64
+            || c.min < 64
+            || c.min > c.avg
+            || c.avg > c.max
+            || c.max > (4 << 20)
+            || !(-7..=22).contains(&config.compression)
+        {
+            return Err(Error::Damaged(format!(
+                "{}: config holds settings out of range (pack size {}, chunker {:?}, compression {})",
+                location.url, config.pack_size, c, config.compression
+            )));
         }
         let keys = read_keys(&store).await?;
-        let data_secret = unlock.data.as_ref().ok_or_else(|| {
-            Error::SecretNeeded { purpose: "data", what: "the repository is encrypted and no passphrase or key file was given".into() }
-        })?;
+        let data_secret = unlock
+            .data
+            .as_ref()
+            .ok_or_else(|| Error::SecretNeeded { purpose: "data", what: "the repository is encrypted and no passphrase or key file was given".into() })?;
         let data = unwrap_any(&keys, "data", data_secret)?;
         // A bundle secret that does not open is reported when the bundle key is needed, not
         // here: restores need only the data key.
@@ -246,8 +260,9 @@ impl Repository {
             "bundle" => {
                 let keys = read_keys(self.store()).await?;
                 if keys.iter().any(|(_, w)| w.purpose == "bundle") {
-                    let k = self.bundle.as_ref().ok_or_else(|| {
-                        Error::SecretNeeded { purpose: "bundle", what: "the repository has a bundle key: adding another wrapping of it needs it unlocked".into() }
+                    let k = self.bundle.as_ref().ok_or_else(|| Error::SecretNeeded {
+                        purpose: "bundle",
+                        what: "the repository has a bundle key: adding another wrapping of it needs it unlocked".into(),
                     })?;
                     put_key(self.store(), k, "bundle", secret, argon).await
                 } else {
@@ -290,10 +305,12 @@ impl Repository {
     pub async fn delete(&self, path: &ObjPath) -> Result<()> {
         match self.store().delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e @ (object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Precondition { .. }
-            | object_store::Error::NotImplemented { .. }
-            | object_store::Error::NotSupported { .. })) => Err(Error::Refused(format!("delete {path}: {e}"))),
+            Err(
+                e @ (object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. }),
+            ) => Err(Error::Refused(format!("delete {path}: {e}"))),
             Err(e) => Err(Error::store(format!("delete {path}"), e)),
         }
     }
@@ -307,10 +324,11 @@ impl Repository {
     /// (damaged) fails the load.
     pub async fn load_index(&self, cluster: &str) -> Result<Index> {
         let mut damage = None;
-        let idx = self.load_index_noting(cluster, &mut |e| {
-            damage.get_or_insert(e);
-        })
-        .await?;
+        let idx = self
+            .load_index_noting(cluster, &mut |e| {
+                damage.get_or_insert(e);
+            })
+            .await?;
         damage.map_or(Ok(idx), Err)
     }
 
@@ -366,11 +384,7 @@ impl Repository {
     /// The clusters that have objects in the repository, sorted. One LIST request per 1,000
     /// clusters (a delimiter listing of `clusters/`).
     pub async fn clusters(&self) -> Result<Vec<String>> {
-        let r = self
-            .store()
-            .list_with_delimiter(Some(&ObjPath::from(format::CLUSTERS)))
-            .await
-            .map_err(store_err(format!("list {}/", format::CLUSTERS)))?;
+        let r = self.store().list_with_delimiter(Some(&ObjPath::from(format::CLUSTERS))).await.map_err(store_err(format!("list {}/", format::CLUSTERS)))?;
         let mut out: Vec<String> = r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         out.sort();
         Ok(out)
@@ -448,11 +462,7 @@ impl Repository {
         match with_backups[..] {
             [] => Err(Error::Missing("the repository holds no backup yet".into())),
             [only] => Ok(only.clone()),
-            _ => Err(Error::Usage(format!(
-                "the repository holds {} clusters ({}): name the cluster for {what}",
-                all.len(),
-                list_names(&all)
-            ))),
+            _ => Err(Error::Usage(format!("the repository holds {} clusters ({}): name the cluster for {what}", all.len(), list_names(&all)))),
         }
     }
 
@@ -481,7 +491,6 @@ impl Repository {
         }
         Err(unknown_cluster(cluster, &all))
     }
-
 
     /// Find a backup by id or unique id prefix, or `latest` (of `cluster`; without one, of
     /// the repository's only cluster).

@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
 use etcd_data::durable::NewFile;
+use futures::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
 use crate::error::{Error, Result};
@@ -32,7 +32,13 @@ pub async fn reassemble(repo: Arc<Repository>, id: &str, manifest: &Manifest, ou
 /// Run `read` under a shared lock on the backup's cluster, once the backup is known to still
 /// exist: a `forget` and `prune` between finding it and locking would otherwise show up as
 /// missing packs, i.e. as damage. The lock is released whatever `read` returns.
-pub(crate) async fn reading_backup<T>(repo: &Repository, id: &str, manifest: &Manifest, operation: &str, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) async fn reading_backup<T>(
+    repo: &Repository,
+    id: &str,
+    manifest: &Manifest,
+    operation: &str,
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let lock = repo.lock(&manifest.cluster, false, operation).await?;
     let r = match repo.backup_ids(&manifest.cluster).await.map(|ids| ids.iter().any(|i| i == id)) {
         Ok(true) => read.await,
@@ -156,10 +162,7 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
     let mut off = 0u64;
     let mut per_blob: HashMap<BlobId, (BlobLoc, Vec<u64>)> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
-        let loc = index
-            .blobs
-            .get(id)
-            .ok_or_else(|| Error::Damaged(format!("chunk {} ({} of the snapshot) is not in any index", hex::encode(id), i)))?;
+        let loc = index.blobs.get(id).ok_or_else(|| Error::Damaged(format!("chunk {} ({} of the snapshot) is not in any index", hex::encode(id), i)))?;
         per_blob.entry(*id).or_insert_with(|| (*loc, Vec::new())).1.push(off);
         off += loc.entry.plain_len as u64;
     }
@@ -198,9 +201,8 @@ pub async fn restore(
     let snap = tmp.path().join("snapshot.db");
     reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, progress, false)).await?;
     opts.snapshot = snap;
-    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {}))
-        .await
-        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
+    let report =
+        tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {})).await.map_err(|e| Error::Other(format!("restore task: {e}")))??;
     Ok(report)
 }
 

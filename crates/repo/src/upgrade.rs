@@ -75,11 +75,18 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
         let id = m.location.filename().unwrap_or_default().to_string();
         let bytes = repo.get(&m.location).await?;
         if format::content_name(&bytes) != id {
-            return Err(Error::Damaged(format!("{}: content does not match its name; remove the damaged manifest (or forget it with the version that wrote it), then upgrade", m.location)));
+            return Err(Error::Damaged(format!(
+                "{}: content does not match its name; remove the damaged manifest (or forget it with the version that wrote it), then upgrade",
+                m.location
+            )));
         }
         let man: Manifest = repo.open_json(&bytes, b"manifest", m.location.as_ref())?;
-        format::check_cluster_name(&man.cluster)
-            .map_err(|_| Error::Usage(format!("backup {id} is of cluster {:?}, a name version 2 cannot store (use 1 to 128 of A-Z a-z 0-9 . _ -); forget it before upgrading", man.cluster)))?;
+        format::check_cluster_name(&man.cluster).map_err(|_| {
+            Error::Usage(format!(
+                "backup {id} is of cluster {:?}, a name version 2 cannot store (use 1 to 128 of A-Z a-z 0-9 . _ -); forget it before upgrading",
+                man.cluster
+            ))
+        })?;
         by_cluster.entry(man.cluster.clone()).or_default().push((id, man));
     }
     let mut legacy = Index { legacy: true, ..Index::default() };

@@ -225,19 +225,12 @@ impl Cluster {
     pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self
-                .ctl()
-                .args(["--endpoints", &self.endpoints_csv(), "--command-timeout=2s", "endpoint", "health"])
-                .output()?;
+            let out = self.ctl().args(["--endpoints", &self.endpoints_csv(), "--command-timeout=2s", "endpoint", "health"]).output()?;
             if out.status.success() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let logs: String = self
-                    .members
-                    .iter()
-                    .map(|m| format!("--- {}:\n{}", m.name, std::fs::read_to_string(&m.log).unwrap_or_default()))
-                    .collect();
+                let logs: String = self.members.iter().map(|m| format!("--- {}:\n{}", m.name, std::fs::read_to_string(&m.log).unwrap_or_default())).collect();
                 bail!("etcd cluster not healthy within {timeout:?}: {}\n{logs}", String::from_utf8_lossy(&out.stderr));
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -246,11 +239,7 @@ impl Cluster {
 
     /// Save a snapshot with the reference tool (`etcdctl snapshot save`) from the first member.
     pub fn save_snapshot(&self, path: &Path) -> Result<()> {
-        let out = self
-            .ctl()
-            .args(["--endpoints", &self.endpoints()[0], "snapshot", "save"])
-            .arg(path)
-            .output()?;
+        let out = self.ctl().args(["--endpoints", &self.endpoints()[0], "snapshot", "save"]).arg(path).output()?;
         if !out.status.success() {
             bail!("etcdctl snapshot save failed: {}", String::from_utf8_lossy(&out.stderr));
         }

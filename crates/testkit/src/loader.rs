@@ -39,16 +39,7 @@ pub struct KubeKeyspace {
 
 impl Default for KubeKeyspace {
     fn default() -> Self {
-        KubeKeyspace {
-            objects: 1000,
-            namespaces: 10,
-            min_value: 512,
-            max_value: 8192,
-            overwrite_fraction: 0.3,
-            delete_fraction: 0.1,
-            compact: true,
-            seed: 1,
-        }
+        KubeKeyspace { objects: 1000, namespaces: 10, min_value: 512, max_value: 8192, overwrite_fraction: 0.3, delete_fraction: 0.1, compact: true, seed: 1 }
     }
 }
 

@@ -50,15 +50,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Load { endpoints, objects, namespaces, overwrite_fraction, delete_fraction, no_compact, seed } => {
-            let spec = testkit::KubeKeyspace {
-                objects,
-                namespaces,
-                overwrite_fraction,
-                delete_fraction,
-                compact: !no_compact,
-                seed,
-                ..Default::default()
-            };
+            let spec = testkit::KubeKeyspace { objects, namespaces, overwrite_fraction, delete_fraction, compact: !no_compact, seed, ..Default::default() };
             let s = testkit::load(&endpoints, &spec)?;
             println!(
                 "loaded {} objects: {} puts, {} deletes, {} live keys, revision {}{}",

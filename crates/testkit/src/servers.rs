@@ -79,11 +79,7 @@ struct Proc {
 impl Proc {
     /// Spawn `make(port, dir)` on a free port and wait until `probe(port)` recognises the server;
     /// retried on a new port if the process dies early (e.g. the port was taken meanwhile).
-    fn start(
-        name: &'static str,
-        make: impl Fn(u16, &Path) -> Result<Command>,
-        probe: impl Fn(u16) -> Result<bool>,
-    ) -> Result<Proc> {
+    fn start(name: &'static str, make: impl Fn(u16, &Path) -> Result<Command>, probe: impl Fn(u16) -> Result<bool>) -> Result<Proc> {
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::Builder::new().prefix(&format!("testkit-{name}-")).tempdir()?;
@@ -117,13 +113,7 @@ impl Proc {
                 }
             }
             if Instant::now() > deadline {
-                bail!(
-                    "{} did not answer on 127.0.0.1:{} within {:?} ({last_probe}); its output:\n{}",
-                    self.name,
-                    self.port,
-                    START_TIMEOUT,
-                    self.output_tail()
-                );
+                bail!("{} did not answer on 127.0.0.1:{} within {:?} ({last_probe}); its output:\n{}", self.name, self.port, START_TIMEOUT, self.output_tail());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -181,11 +171,8 @@ pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, Strin
     s.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow!("malformed HTTP reply to {method} {path}"))?;
     let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = headers
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("no status in HTTP reply to {method} {path}: {headers}"))?;
+    let status =
+        headers.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("no status in HTTP reply to {method} {path}: {headers}"))?;
     let mut reply = HttpReply { status, headers, body: raw[split + 4..].to_vec() };
     if reply.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         reply.body = dechunk(&reply.body);
@@ -393,18 +380,11 @@ impl AzureServer {
     pub fn create_container(&self, name: &str) -> Result<()> {
         let date = http_date(SystemTime::now());
         let path = format!("/{}/{name}", Self::ACCOUNT);
-        let string_to_sign = format!(
-            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{}\n/{}{path}\nrestype:container",
-            Self::API_VERSION,
-            Self::ACCOUNT
-        );
+        let string_to_sign =
+            format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{}\n/{}{path}\nrestype:container", Self::API_VERSION, Self::ACCOUNT);
         let key = base64::engine::general_purpose::STANDARD.decode(Self::KEY)?;
         let sig = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-        let headers = [
-            ("x-ms-date", date),
-            ("x-ms-version", Self::API_VERSION.to_string()),
-            ("Authorization", format!("SharedKey {}:{sig}", Self::ACCOUNT)),
-        ];
+        let headers = [("x-ms-date", date), ("x-ms-version", Self::API_VERSION.to_string()), ("Authorization", format!("SharedKey {}:{sig}", Self::ACCOUNT))];
         let r = http_request(self.proc.port, "PUT", &format!("{path}?restype=container"), &headers, b"")?;
         ensure!(r.status == 201, "create container {name}: HTTP {} {}", r.status, r.body_text());
         Ok(())
@@ -482,9 +462,7 @@ impl GcsServer {
             "gcs",
             |port, dir| {
                 let mut c = Command::new(&exe);
-                c.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--in-memory"])
-                    .current_dir(dir)
-                    .env("STORAGE_BASE", dir);
+                c.args(["start", "--host", "127.0.0.1", "--port", &port.to_string(), "--in-memory"]).current_dir(dir).env("STORAGE_BASE", dir);
                 Ok(c)
             },
             |port| {
@@ -532,13 +510,7 @@ impl GcsServer {
     /// Create a bucket through the JSON API (`POST /storage/v1/b`).
     pub fn create_bucket(&self, name: &str) -> Result<()> {
         let body = serde_json::to_vec(&serde_json::json!({ "name": name }))?;
-        let r = http_request(
-            self.proc.port,
-            "POST",
-            "/storage/v1/b?project=testkit",
-            &[("Content-Type", "application/json".into())],
-            &body,
-        )?;
+        let r = http_request(self.proc.port, "POST", "/storage/v1/b?project=testkit", &[("Content-Type", "application/json".into())], &body)?;
         ensure!(r.status == 200, "create bucket {name}: HTTP {} {}", r.status, r.body_text());
         Ok(())
     }
@@ -562,9 +534,7 @@ impl GcsServer {
     /// `GoogleCloudStorageBuilder` for `bucket` with `with_service_account_path(...)` only (the
     /// file carries the base URL and `disable_oauth`; the builder allows plain HTTP by default).
     pub fn builder(&self, bucket: &str) -> GoogleCloudStorageBuilder {
-        GoogleCloudStorageBuilder::new()
-            .with_service_account_path(self.service_account.to_string_lossy())
-            .with_bucket_name(bucket)
+        GoogleCloudStorageBuilder::new().with_service_account_path(self.service_account.to_string_lossy()).with_bucket_name(bucket)
     }
 
     pub fn gcs(&self, bucket: &str) -> Result<GoogleCloudStorage> {
@@ -589,10 +559,7 @@ impl GcsServer {
             ensure!(out.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&out.stderr));
         }
         let pem = std::fs::read(&key)?;
-        let credential = GcpSigningCredential {
-            email: Self::CLIENT_EMAIL.to_string(),
-            private_key: Some(ServiceAccountKey::from_pem(&pem)?),
-        };
+        let credential = GcpSigningCredential { email: Self::CLIENT_EMAIL.to_string(), private_key: Some(ServiceAccountKey::from_pem(&pem)?) };
         Ok(self.builder(bucket).with_signing_credentials(Arc::new(StaticCredentialProvider::new(credential))).build()?)
     }
 }

@@ -28,9 +28,7 @@ impl EtcdVersion {
     pub fn bin_dir(self) -> PathBuf {
         match self {
             EtcdVersion::V3_4 => std::env::var_os("QUORUM_ETCD34_BIN").map(PathBuf::from).unwrap_or_else(|| "/usr/bin".into()),
-            EtcdVersion::V3_5 => std::env::var_os("QUORUM_ETCD35_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| project_root().join(".tools/etcd-3.5/usr/bin")),
+            EtcdVersion::V3_5 => std::env::var_os("QUORUM_ETCD35_BIN").map(PathBuf::from).unwrap_or_else(|| project_root().join(".tools/etcd-3.5/usr/bin")),
         }
     }
 

@@ -48,8 +48,7 @@ async fn get_all(store: &dyn ObjectStore, key: &str) -> Result<Vec<u8>> {
 }
 
 async fn list_keys(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<String>> {
-    let mut keys: Vec<String> =
-        store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect().await.context("list")?;
+    let mut keys: Vec<String> = store.list(Some(&Path::from(prefix))).map_ok(|m| m.location.to_string()).try_collect().await.context("list")?;
     keys.sort();
     Ok(keys)
 }
@@ -87,10 +86,7 @@ async fn exercise(store: &dyn ObjectStore) -> Result<()> {
     ensure!(dirs == ["backups/a", "backups/b"] && d.objects.is_empty(), "list_with_delimiter: {d:?}");
 
     store.delete(&Path::from("backups/a/small.bin")).await.context("delete")?;
-    ensure!(
-        matches!(store.get(&Path::from("backups/a/small.bin")).await, Err(StoreError::NotFound { .. })),
-        "deleted object still readable"
-    );
+    ensure!(matches!(store.get(&Path::from("backups/a/small.bin")).await, Err(StoreError::NotFound { .. })), "deleted object still readable");
     ensure!(list_keys(store, "backups/a").await? == ["backups/a/big.bin"]);
     let after: Vec<String> = store
         .list_with_offset(Some(&Path::from("backups")), &Path::from("backups/a/big.bin"))
