@@ -54,8 +54,9 @@ pub fn check_add(view: &ClusterView, learner: bool) -> Result<()> {
     if let Some(m) = view.members.iter().find(|m| !m.started()) {
         return Err(Error::Refused(format!("member {} was added but has not started; start it (or remove it) before adding another", m.id)));
     }
-    if !learner && !(view.voters() == 1 && view.healthy_voters() == 1) {
-        let quorum_after = (view.voters() + 1) / 2 + 1;
+    let growing_from_one = view.voters() == 1 && view.healthy_voters() == 1;
+    if !(learner || growing_from_one) {
+        let quorum_after = view.voters().div_ceil(2) + 1;
         if view.healthy_voters() < quorum_after {
             return Err(Error::Refused(format!(
                 "only {} of {} voting members are healthy; a new voter would need {quorum_after} to keep quorum while it starts",

@@ -357,7 +357,7 @@ where
 }
 
 fn cbc_decrypt(key: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
-    if payload.len() < 32 || payload.len() % 16 != 0 {
+    if payload.len() < 32 || !payload.len().is_multiple_of(16) {
         return None;
     }
     let (iv, ct) = payload.split_at(16);

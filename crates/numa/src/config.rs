@@ -119,8 +119,11 @@ pub fn parse_socket_list(v: &str) -> Result<Vec<u64>, String> {
     v.trim().trim_matches('"').split(',').map(|x| x.trim().parse::<u64>().map_err(|_| format!("invalid MB value {x:?} in {v:?}"))).collect()
 }
 
+/// MB per NUMA node, as OVS-DPDK's `dpdk-socket-mem` and `dpdk-socket-limit` list them.
+pub type SocketMb = Vec<u64>;
+
 /// `dpdk-socket-mem` and `dpdk-socket-limit` from `ovs-vsctl list Open_vSwitch` output.
-pub fn parse_ovs_other_config(text: &str, file: &str) -> Result<(Option<Vec<u64>>, Option<Vec<u64>>), Error> {
+pub fn parse_ovs_other_config(text: &str, file: &str) -> Result<(Option<SocketMb>, Option<SocketMb>), Error> {
     let Some(line) = text.lines().find(|l| l.trim_start().starts_with("other_config")) else {
         return Ok((None, None));
     };

@@ -125,7 +125,7 @@ pub fn instance_topology(f: &Flavor) -> Result<Option<Vec<InstanceCell>>, Error>
         return Ok(None);
     }
     let nodes = f.numa_nodes.unwrap_or(1).max(1);
-    if f.vcpus % nodes != 0 || f.memory_mb % nodes as i64 != 0 {
+    if !f.vcpus.is_multiple_of(nodes) || f.memory_mb % nodes as i64 != 0 {
         return Err(Error::Instance(format!("{} vCPUs and {} MiB do not split evenly over {nodes} NUMA nodes", f.vcpus, f.memory_mb)));
     }
     let k = f.vcpus / nodes;

@@ -69,5 +69,5 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
         timeout: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(|m| Failure::failed(m))
+    rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(Failure::failed)
 }

@@ -346,7 +346,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
 
 fn read_config(p: &std::path::Path) -> Result<kube_data::encryption::EncryptionConfig, Failure> {
     let text = std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
-    kube_data::encryption::parse_config(&text, &p.display().to_string()).map_err(|m| Failure::usage(m))
+    kube_data::encryption::parse_config(&text, &p.display().to_string()).map_err(Failure::usage)
 }
 
 fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {

@@ -178,7 +178,7 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
             if let Some(p) = &ovs {
                 (mem, lim) = numa::config::parse_ovs_other_config(&read(p)?, &p.display().to_string())?;
             }
-            let parse = |v: &str| numa::config::parse_socket_list(v).map_err(|why| Failure::usage(why));
+            let parse = |v: &str| numa::config::parse_socket_list(v).map_err(Failure::usage);
             if let Some(v) = &dpdk_socket_mem {
                 mem = Some(parse(v)?);
             }
