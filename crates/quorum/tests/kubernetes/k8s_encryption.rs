@@ -5,15 +5,13 @@
 //! every revision is read back and compared with the source. Our encryption is cross-checked
 //! against the published AES-GCM vector and the generated aescbc/secretbox vectors.
 
-mod common;
-
 use std::path::Path;
 
 use kube_data::encryption::{cbc_encrypt, gcm_decrypt, gcm_encrypt, os_random, parse_config, secretbox_encrypt, EncryptionConfig};
 use kube_data::resources::GroupResource;
 use testkit::{kube_vector as vector, plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
-use common::b64;
+use crate::common::b64;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
@@ -125,10 +123,10 @@ fn load(a: &EncryptionConfig) -> Source {
     Source { cluster: c, history, latest, gcm_revisions }
 }
 
-fn q(args: &[&str]) -> common::Run {
-    let mut c = common::quorum();
+fn q(args: &[&str]) -> crate::common::Run {
+    let mut c = crate::common::quorum();
     c.args(args);
-    common::run(c)
+    crate::common::run(c)
 }
 
 fn status_json(snap: &Path, conf: &Path) -> (i32, serde_json::Value) {
@@ -237,7 +235,7 @@ fn status_and_rekey_through_real_etcd() {
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     let mut c = EtcdVersion::V3_5.snapshot_tool();
     c.args(["snapshot", "status", "-w", "json"]).arg(&new);
-    let r = common::run(c);
+    let r = crate::common::run(c);
     assert_eq!(r.code, 0, "etcdutl: {}", r.stderr);
     let etcdutl: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(etcdutl["revision"], src.latest);
@@ -250,11 +248,11 @@ fn status_and_rekey_through_real_etcd() {
     // serve it with real etcd.
     let restored_dir = tempfile::tempdir().unwrap();
     let (plans, initial) = plan_members(restored_dir.path(), 1).unwrap();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["snapshot", "restore"]).arg(&new);
     cmd.args(["--all-members", "--initial-cluster", &initial, "--initial-cluster-token", "rekeyed", "-w", "json", "--data-dir"]);
     cmd.arg(restored_dir.path().join("{name}.etcd"));
-    let r = common::run(cmd);
+    let r = crate::common::run(cmd);
     assert_eq!(r.code, 0, "restore: {}", r.stderr);
     let restored = Cluster::start_planned(&ClusterOptions::new(EtcdVersion::V3_5, 1), restored_dir.path(), &plans, &initial, "rekeyed").unwrap();
     let mut rewritten = 0;

@@ -4,15 +4,13 @@
 //! cluster; kill -9 the leading agent and another leads within 2x the lease TTL and goes on
 //! backing up.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Repo;
+use crate::common::Repo;
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 const TTL: u64 = 2;
@@ -77,7 +75,7 @@ fn start_agent(dir: &Path, name: &str, c: &Cluster, repo: &Repo) -> Agent {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, cfg).unwrap();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let child = crate::common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
     Agent { child, port }
 }
 
@@ -133,8 +131,8 @@ fn three_agents_one_leader_backups_metrics_failover() {
     let m = parse_metrics(&http_get(port, "/metrics").unwrap().1);
     assert_eq!(m["quorum_agent_is_leader"], 1.0);
     assert!(m["quorum_last_full_backup_revision"] >= 201.0, "{m:?}");
-    let status = common::run({
-        let mut q = common::quorum();
+    let status = crate::common::run({
+        let mut q = crate::common::quorum();
         q.args(["status", "--endpoints", &c.endpoints_csv(), "-w", "json"]);
         q
     });
@@ -225,17 +223,17 @@ fn bad_config_names_the_line() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("a.yaml");
     std::fs::write(&p, "cluster: x\nrepo:\n  url: file:///tmp/x\nbackup:\n  schedule: 'sometimes'\n").unwrap();
-    let r = common::run({
-        let mut c = common::quorum();
+    let r = crate::common::run({
+        let mut c = crate::common::quorum();
         c.args(["agent", "--config", p.to_str().unwrap(), "--check"]);
         c
     });
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("sometimes"), "{}", r.stderr);
     std::fs::write(&p, "cluster: x\nrepo:\n  url: file:///tmp/x\nbackups: {}\n").unwrap();
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["agent", "--config", p.to_str().unwrap(), "--check"]);
-    let r = common::run(c);
+    let r = crate::common::run(c);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("a.yaml:4"), "{}", r.stderr);
 }
@@ -265,7 +263,7 @@ fn agent_consolidates_and_retains_deltas() {
     let path = dir.path().join("solo.yaml");
     std::fs::write(&path, cfg).unwrap();
     let log = std::fs::File::create(dir.path().join("solo.log")).unwrap();
-    let child = common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let child = crate::common::quorum().args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let _agent = Agent { child, port };
     // The first full backup (none yet), then writes the capture turns into segments.
     let t = Instant::now();
@@ -304,7 +302,7 @@ fn agent_consolidates_and_retains_deltas() {
         let chain = repo.json(&["backups", "deltas", "--cluster", "t"]);
         let pruned = chain["chain"]["segments"].as_array().unwrap().iter().all(|s| s["last"].as_i64().unwrap() > floor);
         let segs = std::fs::read_dir(PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas")).map(|d| d.count()).unwrap_or(0);
-        let all_above = common::walk(&PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas"))
+        let all_above = crate::common::walk(&PathBuf::from(repo.url.strip_prefix("file://").unwrap()).join("clusters/t/deltas"))
             .iter()
             .all(|p| p.file_name().unwrap().to_str().unwrap()[21..41].parse::<i64>().unwrap() > floor);
         if revs.len() == 3 && revs.contains(&first_rev) && pruned && all_above {
@@ -319,7 +317,7 @@ fn agent_consolidates_and_retains_deltas() {
 }
 
 fn testkit_hashkv(c: &Cluster, rev: i64) -> u32 {
-    common::rt().block_on(async {
+    crate::common::rt().block_on(async {
         let mut cl = etcd_client::Client::connect(c.endpoints(), None).await.unwrap();
         cl.hash_kv(rev).await.unwrap().hash()
     })

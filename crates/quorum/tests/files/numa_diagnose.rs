@@ -5,11 +5,9 @@
 //! has none there; `diagnose` names the cause and the lines to add, and with them nova places
 //! the guest where it can start.
 
-mod common;
-
 use std::path::Path;
 
-use common::run;
+use crate::common::run;
 
 fn write(p: &Path, s: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -44,8 +42,8 @@ fn capture(dir: &Path, free: [i64; 2]) {
     write(&dir.join("instances.json"), &format!("[{}]", list.join(",")));
 }
 
-fn quorum_numa(dir: &Path, sub: &str, extra: &[&str]) -> common::Run {
-    let mut c = common::quorum();
+fn quorum_numa(dir: &Path, sub: &str, extra: &[&str]) -> crate::common::Run {
+    let mut c = crate::common::quorum();
     c.args(["numa", sub, "--sysfs-root"]).arg(dir.join("sys")).arg("--meminfo").arg(dir.join("proc/meminfo"));
     c.arg("--instances").arg(dir.join("instances.json"));
     c.args(["--vcpus", "1", "--ram", "512", "--cpu-policy", "dedicated", "--strategy", "pack"]);

@@ -6,12 +6,10 @@
 //!
 //! `v1/` is the version-1 layout (one namespace for every cluster): it must be upgraded by
 //! `repo upgrade`, here killed at every step and run again. `v2/` is the current layout.
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{quorum, run, sha256_file, walk, Run};
+use crate::common::{quorum, run, sha256_file, walk, Run};
 
 fn pinned(version: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../repo/tests/pinned").join(version)

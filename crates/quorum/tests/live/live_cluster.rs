@@ -2,18 +2,16 @@
 //! save, status, rolling defrag under load, NOSPACE alarms, membership safety, and the
 //! quorum-loss drill.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{run, Run};
+use crate::common::{run, Run};
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace, MemberPlan};
 
 fn q(c: &Cluster, args: &[&str]) -> Run {
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.arg("--endpoints").arg(c.endpoints_csv());
     if let Some(t) = &c.tls {
         cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client_cert).arg("--key").arg(&t.client_key);
@@ -45,9 +43,9 @@ fn save_and_status(version: EtcdVersion, tls: bool) {
     let mut st = version.snapshot_tool();
     st.args(["snapshot", "status", "-w", "json"]).arg(&snap);
     let theirs: serde_json::Value = serde_json::from_str(&run(st).stdout).unwrap();
-    let ours = json(&common::quorum_args(&["snapshot", "status", "-w", "json"], &snap));
+    let ours = json(&crate::common::quorum_args(&["snapshot", "status", "-w", "json"], &snap));
     assert_eq!(ours, theirs);
-    assert_eq!(common::quorum_args(&["snapshot", "verify"], &snap).code, 0);
+    assert_eq!(crate::common::quorum_args(&["snapshot", "verify"], &snap).code, 0);
     assert_eq!(saved["revision"], ours["revision"]);
     let status = json(&q(&c, &["status", "-w", "json"]));
     let leader = status["leader"].as_str().unwrap().to_string();
@@ -92,7 +90,7 @@ fn connection_errors_are_clear_and_bounded() {
     opts.tls = Some(tls.clone());
     let c = Cluster::start(opts).unwrap();
     // Wrong CA.
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["status", "--dial-timeout", "2s", "--endpoints", &c.endpoints_csv(), "--cacert"]).arg(&tls.other_ca);
     cmd.arg("--cert").arg(&tls.client_cert).arg("--key").arg(&tls.client_key);
     let r = run(cmd);
@@ -100,7 +98,7 @@ fn connection_errors_are_clear_and_bounded() {
     assert!(r.stderr.starts_with("Error: "), "{}", r.stderr);
     // Unreachable endpoint: an error within the dial timeout (plus process start-up).
     let t0 = Instant::now();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["status", "--dial-timeout", "1s", "--endpoints", "127.0.0.1:1"]);
     let r = run(cmd);
     assert_eq!(r.code, 1);
@@ -168,7 +166,7 @@ fn defrag_refuses_an_unhealthy_cluster() {
     let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
     let all = c.endpoints_csv();
     c.members[2].kill();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["defrag", "--dial-timeout", "1s", "--endpoints", &all]);
     let r = run(cmd);
     assert_eq!(r.code, 1);
@@ -214,13 +212,13 @@ fn member_safety() {
     // Two dead: removing one would leave 1 healthy of 2 voters.
     c.members[1].kill();
     c.members[2].kill();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["member", "remove", "m1", "--dial-timeout", "1s", "--endpoints", &all]);
     let r = run(cmd);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("below the quorum"), "{}", r.stderr);
     // Replacing one of the two dead members would remove it first: the same loss, refused.
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["member", "replace", "m2", "--name", "m9", "--peer-urls", "http://127.0.0.1:1", "--dial-timeout", "1s", "--endpoints", &all]);
     let r = run(cmd);
     assert_eq!(r.code, 1);
@@ -238,7 +236,7 @@ fn replace_a_dead_member() {
     let d = tempfile::tempdir().unwrap();
     let (plans, _) = plan_members(d.path(), 1).unwrap();
     let newp = MemberPlan { name: "m3".into(), ..plans[0].clone() };
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["member", "replace", "m2", "--name", "m3", "--peer-urls", &newp.peer_url, "--dial-timeout", "1s", "--endpoints", &all]);
     let r = run(cmd);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -253,7 +251,7 @@ fn replace_a_dead_member() {
 
 /// Start `quorum member add --wait` and, once it prints the flags, start the new member with them.
 fn add_member_and_start(endpoints: &str, version: EtcdVersion, dir: &Path, plan: &MemberPlan, token: &str) -> Cluster {
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["member", "add", &plan.name, "--peer-urls", &plan.peer_url, "--wait", "--wait-timeout", "60s", "--endpoints", endpoints]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -296,14 +294,14 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     let survivor = c.members[0].data_dir.clone();
     c.members[1].kill();
     c.members[2].kill();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["recover", "plan", "--dial-timeout", "1s", "--endpoints", &all, "-w", "json", "--data-dir"]).arg(&survivor).arg("--snapshot").arg(&snap);
     let p = json(&run(cmd));
     assert_eq!(p["quorum_lost"], true, "{p}");
     assert_eq!(p["chosen"]["kind"], "survivor data dir", "{p}");
     c.members[0].kill(); // stop the survivor before using its data dir
     let (plans, _) = plan_members(work.path(), 3).unwrap();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["recover", "--name", "m0", "--initial-advertise-peer-urls", &plans[0].peer_url, "--data-dir"]).arg(&plans[0].data_dir);
     if from_snapshot {
         cmd.arg("--from-snapshot").arg(&snap);

@@ -10,8 +10,6 @@
 //!
 //! `RPO_OUTAGE_SECS` shortens the outage (default 60).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -21,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Repo;
+use crate::common::Repo;
 use rand::Rng;
 use testkit::servers::S3Server;
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion};
@@ -154,7 +152,7 @@ impl Agent {
         let path = dir.join("agent.yaml");
         std::fs::write(&path, cfg).unwrap();
         let log = dir.join("agent.log");
-        let mut c = common::quorum();
+        let mut c = crate::common::quorum();
         c.args(["agent", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in &repo.envs {
             c.env(k, v);

@@ -5,18 +5,16 @@
 //! (identical keyspace and hashkv), with two clusters in one repository and a presigned URL
 //! for one cluster's latest backup.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Repo;
+use crate::common::Repo;
 use kube_data::encryption::{os_random, parse_config, EncryptionConfig, Transformer};
 use testkit::servers::S3Server;
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, Kv};
 
-use common::b64;
+use crate::common::b64;
 
 fn secret_key(seed: u8, len: usize) -> String {
     b64(&(0..len as u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)).collect::<Vec<u8>>())
@@ -191,7 +189,7 @@ impl Env {
         v
     }
 
-    fn migrate(&self, extra: &[&str]) -> common::Run {
+    fn migrate(&self, extra: &[&str]) -> crate::common::Run {
         let args = self.migrate_args(extra);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.repo.q(&a)
@@ -576,7 +574,7 @@ fn whole_cluster_through_s3_into_a_new_cluster() {
     let p = dir.path().join("fetched.db");
     let out = Command::new("curl").args(["-sS", "--fail", "--noproxy", "*", "-o"]).arg(&p).arg(url).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(common::sha256_file(&p), a["backups"][0]["snapshot"]["sha256"].as_str().unwrap(), "the URL serves hcp-a's latest snapshot");
+    assert_eq!(crate::common::sha256_file(&p), a["backups"][0]["snapshot"]["sha256"].as_str().unwrap(), "the URL serves hcp-a's latest snapshot");
     drop(target);
     eprintln!("whole cluster through S3: {:.1}s", started.elapsed().as_secs_f64());
 }

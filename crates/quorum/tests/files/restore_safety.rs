@@ -2,13 +2,11 @@
 //! nothing; a crash (kill -9) at any point never leaves a directory at the data dir path that
 //! etcd would start from, and a later restore to the same path succeeds.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{run, Run};
+use crate::common::{run, Run};
 use rand::Rng;
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
@@ -33,7 +31,7 @@ fn source() -> &'static Source {
 }
 
 fn restore(snap: &Path, data_dir: &Path, extra: &[&str]) -> Run {
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["snapshot", "restore"]).arg(snap).arg("--data-dir").arg(data_dir).args(extra);
     run(c)
 }
@@ -164,7 +162,7 @@ fn crash_at_injected_points_never_leaves_a_startable_half() {
             if wal_dir {
                 args.extend(["--wal-dir", &wds]);
             }
-            let mut c = common::quorum();
+            let mut c = crate::common::quorum();
             c.args(["snapshot", "restore"]).arg(&source().snap).arg("--data-dir").arg(dd).args(&args);
             c.env("QUORUM_CRASH_POINT", point);
             let r = run(c);
@@ -179,7 +177,7 @@ fn crash_at_injected_points_never_leaves_a_startable_half() {
                 assert!(segs.iter().all(|s| !s.to_string_lossy().ends_with(".wal")), "{segs:?}");
                 std::fs::remove_dir_all(&wd).unwrap();
             }
-            let mut c = common::quorum();
+            let mut c = crate::common::quorum();
             c.args(["snapshot", "restore"]).arg(&source().snap).arg("--data-dir").arg(dd).args(&args);
             let again = run(c);
             assert_eq!(again.code, 0, "{point}: {}", again.stderr);
@@ -208,7 +206,7 @@ fn kill_9_at_random_moments() {
         let d = tempfile::tempdir().unwrap();
         let (plans, initial) = plan_members(d.path(), 1).unwrap();
         let dd = &plans[0].data_dir;
-        let mut c = common::quorum();
+        let mut c = crate::common::quorum();
         c.args(["snapshot", "restore", "--quiet"]).arg(&source().snap).arg("--data-dir").arg(dd);
         c.args(["--name", "m0", "--initial-cluster", &initial, "--initial-advertise-peer-urls", &plans[0].peer_url]);
         c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());

@@ -18,11 +18,9 @@
 //! revision), so there only the restored member is compared. 3.5 also: the restore with
 //! `--bump-revision --mark-compacted`, hashed from the restored db before the member starts.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::run;
+use crate::common::run;
 use etcd_data::hashkv::{hash_kv, HashKv};
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion};
 

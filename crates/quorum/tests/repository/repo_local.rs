@@ -3,13 +3,11 @@
 //! under its own key, deduplication, tampering, wrong secrets, retention and prune, kill -9 at
 //! random points of backup and prune, and racing backups and prunes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{run, sha256_file, walk, Repo};
+use crate::common::{run, sha256_file, walk, Repo};
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
 fn ctl_flags(c: &Cluster) -> Vec<String> {
@@ -218,18 +216,18 @@ fn dedup_tamper_and_wrong_secrets() {
     // Wrong passphrase: a clear error, exit 2.
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "not it").unwrap();
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["backups", "list", "--repo", &repo.url, "--password-file", bad.path().to_str().unwrap()]);
     let r = run(c);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("wrong passphrase"), "{}", r.stderr);
     // No secret at all, and a missing repository.
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["backups", "list", "--repo", &repo.url]).env_remove("QUORUM_PASSWORD");
     let r = run(c);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("passphrase"), "{}", r.stderr);
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["backups", "list", "--repo", "file:///nonexistent/repo", "--password-file", bad.path().to_str().unwrap()]);
     let r = run(c);
     assert_eq!(r.code, 2);

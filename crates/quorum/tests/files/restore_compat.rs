@@ -5,12 +5,10 @@
 //! revisions; `hashkv` must agree across members and with the reference restore; the restored
 //! cluster must take writes, member add and remove, compaction and defrag.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::run;
+use crate::common::run;
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace, MemberPlan};
 
 fn reference_restore(version: EtcdVersion, snap: &Path, plan: &MemberPlan, initial: &str, token: &str, extra: &[&str]) {
@@ -23,7 +21,7 @@ fn reference_restore(version: EtcdVersion, snap: &Path, plan: &MemberPlan, initi
 }
 
 fn quorum_restore_all(snap: &Path, dir: &Path, initial: &str, token: &str, extra: &[&str]) -> String {
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["snapshot", "restore"]).arg(snap);
     c.args(["--all-members", "--initial-cluster", initial, "--initial-cluster-token", token, "-w", "json", "--data-dir"]);
     c.arg(dir.join("{name}.etcd")).args(extra);

@@ -3,14 +3,12 @@
 //! consolidated full backups (hashkv equal to etcd's at that revision, the drill passes,
 //! point-in-time restores after it replay only the segments that follow), `latest` in a
 //! repository of several clusters, and drills and checks racing forget + prune.
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{rt, Repo};
+use crate::common::{rt, Repo};
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 const CLUSTER: &str = "prod";

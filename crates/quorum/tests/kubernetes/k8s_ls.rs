@@ -1,8 +1,6 @@
 //! `quorum k8s ls` on a snapshot of a real etcd holding values written by real Kubernetes
 //! components (the published fixtures in ../shared/fixtures/kube), plain and encrypted.
 
-mod common;
-
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 use testkit::{kube_fixture as fixture, kube_vector as vector};
@@ -34,9 +32,9 @@ fn ls_plain_encrypted_deleted_and_filtered() {
     c.save_snapshot(&snap).unwrap();
 
     let ls = |extra: &[&str]| -> serde_json::Value {
-        let mut cmd = common::quorum();
+        let mut cmd = crate::common::quorum();
         cmd.args(["k8s", "ls"]).arg(&snap).args(["-w", "json"]).args(extra);
-        let r = common::run(cmd);
+        let r = crate::common::run(cmd);
         assert_eq!(r.code, 0, "{}", r.stderr);
         serde_json::from_str(&r.stdout).unwrap()
     };
@@ -69,17 +67,17 @@ fn ls_plain_encrypted_deleted_and_filtered() {
     assert_eq!(get("box")["decoded"]["kind"], "Namespace");
     assert!(get("kms")["error"].as_str().unwrap().contains("KMS plugin"), "{:?}", get("kms"));
     // Table output for people; the secret key never appears.
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["k8s", "ls"]).arg(&snap).args(["--encryption-config", conf.to_str().unwrap()]);
-    let r = common::run(cmd);
+    let r = crate::common::run(cmd);
     assert_eq!(r.code, 0);
     assert!(r.stdout.contains("7 objects, 1 unreadable"), "{}", r.stdout);
     assert!(!r.stdout.contains(key) && !r.stderr.contains(key));
     // A bad configuration names the file.
     std::fs::write(&conf, "resources: [ {").unwrap();
-    let mut cmd = common::quorum();
+    let mut cmd = crate::common::quorum();
     cmd.args(["k8s", "ls"]).arg(&snap).args(["--encryption-config", conf.to_str().unwrap()]);
-    let r = common::run(cmd);
+    let r = crate::common::run(cmd);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("enc.yaml: not an EncryptionConfiguration"), "{}", r.stderr);
 }

@@ -6,14 +6,12 @@
 //! create and mod revisions, versions, leases), and whose history below R must equal the
 //! source's too. Also `--at-time`, a target beyond the chain, a gap, and a compacted watch.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{rt, Repo};
+use crate::common::{rt, Repo};
 use etcd_client::{Client, DeleteOptions, PutOptions, Txn, TxnOp};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -2,11 +2,9 @@
 //! status` (3.5.16) on snapshots of real clusters of several shapes: every output format the
 //! reference prints must be identical, and `snapshot verify` must find each file clean.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{quorum_args, run};
+use crate::common::{quorum_args, run};
 use testkit::{Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
 fn reference(version: EtcdVersion, file: &Path, w: &str) -> String {

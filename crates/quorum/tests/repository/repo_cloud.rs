@@ -3,12 +3,10 @@
 //! object-locked bucket does), and an HTTP proxy (tinyproxy) with --no-proxy rules.
 //! Backup, list, restore into real etcd, presigned URLs fetched with curl, drills.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{sha256_file, Repo};
+use crate::common::{sha256_file, Repo};
 use testkit::servers::{AzureServer, Proxy, S3Server};
 use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
@@ -211,7 +209,7 @@ fn proxy_and_no_proxy_rules() {
         for (k, v) in env {
             c.env(k, v);
         }
-        let r = common::run(c);
+        let r = crate::common::run(c);
         assert_eq!(r.code, 0, "{extra:?}: {}", r.stderr);
         proxy.requests_logged().len() - before
     };
@@ -223,21 +221,21 @@ fn proxy_and_no_proxy_rules() {
     assert_eq!(count(&["--no-proxy", &format!("localhost:{}", s3.port())], &[]), 0, "host:port");
     // From the environment, as curl reads it.
     let env_repo_flags: Vec<String> = repo.flags.iter().take_while(|f| *f != "--proxy").cloned().collect();
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["backups", "list"]).args(&env_repo_flags).env("HTTPS_PROXY", proxy.url()).env("HTTP_PROXY", proxy.url());
     for (k, v) in &envs {
         c.env(k, v);
     }
     let before = proxy.requests_logged().len();
-    assert_eq!(common::run(c).code, 0);
+    assert_eq!(crate::common::run(c).code, 0);
     assert!(proxy.requests_logged().len() > before, "HTTPS_PROXY is honoured");
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["backups", "list"]).args(&env_repo_flags).env("HTTP_PROXY", proxy.url()).env("NO_PROXY", ".localhost,localhost");
     for (k, v) in &envs {
         c.env(k, v);
     }
     let before = proxy.requests_logged().len();
-    assert_eq!(common::run(c).code, 0);
+    assert_eq!(crate::common::run(c).code, 0);
     assert_eq!(proxy.requests_logged().len(), before, "NO_PROXY is honoured");
 }
 
@@ -277,14 +275,14 @@ fn gcs_backup_restore() {
     std::fs::write(&sa, key.to_string()).unwrap();
     let mut c = repo.cmd(&["backups", "url", &ids[0], "--expires", "10m"]);
     c.env("GOOGLE_SERVICE_ACCOUNT", &sa);
-    let u = common::run(c);
+    let u = crate::common::run(c);
     assert_eq!(u.code, 0, "{}", u.stderr);
     let url = u.stdout.trim();
     assert!(url.starts_with(&format!("{}/{bucket}/etcd/exports/", gcs.endpoint())) && url.contains("X-Goog-Signature="), "{url}");
     assert_eq!(curl_sha256(url, d.path()), sha256_file(&src.snaps[0]));
     let mut c = repo.cmd(&["backups", "url", &ids[0], "--remove"]);
     c.env("GOOGLE_SERVICE_ACCOUNT", &sa);
-    assert_eq!(common::run(c).code, 0);
+    assert_eq!(crate::common::run(c).code, 0);
     assert!(gcs.download(bucket, &format!("etcd/exports/{}.db", ids[0])).is_err(), "export removed");
 
     // Retention and garbage collection: deletes and listings through the JSON API.

@@ -4,8 +4,6 @@
 //! `--storage-media-type=application/json`, and custom resources), one Secret encrypted with
 //! aescbc; also read from a backup in a repository.
 
-mod common;
-
 use std::path::Path;
 
 use kube_data::encryption::{os_random, parse_config};
@@ -29,10 +27,10 @@ fn json(v: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-fn q(args: &[&str]) -> common::Run {
-    let mut c = common::quorum();
+fn q(args: &[&str]) -> crate::common::Run {
+    let mut c = crate::common::quorum();
     c.args(args);
-    common::run(c)
+    crate::common::run(c)
 }
 
 struct World {
@@ -261,7 +259,7 @@ fn get_export_diff_on_real_snapshots() {
     assert_eq!(r.code, 0, "{}", r.stdout);
 
     // From a backup in a repository instead of a file.
-    let repo = common::Repo::local();
+    let repo = crate::common::Repo::local();
     repo.ok(&["backup", "--cluster", "prod", "--snapshot", s]);
     let r = repo.q(&["k8s", "get", "latest", "deploy", "web", "-n", "shop", "--cluster", "prod", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -316,7 +314,7 @@ fn tolerant_reading() {
     let freelist = u64::from_le_bytes(db[48..56].try_into().unwrap()) as usize;
     let hw = u64::from_le_bytes(db[56..64].try_into().unwrap());
     assert!((freelist as u64) < hw, "the restored db has a freelist page");
-    let ls = |bytes: &[u8], name: &str| -> (common::Run, usize) {
+    let ls = |bytes: &[u8], name: &str| -> (crate::common::Run, usize) {
         let f = w.dir.path().join(name);
         std::fs::write(&f, bytes).unwrap();
         let r = q(&["k8s", "ls", f.to_str().unwrap(), "-w", "json"]);

@@ -1,12 +1,10 @@
 //! Bad input to `snapshot status` and `snapshot verify`: a clear one-line error naming what is
 //! wrong and where, exit 3 for damage and 2 for usage, never a panic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{quorum_args, run, Run};
+use crate::common::{quorum_args, run, Run};
 use testkit::{Cluster, ClusterOptions, EtcdVersion, KubeKeyspace};
 
 /// A real snapshot with a few hundred keys (taken once per test binary).
@@ -191,7 +189,7 @@ fn verify_json_names_faults() {
         let n = b.len();
         b[n - 1] ^= 1;
     });
-    let mut c = common::quorum();
+    let mut c = crate::common::quorum();
     c.args(["snapshot", "verify", "-w", "json"]).arg(&p);
     let r = run(c);
     assert_eq!(r.code, 3);

@@ -1,0 +1,13 @@
+//! Commands on files: snapshot status/verify/restore against etcd's own tools, bad input, hashkv, and the NUMA host files.
+//!
+//! One test binary per group of test modules: linking is most of a rebuild.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod hashkv_compat;
+mod numa_diagnose;
+mod restore_compat;
+mod restore_safety;
+mod snapshot_bad_input;
+mod snapshot_status_compat;

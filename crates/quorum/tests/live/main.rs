@@ -1,0 +1,10 @@
+//! Running clusters: live operations, migration, and the agent.
+//!
+//! One test binary per group of test modules: linking is most of a rebuild.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod agent;
+mod live_cluster;
+mod migrate;

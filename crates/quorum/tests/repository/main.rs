@@ -1,0 +1,12 @@
+//! The backup repository on local disk and S3/Azure/GCS servers: backups, restores, retention, pinned formats, point-in-time restore.
+//!
+//! One test binary per group of test modules: linking is most of a rebuild.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod pitr;
+mod repo_cloud;
+mod repo_local;
+mod repo_pinned;
+mod repo_retention;
