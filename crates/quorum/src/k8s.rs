@@ -241,9 +241,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                 };
                 let written = write_err.map_or(Ok(()), Err).and_then(|_| out.write_all(end.as_bytes())).and_then(|_| out.flush());
                 written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
-                for w in &warnings {
-                    eprintln!("Warning: {w}");
-                }
+                output::warnings(&warnings);
                 return damage_exit(&warnings);
             }
             // Table: one compact row per object (cells joined by US), sorted by key.
@@ -287,9 +285,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                 }
                 rows.push(row);
             })?;
-            for w in &warnings {
-                eprintln!("Warning: {w}");
-            }
+            output::warnings(&warnings);
             rows.sort_unstable();
             let out = std::io::stdout();
             let mut out = std::io::BufWriter::new(out.lock());
@@ -360,43 +356,37 @@ fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write
     use kube_data::encryption_status::{status, Condition};
     let cfg = read_config(config)?;
     let report = status(snapshot, &cfg)?;
-    for w in &report.warnings {
-        eprintln!("Warning: {w}");
-    }
-    match write_out {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            let rows: Vec<Vec<String>> = report
-                .resources
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.resource.clone(),
-                        r.write.clone(),
-                        format!("{:?}", r.status),
-                        r.total.to_string(),
-                        r.at_write_key.to_string(),
-                        r.plain.to_string(),
-                        counts(&r.encrypted),
-                        counts(&r.not_in_config),
-                    ]
-                })
-                .collect();
-            print!("{}", output::table(&["RESOURCE", "WRITE KEY", "STATUS", "VALUES", "AT WRITE KEY", "PLAIN", "ENCRYPTED", "KEY NOT IN CONFIG"], &rows));
-            let behind = report.resources.iter().filter(|r| r.status != Condition::EncryptionCompleted).count();
-            match report.status {
-                Condition::EncryptionCompleted => {
-                    println!("EncryptionCompleted at revision {}: every value of every listed resource uses its write key", report.revision)
-                }
-                Condition::EncryptionInProgress => println!(
-                    "EncryptionInProgress at revision {}: {behind} of {} listed resources have values not under their write key",
-                    report.revision,
-                    report.resources.len()
-                ),
+    output::warnings(&report.warnings);
+    output::print(write_out, &report, || {
+        let rows: Vec<Vec<String>> = report
+            .resources
+            .iter()
+            .map(|r| {
+                vec![
+                    r.resource.clone(),
+                    r.write.clone(),
+                    format!("{:?}", r.status),
+                    r.total.to_string(),
+                    r.at_write_key.to_string(),
+                    r.plain.to_string(),
+                    counts(&r.encrypted),
+                    counts(&r.not_in_config),
+                ]
+            })
+            .collect();
+        print!("{}", output::table(&["RESOURCE", "WRITE KEY", "STATUS", "VALUES", "AT WRITE KEY", "PLAIN", "ENCRYPTED", "KEY NOT IN CONFIG"], &rows));
+        let behind = report.resources.iter().filter(|r| r.status != Condition::EncryptionCompleted).count();
+        match report.status {
+            Condition::EncryptionCompleted => {
+                println!("EncryptionCompleted at revision {}: every value of every listed resource uses its write key", report.revision)
             }
+            Condition::EncryptionInProgress => println!(
+                "EncryptionInProgress at revision {}: {behind} of {} listed resources have values not under their write key",
+                report.revision,
+                report.resources.len()
+            ),
         }
-    }
+    });
     match report.status {
         Condition::EncryptionCompleted => Ok(()),
         Condition::EncryptionInProgress => Err(Failure::quiet(crate::exit::FAILED)),
@@ -423,40 +413,34 @@ fn rekey(
         skip_undecryptable,
     };
     let report = rekey(&opts)?;
-    for w in &report.warnings {
-        eprintln!("Warning: {w}");
-    }
-    match write_out {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            let rows: Vec<Vec<String>> = report
-                .resources
-                .iter()
-                .map(|(r, c)| {
-                    vec![r.clone(), if c.written_as.is_empty() { "-".into() } else { c.written_as.clone() }, c.rewritten.to_string(), c.skipped.to_string()]
-                })
-                .collect();
-            print!("{}", output::table(&["RESOURCE", "WRITTEN WITH", "VALUES REWRITTEN", "SKIPPED"], &rows));
-            for s in &report.skipped {
-                println!("skipped {} at revision {}: {}", s.key, s.revision, s.reason);
-            }
-            println!(
-                "Wrote {}: {} values rewritten of {} key revisions{}, revision {} kept, {} bytes, sha256 {}",
-                report.output.display(),
-                report.rewritten,
-                report.key_entries,
-                if report.skipped_undecryptable > 0 {
-                    format!(", {} copied undecrypted (--skip-undecryptable)", report.skipped_undecryptable)
-                } else {
-                    String::new()
-                },
-                report.revision,
-                report.bytes,
-                report.sha256
-            );
+    output::warnings(&report.warnings);
+    output::print(write_out, &report, || {
+        let rows: Vec<Vec<String>> = report
+            .resources
+            .iter()
+            .map(|(r, c)| {
+                vec![r.clone(), if c.written_as.is_empty() { "-".into() } else { c.written_as.clone() }, c.rewritten.to_string(), c.skipped.to_string()]
+            })
+            .collect();
+        print!("{}", output::table(&["RESOURCE", "WRITTEN WITH", "VALUES REWRITTEN", "SKIPPED"], &rows));
+        for s in &report.skipped {
+            println!("skipped {} at revision {}: {}", s.key, s.revision, s.reason);
         }
-    }
+        println!(
+            "Wrote {}: {} values rewritten of {} key revisions{}, revision {} kept, {} bytes, sha256 {}",
+            report.output.display(),
+            report.rewritten,
+            report.key_entries,
+            if report.skipped_undecryptable > 0 {
+                format!(", {} copied undecrypted (--skip-undecryptable)", report.skipped_undecryptable)
+            } else {
+                String::new()
+            },
+            report.revision,
+            report.bytes,
+            report.sha256
+        );
+    });
     Ok(())
 }
 
@@ -467,9 +451,7 @@ fn get(
     output: ObjectFormat,
 ) -> Result<(), Failure> {
     let (objects, warnings) = kube_data::objects::get(path, filter, config)?;
-    for w in &warnings {
-        eprintln!("Warning: {w}");
-    }
+    output::warnings(&warnings);
     let mut items = Vec::new();
     let mut unreadable = 0usize;
     let mut failed_by: std::collections::BTreeMap<String, usize> = Default::default();
@@ -560,9 +542,7 @@ fn export(
         Ok(r) => r,
         Err(e) => {
             if let ExportError::Damaged { report, .. } | ExportError::Unreadable { report } = &e {
-                for w in &report.warnings {
-                    eprintln!("Warning: {w}");
-                }
+                output::warnings(&report.warnings);
                 for u in &report.unreadable {
                     eprintln!("Error: {u}");
                 }
@@ -570,27 +550,21 @@ fn export(
             return Err(e.into());
         }
     };
-    for w in &report.warnings {
-        eprintln!("Warning: {w}");
-    }
+    output::warnings(&report.warnings);
     for u in &report.unreadable {
         eprintln!("Skipped: {u}");
     }
-    match write_out {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            let mut rows: Vec<Vec<String>> = report.written.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "written".into()]).collect();
-            rows.extend(report.skipped.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "left out".into()]));
-            print!("{}", output::table(&["RESOURCE", "OBJECTS", ""], &rows));
-            println!(
-                "Wrote {} objects to {}{}",
-                report.written.values().sum::<usize>(),
-                dir.display(),
-                if sanitize { " (sanitized for another cluster: `kubectl apply -R -f DIR/<namespace>`)" } else { "" }
-            );
-        }
-    }
+    output::print(write_out, &report, || {
+        let mut rows: Vec<Vec<String>> = report.written.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "written".into()]).collect();
+        rows.extend(report.skipped.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "left out".into()]));
+        print!("{}", output::table(&["RESOURCE", "OBJECTS", ""], &rows));
+        println!(
+            "Wrote {} objects to {}{}",
+            report.written.values().sum::<usize>(),
+            dir.display(),
+            if sanitize { " (sanitized for another cluster: `kubectl apply -R -f DIR/<namespace>`)" } else { "" }
+        );
+    });
     Ok(())
 }
 
@@ -605,9 +579,7 @@ fn diff(
     write_out: Format,
 ) -> Result<(), Failure> {
     let report = kube_data::objects::diff(a, b, filter, ca, cb, show_secrets)?;
-    for w in &report.warnings {
-        eprintln!("Warning: {w}");
-    }
+    output::warnings(&report.warnings);
     let name = |r: &kube_data::objects::ObjectRef| match &r.namespace {
         Some(ns) => format!("{}/{}/{}", r.resource, ns, r.name),
         None => format!("{}/{}", r.resource, r.name),
@@ -623,28 +595,24 @@ fn diff(
             }
         }
     };
-    match write_out {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            for r in &report.added {
-                println!("+ {}", name(r));
-            }
-            for r in &report.removed {
-                println!("- {}", name(r));
-            }
-            for c in &report.changed {
-                println!("~ {}", name(&c.object));
-                if let Some(n) = &c.note {
-                    println!("    {n}");
-                }
-                for f in &c.fields {
-                    println!("    {}: {} -> {}", f.path, short(&f.old), short(&f.new));
-                }
-            }
-            println!("{} added, {} removed, {} changed, {} unchanged", report.added.len(), report.removed.len(), report.changed.len(), report.unchanged);
+    output::print(write_out, &report, || {
+        for r in &report.added {
+            println!("+ {}", name(r));
         }
-    }
+        for r in &report.removed {
+            println!("- {}", name(r));
+        }
+        for c in &report.changed {
+            println!("~ {}", name(&c.object));
+            if let Some(n) = &c.note {
+                println!("    {n}");
+            }
+            for f in &c.fields {
+                println!("    {}: {} -> {}", f.path, short(&f.old), short(&f.new));
+            }
+        }
+        println!("{} added, {} removed, {} changed, {} unchanged", report.added.len(), report.removed.len(), report.changed.len(), report.unchanged);
+    });
     if report.damaged > 0 {
         return Err(Failure {
             code: DAMAGE,

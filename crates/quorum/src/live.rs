@@ -97,18 +97,9 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    match w {
-        Format::Json => println!("{}", output::json(&saved)),
-        Format::Yaml => print!("{}", output::yaml(&saved)),
-        _ => println!(
-            "Snapshot saved at {} ({}, sha256 {}) from {} ({})",
-            saved.path.display(),
-            mib(saved.bytes as i64),
-            saved.sha256,
-            saved.member,
-            saved.endpoint
-        ),
-    }
+    output::print(w, &saved, || {
+        println!("Snapshot saved at {} ({}, sha256 {}) from {} ({})", saved.path.display(), mib(saved.bytes as i64), saved.sha256, saved.member, saved.endpoint)
+    });
     Ok(())
 }
 
@@ -138,78 +129,74 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
         hashkv_agree: Option<bool>,
     }
     let out = Out { view: &view, hashkv_revision: hash.as_ref().map(|h| h.0), hashkv: hash.as_ref().map(|h| h.1.clone()), hashkv_agree: agree };
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&out)),
-        Format::Yaml => print!("{}", output::yaml(&out)),
-        _ => {
-            let rows: Vec<Vec<String>> = view
-                .statuses
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.endpoint.clone(),
-                        s.id.clone(),
-                        s.name.clone(),
-                        s.version.clone(),
-                        mib(s.db_size),
-                        mib(s.db_size_in_use),
-                        format!("{:.1}%", s.fragmentation_percent),
-                        format!("{:.1}%{}", s.quota_used_percent, if s.quota_reported { "" } else { "*" }),
-                        s.is_leader.to_string(),
-                        s.is_learner.to_string(),
-                        s.raft_term.to_string(),
-                        s.raft_index.to_string(),
-                        s.raft_applied_index.to_string(),
-                        s.errors.join("; "),
-                    ]
-                })
-                .chain(view.unreachable.iter().map(|(e, why)| {
-                    let mut r = vec![e.clone()];
-                    r.extend(std::iter::repeat_n(String::new(), 12));
-                    r.push(format!("unreachable: {why}"));
-                    r
-                }))
-                .collect();
-            print!(
-                "{}",
-                output::table(
-                    &[
-                        "ENDPOINT",
-                        "ID",
-                        "NAME",
-                        "VERSION",
-                        "DB SIZE",
-                        "IN USE",
-                        "FRAG",
-                        "QUOTA USED",
-                        "LEADER",
-                        "LEARNER",
-                        "RAFT TERM",
-                        "RAFT INDEX",
-                        "APPLIED",
-                        "ERRORS"
-                    ],
-                    &rows
-                )
-            );
-            if view.statuses.iter().any(|s| !s.quota_reported) {
-                println!("* quota used against --quota-backend-bytes {} (the server does not report its quota)", a.quota_backend_bytes);
-            }
-            let alarms = if view.alarms.is_empty() {
-                "none".to_string()
-            } else {
-                view.alarms.iter().map(|a| format!("{} on {}", a.alarm, a.member_id)).collect::<Vec<_>>().join(", ")
-            };
-            println!("alarms: {alarms}");
-            match (&hash, agree) {
-                (Some((rev, _)), Some(true)) => println!("hashkv: all {} members agree at revision {rev}", view.statuses.len()),
-                (Some((rev, hs)), _) => {
-                    println!("hashkv: MEMBERS DISAGREE at revision {rev}: {}", hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", "))
-                }
-                (None, _) => println!("hashkv: not compared (a member did not answer)"),
-            }
+    output::print(a.write_out, &out, || {
+        let rows: Vec<Vec<String>> = view
+            .statuses
+            .iter()
+            .map(|s| {
+                vec![
+                    s.endpoint.clone(),
+                    s.id.clone(),
+                    s.name.clone(),
+                    s.version.clone(),
+                    mib(s.db_size),
+                    mib(s.db_size_in_use),
+                    format!("{:.1}%", s.fragmentation_percent),
+                    format!("{:.1}%{}", s.quota_used_percent, if s.quota_reported { "" } else { "*" }),
+                    s.is_leader.to_string(),
+                    s.is_learner.to_string(),
+                    s.raft_term.to_string(),
+                    s.raft_index.to_string(),
+                    s.raft_applied_index.to_string(),
+                    s.errors.join("; "),
+                ]
+            })
+            .chain(view.unreachable.iter().map(|(e, why)| {
+                let mut r = vec![e.clone()];
+                r.extend(std::iter::repeat_n(String::new(), 12));
+                r.push(format!("unreachable: {why}"));
+                r
+            }))
+            .collect();
+        print!(
+            "{}",
+            output::table(
+                &[
+                    "ENDPOINT",
+                    "ID",
+                    "NAME",
+                    "VERSION",
+                    "DB SIZE",
+                    "IN USE",
+                    "FRAG",
+                    "QUOTA USED",
+                    "LEADER",
+                    "LEARNER",
+                    "RAFT TERM",
+                    "RAFT INDEX",
+                    "APPLIED",
+                    "ERRORS"
+                ],
+                &rows
+            )
+        );
+        if view.statuses.iter().any(|s| !s.quota_reported) {
+            println!("* quota used against --quota-backend-bytes {} (the server does not report its quota)", a.quota_backend_bytes);
         }
-    }
+        let alarms = if view.alarms.is_empty() {
+            "none".to_string()
+        } else {
+            view.alarms.iter().map(|a| format!("{} on {}", a.alarm, a.member_id)).collect::<Vec<_>>().join(", ")
+        };
+        println!("alarms: {alarms}");
+        match (&hash, agree) {
+            (Some((rev, _)), Some(true)) => println!("hashkv: all {} members agree at revision {rev}", view.statuses.len()),
+            (Some((rev, hs)), _) => {
+                println!("hashkv: MEMBERS DISAGREE at revision {rev}: {}", hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", "))
+            }
+            (None, _) => println!("hashkv: not compared (a member did not answer)"),
+        }
+    });
     if !view.unreachable.is_empty() || agree == Some(false) {
         return Err(Failure::quiet(crate::exit::FAILED));
     }
@@ -266,34 +253,30 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
         }
     };
     let r = rt().block_on(etcd_cluster::maintenance::defrag(&cfg, &opts, &print_step))?;
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&r)),
-        Format::Yaml => print!("{}", output::yaml(&r)),
-        _ => {
-            if a.dry_run {
-                println!("plan (dry run; nothing changed), one member at a time, leader last:");
-                for (i, s) in r.steps.iter().enumerate() {
-                    println!(
-                        "  {}. {} {} ({}{}) db {} in use {} fragmentation {:.1}%",
-                        i + 1,
-                        s.action,
-                        s.name,
-                        s.endpoint,
-                        if s.leader { ", leader" } else { "" },
-                        mib(s.db_size),
-                        mib(s.db_size_in_use),
-                        s.fragmentation_percent
-                    );
-                }
-            }
-            for al in &r.alarms_disarmed {
-                println!("disarmed {} on {}", al.alarm, al.member_id);
-            }
-            for al in &r.alarms_left {
-                println!("alarm still armed: {} on {}{}", al.alarm, al.member_id, if a.disarm { "" } else { " (use --disarm)" });
+    output::print(a.write_out, &r, || {
+        if a.dry_run {
+            println!("plan (dry run; nothing changed), one member at a time, leader last:");
+            for (i, s) in r.steps.iter().enumerate() {
+                println!(
+                    "  {}. {} {} ({}{}) db {} in use {} fragmentation {:.1}%",
+                    i + 1,
+                    s.action,
+                    s.name,
+                    s.endpoint,
+                    if s.leader { ", leader" } else { "" },
+                    mib(s.db_size),
+                    mib(s.db_size_in_use),
+                    s.fragmentation_percent
+                );
             }
         }
-    }
+        for al in &r.alarms_disarmed {
+            println!("disarmed {} on {}", al.alarm, al.member_id);
+        }
+        for al in &r.alarms_left {
+            println!("alarm still armed: {} on {}{}", al.alarm, al.member_id, if a.disarm { "" } else { " (use --disarm)" });
+        }
+    });
     Ok(())
 }
 
@@ -319,15 +302,11 @@ pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
     match cmd {
         AlarmCmd::List { write_out } => {
             let view = rt().block_on(etcd_cluster::observe(&cfg, 0))?;
-            match write_out {
-                Format::Json => println!("{}", output::json(&view.alarms)),
-                Format::Yaml => print!("{}", output::yaml(&view.alarms)),
-                _ => {
-                    for a in &view.alarms {
-                        println!("memberID:{} alarm:{}", a.member_id, a.alarm);
-                    }
+            output::print(write_out, &view.alarms, || {
+                for a in &view.alarms {
+                    println!("memberID:{} alarm:{}", a.member_id, a.alarm);
                 }
-            }
+            })
         }
         AlarmCmd::Disarm { member } => {
             let m = member.map(|m| u64::from_str_radix(&m, 16).map_err(|_| Failure::usage(format!("--member {m:?} is not a hex member ID")))).transpose()?;
@@ -469,29 +448,25 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
     let cfg = conn.config();
     if let Some(RecoverSub::Plan { data_dirs, snapshots, write_out }) = a.plan {
         let p = rt().block_on(etcd_cluster::recover::plan(&cfg, &data_dirs, &snapshots));
-        match write_out {
-            Format::Json => println!("{}", output::json(&p)),
-            Format::Yaml => print!("{}", output::yaml(&p)),
-            _ => {
-                println!("{} of {} members answer: {}", p.members_answering, p.members_known, if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" });
-                for c in &p.candidates {
-                    println!(
-                        "  {} {}: {}{}",
-                        c.kind,
-                        c.path.display(),
-                        if c.usable { "usable" } else { "NOT usable" },
-                        c.revision.map(|r| format!(", revision {r}")).unwrap_or_else(|| format!(" ({})", c.note))
-                    );
-                }
-                if let Some(c) = &p.chosen {
-                    println!("recover from: {} {}", c.kind, c.path.display());
-                }
-                println!("cost: {}", p.loss);
-                for (i, s) in p.steps.iter().enumerate() {
-                    println!("  {}. {s}", i + 1);
-                }
+        output::print(write_out, &p, || {
+            println!("{} of {} members answer: {}", p.members_answering, p.members_known, if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" });
+            for c in &p.candidates {
+                println!(
+                    "  {} {}: {}{}",
+                    c.kind,
+                    c.path.display(),
+                    if c.usable { "usable" } else { "NOT usable" },
+                    c.revision.map(|r| format!(", revision {r}")).unwrap_or_else(|| format!(" ({})", c.note))
+                );
             }
-        }
+            if let Some(c) = &p.chosen {
+                println!("recover from: {} {}", c.kind, c.path.display());
+            }
+            println!("cost: {}", p.loss);
+            for (i, s) in p.steps.iter().enumerate() {
+                println!("  {}. {s}", i + 1);
+            }
+        });
         return Ok(());
     }
     let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new one-member data dir)"))?;
@@ -506,17 +481,11 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
         bump_revision: a.bump_revision,
     };
     let r = etcd_cluster::recover::prepare(&p)?;
-    for w in &r.restore.warnings {
-        eprintln!("Warning: {w}");
-    }
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&r)),
-        Format::Yaml => print!("{}", output::yaml(&r)),
-        _ => {
-            println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
-            println!("next:\n  1. start it:\n     {}", r.start_command);
-            println!("  2. for each other member, with its old data dir wiped:\n     quorum member add NAME --peer-urls URL --wait   (then start it with the printed flags)");
-        }
-    }
+    output::warnings(&r.restore.warnings);
+    output::print(a.write_out, &r, || {
+        println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
+        println!("next:\n  1. start it:\n     {}", r.start_command);
+        println!("  2. for each other member, with its old data dir wiped:\n     quorum member add NAME --peer-urls URL --wait   (then start it with the printed flags)");
+    });
     Ok(())
 }

@@ -140,32 +140,26 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                     None => Out { strategy, fits: false, cells: vec![], reason: Some(why_not(&l.nova, &l.flavor)) },
                 },
             };
-            for w in &l.warnings {
-                eprintln!("Warning: {w}");
-            }
-            match a.write_out {
-                Format::Json => println!("{}", output::json(&out)),
-                Format::Yaml => print!("{}", output::yaml(&out)),
-                _ => {
-                    if out.fits && !out.cells.is_empty() {
-                        for c in &out.cells {
-                            println!(
-                                "fits: guest cell on host node {} with {} KiB pages{} ({} strategy)",
-                                c.id,
-                                c.pagesize_kb.unwrap_or(4),
-                                if c.cpu_pinning.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(", pinned to pCPUs {:?}", c.cpu_pinning.values().collect::<Vec<_>>())
-                                },
-                                strategy
-                            );
-                        }
-                    } else {
-                        println!("{}: {}", if out.fits { "fits" } else { "does not fit" }, out.reason.clone().unwrap_or_default());
+            output::warnings(&l.warnings);
+            output::print(a.write_out, &out, || {
+                if out.fits && !out.cells.is_empty() {
+                    for c in &out.cells {
+                        println!(
+                            "fits: guest cell on host node {} with {} KiB pages{} ({} strategy)",
+                            c.id,
+                            c.pagesize_kb.unwrap_or(4),
+                            if c.cpu_pinning.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", pinned to pCPUs {:?}", c.cpu_pinning.values().collect::<Vec<_>>())
+                            },
+                            strategy
+                        );
                     }
+                } else {
+                    println!("{}: {}", if out.fits { "fits" } else { "does not fit" }, out.reason.clone().unwrap_or_default());
                 }
-            }
+            });
             if out.fits {
                 Ok(())
             } else {
@@ -189,11 +183,7 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
             let flavor = (host.mem_page_size.is_some() || host.cpu_policy.is_some() || host.numa_nodes.is_some()).then_some(&l.flavor);
             let mut d = numa::diagnose::diagnose(&l.kernel, &l.nova, mem.as_deref(), lim.as_deref(), page, flavor, l.pack);
             d.warnings.extend(l.warnings);
-            match host.write_out {
-                Format::Json => println!("{}", output::json(&d)),
-                Format::Yaml => print!("{}", output::yaml(&d)),
-                _ => print_diagnosis(&d),
-            }
+            output::print(host.write_out, &d, || print_diagnosis(&d));
             Ok(())
         }
     }

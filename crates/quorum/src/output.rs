@@ -50,6 +50,23 @@ pub fn write_table<'a>(w: &mut impl std::io::Write, headers: &[&str], n: usize, 
     w.write_all(rule.as_bytes())
 }
 
+/// Warnings that go with a result, one `Warning:` line each on stderr.
+pub fn warnings(ws: &[String]) {
+    for w in ws {
+        eprintln!("Warning: {w}");
+    }
+}
+
+/// Print a command's result: JSON or YAML of `v` when asked for, else what `human` prints (a
+/// table, a line, the `simple` or `fields` form).
+pub fn print<T: serde::Serialize>(w: Format, v: &T, human: impl FnOnce()) {
+    match w {
+        Format::Json => println!("{}", json(v)),
+        Format::Yaml => print!("{}", yaml(v)),
+        _ => human(),
+    }
+}
+
 pub fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serializable")
 }

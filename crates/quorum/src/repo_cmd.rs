@@ -248,16 +248,12 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                 ..Default::default()
             };
             let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts))?;
-            match write_out {
-                Format::Json => println!("{}", output::json(&r.config)),
-                Format::Yaml => print!("{}", output::yaml(&r.config)),
-                _ => {
-                    println!("created repository {} at {}", repo::short(&r.config.id), r.location.url);
-                    if !r.has_bundle_key() {
-                        println!("no bundle key yet: `quorum repo key add --bundle` before using `backup --include`");
-                    }
+            output::print(write_out, &r.config, || {
+                println!("created repository {} at {}", repo::short(&r.config.id), r.location.url);
+                if !r.has_bundle_key() {
+                    println!("no bundle key yet: `quorum repo key add --bundle` before using `backup --include`");
                 }
-            }
+            });
             Ok(())
         }
         RepoCmd::Check { repo: flags, cluster, read_data, write_out, quiet: q } => {
@@ -265,33 +261,29 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
             let b = bar(quiet || q || !read_data, "reading packs");
             let report = rt.block_on(repo::check::check(r, cluster.as_deref(), read_data, progress_fn(&b)))?;
             finish(b);
-            match write_out {
-                Format::Json => println!("{}", output::json(&report)),
-                Format::Yaml => print!("{}", output::yaml(&report)),
-                _ => {
-                    println!(
-                        "{} cluster(s), {} backups, {} index objects, {} packs, {} blobs, {} delta segments{}",
-                        report.clusters,
-                        report.backups,
-                        report.index_files,
-                        report.packs,
-                        report.blobs,
-                        report.segments,
-                        if read_data {
-                            format!("; read {} packs ({} bytes) and {} segments", report.packs_read, report.bytes_read, report.segments_read)
-                        } else {
-                            String::new()
-                        }
-                    );
-                    for n in &report.notes {
-                        println!("note: {n}");
+            output::print(write_out, &report, || {
+                println!(
+                    "{} cluster(s), {} backups, {} index objects, {} packs, {} blobs, {} delta segments{}",
+                    report.clusters,
+                    report.backups,
+                    report.index_files,
+                    report.packs,
+                    report.blobs,
+                    report.segments,
+                    if read_data {
+                        format!("; read {} packs ({} bytes) and {} segments", report.packs_read, report.bytes_read, report.segments_read)
+                    } else {
+                        String::new()
                     }
-                    for e in &report.errors {
-                        println!("ERROR: {e}");
-                    }
-                    println!("{}", if report.is_clean() { "no errors" } else { "DAMAGED" });
+                );
+                for n in &report.notes {
+                    println!("note: {n}");
                 }
-            }
+                for e in &report.errors {
+                    println!("ERROR: {e}");
+                }
+                println!("{}", if report.is_clean() { "no errors" } else { "DAMAGED" });
+            });
             if report.is_clean() {
                 Ok(())
             } else {
@@ -318,28 +310,21 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                 host: String,
             }
             let ks: Vec<K> = keys.into_iter().map(|(n, w)| K { name: n, purpose: w.purpose, kdf: w.kdf, created: w.created, host: w.host }).collect();
-            match write_out {
-                Format::Json => println!("{}", output::json(&ks)),
-                Format::Yaml => print!("{}", output::yaml(&ks)),
-                _ => {
-                    let rows: Vec<Vec<String>> =
-                        ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
-                    print!("{}", output::table(&["NAME", "PURPOSE", "KDF", "CREATED", "HOST"], &rows));
-                }
-            }
+            output::print(write_out, &ks, || {
+                let rows: Vec<Vec<String>> =
+                    ks.iter().map(|k| vec![k.name.clone(), k.purpose.clone(), k.kdf.clone(), k.created.clone(), k.host.clone()]).collect();
+                print!("{}", output::table(&["NAME", "PURPOSE", "KDF", "CREATED", "HOST"], &rows));
+            });
             Ok(())
         }
         RepoCmd::Upgrade { repo: flags, write_out } => {
             let r = flags.open_as(&rt, env_proxy, repo::OpenMode::Upgrade)?;
             let rep = rt.block_on(repo::upgrade::upgrade(r))?;
-            match write_out {
-                Format::Json => println!("{}", output::json(&rep)),
-                Format::Yaml => print!("{}", output::yaml(&rep)),
-                _ => {
-                    if rep.from_version == repo::format::VERSION && rep.legacy_deleted == 0 {
-                        println!("the repository is already version {}; nothing to do", repo::format::VERSION);
-                    } else {
-                        println!(
+            output::print(write_out, &rep, || {
+                if rep.from_version == repo::format::VERSION && rep.legacy_deleted == 0 {
+                    println!("the repository is already version {}; nothing to do", repo::format::VERSION);
+                } else {
+                    println!(
                             "upgraded from version {}: {} cluster(s), {} backup(s), {} pack(s) ({} bytes) copied, {} delta segment(s), {} drill record(s); {} version-1 object(s) deleted",
                             rep.from_version,
                             rep.clusters.len(),
@@ -350,34 +335,29 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                             rep.verifications_copied,
                             rep.legacy_deleted
                         );
-                    }
                 }
-            }
+            });
             Ok(())
         }
         RepoCmd::Locks { repo: flags, write_out } => {
             let r = flags.open(&rt, env_proxy)?;
             let locks = rt.block_on(repo::lock::list(&r))?;
-            match write_out {
-                Format::Json => println!("{}", output::json(&locks)),
-                Format::Yaml => print!("{}", output::yaml(&locks)),
-                _ => {
-                    let rows: Vec<Vec<String>> = locks
-                        .iter()
-                        .map(|(n, l, stale)| {
-                            vec![
-                                n.clone(),
-                                l.operation.clone(),
-                                if l.exclusive { "exclusive" } else { "shared" }.into(),
-                                format!("{}:{}", l.host, l.pid),
-                                l.created.clone(),
-                                if *stale { "stale" } else { "live" }.into(),
-                            ]
-                        })
-                        .collect();
-                    print!("{}", output::table(&["NAME", "OPERATION", "MODE", "HOLDER", "CREATED", "STATE"], &rows));
-                }
-            }
+            output::print(write_out, &locks, || {
+                let rows: Vec<Vec<String>> = locks
+                    .iter()
+                    .map(|(n, l, stale)| {
+                        vec![
+                            n.clone(),
+                            l.operation.clone(),
+                            if l.exclusive { "exclusive" } else { "shared" }.into(),
+                            format!("{}:{}", l.host, l.pid),
+                            l.created.clone(),
+                            if *stale { "stale" } else { "live" }.into(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", output::table(&["NAME", "OPERATION", "MODE", "HOLDER", "CREATED", "STATE"], &rows));
+            });
             Ok(())
         }
     }
@@ -452,30 +432,26 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &
         rt.block_on(repo::live::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b)))?
     };
     finish(b);
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            let m = &report.manifest;
-            let total = report.reused_chunks + report.new_chunks;
-            println!(
-                "backup {} of cluster {} saved: revision {}, {}, {} chunks ({} new, {:.1}% reused), added {} in {} pack(s), {:.1}s",
-                repo::short(&report.id),
-                m.cluster,
-                m.snapshot.revision,
-                etcd_data::humanize::bytes(report.bytes),
-                total,
-                report.new_chunks,
-                if total > 0 { report.reused_chunks as f64 * 100.0 / total as f64 } else { 0.0 },
-                etcd_data::humanize::bytes(m.added_bytes),
-                report.packs,
-                report.seconds
-            );
-            if let Some(b) = &m.bundle {
-                println!("bundle: {} file(s), {} (bundle key)", b.files, etcd_data::humanize::bytes(b.bytes));
-            }
+    output::print(a.write_out, &report, || {
+        let m = &report.manifest;
+        let total = report.reused_chunks + report.new_chunks;
+        println!(
+            "backup {} of cluster {} saved: revision {}, {}, {} chunks ({} new, {:.1}% reused), added {} in {} pack(s), {:.1}s",
+            repo::short(&report.id),
+            m.cluster,
+            m.snapshot.revision,
+            etcd_data::humanize::bytes(report.bytes),
+            total,
+            report.new_chunks,
+            if total > 0 { report.reused_chunks as f64 * 100.0 / total as f64 } else { 0.0 },
+            etcd_data::humanize::bytes(m.added_bytes),
+            report.packs,
+            report.seconds
+        );
+        if let Some(b) = &m.bundle {
+            println!("bundle: {} file(s), {} (bundle key)", b.files, etcd_data::humanize::bytes(b.bytes));
         }
-    }
+    });
     Ok(())
 }
 
@@ -582,27 +558,23 @@ fn backups_deltas(
 ) -> Result<(), Failure> {
     let r = flags.open(rt, env_proxy)?;
     let rep = rt.block_on(repo::pitr::chain_report(&r, &cluster, base.as_deref()))?;
-    match write_out {
-        Format::Json => println!("{}", output::json(&rep)),
-        Format::Yaml => print!("{}", output::yaml(&rep)),
-        _ => {
-            let c = &rep.chain;
-            println!(
-                "cluster {}: backup {} at revision {} ({}); deltas contiguous to revision {}, last captured {}",
-                rep.cluster,
-                repo::short(&rep.base),
-                rep.base_revision,
-                rep.base_time,
-                c.contiguous_to,
-                c.last_captured.max(c.contiguous_to)
-            );
-            let rows: Vec<Vec<String>> = c.segments.iter().map(|s| vec![s.first.to_string(), s.last.to_string(), s.size.to_string(), s.name.clone()]).collect();
-            print!("{}", output::table(&["FIRST", "LAST", "BYTES", "SEGMENT"], &rows));
-            for g in &c.gaps {
-                println!("GAP: {g} are missing");
-            }
+    output::print(write_out, &rep, || {
+        let c = &rep.chain;
+        println!(
+            "cluster {}: backup {} at revision {} ({}); deltas contiguous to revision {}, last captured {}",
+            rep.cluster,
+            repo::short(&rep.base),
+            rep.base_revision,
+            rep.base_time,
+            c.contiguous_to,
+            c.last_captured.max(c.contiguous_to)
+        );
+        let rows: Vec<Vec<String>> = c.segments.iter().map(|s| vec![s.first.to_string(), s.last.to_string(), s.size.to_string(), s.name.clone()]).collect();
+        print!("{}", output::table(&["FIRST", "LAST", "BYTES", "SEGMENT"], &rows));
+        for g in &c.gaps {
+            println!("GAP: {g} are missing");
         }
-    }
+    });
     if rep.chain.gaps.is_empty() {
         Ok(())
     } else {
@@ -620,10 +592,8 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
             let o = repo::consolidate::ConsolidateOptions { cluster, at_revision, work_dir: tmp_dir, parallel: flags.parallel, tags: vec![] };
             let rep = rt.block_on(repo::consolidate::consolidate(r, &o, progress_fn(&b)))?;
             finish(b);
-            match write_out {
-                Format::Json => println!("{}", output::json(&rep)),
-                Format::Yaml => print!("{}", output::yaml(&rep)),
-                _ => println!(
+            output::print(write_out, &rep, || {
+                println!(
                     "consolidated backup {} of cluster {} at revision {}: backup {} (revision {}) + {} segment(s), {} revisions replayed; hashkv {}, {} keys; added {} in {:.1}s",
                     repo::short(&rep.backup.id),
                     rep.backup.manifest.cluster,
@@ -636,8 +606,8 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
                     rep.backup.manifest.snapshot.live_keys.unwrap_or_default(),
                     etcd_data::humanize::bytes(rep.backup.manifest.added_bytes),
                     rep.seconds
-                ),
-            }
+                )
+            });
             Ok(())
         }
         BackupsCmd::List { repo: flags, cluster, write_out } => {
@@ -879,50 +849,46 @@ pub fn forget(a: ForgetArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(),
     let r = a.repo.open(&rt, env_proxy)?;
     let policy = repo::retention::Policy { last: a.keep_last, hourly: a.keep_hourly, daily: a.keep_daily, weekly: a.keep_weekly, monthly: a.keep_monthly };
     let rep = rt.block_on(repo::prune::forget(&r, &policy, a.cluster.as_deref(), a.keep_pitr, a.dry_run))?;
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&rep)),
-        Format::Yaml => print!("{}", output::yaml(&rep)),
-        _ => {
-            let rows: Vec<Vec<String>> = rep
-                .decisions
-                .iter()
-                .map(|d| {
-                    vec![
-                        repo::short(&d.id).into(),
-                        d.time.clone(),
-                        d.cluster.clone(),
-                        if d.keep {
-                            "keep".into()
-                        } else if rep.refused.iter().any(|(i, _)| i == &d.id) {
-                            "REFUSED".into()
-                        } else if a.dry_run {
-                            "would remove".into()
-                        } else {
-                            "removed".into()
-                        },
-                        d.reasons.join(","),
-                    ]
-                })
-                .collect();
-            print!("{}", output::table(&["ID", "TIME", "CLUSTER", "ACTION", "KEPT BY"], &rows));
-            for d in &rep.deltas {
-                if d.remove.is_empty() && d.keep == 0 {
-                    continue;
-                }
-                let floor = d.floor.map(|f| format!("revision {f}")).unwrap_or_else(|| "every revision (no backup left)".into());
-                println!(
-                    "cluster {}: delta segments up to {floor} are no longer needed: {} {} by prune, {} kept",
-                    d.cluster,
-                    d.remove.len(),
-                    if a.dry_run { "would be deleted" } else { "to be deleted" },
-                    d.keep
-                );
-                for s in &d.remove {
-                    println!("  {} (revisions {}..{})", s.name, s.first, s.last);
-                }
+    output::print(a.write_out, &rep, || {
+        let rows: Vec<Vec<String>> = rep
+            .decisions
+            .iter()
+            .map(|d| {
+                vec![
+                    repo::short(&d.id).into(),
+                    d.time.clone(),
+                    d.cluster.clone(),
+                    if d.keep {
+                        "keep".into()
+                    } else if rep.refused.iter().any(|(i, _)| i == &d.id) {
+                        "REFUSED".into()
+                    } else if a.dry_run {
+                        "would remove".into()
+                    } else {
+                        "removed".into()
+                    },
+                    d.reasons.join(","),
+                ]
+            })
+            .collect();
+        print!("{}", output::table(&["ID", "TIME", "CLUSTER", "ACTION", "KEPT BY"], &rows));
+        for d in &rep.deltas {
+            if d.remove.is_empty() && d.keep == 0 {
+                continue;
+            }
+            let floor = d.floor.map(|f| format!("revision {f}")).unwrap_or_else(|| "every revision (no backup left)".into());
+            println!(
+                "cluster {}: delta segments up to {floor} are no longer needed: {} {} by prune, {} kept",
+                d.cluster,
+                d.remove.len(),
+                if a.dry_run { "would be deleted" } else { "to be deleted" },
+                d.keep
+            );
+            for s in &d.remove {
+                println!("  {} (revisions {}..{})", s.name, s.first, s.last);
             }
         }
-    }
+    });
     if !rep.refused.is_empty() {
         eprintln!(
             "Error: the bucket refused to delete {} backup manifest(s) (object lock / retention); they stay until their retention ends: {}",
@@ -971,11 +937,8 @@ pub fn prune(a: PruneArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
     let rt = rt();
     let r = a.repo.open(&rt, env_proxy)?;
     let rep = rt.block_on(repo::prune::prune(r, a.cluster.as_deref(), a.max_unused / 100.0, a.dry_run, a.keep_unindexed_for))?;
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&rep)),
-        Format::Yaml => print!("{}", output::yaml(&rep)),
-        _ => {
-            println!(
+    output::print(a.write_out, &rep, || {
+        println!(
                 "{}{} cluster(s), {} backups reference the data; packs: {} total, {} deleted, {} repacked, {} left by interrupted backups; {} freed, {} rewritten; delta segments: {} deleted ({})",
                 if rep.dry_run { "(dry run) " } else { "" },
                 rep.clusters,
@@ -989,8 +952,7 @@ pub fn prune(a: PruneArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                 rep.segments_deleted,
                 etcd_data::humanize::bytes(rep.segment_bytes_deleted)
             );
-        }
-    }
+    });
     if !rep.refused.is_empty() {
         eprintln!("Error: the bucket refused {} delete(s) (object lock / retention): {}", rep.refused.len(), rep.refused.join("; "));
         return Err(Failure { code: FAILED, message: None, hint: Some("objects under retention can be removed once it ends; run prune again then".into()) });
@@ -1041,20 +1003,16 @@ pub fn drill(a: DrillArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
     let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref()))?;
     let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
     let v = rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts))?;
-    match a.write_out {
-        Format::Json => println!("{}", output::json(&v)),
-        Format::Yaml => print!("{}", output::yaml(&v)),
-        _ => {
-            for c in &v.checks {
-                println!("  ok: {c}");
-            }
-            if v.ok {
-                println!("drill of backup {} (cluster {}) PASSED with etcd {} in {:.1}s", repo::short(&id), v.cluster, v.etcd_version, v.seconds);
-            } else {
-                println!("drill of backup {} (cluster {}) FAILED: {}", repo::short(&id), v.cluster, v.failure.clone().unwrap_or_default());
-            }
+    output::print(a.write_out, &v, || {
+        for c in &v.checks {
+            println!("  ok: {c}");
         }
-    }
+        if v.ok {
+            println!("drill of backup {} (cluster {}) PASSED with etcd {} in {:.1}s", repo::short(&id), v.cluster, v.etcd_version, v.seconds);
+        } else {
+            println!("drill of backup {} (cluster {}) FAILED: {}", repo::short(&id), v.cluster, v.failure.clone().unwrap_or_default());
+        }
+    });
     if v.ok {
         Ok(())
     } else {

@@ -92,16 +92,7 @@ fn expand(template: &std::path::Path, name: &str) -> PathBuf {
 
 pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
     let opts = options(&args.flags, args.file.clone())?;
-    let bar = crate::snapshot::progress_bar(&args.file, quiet, "restoring");
-    let report = restore::restore(&opts, &|done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let report = crate::snapshot::with_progress(&args.file, quiet, "restoring", |progress| restore::restore(&opts, progress))?;
     print_report(&report, args.flags.write_out);
     Ok(())
 }
@@ -137,24 +128,18 @@ pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failur
 }
 
 pub fn print_report(report: &restore::RestoreReport, w: Format) {
-    for w in &report.warnings {
-        eprintln!("Warning: {w}");
-    }
-    match w {
-        Format::Json => println!("{}", output::json(&report)),
-        Format::Yaml => print!("{}", output::yaml(&report)),
-        _ => {
-            println!(
-                "restored revision {} ({} layout: {}) for cluster {}{}",
-                report.restored_revision,
-                report.layout.label(),
-                report.layout_reason,
-                report.cluster_id,
-                if report.hash_checked { "; sha256 verified" } else { "; sha256 not checked" }
-            );
-            let rows: Vec<Vec<String>> =
-                report.members.iter().map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()]).collect();
-            print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
-        }
-    }
+    output::warnings(&report.warnings);
+    output::print(w, &report, || {
+        println!(
+            "restored revision {} ({} layout: {}) for cluster {}{}",
+            report.restored_revision,
+            report.layout.label(),
+            report.layout_reason,
+            report.cluster_id,
+            if report.hash_checked { "; sha256 verified" } else { "; sha256 not checked" }
+        );
+        let rows: Vec<Vec<String>> =
+            report.members.iter().map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()]).collect();
+        print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
+    })
 }

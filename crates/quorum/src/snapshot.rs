@@ -47,16 +47,7 @@ pub fn render_status(st: &Status, w: Format) -> String {
 }
 
 pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
-    let bar = progress_bar(file, quiet, "verifying");
-    let report = etcd_data::verify(file, &|done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    })?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let report = with_progress(file, quiet, "verifying", |progress| etcd_data::verify(file, progress))?;
     print!("{}", render_verify(&report, w));
     if report.is_clean() {
         Ok(())
@@ -65,7 +56,23 @@ pub fn verify(file: &Path, w: Format, quiet: bool) -> Result<(), Failure> {
     }
 }
 
-pub fn progress_bar(file: &Path, quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
+/// Run `work` with a progress callback `(done, total)` drawn as a bar (files over 64 MiB, on a
+/// terminal, unless quiet), cleared when it returns.
+pub fn with_progress<T>(file: &Path, quiet: bool, what: &str, work: impl FnOnce(&(dyn Fn(u64, u64) + Sync)) -> T) -> T {
+    let bar = progress_bar(file, quiet, what);
+    let r = work(&|done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    r
+}
+
+fn progress_bar(file: &Path, quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
     let big = std::fs::metadata(file).map(|m| m.len() > 64 << 20).unwrap_or(false);
     if quiet || !big || !std::io::stderr().is_terminal() {
         return None;
