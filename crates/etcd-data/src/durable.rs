@@ -22,11 +22,8 @@ impl NewFile {
     /// Create `DEST.partial-XXXXXX` (mode 0600) in `dest`'s directory. Fails with
     /// [`io::ErrorKind::AlreadyExists`] when `dest` exists already.
     pub fn create(dest: &Path) -> io::Result<NewFile> {
-        if dest.symlink_metadata().is_ok() {
-            return Err(exists(dest));
-        }
-        let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-        let tmp = tempfile::Builder::new().prefix(&format!("{}.partial-", name.to_string_lossy())).rand_bytes(6).tempfile_in(parent(dest))?;
+        let prefix = partial_prefix(dest)?;
+        let tmp = tempfile::Builder::new().prefix(&prefix).rand_bytes(6).tempfile_in(parent(dest))?;
         Ok(NewFile { tmp, dest: dest.to_path_buf() })
     }
 
@@ -74,11 +71,8 @@ impl NewDir {
     /// Create `DEST.partial-XXXXXX` in `dest`'s directory. Fails with
     /// [`io::ErrorKind::AlreadyExists`] when `dest` exists already.
     pub fn create(dest: &Path) -> io::Result<NewDir> {
-        if dest.symlink_metadata().is_ok() {
-            return Err(exists(dest));
-        }
-        let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a directory name"))?;
-        let tmp = tempfile::Builder::new().prefix(&format!("{}.partial-", name.to_string_lossy())).rand_bytes(6).tempdir_in(parent(dest))?;
+        let prefix = partial_prefix(dest)?;
+        let tmp = tempfile::Builder::new().prefix(&prefix).rand_bytes(6).tempdir_in(parent(dest))?;
         Ok(NewDir { tmp, dest: dest.to_path_buf() })
     }
 
@@ -150,6 +144,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// The directory a path is in (`.` for a bare name).
 pub fn parent(p: &Path) -> &Path {
     p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// `NAME.partial-` for a destination that does not exist yet (else AlreadyExists).
+fn partial_prefix(dest: &Path) -> io::Result<String> {
+    if dest.symlink_metadata().is_ok() {
+        return Err(exists(dest));
+    }
+    let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a name to publish under", dest.display())))?;
+    Ok(format!("{}.partial-", name.to_string_lossy()))
 }
 
 fn exists(p: &Path) -> io::Error {
