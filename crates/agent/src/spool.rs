@@ -351,7 +351,12 @@ impl Spool {
                 f.file().write_all(&stored)?;
                 f.publish()
             };
-            write().map_err(|e| io_err("spool segment", &dst, e))
+            match write() {
+                // The name carries the hash of the stored bytes: a segment already there under
+                // it is this one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                r => r.map_err(|e| io_err("spool segment", &dst, e)),
+            }
         })
         .await
         .map_err(|e| format!("spool task: {e}"))??;
