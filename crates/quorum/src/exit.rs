@@ -119,6 +119,10 @@ impl From<etcd_data::restore::RestoreError> for Failure {
                 (code, hint.map(String::from))
             }
             R::Schema { .. } => (DAMAGE, None),
+            R::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => (
+                FAILED,
+                Some("every member needs room for the db (about the snapshot's size) and 64 MB for its first WAL segment, which etcd preallocates: free space or restore elsewhere".into()),
+            ),
             R::Io { .. } | R::Write(_) => (FAILED, None),
         };
         Failure { code, message: Some(format!("restore failed, nothing written: {}", chain(&e))), hint }
