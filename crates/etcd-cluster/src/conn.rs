@@ -95,7 +95,7 @@ impl ConnConfig {
         let opts = self.options()?;
         match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect([url.clone()], Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(Error::Connect { endpoint: url, msg: e.to_string() }),
+            Ok(Err(e)) => Err(Error::Connect { endpoint: url, msg: describe(&e) }),
             Err(_) => Err(Error::Connect { endpoint: url, msg: format!("no answer within the dial timeout ({:?})", self.dial_timeout) }),
         }
     }
@@ -106,7 +106,7 @@ impl ConnConfig {
         let opts = self.options()?;
         match tokio::time::timeout(self.dial_timeout + Duration::from_millis(500), Client::connect(urls.clone(), Some(opts))).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(Error::Connect { endpoint: urls.join(","), msg: e.to_string() }),
+            Ok(Err(e)) => Err(Error::Connect { endpoint: urls.join(","), msg: describe(&e) }),
             Err(_) => Err(Error::Connect { endpoint: urls.join(","), msg: format!("no answer within the dial timeout ({:?})", self.dial_timeout) }),
         }
     }
@@ -118,8 +118,52 @@ impl ConnConfig {
     {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: e.to_string() }),
+            Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: describe(&e) }),
             Err(_) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: format!("timed out after the command timeout ({:?})", self.command_timeout) }),
         }
+    }
+}
+
+/// A client error in one line: the operating system's reason when a connection failed
+/// (`Connection refused (os error 111)`), else the server's status message; never the client
+/// library's debug rendering of its error chain, which used to fill whole table columns.
+pub fn describe(e: &etcd_client::Error) -> String {
+    // etcd-client's error does not name its cause; the gRPC status inside it does.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        e => Some(e),
+    };
+    let mut io = None;
+    while let Some(c) = cause {
+        if let Some(i) = c.downcast_ref::<std::io::Error>() {
+            io = Some(i);
+        }
+        cause = c.source();
+    }
+    if let Some(i) = io {
+        return i.to_string();
+    }
+    match e {
+        etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => s.message().to_string(),
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}", s.code()),
+        e => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_refused_connection_reads_as_the_os_says_it() {
+        // A port nothing listens on: connecting is lazy, the first call fails.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = super::ConnConfig { endpoints: vec![format!("127.0.0.1:{port}")], ..Default::default() };
+        let err = match cfg.connect_one(&cfg.endpoints[0]).await {
+            Err(e) => e,
+            Ok(mut c) => cfg.timed(&cfg.endpoints[0], "status", c.status()).await.expect_err("nothing listens there"),
+        };
+        let text = err.to_string();
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(!text.contains("tonic") && !text.contains("Os {") && text.len() < 200, "{text}");
     }
 }

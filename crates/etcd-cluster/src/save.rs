@@ -113,7 +113,7 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
         let mut tail: Vec<u8> = Vec::with_capacity(64);
         let mut total = 0u64;
         loop {
-            let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: e.to_string() })?;
+            let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: crate::conn::describe(&e) })?;
             let Some(m) = msg else { break };
             let blob = m.blob();
             out.file().write_all(blob).map_err(io(path))?;

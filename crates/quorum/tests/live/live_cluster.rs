@@ -96,6 +96,7 @@ fn connection_errors_are_clear_and_bounded() {
     let r = run(cmd);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.starts_with("Error: "), "{}", r.stderr);
+    assert!(r.stderr.contains("UnknownIssuer") && !r.stderr.contains("tonic"), "{}", r.stderr);
     // Unreachable endpoint: an error within the dial timeout (plus process start-up).
     let t0 = Instant::now();
     let mut cmd = crate::common::quorum();
@@ -103,6 +104,8 @@ fn connection_errors_are_clear_and_bounded() {
     let r = run(cmd);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("127.0.0.1:1") && r.stderr.contains("Hint:"), "{}", r.stderr);
+    // The operating system's reason, not the client library's debug dump of its error chain.
+    assert!(r.stderr.contains("Connection refused") && !r.stderr.contains("tonic") && !r.stderr.contains("Os {"), "{}", r.stderr);
     assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
 }
 
