@@ -50,21 +50,33 @@ pub enum ExportError {
     Exists(PathBuf),
     #[error(transparent)]
     List(#[from] ListError),
+    /// `report`: what was read before the failure, when the snapshot was read at all.
     #[error("writing the export: {path}: {source} (nothing was left at {dir})")]
-    Io { path: PathBuf, dir: PathBuf, source: std::io::Error },
+    Io { path: PathBuf, dir: PathBuf, source: std::io::Error, report: Option<Box<ExportReport>> },
     #[error("the snapshot's data is damaged ({damaged} report(s)); nothing was written to {}", .report.directory.display())]
     Damaged { damaged: usize, report: Box<ExportReport> },
     #[error("{} object(s) could not be read; nothing was written to {}", .report.unreadable.len(), .report.directory.display())]
     Unreadable { report: Box<ExportReport> },
     #[error("no objects in namespace(s) {namespaces} in the snapshot; nothing was written")]
-    Empty { namespaces: String },
+    Empty { namespaces: String, report: Box<ExportReport> },
+}
+
+impl ExportError {
+    /// What the export read before it failed (its warnings, the objects it could not read).
+    pub fn report(&self) -> Option<&ExportReport> {
+        match self {
+            ExportError::Damaged { report, .. } | ExportError::Unreadable { report } | ExportError::Empty { report, .. } => Some(report),
+            ExportError::Io { report, .. } => report.as_deref(),
+            ExportError::Exists(_) | ExportError::List(_) => None,
+        }
+    }
 }
 
 /// Export the objects `opts.filter` selects from `snapshot` into the new directory `dir`.
 pub fn export(snapshot: &Path, dir: &Path, opts: &ExportOptions<'_>) -> Result<ExportReport, ExportError> {
     let staging = NewDir::create(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => ExportError::Exists(dir.to_path_buf()),
-        _ => ExportError::Io { path: etcd_data::durable::parent(dir).to_path_buf(), dir: dir.to_path_buf(), source: e },
+        _ => ExportError::Io { path: etcd_data::durable::parent(dir).to_path_buf(), dir: dir.to_path_buf(), source: e, report: None },
     })?;
     let mut report = ExportReport { directory: dir.to_path_buf(), ..Default::default() };
     let mut io_error = None;
@@ -105,7 +117,7 @@ pub fn export(snapshot: &Path, dir: &Path, opts: &ExportOptions<'_>) -> Result<E
     if let Some((path, source)) = io_error {
         let staged = staging.path().to_path_buf();
         let path = dir.join(path.strip_prefix(&staged).unwrap_or(&path));
-        return Err(ExportError::Io { path, dir: dir.to_path_buf(), source });
+        return Err(ExportError::Io { path, dir: dir.to_path_buf(), source, report: Some(Box::new(report)) });
     }
     let damaged = crate::list::damage_count(&report.warnings);
     if damaged > 0 && !opts.skip_unreadable {
@@ -115,15 +127,14 @@ pub fn export(snapshot: &Path, dir: &Path, opts: &ExportOptions<'_>) -> Result<E
         return Err(ExportError::Unreadable { report: Box::new(report) });
     }
     if report.written.is_empty() {
-        return Err(ExportError::Empty { namespaces: opts.filter.namespaces.join(", ") });
+        return Err(ExportError::Empty { namespaces: opts.filter.namespaces.join(", "), report: Box::new(report) });
     }
     // The directories of the staged tree are synced before it gets its name.
-    sync_tree(staging.path()).map_err(|e| ExportError::Io { path: dir.to_path_buf(), dir: dir.to_path_buf(), source: e })?;
-    staging.publish().map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => ExportError::Exists(dir.to_path_buf()),
-        _ => ExportError::Io { path: dir.to_path_buf(), dir: dir.to_path_buf(), source: e },
-    })?;
-    Ok(report)
+    match sync_tree(staging.path()).and_then(|_| staging.publish()) {
+        Ok(()) => Ok(report),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(ExportError::Exists(dir.to_path_buf())),
+        Err(e) => Err(ExportError::Io { path: dir.to_path_buf(), dir: dir.to_path_buf(), source: e, report: Some(Box::new(report)) }),
+    }
 }
 
 fn sync_tree(dir: &Path) -> std::io::Result<()> {

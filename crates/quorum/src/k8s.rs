@@ -538,22 +538,28 @@ fn export(
 ) -> Result<(), Failure> {
     use kube_data::export::{ExportError, ExportOptions};
     let opts = ExportOptions { filter, config, sanitize, keep_owned, skip_unreadable };
-    let report = match kube_data::export::export(path, dir, &opts) {
-        Ok(r) => r,
-        Err(e) => {
-            if let ExportError::Damaged { report, .. } | ExportError::Unreadable { report } = &e {
-                output::warnings(&report.warnings);
-                for u in &report.unreadable {
-                    eprintln!("Error: {u}");
-                }
+    // Warnings always; unreadable objects as errors when they failed the export, else as skipped
+    // (a damaged snapshot fails it before they are listed).
+    let problems = |r: &kube_data::export::ExportReport, label: Option<&str>| {
+        output::warnings(&r.warnings);
+        if let Some(label) = label {
+            for u in &r.unreadable {
+                eprintln!("{label}: {u}");
             }
-            return Err(e.into());
         }
     };
-    output::warnings(&report.warnings);
-    for u in &report.unreadable {
-        eprintln!("Skipped: {u}");
-    }
+    let report = kube_data::export::export(path, dir, &opts).map_err(|e| {
+        if let Some(r) = e.report() {
+            let label = match &e {
+                ExportError::Unreadable { .. } => Some("Error"),
+                ExportError::Damaged { .. } => None,
+                _ => Some("Skipped"),
+            };
+            problems(r, label);
+        }
+        Failure::from(e)
+    })?;
+    problems(&report, Some("Skipped"));
     output::print(write_out, &report, || {
         let mut rows: Vec<Vec<String>> = report.written.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "written".into()]).collect();
         rows.extend(report.skipped.iter().map(|(r, n)| vec![r.clone(), n.to_string(), "left out".into()]));
