@@ -119,7 +119,7 @@ impl ConnConfig {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: describe(&e) }),
-            Err(_) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: format!("timed out after the command timeout ({:?})", self.command_timeout) }),
+            Err(_) => Err(Error::Timeout { endpoint: self.url(endpoint), op, after: self.command_timeout }),
         }
     }
 }

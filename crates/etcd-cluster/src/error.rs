@@ -7,6 +7,9 @@ pub enum Error {
     Connect { endpoint: String, msg: String },
     #[error("{op} on {endpoint} failed: {msg}")]
     Rpc { endpoint: String, op: &'static str, msg: String },
+    /// The member did not answer within the command timeout (overloaded, stalled, paused).
+    #[error("{op} on {endpoint} failed: timed out after the command timeout ({after:?})")]
+    Timeout { endpoint: String, op: &'static str, after: std::time::Duration },
     #[error("TLS configuration: {0}")]
     Tls(String),
     /// A safety check refused the operation; nothing was changed.

@@ -139,7 +139,7 @@ impl From<etcd_cluster::Error> for Failure {
             E::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files (--cert and --key together)")),
             E::Usage(_) => (USAGE, None),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
-            E::Rpc { .. } if e.to_string().contains("timed out") => (FAILED, Some("a member may be overloaded or stalled; --command-timeout sets the wait")),
+            E::Timeout { .. } => (FAILED, Some("a member may be overloaded or stalled; --command-timeout sets the wait")),
             E::Rpc { .. } | E::Io { .. } | E::Stream { .. } => (FAILED, None),
         };
         Failure::of(code, &e, hint.map(String::from))
