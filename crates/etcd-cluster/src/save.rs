@@ -136,7 +136,6 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
                 msg: format!("sha256 mismatch: server sent {}, data hashes to {}", hex::encode(&tail), hex::encode(got)),
             });
         }
-        out.file().sync_all().map_err(io(path))?;
         // The revision the snapshot holds, as `snapshot status` reports it.
         let revision = etcd_data::status(&partial)?.revision;
         Ok((total, hex::encode(got), revision))

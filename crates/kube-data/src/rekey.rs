@@ -10,8 +10,9 @@
 //! trailer `snapshot save` writes is appended, so `snapshot verify`, `etcdutl snapshot status`
 //! and `snapshot restore` (without `--skip-hash-check`) accept it. It is written under a
 //! temporary name beside `NEW`, fsynced and given the name `NEW` only if that is still free
-//! ([`etcd_data::durable`]); on any error nothing is left. A value that does not decrypt is an error naming its key and revision
-//! (or, with `skip_undecryptable`, copied as it is and counted). KMS values and a KMS write
+//! ([`etcd_data::durable`]); on any error nothing is left. A value that does not decrypt is an
+//! error naming its key and revision (or, with `skip_undecryptable`, copied as it is and
+//! counted). KMS values and a KMS write
 //! provider are refused: their data keys are sealed by the KMS plugin.
 
 use std::collections::{BTreeMap, HashMap};
@@ -237,11 +238,9 @@ fn preflight(opts: &RekeyOptions<'_>) -> Result<(), RekeyError> {
 /// Re-encrypt `opts.snapshot` into `opts.output`.
 pub fn rekey(opts: &RekeyOptions<'_>) -> Result<RekeyReport, RekeyError> {
     preflight(opts)?;
-    if opts.output.symlink_metadata().is_ok() {
-        return Err(RekeyError::Exists(opts.output.clone()));
-    }
-    let db = bolt::Db::open(&opts.snapshot)?;
+    // Refuses an existing output before the input is opened.
     let mut new = NewFile::create(&opts.output).map_err(|e| published(&opts.output, e))?;
+    let db = bolt::Db::open(&opts.snapshot)?;
     let file = new.file().try_clone().map_err(io(new.path()))?;
     let partial = new.path().to_path_buf();
     let report = write(opts, &db, file, &partial)?;

@@ -68,7 +68,7 @@ pub(crate) async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, 
     if !durable {
         return new.publish_unsynced().map_err(|e| exists_or_io(out, e, "it appeared while fetching; left it alone"));
     }
-    new.file().sync_all().map_err(|e| Error::io(&partial, e))?;
+    // publish() fsyncs before the file gets its name.
     let actual = sha256_file(&partial)?;
     if actual != manifest.snapshot.sha256 {
         return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
@@ -228,9 +228,6 @@ async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &forma
             return Err(Error::Damaged(format!("bundle path {:?} would leave the output directory; refused", f.path)));
         }
         let dest = out.join(rel);
-        if dest.exists() {
-            return Err(Error::Usage(format!("{}: already exists; extract into an empty directory", dest.display())));
-        }
         if let Some(d) = dest.parent() {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
