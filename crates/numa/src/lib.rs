@@ -22,6 +22,7 @@ pub mod fit;
 pub mod host;
 pub mod libvirt;
 pub mod model;
+pub mod pyset;
 pub mod units;
 
 pub use error::Error;
