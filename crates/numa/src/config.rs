@@ -73,8 +73,35 @@ pub struct NovaConf {
     pub cpu_shared_set: Option<String>,
     pub vcpu_pin_set: Option<String>,
     pub reserved_host_memory_mb: Option<i64>,
+    /// `[DEFAULT] reserved_host_cpus` (0 when unset).
+    pub reserved_host_cpus: i64,
     /// `[compute] packing_host_numa_cells_allocation_strategy`.
     pub pack: Option<bool>,
+    /// `[DEFAULT] cpu_allocation_ratio`, `ram_allocation_ratio` and their `initial_*` defaults.
+    pub cpu_allocation_ratio: Option<f64>,
+    pub ram_allocation_ratio: Option<f64>,
+    pub initial_cpu_allocation_ratio: Option<f64>,
+    pub initial_ram_allocation_ratio: Option<f64>,
+}
+
+impl NovaConf {
+    /// The limits nova's NUMATopologyFilter applies: the compute node's allocation ratios,
+    /// which nova sets from `*_allocation_ratio`, else `initial_*_allocation_ratio` (4.0, 1.0).
+    pub fn limits(&self) -> crate::fit::Limits {
+        crate::fit::Limits {
+            cpu_allocation_ratio: self.cpu_allocation_ratio.or(self.initial_cpu_allocation_ratio).unwrap_or(4.0),
+            ram_allocation_ratio: self.ram_allocation_ratio.or(self.initial_ram_allocation_ratio).unwrap_or(1.0),
+        }
+    }
+
+    pub fn cpu(&self) -> crate::cpu::CpuConfig {
+        crate::cpu::CpuConfig {
+            cpu_dedicated_set: self.cpu_dedicated_set.clone(),
+            cpu_shared_set: self.cpu_shared_set.clone(),
+            vcpu_pin_set: self.vcpu_pin_set.clone(),
+            reserved_host_cpus: self.reserved_host_cpus,
+        }
+    }
 }
 
 /// Parse nova.conf (INI; `#`/`;` comments; repeated keys kept for multi-valued options).
@@ -105,9 +132,25 @@ pub fn parse_nova_conf(text: &str, file: &str) -> Result<NovaConf, Error> {
                 c.reserved_host_memory_mb =
                     Some(v.parse().map_err(|_| Error::Input { file: format!("{file}:{}", i + 1), why: "reserved_host_memory_mb is not an integer".into() })?)
             }
+            ("DEFAULT", "reserved_host_cpus") => {
+                c.reserved_host_cpus =
+                    v.parse().map_err(|_| Error::Input { file: format!("{file}:{}", i + 1), why: "reserved_host_cpus is not an integer".into() })?
+            }
+            ("DEFAULT", "cpu_allocation_ratio" | "ram_allocation_ratio" | "initial_cpu_allocation_ratio" | "initial_ram_allocation_ratio") => {
+                let r: f64 = v.parse().map_err(|_| Error::Input { file: format!("{file}:{}", i + 1), why: format!("{k} is not a number") })?;
+                let slot = match k {
+                    "cpu_allocation_ratio" => &mut c.cpu_allocation_ratio,
+                    "ram_allocation_ratio" => &mut c.ram_allocation_ratio,
+                    "initial_cpu_allocation_ratio" => &mut c.initial_cpu_allocation_ratio,
+                    _ => &mut c.initial_ram_allocation_ratio,
+                };
+                *slot = Some(r);
+            }
             ("compute", "cpu_dedicated_set") => c.cpu_dedicated_set = Some(v),
             ("compute", "cpu_shared_set") => c.cpu_shared_set = Some(v),
-            ("compute", "packing_host_numa_cells_allocation_strategy") => c.pack = Some(matches!(v.to_lowercase().as_str(), "true" | "1" | "yes" | "on")),
+            ("compute", "packing_host_numa_cells_allocation_strategy") => {
+                c.pack = Some(matches!(v.to_lowercase().as_str(), "true" | "t" | "1" | "yes" | "y" | "on"))
+            }
             _ => {}
         }
     }

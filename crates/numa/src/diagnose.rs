@@ -12,9 +12,11 @@
 
 use serde::Serialize;
 
+use crate::constraints::{numa_get_constraints, Flavor};
 use crate::fit::fit_instance_to_host;
+use crate::fit::Limits;
 use crate::host::Node;
-use crate::model::{Flavor, HostCell};
+use crate::model::HostCell;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolDiagnosis {
@@ -57,6 +59,14 @@ pub struct Diagnosis {
     pub warnings: Vec<String>,
 }
 
+/// A flavor to place, and how the scheduler places it.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub flavor: &'a Flavor,
+    pub pack: bool,
+    pub limits: Limits,
+}
+
 /// `nova`: nova's view with its instances' usage applied. `socket_mem`: OVS MB per node.
 pub fn diagnose(
     kernel: &[Node],
@@ -64,8 +74,7 @@ pub fn diagnose(
     socket_mem: Option<&[u64]>,
     socket_limit: Option<&[u64]>,
     dpdk_page_kb: u64,
-    flavor: Option<&Flavor>,
-    pack: bool,
+    placement: Option<Placement>,
 ) -> Diagnosis {
     let mut pools = Vec::new();
     let mut warnings = Vec::new();
@@ -140,17 +149,18 @@ pub fn diagnose(
             });
         }
     }
-    let placement = flavor.map(|f| {
-        let mut inst = match crate::model::instance_topology(f) {
+    let placement = placement.map(|Placement { flavor: f, pack, limits }| {
+        let mut inst = match numa_get_constraints(f) {
             Ok(Some(i)) => i,
             Ok(None) => {
                 return PlacementCheck { flavor: f.name.clone(), nova_places_on: None, page_size_kb: None, pages_needed: None, kernel_free: None, verdict: "no NUMA topology requested: nova does not pin this guest to a node".into() }
             }
             Err(e) => return PlacementCheck { flavor: f.name.clone(), nova_places_on: None, page_size_kb: None, pages_needed: None, kernel_free: None, verdict: format!("invalid flavor: {e}") },
         };
-        match fit_instance_to_host(nova, &mut inst, pack, None) {
-            None => PlacementCheck { flavor: f.name.clone(), nova_places_on: None, page_size_kb: None, pages_needed: None, kernel_free: None, verdict: "nova finds no cell: the build is rejected by the scheduler (no valid host)".into() },
-            Some(cells) => {
+        match fit_instance_to_host(nova, &mut inst, pack, Some(limits)) {
+            Err(e) => PlacementCheck { flavor: f.name.clone(), nova_places_on: None, page_size_kb: None, pages_needed: None, kernel_free: None, verdict: format!("nova fails: {e}") },
+            Ok(None) => PlacementCheck { flavor: f.name.clone(), nova_places_on: None, page_size_kb: None, pages_needed: None, kernel_free: None, verdict: "nova finds no cell: the build is rejected by the scheduler (no valid host)".into() },
+            Ok(Some(cells)) => {
                 let c = &cells[0];
                 let size = c.pagesize_kb.unwrap_or(4);
                 let needed = c.memory * 1024 / size as i64;

@@ -19,8 +19,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Reserved;
+use crate::cpu::NovaCpus;
 use crate::error::Error;
 use crate::model::{HostCell, Pages};
+use crate::pyset::PySet;
 
 /// One hugepage pool of one node, as the kernel counts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,6 +40,10 @@ pub struct Node {
     pub mem_total_kb: i64,
     pub cpus: BTreeSet<u32>,
     pub pages: Vec<KernelPages>,
+    /// CPU → its `thread_siblings_list` text (what libvirt reports as `siblings`); CPUs without
+    /// one are taken as cores of their own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub thread_siblings: BTreeMap<u32, String>,
 }
 
 fn read(p: &Path) -> Result<String, Error> {
@@ -50,25 +56,7 @@ fn read_int(p: &Path) -> Result<i64, Error> {
 }
 
 /// `0-3,8,10-11` → set.
-pub fn parse_cpu_list(s: &str) -> Result<BTreeSet<u32>, String> {
-    let mut out = BTreeSet::new();
-    for part in s.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("invalid CPU list element {part:?}");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => {
-                out.insert(part.parse().map_err(|_| bad())?);
-            }
-        }
-    }
-    Ok(out)
-}
+pub use crate::cpu::parse_kernel_list as parse_cpu_list;
 
 /// `NUMA nodeN CPU(s): list` lines of `LC_ALL=C lscpu`.
 pub fn parse_lscpu(text: &str, file: &str) -> Result<BTreeMap<u32, BTreeSet<u32>>, Error> {
@@ -125,7 +113,13 @@ pub fn read_sysfs(sysfs: &Path) -> Result<Vec<Node>, Error> {
             }
         }
         pages.sort_by_key(|p| p.size_kb);
-        nodes.push(Node { id, mem_total_kb, cpus, pages });
+        let mut thread_siblings = BTreeMap::new();
+        for &c in &cpus {
+            if let Some(t) = crate::cpu::read_thread_siblings(sysfs, c)? {
+                thread_siblings.insert(c, t);
+            }
+        }
+        nodes.push(Node { id, mem_total_kb, cpus, pages, thread_siblings });
     }
     if nodes.is_empty() {
         return Err(Error::Input { file: base.display().to_string(), why: "no nodeN directories".into() });
@@ -139,25 +133,43 @@ pub fn default_hugepage_kb(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| l.strip_prefix("Hugepagesize:").and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
 }
 
-/// nova's host topology from the kernel's nodes. `dedicated`/`shared`: `cpu_dedicated_set` and
-/// `cpu_shared_set` (or `vcpu_pin_set`); with neither, every CPU is usable both ways (nova's
-/// legacy fallback).
-pub fn nova_view(nodes: &[Node], reserved: &Reserved, dedicated: Option<&BTreeSet<u32>>, shared: Option<&BTreeSet<u32>>) -> Vec<HostCell> {
-    nodes
-        .iter()
-        .map(|n| {
-            let huge_kb: i64 = n.pages.iter().map(|p| p.size_kb as i64 * p.nr).sum();
-            let mut mempages = vec![Pages { size_kb: 4, total: (n.mem_total_kb - huge_kb) / 4, used: 0, reserved: reserved.get(n.id, 4) }];
-            mempages.extend(n.pages.iter().map(|p| Pages { size_kb: p.size_kb, total: p.nr, used: 0, reserved: reserved.get(n.id, p.size_kb) }));
-            let cpus = &n.cpus;
-            let (cpuset, pcpuset) = match (dedicated, shared) {
-                (Some(d), s) => (s.map(|s| cpus & s).unwrap_or_default(), cpus & d),
-                (None, Some(s)) => (cpus & s, cpus & s),
-                (None, None) => (cpus.clone(), cpus.clone()),
-            };
-            HostCell { id: n.id, cpuset, pcpuset, memory: n.mem_total_kb / 1024, cpu_usage: 0, memory_usage: 0, pinned_cpus: BTreeSet::new(), mempages }
-        })
-        .collect()
+/// nova's host topology from the kernel's nodes, built as the libvirt driver's
+/// `_get_host_numa_topology` builds it, set operation for set operation: per cell, the CPUs
+/// (ascending, as libvirt lists them) `&` nova's shared and dedicated CPUs; the sibling sets
+/// de-duplicated through a set of tuples (CPython's order), restricted to the usable CPUs,
+/// empty ones dropped; the cell then assigned to a new `NUMACell`.
+pub fn nova_view(nodes: &[Node], reserved: &Reserved, cpus: &NovaCpus) -> Result<Vec<HostCell>, Error> {
+    let mut cells = Vec::new();
+    for n in nodes {
+        let huge_kb: i64 = n.pages.iter().map(|p| p.size_kb as i64 * p.nr).sum();
+        let mut mempages = vec![Pages { size_kb: 4, total: (n.mem_total_kb - huge_kb) / 4, used: 0, reserved: reserved.get(n.id, 4) }];
+        mempages.extend(n.pages.iter().map(|p| Pages { size_kb: p.size_kb, total: p.nr, used: 0, reserved: reserved.get(n.id, p.size_kb) }));
+        let mut cell_cpus = PySet::from_iter_adds(n.cpus.iter().copied());
+        let cpuset = PySet::and(&cell_cpus, &cpus.shared);
+        let pcpuset = PySet::and(&cell_cpus, &cpus.dedicated);
+        let mut tuples = Vec::new();
+        for &c in &n.cpus {
+            let spec = n.thread_siblings.get(&c).cloned().unwrap_or_else(|| c.to_string());
+            tuples.push(crate::cpu::parse_cpu_spec(&spec)?.to_vec());
+        }
+        let unique = crate::pyset::set_of_tuples_order(&tuples);
+        cell_cpus = PySet::and(&cell_cpus, &PySet::or(&cpus.shared, &cpus.dedicated));
+        let siblings: Vec<PySet> = unique.into_iter().map(|t| PySet::and(&PySet::from_iter_adds(t), &cell_cpus)).filter(|s| !s.is_empty()).collect();
+        let mut cell = HostCell {
+            id: n.id,
+            cpuset: cpuset.sorted(),
+            pcpuset,
+            siblings,
+            memory: n.mem_total_kb / 1024,
+            cpu_usage: 0,
+            memory_usage: 0,
+            pinned_cpus: BTreeSet::new(),
+            mempages,
+        };
+        cell.assigned();
+        cells.push(cell);
+    }
+    Ok(cells)
 }
 
 /// A host for examples and tests: nodes of (id, hugepages), all of `size_kb`, `cpus` CPUs each,
@@ -170,7 +182,10 @@ pub fn synthetic(nodes: &[(u32, i64)], size_kb: u64, cpus: u32) -> Vec<HostCell>
             mem_total_kb: 16 << 20,
             cpus: (id * cpus..(id + 1) * cpus).collect(),
             pages: vec![KernelPages { size_kb, nr: n, free: n, surplus: 0 }],
+            thread_siblings: BTreeMap::new(),
         })
         .collect();
-    nova_view(&kernel, &Reserved::default(), None, None)
+    let online: BTreeSet<u32> = kernel.iter().flat_map(|n| n.cpus.iter().copied()).collect();
+    let (sets, _) = crate::cpu::nova_cpus(&Default::default(), &online).expect("no CPU sets configured");
+    nova_view(&kernel, &Reserved::default(), &sets).expect("synthetic sibling lists parse")
 }

@@ -5,17 +5,20 @@
 //! (`os_mem_prealloc: Insufficient free host memory pages available to allocate guest RAM`).
 //!
 //! ```
-//! use numa::model::Flavor;
+//! use numa::constraints::{numa_get_constraints, Flavor};
 //! let host = numa::host::synthetic(&[(0, 1024), (1, 1024)], 2048, 8);
-//! let flavor = Flavor { name: "m1.tiny".into(), vcpus: 1, memory_mb: 512, numa_nodes: None,
-//!     mem_page_size: Some("large".into()), cpu_policy: Some("dedicated".into()) };
-//! let mut inst = numa::model::instance_topology(&flavor).unwrap().unwrap();
-//! let placed = numa::fit::fit_instance_to_host(&host, &mut inst, false, None).unwrap();
+//! let flavor = Flavor::new(1, 512).spec("hw:mem_page_size", "large").spec("hw:cpu_policy", "dedicated");
+//! let mut inst = numa_get_constraints(&flavor).unwrap().unwrap();
+//! let placed = numa::fit::fit_instance_to_host(&host, &mut inst, false, None).unwrap().unwrap();
 //! assert_eq!((placed[0].id, placed[0].pagesize_kb), (0, Some(2048)));
+//! // Not CPU 0: nova walks the sibling sets in the order CPython iterates {(0,), (1,), … (7,)}.
+//! assert_eq!(placed[0].cpu_pinning[&0], 6);
 //! ```
 
 pub mod compute_host;
 pub mod config;
+pub mod constraints;
+pub mod cpu;
 pub mod diagnose;
 mod error;
 pub mod fit;

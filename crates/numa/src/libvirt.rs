@@ -79,6 +79,7 @@ pub fn parse_domain(xml: &str, file: &str) -> Result<Vec<InstanceCell>, Error> {
         let pinned: BTreeMap<u32, u32> = vcpus.iter().filter_map(|v| pins.get(v).map(|p| (*v, *p))).collect();
         let dedicated = !vcpus.is_empty() && pinned.len() == vcpus.len();
         out.push(InstanceCell {
+            guest_cell: id,
             id: node,
             cpuset: if dedicated { BTreeSet::new() } else { vcpus.clone() },
             pcpuset: if dedicated { vcpus } else { BTreeSet::new() },
@@ -86,7 +87,9 @@ pub fn parse_domain(xml: &str, file: &str) -> Result<Vec<InstanceCell>, Error> {
             pagesize: None,
             pagesize_kb: page_of.get(&id).copied(),
             cpu_policy: dedicated.then_some(CpuPolicy::Dedicated),
+            cpu_thread_policy: None,
             cpu_pinning: pinned,
+            cpuset_reserved: None,
         });
     }
     Ok(out)

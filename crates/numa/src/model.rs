@@ -1,11 +1,17 @@
-//! nova's NUMA objects (`nova/objects/numa.py`): host cells with CPUs, memory and hugepage
-//! pools, and the instance cells a flavor asks for.
+//! nova's NUMA objects (`nova/objects/numa.py`, `instance_numa.py`): host cells with CPUs,
+//! thread siblings, memory and hugepage pools, and the instance cells a request asks for.
+//!
+//! A host cell's dedicated CPUs and sibling sets are [`PySet`]s: nova's pinning depends on
+//! their CPython iteration order, which changes as nova copies them (each assignment to an
+//! object field, each JSON round trip through the database); [`HostCell::assigned`] and
+//! [`HostCell::through_database`] are those copies.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::pyset::PySet;
 use crate::units::PageRequest;
 
 /// `NUMAPagesTopology`: one page size's pool on a cell. `free = total - used - reserved`, which
@@ -28,10 +34,13 @@ impl Pages {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostCell {
     pub id: u32,
-    /// Shared pCPUs (`cpu_shared_set`).
+    /// Shared pCPUs (`cpu_shared_set`, or `vcpu_pin_set`, or all online CPUs).
     pub cpuset: BTreeSet<u32>,
-    /// Dedicated pCPUs (`cpu_dedicated_set`).
-    pub pcpuset: BTreeSet<u32>,
+    /// Dedicated pCPUs (`cpu_dedicated_set`, or the legacy fallback to the shared ones).
+    pub pcpuset: PySet,
+    /// Thread sibling sets of the usable CPUs, in nova's order.
+    #[serde(default)]
+    pub siblings: Vec<PySet>,
     /// MiB.
     pub memory: i64,
     pub cpu_usage: i64,
@@ -41,53 +50,150 @@ pub struct HostCell {
 }
 
 impl HostCell {
+    /// A cell whose CPUs serve both shared and dedicated guests, without SMT.
+    pub fn new(id: u32, cpus: &BTreeSet<u32>, memory: i64, mempages: Vec<Pages>) -> HostCell {
+        HostCell {
+            id,
+            cpuset: cpus.clone(),
+            pcpuset: PySet::from_iter_adds(cpus.iter().copied()),
+            siblings: cpus.iter().map(|c| PySet::from_iter_adds([*c])).collect(),
+            memory,
+            cpu_usage: 0,
+            memory_usage: 0,
+            pinned_cpus: BTreeSet::new(),
+            mempages,
+        }
+    }
+
     pub fn avail_memory(&self) -> i64 {
         self.memory - self.memory_usage
     }
+
+    /// `free_pcpus`: `pcpuset - pinned_cpus`, in CPython's order.
+    pub fn free_pcpus_ordered(&self) -> PySet {
+        PySet::sub(&self.pcpuset, &PySet::from_iter_adds(self.pinned_cpus.iter().copied()))
+    }
+
     pub fn free_pcpus(&self) -> BTreeSet<u32> {
-        self.pcpuset.difference(&self.pinned_cpus).copied().collect()
+        self.pcpuset.iter().filter(|c| !self.pinned_cpus.contains(c)).collect()
     }
+
     pub fn avail_pcpus(&self) -> usize {
-        self.free_pcpus().len()
+        self.pcpuset.iter().filter(|c| !self.pinned_cpus.contains(c)).count()
     }
+
+    /// `free_siblings`: each sibling set `& free_pcpus`.
+    pub fn free_siblings(&self) -> Vec<PySet> {
+        let free = self.free_pcpus_ordered();
+        self.siblings.iter().map(|s| PySet::and(s, &free)).collect()
+    }
+
     pub fn page(&self, size_kb: u64) -> Option<&Pages> {
         self.mempages.iter().find(|p| p.size_kb == size_kb)
     }
+
     /// `can_fit_pagesize`: `memory_kb` fits in free (or total) pages of `size_kb` and is a whole
     /// number of them.
-    pub fn can_fit_pagesize(&self, size_kb: u64, memory_kb: i64, use_free: bool) -> Result<bool, Error> {
-        let p = self.page(size_kb).ok_or_else(|| Error::PageSizeNotSupported {
-            cell: self.id,
-            size_kb,
-            available: self.mempages.iter().map(|p| p.size_kb).collect(),
-        })?;
-        let avail_kb = if use_free { p.free() } else { p.total } * size_kb as i64;
-        Ok(memory_kb <= avail_kb && memory_kb % size_kb as i64 == 0)
+    pub fn can_fit_pagesize(&self, size_kb: i64, memory_kb: i64, use_free: bool) -> Result<bool, Error> {
+        let Some(p) = self.mempages.iter().find(|p| p.size_kb as i64 == size_kb) else {
+            return Err(Error::Nova {
+                exception: "MemoryPageSizeNotSupported",
+                message: format!("page size {size_kb} KiB is not available on NUMA cell {} (it has {:?} KiB pages)", self.id, self.page_sizes()),
+            });
+        };
+        let avail_kb = if use_free { p.free() } else { p.total } * size_kb;
+        Ok(memory_kb <= avail_kb && memory_kb % size_kb == 0)
+    }
+
+    pub fn page_sizes(&self) -> Vec<u64> {
+        self.mempages.iter().map(|p| p.size_kb).collect()
+    }
+
+    /// The copies nova makes when a cell's sets are assigned to a new `NUMACell` (field
+    /// coercion).
+    pub fn assigned(&mut self) {
+        self.pcpuset = self.pcpuset.coerced();
+        for s in &mut self.siblings {
+            *s = s.coerced();
+        }
+    }
+
+    /// The copies of a trip through `compute_nodes.numa_topology` (`_to_json`, then
+    /// `obj_from_db_obj`).
+    pub fn through_database(&mut self) {
+        self.pcpuset = self.pcpuset.json_round_trip();
+        for s in &mut self.siblings {
+            *s = s.json_round_trip();
+        }
+    }
+
+    /// `pin_cpus_with_siblings`: the whole cores of `cpus`.
+    pub fn with_siblings(&self, cpus: &BTreeSet<u32>) -> BTreeSet<u32> {
+        self.siblings.iter().filter(|s| s.iter().any(|c| cpus.contains(&c))).flat_map(|s| s.iter()).collect()
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CpuPolicy {
     Shared,
     Dedicated,
     Mixed,
 }
 
+impl CpuPolicy {
+    pub fn parse(v: &str) -> Option<CpuPolicy> {
+        match v {
+            "shared" => Some(CpuPolicy::Shared),
+            "dedicated" => Some(CpuPolicy::Dedicated),
+            "mixed" => Some(CpuPolicy::Mixed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadPolicy {
+    Prefer,
+    Isolate,
+    Require,
+}
+
+impl ThreadPolicy {
+    pub fn parse(v: &str) -> Option<ThreadPolicy> {
+        match v {
+            "prefer" => Some(ThreadPolicy::Prefer),
+            "isolate" => Some(ThreadPolicy::Isolate),
+            "require" => Some(ThreadPolicy::Require),
+            _ => None,
+        }
+    }
+}
+
 /// `InstanceNUMACell`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceCell {
+    /// The guest cell's index in the request.
+    pub guest_cell: u32,
+    /// nova's `id`: the guest cell index in a request, the host cell once fitted.
     pub id: u32,
+    /// Shared vCPUs.
     pub cpuset: BTreeSet<u32>,
+    /// Dedicated vCPUs.
     pub pcpuset: BTreeSet<u32>,
     /// MiB.
     pub memory: i64,
     #[serde(skip)]
     pub pagesize: Option<PageRequest>,
-    /// The concrete page size chosen (KiB), once fitted.
+    /// The concrete page size chosen (KiB), once fitted with a page-size request.
     pub pagesize_kb: Option<u64>,
     pub cpu_policy: Option<CpuPolicy>,
-    /// Guest vCPU → host pCPU, for dedicated CPUs.
+    pub cpu_thread_policy: Option<ThreadPolicy>,
+    /// Guest vCPU → host pCPU, for dedicated vCPUs.
     pub cpu_pinning: BTreeMap<u32, u32>,
+    /// Host pCPUs reserved for the emulator threads (`hw:emulator_threads_policy=isolate`).
+    pub cpuset_reserved: Option<BTreeSet<u32>>,
 }
 
 impl InstanceCell {
@@ -96,55 +202,9 @@ impl InstanceCell {
     }
 }
 
-/// A flavor's NUMA-relevant parts.
+/// `InstanceNUMATopology`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Flavor {
-    pub name: String,
-    pub vcpus: u32,
-    pub memory_mb: i64,
-    /// `hw:numa_nodes`.
-    pub numa_nodes: Option<u32>,
-    /// `hw:mem_page_size`.
-    pub mem_page_size: Option<String>,
-    /// `hw:cpu_policy`.
-    pub cpu_policy: Option<String>,
-}
-
-/// `numa_get_constraints` for the flavor keys modelled here: a NUMA topology exists when
-/// `hw:numa_nodes`, a page size or a dedicated/mixed CPU policy is asked for; vCPUs and memory
-/// split evenly over the nodes (`_get_numa_topology_auto`).
-pub fn instance_topology(f: &Flavor) -> Result<Option<Vec<InstanceCell>>, Error> {
-    let pagesize = f.mem_page_size.as_deref().map(PageRequest::parse).transpose()?;
-    let policy = match f.cpu_policy.as_deref() {
-        None | Some("shared") => None,
-        Some("dedicated") => Some(CpuPolicy::Dedicated),
-        Some("mixed") => Some(CpuPolicy::Mixed),
-        Some(o) => return Err(Error::Instance(format!("hw:cpu_policy {o:?} (want shared, dedicated or mixed)"))),
-    };
-    if f.numa_nodes.is_none() && pagesize.is_none() && policy.is_none() {
-        return Ok(None);
-    }
-    let nodes = f.numa_nodes.unwrap_or(1).max(1);
-    if !f.vcpus.is_multiple_of(nodes) || f.memory_mb % nodes as i64 != 0 {
-        return Err(Error::Instance(format!("{} vCPUs and {} MiB do not split evenly over {nodes} NUMA nodes", f.vcpus, f.memory_mb)));
-    }
-    let k = f.vcpus / nodes;
-    Ok(Some(
-        (0..nodes)
-            .map(|i| {
-                let cpus: BTreeSet<u32> = (i * k..(i + 1) * k).collect();
-                let dedicated = policy == Some(CpuPolicy::Dedicated);
-                InstanceCell {
-                    id: i,
-                    cpuset: if dedicated { BTreeSet::new() } else { cpus.clone() },
-                    pcpuset: if dedicated { cpus } else { BTreeSet::new() },
-                    memory: f.memory_mb / nodes as i64,
-                    pagesize,
-                    pagesize_kb: None,
-                    cpu_policy: policy,
-                    cpu_pinning: BTreeMap::new(),
-                }
-            })
-            .collect(),
-    ))
+pub struct InstanceTopology {
+    pub cells: Vec<InstanceCell>,
+    pub emulator_threads_isolated: bool,
 }

@@ -278,6 +278,20 @@ impl PySet {
     }
 }
 
+impl serde::Serialize for PySet {
+    /// As a sorted list: the iteration order is an implementation detail of the model.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.sorted())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PySet {
+    /// From a list, added in list order (as nova's `from_primitive` does).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(PySet::from_iter_adds(Vec::<u32>::deserialize(d)?))
+    }
+}
+
 /// CPython's `hash(tuple)` (3.8+, 64-bit) for a tuple of non-negative ints.
 pub fn tuple_hash(items: &[u32]) -> u64 {
     const P1: u64 = 11400714785074694791;
@@ -440,12 +454,8 @@ for line in sys.stdin:
     elif op == 9: R[r] = coerced(R[a])
     else: R[r] = set()
 "#;
-        let mut child = std::process::Command::new(python)
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new(python).args(["-c", script]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         use std::io::Write;
         child.stdin.take().unwrap().write_all(program.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();

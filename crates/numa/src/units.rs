@@ -2,10 +2,9 @@
 //!
 //! * `oslo_utils.strutils.string_to_bytes(v, 'IEC')`: regex `(^[-+]?\d*\.?\d+)([KMGT]i?)?(b|bit|B)$`,
 //!   powers of 1024; a `b`/`bit` suffix means bits (divided by 8); `return_int` rounds up.
-//! * `hw:mem_page_size` (`nova/virt/hardware.py::_get_numa_pagesize_constraint`): `small` → -1,
-//!   `large` → -2, `any` → -3, all digits → KiB, else `string_to_bytes(v, IEC) / 1024`, else invalid.
-
-use crate::error::Error;
+//! * `hw:mem_page_size` (`nova/virt/hardware.py::_get_numa_pagesize_constraint`, read in
+//!   [`crate::constraints`]): `small` → -1, `large` → -2, `any` → -3, all digits → KiB, else
+//!   `string_to_bytes(v, IEC) / 1024`, else invalid.
 
 /// `string_to_bytes(text, 'IEC')` (without rounding), or None when it does not parse.
 pub fn string_to_bytes(text: &str) -> Option<f64> {
@@ -51,33 +50,15 @@ pub fn string_to_bytes(text: &str) -> Option<f64> {
     Some(if bits { bytes / 8.0 } else { bytes })
 }
 
-/// A requested page size (`hw:mem_page_size`).
+/// A requested page size (`hw:mem_page_size`, as the `InstanceNUMACell.pagesize` integer
+/// holds it: nova's markers -1, -2, -3 for small, large, any, else KiB).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PageRequest {
     Small,
     Large,
     Any,
     /// An explicit size in KiB.
-    Size(u64),
-}
-
-impl PageRequest {
-    pub fn parse(v: &str) -> Result<PageRequest, Error> {
-        let invalid = || Error::PageSizeInvalid(v.to_string());
-        match v {
-            "small" => Ok(PageRequest::Small),
-            "large" => Ok(PageRequest::Large),
-            "any" => Ok(PageRequest::Any),
-            d if !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()) => d.parse().map(PageRequest::Size).map_err(|_| invalid()),
-            other => {
-                let kib = string_to_bytes(other).ok_or_else(invalid)? / 1024.0;
-                if kib <= 0.0 || kib.fract() != 0.0 {
-                    return Err(invalid());
-                }
-                Ok(PageRequest::Size(kib as u64))
-            }
-        }
-    }
+    Size(i64),
 }
 
 #[cfg(test)]
@@ -93,19 +74,6 @@ mod tests {
         assert_eq!(string_to_bytes("2Mb"), Some(262144.0), "bits");
         for bad in ["2048kB", "2M", "1G", "2 MB", "foo", ""] {
             assert_eq!(string_to_bytes(bad), None, "{bad}");
-        }
-    }
-
-    /// nova `VirtMemoryPagesTestCase.test_get_requested_mempages_pagesize` and `..._invalid`.
-    #[test]
-    fn get_requested_mempages() {
-        assert_eq!(PageRequest::parse("2048KB").unwrap(), PageRequest::Size(2048));
-        assert_eq!(PageRequest::parse("2MB").unwrap(), PageRequest::Size(2048));
-        assert_eq!(PageRequest::parse("1GB").unwrap(), PageRequest::Size(1048576));
-        assert_eq!(PageRequest::parse("2048").unwrap(), PageRequest::Size(2048));
-        assert_eq!(PageRequest::parse("large").unwrap(), PageRequest::Large);
-        for bad in ["2M", "foo", "-42"] {
-            assert!(PageRequest::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -3,19 +3,26 @@
 //! two-node OVS-DPDK scenarios checked against nova (research brief, section 4).
 //! Reservation parsing cases (`test_numa_get_reserved_huge_pages`,
 //! `test_reserved_huge_pages_invalid_format/_value`) are in `src/config.rs`; page-size parsing
-//! (`test_get_requested_mempages_*`) in `src/units.rs`.
+//! (`test_get_requested_mempages_*`) in `src/constraints.rs`. Everything else is checked against
+//! the real nova by `crates/quorum/tests/files/numa_nova.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use numa::constraints::{numa_get_constraints, Flavor};
+use numa::cpu::nova_cpus;
 use numa::fit::{add_usage, fit_instance_cell, fit_instance_to_host, supports_pagesize_request};
 use numa::host::{nova_view, KernelPages, Node};
-use numa::model::{instance_topology, CpuPolicy, Flavor, HostCell, InstanceCell, Pages};
+use numa::model::{CpuPolicy, HostCell, InstanceCell, Pages};
 use numa::units::PageRequest;
 use numa::Error;
 
 fn cell(id: u32, mempages: Vec<Pages>, cpus: &[u32]) -> HostCell {
-    let set: BTreeSet<u32> = cpus.iter().copied().collect();
-    HostCell { id, cpuset: set.clone(), pcpuset: set, memory: 1024, cpu_usage: 0, memory_usage: 0, pinned_cpus: BTreeSet::new(), mempages }
+    HostCell::new(id, &cpus.iter().copied().collect(), 1024, mempages)
+}
+
+/// nova's CPU sets without any CPU option in nova.conf: every online CPU, both ways.
+fn all_cpus(nodes: &[Node]) -> numa::cpu::NovaCpus {
+    nova_cpus(&Default::default(), &nodes.iter().flat_map(|n| n.cpus.iter().copied()).collect()).unwrap().0
 }
 
 fn pages(size_kb: u64, total: i64, used: i64, reserved: i64) -> Pages {
@@ -26,6 +33,7 @@ fn inst(id: u32, memory: i64, pagesize: Option<PageRequest>, policy: Option<CpuP
     let set: BTreeSet<u32> = vcpus.iter().copied().collect();
     let dedicated = policy == Some(CpuPolicy::Dedicated);
     InstanceCell {
+        guest_cell: id,
         id,
         cpuset: if dedicated { BTreeSet::new() } else { set.clone() },
         pcpuset: if dedicated { set } else { BTreeSet::new() },
@@ -33,7 +41,9 @@ fn inst(id: u32, memory: i64, pagesize: Option<PageRequest>, policy: Option<CpuP
         pagesize,
         pagesize_kb: None,
         cpu_policy: policy,
+        cpu_thread_policy: None,
         cpu_pinning: BTreeMap::new(),
+        cpuset_reserved: None,
     }
 }
 
@@ -45,7 +55,7 @@ fn test_reserved_hugepages_success() {
     a.pagesize_kb = Some(2048);
     let mut b = inst(1, 1024, Some(PageRequest::Size(1048576)), None, &[1]);
     b.pagesize_kb = Some(1048576);
-    add_usage(&mut host, &[a, b]);
+    add_usage(&mut host, &[a, b]).unwrap();
     assert_eq!((host[0].mempages[0].used, host[0].mempages[0].free()), (256, 128));
     assert_eq!((host[1].mempages[0].used, host[1].mempages[0].free()), (3, 1));
 }
@@ -57,9 +67,15 @@ fn test_does_want_hugepages_reserved() {
         "reserved_huge_pages = node:0,size:2048,count:128\nreserved_huge_pages = node:1,size:2048,count:1\nreserved_huge_pages = node:3,size:2048,count:64\n";
     let c = numa::config::parse_nova_conf(conf, "nova.conf").unwrap();
     let nodes: Vec<Node> = (0..4)
-        .map(|id| Node { id, mem_total_kb: 4 << 20, cpus: [id].into(), pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }] })
+        .map(|id| Node {
+            id,
+            mem_total_kb: 4 << 20,
+            cpus: [id].into(),
+            pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }],
+            thread_siblings: BTreeMap::new(),
+        })
         .collect();
-    let view = nova_view(&nodes, &c.reserved, None, None);
+    let view = nova_view(&nodes, &c.reserved, &all_cpus(&nodes)).unwrap();
     let r: Vec<i64> = view.iter().map(|c| c.mempages[1].reserved).collect();
     assert_eq!(r, vec![128, 1, 0, 64]);
 }
@@ -70,7 +86,7 @@ fn test_numa_pagesize_usage_from_cell() {
     let mut host = vec![cell(0, vec![pages(4, 262144, 0, 0), pages(2048, 512, 0, 0)], &[0])];
     let mut i = inst(0, 512, Some(PageRequest::Size(2048)), None, &[0]);
     i.pagesize_kb = Some(2048);
-    add_usage(&mut host, &[i]);
+    add_usage(&mut host, &[i]).unwrap();
     assert_eq!(host[0].mempages[1].used, 256);
 }
 
@@ -104,7 +120,7 @@ fn test_cell_accepts_request_remainder_memory() {
 fn test_cell_accepts_request_host_mempages() {
     let host = cell(0, vec![pages(4, 256, 0, 0), pages(2048, 512, 0, 0)], &[0]);
     let e = supports_pagesize_request(&host, &inst(0, 1024, Some(PageRequest::Size(4096)), None, &[0])).unwrap_err();
-    assert!(matches!(e, Error::PageSizeNotSupported { size_kb: 4096, .. }), "{e}");
+    assert!(matches!(e, Error::Nova { exception: "MemoryPageSizeNotSupported", .. }) && e.to_string().contains("4096"), "{e}");
 }
 
 /// `VirtNUMATopologyCellUsageTestCase.test_fit_instance_cell_mempages`
@@ -134,10 +150,10 @@ fn test_host_usage_contiguous_pages_compute() {
     let mut host = vec![cell(0, vec![pages(4, 262144, 32, 0), pages(2048, 512, 2, 0)], &[0, 1, 2, 3])];
     let mk = |m, ps| {
         let mut i = inst(0, m, Some(PageRequest::Size(ps)), None, &[0]);
-        i.pagesize_kb = Some(ps);
+        i.pagesize_kb = Some(ps as u64);
         i
     };
-    add_usage(&mut host, &[mk(64, 4), mk(32, 4), mk(16, 2048)]);
+    add_usage(&mut host, &[mk(64, 4), mk(32, 4), mk(16, 2048)]).unwrap();
     assert_eq!(host[0].mempages[0].used, 24608);
     assert_eq!(host[0].mempages[1].used, 10);
 }
@@ -151,6 +167,7 @@ fn two_nodes(reserved: i64) -> Vec<HostCell> {
             mem_total_kb: 16 << 20,
             cpus: (id * 8..id * 8 + 8).collect(),
             pages: vec![KernelPages { size_kb: 2048, nr: 1024, free: 1024, surplus: 0 }],
+            thread_siblings: BTreeMap::new(),
         })
         .collect();
     let mut r = String::new();
@@ -158,16 +175,16 @@ fn two_nodes(reserved: i64) -> Vec<HostCell> {
         r = format!("reserved_huge_pages = node:0,size:2048,count:{reserved}\nreserved_huge_pages = node:1,size:2048,count:{reserved}\n");
     }
     let c = numa::config::parse_nova_conf(&r, "nova.conf").unwrap();
-    nova_view(&nodes, &c.reserved, None, None)
+    nova_view(&nodes, &c.reserved, &all_cpus(&nodes)).unwrap()
 }
 
 fn flavor(memory_mb: i64) -> Flavor {
-    Flavor { name: "f".into(), vcpus: 2, memory_mb, numa_nodes: None, mem_page_size: Some("large".into()), cpu_policy: Some("dedicated".into()) }
+    Flavor::new(2, memory_mb).spec("hw:mem_page_size", "large").spec("hw:cpu_policy", "dedicated")
 }
 
 fn place(host: &[HostCell], f: &Flavor, pack: bool) -> Option<(u32, u64)> {
-    let mut i = instance_topology(f).unwrap().unwrap();
-    fit_instance_to_host(host, &mut i, pack, None).map(|c| (c[0].id, c[0].pagesize_kb.unwrap()))
+    let mut i = numa_get_constraints(f).unwrap().unwrap();
+    fit_instance_to_host(host, &mut i, pack, None).unwrap().map(|c| (c[0].id, c[0].pagesize_kb.unwrap()))
 }
 
 #[test]
@@ -191,10 +208,10 @@ fn scenario_c_spread_versus_pack() {
         let mut h = two_nodes(512);
         let mut got = vec![];
         for _ in 0..4 {
-            let mut i = instance_topology(&flavor(256)).unwrap().unwrap();
-            let placed = fit_instance_to_host(&h, &mut i, pack, None).unwrap();
+            let mut i = numa_get_constraints(&flavor(256)).unwrap().unwrap();
+            let placed = fit_instance_to_host(&h, &mut i, pack, None).unwrap().unwrap();
             got.push(placed[0].id);
-            add_usage(&mut h, &placed);
+            add_usage(&mut h, &placed).unwrap();
         }
         assert_eq!(got, want, "pack={pack}");
         let free: Vec<i64> = h.iter().map(|c| c.page(2048).unwrap().free()).collect();
@@ -215,7 +232,7 @@ fn scenario_d_pagesize_mutation_quirk() {
         n1.memory = 8192;
         vec![n0, n1]
     };
-    let f = Flavor { memory_mb: 1024, ..flavor(1024) };
+    let f = flavor(1024);
     assert_eq!(place(&mk(), &f, true), None);
     assert_eq!(place(&mk(), &f, false), Some((1, 2048)));
 }

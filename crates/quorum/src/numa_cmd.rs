@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
 use clap::{Args, Subcommand};
-use numa::model::{Flavor, HostCell};
+use numa::constraints::Flavor;
+use numa::model::HostCell;
 
 use crate::exit::Failure;
 use crate::output::{self, Format};
@@ -22,7 +25,9 @@ pub struct HostArgs {
     /// nova.conf (reserved_huge_pages, cpu_dedicated_set, cpu_shared_set, vcpu_pin_set, packing strategy).
     #[arg(long)]
     nova_conf: Option<PathBuf>,
-    /// Instances already placed: JSON list of {"node", "memory_mb", "pagesize_kb", "vcpus", "dedicated"}.
+    /// Instances already placed: a JSON list, one object per instance: {"cells": [{"node", "memory_mb",
+    /// "pagesize_kb", "vcpus", "pcpus": [pinned host CPUs in vCPU order], "emulator_pcpus", "cpu_policy",
+    /// "thread_policy"}]} (or one cell written flat).
     #[arg(long)]
     instances: Option<PathBuf>,
     /// Instances already placed, as libvirt domain XML (`virsh dumpxml`); repeatable.
@@ -37,15 +42,23 @@ pub struct HostArgs {
     /// Flavor RAM in MiB.
     #[arg(long, default_value_t = 512)]
     ram: i64,
-    /// hw:mem_page_size (small, large, any, KiB, or e.g. 2MB).
+    /// hw:mem_page_size (small, large, any, KiB, or e.g. 2MB); short for --property hw:mem_page_size=...
     #[arg(long)]
     mem_page_size: Option<String>,
-    /// hw:cpu_policy (shared, dedicated, mixed).
+    /// hw:cpu_policy (shared, dedicated, mixed); short for --property hw:cpu_policy=...
     #[arg(long)]
     cpu_policy: Option<String>,
-    /// hw:numa_nodes.
+    /// hw:numa_nodes; short for --property hw:numa_nodes=...
     #[arg(long)]
-    numa_nodes: Option<u32>,
+    numa_nodes: Option<String>,
+    /// A flavor extra spec, as `openstack flavor set --property` takes it (repeatable):
+    /// hw:cpu_thread_policy=isolate, hw:cpu_dedicated_mask=^0, hw:emulator_threads_policy=isolate,
+    /// hw:numa_cpus.0=0-1, hw:numa_mem.0=1024, hw:cpu_realtime=yes, ...
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// An image property, as `openstack image set --property` takes it (repeatable): hw_mem_page_size=large, ...
+    #[arg(long = "image-property", value_name = "KEY=VALUE")]
+    image_properties: Vec<String>,
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
     write_out: Format,
 }
@@ -53,7 +66,9 @@ pub struct HostArgs {
 #[derive(Subcommand)]
 pub enum NumaCmd {
     /// Which cell and page size nova would choose for a flavor, or why none fits.
-    #[command(after_help = "Example:\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated")]
+    #[command(
+        after_help = "Examples:\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 4 --ram 4096 --property hw:cpu_policy=dedicated \\\n    --property hw:cpu_thread_policy=isolate --property hw:emulator_threads_policy=isolate -w json\n\nExit status: 0 fits, 1 fits nowhere, 2 nova rejects the request or the host's configuration."
+    )]
     Fit(HostArgs),
     /// nova's free hugepages against the kernel's, the cause, and the reserved_huge_pages lines to add.
     #[command(
@@ -85,9 +100,40 @@ struct Loaded {
     kernel: Vec<numa::host::Node>,
     nova: Vec<HostCell>,
     pack: bool,
+    limits: numa::fit::Limits,
     default_kb: Option<u64>,
     flavor: Flavor,
     warnings: Vec<String>,
+}
+
+fn key_values(list: &[String], flag: &str) -> Result<BTreeMap<String, String>, Failure> {
+    let mut m = BTreeMap::new();
+    for kv in list {
+        let Some((k, v)) = kv.split_once('=') else { return Err(Failure::usage(format!("{flag} {kv:?}: want KEY=VALUE"))) };
+        if m.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(Failure::usage(format!("{flag} {k} is given twice")));
+        }
+    }
+    Ok(m)
+}
+
+fn flavor(a: &HostArgs) -> Result<Flavor, Failure> {
+    let mut f = Flavor::new(a.vcpus, a.ram);
+    f.extra_specs = key_values(&a.properties, "--property")?;
+    f.image_properties = key_values(&a.image_properties, "--image-property")?;
+    for (flag, key, v) in [
+        ("--mem-page-size", "hw:mem_page_size", &a.mem_page_size),
+        ("--cpu-policy", "hw:cpu_policy", &a.cpu_policy),
+        ("--numa-nodes", "hw:numa_nodes", &a.numa_nodes),
+    ] {
+        if let Some(v) = v {
+            if f.extra_specs.contains_key(key) {
+                return Err(Failure::usage(format!("{flag} and --property {key}=... both set {key}: give one")));
+            }
+            f.extra_specs.insert(key.into(), v.clone());
+        }
+    }
+    Ok(f)
 }
 
 fn load(a: &HostArgs) -> Result<Loaded, Failure> {
@@ -99,35 +145,44 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
         instances: a.instances.clone(),
         domain_xml: a.domain_xml.clone(),
     };
-    let host = numa::compute_host::load(&inputs)?;
+    let flavor = flavor(a)?;
+    let host = numa::compute_host::load(&inputs).map_err(|e| match e {
+        numa::Error::Nova { .. } => Failure::usage(format!("nova-compute refuses this host's configuration: {e}")),
+        e => e.into(),
+    })?;
     let pack = match a.strategy.as_deref() {
         Some(s) => s == "pack",
         None => host.pack.unwrap_or(false),
     };
-    let flavor = Flavor {
-        name: format!("{} vCPU / {} MiB", a.vcpus, a.ram),
-        vcpus: a.vcpus,
-        memory_mb: a.ram,
-        numa_nodes: a.numa_nodes,
-        mem_page_size: a.mem_page_size.clone(),
-        cpu_policy: a.cpu_policy.clone(),
-    };
-    if let Some(ps) = &flavor.mem_page_size {
-        numa::units::PageRequest::parse(ps)?;
-    }
-    Ok(Loaded { kernel: host.kernel, nova: host.nova, pack, default_kb: host.default_kb, flavor, warnings: host.warnings })
+    Ok(Loaded { kernel: host.kernel, nova: host.nova, pack, limits: host.limits, default_kb: host.default_kb, flavor, warnings: host.warnings })
+}
+
+/// One guest cell placed: the host cell, page size, pinning and reserved pCPUs.
+#[derive(serde::Serialize)]
+struct PlacedCell {
+    guest_cell: u32,
+    /// The host cell.
+    id: u32,
+    memory: i64,
+    pagesize_kb: Option<u64>,
+    cpuset: Vec<u32>,
+    pcpuset: Vec<u32>,
+    cpu_policy: Option<numa::model::CpuPolicy>,
+    cpu_thread_policy: Option<numa::model::ThreadPolicy>,
+    cpu_pinning: BTreeMap<u32, u32>,
+    cpuset_reserved: Vec<u32>,
 }
 
 pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
     match cmd {
         NumaCmd::Fit(a) => {
             let l = load(&a)?;
-            let topo = numa::model::instance_topology(&l.flavor)?;
+            let topo = numa::constraints::numa_get_constraints(&l.flavor).map_err(|e| Failure::usage(format!("nova rejects the request: {e}")))?;
             #[derive(serde::Serialize)]
             struct Out {
                 strategy: &'static str,
                 fits: bool,
-                cells: Vec<numa::model::InstanceCell>,
+                cells: Vec<PlacedCell>,
                 reason: Option<String>,
             }
             let strategy = if l.pack { "pack" } else { "spread" };
@@ -135,8 +190,27 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                 None => {
                     Out { strategy, fits: true, cells: vec![], reason: Some("no NUMA topology requested: nova places the guest on no particular node".into()) }
                 }
-                Some(mut inst) => match numa::fit::fit_instance_to_host(&l.nova, &mut inst, l.pack, None) {
-                    Some(cells) => Out { strategy, fits: true, cells, reason: None },
+                Some(mut inst) => match numa::fit::fit_instance_to_host(&l.nova, &mut inst, l.pack, Some(l.limits))? {
+                    Some(cells) => Out {
+                        strategy,
+                        fits: true,
+                        cells: cells
+                            .into_iter()
+                            .map(|c| PlacedCell {
+                                guest_cell: c.guest_cell,
+                                id: c.id,
+                                memory: c.memory,
+                                pagesize_kb: c.pagesize_kb,
+                                cpuset: c.cpuset.into_iter().collect(),
+                                pcpuset: c.pcpuset.into_iter().collect(),
+                                cpu_policy: c.cpu_policy,
+                                cpu_thread_policy: c.cpu_thread_policy,
+                                cpu_pinning: c.cpu_pinning,
+                                cpuset_reserved: c.cpuset_reserved.into_iter().flatten().collect(),
+                            })
+                            .collect(),
+                        reason: None,
+                    },
                     None => Out { strategy, fits: false, cells: vec![], reason: Some(why_not(&l.nova, &l.flavor)) },
                 },
             };
@@ -145,14 +219,17 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                 if out.fits && !out.cells.is_empty() {
                     for c in &out.cells {
                         println!(
-                            "fits: guest cell on host node {} with {} KiB pages{} ({} strategy)",
+                            "fits: guest cell {} on host node {} with {} KiB pages{}{} ({} strategy)",
+                            c.guest_cell,
                             c.id,
                             c.pagesize_kb.unwrap_or(4),
                             if c.cpu_pinning.is_empty() {
                                 String::new()
                             } else {
-                                format!(", pinned to pCPUs {:?}", c.cpu_pinning.values().collect::<Vec<_>>())
+                                let pins: Vec<String> = c.cpu_pinning.iter().map(|(v, p)| format!("{v}→{p}")).collect();
+                                format!(", vCPU→pCPU {}", pins.join(" "))
                             },
+                            if c.cpuset_reserved.is_empty() { String::new() } else { format!(", emulator threads on pCPUs {:?}", c.cpuset_reserved) },
                             strategy
                         );
                     }
@@ -180,8 +257,9 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                 lim = Some(parse(v)?);
             }
             let page = dpdk_page_kb.or(l.default_kb).or_else(|| l.kernel.iter().flat_map(|n| n.pages.iter().map(|p| p.size_kb)).min()).unwrap_or(2048);
-            let flavor = (host.mem_page_size.is_some() || host.cpu_policy.is_some() || host.numa_nodes.is_some()).then_some(&l.flavor);
-            let mut d = numa::diagnose::diagnose(&l.kernel, &l.nova, mem.as_deref(), lim.as_deref(), page, flavor, l.pack);
+            let asked = !host.properties.is_empty() || host.mem_page_size.is_some() || host.cpu_policy.is_some() || host.numa_nodes.is_some();
+            let placement = asked.then_some(numa::diagnose::Placement { flavor: &l.flavor, pack: l.pack, limits: l.limits });
+            let mut d = numa::diagnose::diagnose(&l.kernel, &l.nova, mem.as_deref(), lim.as_deref(), page, placement);
             d.warnings.extend(l.warnings);
             output::print(host.write_out, &d, || print_diagnosis(&d));
             Ok(())
@@ -194,7 +272,13 @@ fn why_not(nova: &[HostCell], f: &Flavor) -> String {
         .iter()
         .map(|c| {
             let pools: Vec<String> = c.mempages.iter().filter(|p| p.size_kb > 4).map(|p| format!("{} free of {} KiB", p.free(), p.size_kb)).collect();
-            format!("node {}: {} free pCPUs, {}", c.id, c.avail_pcpus(), if pools.is_empty() { "no hugepages".into() } else { pools.join(", ") })
+            format!(
+                "node {}: {} free pCPUs, {} MiB free, {}",
+                c.id,
+                c.avail_pcpus(),
+                c.avail_memory(),
+                if pools.is_empty() { "no hugepages".into() } else { pools.join(", ") }
+            )
         })
         .collect();
     format!("no host cell holds {} MiB ({} vCPUs) as asked; nova's view: {}", f.memory_mb, f.vcpus, per.join("; "))

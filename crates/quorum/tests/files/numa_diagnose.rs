@@ -116,9 +116,10 @@ fn bad_input_is_named() {
     let r = quorum_numa(d.path(), "fit", &["--nova-conf", conf.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("nova.conf:2: invalid reserved_huge_pages") && r.stderr.contains("missing count"), "{}", r.stderr);
+    assert!(r.stderr.contains("(nova: InvalidReservedMemoryPagesOption)"), "{}", r.stderr);
     let r = quorum_numa(d.path(), "fit", &["--mem-page-size", "3M"]);
     assert_eq!(r.code, 2, "{}", r.stdout);
-    assert!(r.stderr.contains("invalid page size \"3M\""), "{}", r.stderr);
+    assert!(r.stderr.contains("invalid memory page size \"3M\"") && r.stderr.contains("(nova: MemoryPageSizeInvalid)"), "{}", r.stderr);
     let r = quorum_numa(d.path(), "fit", &["--mem-page-size", "4096"]);
     assert_eq!(r.code, 1, "an explicit size the host lacks fits nowhere: {}", r.stdout);
     std::fs::remove_file(d.path().join("sys/devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages")).unwrap();
