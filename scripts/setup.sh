@@ -7,7 +7,11 @@
 #  - the object-storage test servers of crates/testkit/src/servers.rs: tinyproxy from Debian (the
 #    tests run their own instances; the system service is left stopped), moto[server] (S3) and
 #    gcp-storage-emulator (GCS) in a project venv at .tools/pyenv, Azurite (Azure Blob) from npm
-#    in .tools/node. Versions are pinned below.
+#    in .tools/node;
+#  - OpenStack nova 34.0.0 in a venv of its own at .tools/nova-venv (apart from .tools/pyenv, so
+#    that moto's pins and nova's never meet): crates/numa/tests/nova/differential.py asks it the
+#    answers `quorum numa fit` must give.
+# Versions are pinned below.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
@@ -89,6 +93,29 @@ if ! venv_ok; then
   echo "$py_reqs" > "$pyenv/.testkit-reqs"
 fi
 
+# nova itself, for the differential test of `quorum numa fit`, in its own venv from the same
+# python3. Rebuilt when the pin changes or the venv's Python is gone (only bin/python is used, so
+# a moved checkout keeps working).
+NOVA_VERSION=34.0.0
+nova_reqs="nova==$NOVA_VERSION"
+nova_venv="$tools/nova-venv"
+nova_venv_ok() {
+  "$nova_venv/bin/python" -c '' 2>/dev/null || return 1
+  [ "$(cat "$nova_venv/.nova-reqs" 2>/dev/null)" = "$nova_reqs" ] || return 1
+}
+if ! nova_venv_ok; then
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: installing python3-venv"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3 python3-venv
+  fi
+  echo "setup: installing $nova_reqs into $nova_venv"
+  rm -rf "$nova_venv"
+  python3 -m venv "$nova_venv"
+  "$nova_venv/bin/pip" install -q --disable-pip-version-check "$nova_reqs"
+  echo "$nova_reqs" > "$nova_venv/.nova-reqs"
+fi
+
 # Azurite from npm. 3.35.0 is the newest release that supports Node 20 (3.36 needs Node >= 21).
 AZURITE_VERSION=3.35.0
 node_dir="$tools/node"
@@ -106,4 +133,5 @@ if [ ! -x "$node_dir/node_modules/.bin/azurite-blob" ] \
   echo "$AZURITE_VERSION" > "$node_dir/.testkit-azurite"
 fi
 "$pyenv/bin/moto_server" --help >/dev/null
-echo "moto $MOTO_VERSION, gcp-storage-emulator $GCS_EMULATOR_VERSION, azurite $("$node_dir/node_modules/.bin/azurite-blob" --version), $(tinyproxy -v)"
+"$nova_venv/bin/python" -W ignore -c 'import nova.virt.hardware, nova.virt.libvirt.driver'
+echo "moto $MOTO_VERSION, gcp-storage-emulator $GCS_EMULATOR_VERSION, azurite $("$node_dir/node_modules/.bin/azurite-blob" --version), $(tinyproxy -v), nova $NOVA_VERSION"

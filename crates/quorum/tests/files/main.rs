@@ -7,6 +7,7 @@ mod common;
 
 mod hashkv_compat;
 mod numa_diagnose;
+mod numa_nova;
 mod restore_compat;
 mod restore_safety;
 mod snapshot_bad_input;
