@@ -1,8 +1,11 @@
-//! The NUMA and hugepage model of a compute host, nova's placement fit, readers for the
-//! host's real state (sysfs, /proc/meminfo, lscpu), nova.conf and OVS-DPDK settings (brought
-//! together in [`compute_host`]: the host as nova sees it), and the
-//! diagnosis of instances that nova places where the kernel has no free hugepages
+//! The NUMA and hugepage model of a compute host as nova 34 sees it, and nova's decisions on it:
+//! readers for the host's real state (sysfs, /proc/meminfo, lscpu), nova.conf and OVS-DPDK
+//! settings; nova's CPU sets and thread siblings ([`cpu`]); a request's NUMA constraints
+//! ([`constraints`]); the placement fit and CPU pinning ([`fit`], over sets in CPython's
+//! iteration order, [`pyset`]); all brought together in [`compute_host`]; and the diagnosis of
+//! instances that nova places where the kernel has no free hugepages
 //! (`os_mem_prealloc: Insufficient free host memory pages available to allocate guest RAM`).
+//! Every answer is checked against the real nova by `crates/numa/tests/nova/differential.py`.
 //!
 //! ```
 //! use numa::constraints::{numa_get_constraints, Flavor};

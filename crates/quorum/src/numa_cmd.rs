@@ -65,7 +65,7 @@ pub struct HostArgs {
 
 #[derive(Subcommand)]
 pub enum NumaCmd {
-    /// Which cell and page size nova would choose for a flavor, or why none fits.
+    /// Which host cells, page size and pCPUs nova would give a flavor, why none fits, or why nova refuses it.
     #[command(
         after_help = "Examples:\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated\n  quorum numa fit --nova-conf /etc/nova/nova.conf --vcpus 4 --ram 4096 --property hw:cpu_policy=dedicated \\\n    --property hw:cpu_thread_policy=isolate --property hw:emulator_threads_policy=isolate -w json\n\nExit status: 0 fits, 1 fits nowhere, 2 nova rejects the request or the host's configuration."
     )]
