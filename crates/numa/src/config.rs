@@ -41,19 +41,23 @@ fn py_int(s: &str) -> Option<i64> {
     t.parse().ok()
 }
 
-/// Parse one `reserved_huge_pages` value; `file`/`line` name it in errors.
-pub fn parse_reserved_line(value: &str, file: &str, line: usize) -> Result<(u32, f64, i64), Error> {
-    let err = |why: String| Error::ReservedHugePages { file: file.into(), line, value: value.into(), why };
+/// Parse one `reserved_huge_pages` value; `file`/`line` name it in errors. A malformed
+/// dictionary is refused by oslo.config (`ConfigFileValueError`), missing keys and bad numbers
+/// by nova (`InvalidReservedMemoryPagesOption`). A negative node is accepted, as nova accepts
+/// it, and matches no cell.
+pub fn parse_reserved_line(value: &str, file: &str, line: usize) -> Result<(i64, f64, i64), Error> {
+    let oslo = |why: String| Error::ReservedHugePages { file: file.into(), line, value: value.into(), why, exception: "ConfigFileValueError" };
+    let err = |why: String| Error::ReservedHugePages { file: file.into(), line, value: value.into(), why, exception: "InvalidReservedMemoryPagesOption" };
     let mut d: BTreeMap<String, String> = BTreeMap::new();
     for pair in value.trim().split(',') {
-        let (k, v) = pair.split_once(':').ok_or_else(|| err(format!("{pair:?} is not key:value")))?;
+        let (k, v) = pair.split_once(':').ok_or_else(|| oslo(format!("{pair:?} is not key:value")))?;
         let k = k.trim().to_string();
         if d.insert(k.clone(), v.trim().to_string()).is_some() {
-            return Err(err(format!("duplicate key {k}")));
+            return Err(oslo(format!("duplicate key {k}")));
         }
     }
     let get = |k: &str| d.get(k).ok_or_else(|| err(format!("missing {k}")));
-    let node = py_int(get("node")?).filter(|n| *n >= 0).ok_or_else(|| err("node is not a NUMA node number".into()))? as u32;
+    let node = py_int(get("node")?).ok_or_else(|| err("node is not an integer".into()))?;
     let size_s = get("size")?;
     let size = match py_int(size_s) {
         Some(n) => n as f64,
@@ -124,7 +128,9 @@ pub fn parse_nova_conf(text: &str, file: &str) -> Result<NovaConf, Error> {
         match (section.as_str(), k) {
             ("DEFAULT", "reserved_huge_pages") => {
                 let (node, size, count) = parse_reserved_line(&v, file, i + 1)?;
-                c.reserved.set(node, size, count);
+                if let Ok(node) = u32::try_from(node) {
+                    c.reserved.set(node, size, count);
+                }
                 c.reserved_lines.push((i + 1, v));
             }
             ("DEFAULT", "vcpu_pin_set") => c.vcpu_pin_set = Some(v),
@@ -204,7 +210,12 @@ mod tests {
         assert!(e.to_string().contains("missing count"), "{e}");
         let e = parse_nova_conf("[DEFAULT]\n\nreserved_huge_pages = 0:foo:bar\n", "nova.conf").unwrap_err();
         assert!(e.to_string().starts_with("nova.conf:3:"), "{e}");
-        assert!(parse_nova_conf("reserved_huge_pages = node:0,node:1,size:2048,count:1\n", "n").is_err(), "duplicate key");
+        let dup = parse_nova_conf("reserved_huge_pages = node:0,node:1,size:2048,count:1\n", "n").unwrap_err();
+        assert!(dup.to_string().ends_with("(nova: ConfigFileValueError)"), "oslo.config refuses a duplicate key: {dup}");
+        let missing = parse_nova_conf("reserved_huge_pages = node:0,size:2048\n", "n").unwrap_err();
+        assert!(missing.to_string().ends_with("(nova: InvalidReservedMemoryPagesOption)"), "{missing}");
+        let negative = parse_nova_conf("reserved_huge_pages = node:-1,size:2048,count:1\n", "n").unwrap();
+        assert_eq!(negative.reserved, Reserved::default(), "nova accepts a negative node, which matches no cell");
     }
 
     #[test]
