@@ -12,7 +12,10 @@
 //!
 //! Each guest cell becomes an instance cell on the host node its `memnode` names, with the page
 //! size of the `page` element whose `nodeset` holds the guest cell (none: small pages), and the
-//! host CPUs its vCPUs are pinned to.
+//! host CPUs its vCPUs are pinned to: vCPUs pinned to one pCPU are dedicated, the others shared
+//! (`hw:cpu_policy=mixed` when both). An `emulatorpin` on a single pCPU no vCPU uses is the pCPU
+//! nova reserved for isolated emulator threads. The thread policy is not in the XML: `isolate`
+//! guests placed on SMT hosts count one thread per core here, where nova counts the core.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,20 +80,36 @@ pub fn parse_domain(xml: &str, file: &str) -> Result<Vec<InstanceCell>, Error> {
         let memory_kib = c.attribute("memory").and_then(|m| kib(m, c.attribute("unit"))).ok_or_else(|| bad(format!("guest cell {id} has no valid memory")))?;
         let vcpus: BTreeSet<u32> = parse_cpu_list(c.attribute("cpus").unwrap_or("")).map_err(bad)?;
         let pinned: BTreeMap<u32, u32> = vcpus.iter().filter_map(|v| pins.get(v).map(|p| (*v, *p))).collect();
-        let dedicated = !vcpus.is_empty() && pinned.len() == vcpus.len();
+        let shared: BTreeSet<u32> = vcpus.iter().filter(|v| !pinned.contains_key(v)).copied().collect();
+        let policy = match (pinned.is_empty(), shared.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(CpuPolicy::Dedicated),
+            (false, false) => Some(CpuPolicy::Mixed),
+        };
         out.push(InstanceCell {
             guest_cell: id,
             id: node,
-            cpuset: if dedicated { BTreeSet::new() } else { vcpus.clone() },
-            pcpuset: if dedicated { vcpus } else { BTreeSet::new() },
+            cpuset: shared,
+            pcpuset: pinned.keys().copied().collect(),
             memory: memory_kib / 1024,
             pagesize: None,
             pagesize_kb: page_of.get(&id).copied(),
-            cpu_policy: dedicated.then_some(CpuPolicy::Dedicated),
+            cpu_policy: policy,
             cpu_thread_policy: None,
             cpu_pinning: pinned,
             cpuset_reserved: None,
         });
+    }
+    // hw:emulator_threads_policy=isolate: nova pins the emulator threads to the one pCPU it
+    // reserved on the first guest cell, a CPU no vCPU is pinned to.
+    if let Some(e) = find("emulatorpin").next() {
+        let cpus = parse_cpu_list(e.attribute("cpuset").unwrap_or("")).map_err(bad)?;
+        let vcpu_pcpus: BTreeSet<u32> = pins.values().copied().collect();
+        if let (1, Some(first)) = (cpus.len(), out.iter_mut().find(|c| c.guest_cell == 0 && c.pinned())) {
+            if cpus.is_disjoint(&vcpu_pcpus) {
+                first.cpuset_reserved = Some(cpus);
+            }
+        }
     }
     Ok(out)
 }
@@ -109,6 +128,12 @@ mod tests {
         let c = &cells[0];
         assert_eq!((c.id, c.memory, c.pagesize_kb), (1, 1024, Some(2048)));
         assert_eq!(c.cpu_pinning.values().copied().collect::<Vec<_>>(), vec![9, 10]);
+        let isolated = xml.replace("</cputune>", "<emulatorpin cpuset=\"11\"/></cputune>");
+        let cells = super::parse_domain(&isolated, "d.xml").unwrap();
+        assert_eq!(cells[0].cpuset_reserved, Some([11].into()));
+        let mixed = xml.replace(r#"<vcpupin vcpu="1" cpuset="10"/>"#, r#"<vcpupin vcpu="1" cpuset="0-7"/>"#);
+        let cells = super::parse_domain(&mixed, "d.xml").unwrap();
+        assert_eq!((cells[0].cpu_policy, cells[0].cpuset.len(), cells[0].pcpuset.len()), (Some(super::CpuPolicy::Mixed), 1, 1));
         assert!(super::parse_domain("<domain>", "bad.xml").unwrap_err().to_string().starts_with("bad.xml: not XML"));
     }
 }
