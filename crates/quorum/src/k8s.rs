@@ -240,7 +240,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                     (false, _) => "",
                 };
                 let written = write_err.map_or(Ok(()), Err).and_then(|_| out.write_all(end.as_bytes())).and_then(|_| out.flush());
-                written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
+                output::written(written)?;
                 output::warnings(&warnings);
                 return damage_exit(&warnings);
             }
@@ -302,7 +302,7 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                 )?;
                 out.flush()
             });
-            written.map_err(|e| Failure::failed(format!("writing output: {e}")))?;
+            output::written(written)?;
             damage_exit(&warnings)
         }
         K8sCmd::Get { snapshot, resource, name, namespace, output, source } => {

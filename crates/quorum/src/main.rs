@@ -142,6 +142,7 @@ enum SnapshotCmd {
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    output::quiet_on_closed_stdout();
     let env_proxy = take_proxy_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

@@ -2,6 +2,31 @@
 
 use clap::ValueEnum;
 
+use crate::exit::Failure;
+
+/// The end of writing a command's output: a reader that went away (`quorum k8s ls db | head`)
+/// is not an error, as for any Unix filter; other write errors are.
+pub fn written(r: std::io::Result<()>) -> Result<(), Failure> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::failed(format!("writing output: {e}"))),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// `println!` to a closed pipe panics ("failed printing to stdout: Broken pipe"): end the
+/// process quietly with status 0 instead, as `cat` or `grep` end when `head` has read enough.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// One line, as etcdctl's default `simple` format.

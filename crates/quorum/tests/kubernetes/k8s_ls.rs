@@ -81,3 +81,27 @@ fn ls_plain_encrypted_deleted_and_filtered() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("enc.yaml: not an EncryptionConfiguration"), "{}", r.stderr);
 }
+
+/// `quorum k8s ls SNAPSHOT | head`: the reader goes away after a few lines; the listing ends
+/// quietly with status 0, as any Unix filter does, for the table and for JSON.
+#[test]
+fn ls_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    testkit::load(&c.endpoints(), &testkit::KubeKeyspace { objects: 3000, ..Default::default() }).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let snap = d.path().join("s.db");
+    c.save_snapshot(&snap).unwrap();
+    for format in ["table", "json"] {
+        let mut cmd = crate::common::quorum();
+        cmd.args(["k8s", "ls"]).arg(&snap).args(["-w", format]);
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut head = [0u8; 200];
+        child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "-w {format}: {stderr}");
+        assert!(stderr.is_empty(), "-w {format}: nothing to say about a closed pipe: {stderr}");
+    }
+}
