@@ -25,7 +25,8 @@ pub enum K8sCmd {
         /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON) to decrypt with.
         #[arg(long)]
         encryption_config: Option<PathBuf>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        /// Output format (`-o` works too, as kubectl users type it).
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Print objects as `kubectl get -o yaml|json` prints them, from a snapshot file or a backup.
@@ -71,7 +72,7 @@ pub enum K8sCmd {
         skip_unreadable: bool,
         #[command(flatten)]
         source: SourceArgs,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Objects added, removed and changed (field by field) between two snapshots or backups.
@@ -93,7 +94,8 @@ pub enum K8sCmd {
         show_secrets: bool,
         #[command(flatten)]
         source: SourceArgs,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        /// Output format (`-o` works too, as kubectl users type it).
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Count, per resource an EncryptionConfiguration lists, the live values by encryption state.
@@ -103,7 +105,8 @@ pub enum K8sCmd {
         /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON).
         #[arg(long)]
         config: PathBuf,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        /// Output format (`-o` works too, as kubectl users type it).
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Re-encrypt a snapshot offline: every revision of the configured resources, from one EncryptionConfiguration to another.
@@ -125,7 +128,7 @@ pub enum K8sCmd {
         /// Copy values that do not decrypt with --from-config as they are (counted) instead of failing.
         #[arg(long)]
         skip_undecryptable: bool,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }

@@ -107,7 +107,7 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
 
 #[derive(Args)]
 pub struct StatusArgs {
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
     /// Quota to compute "quota used" against when the server does not report it (etcd < 3.6).
     #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
@@ -221,7 +221,7 @@ pub struct DefragArgs {
     disarm: bool,
     #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
     quota_backend_bytes: i64,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -286,7 +286,7 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
 pub enum AlarmCmd {
     /// List active alarms.
     List {
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Disarm alarms (all, or one member's).
@@ -425,7 +425,7 @@ pub struct RecoverArgs {
     /// Revision bump for Kubernetes watch caches (with an implied --mark-compacted).
     #[arg(long)]
     bump_revision: Option<u64>,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -439,7 +439,7 @@ pub enum RecoverSub {
         /// A snapshot file to consider (repeatable).
         #[arg(long = "snapshot")]
         snapshots: Vec<PathBuf>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }

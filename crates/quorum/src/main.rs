@@ -120,7 +120,7 @@ enum SnapshotCmd {
     Verify {
         file: PathBuf,
         /// Output format.
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Stream a snapshot from a running member into FILE (sha256 checked, never overwrites).
@@ -132,7 +132,7 @@ enum SnapshotCmd {
         /// Which member: endpoints (first healthy in --endpoints order), follower, leader, or a member name.
         #[arg(long, default_value = "endpoints")]
         from: String,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// Write etcd member data dirs (db, WAL, raft snapshot) from a snapshot, natively.

@@ -137,7 +137,7 @@ pub struct MigrateArgs {
     /// Directory for the temporary snapshot (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 

@@ -59,7 +59,7 @@ pub struct HostArgs {
     /// An image property, as `openstack image set --property` takes it (repeatable): hw_mem_page_size=large, ...
     #[arg(long = "image-property", value_name = "KEY=VALUE")]
     image_properties: Vec<String>,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 

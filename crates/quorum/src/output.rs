@@ -82,6 +82,28 @@ pub fn warnings(ws: &[String]) {
     }
 }
 
+fn formats(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names.iter().copied()).map(|s: String| Format::from_str(&s, true).expect("a Format name"))
+}
+
+/// `-w` of a command whose human form is a table (or a report): table, json, yaml. Any other
+/// value is refused by the parser with this list.
+pub fn table_formats() -> impl clap::builder::TypedValueParser<Value = Format> {
+    formats(&["table", "json", "yaml"])
+}
+
+/// `-w` of a command whose human form is one line or a few (etcdctl's `simple`): simple, json,
+/// yaml.
+pub fn simple_formats() -> impl clap::builder::TypedValueParser<Value = Format> {
+    formats(&["simple", "json", "yaml"])
+}
+
+/// `-w` of a command that prints data only: json, yaml.
+pub fn data_formats() -> impl clap::builder::TypedValueParser<Value = Format> {
+    formats(&["json", "yaml"])
+}
+
 /// Print a command's result: JSON or YAML of `v` when asked for, else what `human` prints (a
 /// table, a line, the `simple` or `fields` form).
 pub fn print<T: serde::Serialize>(w: Format, v: &T, human: impl FnOnce()) {

@@ -159,7 +159,7 @@ pub enum RepoCmd {
         /// Cut bbolt snapshots into fixed chunks of this many pages (0: content-defined).
         #[arg(long, hide = true)]
         chunk_pages: Option<u32>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// Check the repository: every backup's blobs present; with --read-data every byte decrypts and hashes.
@@ -175,7 +175,7 @@ pub enum RepoCmd {
         /// Download and authenticate every pack.
         #[arg(long)]
         read_data: bool,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
         #[arg(long, hide = true)]
         quiet: bool,
@@ -190,14 +190,14 @@ pub enum RepoCmd {
     Upgrade {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// List the repository's locks (stale ones marked).
     Locks {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -223,7 +223,7 @@ pub enum KeyCmd {
     List {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -387,7 +387,7 @@ pub struct BackupArgs {
     /// Directory for the temporary snapshot of a live backup (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 
@@ -468,7 +468,7 @@ pub enum BackupsCmd {
         repo: RepoFlags,
         #[arg(long)]
         cluster: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Show one backup's manifest (ID, unique prefix, or `latest`).
@@ -478,7 +478,7 @@ pub enum BackupsCmd {
         id: String,
         #[arg(long)]
         cluster: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "yaml")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::data_formats(), default_value = "yaml")]
         write_out: Format,
     },
     /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory).
@@ -528,7 +528,7 @@ pub enum BackupsCmd {
         /// Directory for the file being built (default: system temp dir; needs the snapshot's size free).
         #[arg(long)]
         tmp_dir: Option<PathBuf>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// The delta chain of a cluster after a backup: segments, how far it is contiguous, every gap.
@@ -543,7 +543,7 @@ pub enum BackupsCmd {
         /// The backup the chain starts after (default: the one with the highest revision).
         #[arg(long)]
         base: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -840,7 +840,7 @@ pub struct ForgetArgs {
     /// Run `prune` afterwards (on the same cluster).
     #[arg(long)]
     prune: bool,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "table")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -929,7 +929,7 @@ pub struct PruneArgs {
     /// Remove packs no index names (left by interrupted backups) only when older than this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     keep_unindexed_for: Duration,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 
@@ -977,7 +977,7 @@ pub struct DrillArgs {
     /// Where to make the temporary data dir.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod hashkv_compat;
 mod numa_diagnose;
 mod numa_nova;
+mod output_formats;
 mod restore_compat;
 mod restore_safety;
 mod snapshot_bad_input;
