@@ -14,7 +14,7 @@ mod snapshot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use output::Format;
 
@@ -144,13 +144,17 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     output::quiet_on_closed_stdout();
     let env_proxy = take_proxy_env();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
+    if let Err(f) = etcd_flags_apply(&cli.command, &matches) {
+        return report(f);
+    }
     let result = match cli.command {
         Command::Snapshot(SnapshotCmd::Status { file, write_out }) => snapshot::status(&file, write_out),
         Command::Snapshot(SnapshotCmd::Verify { file, write_out }) => snapshot::verify(&file, write_out, cli.quiet),
@@ -175,16 +179,75 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            if let Some(m) = f.message {
-                eprintln!("Error: {m}");
-            }
-            if let Some(h) = f.hint {
-                eprintln!("Hint: {h}");
-            }
-            ExitCode::from(f.code as u8)
+        Err(f) => report(f),
+    }
+}
+
+fn report(f: exit::Failure) -> ExitCode {
+    if let Some(m) = f.message {
+        eprintln!("Error: {m}");
+    }
+    if let Some(h) = f.hint {
+        eprintln!("Hint: {h}");
+    }
+    ExitCode::from(f.code as u8)
+}
+
+/// etcd's connection flags are global (as etcdctl's), but only some commands talk to etcd. One
+/// typed on the command line of another command is refused, naming the flag the user
+/// probably meant (`repo init --password x` is not the repository's passphrase). Values from
+/// `ETCDCTL_*` variables are not refused: they are set once for a whole shell.
+const ONLY_ETCD: &str = "it applies to the commands that connect to etcd: snapshot save, status, defrag, alarm, member, recover, backup, migrate";
+
+fn etcd_flags_apply(command: &Command, m: &clap::ArgMatches) -> Result<(), exit::Failure> {
+    let talks_to_etcd = matches!(
+        command,
+        Command::Snapshot(SnapshotCmd::Save { .. })
+            | Command::Status(_)
+            | Command::Defrag(_)
+            | Command::Alarm(_)
+            | Command::Member(_)
+            | Command::Recover(_)
+            | Command::Backup(_)
+            | Command::Migrate(_)
+    );
+    if talks_to_etcd {
+        return Ok(());
+    }
+    let mut path = Vec::new();
+    let mut sub = m;
+    while let Some((name, next)) = sub.subcommand() {
+        path.push(name);
+        sub = next;
+    }
+    let given = |id: &str| {
+        let mut at = m;
+        let mut found = at.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        while let Some((_, next)) = at.subcommand() {
+            found |= next.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            at = next;
+        }
+        found
+    };
+    let meant = [
+        ("password", "a repository passphrase is read from a file: --password-file FILE (or QUORUM_PASSWORD)"),
+        ("key", "a repository key file is --key-file FILE"),
+        ("endpoints", "an object store's endpoint is --endpoint URL"),
+        ("user", ONLY_ETCD),
+        ("cacert", ONLY_ETCD),
+        ("cert", ONLY_ETCD),
+        ("dial_timeout", ONLY_ETCD),
+        ("command_timeout", ONLY_ETCD),
+    ];
+    for (id, hint) in meant {
+        if given(id) {
+            let flag = format!("--{}", id.replace('_', "-"));
+            return Err(
+                exit::Failure::usage(format!("{flag} is etcd's connection flag, and `quorum {}` does not connect to etcd", path.join(" "))).with_hint(hint)
+            );
         }
     }
+    Ok(())
 }
 
 /// The object store's HTTP client would read the proxy variables itself, with its own NO_PROXY

@@ -71,6 +71,17 @@ impl RepoFlags {
     }
 
     fn location(&self, create: bool, env_proxy: &ProxyConfig) -> Result<Location, Failure> {
+        if self.url()?.starts_with("file://") {
+            if let Some(e) = &self.endpoint {
+                return Err(Failure::usage(format!(
+                    "--endpoint {e} (or QUORUM_REPO_ENDPOINT) is an object store's endpoint, and a file:// repository has none"
+                ))
+                .with_hint("etcd's endpoints are --endpoints HOST:PORT,..."));
+            }
+            if self.region.is_some() {
+                return Err(Failure::usage("--region is an S3 region, and a file:// repository has none"));
+            }
+        }
         Location::open(self.url()?, &self.store_options(env_proxy), create).map_err(Failure::from)
     }
 

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod flag_mixups;
 mod hashkv_compat;
 mod numa_diagnose;
 mod numa_nova;

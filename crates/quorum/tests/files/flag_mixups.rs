@@ -1,0 +1,41 @@
+//! Flags that look alike but mean different things: etcd's connection flags (global, as
+//! etcdctl's) typed on a command that does not connect to etcd, and the object store's
+//! --endpoint on a file:// repository, are refused naming what the user probably meant.
+
+use crate::common::{quorum, run};
+
+fn refused(args: &[&str], error: &str, hint: &str) {
+    let mut c = quorum();
+    c.args(args);
+    let r = run(c);
+    assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    assert!(r.stderr.contains(error) && r.stderr.contains(hint), "{args:?}: {}", r.stderr);
+}
+
+#[test]
+fn look_alike_flags_are_refused_with_the_one_meant() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = format!("file://{}/repo", d.path().display());
+    refused(
+        &["repo", "init", "--repo", &repo, "--password", "hunter2"],
+        "--password is etcd's connection flag, and `quorum repo init` does not connect to etcd",
+        "--password-file FILE",
+    );
+    assert!(!d.path().join("repo").exists(), "nothing was created");
+    refused(&["backups", "list", "--repo", &repo, "--key", "/root/repo.key"], "--key is etcd's connection flag", "--key-file FILE");
+    refused(&["k8s", "ls", "s.db", "--endpoints", "10.0.0.1:2379"], "`quorum k8s ls` does not connect to etcd", "--endpoint URL");
+    refused(
+        &["backup", "--repo", &repo, "--cluster", "c", "--endpoint", "127.0.0.1:32379"],
+        "--endpoint 127.0.0.1:32379 (or QUORUM_REPO_ENDPOINT) is an object store's endpoint, and a file:// repository has none",
+        "--endpoints HOST:PORT",
+    );
+}
+
+#[test]
+fn etcdctl_variables_set_for_the_shell_are_not_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = quorum();
+    c.env("ETCDCTL_PASSWORD", "x").env("ETCDCTL_ENDPOINTS", "10.0.0.1:2379").args(["snapshot", "status"]).arg(d.path().join("missing.db"));
+    let r = run(c);
+    assert!(!r.stderr.contains("connection flag") && r.stderr.contains("missing.db"), "{}", r.stderr);
+}
