@@ -485,7 +485,7 @@ def gen_conf(rng, h):
     # reserved_huge_pages
     if rng.random() < 0.28:
         lines = []
-        bad = rng.random() < 0.03
+        bad = rng.random() < 0.05
         for _ in range(rng.randint(1, 3)):
             cell = rng.choice(h.cells)
             node = cell["id"] if rng.random() > 0.05 else len(h.cells) + rng.randint(0, 2)
@@ -504,7 +504,19 @@ def gen_conf(rng, h):
                 line = line.replace(",", ", ")
             lines.append(line)
         if bad:
-            line = rng.choice(["node:0,size:2M,count:64", "node:0,size:2048", "node:0,size:1G,count:1", "size:2048,count:8"])
+            line = rng.choice(
+                [
+                    "node:0,size:2M,count:64",
+                    "node:0,size:2048",
+                    "node:0,size:1G,count:1",
+                    "size:2048,count:8",
+                    # oslo.config's Dict refuses these before nova sees them (ConfigFileValueError)
+                    "node:0,node:1,size:2048,count:8",
+                    "node:0,size:2048,count:8,",
+                    # accepted by nova, matching no cell
+                    "node:-1,size:2048,count:8",
+                ]
+            )
             lines.insert(rng.randrange(len(lines) + 1), line)
         for line in lines:
             default.append("reserved_huge_pages = %s" % line)
