@@ -62,8 +62,24 @@ if [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now tinyproxy >/dev/null 2>&1 || true
 fi
 
-# Python servers (and the Prometheus text parser the agent tests use) in a project venv, built
-# from whatever python3 is on PATH.
+# A venv at $1 with the pinned requirements $2, built from whatever python3 is on PATH
+# (python3-venv installed when missing); $3 records the pins, so a change of pins rebuilds it.
+make_venv() {
+  local dir="$1" reqs="$2" marker="$3"
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "setup: installing python3-venv"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3 python3-venv
+  fi
+  echo "setup: installing $reqs into $dir"
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  # shellcheck disable=SC2086
+  "$dir/bin/pip" install -q --disable-pip-version-check $reqs
+  echo "$reqs" > "$dir/$marker"
+}
+
+# Python servers (and the Prometheus text parser the agent tests use) in a project venv.
 MOTO_VERSION=5.2.5
 GCS_EMULATOR_VERSION=2026.7.19
 PROMETHEUS_CLIENT_VERSION=0.21.1
@@ -79,23 +95,11 @@ venv_ok() {
     case "$first" in "#!$pyenv/bin/python"*) ;; *) return 1 ;; esac
   done
 }
-if ! venv_ok; then
-  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    echo "setup: installing python3-venv"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3 python3-venv
-  fi
-  echo "setup: installing $py_reqs into $pyenv"
-  rm -rf "$pyenv"
-  python3 -m venv "$pyenv"
-  # shellcheck disable=SC2086
-  "$pyenv/bin/pip" install -q --disable-pip-version-check $py_reqs
-  echo "$py_reqs" > "$pyenv/.testkit-reqs"
-fi
+venv_ok || make_venv "$pyenv" "$py_reqs" .testkit-reqs
 
-# nova itself, for the differential test of `quorum numa fit`, in its own venv from the same
-# python3. Rebuilt when the pin changes or the venv's Python is gone (only bin/python is used, so
-# a moved checkout keeps working).
+# nova itself, for the differential test of `quorum numa fit`, in a venv of its own. Rebuilt when
+# the pin changes or the venv's Python is gone (only bin/python is used, so a moved checkout
+# keeps working).
 NOVA_VERSION=34.0.0
 nova_reqs="nova==$NOVA_VERSION"
 nova_venv="$tools/nova-venv"
@@ -103,18 +107,7 @@ nova_venv_ok() {
   "$nova_venv/bin/python" -c '' 2>/dev/null || return 1
   [ "$(cat "$nova_venv/.nova-reqs" 2>/dev/null)" = "$nova_reqs" ] || return 1
 }
-if ! nova_venv_ok; then
-  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    echo "setup: installing python3-venv"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3 python3-venv
-  fi
-  echo "setup: installing $nova_reqs into $nova_venv"
-  rm -rf "$nova_venv"
-  python3 -m venv "$nova_venv"
-  "$nova_venv/bin/pip" install -q --disable-pip-version-check "$nova_reqs"
-  echo "$nova_reqs" > "$nova_venv/.nova-reqs"
-fi
+nova_venv_ok || make_venv "$nova_venv" "$nova_reqs" .nova-reqs
 
 # Azurite from npm. 3.35.0 is the newest release that supports Node 20 (3.36 needs Node >= 21).
 AZURITE_VERSION=3.35.0
