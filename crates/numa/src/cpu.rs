@@ -78,29 +78,29 @@ pub fn parse_kernel_list(s: &str) -> Result<BTreeSet<u32>, String> {
     Ok(out)
 }
 
-/// `<sysfs>/devices/system/cpu/cpuN/topology/thread_siblings_list`, verbatim (trimmed): the
-/// text libvirt reports as the CPU's `siblings` attribute. None when the file is absent.
-pub fn read_thread_siblings(sysfs: &Path, cpu: u32) -> Result<Option<String>, Error> {
-    let p = sysfs.join(format!("devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"));
-    match std::fs::read_to_string(&p) {
-        Ok(t) => {
-            let t = t.trim().to_string();
-            parse_kernel_list(&t).map_err(|why| Error::Input { file: p.display().to_string(), why })?;
-            Ok(Some(t))
-        }
+fn read_if_present(p: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(p) {
+        Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::Input { file: p.display().to_string(), why: e.to_string() }),
     }
 }
 
+/// `<sysfs>/devices/system/cpu/cpuN/topology/thread_siblings_list`, verbatim (trimmed): the
+/// text libvirt reports as the CPU's `siblings` attribute. None when the file is absent.
+pub fn read_thread_siblings(sysfs: &Path, cpu: u32) -> Result<Option<String>, Error> {
+    let p = sysfs.join(format!("devices/system/cpu/cpu{cpu}/topology/thread_siblings_list"));
+    let Some(t) = read_if_present(&p)? else { return Ok(None) };
+    let t = t.trim().to_string();
+    parse_kernel_list(&t).map_err(|why| Error::Input { file: p.display().to_string(), why })?;
+    Ok(Some(t))
+}
+
 /// `<sysfs>/devices/system/cpu/online`, None when absent.
 pub fn read_online(sysfs: &Path) -> Result<Option<BTreeSet<u32>>, Error> {
     let p = sysfs.join("devices/system/cpu/online");
-    match std::fs::read_to_string(&p) {
-        Ok(t) => parse_kernel_list(&t).map(Some).map_err(|why| Error::Input { file: p.display().to_string(), why }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Input { file: p.display().to_string(), why: e.to_string() }),
-    }
+    let Some(t) = read_if_present(&p)? else { return Ok(None) };
+    parse_kernel_list(&t).map(Some).map_err(|why| Error::Input { file: p.display().to_string(), why })
 }
 
 /// nova.conf's CPU settings.
