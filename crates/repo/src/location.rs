@@ -80,7 +80,7 @@ impl Location {
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             } else if !path.is_dir() {
                 return Err(Error::Missing(format!(
-                    "{}: no repository here (the directory does not exist); create one with `quorum repo init {url}`",
+                    "{}: no repository here (the directory does not exist); create one with `quorum repo init --repo {url} --password-file FILE`",
                     path.display()
                 )));
             }

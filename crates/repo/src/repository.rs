@@ -174,7 +174,7 @@ impl Repository {
             Ok(r) => r.bytes().await.map_err(store_err("read config"))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::Missing(format!(
-                    "{}: no repository here (no config object); create one with `quorum repo init {}`",
+                    "{}: no repository here (no config object); create one with `quorum repo init --repo {} --password-file FILE`",
                     location.url, location.url
                 )))
             }

@@ -39,3 +39,24 @@ fn etcdctl_variables_set_for_the_shell_are_not_refused() {
     let r = run(c);
     assert!(!r.stderr.contains("connection flag") && r.stderr.contains("missing.db"), "{}", r.stderr);
 }
+
+/// The hint for a missing repository is a command that works as written (once FILE is a
+/// passphrase file).
+#[test]
+fn missing_repository_hint_works_as_written() {
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/repo", d.path().display());
+    let mut c = quorum();
+    c.args(["backups", "list", "--repo", &url]);
+    let r = run(c);
+    assert_ne!(r.code, 0);
+    let start = r.stderr.find("`quorum ").expect("a command in the message") + 1;
+    let hinted = &r.stderr[start..start + r.stderr[start..].find('`').unwrap()];
+    let pass = d.path().join("pass");
+    std::fs::write(&pass, "a long enough passphrase for a test repository\n").unwrap();
+    let args: Vec<String> = hinted.split_whitespace().skip(1).map(|a| if a == "FILE" { pass.display().to_string() } else { a.to_string() }).collect();
+    let mut c = quorum();
+    c.args(&args);
+    let r = run(c);
+    assert_eq!(r.code, 0, "`{hinted}` as written: {}", r.stderr);
+}
