@@ -146,10 +146,18 @@ pub fn parent(p: &Path) -> &Path {
     p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// `NAME.partial-` for a destination that does not exist yet (else AlreadyExists).
+/// `NAME.partial-` for a destination that does not exist yet (else AlreadyExists), in a
+/// directory that does (else NotFound naming that directory, not the temporary).
 fn partial_prefix(dest: &Path) -> io::Result<String> {
     if dest.symlink_metadata().is_ok() {
         return Err(exists(dest));
+    }
+    let dir = parent(dest);
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("cannot write {}: {} is not an existing directory (create it first, or choose another path)", dest.display(), dir.display()),
+        ));
     }
     let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a name to publish under", dest.display())))?;
     Ok(format!("{}.partial-", name.to_string_lossy()))
@@ -163,6 +171,16 @@ fn exists(p: &Path) -> io::Error {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("nonexist/dir/s.db");
+        let e = NewFile::create(&dest).err().expect("no directory");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let m = e.to_string();
+        assert!(m.contains("nonexist/dir is not an existing directory") && !m.contains("partial"), "{m}");
+    }
 
     #[test]
     fn publishes_and_never_replaces() {
