@@ -78,6 +78,15 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         steps.push(format!("quorum recover {from} --name NAME --initial-advertise-peer-urls PEER_URL --data-dir NEW_DATA_DIR"));
         steps.push("start etcd on NEW_DATA_DIR with the flags it prints (a one-member cluster)".into());
         steps.push("for each other member: wipe its old data dir, `quorum member add NAME --peer-urls URL --wait`, start it with the printed flags".into());
+    } else {
+        steps.push(
+            "find a survivor: on each control-plane host whose etcd is stopped, its data dir (often /var/lib/etcd, with member/snap/db) goes to `quorum recover plan --data-dir DIR`"
+                .into(),
+        );
+        steps.push(
+            "or a backup: `quorum backups get --repo URL latest -o latest.db`, then `quorum recover plan --snapshot latest.db` (changes after it are lost)"
+                .into(),
+        );
     }
     Plan { members_known: known, members_answering: answering, quorum_lost: lost, candidates, chosen, steps, loss }
 }

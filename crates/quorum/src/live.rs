@@ -467,6 +467,9 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
                 println!("  {}. {s}", i + 1);
             }
         });
+        if p.quorum_lost && p.chosen.is_none() {
+            return Err(Failure::failed("quorum is lost and no usable source was given: nothing to recover from yet (the steps above say where to look)"));
+        }
         return Ok(());
     }
     let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new one-member data dir)"))?;

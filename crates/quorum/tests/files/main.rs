@@ -10,6 +10,7 @@ mod hashkv_compat;
 mod numa_diagnose;
 mod numa_nova;
 mod output_formats;
+mod recover_plan;
 mod restore_compat;
 mod restore_safety;
 mod snapshot_bad_input;
