@@ -73,7 +73,13 @@ pub fn apply(policy: &Policy, backups: &[(String, String, DateTime<Utc>)]) -> Ve
             }
         }
         for (b, r) in group.iter().zip(reasons) {
-            out.push(Decision { id: b.0.clone(), cluster: b.1.clone(), time: b.2.to_rfc3339(), keep: !r.is_empty(), reasons: r });
+            out.push(Decision {
+                id: b.0.clone(),
+                cluster: b.1.clone(),
+                time: b.2.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                keep: !r.is_empty(),
+                reasons: r,
+            });
         }
     }
     out
@@ -120,6 +126,7 @@ mod tests {
         let kept: Vec<&str> = r.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
         assert_eq!(kept, vec!["a2", "b1"]);
         assert!(apply(&Policy::default(), &b).iter().all(|d| d.keep));
+        assert!(r.iter().all(|d| d.time.ends_with('Z') && !d.time.contains("+00:00")), "times as backups list prints them: {:?}", r[0].time);
     }
 
     #[test]
