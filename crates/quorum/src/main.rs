@@ -193,12 +193,12 @@ fn report(f: exit::Failure) -> ExitCode {
     ExitCode::from(f.code as u8)
 }
 
+const ONLY_ETCD: &str = "it applies to the commands that connect to etcd: snapshot save, status, defrag, alarm, member, recover, backup, migrate";
+
 /// etcd's connection flags are global (as etcdctl's), but only some commands talk to etcd. One
 /// typed on the command line of another command is refused, naming the flag the user
 /// probably meant (`repo init --password x` is not the repository's passphrase). Values from
 /// `ETCDCTL_*` variables are not refused: they are set once for a whole shell.
-const ONLY_ETCD: &str = "it applies to the commands that connect to etcd: snapshot save, status, defrag, alarm, member, recover, backup, migrate";
-
 fn etcd_flags_apply(command: &Command, m: &clap::ArgMatches) -> Result<(), exit::Failure> {
     let talks_to_etcd = matches!(
         command,
@@ -214,21 +214,13 @@ fn etcd_flags_apply(command: &Command, m: &clap::ArgMatches) -> Result<(), exit:
     if talks_to_etcd {
         return Ok(());
     }
-    let mut path = Vec::new();
-    let mut sub = m;
-    while let Some((name, next)) = sub.subcommand() {
+    // The subcommand path and the matches at each level (a global flag is recorded where typed).
+    let (mut path, mut levels) = (Vec::new(), vec![m]);
+    while let Some((name, next)) = levels[levels.len() - 1].subcommand() {
         path.push(name);
-        sub = next;
+        levels.push(next);
     }
-    let given = |id: &str| {
-        let mut at = m;
-        let mut found = at.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        while let Some((_, next)) = at.subcommand() {
-            found |= next.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-            at = next;
-        }
-        found
-    };
+    let given = |id: &str| levels.iter().any(|l| l.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
     let meant = [
         ("password", "a repository passphrase is read from a file: --password-file FILE (or QUORUM_PASSWORD)"),
         ("key", "a repository key file is --key-file FILE"),
