@@ -161,9 +161,7 @@ pub fn load(i: &Inputs) -> Result<ComputeHost, Error> {
     let (cpus, cpu_warnings) = crate::cpu::nova_cpus(&conf.cpu(), &online)?;
     warnings.extend(cpu_warnings);
     let mut nova = crate::host::nova_view(&kernel, &conf.reserved, &cpus)?;
-    for c in &mut nova {
-        c.through_database();
-    }
+    through_database(&mut nova);
     if let Some(p) = &i.instances {
         let bad = |why: String| Error::Input { file: p.display().to_string(), why };
         let placed: Vec<PlacedInstance> = serde_json::from_str(&read(p)?).map_err(|e| bad(e.to_string()))?;
@@ -191,8 +189,13 @@ pub fn load(i: &Inputs) -> Result<ComputeHost, Error> {
 /// which is stored again.
 fn add_placed(nova: &mut [HostCell], what: &str, cells: &[InstanceCell]) -> Result<(), Error> {
     crate::fit::add_usage(nova, cells).map_err(|e| Error::Input { file: what.to_string(), why: format!("nova cannot account for this instance: {e}") })?;
-    for c in nova.iter_mut() {
+    through_database(nova);
+    Ok(())
+}
+
+/// The topology stored in `compute_nodes.numa_topology` and read back.
+fn through_database(nova: &mut [HostCell]) {
+    for c in nova {
         c.through_database();
     }
-    Ok(())
 }

@@ -139,6 +139,7 @@ pub fn default_hugepage_kb(meminfo: &str) -> Option<u64> {
 /// de-duplicated through a set of tuples (CPython's order), restricted to the usable CPUs,
 /// empty ones dropped; the cell then assigned to a new `NUMACell`.
 pub fn nova_view(nodes: &[Node], reserved: &Reserved, cpus: &NovaCpus) -> Result<Vec<HostCell>, Error> {
+    let usable = PySet::or(&cpus.shared, &cpus.dedicated);
     let mut cells = Vec::new();
     for n in nodes {
         let huge_kb: i64 = n.pages.iter().map(|p| p.size_kb as i64 * p.nr).sum();
@@ -153,7 +154,7 @@ pub fn nova_view(nodes: &[Node], reserved: &Reserved, cpus: &NovaCpus) -> Result
             tuples.push(crate::cpu::parse_cpu_spec(&spec)?.to_vec());
         }
         let unique = crate::pyset::set_of_tuples_order(&tuples);
-        cell_cpus = PySet::and(&cell_cpus, &PySet::or(&cpus.shared, &cpus.dedicated));
+        cell_cpus = PySet::and(&cell_cpus, &usable);
         let siblings: Vec<PySet> = unique.into_iter().map(|t| PySet::and(&PySet::from_iter_adds(t), &cell_cpus)).filter(|s| !s.is_empty()).collect();
         let mut cell = HostCell {
             id: n.id,
