@@ -59,16 +59,25 @@ fn is_int_like(v: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0')) && v != "-0"
 }
 
+/// A policy value from `source` (flavor or image): absent or empty is None, else one of
+/// `choices` or nova's `exception`.
+fn policy_value<T>(
+    v: Option<&str>,
+    source: &str,
+    parse: fn(&str) -> Option<T>,
+    exception: &'static str,
+    what: &str,
+    choices: &str,
+) -> Result<Option<T>, Error> {
+    match v.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => parse(v).map(Some).ok_or_else(|| reject(exception, format!("{what} {v:?} in {source} is not one of {choices}"))),
+    }
+}
+
 fn cpu_policy(f: &Flavor) -> Result<Option<CpuPolicy>, Error> {
     let (fl, im) = f.get("cpu_policy");
-    let parse = |v: Option<&str>, source: &str| -> Result<Option<CpuPolicy>, Error> {
-        match v.filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => CpuPolicy::parse(v)
-                .map(Some)
-                .ok_or_else(|| reject("InvalidCPUAllocationPolicy", format!("CPU policy {v:?} in {source} is not one of dedicated, shared, mixed"))),
-        }
-    };
+    let parse = |v, source| policy_value(v, source, CpuPolicy::parse, "InvalidCPUAllocationPolicy", "CPU policy", "dedicated, shared, mixed");
     let (fl, im) = (parse(fl, "flavor extra specs")?, parse(im, "image properties")?);
     let forbidden = || reject("ImageCPUPinningForbidden", "the image's hw_cpu_policy conflicts with the flavor's hw:cpu_policy");
     Ok(match fl {
@@ -83,14 +92,7 @@ fn cpu_policy(f: &Flavor) -> Result<Option<CpuPolicy>, Error> {
 
 fn thread_policy(f: &Flavor) -> Result<Option<ThreadPolicy>, Error> {
     let (fl, im) = f.get("cpu_thread_policy");
-    let parse = |v: Option<&str>, source: &str| -> Result<Option<ThreadPolicy>, Error> {
-        match v.filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => ThreadPolicy::parse(v).map(Some).ok_or_else(|| {
-                reject("InvalidCPUThreadAllocationPolicy", format!("CPU thread policy {v:?} in {source} is not one of prefer, isolate, require"))
-            }),
-        }
-    };
+    let parse = |v, source| policy_value(v, source, ThreadPolicy::parse, "InvalidCPUThreadAllocationPolicy", "CPU thread policy", "prefer, isolate, require");
     let (fl, im) = (parse(fl, "flavor extra specs")?, parse(im, "image properties")?);
     match fl {
         None | Some(ThreadPolicy::Prefer) => Ok(fl.or(im)),
@@ -114,6 +116,16 @@ fn spec_set(spec: &str) -> Result<BTreeSet<u32>, Error> {
     Ok(parse_cpu_spec(spec)?.sorted())
 }
 
+/// A vCPU mask as nova reads `hw:cpu_realtime_mask` and `hw:cpu_dedicated_mask`: one starting
+/// with `^` excludes from all the flavor's vCPUs (`0-{vcpus-1},{mask}`).
+fn vcpu_mask(f: &Flavor, mask: &str) -> Result<BTreeSet<u32>, Error> {
+    if mask.trim().starts_with('^') {
+        spec_set(&format!("0-{},{mask}", f.vcpus as i64 - 1))
+    } else {
+        spec_set(mask)
+    }
+}
+
 /// `get_realtime_cpu_constraint`.
 fn realtime_cpus(f: &Flavor) -> Result<Option<BTreeSet<u32>>, Error> {
     if !f.extra_specs.get("hw:cpu_realtime").is_some_and(|v| bool_from_string(v)) {
@@ -123,8 +135,7 @@ fn realtime_cpus(f: &Flavor) -> Result<Option<BTreeSet<u32>>, Error> {
     let mask = im.filter(|m| !m.is_empty()).or(fl.filter(|m| !m.is_empty()));
     let all: BTreeSet<u32> = (0..f.vcpus).collect();
     let rt = match mask {
-        Some(m) if m.trim().starts_with('^') => spec_set(&format!("0-{},{m}", f.vcpus as i64 - 1))?,
-        Some(m) => spec_set(m)?,
+        Some(m) => vcpu_mask(f, m)?,
         None => all.clone(),
     };
     let bad = |m: &str| reject("RealtimeMaskNotFoundOrInvalid", m.to_string());
@@ -143,7 +154,7 @@ fn realtime_cpus(f: &Flavor) -> Result<Option<BTreeSet<u32>>, Error> {
 /// `get_dedicated_cpu_constraint`.
 fn dedicated_mask(f: &Flavor) -> Result<Option<BTreeSet<u32>>, Error> {
     let Some(mask) = f.extra_specs.get("hw:cpu_dedicated_mask").filter(|m| !m.is_empty()) else { return Ok(None) };
-    let p = if mask.trim().starts_with('^') { spec_set(&format!("0-{},{mask}", f.vcpus as i64 - 1))? } else { spec_set(mask)? };
+    let p = vcpu_mask(f, mask)?;
     let all: BTreeSet<u32> = (0..f.vcpus).collect();
     let shared: BTreeSet<u32> = all.difference(&p).copied().collect();
     if p.is_empty() || shared.is_empty() || !p.is_subset(&all) {
@@ -152,26 +163,25 @@ fn dedicated_mask(f: &Flavor) -> Result<Option<BTreeSet<u32>>, Error> {
     Ok(Some(p))
 }
 
+/// What follows `{prefix}[N]:` in an extra spec key (N a request group: digits without a
+/// leading 0), as nova's `re.match('{prefix}([1-9][0-9]*)?:…', key)` reads it.
+fn after_group<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?;
+    let colon = rest.find(':')?;
+    let group = &rest[..colon];
+    (group.is_empty() || (!group.starts_with('0') && group.bytes().all(|b| b.is_ascii_digit()))).then(|| &rest[colon + 1..])
+}
+
 fn resource_sum(f: &Flavor, class: &str) -> i64 {
     f.extra_specs
         .iter()
-        .filter(|(k, _)| {
-            let Some(rest) = k.strip_prefix("resources") else { return false };
-            let digits = rest.find(':').map(|i| &rest[..i]).unwrap_or("");
-            let ok_group = digits.is_empty() || (!digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()));
-            ok_group && rest[digits.len()..].starts_with(&format!(":{class}"))
-        })
+        .filter(|(k, _)| after_group(k, "resources").is_some_and(|r| r.starts_with(class)))
         .filter_map(|(_, v)| v.trim().parse::<i64>().ok())
         .sum()
 }
 
 fn hyperthreading_trait(f: &Flavor) -> Option<&str> {
-    f.extra_specs.iter().find_map(|(k, v)| {
-        let rest = k.strip_prefix("trait")?;
-        let digits = &rest[..rest.find(':')?];
-        let ok_group = digits.is_empty() || (!digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()));
-        (ok_group && rest[digits.len()..].starts_with(":HW_CPU_HYPERTHREADING")).then_some(v.as_str())
-    })
+    f.extra_specs.iter().find_map(|(k, v)| after_group(k, "trait").is_some_and(|r| r.starts_with("HW_CPU_HYPERTHREADING")).then_some(v.as_str()))
 }
 
 /// `_get_numa_node_count_constraint`: the flavor's string, else the image's integer; both set
@@ -398,4 +408,33 @@ pub fn numa_get_constraints(f: &Flavor) -> Result<Option<InstanceTopology>, Erro
         _ => return Err(reject("ImageNUMATopologyIncomplete", "hw:numa_cpus.N and hw:numa_mem.N must be given together")),
     }
     Ok(Some(InstanceTopology { cells, emulator_threads_isolated: emulator == Some(true) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_groups_as_nova_matches_them() {
+        assert_eq!(after_group("resources:PCPU", "resources"), Some("PCPU"));
+        assert_eq!(after_group("resources12:VCPU", "resources"), Some("VCPU"));
+        assert_eq!(after_group("resources01:PCPU", "resources"), None, "a group never starts with 0");
+        assert_eq!(after_group("resourcesx:PCPU", "resources"), None);
+        assert_eq!(after_group("trait:HW_CPU_HYPERTHREADING", "trait"), Some("HW_CPU_HYPERTHREADING"));
+        let pcpu = numa_get_constraints(&Flavor::new(2, 1024).spec("resources:PCPU", "2")).unwrap().unwrap();
+        assert_eq!(pcpu.cells[0].cpu_policy, Some(CpuPolicy::Dedicated));
+        let forbidden = Flavor::new(2, 1024).spec("resources:PCPU", "2").spec("trait:HW_CPU_HYPERTHREADING", "forbidden");
+        assert_eq!(numa_get_constraints(&forbidden).unwrap().unwrap().cells[0].cpu_thread_policy, Some(ThreadPolicy::Isolate));
+    }
+
+    #[test]
+    fn masks_with_a_caret_exclude_from_all_vcpus() {
+        let mixed = Flavor::new(4, 1024).spec("hw:cpu_policy", "mixed").spec("hw:cpu_dedicated_mask", "^0-1");
+        let t = numa_get_constraints(&mixed).unwrap().unwrap();
+        assert_eq!((t.cells[0].cpuset.clone(), t.cells[0].pcpuset.clone()), ([0, 1].into(), [2, 3].into()));
+        let rt = mixed.clone().spec("hw:cpu_dedicated_mask", "").spec("hw:cpu_realtime", "yes").spec("hw:cpu_realtime_mask", "^0");
+        assert_eq!(numa_get_constraints(&rt).unwrap().unwrap().cells[0].pcpuset, [1, 2, 3].into());
+        let e = numa_get_constraints(&Flavor::new(2, 1024).spec("hw:cpu_policy", "exclusive")).unwrap_err();
+        assert!(e.to_string().contains("(nova: InvalidCPUAllocationPolicy)") && e.to_string().contains("flavor extra specs"), "{e}");
+    }
 }
