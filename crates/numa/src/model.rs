@@ -192,8 +192,14 @@ pub struct InstanceCell {
     pub cpu_thread_policy: Option<ThreadPolicy>,
     /// Guest vCPU → host pCPU, for dedicated vCPUs.
     pub cpu_pinning: BTreeMap<u32, u32>,
-    /// Host pCPUs reserved for the emulator threads (`hw:emulator_threads_policy=isolate`).
+    /// Host pCPUs reserved for the emulator threads (`hw:emulator_threads_policy=isolate`);
+    /// written as a list, empty for none.
+    #[serde(serialize_with = "none_as_empty")]
     pub cpuset_reserved: Option<BTreeSet<u32>>,
+}
+
+fn none_as_empty<S: serde::Serializer>(v: &Option<BTreeSet<u32>>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().flatten())
 }
 
 impl InstanceCell {

@@ -157,22 +157,6 @@ fn load(a: &HostArgs) -> Result<Loaded, Failure> {
     Ok(Loaded { kernel: host.kernel, nova: host.nova, pack, limits: host.limits, default_kb: host.default_kb, flavor, warnings: host.warnings })
 }
 
-/// One guest cell placed: the host cell, page size, pinning and reserved pCPUs.
-#[derive(serde::Serialize)]
-struct PlacedCell {
-    guest_cell: u32,
-    /// The host cell.
-    id: u32,
-    memory: i64,
-    pagesize_kb: Option<u64>,
-    cpuset: Vec<u32>,
-    pcpuset: Vec<u32>,
-    cpu_policy: Option<numa::model::CpuPolicy>,
-    cpu_thread_policy: Option<numa::model::ThreadPolicy>,
-    cpu_pinning: BTreeMap<u32, u32>,
-    cpuset_reserved: Vec<u32>,
-}
-
 pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
     match cmd {
         NumaCmd::Fit(a) => {
@@ -182,7 +166,7 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
             struct Out {
                 strategy: &'static str,
                 fits: bool,
-                cells: Vec<PlacedCell>,
+                cells: Vec<numa::model::InstanceCell>,
                 reason: Option<String>,
             }
             let strategy = if l.pack { "pack" } else { "spread" };
@@ -191,26 +175,7 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                     Out { strategy, fits: true, cells: vec![], reason: Some("no NUMA topology requested: nova places the guest on no particular node".into()) }
                 }
                 Some(mut inst) => match numa::fit::fit_instance_to_host(&l.nova, &mut inst, l.pack, Some(l.limits))? {
-                    Some(cells) => Out {
-                        strategy,
-                        fits: true,
-                        cells: cells
-                            .into_iter()
-                            .map(|c| PlacedCell {
-                                guest_cell: c.guest_cell,
-                                id: c.id,
-                                memory: c.memory,
-                                pagesize_kb: c.pagesize_kb,
-                                cpuset: c.cpuset.into_iter().collect(),
-                                pcpuset: c.pcpuset.into_iter().collect(),
-                                cpu_policy: c.cpu_policy,
-                                cpu_thread_policy: c.cpu_thread_policy,
-                                cpu_pinning: c.cpu_pinning,
-                                cpuset_reserved: c.cpuset_reserved.into_iter().flatten().collect(),
-                            })
-                            .collect(),
-                        reason: None,
-                    },
+                    Some(cells) => Out { strategy, fits: true, cells, reason: None },
                     None => Out { strategy, fits: false, cells: vec![], reason: Some(why_not(&l.nova, &l.flavor)) },
                 },
             };
@@ -229,7 +194,10 @@ pub fn run(cmd: NumaCmd) -> Result<(), Failure> {
                                 let pins: Vec<String> = c.cpu_pinning.iter().map(|(v, p)| format!("{v}→{p}")).collect();
                                 format!(", vCPU→pCPU {}", pins.join(" "))
                             },
-                            if c.cpuset_reserved.is_empty() { String::new() } else { format!(", emulator threads on pCPUs {:?}", c.cpuset_reserved) },
+                            match &c.cpuset_reserved {
+                                Some(r) => format!(", emulator threads on pCPUs {:?}", r.iter().collect::<Vec<_>>()),
+                                None => String::new(),
+                            },
                             strategy
                         );
                     }
