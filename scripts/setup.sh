@@ -4,6 +4,9 @@
 #  - etcd 3.5.16 from Debian trixie, fetched with `apt-get download` through a private apt
 #    configuration and unpacked into .tools/etcd-3.5 (no system upgrade); it brings etcdutl;
 #  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks);
+#  - promtool 2.42 from Debian bookworm's `prometheus` (without its recommends; the server's
+#    service is left stopped): the agent tests lint a live /metrics scrape and unit-test the
+#    alerting rules in deploy/ with it;
 #  - the object-storage test servers of crates/testkit/src/servers.rs: tinyproxy from Debian (the
 #    tests run their own instances; the system service is left stopped), moto[server] (S3) and
 #    gcp-storage-emulator (GCS) in a project venv at .tools/pyenv, Azurite (Azure Blob) from npm
@@ -29,6 +32,17 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}"
 fi
+
+# promtool: only the tool is wanted. --no-install-recommends keeps node-exporter (a service) out.
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing prometheus (for promtool)"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends prometheus
+fi
+if [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+promtool --version 2>&1 | sed -n 1p
 
 # etcd 3.5 from trixie, unpacked locally.
 e35="$tools/etcd-3.5"

@@ -9,7 +9,7 @@ use repo::{Repository, StoreOptions, Unlock};
 
 use crate::config::Config;
 use crate::defrag::{self, Decision};
-use crate::metrics::{Metrics, OpLabels};
+use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use repo::live::{self as ops, LiveBackup};
 
@@ -37,7 +37,7 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
             "/metrics",
             get(move || {
                 let st = st.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.encode()) }
+                async move { ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.encode()) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
@@ -64,7 +64,8 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
 
 /// Run the agent until the process is stopped.
 pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, store: StoreOptions) -> Result<(), String> {
-    let state = State { metrics: Metrics::default(), leader: Arc::new(AtomicBool::new(false)), ready: Arc::new(AtomicBool::new(false)) };
+    let state =
+        State { metrics: Metrics::new(&cfg.cluster, &cfg.agent_name()), leader: Arc::new(AtomicBool::new(false)), ready: Arc::new(AtomicBool::new(false)) };
     let addr = serve(&cfg.listen, state.clone()).await?;
     log(format!("{} for cluster {}: serving /metrics, /healthz, /readyz on http://{addr}", cfg.agent_name(), cfg.cluster));
 
@@ -191,14 +192,6 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     }
 }
 
-fn op(m: &Metrics, name: &str, ok: bool) {
-    let l = OpLabels { operation: name.into() };
-    m.runs.get_or_create(&l).inc();
-    if !ok {
-        m.failures.get_or_create(&l).inc();
-    }
-}
-
 async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Repository>, m: &Metrics) {
     let b = LiveBackup {
         cluster: cfg.cluster.clone(),
@@ -216,11 +209,11 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
             m.last_full_backup_duration.set(started.elapsed().as_secs_f64());
             m.last_full_backup_added_bytes.set(r.manifest.added_bytes as i64);
             m.uploaded_bytes.inc_by(r.manifest.added_bytes);
-            op(m, "backup", true);
+            m.op("backup", true);
             log(format!("backup {} at revision {} ({} added)", repo::short(&r.id), r.manifest.snapshot.revision, r.manifest.added_bytes));
         }
         Err(e) => {
-            op(m, "backup", false);
+            m.op("backup", false);
             log(format!("backup failed: {e}"));
         }
     }
@@ -232,7 +225,7 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
     let keep_pitr = r.keep_pitr_hours.map(|h| Duration::from_secs_f64(h * 3600.0));
     match repo::prune::forget(repo, &policy, Some(&cfg.cluster), keep_pitr, false).await {
         Ok(f) => {
-            op(m, "forget", f.refused.is_empty());
+            m.op("forget", f.refused.is_empty());
             let segs: usize = f.deltas.iter().map(|d| d.remove.len()).sum();
             log(format!(
                 "retention removed {} backup(s){}; {segs} delta segment(s) no longer needed",
@@ -241,7 +234,7 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
             ));
         }
         Err(e) => {
-            op(m, "forget", false);
+            m.op("forget", false);
             log(format!("retention failed: {e}"));
             return;
         }
@@ -249,11 +242,11 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
     if r.prune {
         match repo::prune::prune(repo.clone(), Some(&cfg.cluster), 0.10, false, Duration::from_secs(3600)).await {
             Ok(p) => {
-                op(m, "prune", p.refused.is_empty());
+                m.op("prune", p.refused.is_empty());
                 log(format!("prune deleted {} pack(s), repacked {}, deleted {} delta segment(s)", p.packs_deleted, p.packs_repacked, p.segments_deleted));
             }
             Err(e) => {
-                op(m, "prune", false);
+                m.op("prune", false);
                 log(format!("prune failed: {e}"));
             }
         }
@@ -290,7 +283,7 @@ async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Ar
     };
     match repo::consolidate::consolidate(repo.clone(), &o, Arc::new(|_, _| {})).await {
         Ok(r) => {
-            op(m, "consolidate", true);
+            m.op("consolidate", true);
             log(format!(
                 "consolidated backup {} at revision {} from {} + {} segment(s) ({why})",
                 repo::short(&r.backup.id),
@@ -300,7 +293,7 @@ async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Ar
             ));
         }
         Err(e) => {
-            op(m, "consolidate", false);
+            m.op("consolidate", false);
             log(format!("consolidate failed: {e}"));
         }
     }
@@ -311,7 +304,7 @@ async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
     let (id, man) = match repo.resolve("latest", Some(&cfg.cluster)).await {
         Ok(x) => x,
         Err(e) => {
-            op(m, "drill", false);
+            m.op("drill", false);
             log(format!("drill: {e}"));
             return;
         }
@@ -319,11 +312,11 @@ async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
     let opts = repo::drill::DrillOptions { etcd_bin: d.etcd_bin.clone(), ..Default::default() };
     match repo::drill::drill(repo.clone(), &id, &man, &opts).await {
         Ok(v) => {
-            op(m, "drill", v.ok);
+            m.op("drill", v.ok);
             log(format!("drill of {}: {}", repo::short(&id), if v.ok { "passed".to_string() } else { format!("FAILED: {}", v.failure.unwrap_or_default()) }));
         }
         Err(e) => {
-            op(m, "drill", false);
+            m.op("drill", false);
             log(format!("drill failed: {e}"));
         }
     }
@@ -375,10 +368,10 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
                 Ok(r) => {
                     let n = r.steps.iter().filter(|s| s.db_size_after.is_some()).count();
                     m.defrags.inc_by(n as u64);
-                    op(m, "defrag", true);
+                    m.op("defrag", true);
                 }
                 Err(e) => {
-                    op(m, "defrag", false);
+                    m.op("defrag", false);
                     log(format!("auto-defrag failed: {e}"));
                 }
             }
@@ -505,13 +498,13 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
                 backfill_refused = Some(from);
             }
             Err(e @ crate::capture::CaptureError::Compacted { .. }) => {
-                op(&state.metrics, "capture", false);
+                state.metrics.op("capture", false);
                 log(format!("capture: {e}; taking a full backup now"));
                 backup_now.store(true, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
             Err(e) => {
-                op(&state.metrics, "capture", false);
+                state.metrics.op("capture", false);
                 log(format!("capture: {e}; restarting from the end of the chain"));
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }

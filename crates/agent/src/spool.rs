@@ -23,15 +23,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use object_store::path::Path as ObjPath;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 use tokio::sync::{watch, Notify};
 
 use repo::delta::{parse_segment_file, SegmentRef};
@@ -54,27 +51,40 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
 }
 
-type FGauge = Gauge<f64, AtomicU64>;
-
 /// The spool's Prometheus metrics (registered by [`crate::metrics::Metrics`]).
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct SpoolMetrics {
-    pub bytes: Gauge,
-    pub segments: Gauge,
-    pub full: Gauge,
-    pub oldest_age: FGauge,
-    pub max_bytes: Gauge,
-    pub upload_failures: Counter,
+    pub bytes: IntGauge,
+    pub segments: IntGauge,
+    pub full: IntGauge,
+    pub oldest_age: Gauge,
+    pub max_bytes: IntGauge,
+    pub upload_failures: IntCounter,
+}
+
+impl Default for SpoolMetrics {
+    fn default() -> Self {
+        use crate::metrics::{counter, gauge, int_gauge};
+        SpoolMetrics {
+            bytes: int_gauge("delta_spool_bytes", "Bytes of delta segments spooled locally and not yet uploaded"),
+            segments: int_gauge("delta_spool_segments", "Delta segments spooled locally and not yet uploaded"),
+            full: int_gauge("delta_spool_full", "1 while the capture waits for room in the spool (it does not read the watch meanwhile)"),
+            oldest_age: gauge("delta_spool_oldest_age_seconds", "Age of the oldest spooled segment (0 when the spool is empty)"),
+            max_bytes: int_gauge("delta_spool_max_bytes", "The spool's bound (delta.spool_max_mib)"),
+            upload_failures: counter("delta_spool_upload_failures_total", "Failed uploads of spooled segments (each is retried)"),
+        }
+    }
 }
 
 impl SpoolMetrics {
-    pub fn register(&self, r: &mut Registry) {
-        r.register("delta_spool_bytes", "Bytes of delta segments spooled locally and not yet uploaded", self.bytes.clone());
-        r.register("delta_spool_segments", "Delta segments spooled locally and not yet uploaded", self.segments.clone());
-        r.register("delta_spool_full", "1 while the capture waits for room in the spool (it does not read the watch meanwhile)", self.full.clone());
-        r.register("delta_spool_oldest_age_seconds", "Age of the oldest spooled segment (0 when the spool is empty)", self.oldest_age.clone());
-        r.register("delta_spool_max_bytes", "The spool's bound (delta.spool_max_mib)", self.max_bytes.clone());
-        r.register("delta_spool_upload_failures", "Failed uploads of spooled segments (each is retried)", self.upload_failures.clone());
+    pub fn register(&self, r: &Registry) {
+        use crate::metrics::register;
+        register(r, &self.bytes);
+        register(r, &self.segments);
+        register(r, &self.full);
+        register(r, &self.oldest_age);
+        register(r, &self.max_bytes);
+        register(r, &self.upload_failures);
     }
 }
 

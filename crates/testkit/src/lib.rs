@@ -21,7 +21,7 @@ pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
 pub use fixtures::{fixtures_available, kube_fixture, kube_vector};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tls::{generate_tls, TlsFiles};
-pub use tools::{project_root, shared_fixtures, EtcdVersion};
+pub use tools::{project_root, setup_tool, shared_fixtures, EtcdVersion};
 
 /// Temporaries a writer left in `dir` (`NAME.partial-XXXXXX`, see `etcd_data::durable`): a
 /// failed or refused write must leave none.

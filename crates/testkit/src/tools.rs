@@ -71,3 +71,21 @@ pub fn project_root() -> PathBuf {
 pub fn shared_fixtures() -> PathBuf {
     project_root().join("../shared/fixtures")
 }
+
+/// A tool `scripts/setup.sh` installs system-wide (e.g. `promtool`), found on `PATH`, for a test
+/// that needs it: when it is missing the test is skipped with a one-line notice naming it and
+/// `bash scripts/setup.sh`; under `CI=true` (CI runs setup.sh first) its absence fails the test.
+pub fn setup_tool(test: &str, program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file()));
+    if found.is_some() {
+        return found;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {program} is not on PATH, and CI=true: run bash scripts/setup.sh");
+    }
+    // Written to the process's stderr directly: the test harness captures `eprintln!` of a
+    // passing test, and this line must be seen.
+    let line = format!("skipped {test}: {program} is not installed (bash scripts/setup.sh installs it)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    None
+}

@@ -6,5 +6,6 @@
 mod common;
 
 mod agent;
+mod agent_ops;
 mod live_cluster;
 mod migrate;

@@ -1,0 +1,117 @@
+//! What operators rely on from `quorum agent`, with real etcd 3.5, real agents and a file://
+//! repository: /metrics is the Prometheus text format its Content-Type says, and the real
+//! `promtool check metrics` passes it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Repo;
+use testkit::{Cluster, ClusterOptions, EtcdVersion};
+
+struct Agent {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET `path`: (status, headers lower-cased, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((code, head.to_ascii_lowercase(), body.to_string()))
+}
+
+impl Agent {
+    /// Start an agent of cluster `t` named `name` with `extra` YAML lines appended to its config.
+    fn start(dir: &Path, name: &str, endpoints: &[String], repo: &Repo, extra: &str, args: &[&str]) -> Agent {
+        let port = free_port();
+        let cfg = format!(
+            "cluster: t\nname: {name}\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 2}}\n\
+             repo: {{url: '{}', password_file: '{}'}}\n{extra}",
+            endpoints.join(", "),
+            repo.url,
+            repo.dir().join("repo.pass").display(),
+        );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, cfg).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = crate::common::quorum()
+            .args(["agent", "--config", path.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, port, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn scrape(&self) -> String {
+        http_get(self.port, "/metrics").map(|x| x.2).unwrap_or_default()
+    }
+
+    /// Wait until `cond` holds for the scrape.
+    fn wait_for(&self, what: &str, secs: u64, cond: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.scrape();
+            if cond(&text) {
+                return text;
+            }
+            assert!(t.elapsed() < Duration::from_secs(secs), "{what}: not within {secs}s\n{text}\nlog:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn promtool(tool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut c = Command::new(tool).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    c.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A leading agent that has backed up: its scrape passes `promtool check metrics` and is served
+/// as the text format 0.0.4 it is.
+#[test]
+fn a_live_scrape_passes_promtool_check_metrics() {
+    const TEST: &str = "live::agent_ops::a_live_scrape_passes_promtool_check_metrics";
+    let Some(promtool_bin) = testkit::setup_tool(TEST, "promtool") else { return };
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "backup: {{schedule: '*/4 * * * * *', from: endpoints}}\ndelta: {{interval_seconds: 0.5, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
+        dir.path().join("spool").display()
+    );
+    let a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]);
+    a.wait_for("a backup", 40, |t| t.lines().any(|l| l.starts_with(r#"quorum_operation_runs_total{operation="backup"} "#) && !l.ends_with(" 0")));
+    let (code, head, body) = http_get(a.port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(head.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
+    assert!(!body.contains("# EOF"), "OpenMetrics in a text 0.0.4 response:\n{body}");
+    let (ok, out) = promtool(&promtool_bin, &["check", "metrics"], Some(&body));
+    assert!(ok && out.trim().is_empty(), "promtool check metrics: {out}\n{body}");
+}
