@@ -119,7 +119,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             loop {
                 match etcd_cluster::observe(&conn, quota).await {
                     Ok(v) => {
-                        st.metrics.observe(&v);
+                        st.metrics.observe(&v, Utc::now().timestamp_millis() as f64 / 1000.0);
                         st.ready.store(true, Ordering::SeqCst);
                         // Recovery point: how long the newest change etcd has has waited.
                         let rev = v.statuses.iter().map(|s| s.revision).max().unwrap_or(0);
@@ -134,6 +134,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
                     }
                     Err(e) => {
                         st.ready.store(false, Ordering::SeqCst);
+                        st.metrics.observe_failed();
                         log(format!("cluster not observable: {e}"));
                     }
                 }

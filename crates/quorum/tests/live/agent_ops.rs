@@ -1,6 +1,9 @@
 //! What operators rely on from `quorum agent`, with real etcd 3.5, real agents and a file://
-//! repository: /metrics is the Prometheus text format its Content-Type says, and the real
-//! `promtool check metrics` passes it.
+//! repository:
+//! * /metrics is the Prometheus text format its Content-Type says, and the real `promtool check
+//!   metrics` passes it;
+//! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
+//!   says so instead of repeating what it saw last.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -86,6 +89,10 @@ impl Agent {
     }
 }
 
+fn has(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
 fn promtool(tool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut c = Command::new(tool).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     c.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
@@ -114,4 +121,36 @@ fn a_live_scrape_passes_promtool_check_metrics() {
     assert!(!body.contains("# EOF"), "OpenMetrics in a text 0.0.4 response:\n{body}");
     let (ok, out) = promtool(&promtool_bin, &["check", "metrics"], Some(&body));
     assert!(ok && out.trim().is_empty(), "promtool check metrics: {out}\n{body}");
+}
+
+/// An agent beside m2 (only m2's endpoint) and one with every endpoint; m2 is killed: both
+/// say m2 is unhealthy and drop its size series; the one beside it reaches nothing and says
+/// so (cluster_observed 0, every member unhealthy from where it stands, /readyz 503), while
+/// the other still reports m0 and m1 healthy.
+#[test]
+fn a_killed_member_is_unhealthy_and_an_agent_that_reaches_nothing_says_so() {
+    let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "backup: {schedule: '0 0 1 1 *'}\ndelta: {enabled: false}\ndefrag: {enabled: false}\n";
+    let eps = c.endpoints();
+    let beside = Agent::start(dir.path(), "beside-m2", &eps[2..], &repo, extra, &[]);
+    let all = Agent::start(dir.path(), "all", &eps, &repo, extra, &[]);
+    for a in [&beside, &all] {
+        a.wait_for("every member healthy", 30, |t| {
+            (0..3).all(|i| has(t, &format!(r#"quorum_etcd_member_healthy{{member="m{i}"}} 1"#))) && has(t, "quorum_cluster_observed 1")
+        });
+    }
+    c.members[2].kill();
+    let t = beside.wait_for("the agent beside m2 sees nothing", 40, |t| has(t, "quorum_cluster_observed 0"));
+    for i in 0..3 {
+        assert!(has(&t, &format!(r#"quorum_etcd_member_healthy{{member="m{i}"}} 0"#)), "m{i}:\n{t}");
+    }
+    assert!(!t.contains("quorum_etcd_db_size_bytes{") && !t.contains("quorum_etcd_fragmentation_ratio{"), "stale status series:\n{t}");
+    assert_eq!(http_get(beside.port, "/readyz").unwrap().0, 503);
+    let t = all.wait_for("m2 unhealthy", 40, |t| has(t, r#"quorum_etcd_member_healthy{member="m2"} 0"#));
+    assert!(has(&t, r#"quorum_etcd_member_healthy{member="m0"} 1"#) && has(&t, r#"quorum_etcd_member_healthy{member="m1"} 1"#), "{t}");
+    assert!(has(&t, "quorum_cluster_observed 1"), "{t}");
+    assert!(t.contains(r#"quorum_etcd_db_size_bytes{member="m0"}"#) && !t.contains(r#"quorum_etcd_db_size_bytes{member="m2"}"#), "{t}");
+    assert!(beside.log_text().contains("cluster not observable"), "{}", beside.log_text());
 }
