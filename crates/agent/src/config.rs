@@ -8,7 +8,7 @@
 //! cacert: /etc/etcd/ca.crt      # cert, key as etcdctl
 //! listen: 127.0.0.1:9479        # /metrics, /healthz, /readyz
 //! election: { ttl_seconds: 10 }
-//! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000 }
+//! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000, refresh_seconds: 60 }
 //! backup: { schedule: "0 * * * *", from: follower }
 //! retention: { schedule: "30 3 * * *", keep_hourly: 48, keep_daily: 14, keep_weekly: 8, keep_monthly: 12, prune: true }
 //! drill: { schedule: "0 4 * * *", etcd_bin: /usr/bin/etcd, max_age_hours: 48 }
@@ -101,6 +101,14 @@ pub struct RepoConfig {
     pub proxy: Option<String>,
     #[serde(default)]
     pub no_proxy: Option<String>,
+    /// How often every agent re-reads the cluster's backup and drill records (the
+    /// `quorum_last_full_backup_*` and `quorum_last_verified_*` metrics), seconds.
+    #[serde(default = "default_refresh")]
+    pub refresh_seconds: f64,
+}
+
+fn default_refresh() -> f64 {
+    60.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +252,9 @@ impl Config {
             if !(c.check_seconds.is_finite() && c.check_seconds >= 1.0) {
                 return Err("consolidate.check_seconds must be at least 1".into());
             }
+        }
+        if !(self.repo.refresh_seconds.is_finite() && self.repo.refresh_seconds >= 1.0) {
+            return Err("repo.refresh_seconds must be at least 1".into());
         }
         if self.election.ttl_seconds < 2 {
             return Err("election.ttl_seconds must be at least 2".into());

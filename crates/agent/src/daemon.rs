@@ -142,7 +142,9 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             }
         });
     }
-    refresh_verified(&repo, &cfg, &state.metrics).await;
+    // What the repository says of the cluster's backups and drills, read by every agent.
+    let refresh_now = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(freshness_loop(repo.clone(), cfg.clone(), state.metrics.clone(), refresh_now.clone()));
     let backup_now = Arc::new(AtomicBool::new(false));
     if cfg.delta.enabled {
         tokio::spawn(capture_loop(cfg.clone(), conn.clone(), repo.clone(), state.clone(), backup_now.clone()));
@@ -167,6 +169,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         if backup_now.swap(false, Ordering::SeqCst) || next_backup.is_some_and(|t| now >= t) {
             next_backup = backup_s.next_after(now);
             run_backup(&cfg, &conn, &repo, &state.metrics).await;
+            refresh_now.notify_one();
             continue;
         }
         if next_retention.is_some_and(|t| now >= t) {
@@ -177,12 +180,14 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         if next_drill.is_some_and(|t| now >= t) {
             next_drill = drill_s.as_ref().and_then(|s| s.next_after(now));
             run_drill(&cfg, &repo, &state.metrics).await;
+            refresh_now.notify_one();
             continue;
         }
         if let (Some(c), Some(t)) = (&cfg.consolidate, next_consolidate) {
             if Instant::now() >= t {
                 next_consolidate = Some(Instant::now() + Duration::from_secs_f64(c.check_seconds));
                 run_consolidate(&cfg, c, &repo, &state.metrics).await;
+                refresh_now.notify_one();
                 continue;
             }
         }
@@ -205,8 +210,6 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
     let started = Instant::now();
     match ops::live_backup(conn, repo.clone(), &b, Arc::new(|_, _| {})).await {
         Ok(r) => {
-            m.last_full_backup_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
-            m.last_full_backup_revision.set(r.manifest.snapshot.revision);
             m.last_full_backup_duration.set(started.elapsed().as_secs_f64());
             m.last_full_backup_added_bytes.set(r.manifest.added_bytes as i64);
             m.uploaded_bytes.inc_by(r.manifest.added_bytes);
@@ -321,18 +324,39 @@ async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
             log(format!("drill failed: {e}"));
         }
     }
-    refresh_verified(repo, cfg, m).await;
 }
 
-async fn refresh_verified(repo: &Repository, cfg: &Config, m: &Metrics) {
-    if let Ok(vs) = repo::drill::verifications(repo, &cfg.cluster).await {
-        if let Some(v) = vs.iter().find(|v| v.cluster == cfg.cluster && v.ok) {
-            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&v.time) {
-                m.last_verified_timestamp.set(t.timestamp() as f64);
+/// Every `repo.refresh_seconds`, and at once when the leader wrote a backup or a drill record:
+/// the cluster's newest backup and newest passed drill as the repository holds them. Every
+/// agent exports them, so an alert on their age does not depend on which agent leads.
+async fn freshness_loop(repo: Arc<Repository>, cfg: Config, m: Metrics, now: Arc<tokio::sync::Notify>) {
+    let mut fresh = repo::freshness::Freshness::new(&cfg.cluster);
+    let mut failing = false;
+    loop {
+        match fresh.refresh(&repo).await {
+            Ok(s) => {
+                if failing {
+                    log("the repository's backup and drill records read again");
+                    failing = false;
+                }
+                m.last_full_backup_timestamp.set(s.newest_backup.as_ref().map_or(0.0, |b| b.time.timestamp_millis() as f64 / 1000.0));
+                m.last_full_backup_revision.set(s.newest_backup.as_ref().map_or(0, |b| b.revision));
+                m.last_verified_timestamp.set(s.newest_passed_drill.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
+                m.repository_read_timestamp.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                refresh_age(&cfg, &m);
+            }
+            Err(e) => {
+                if !failing {
+                    log(format!("reading the backup and drill records: {e}; the last read values stay exported"));
+                    failing = true;
+                }
             }
         }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(cfg.repo.refresh_seconds)) => {}
+            _ = now.notified() => {}
+        }
     }
-    refresh_age(cfg, m);
 }
 
 fn refresh_age(cfg: &Config, m: &Metrics) {

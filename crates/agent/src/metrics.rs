@@ -37,6 +37,7 @@ pub struct Metrics {
     pub last_full_backup_revision: IntGauge,
     pub last_full_backup_duration: Gauge,
     pub last_full_backup_added_bytes: IntGauge,
+    pub repository_read_timestamp: Gauge,
     pub last_verified_timestamp: Gauge,
     pub last_verified_age: Gauge,
     pub drill_overdue: IntGauge,
@@ -102,14 +103,21 @@ impl Metrics {
             is_leader: int_gauge("agent_is_leader", "1 when this agent leads its cluster's backups"),
             cluster_observed: int_gauge("cluster_observed", "1 when the last observation of the cluster got an answer from at least one endpoint"),
             last_observation_timestamp: gauge("last_observation_timestamp_seconds", "Unix time of the last observation of the cluster that got an answer"),
-            last_full_backup_timestamp: gauge("last_full_backup_timestamp_seconds", "Unix time of the last full backup"),
-            last_full_backup_revision: int_gauge("last_full_backup_revision", "etcd revision of the last full backup"),
-            last_full_backup_duration: gauge("last_full_backup_duration_seconds", "How long the last full backup took"),
-            last_full_backup_added_bytes: int_gauge("last_full_backup_added_bytes", "Bytes the last full backup added to the repository"),
-            last_verified_timestamp: gauge("last_verified_timestamp_seconds", "Unix time of the last successful restore drill"),
+            last_full_backup_timestamp: gauge(
+                "last_full_backup_timestamp_seconds",
+                "Unix time of the cluster's newest full backup in the repository (0: none)",
+            ),
+            last_full_backup_revision: int_gauge("last_full_backup_revision", "etcd revision of the cluster's newest full backup in the repository"),
+            last_full_backup_duration: gauge("last_full_backup_duration_seconds", "How long this agent's last full backup took"),
+            last_full_backup_added_bytes: int_gauge("last_full_backup_added_bytes", "Bytes this agent's last full backup added to the repository"),
+            repository_read_timestamp: gauge("repository_read_timestamp_seconds", "Unix time the backup and drill records were last read from the repository"),
+            last_verified_timestamp: gauge(
+                "last_verified_timestamp_seconds",
+                "Unix time of the cluster's newest successful restore drill in the repository (0: none)",
+            ),
             last_verified_age: gauge("last_verified_age_seconds", "Seconds since the last successful restore drill (-1: none)"),
             drill_overdue: int_gauge("drill_overdue", "1 when the last successful drill is older than drill.max_age_hours"),
-            uploaded_bytes: counter("uploaded_bytes_total", "Bytes uploaded to the repository"),
+            uploaded_bytes: counter("uploaded_bytes_total", "Bytes this agent uploaded to the repository"),
             failures: IntCounterVec::new(Opts::new("operation_failures_total", "Failed operations by kind"), &["operation"]).expect("valid"),
             runs: IntCounterVec::new(Opts::new("operation_runs_total", "Finished operations by kind"), &["operation"]).expect("valid"),
             db_size: int_gauges("etcd_db_size_bytes", "Member db size", member),
@@ -142,6 +150,7 @@ impl Metrics {
         register(r, &m.last_full_backup_revision);
         register(r, &m.last_full_backup_duration);
         register(r, &m.last_full_backup_added_bytes);
+        register(r, &m.repository_read_timestamp);
         register(r, &m.last_verified_timestamp);
         register(r, &m.last_verified_age);
         register(r, &m.drill_overdue);

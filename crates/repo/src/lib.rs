@@ -29,6 +29,7 @@ pub mod delta;
 pub mod drill;
 mod error;
 pub mod format;
+pub mod freshness;
 pub mod gcs_json;
 pub mod live;
 pub mod location;

@@ -2,6 +2,8 @@
 //! repository:
 //! * /metrics is the Prometheus text format its Content-Type says, and the real `promtool check
 //!   metrics` passes it;
+//! * a follower exports the newest backup and drill the repository holds, not only what it
+//!   did itself;
 //! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
 //!   says so instead of repeating what it saw last.
 
@@ -49,7 +51,7 @@ impl Agent {
         let port = free_port();
         let cfg = format!(
             "cluster: t\nname: {name}\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 2}}\n\
-             repo: {{url: '{}', password_file: '{}'}}\n{extra}",
+             repo: {{url: '{}', password_file: '{}', refresh_seconds: 1}}\n{extra}",
             endpoints.join(", "),
             repo.url,
             repo.dir().join("repo.pass").display(),
@@ -73,6 +75,11 @@ impl Agent {
 
     fn scrape(&self) -> String {
         http_get(self.port, "/metrics").map(|x| x.2).unwrap_or_default()
+    }
+
+    /// The sample `name{labels}` (labels as the agent writes them), if exported.
+    fn sample(&self, series: &str) -> Option<f64> {
+        self.scrape().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Wait until `cond` holds for the scrape.
@@ -153,4 +160,64 @@ fn a_killed_member_is_unhealthy_and_an_agent_that_reaches_nothing_says_so() {
     assert!(has(&t, "quorum_cluster_observed 1"), "{t}");
     assert!(t.contains(r#"quorum_etcd_db_size_bytes{member="m0"}"#) && !t.contains(r#"quorum_etcd_db_size_bytes{member="m2"}"#), "{t}");
     assert!(beside.log_text().contains("cluster not observable"), "{}", beside.log_text());
+}
+
+/// Two agents of one cluster; only the leader backs up, and a drill is run from the CLI: the
+/// follower exports the repository's newest backup (its time and revision, as `backups list`
+/// shows them) and both export the drill, read from the repository.
+#[test]
+fn a_follower_exports_the_repositorys_newest_backup_and_drill() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdVersion::V3_5.etcd();
+    let extra = format!(
+        "backup: {{schedule: '*/4 * * * * *', from: endpoints}}\ndrill: {{schedule: '0 0 1 1 *', etcd_bin: '{}', max_age_hours: 1}}\n\
+         delta: {{enabled: false}}\ndefrag: {{enabled: false}}\n",
+        etcd.display(),
+    );
+    let agents = [Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]), Agent::start(dir.path(), "a1", &c.endpoints(), &repo, &extra, &[])];
+    let t = Instant::now();
+    let leader = loop {
+        let l: Vec<usize> = (0..2).filter(|&i| agents[i].sample("quorum_agent_is_leader") == Some(1.0)).collect();
+        if l.len() == 1 {
+            break l[0];
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no single leader: {l:?}; logs in {}", dir.path().display());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let follower = &agents[1 - leader];
+    let t = Instant::now();
+    while repo.backup_ids().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(40), "no backup:\n{}", agents[leader].log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The follower never backed up: what it exports is a backup of the repository's.
+    let text = follower.wait_for("the follower exports a backup", 15, |t| {
+        t.lines().any(|l| l.starts_with("quorum_last_full_backup_timestamp_seconds ") && !l.ends_with(" 0"))
+    });
+    let value = |name: &str| -> f64 { text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap() };
+    let (rev, ts) = (value("quorum_last_full_backup_revision") as i64, value("quorum_last_full_backup_timestamp_seconds"));
+    assert!(value("quorum_agent_is_leader") == 0.0 && value("quorum_last_full_backup_duration_seconds") == 0.0, "{text}");
+    assert!(value("quorum_repository_read_timestamp_seconds") > 0.0, "{text}");
+    let backups = repo.json(&["backups", "list", "--cluster", "t"]);
+    let known: Vec<(i64, f64)> = backups["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["snapshot"]["revision"].as_i64().unwrap(), chrono::DateTime::parse_from_rfc3339(b["time"].as_str().unwrap()).unwrap().timestamp() as f64))
+        .collect();
+    assert!(known.contains(&(rev, ts)), "the follower exports backup (revision {rev}, time {ts}); the repository has {known:?}");
+    assert_eq!(value("quorum_drill_overdue"), 1.0, "no drill yet: {text}");
+    assert_eq!(value("quorum_last_verified_timestamp_seconds"), 0.0, "no drill yet: {text}");
+
+    // A drill from the CLI: both agents read its record.
+    let drill = repo.q(&["drill", "--latest", "--cluster", "t", "--etcd-bin", etcd.to_str().unwrap(), "--retry-lock", "60s", "-w", "json"]);
+    assert_eq!(drill.code, 0, "{} {}", drill.stdout, drill.stderr);
+    let drilled = chrono::DateTime::parse_from_rfc3339(serde_json::from_str::<serde_json::Value>(&drill.stdout).unwrap()["time"].as_str().unwrap()).unwrap();
+    for a in &agents {
+        a.wait_for("the drill is read from the repository", 15, |t| {
+            has(t, "quorum_drill_overdue 0") && has(t, &format!("quorum_last_verified_timestamp_seconds {}", drilled.timestamp()))
+        });
+    }
 }
