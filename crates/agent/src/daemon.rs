@@ -151,6 +151,12 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     }
 
     let backup_s = Schedule::parse(&cfg.backup.schedule)?;
+    if let Some(d) = backup_s.max_interval(Utc::now()) {
+        state.metrics.backup_max_interval.set(d.num_milliseconds() as f64 / 1000.0);
+    }
+    state.metrics.delta_enabled.set(i64::from(cfg.delta.enabled));
+    state.metrics.defrag_min_fragmentation.set(cfg.defrag.min_fragmentation / 100.0);
+    state.metrics.defrag_min_db_size.set(cfg.defrag.min_db_size);
     let retention_s = cfg.retention.as_ref().map(|r| Schedule::parse(&r.schedule)).transpose()?;
     let drill_s = cfg.drill.as_ref().map(|d| Schedule::parse(&d.schedule)).transpose()?;
     let mut next_backup = backup_s.next_after(Utc::now());

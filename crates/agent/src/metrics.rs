@@ -5,8 +5,8 @@
 //! The cluster an agent belongs to is on one info series, `quorum_agent_info{etcd_cluster,
 //! agent, version} 1`, not on every series (the Prometheus guidance for exporters: cluster-wide
 //! labels are the scraper's target labels; `etcd_cluster` does not clash with a `cluster` target
-//! label). Queries join on it: `... * on(job, instance) group_left(etcd_cluster)
-//! quorum_agent_info`.
+//! label). `deploy/prometheus-rules.yaml` joins on it: `... * on(job, instance)
+//! group_left(etcd_cluster) quorum_agent_info`.
 //!
 //! Per-member series say what this agent observed last: a member that does not answer has
 //! `quorum_etcd_member_healthy 0` and no size, quota or fragmentation series (they are removed,
@@ -37,6 +37,7 @@ pub struct Metrics {
     pub last_full_backup_revision: IntGauge,
     pub last_full_backup_duration: Gauge,
     pub last_full_backup_added_bytes: IntGauge,
+    pub backup_max_interval: Gauge,
     pub repository_read_timestamp: Gauge,
     pub last_verified_timestamp: Gauge,
     pub last_verified_age: Gauge,
@@ -50,12 +51,15 @@ pub struct Metrics {
     pub fragmentation: GaugeVec,
     pub member_healthy: IntGaugeVec,
     pub alarms: IntGaugeVec,
+    pub defrag_min_fragmentation: Gauge,
+    pub defrag_min_db_size: IntGauge,
     pub defrags: IntCounter,
     pub last_delta_revision: IntGauge,
     pub last_delta_timestamp: Gauge,
     pub delta_segments: IntCounter,
     pub rpo_lag: Gauge,
     pub rpo_breached: IntGauge,
+    pub delta_enabled: IntGauge,
     pub capture_running: IntGauge,
     /// The delta spool (`crate::spool`).
     pub spool: crate::spool::SpoolMetrics,
@@ -110,6 +114,10 @@ impl Metrics {
             last_full_backup_revision: int_gauge("last_full_backup_revision", "etcd revision of the cluster's newest full backup in the repository"),
             last_full_backup_duration: gauge("last_full_backup_duration_seconds", "How long this agent's last full backup took"),
             last_full_backup_added_bytes: int_gauge("last_full_backup_added_bytes", "Bytes this agent's last full backup added to the repository"),
+            backup_max_interval: gauge(
+                "backup_schedule_max_interval_seconds",
+                "Longest time between two runs of backup.schedule: a newer full backup is due within it",
+            ),
             repository_read_timestamp: gauge("repository_read_timestamp_seconds", "Unix time the backup and drill records were last read from the repository"),
             last_verified_timestamp: gauge(
                 "last_verified_timestamp_seconds",
@@ -126,12 +134,15 @@ impl Metrics {
             fragmentation: GaugeVec::new(Opts::new("etcd_fragmentation_ratio", "Free share of the member db, 0..1"), member).expect("valid"),
             member_healthy: int_gauges("etcd_member_healthy", "1 when the member answers status without errors, 0 when it does not answer", member),
             alarms: int_gauges("etcd_alarm", "1 for each active alarm", &["member", "alarm"]),
+            defrag_min_fragmentation: gauge("defrag_min_fragmentation_ratio", "defrag.min_fragmentation as a ratio, 0..1"),
+            defrag_min_db_size: int_gauge("defrag_min_db_size_bytes", "defrag.min_db_size"),
             defrags: counter("defrags_total", "Members defragmented by the agent"),
             last_delta_revision: int_gauge("last_delta_revision", "Last etcd revision stored in a delta segment"),
             last_delta_timestamp: gauge("last_delta_timestamp_seconds", "Unix time the last delta segment was stored"),
             delta_segments: counter("delta_segments_total", "Delta segments stored"),
             rpo_lag: gauge("rpo_lag_seconds", "Seconds of changes not yet in the repository (0 when etcd has nothing newer)"),
             rpo_breached: int_gauge("rpo_breached", "1 when rpo_lag_seconds exceeds delta.rpo_alert_seconds"),
+            delta_enabled: int_gauge("delta_enabled", "1 when delta.enabled: the leader captures deltas continuously"),
             capture_running: int_gauge("capture_running", "1 while this agent captures deltas"),
             spool: crate::spool::SpoolMetrics::default(),
             members: Arc::default(),
@@ -150,6 +161,7 @@ impl Metrics {
         register(r, &m.last_full_backup_revision);
         register(r, &m.last_full_backup_duration);
         register(r, &m.last_full_backup_added_bytes);
+        register(r, &m.backup_max_interval);
         register(r, &m.repository_read_timestamp);
         register(r, &m.last_verified_timestamp);
         register(r, &m.last_verified_age);
@@ -163,12 +175,15 @@ impl Metrics {
         register(r, &m.fragmentation);
         register(r, &m.member_healthy);
         register(r, &m.alarms);
+        register(r, &m.defrag_min_fragmentation);
+        register(r, &m.defrag_min_db_size);
         register(r, &m.defrags);
         register(r, &m.last_delta_revision);
         register(r, &m.last_delta_timestamp);
         register(r, &m.delta_segments);
         register(r, &m.rpo_lag);
         register(r, &m.rpo_breached);
+        register(r, &m.delta_enabled);
         register(r, &m.capture_running);
         m.spool.register(r);
         m
