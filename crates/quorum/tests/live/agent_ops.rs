@@ -1,12 +1,14 @@
 //! What operators rely on from `quorum agent`, with real etcd 3.5, real agents and a file://
 //! repository:
 //! * /metrics is the Prometheus text format its Content-Type says, and the real `promtool check
-//!   metrics` passes it;
+//!   metrics` passes it; every metric the Grafana dashboard and the alerting rules in deploy/
+//!   query is one a live agent exports;
 //! * a follower exports the newest backup and drill the repository holds, not only what it
 //!   did itself;
 //! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
 //!   says so instead of repeating what it saw last.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,105 @@ fn has(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
 
+/// Metric names of the samples in an exposition text.
+fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(|l| l.split(['{', ' ']).next().unwrap().to_string()).collect()
+}
+
+/// The metric names a PromQL expression selects: what is left once strings, label matchers,
+/// ranges, grouping label lists, function calls, keywords and numbers are taken out.
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    let mut s = String::new();
+    // Strings (Grafana variables live in them), then {...} and [...].
+    let mut quote = None;
+    let mut depth = 0;
+    for ch in expr.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'' | '`') => quote = Some(ch),
+            (None, '{' | '[') => depth += 1,
+            (None, '}' | ']') => depth -= 1,
+            (None, c) if depth == 0 => s.push(c),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut skip_list = false;
+    while i < b.len() {
+        let c = b[i] as char;
+        if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                i += 1;
+            }
+            let word = &s[start..i];
+            let next = s[i..].trim_start();
+            const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+            const KEYWORDS: [&str; 7] = ["and", "or", "unless", "bool", "offset", "inf", "nan"];
+            // Aggregations take their grouping before the parenthesis: `sum by (x) (...)`.
+            const AGGREGATIONS: [&str; 12] = ["sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile"];
+            if GROUPING.contains(&word) {
+                skip_list = next.starts_with('(');
+            } else if next.starts_with('(') || KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) || AGGREGATIONS.contains(&word) {
+                // a function call or a keyword
+            } else {
+                out.insert(word.to_string());
+            }
+            continue;
+        }
+        if c == '(' && skip_list {
+            // Skip the label list of by/on/... (...).
+            while i < b.len() && b[i] != b')' {
+                i += 1;
+            }
+            skip_list = false;
+        }
+        if c.is_ascii_digit() || c == '.' {
+            while i < b.len() && ((b[i] as char).is_ascii_alphanumeric() || b[i] == b'.') {
+                i += 1;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every PromQL query of the dashboard (panel targets and template variables).
+fn dashboard_queries() -> Vec<String> {
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(testkit::project_root().join("deploy/grafana-dashboard.json")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            out.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["definition"].as_str() {
+            // label_values(METRIC, LABEL) selects METRIC.
+            let inner = q.strip_prefix("label_values(").and_then(|x| x.strip_suffix(')')).unwrap();
+            out.push(inner.rsplit_once(',').unwrap().0.to_string());
+        }
+    }
+    out
+}
+
+/// Every `expr:` of the alerting rules (block scalars included).
+fn rule_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(testkit::project_root().join("deploy/prometheus-rules.yaml")).unwrap();
+    let v: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for g in v["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            out.push(r["expr"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
 fn promtool(tool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut c = Command::new(tool).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     c.stdin.take().unwrap().write_all(stdin.unwrap_or_default().as_bytes()).unwrap();
@@ -107,27 +208,70 @@ fn promtool(tool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-/// A leading agent that has backed up: its scrape passes `promtool check metrics` and is served
-/// as the text format 0.0.4 it is.
 #[test]
-fn a_live_scrape_passes_promtool_check_metrics() {
-    const TEST: &str = "live::agent_ops::a_live_scrape_passes_promtool_check_metrics";
+fn promql_metric_names_are_extracted() {
+    let e = r#"max by (etcd_cluster, member) (sum without (x) (quorum_a > on(job, instance) group_left quorum_b) and on(job, instance, member) (quorum_c{x="y"} >= bool 1e8)) * on(job, instance) group_left(etcd_cluster) quorum_info{etcd_cluster="$c"} or time() - rate(quorum_d_total[$__rate_interval])) > 0.5"#;
+    let want: BTreeSet<String> = ["quorum_a", "quorum_b", "quorum_c", "quorum_info", "quorum_d_total"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(promql_metrics(e), want);
+}
+
+/// A leading agent that has backed up, with etcd past its quota (NOSPACE): its scrape is served
+/// as the text format 0.0.4 it is and passes `promtool check metrics`, and every metric the
+/// Grafana dashboard and the alerting rules query is in it.
+#[test]
+fn dashboard_and_rules_query_only_exported_metrics_and_promtool_passes_the_scrape() {
+    const TEST: &str = "live::agent_ops::dashboard_and_rules_query_only_exported_metrics_and_promtool_passes_the_scrape";
     let Some(promtool_bin) = testkit::setup_tool(TEST, "promtool") else { return };
-    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.quota_backend_bytes = 24 << 20;
+    opts.big_requests = true;
+    let c = Cluster::start(opts).unwrap();
     let repo = Repo::local();
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "backup: {{schedule: '*/4 * * * * *', from: endpoints}}\ndelta: {{interval_seconds: 0.5, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
+        "backup: {{schedule: '*/4 * * * * *', from: endpoints}}\ndrill: {{schedule: '0 0 1 1 *', max_age_hours: 1}}\n\
+         delta: {{interval_seconds: 0.5, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
         dir.path().join("spool").display()
     );
     let a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]);
     a.wait_for("a backup", 40, |t| t.lines().any(|l| l.starts_with(r#"quorum_operation_runs_total{operation="backup"} "#) && !l.ends_with(" 0")));
+    // NOSPACE: etcd's quota is 24 MiB; 30 MiB of values exceed it.
+    let _ = testkit::bulk(&c.endpoints(), 30 << 20, 4096, 65536, 4);
+    a.wait_for("the NOSPACE alarm is exported", 30, |t| has(t, r#"quorum_etcd_alarm{alarm="NOSPACE",member="m0"} 1"#));
+
     let (code, head, body) = http_get(a.port, "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(head.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8"), "{head}");
     assert!(!body.contains("# EOF"), "OpenMetrics in a text 0.0.4 response:\n{body}");
     let (ok, out) = promtool(&promtool_bin, &["check", "metrics"], Some(&body));
     assert!(ok && out.trim().is_empty(), "promtool check metrics: {out}\n{body}");
+    let exported = sample_names(&body);
+    eprintln!("promtool check metrics: no findings on a live scrape of {} metrics", exported.len());
+
+    let dash = dashboard_queries();
+    let rules = rule_queries();
+    let mut named = BTreeSet::new();
+    for (what, q) in dash.iter().map(|q| ("dashboard", q)).chain(rules.iter().map(|q| ("rules", q))) {
+        let names = promql_metrics(q);
+        assert!(!names.is_empty(), "{what}: no metric in {q}");
+        for n in &names {
+            assert!(exported.contains(n), "{what} queries {n}, which the agent does not export: {q}\nexported: {exported:?}");
+        }
+        named.extend(names);
+    }
+    assert!(dash.len() >= 20 && rules.len() >= 10, "{} dashboard queries, {} rules", dash.len(), rules.len());
+    eprintln!("{} dashboard queries and {} alert rules name {} metrics, all exported", dash.len(), rules.len(), named.len());
+
+    // The dashboard's queries parse (as recording rules, with Grafana's variables filled in).
+    let mut rules_file = String::from("groups:\n- name: dashboard\n  rules:\n");
+    for (i, q) in dash.iter().enumerate() {
+        let q = q.replace("$__rate_interval", "1m").replace("$etcd_cluster", "t");
+        rules_file.push_str(&format!("  - record: dashboard:query{i}\n    expr: {}\n", serde_json::to_string(&q).unwrap()));
+    }
+    let f = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&f, rules_file).unwrap();
+    let (ok, out) = promtool(&promtool_bin, &["check", "rules", f.to_str().unwrap()], None);
+    assert!(ok, "a dashboard query does not parse: {out}");
 }
 
 /// An agent beside m2 (only m2's endpoint) and one with every endpoint; m2 is killed: both
