@@ -12,10 +12,7 @@ use crate::defrag::{self, Decision};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use repo::live::{self as ops, LiveBackup};
-
-fn log(msg: impl AsRef<str>) {
-    eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
-}
+use tracing::{info, warn};
 
 /// Shared state of a running agent.
 #[derive(Clone)]
@@ -67,7 +64,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     let state =
         State { metrics: Metrics::new(&cfg.cluster, &cfg.agent_name()), leader: Arc::new(AtomicBool::new(false)), ready: Arc::new(AtomicBool::new(false)) };
     let addr = serve(&cfg.listen, state.clone()).await?;
-    log(format!("{} for cluster {}: serving /metrics, /healthz, /readyz on http://{addr}", cfg.agent_name(), cfg.cluster));
+    info!(cluster = %cfg.cluster, agent = %cfg.agent_name(), listen = %addr, "{} for cluster {}: serving /metrics, /healthz, /readyz on http://{addr}", cfg.agent_name(), cfg.cluster);
 
     // The repository: retried until it opens (an outage at start is not fatal); a wrong
     // secret or a missing repository is.
@@ -81,7 +78,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             }
             Err(e @ (repo::Error::WrongSecret { .. } | repo::Error::Usage(_) | repo::Error::Missing(_))) => return Err(e.to_string()),
             Err(e) => {
-                log(format!("repository not available yet: {e}; retrying in 10s"));
+                warn!(cluster = %cfg.cluster, operation = %"repository", error = %e, "repository not available yet; retrying in 10s");
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
         }
@@ -96,16 +93,16 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         match election_conn.connect_all().await {
             Ok(c) => break c,
             Err(e) => {
-                log(format!("etcd not reachable yet: {e}; retrying in 2s"));
+                warn!(cluster = %cfg.cluster, operation = %"election", error = %e, "etcd not reachable yet; retrying in 2s");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     };
     let m = state.metrics.clone();
-    let name = cfg.agent_name();
+    let (name, cluster) = (cfg.agent_name(), cfg.cluster.clone());
     let on_change: Arc<dyn Fn(bool) + Send + Sync> = Arc::new(move |lead| {
         m.is_leader.set(i64::from(lead));
-        log(if lead { format!("{name} leads") } else { format!("{name} no longer leads") });
+        info!(cluster = %cluster, operation = %"election", agent = %name, leads = lead, "{name} {}", if lead { "leads" } else { "no longer leads" });
     });
     tokio::spawn(crate::election::run(client, cfg.cluster.clone(), cfg.agent_name(), cfg.election.ttl_seconds, state.leader.clone(), on_change));
 
@@ -113,6 +110,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
     {
         let st = state.clone();
         let conn = conn.clone();
+        let cluster = cfg.cluster.clone();
         let quota = cfg.quota_backend_bytes;
         let rpo_alert = cfg.delta.rpo_alert_seconds;
         tokio::spawn(async move {
@@ -135,7 +133,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
                     Err(e) => {
                         st.ready.store(false, Ordering::SeqCst);
                         st.metrics.observe_failed();
-                        log(format!("cluster not observable: {e}"));
+                        warn!(cluster = %cluster, operation = %"observe", error = %e, "cluster not observable");
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -220,11 +218,22 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
             m.last_full_backup_added_bytes.set(r.manifest.added_bytes as i64);
             m.uploaded_bytes.inc_by(r.manifest.added_bytes);
             m.op("backup", true);
-            log(format!("backup {} at revision {} ({} added)", repo::short(&r.id), r.manifest.snapshot.revision, r.manifest.added_bytes));
+            info!(
+                cluster = %cfg.cluster,
+                operation = %"backup",
+                backup = %repo::short(&r.id),
+                revision = r.manifest.snapshot.revision,
+                duration = started.elapsed().as_secs_f64(),
+                added_bytes = r.manifest.added_bytes,
+                "backup {} at revision {} ({} added)",
+                repo::short(&r.id),
+                r.manifest.snapshot.revision,
+                r.manifest.added_bytes
+            );
         }
         Err(e) => {
             m.op("backup", false);
-            log(format!("backup failed: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"backup", duration = started.elapsed().as_secs_f64(), error = %e, "backup failed");
         }
     }
 }
@@ -237,15 +246,19 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
         Ok(f) => {
             m.op("forget", f.refused.is_empty());
             let segs: usize = f.deltas.iter().map(|d| d.remove.len()).sum();
-            log(format!(
+            info!(
+                cluster = %cfg.cluster,
+                operation = %"forget",
+                removed = f.removed.len(),
+                refused = f.refused.len(),
                 "retention removed {} backup(s){}; {segs} delta segment(s) no longer needed",
                 f.removed.len(),
                 if f.refused.is_empty() { String::new() } else { format!("; the bucket refused {}", f.refused.len()) }
-            ));
+            );
         }
         Err(e) => {
             m.op("forget", false);
-            log(format!("retention failed: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"forget", error = %e, "retention failed");
             return;
         }
     }
@@ -253,11 +266,18 @@ async fn run_retention(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
         match repo::prune::prune(repo.clone(), Some(&cfg.cluster), 0.10, false, Duration::from_secs(3600)).await {
             Ok(p) => {
                 m.op("prune", p.refused.is_empty());
-                log(format!("prune deleted {} pack(s), repacked {}, deleted {} delta segment(s)", p.packs_deleted, p.packs_repacked, p.segments_deleted));
+                info!(
+                    cluster = %cfg.cluster,
+                    operation = %"prune",
+                    "prune deleted {} pack(s), repacked {}, deleted {} delta segment(s)",
+                    p.packs_deleted,
+                    p.packs_repacked,
+                    p.segments_deleted
+                );
             }
             Err(e) => {
                 m.op("prune", false);
-                log(format!("prune failed: {e}"));
+                warn!(cluster = %cfg.cluster, operation = %"prune", error = %e, "prune failed");
             }
         }
     }
@@ -269,7 +289,7 @@ async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Ar
         Ok(s) => s,
         Err(repo::Error::Missing(_)) => return,
         Err(e) => {
-            log(format!("consolidate: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"consolidate", error = %e, "consolidate: cannot read the chain since the newest backup");
             return;
         }
     };
@@ -291,20 +311,26 @@ async fn run_consolidate(cfg: &Config, c: &crate::config::Consolidate, repo: &Ar
         parallel: 8,
         tags: vec!["agent".into()],
     };
+    let started = Instant::now();
     match repo::consolidate::consolidate(repo.clone(), &o, Arc::new(|_, _| {})).await {
         Ok(r) => {
             m.op("consolidate", true);
-            log(format!(
+            info!(
+                cluster = %cfg.cluster,
+                operation = %"consolidate",
+                backup = %repo::short(&r.backup.id),
+                revision = r.to_revision,
+                duration = started.elapsed().as_secs_f64(),
                 "consolidated backup {} at revision {} from {} + {} segment(s) ({why})",
                 repo::short(&r.backup.id),
                 r.to_revision,
                 repo::short(&r.base),
                 r.segments
-            ));
+            );
         }
         Err(e) => {
             m.op("consolidate", false);
-            log(format!("consolidate failed: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"consolidate", duration = started.elapsed().as_secs_f64(), error = %e, "consolidate failed");
         }
     }
 }
@@ -315,19 +341,32 @@ async fn run_drill(cfg: &Config, repo: &Arc<Repository>, m: &Metrics) {
         Ok(x) => x,
         Err(e) => {
             m.op("drill", false);
-            log(format!("drill: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"drill", error = %e, "drill: no backup to restore");
             return;
         }
     };
     let opts = repo::drill::DrillOptions { etcd_bin: d.etcd_bin.clone(), ..Default::default() };
+    let started = Instant::now();
     match repo::drill::drill(repo.clone(), &id, &man, &opts).await {
         Ok(v) => {
             m.op("drill", v.ok);
-            log(format!("drill of {}: {}", repo::short(&id), if v.ok { "passed".to_string() } else { format!("FAILED: {}", v.failure.unwrap_or_default()) }));
+            let (backup, revision, duration) = (repo::short(&id), man.snapshot.revision, started.elapsed().as_secs_f64());
+            match &v.failure {
+                None if v.ok => info!(cluster = %cfg.cluster, operation = %"drill", backup = %backup, revision, duration, "drill of {backup}: passed"),
+                f => warn!(
+                    cluster = %cfg.cluster,
+                    operation = %"drill",
+                    backup = %backup,
+                    revision,
+                    duration,
+                    error = %f.as_deref().unwrap_or_default(),
+                    "drill of {backup}: FAILED"
+                ),
+            }
         }
         Err(e) => {
             m.op("drill", false);
-            log(format!("drill failed: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"drill", duration = started.elapsed().as_secs_f64(), error = %e, "drill failed");
         }
     }
 }
@@ -342,7 +381,7 @@ async fn freshness_loop(repo: Arc<Repository>, cfg: Config, m: Metrics, now: Arc
         match fresh.refresh(&repo).await {
             Ok(s) => {
                 if failing {
-                    log("the repository's backup and drill records read again");
+                    info!(cluster = %cfg.cluster, operation = %"repository", "the repository's backup and drill records read again");
                     failing = false;
                 }
                 m.last_full_backup_timestamp.set(s.newest_backup.as_ref().map_or(0.0, |b| b.time.timestamp_millis() as f64 / 1000.0));
@@ -353,7 +392,7 @@ async fn freshness_loop(repo: Arc<Repository>, cfg: Config, m: Metrics, now: Arc
             }
             Err(e) => {
                 if !failing {
-                    log(format!("reading the backup and drill records: {e}; the last read values stay exported"));
+                    warn!(cluster = %cfg.cluster, operation = %"repository", error = %e, "reading the backup and drill records failed; the last read values stay exported");
                     failing = true;
                 }
             }
@@ -378,15 +417,15 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
     let view = match etcd_cluster::observe(conn, cfg.quota_backend_bytes).await {
         Ok(v) => v,
         Err(e) => {
-            log(format!("defrag check: {e}"));
+            warn!(cluster = %cfg.cluster, operation = %"defrag", error = %e, "defrag check: cluster not observable");
             return;
         }
     };
     match defrag::decide(&cfg.defrag, &view, Utc::now()) {
         Decision::Nothing(_) => {}
-        Decision::Refused(why) => log(format!("auto-defrag due but not started: {why}")),
+        Decision::Refused(why) => info!(cluster = %cfg.cluster, operation = %"defrag", "auto-defrag due but not started: {why}"),
         Decision::Defrag(members) => {
-            log(format!("auto-defrag: {} due ({})", members.len(), members.join(", ")));
+            info!(cluster = %cfg.cluster, operation = %"defrag", "auto-defrag: {} due ({})", members.len(), members.join(", "));
             let opts = etcd_cluster::maintenance::DefragOptions {
                 min_fragmentation: cfg.defrag.min_fragmentation,
                 pause: Duration::from_secs(5),
@@ -395,7 +434,9 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
                 quota_fallback: cfg.quota_backend_bytes,
                 recover_timeout: Duration::from_secs(60),
             };
-            match etcd_cluster::maintenance::defrag(conn, &opts, &|s| log(format!("defrag {}: {}", s.name, s.action))).await {
+            let started = Instant::now();
+            let step = |s: &etcd_cluster::maintenance::DefragStep| info!(cluster = %cfg.cluster, operation = %"defrag", member = %s.name, "defrag {}: {}", s.name, s.action);
+            match etcd_cluster::maintenance::defrag(conn, &opts, &step).await {
                 Ok(r) => {
                     let n = r.steps.iter().filter(|s| s.db_size_after.is_some()).count();
                     m.defrags.inc_by(n as u64);
@@ -403,7 +444,7 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
                 }
                 Err(e) => {
                     m.op("defrag", false);
-                    log(format!("auto-defrag failed: {e}"));
+                    warn!(cluster = %cfg.cluster, operation = %"defrag", duration = started.elapsed().as_secs_f64(), error = %e, "auto-defrag failed");
                 }
             }
         }
@@ -423,13 +464,20 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
         match crate::spool::Spool::open(&root, &repo.config.id, &cfg.cluster, cfg.delta.spool_max_bytes(), state.metrics.spool.clone()) {
             Ok(s) => break s,
             Err(e) => {
-                log(format!("capture: cannot open the delta spool: {e}; retrying in 30s"));
+                warn!(cluster = %cfg.cluster, operation = %"capture", spool = %root.display(), error = %e, "capture: cannot open the delta spool; retrying in 30s");
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         }
     };
     if !spool.is_empty() {
-        log(format!("spool {}: {} segment(s), {} bytes from an earlier run: uploading them first", spool.dir().display(), spool.len(), spool.bytes()));
+        info!(
+            cluster = %cfg.cluster,
+            operation = %"spool",
+            "spool {}: {} segment(s), {} bytes from an earlier run: uploading them first",
+            spool.dir().display(),
+            spool.len(),
+            spool.bytes()
+        );
     }
     let m = state.metrics.clone();
     let on_upload: crate::spool::OnUpload = Arc::new(move |u| {
@@ -477,11 +525,14 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
                 // a restore replays only revisions after its base).
                 let tail = segs.iter().map(|s| s.last).filter(|&l| l <= base_rev).max();
                 if let Some(end) = tail.filter(|&e| e < base_rev && from == base_rev + 1 && backfill_refused != Some(e + 1)) {
-                    log(format!(
+                    info!(
+                        cluster = %cfg.cluster,
+                        operation = %"capture",
+                        revision = end + 1,
                         "capture: the delta chain before backup {} stops at revision {end}: capturing from {} to close it",
                         repo::short(&base),
                         end + 1
-                    ));
+                    );
                     from = end + 1;
                     backfill = true;
                 }
@@ -489,11 +540,18 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
             }
             Err(e) => match resume_from_spool(&spool, &repo, &spooled).await {
                 Some((base, end)) => {
-                    log(format!("capture: the repository does not answer ({e}); resuming after the spooled segments, at revision {}", end + 1));
+                    warn!(
+                        cluster = %cfg.cluster,
+                        operation = %"capture",
+                        revision = end + 1,
+                        error = %e,
+                        "capture: the repository does not answer; resuming after the spooled segments, at revision {}",
+                        end + 1
+                    );
                     (base, end + 1)
                 }
                 None => {
-                    log(format!("capture: {e}"));
+                    warn!(cluster = %cfg.cluster, operation = %"capture", error = %e, "capture: cannot find the end of the delta chain");
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     continue;
                 }
@@ -516,27 +574,35 @@ async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Rep
             max_bytes: (cfg.delta.max_mib.max(1) << 20) as usize,
         };
         opts.spool = Some(spool.clone());
-        log(format!("capturing deltas from revision {from} (chained to backup {}; spool {})", repo::short(&base), spool.dir().display()));
+        info!(
+            cluster = %cfg.cluster,
+            operation = %"capture",
+            revision = from,
+            backup = %repo::short(&base),
+            "capturing deltas from revision {from} (chained to backup {}; spool {})",
+            repo::short(&base),
+            spool.dir().display()
+        );
         state.metrics.capture_running.set(1);
         let r = crate::capture::capture(&conn, repo.clone(), opts, stop_rx).await;
         state.metrics.capture_running.set(0);
         watcher.abort();
         match r {
-            Ok(rep) => log(format!("capture stopped at revision {}", rep.last_revision)),
+            Ok(rep) => info!(cluster = %cfg.cluster, operation = %"capture", revision = rep.last_revision, "capture stopped at revision {}", rep.last_revision),
             Err(e @ crate::capture::CaptureError::Compacted { .. }) if backfill => {
                 // The backup covers those revisions; capture after it.
-                log(format!("capture: {e}; the hole before backup {} stays, capturing after it", repo::short(&base)));
+                warn!(cluster = %cfg.cluster, operation = %"capture", error = %e, "capture: the hole before backup {} stays, capturing after it", repo::short(&base));
                 backfill_refused = Some(from);
             }
             Err(e @ crate::capture::CaptureError::Compacted { .. }) => {
                 state.metrics.op("capture", false);
-                log(format!("capture: {e}; taking a full backup now"));
+                warn!(cluster = %cfg.cluster, operation = %"capture", error = %e, "capture: changes were compacted away; taking a full backup now");
                 backup_now.store(true, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
             Err(e) => {
                 state.metrics.op("capture", false);
-                log(format!("capture: {e}; restarting from the end of the chain"));
+                warn!(cluster = %cfg.cluster, operation = %"capture", error = %e, "capture failed; restarting from the end of the chain");
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
         }

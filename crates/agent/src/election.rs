@@ -18,7 +18,7 @@ pub fn election_name(cluster: &str) -> String {
 pub async fn run(mut client: Client, cluster: String, me: String, ttl: i64, leader: Arc<AtomicBool>, on_change: Arc<dyn Fn(bool) + Send + Sync>) {
     loop {
         if let Err(e) = one_term(&mut client, &cluster, &me, ttl, &leader, &on_change).await {
-            eprintln!("agent: election: {e}; retrying");
+            tracing::warn!(cluster = %cluster, operation = %"election", agent = %me, error = %e, "election failed; retrying");
         }
         if leader.swap(false, Ordering::SeqCst) {
             on_change(false);

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod defrag;
 pub mod election;
+pub mod log;
 pub mod metrics;
 pub mod schedule;
 pub mod spool;

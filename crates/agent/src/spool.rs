@@ -30,6 +30,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjPath;
 use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
 
 use repo::delta::{parse_segment_file, SegmentRef};
 use repo::Repository;
@@ -46,10 +47,6 @@ const RESCAN: Duration = Duration::from_secs(5);
 /// The spool is also full at this many segments (keeps its index in memory small: ~14 h of
 /// 0.5 s segments).
 pub const MAX_SEGMENTS: usize = 100_000;
-
-fn log(msg: impl AsRef<str>) {
-    eprintln!("{} agent: {}", repo::now_rfc3339(), msg.as_ref());
-}
 
 /// The spool's Prometheus metrics (registered by [`crate::metrics::Metrics`]).
 #[derive(Clone)]
@@ -251,7 +248,7 @@ impl Spool {
         let due = self.lock().scanned.is_none_or(|t| t.elapsed() >= RESCAN);
         if due {
             if let Err(e) = self.rescan() {
-                log(format!("spool {}: {e}", self.dir.display()));
+                warn!(cluster = %self.cluster, operation = %"spool", error = %e, "spool {}: cannot read the directory", self.dir.display());
             }
         }
     }
@@ -264,7 +261,7 @@ impl Spool {
     /// Spooled segments as chain pieces (object names), after re-reading the directory.
     pub fn refs(&self) -> Vec<SegmentRef> {
         if let Err(e) = self.rescan() {
-            log(format!("spool {}: {e}", self.dir.display()));
+            warn!(cluster = %self.cluster, operation = %"spool", error = %e, "spool {}: cannot read the directory", self.dir.display());
         }
         self.entries()
             .into_iter()
@@ -324,12 +321,14 @@ impl Spool {
                 waiting = true;
                 since = Instant::now();
                 self.metrics.full.set(1);
-                log(format!(
+                warn!(
+                    cluster = %self.cluster,
+                    operation = %"spool",
                     "spool {} is full ({} bytes, limit {}): the capture pauses until uploads make room",
                     self.dir.display(),
                     self.bytes(),
                     self.max_bytes
-                ));
+                );
             }
             tokio::select! {
                 _ = notified => {}
@@ -339,12 +338,15 @@ impl Spool {
         };
         if waiting {
             self.metrics.full.set(0);
-            log(format!(
+            info!(
+                cluster = %self.cluster,
+                operation = %"spool",
+                duration = since.elapsed().as_secs_f64(),
                 "spool {}: {} after {:.1}s",
                 self.dir.display(),
                 if ok { "room again, the capture goes on" } else { "stopped while full" },
                 since.elapsed().as_secs_f64()
-            ));
+            );
         }
         ok
     }
@@ -433,7 +435,7 @@ impl Spool {
                 Ok(Some(bytes)) => {
                     if let Err(err) = std::fs::remove_file(&path) {
                         if err.kind() != std::io::ErrorKind::NotFound {
-                            log(format!("spool: uploaded {name} but cannot delete {}: {err}", path.display()));
+                            warn!(cluster = %self.cluster, operation = %"spool", segment = %name, error = %err, "spool: uploaded {name} but cannot delete {}", path.display());
                         }
                     }
                     // Reported before it leaves the spool: whoever sees the spool empty sees
@@ -447,7 +449,12 @@ impl Spool {
                         g.failing.take().is_some()
                     };
                     if was_failing {
-                        log(format!("repository reachable again after {failures} failed upload(s); {} segment(s) left in the spool", self.len()));
+                        info!(
+                            cluster = %self.cluster,
+                            operation = %"spool",
+                            "repository reachable again after {failures} failed upload(s); {} segment(s) left in the spool",
+                            self.len()
+                        );
                     }
                     failures = 0;
                     backoff = FIRST_BACKOFF;
@@ -461,7 +468,16 @@ impl Spool {
                 }
                 Err(UploadError::Damaged(why)) => {
                     let q = self.dir.join(format!("damaged-{}", e.file));
-                    log(format!("spool: {why}; moved to {} and skipped: its revisions {}..{} will be a gap in the chain", q.display(), e.first, e.last));
+                    warn!(
+                        cluster = %self.cluster,
+                        operation = %"spool",
+                        segment = %e.file,
+                        error = %why,
+                        "spool: a damaged segment moved to {} and skipped: its revisions {}..{} will be a gap in the chain",
+                        q.display(),
+                        e.first,
+                        e.last
+                    );
                     let _ = std::fs::rename(&path, &q);
                     self.lock().remove(&e.file);
                     self.changed.notify_waiters();
@@ -471,12 +487,16 @@ impl Spool {
                     self.metrics.upload_failures.inc();
                     let first = self.lock().failing.replace(why.clone()).is_none();
                     if first || failures.is_power_of_two() {
-                        log(format!(
-                            "spool: upload of {name} failed ({failures} in a row; {} segment(s), {} bytes spooled): {why}; retrying in {:.1}s",
+                        warn!(
+                            cluster = %self.cluster,
+                            operation = %"spool",
+                            segment = %name,
+                            error = %why,
+                            "spool: upload of {name} failed ({failures} in a row; {} segment(s), {} bytes spooled); retrying in {:.1}s",
                             self.len(),
                             self.bytes(),
                             backoff.as_secs_f64()
-                        ));
+                        );
                     }
                     let until = tokio::time::Instant::now() + backoff;
                     while tokio::time::Instant::now() < until {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::exit::Failure;
 
@@ -17,12 +17,23 @@ pub struct AgentArgs {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// Log lines on stderr: text, or JSON lines (fields timestamp, level, message, cluster,
+    /// operation, revision, duration, error where they apply).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 pub const HELP: &str = "\
 Examples:
   quorum agent --config /etc/quorum/agent.yaml
   quorum agent --config agent.yaml --check
+  quorum agent --config /etc/quorum/agent.yaml --log-format json
 
 Run one agent beside each etcd member (deploy/ has a systemd unit, a static pod and a sidecar).
 The agents elect one leader per cluster through etcd's election API; the leader takes the
@@ -68,6 +79,10 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
         },
         timeout: None,
     };
+    agent::log::init(match a.log_format {
+        LogFormat::Text => agent::log::Format::Text,
+        LogFormat::Json => agent::log::Format::Json,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(agent::daemon::run(cfg, conn, unlock, store)).map_err(Failure::failed)
 }

@@ -6,7 +6,8 @@
 //! * a follower exports the newest backup and drill the repository holds, not only what it
 //!   did itself;
 //! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
-//!   says so instead of repeating what it saw last.
+//!   says so instead of repeating what it saw last;
+//! * `--log-format json` writes one JSON object per line, with the operation's fields.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -363,5 +364,71 @@ fn a_follower_exports_the_repositorys_newest_backup_and_drill() {
         a.wait_for("the drill is read from the repository", 15, |t| {
             has(t, "quorum_drill_overdue 0") && has(t, &format!("quorum_last_verified_timestamp_seconds {}", drilled.timestamp()))
         });
+    }
+}
+
+/// `--log-format json`: every stderr line of an agent that backs up is one JSON object with an
+/// RFC 3339 UTC timestamp, and the backup's line carries cluster, operation, revision (the
+/// backup's, as `backups list` has it), duration; the passphrase is nowhere. A failing backup's
+/// line carries the error, in the text format too, whose lines start with an RFC 3339 UTC
+/// timestamp.
+#[test]
+fn json_log_lines_of_a_real_backup_and_text_lines_of_a_failed_one() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let pass = std::fs::read_to_string(repo.dir().join("repo.pass")).unwrap();
+    let extra = "backup: {schedule: '*/2 * * * * *', from: endpoints}\ndelta: {enabled: false}\ndefrag: {enabled: false}\n";
+    let a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, extra, &["--log-format", "json"]);
+    let t = Instant::now();
+    let (line, backup) = loop {
+        let log = a.log_text();
+        let found = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["operation"] == "backup");
+        if let Some(v) = found {
+            if let Some(b) = repo.json(&["backups", "list", "--cluster", "t"])["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["id"].as_str().unwrap().starts_with(v["backup"].as_str().unwrap()))
+            {
+                break (v, b.clone());
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no backup line:\n{log}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    drop(a);
+    eprintln!("a JSON log line of a real backup: {line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["cluster"], "t", "{line}");
+    assert_eq!(line["revision"], backup["snapshot"]["revision"], "{line}");
+    assert!(line["duration"].as_f64().is_some_and(|d| (0.0..60.0).contains(&d)), "{line}");
+    assert!(line["message"].as_str().unwrap().starts_with("backup "), "{line}");
+    let ts = line["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{line}");
+    let log = std::fs::read_to_string(dir.path().join("a0.log")).unwrap();
+    for l in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')) && v["message"].is_string(), "{l}");
+    }
+    assert!(!log.contains(pass.trim()), "the passphrase is in the log:\n{log}");
+
+    // A backup that fails (no member of that name), logged as text.
+    let extra = "backup: {schedule: '*/2 * * * * *', from: no-such-member}\ndelta: {enabled: false}\ndefrag: {enabled: false}\n";
+    let b = Agent::start(dir.path(), "b0", &c.endpoints(), &repo, extra, &[]);
+    let t = Instant::now();
+    let failed = loop {
+        let log = b.log_text();
+        if let Some(l) = log.lines().find(|l| l.contains("backup failed")) {
+            break l.to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no failed backup:\n{log}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!("a text log line of a failed backup: {failed}");
+    assert!(failed.contains(" WARN ") && failed.contains("cluster=t") && failed.contains("operation=backup") && failed.contains("error="), "{failed}");
+    for l in b.log_text().lines() {
+        let ts = l.split(' ').next().unwrap();
+        assert!(ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "no RFC 3339 UTC timestamp: {l}");
     }
 }
