@@ -21,14 +21,45 @@ pub struct State {
     pub leader: Arc<AtomicBool>,
     /// The cluster answered the last observation and the repository is open.
     pub ready: Arc<AtomicBool>,
+    /// What keeps the agent from doing its work: `/healthz` answers 503 with it.
+    pub health: Health,
 }
 
-/// Serve `/metrics`, `/healthz`, `/readyz` on `listen`; returns the bound address.
+/// Why the agent cannot work, by the check that found it (`/healthz` is 200 while empty).
+#[derive(Clone, Default)]
+pub struct Health(Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>>);
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<&'static str, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record `check`'s finding; true when it is new or changed (worth a log line).
+    pub fn set(&self, check: &'static str, why: String) -> bool {
+        self.lock().insert(check, why.clone()).as_ref() != Some(&why)
+    }
+
+    /// `check` finds nothing wrong any more; true when it had found something.
+    pub fn clear(&self, check: &'static str) -> bool {
+        self.lock().remove(check).is_some()
+    }
+
+    /// Every finding, one per line; empty when healthy.
+    pub fn reasons(&self) -> Vec<String> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Serve `/metrics`, `/healthz`, `/readyz` on `listen`; returns the bound address. `/healthz`
+/// answers 503 with the reasons while the agent cannot do its work (the delta capture's spool
+/// does not open or take a new file), so a liveness probe sees it; `/readyz` answers 503 while
+/// the cluster does not answer.
 pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, String> {
     use axum::http::StatusCode;
     use axum::routing::get;
     let st = state.clone();
     let st2 = state.clone();
+    let st3 = state.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -37,7 +68,20 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
                 async move { ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], st.metrics.encode()) }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let st = st3.clone();
+                async move {
+                    let why = st.health.reasons();
+                    if why.is_empty() {
+                        (StatusCode::OK, "ok\n".to_string())
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {}\n", why.join("\nunhealthy: ")))
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -61,8 +105,12 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
 
 /// Run the agent until the process is stopped.
 pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, store: StoreOptions) -> Result<(), String> {
-    let state =
-        State { metrics: Metrics::new(&cfg.cluster, &cfg.agent_name()), leader: Arc::new(AtomicBool::new(false)), ready: Arc::new(AtomicBool::new(false)) };
+    let state = State {
+        metrics: Metrics::new(&cfg.cluster, &cfg.agent_name()),
+        leader: Arc::new(AtomicBool::new(false)),
+        ready: Arc::new(AtomicBool::new(false)),
+        health: Health::default(),
+    };
     let addr = serve(&cfg.listen, state.clone()).await?;
     info!(cluster = %cfg.cluster, agent = %cfg.agent_name(), listen = %addr, "{} for cluster {}: serving /metrics, /healthz, /readyz on http://{addr}", cfg.agent_name(), cfg.cluster);
 
@@ -451,6 +499,11 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
     }
 }
 
+/// The spool's health check (it opens, takes a new file, and the capture's last write into it
+/// succeeded), every 5 s.
+const SPOOL: &str = "spool";
+const SPOOL_RETRY: Duration = Duration::from_secs(5);
+
 /// While this agent leads: capture every change into delta segments chained to the newest
 /// full backup, from the end of its chain, and on across later backups. Segments go through the local spool
 /// ([`crate::spool`]), whose uploader runs for as long as the agent does (leading or not), so
@@ -460,15 +513,44 @@ async fn run_defrag(cfg: &Config, conn: &etcd_cluster::ConnConfig, m: &Metrics) 
 /// other failure restarts the capture from the end of the chain after a pause.
 async fn capture_loop(cfg: Config, conn: etcd_cluster::ConnConfig, repo: Arc<Repository>, state: State, backup_now: Arc<AtomicBool>) {
     let root = cfg.delta.spool_dir_for(&cfg.cluster);
+    // Without its spool the capture cannot run: /healthz says so until the spool opens.
     let spool = loop {
         match crate::spool::Spool::open(&root, &repo.config.id, &cfg.cluster, cfg.delta.spool_max_bytes(), state.metrics.spool.clone()) {
-            Ok(s) => break s,
+            Ok(s) => {
+                if state.health.clear(SPOOL) {
+                    info!(cluster = %cfg.cluster, operation = %"spool", "the delta spool {} opens again", s.dir().display());
+                }
+                break s;
+            }
             Err(e) => {
-                warn!(cluster = %cfg.cluster, operation = %"capture", spool = %root.display(), error = %e, "capture: cannot open the delta spool; retrying in 30s");
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                if state.health.set(SPOOL, format!("the delta capture cannot run: cannot open its spool: {e}")) {
+                    warn!(cluster = %cfg.cluster, operation = %"spool", spool = %root.display(), error = %e, "capture: cannot open the delta spool; retrying every 5s");
+                }
+                tokio::time::sleep(SPOOL_RETRY).await;
             }
         }
     };
+    // ... and while it takes no new file or the capture's last write into it failed.
+    tokio::spawn({
+        let (spool, health, cluster) = (spool.clone(), state.health.clone(), cfg.cluster.clone());
+        async move {
+            loop {
+                tokio::time::sleep(SPOOL_RETRY).await;
+                match spool.probe().err().or_else(|| spool.write_failing()) {
+                    None => {
+                        if health.clear(SPOOL) {
+                            info!(cluster = %cluster, operation = %"spool", "the delta spool {} is writable again", spool.dir().display());
+                        }
+                    }
+                    Some(e) => {
+                        if health.set(SPOOL, format!("the delta capture cannot run: its spool is not writable: {e}")) {
+                            warn!(cluster = %cluster, operation = %"spool", error = %e, "the delta spool is not writable");
+                        }
+                    }
+                }
+            }
+        }
+    });
     if !spool.is_empty() {
         info!(
             cluster = %cfg.cluster,

@@ -117,6 +117,8 @@ struct Inner {
     bytes: u64,
     /// The last upload error, while uploads fail.
     failing: Option<String>,
+    /// The last error writing a segment into the spool, until a write succeeds.
+    write_failing: Option<String>,
     scanned: Option<Instant>,
 }
 
@@ -206,6 +208,12 @@ impl Spool {
         &self.dir
     }
 
+    /// Whether a file can be created in the spool directory now (a temporary file, removed at
+    /// once; a crash leaves a `.tmp-*` the next open removes).
+    pub fn probe(&self) -> Result<(), String> {
+        tempfile::Builder::new().prefix(".tmp-probe-").tempfile_in(&self.dir).map(drop).map_err(|e| io_err("create a file in", &self.dir, e))
+    }
+
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
@@ -290,6 +298,11 @@ impl Spool {
         self.lock().failing.clone()
     }
 
+    /// The last error writing a segment into the spool, while no write since succeeded.
+    pub fn write_failing(&self) -> Option<String> {
+        self.lock().write_failing.clone()
+    }
+
     /// Update the gauges (the oldest segment's age moves with the clock).
     pub fn refresh_metrics(&self) {
         let g = self.lock();
@@ -371,8 +384,14 @@ impl Spool {
             }
         })
         .await
-        .map_err(|e| format!("spool task: {e}"))??;
-        self.lock().insert(Entry { file: file.to_string(), first, last, size, spooled_at: SystemTime::now() });
+        .map_err(|e| format!("spool task: {e}"))
+        .and_then(|r| r)
+        .inspect_err(|e| self.lock().write_failing = Some(e.clone()))?;
+        {
+            let mut g = self.lock();
+            g.write_failing = None;
+            g.insert(Entry { file: file.to_string(), first, last, size, spooled_at: SystemTime::now() });
+        }
         self.refresh_metrics();
         self.changed.notify_waiters();
         Ok(())

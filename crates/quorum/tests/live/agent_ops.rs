@@ -7,7 +7,8 @@
 //!   did itself;
 //! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
 //!   says so instead of repeating what it saw last;
-//! * `--log-format json` writes one JSON object per line, with the operation's fields.
+//! * `--log-format json` writes one JSON object per line, with the operation's fields;
+//! * /healthz is 503 with the reason while the delta capture cannot write its spool.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -431,4 +432,55 @@ fn json_log_lines_of_a_real_backup_and_text_lines_of_a_failed_one() {
         let ts = l.split(' ').next().unwrap();
         assert!(ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "no RFC 3339 UTC timestamp: {l}");
     }
+}
+
+/// The capture cannot run while its spool cannot take files, and /healthz says so (503 with the
+/// reason) instead of "ok": the spool path's parent is a regular file (root ignores modes, so
+/// no chmod); once it is a directory the spool opens, /healthz is 200 and the capture runs.
+/// The spool then disappears under the agent (its parent is a file again): /healthz turns 503
+/// once more, and 200 when it is back.
+#[test]
+fn healthz_is_unhealthy_while_the_spool_is_unwritable_and_recovers() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("state");
+    std::fs::write(&parent, "a file where the spool's parent directory should be").unwrap();
+    let extra = format!(
+        "backup: {{schedule: '0 0 1 1 *', from: endpoints}}\ndelta: {{interval_seconds: 0.3, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
+        parent.join("spool").display()
+    );
+    let a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]);
+    let wait_health = |code: u16, secs: u64| -> String {
+        let t = Instant::now();
+        loop {
+            match http_get(a.port, "/healthz") {
+                Some((got, _, body)) if got == code => return body,
+                got => assert!(t.elapsed() < Duration::from_secs(secs), "/healthz {got:?}, want {code}; log:\n{}", a.log_text()),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let body = wait_health(503, 20);
+    assert!(body.contains("the delta capture cannot run") && body.contains(&parent.display().to_string()), "{body}");
+    assert!(body.contains("Not a directory"), "{body}");
+    assert_eq!(a.sample("quorum_capture_running"), Some(0.0));
+
+    // Fixed: the parent is a directory. The spool opens within its 5 s retry; the capture runs.
+    std::fs::remove_file(&parent).unwrap();
+    std::fs::create_dir(&parent).unwrap();
+    assert_eq!(wait_health(200, 20), "ok\n");
+    a.wait_for("the capture runs", 30, |t| t.lines().any(|l| l == "quorum_capture_running 1"));
+    testkit::put(&c.endpoints(), "/registry/configmaps/default/x", b"1").unwrap();
+
+    // The spool goes away under the running agent, then comes back.
+    let moved = dir.path().join("state.moved");
+    std::fs::rename(&parent, &moved).unwrap();
+    std::fs::write(&parent, "a file again").unwrap();
+    let body = wait_health(503, 20);
+    assert!(body.contains("not writable"), "{body}");
+    std::fs::remove_file(&parent).unwrap();
+    std::fs::rename(&moved, &parent).unwrap();
+    testkit::put(&c.endpoints(), "/registry/configmaps/default/x", b"2").unwrap();
+    assert_eq!(wait_health(200, 20), "ok\n");
 }
