@@ -265,6 +265,109 @@ impl Config {
     pub fn agent_name(&self) -> String {
         self.name.clone().unwrap_or_else(repo::hostname)
     }
+
+    /// Every file and directory the configuration names, opened or checked as the agent will
+    /// use it: the TLS files and the repository's secret file opened for reading, the drill's
+    /// etcd binary found and executable, the spool, backup and drill working directories
+    /// writable (or creatable: their nearest existing ancestor is a writable directory), a
+    /// `file://` repository an existing directory. Returns one line per problem, all of them;
+    /// `env_secret` says whether `QUORUM_PASSWORD` stands in for a secret file.
+    pub fn check_files(&self, env_secret: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, p) in [
+            ("cacert", &self.cacert),
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("repo.password_file", &self.repo.password_file),
+            ("repo.key_file", &self.repo.key_file),
+        ] {
+            if let Some(p) = p {
+                if let Err(e) = readable_file(p) {
+                    out.push(format!("{what} {}: {e}", p.display()));
+                }
+            }
+        }
+        if self.repo.password_file.is_none() && self.repo.key_file.is_none() && !env_secret {
+            out.push("the repository's secret: set repo.password_file or repo.key_file (or QUORUM_PASSWORD in the environment)".into());
+        }
+        if let Some(d) = &self.drill {
+            match repo::drill::find_etcd(d.etcd_bin.as_deref()) {
+                Ok(bin) => {
+                    if let Err(e) = executable_file(&bin) {
+                        out.push(format!("drill.etcd_bin {}: {e}", bin.display()));
+                    }
+                }
+                Err(e) => out.push(format!("drill.etcd_bin: {e}")),
+            }
+        }
+        let tmp = std::env::temp_dir();
+        let mut dirs = vec![("backup.tmp_dir", self.backup.tmp_dir.clone().unwrap_or_else(|| tmp.clone()))];
+        if self.drill.is_some() || self.consolidate.is_some() {
+            dirs.push(("the temporary directory (drills, consolidation)", tmp.clone()));
+        }
+        if self.delta.enabled {
+            dirs.push(("delta.spool_dir", self.delta.spool_dir_for(&self.cluster)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (what, d) in dirs {
+            if seen.insert(d.clone()) {
+                if let Err(e) = writable_dir(&d) {
+                    out.push(format!("{what} {}: {e}", d.display()));
+                }
+            }
+        }
+        if let Some(path) = self.repo.url.strip_prefix("file://") {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => out.push(format!("repo.url {}: {path} is not a directory", self.repo.url)),
+                Err(e) => out.push(format!("repo.url {}: {e}", self.repo.url)),
+            }
+        }
+        out
+    }
+}
+
+fn readable_file(p: &std::path::Path) -> Result<(), String> {
+    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn executable_file(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    readable_file(p)?;
+    let mode = std::fs::metadata(p).map_err(|e| e.to_string())?.permissions().mode();
+    if mode & 0o111 == 0 {
+        return Err("not executable".into());
+    }
+    Ok(())
+}
+
+/// `d`, or the nearest ancestor that exists (the agent creates the rest), is a directory this
+/// process may create files in (access(2): modes, and a read-only mount even for root).
+fn writable_dir(d: &std::path::Path) -> Result<(), String> {
+    let mut at = d;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(format!("{} is not a directory", at.display())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => match at.parent() {
+                Some(p) if !p.as_os_str().is_empty() => at = p,
+                _ => return Err(e.to_string()),
+            },
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(at.as_os_str())).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if at == d { format!("not writable: {e}") } else { format!("{} (where it would be created) is not writable: {e}", at.display()) });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -284,5 +387,48 @@ mod tests {
         assert!(e.contains("agent.yaml:5") && e.contains("schedul"), "{e}");
         std::fs::write(&p, "cluster: prod\nrepo:\n  url: x\nbackup:\n  schedule: 'hourly-ish'\n").unwrap();
         assert!(Config::load(&p).unwrap_err().contains("hourly-ish"));
+    }
+
+    #[test]
+    fn check_files_names_every_problem() {
+        let d = tempfile::tempdir().unwrap();
+        let (ca, pass, etcd, repo_dir) = (d.path().join("ca.crt"), d.path().join("repo.pass"), d.path().join("etcd"), d.path().join("repo"));
+        std::fs::write(&ca, "x").unwrap();
+        std::fs::write(&pass, "x").unwrap();
+        std::fs::write(&etcd, "#!/bin/sh\n").unwrap();
+        std::fs::create_dir(&repo_dir).unwrap();
+        let yaml = |extra: &str| {
+            format!("cluster: prod\ncacert: {}\nrepo: {{url: 'file://{}', password_file: '{}'}}\n{extra}", ca.display(), repo_dir.display(), pass.display())
+        };
+        let p = d.path().join("agent.yaml");
+        let load = |text: String| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(&p).unwrap()
+        };
+        // All there (the spool's parent is created by the agent).
+        let c = load(yaml(&format!("delta: {{spool_dir: '{}'}}\n", d.path().join("state/spool").display())));
+        assert_eq!(c.check_files(false), Vec::<String>::new());
+        // Everything wrong at once: each named.
+        let blocker = d.path().join("blocker");
+        std::fs::write(&blocker, "a file").unwrap();
+        let c = load(format!(
+            "cluster: prod\ncacert: {0}/no-ca.crt\ncert: {0}\nkey: {0}/no.key\nrepo: {{url: 'file://{0}/no-repo', key_file: '{0}/no-key-file'}}\n\
+             drill: {{etcd_bin: '{1}'}}\ndelta: {{spool_dir: '{2}'}}\n",
+            d.path().display(),
+            etcd.display(),
+            blocker.join("spool").display()
+        ));
+        let got = c.check_files(true);
+        let want = ["cacert ", "cert ", "key ", "repo.key_file ", "drill.etcd_bin ", "delta.spool_dir ", "repo.url "];
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{got:#?}");
+        }
+        assert!(got[1].ends_with("not a regular file") && got[4].ends_with("not executable"), "{got:#?}");
+        assert!(got[5].contains("is not a directory"), "{got:#?}");
+        // No secret at all.
+        let c = load(format!("cluster: prod\nrepo: {{url: 'file://{}'}}\ndelta: {{enabled: false}}\n", repo_dir.display()));
+        assert_eq!(c.check_files(true), Vec::<String>::new());
+        assert!(c.check_files(false)[0].contains("repo.password_file"));
     }
 }

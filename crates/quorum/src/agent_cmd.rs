@@ -14,7 +14,8 @@ pub struct AgentArgs {
     /// Override `listen` (address for /metrics, /healthz, /readyz).
     #[arg(long)]
     listen: Option<String>,
-    /// Check the configuration and exit.
+    /// Check the configuration and every file it names (certificates, secret files, the
+    /// drill's etcd, writable spool and temporary directories), report each problem, and exit.
     #[arg(long)]
     check: bool,
     /// Log lines on stderr: text, or JSON lines (fields timestamp, level, message, cluster,
@@ -48,6 +49,11 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
         cfg.listen = l;
     }
     if a.check {
+        let problems = cfg.check_files(std::env::var_os("QUORUM_PASSWORD").is_some());
+        if !problems.is_empty() {
+            let list: String = problems.iter().map(|p| format!("\n  {p}")).collect();
+            return Err(usage(format!("{}: {} problem(s) with what it names:{list}", a.config.display(), problems.len())));
+        }
         println!("{}: ok (cluster {}, agent {}, backups \"{}\")", a.config.display(), cfg.cluster, cfg.agent_name(), cfg.backup.schedule);
         return Ok(());
     }

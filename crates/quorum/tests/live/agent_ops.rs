@@ -8,7 +8,8 @@
 //! * a member that is killed is unhealthy in the metrics, and an agent that reaches no member
 //!   says so instead of repeating what it saw last;
 //! * `--log-format json` writes one JSON object per line, with the operation's fields;
-//! * /healthz is 503 with the reason while the delta capture cannot write its spool.
+//! * /healthz is 503 with the reason while the delta capture cannot write its spool;
+//! * `--check` opens every file the configuration names and reports each problem.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -483,4 +484,81 @@ fn healthz_is_unhealthy_while_the_spool_is_unwritable_and_recovers() {
     std::fs::rename(&moved, &parent).unwrap();
     testkit::put(&c.endpoints(), "/registry/configmaps/default/x", b"2").unwrap();
     assert_eq!(wait_health(200, 20), "ok\n");
+}
+
+/// `quorum agent --check` on the shipped deploy/agent.yaml opens every file it names: on a host
+/// without them (no etcd certificates, no passphrase file) it names each missing one, not just
+/// the first, and exits 2; what exists here is not named.
+#[test]
+fn check_names_every_missing_file_of_the_shipped_config() {
+    let root = testkit::project_root();
+    let shipped = root.join("deploy/agent.yaml");
+    let cfg: serde_json::Value = yaml_serde::from_str(&std::fs::read_to_string(&shipped).unwrap()).unwrap();
+    let files = [&cfg["cacert"], &cfg["cert"], &cfg["key"], &cfg["repo"]["password_file"], &cfg["drill"]["etcd_bin"]];
+    let files: Vec<&str> = files.iter().map(|v| v.as_str().unwrap()).collect();
+    let missing: Vec<&str> = files.iter().copied().filter(|f| !Path::new(f).exists()).collect();
+    let r = crate::common::run({
+        let mut c = crate::common::quorum();
+        c.args(["agent", "--check", "--config"]).arg(&shipped).env_remove("QUORUM_PASSWORD");
+        c
+    });
+    eprintln!("quorum agent --check --config deploy/agent.yaml: exit {}\n{}{}", r.code, r.stdout, r.stderr);
+    if missing.is_empty() {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        return;
+    }
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(&format!("{} problem(s)", missing.len())), "{}", r.stderr);
+    for f in &files {
+        assert_eq!(r.stderr.contains(&format!(" {f}: ")), missing.contains(f), "{f}:\n{}", r.stderr);
+    }
+}
+
+/// A spool directory on a read-only filesystem (a tmpfs mounted ro: root ignores modes, not
+/// that) is reported by `--check`, as is one whose parent is a regular file; with both fixed it
+/// says ok.
+#[test]
+fn check_reports_a_spool_that_cannot_be_written() {
+    const TEST: &str = "live::agent_ops::check_reports_a_spool_that_cannot_be_written";
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"]).arg(&ro).status().is_ok_and(|s| s.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = mounted.then(|| Unmount(ro.clone()));
+    if !mounted {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{TEST}: cannot mount a tmpfs (CI runs as root and must)");
+        let _ = writeln!(std::io::stderr(), "skipped {TEST}: mounting a tmpfs needs root");
+        return;
+    }
+    let repo = Repo::local();
+    let check = |spool: &Path| {
+        let p = dir.path().join("agent.yaml");
+        let cfg = format!(
+            "cluster: t\nrepo: {{url: '{}', password_file: '{}'}}\ndelta: {{spool_dir: '{}'}}\n",
+            repo.url,
+            repo.dir().join("repo.pass").display(),
+            spool.display()
+        );
+        std::fs::write(&p, cfg).unwrap();
+        let mut c = crate::common::quorum();
+        c.args(["agent", "--check", "--config"]).arg(&p);
+        crate::common::run(c)
+    };
+    let r = check(&ro.join("spool"));
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("delta.spool_dir") && r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file").unwrap();
+    let r = check(&blocker.join("spool"));
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(&format!("{} is not a directory", blocker.display())), "{}", r.stderr);
+    let r = check(&dir.path().join("state/spool"));
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(": ok (cluster t"), "{}", r.stdout);
 }
