@@ -1,10 +1,11 @@
-//! Commands on files: snapshot status/verify/restore against etcd's own tools, bad input, hashkv, and the NUMA host files.
+//! Commands on files: snapshot status/verify/restore against etcd's own tools, bad input, hashkv, the NUMA host files, and the deploy files.
 //!
 //! One test binary per group of test modules: linking is most of a rebuild.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod deploy_files;
 mod flag_mixups;
 mod hashkv_compat;
 mod numa_diagnose;
