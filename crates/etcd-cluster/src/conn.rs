@@ -124,8 +124,8 @@ impl ConnConfig {
     }
 }
 
-/// A client error in one line: the operating system's reason when a connection failed
-/// (`Connection refused (os error 111)`), else the server's status message; never the client
+/// A client error in one line: what the operating system's or the TLS library's reason means
+/// when a connection failed (`connection refused`, `TLS: unknown authority`), else the server's status message; never the client
 /// library's debug rendering of its error chain, which used to fill whole table columns.
 pub fn describe(e: &etcd_client::Error) -> String {
     // etcd-client's error does not name its cause; the gRPC status inside it does.
@@ -142,12 +142,45 @@ pub fn describe(e: &etcd_client::Error) -> String {
         cause = c.source();
     }
     if let Some(i) = io {
-        return i.to_string();
+        return meaning(i);
     }
     match e {
         etcd_client::Error::GRpcStatus(s) if !s.message().is_empty() => s.message().to_string(),
         etcd_client::Error::GRpcStatus(s) => format!("{:?}", s.code()),
         e => e.to_string(),
+    }
+}
+
+/// What an I/O error below the gRPC client means, in words: `connection refused`, `TLS: unknown
+/// authority`, without the `(os error 111)` or rustls's enum names.
+fn meaning(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let plain = match e.kind() {
+        ConnectionRefused => return "connection refused".into(),
+        ConnectionReset => return "connection reset by the server".into(),
+        HostUnreachable | NetworkUnreachable => return "no route to the host".into(),
+        TimedOut => return "connection timed out".into(),
+        _ => e.to_string(),
+    };
+    // TLS failures arrive as the TLS library's error inside an I/O error.
+    const TLS: [(&str, &str); 8] = [
+        ("UnknownIssuer", "TLS: unknown authority (the server's certificate is not signed by --cacert)"),
+        ("NotValidForName", "TLS: the server's certificate is not valid for this host name or IP"),
+        ("Expired", "TLS: the server's certificate has expired"),
+        ("NotValidYet", "TLS: the server's certificate is not valid yet (check the clocks)"),
+        ("CertificateRequired", "TLS: the server wants a client certificate (--cert and --key)"),
+        ("BadCertificate", "TLS: the server refused the client certificate"),
+        ("UnknownCA", "TLS: the server does not trust the client certificate's authority"),
+        ("InvalidContentType", "TLS: the server does not speak TLS (try http:// or leave out --cacert)"),
+    ];
+    for (needle, words) in TLS {
+        if plain.contains(needle) {
+            return words.into();
+        }
+    }
+    match plain.find(" (os error") {
+        Some(i) => plain[..i].to_lowercase(),
+        None => plain,
     }
 }
 
@@ -163,7 +196,7 @@ mod tests {
             Ok(mut c) => cfg.timed(&cfg.endpoints[0], "status", c.status()).await.expect_err("nothing listens there"),
         };
         let text = err.to_string();
-        assert!(text.contains("Connection refused"), "{text}");
+        assert!(text.contains("connection refused") && !text.contains("os error"), "{text}");
         assert!(!text.contains("tonic") && !text.contains("Os {") && text.len() < 200, "{text}");
     }
 }

@@ -27,4 +27,16 @@ pub enum Error {
     Data(#[from] etcd_data::Error),
 }
 
+impl Error {
+    /// Why, without naming the endpoint (for a table that names it in another column).
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Connect { msg, .. } => msg.clone(),
+            Error::Rpc { op, msg, .. } => format!("{op}: {msg}"),
+            Error::Timeout { op, after, .. } => format!("{op}: no answer within the command timeout ({after:?})"),
+            e => e.to_string(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

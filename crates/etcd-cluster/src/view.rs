@@ -131,7 +131,7 @@ pub async fn observe(cfg: &ConnConfig, quota_fallback: i64) -> Result<ClusterVie
     for (e, r) in cfg.endpoints.iter().zip(results) {
         match r {
             Ok(s) => statuses.push(s),
-            Err(err) => unreachable.push((cfg.url(e), err.to_string())),
+            Err(err) => unreachable.push((cfg.url(e), err.reason())),
         }
     }
     let Some(first) = statuses.first() else {

@@ -152,8 +152,10 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
                 ]
             })
             .chain(view.unreachable.iter().map(|(e, why)| {
-                let mut r = vec![e.clone()];
-                r.extend(std::iter::repeat_n(String::new(), 12));
+                // The member list (from a member that answered) names the one that did not.
+                let m = view.members.iter().find(|m| m.client_urls.iter().any(|u| u.trim_end_matches('/') == e.trim_end_matches('/')));
+                let mut r = vec![e.clone(), m.map(|m| m.id.clone()).unwrap_or_else(|| "?".into()), m.map(|m| m.name.clone()).unwrap_or_else(|| "?".into())];
+                r.extend(std::iter::repeat_n("-".to_string(), 10));
                 r.push(format!("unreachable: {why}"));
                 r
             }))
