@@ -74,10 +74,41 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         steps.push(format!("the cluster has quorum ({answering} of {known} answer): no recovery needed; replace dead members with `quorum member replace`"));
     } else if let Some(c) = &chosen {
         steps.push("stop every remaining etcd member (systemctl stop etcd / move the static pod manifest away)".into());
-        let from = if c.kind == "snapshot" { format!("--from-snapshot {}", c.path.display()) } else { format!("--from-data-dir {}", c.path.display()) };
-        steps.push(format!("quorum recover {from} --name NAME --initial-advertise-peer-urls PEER_URL --data-dir NEW_DATA_DIR"));
-        steps.push("start etcd on NEW_DATA_DIR with the flags it prints (a one-member cluster)".into());
-        steps.push("for each other member: wipe its old data dir, `quorum member add NAME --peer-urls URL --wait`, start it with the printed flags".into());
+        let survivor = c.kind == "survivor data dir";
+        let from = if survivor { format!("--from-data-dir {}", c.path.display()) } else { format!("--from-snapshot {}", c.path.display()) };
+        // Who recovers: the survivor's own member (its WAL names it), else the one member that
+        // still answers; the others come back with `member add`.
+        let members = etcd_data::cluster::stored_members(&if survivor { db_of(&c.path) } else { c.path.clone() }).unwrap_or_default();
+        let me = if survivor {
+            etcd_data::wal::identity(&c.path.join("member/wal")).ok().and_then(|i| members.iter().find(|m| m.id == i.node_id))
+        } else {
+            view.as_ref().filter(|v| v.statuses.len() == 1).and_then(|v| members.iter().find(|m| m.id == v.statuses[0].id_num))
+        };
+        let (name, peer) = match me {
+            Some(m) if !m.name.is_empty() => (m.name.clone(), m.peer_urls.join(",")),
+            Some(m) => ("NAME".into(), m.peer_urls.join(",")),
+            None => ("NAME".into(), "PEER_URL".into()),
+        };
+        let new_dir = if survivor { format!("{}-recovered", c.path.display().to_string().trim_end_matches('/')) } else { "NEW_DATA_DIR".into() };
+        steps.push(format!("quorum recover {from} --name {name} --initial-advertise-peer-urls {peer} --data-dir {new_dir}"));
+        if me.is_none() && !members.is_empty() {
+            let all: Vec<String> =
+                members.iter().map(|m| format!("{} ({})", if m.name.is_empty() { "unstarted" } else { &m.name }, m.peer_urls.join(","))).collect();
+            steps.push(format!("NAME and PEER_URL: those of the member on this host, one of {}", all.join(", ")));
+        }
+        steps.push(format!("start etcd on {new_dir} with the flags it prints (a one-member cluster)"));
+        let others: Vec<_> = members.iter().filter(|m| me.is_none_or(|me| me.id != m.id)).collect();
+        if me.is_some() && !others.is_empty() {
+            for m in others {
+                let n = if m.name.is_empty() { "NAME" } else { &m.name };
+                steps.push(format!(
+                    "on {n}'s host, with its old data dir wiped: `quorum member add {n} --peer-urls {} --wait`, then start it with the printed flags",
+                    m.peer_urls.join(",")
+                ));
+            }
+        } else {
+            steps.push("for each other member: wipe its old data dir, `quorum member add NAME --peer-urls URL --wait`, start it with the printed flags".into());
+        }
     } else {
         steps.push(
             "find a survivor: on each control-plane host whose etcd is stopped, its data dir (often /var/lib/etcd, with member/snap/db) goes to `quorum recover plan --data-dir DIR`"
@@ -107,6 +138,14 @@ pub struct Prepare {
 pub struct Prepared {
     pub restore: RestoreReport,
     pub start_command: String,
+    /// The source cluster's other members (from its db), to add back one at a time.
+    pub others: Vec<ReAdd>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReAdd {
+    pub name: String,
+    pub peer_urls: Vec<String>,
 }
 
 /// Build the one-member cluster's data dir.
@@ -136,6 +175,13 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         mark_compacted: p.bump_revision.is_some(),
         target_version: None,
     };
+    // The source's other members, to re-add (read before the restore consumes `opts`).
+    let others: Vec<ReAdd> = etcd_data::cluster::stored_members(&opts.snapshot)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| !m.name.is_empty() && m.name != p.name && !m.peer_urls.contains(&p.peer_url))
+        .map(|m| ReAdd { name: m.name, peer_urls: m.peer_urls })
+        .collect();
     let report = restore(&opts, &|_, _| {})?;
     let client = p.client_url.clone().unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let start_command = format!(
@@ -149,5 +195,5 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         initial,
         p.token
     );
-    Ok(Prepared { restore: report, start_command })
+    Ok(Prepared { restore: report, start_command, others })
 }

@@ -215,3 +215,36 @@ mod tests {
         assert_eq!(m.raft_attributes_json(), r#"{"peerURLs":["http://localhost:2380"]}"#);
     }
 }
+
+/// A member as a running cluster stored it in the db's `members` bucket: key the hex ID,
+/// value `json.Marshal(Member)` (`{"id":..,"peerURLs":[..],"name":..,"clientURLs":[..],
+/// "isLearner":..}`, the last three omitted when empty). A member that never started has no
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct StoredMember {
+    pub id: u64,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
+}
+
+/// The members a db records (empty when it has no `members` bucket, as a db restored by
+/// etcdctl 3.4 before its member first started).
+pub fn stored_members(db: &std::path::Path) -> crate::Result<Vec<StoredMember>> {
+    let bad = |what: String| crate::Error::Schema { path: db.to_path_buf(), what };
+    let bolt = bolt::Db::open(db)?;
+    let fault = |f: bolt::Fault| bad(format!("members bucket: {f}"));
+    let Some(bucket) = bolt.bucket(&[crate::schema::MEMBERS]).map_err(fault)? else { return Ok(Vec::new()) };
+    let mut cursor = bucket.cursor().map_err(fault)?;
+    let mut out = Vec::new();
+    while let Some(e) = cursor.next().map_err(fault)? {
+        let m: StoredMember = serde_json::from_slice(e.value).map_err(|err| bad(format!("member {}: {err}", String::from_utf8_lossy(e.key))))?;
+        out.push(m);
+    }
+    Ok(out)
+}

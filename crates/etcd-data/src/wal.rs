@@ -19,6 +19,8 @@
 //! 6. snapshot `walpb.Snapshot{1 index N, 2 term 1, 3 ConfState}`; etcd 3.4's `walpb.Snapshot`
 //!    has no field 3.
 
+use std::path::{Path, PathBuf};
+
 use crate::cluster::ClusterSpec;
 use crate::pbwire::Buf;
 
@@ -100,6 +102,64 @@ pub fn restore_wal(cluster: &ClusterSpec, node_id: u64, with_conf_state: bool) -
     let snap = b.take();
     e.record(REC_SNAPSHOT, &snap);
     e.out
+}
+
+/// Who a data dir's member is: the WAL's metadata record (`etcdserverpb.Metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: u64,
+    pub cluster_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordMsg {
+    #[prost(int64, tag = "1")]
+    typ: i64,
+    #[prost(uint32, tag = "2")]
+    crc: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetadataMsg {
+    #[prost(uint64, tag = "1")]
+    node_id: u64,
+    #[prost(uint64, tag = "2")]
+    cluster_id: u64,
+}
+
+/// The member and cluster IDs recorded in the WAL directory `wal_dir` (`member/wal`): every
+/// segment starts with the metadata record, so the first segment's first records are read
+/// (a few hundred bytes; the CRC is not needed for two IDs that etcd itself checks at start).
+pub fn identity(wal_dir: &Path) -> crate::Result<Identity> {
+    use prost::Message;
+    use std::io::Read;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| crate::Error::Io { path, source }
+    };
+    let mut segments: Vec<PathBuf> =
+        std::fs::read_dir(wal_dir).map_err(io(wal_dir))?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "wal")).collect();
+    segments.sort();
+    let first = segments.first().ok_or_else(|| crate::Error::Schema { path: wal_dir.to_path_buf(), what: "no WAL segment (*.wal) here".into() })?;
+    let mut head = Vec::new();
+    std::fs::File::open(first).map_err(io(first))?.take(64 * 1024).read_to_end(&mut head).map_err(io(first))?;
+    let damaged = |what: &str| crate::Error::Schema { path: first.clone(), what: format!("WAL segment: {what}") };
+    let mut at = 0usize;
+    for _ in 0..4 {
+        let field = u64::from_le_bytes(head.get(at..at + 8).ok_or_else(|| damaged("ends before its metadata record"))?.try_into().expect("8 bytes"));
+        let len = (field & !(0xffu64 << 56)) as usize;
+        let pad = if field >> 63 == 1 { ((field >> 56) & 0x7) as usize } else { 0 };
+        let rec = head.get(at + 8..at + 8 + len).ok_or_else(|| damaged("a record runs past the first 64 KiB"))?;
+        let r = RecordMsg::decode(rec).map_err(|e| damaged(&format!("record at offset {at}: {e}")))?;
+        if r.typ == REC_METADATA as i64 {
+            let m = MetadataMsg::decode(r.data.as_slice()).map_err(|e| damaged(&format!("metadata record: {e}")))?;
+            return Ok(Identity { node_id: m.node_id, cluster_id: m.cluster_id });
+        }
+        at += 8 + len + pad;
+    }
+    Err(damaged("no metadata record among the first records"))
 }
 
 #[cfg(test)]

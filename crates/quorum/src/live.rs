@@ -490,7 +490,13 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
     output::print(a.write_out, &r, || {
         println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
         println!("next:\n  1. start it:\n     {}", r.start_command);
-        println!("  2. for each other member, with its old data dir wiped:\n     quorum member add NAME --peer-urls URL --wait   (then start it with the printed flags)");
+        println!("  2. for each other member, with its old data dir wiped, add it and start it with the printed flags:");
+        if r.others.is_empty() {
+            println!("     quorum member add NAME --peer-urls URL --wait");
+        }
+        for m in &r.others {
+            println!("     quorum member add {} --peer-urls {} --wait", m.name, m.peer_urls.join(","));
+        }
     });
     Ok(())
 }

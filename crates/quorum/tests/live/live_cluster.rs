@@ -311,6 +311,18 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     let p = json(&run(cmd));
     assert_eq!(p["quorum_lost"], true, "{p}");
     assert_eq!(p["chosen"]["kind"], "survivor data dir", "{p}");
+    // The steps name the survivor's own member (from its WAL and db) and the others to re-add:
+    // commands that work as written, no NAME/PEER_URL placeholders.
+    let steps: Vec<String> = p["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let me = (&c.members[0].name, &c.members[0].peer_url);
+    assert!(
+        steps.iter().any(|s| s.contains(&format!("--name {} --initial-advertise-peer-urls {} --data-dir {}-recovered", me.0, me.1, survivor.display()))),
+        "{steps:?}"
+    );
+    for m in &c.members[1..] {
+        assert!(steps.iter().any(|s| s.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url))), "{steps:?}");
+    }
+    assert!(!steps.iter().any(|s| s.contains("PEER_URL") || s.contains("NAME ")), "{steps:?}");
     c.members[0].kill(); // stop the survivor before using its data dir
     let (plans, _) = plan_members(work.path(), 3).unwrap();
     let mut cmd = crate::common::quorum();
@@ -323,6 +335,11 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     let r = run(cmd);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("etcd --name m0"), "{}", r.stdout);
+    if !from_snapshot || version == EtcdVersion::V3_5 {
+        for m in &c.members[1..] {
+            assert!(r.stdout.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url)), "{}", r.stdout);
+        }
+    }
     let token = "etcd-cluster-recovered";
     let first = Cluster::start_planned(&ClusterOptions::new(version, 1), work.path(), &plans[..1], &format!("m0={}", plans[0].peer_url), token).unwrap();
     let ep = first.endpoints_csv();
