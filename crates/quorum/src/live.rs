@@ -86,7 +86,7 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
     let cfg = conn.config();
     let bar = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(indicatif::ProgressStyle::with_template("{spinner} saving snapshot: {bytes} ({bytes_per_sec})").expect("template"));
+        b.set_style(indicatif::ProgressStyle::with_template("{spinner} saving snapshot: {decimal_bytes} ({decimal_bytes_per_sec})").expect("template"));
         b
     });
     let saved = rt().block_on(etcd_cluster::save::save(&cfg, &file, &etcd_cluster::save::Source::parse(&from), &|n| {

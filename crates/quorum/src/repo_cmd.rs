@@ -130,9 +130,11 @@ fn bar(quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
     }
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}}/{{total_bytes}} [{{bar:30}}] {{bytes_per_sec}} {{eta}}"))
-            .expect("template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} {{decimal_bytes}}/{{decimal_total_bytes}} [{{bar:30}}] {{decimal_bytes_per_sec}} {{eta}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
     );
     Some(b)
 }

@@ -79,7 +79,7 @@ fn progress_bar(file: &Path, quiet: bool, what: &str) -> Option<indicatif::Progr
     }
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}}/{{total_bytes}} [{{bar:30}}] {{eta}}"))
+        indicatif::ProgressStyle::with_template(&format!("{{spinner}} {what} {{decimal_bytes}}/{{decimal_total_bytes}} [{{bar:30}}] {{eta}}"))
             .expect("template")
             .progress_chars("=> "),
     );
