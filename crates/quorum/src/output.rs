@@ -99,11 +99,6 @@ pub fn simple_formats() -> impl clap::builder::TypedValueParser<Value = Format> 
     formats(&["simple", "json", "yaml"])
 }
 
-/// `-w` of a command that prints data only: json, yaml.
-pub fn data_formats() -> impl clap::builder::TypedValueParser<Value = Format> {
-    formats(&["json", "yaml"])
-}
-
 /// Print a command's result: JSON or YAML of `v` when asked for, else what `human` prints (a
 /// table, a line, the `simple` or `fields` form).
 pub fn print<T: serde::Serialize>(w: Format, v: &T, human: impl FnOnce()) {

@@ -479,19 +479,27 @@ pub enum BackupsCmd {
     List {
         #[command(flatten)]
         repo: RepoFlags,
+        /// The cluster the backup belongs to (needed when the repository holds several).
         #[arg(long)]
         cluster: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
-    /// Show one backup's manifest (ID, unique prefix, or `latest`).
+    /// Show one backup: when and where it was made, the snapshot's figures, what it stored, its bundle's files.
+    #[command(
+        after_help = "Examples:\n  quorum backups show --repo file:///var/backups/etcd latest\n  quorum backups show --repo s3://backups/etcd 1a2b3c4d --bundle-password-file /root/bundle.pass\n  quorum backups show --repo ... latest -w json     # the manifest itself\n\nThe bundle's file names are listed when the bundle key is given; without it, its size."
+    )]
     Show {
         #[command(flatten)]
         repo: RepoFlags,
+        /// Backup ID, unique prefix, or latest.
         id: String,
+        /// The cluster the backup belongs to (needed when the repository holds several).
         #[arg(long)]
         cluster: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::data_formats(), default_value = "yaml")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory).
@@ -702,11 +710,15 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
         BackupsCmd::Show { repo: flags, id, cluster, write_out } => {
             let r = flags.open(&rt, env_proxy)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
-            let v = serde_json::json!({"id": id, "manifest": m});
-            match write_out {
-                Format::Json => println!("{}", output::json(&v)),
-                _ => print!("{}", output::yaml(&v)),
+            if write_out != Format::Simple {
+                output::print(write_out, &serde_json::json!({"id": id, "manifest": m}), || {});
+                return Ok(());
             }
+            let files = match &m.bundle {
+                Some(_) if r.has_bundle_key() => Some(rt.block_on(repo::restore::bundle_files(&r, &m))?),
+                _ => None,
+            };
+            print!("{}", describe_backup(&id, &m, files.as_deref()));
             Ok(())
         }
         BackupsCmd::Get { repo: flags, id, output: out, cluster, bundle } => {
@@ -1056,4 +1068,78 @@ pub(crate) fn fetch_to_temp(
         b.finish_and_clear();
     }
     Ok((dir, out))
+}
+
+/// `backups show`: a backup as a person reads it (the manifest itself is `-w json|yaml`).
+fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::format::BundleFile]>) -> String {
+    use etcd_data::humanize::bytes;
+    use std::fmt::Write;
+    let mut o = String::new();
+    let mut line = |k: &str, v: String| writeln!(o, "{:<13} {v}", format!("{k}:")).expect("writing to a String");
+    line("backup", format!("{id} (cluster {})", m.cluster));
+    line("made", format!("{} on host {}", m.time, m.host));
+    let mut from = m.source.clone();
+    let member: Vec<String> = [
+        m.member.as_ref().map(|n| format!("member {n}")),
+        m.member_id.as_ref().map(|i| format!("ID {i}")),
+        m.etcd_version.as_ref().map(|v| format!("etcd {v}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !member.is_empty() {
+        from = format!("{from} ({})", member.join(", "));
+    }
+    line("source", from);
+    if let Some(c) = &m.cluster_id {
+        line("cluster ID", c.clone());
+    }
+    if !m.tags.is_empty() {
+        line("tags", m.tags.join(", "));
+    }
+    let s = &m.snapshot;
+    let mut keys = format!("{} keys", s.total_key);
+    if let Some(l) = s.live_keys {
+        keys = format!("{keys} ({l} live)");
+    }
+    line("snapshot", format!("{}, revision {}, {keys}", bytes(s.size), s.revision));
+    let mut hashes = format!("hash {:x}", s.hash);
+    if let Some(h) = s.hash_kv {
+        hashes = format!("{hashes}, hashkv {h}");
+    }
+    if let Some(c) = s.compact_revision {
+        hashes = format!("{hashes}, compacted at revision {c}");
+    }
+    if let Some(v) = &s.version {
+        hashes = format!("{hashes}, storage version {v}");
+    }
+    line("figures", hashes);
+    line("sha256", s.sha256.clone());
+    line("stored", format!("{} chunks; this backup added {} in {} blobs", m.chunks, bytes(m.added_bytes), m.added_blobs));
+    if let Some(c) = &m.consolidated {
+        line(
+            "consolidated",
+            format!(
+                "backup {} at revision {} + {} delta segments ({} revisions) to revision {}",
+                repo::short(&c.base),
+                c.base_revision,
+                c.segments,
+                c.revisions,
+                c.to_revision
+            ),
+        );
+    }
+    match (&m.bundle, bundle) {
+        (None, _) => line("bundle", "none".into()),
+        (Some(b), None) => {
+            line("bundle", format!("{} files, {} (names need the bundle key: --bundle-password-file or --bundle-key-file)", b.files, bytes(b.bytes)))
+        }
+        (Some(b), Some(files)) => {
+            line("bundle", format!("{} files, {}", b.files, bytes(b.bytes)));
+            for f in files {
+                writeln!(o, "  {:04o} {:>9}  {}", f.mode & 0o7777, bytes(f.size), f.path).expect("writing to a String");
+            }
+        }
+    }
+    o
 }

@@ -215,12 +215,24 @@ pub async fn extract_bundle(repo: Arc<Repository>, id: &str, manifest: &Manifest
     reading_backup(&repo, id, manifest, "get", extract_bundle_locked(&repo, manifest, b, out)).await
 }
 
-async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &format::BundleRef, out: &Path) -> Result<usize> {
+/// The file table of a backup's `--include` bundle (names, modes, sizes). Needs the bundle key.
+pub async fn bundle_files(repo: &Repository, manifest: &Manifest) -> Result<Vec<format::BundleFile>> {
+    let b = manifest.bundle.as_ref().ok_or_else(|| Error::Usage("this backup has no bundle of included files".into()))?;
+    repo.key_for(format::BlobType::BundleList)?;
     let index = repo.load_index(&manifest.cluster).await?;
+    bundle_table(repo, &index, b).await
+}
+
+async fn bundle_table(repo: &Repository, index: &crate::repository::Index, b: &format::BundleRef) -> Result<Vec<format::BundleFile>> {
     let table_id = crate::repository::parse_id(&b.table)?;
     let loc = index.blobs.get(&table_id).ok_or_else(|| Error::Damaged(format!("bundle table blob {} is not in any index", b.table)))?;
-    let table = repo.read_blob(&index, loc).await?;
-    let files: Vec<format::BundleFile> = serde_json::from_slice(&table).map_err(|e| Error::Damaged(format!("bundle table: {e}")))?;
+    let table = repo.read_blob(index, loc).await?;
+    serde_json::from_slice(&table).map_err(|e| Error::Damaged(format!("bundle table: {e}")))
+}
+
+async fn extract_bundle_locked(repo: &Repository, manifest: &Manifest, b: &format::BundleRef, out: &Path) -> Result<usize> {
+    let index = repo.load_index(&manifest.cluster).await?;
+    let files = bundle_table(repo, &index, b).await?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for f in &files {
         let rel = Path::new(f.path.trim_start_matches('/'));

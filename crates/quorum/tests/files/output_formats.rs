@@ -10,7 +10,7 @@ fn unsupported_formats_are_refused_with_the_list() {
         (&["status", "-w", "simple"], "simple", "table, json, yaml"),
         (&["status", "-w", "fields"], "fields", "table, json, yaml"),
         (&["drill", "--repo", "file:///nonexistent", "latest", "-w", "table"], "table", "simple, json, yaml"),
-        (&["backups", "show", "--repo", "file:///nonexistent", "latest", "-w", "simple"], "simple", "json, yaml"),
+        (&["backups", "show", "--repo", "file:///nonexistent", "latest", "-w", "table"], "table", "simple, json, yaml"),
         (&["k8s", "ls", "x.db", "-w", "simple"], "simple", "table, json, yaml"),
         (&["snapshot", "save", "x.db", "-w", "table"], "table", "simple, json, yaml"),
     ];

@@ -84,8 +84,17 @@ fn live_backup_restore_drill(version: EtcdVersion) {
     let list = repo.json(&["backups", "list"]);
     assert_eq!(list["backups"][0]["id"], id.as_str());
     assert!(list["clusters"][0]["last_verified"].is_null());
+    // show: a summary; the bundle's file names only with the bundle key.
     let shown = repo.ok(&["backups", "show", &id[..8]]);
-    assert!(shown.stdout.contains("cluster: prod"), "{}", shown.stdout);
+    let rev = m["snapshot"]["revision"].as_i64().unwrap();
+    assert!(shown.stdout.contains(&format!("{id} (cluster prod)")) && shown.stdout.contains(&format!("revision {rev}")), "{}", shown.stdout);
+    assert!(shown.stdout.contains("2 files") && shown.stdout.contains("names need the bundle key") && !shown.stdout.contains("ca.crt"), "{}", shown.stdout);
+    let mut a = vec!["backups", "show", &id[..8]];
+    let bf = repo.bundle_flags();
+    a.extend(bf.iter().map(String::as_str));
+    let shown = repo.ok(&a);
+    let ca = include.path().join("ca.crt");
+    assert!(shown.stdout.lines().any(|l| l.trim_start().starts_with("0644") && l.ends_with(ca.to_str().unwrap())), "{}", shown.stdout);
 
     // get: the exact snapshot; the reference tool reads it.
     let out = tempfile::tempdir().unwrap();
