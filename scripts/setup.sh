@@ -3,7 +3,8 @@
 #  - etcd 3.4.23 from Debian bookworm (etcd-server, etcd-client), installed system-wide;
 #  - etcd 3.5.16 from Debian trixie, fetched with `apt-get download` through a private apt
 #    configuration and unpacked into .tools/etcd-3.5 (no system upgrade); it brings etcdutl;
-#  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks);
+#  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks, man-db to
+#    check the generated manual pages);
 #  - systemd, for `systemd-analyze verify` of deploy/quorum-agent.service (nothing is started);
 #  - promtool 2.42 from Debian bookworm's `prometheus` (without its recommends; the server's
 #    service is left stopped): the agent tests lint a live /metrics scrape and unit-test the
@@ -25,7 +26,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl tinyproxy systemd; do
+for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl tinyproxy systemd man-db; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

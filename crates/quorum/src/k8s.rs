@@ -15,6 +15,7 @@ pub enum K8sCmd {
         after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin."
     )]
     Ls {
+        /// Snapshot file.
         snapshot: PathBuf,
         /// Only this namespace.
         #[arg(short = 'n', long)]
@@ -26,7 +27,7 @@ pub enum K8sCmd {
         #[arg(long)]
         encryption_config: Option<PathBuf>,
         /// Output format (`-o` works too, as kubectl users type it).
-        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Print objects as `kubectl get -o yaml|json` prints them, from a snapshot file or a backup.
@@ -72,7 +73,8 @@ pub enum K8sCmd {
         skip_unreadable: bool,
         #[command(flatten)]
         source: SourceArgs,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Objects added, removed and changed (field by field) between two snapshots or backups.
@@ -82,8 +84,10 @@ pub enum K8sCmd {
         a: String,
         /// The newer snapshot file (or with --repo a backup id).
         b: String,
+        /// Only objects of this namespace.
         #[arg(short = 'n', long)]
         namespace: Option<String>,
+        /// Only this resource (plural name, e.g. secrets, deployments.apps).
         #[arg(long)]
         resource: Option<String>,
         /// EncryptionConfiguration for B when it differs from A's (--encryption-config).
@@ -95,23 +99,25 @@ pub enum K8sCmd {
         #[command(flatten)]
         source: SourceArgs,
         /// Output format (`-o` works too, as kubectl users type it).
-        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Count, per resource an EncryptionConfiguration lists, the live values by encryption state.
     #[command(after_help = ENCRYPTION_STATUS_HELP)]
     EncryptionStatus {
+        /// Snapshot file.
         snapshot: PathBuf,
         /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON).
         #[arg(long)]
         config: PathBuf,
         /// Output format (`-o` works too, as kubectl users type it).
-        #[arg(short = 'w', short_alias = 'o', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Re-encrypt a snapshot offline: every revision of the configured resources, from one EncryptionConfiguration to another.
     #[command(after_help = REKEY_HELP)]
     Rekey {
+        /// Snapshot file.
         snapshot: PathBuf,
         /// The configuration the values are encrypted with now (any of its providers and keys reads).
         #[arg(long)]
@@ -128,7 +134,8 @@ pub enum K8sCmd {
         /// Copy values that do not decrypt with --from-config as they are (counted) instead of failing.
         #[arg(long)]
         skip_undecryptable: bool,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }

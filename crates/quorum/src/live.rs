@@ -13,6 +13,7 @@ use crate::output::{self, Format};
 
 /// etcdctl's connection flags and `ETCDCTL_*` variables.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "etcd connection and TLS")]
 pub struct Conn {
     /// gRPC endpoints, comma separated.
     #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
@@ -107,7 +108,8 @@ pub fn snapshot_save(conn: &Conn, file: PathBuf, from: String, w: Format, quiet:
 
 #[derive(Args)]
 pub struct StatusArgs {
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
     /// Quota to compute "quota used" against when the server does not report it (etcd < 3.6).
     #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
@@ -221,9 +223,11 @@ pub struct DefragArgs {
     /// Afterwards, disarm NOSPACE alarms if every member is back under its quota.
     #[arg(long)]
     disarm: bool,
+    /// The members' backend quota (etcd's --quota-backend-bytes), used for the fragmentation and space checks when etcd does not report it.
     #[arg(long, default_value_t = etcd_cluster::DEFAULT_QUOTA)]
     quota_backend_bytes: i64,
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -287,11 +291,18 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
 #[derive(Subcommand)]
 pub enum AlarmCmd {
     /// List active alarms.
+    #[command(
+        after_help = "Examples:\n  quorum alarm list --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379\n  quorum alarm list -w json\n\nExit 0 whether or not alarms are active; NOSPACE stays until disarmed."
+    )]
     List {
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Disarm alarms (all, or one member's).
+    #[command(
+        after_help = "Examples:\n  quorum alarm disarm\n  quorum alarm disarm --member 8e9e05c52164694d\n\nDisarming NOSPACE before space is freed (compact, then `quorum defrag`) only lets the\nalarm fire again; `quorum defrag --disarm` does both in order."
+    )]
     Disarm {
         /// Member ID in hex.
         #[arg(long)]
@@ -329,31 +340,48 @@ pub fn alarm(conn: &Conn, cmd: AlarmCmd) -> Result<(), Failure> {
 #[derive(Subcommand)]
 pub enum MemberCmd {
     /// Add a member and print how to start it.
+    #[command(
+        after_help = "Examples:\n  quorum member add m4 --peer-urls https://10.0.0.4:2380\n  quorum member add m4 --peer-urls https://10.0.0.4:2380 --learner --wait\n\nPrints the etcd flags to start the new member with (--initial-cluster-state existing)."
+    )]
     Add {
+        /// The new member's name (etcd's --name).
         name: String,
+        /// The new member's peer URLs, comma separated (etcd's --initial-advertise-peer-urls).
         #[arg(long, value_delimiter = ',', required = true)]
         peer_urls: Vec<String>,
+        /// Add it as a learner (non-voting until promoted).
         #[arg(long)]
         learner: bool,
         /// Wait until the new member has started and caught up.
         #[arg(long)]
         wait: bool,
+        /// Give up waiting after this long, e.g. 5m.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         wait_timeout: Duration,
     },
     /// Remove a member (by name or hex ID), refusing if it would cost quorum.
-    Remove { member: String },
+    #[command(after_help = "Examples:\n  quorum member remove m3\n  quorum member remove 8e9e05c52164694d --endpoints 10.0.0.1:2379")]
+    Remove {
+        /// The member to remove: its name or hex ID.
+        member: String,
+    },
     /// Replace a dead member with a new one.
+    #[command(
+        after_help = "Examples:\n  quorum member replace m3 --name m3b --peer-urls https://10.0.0.5:2380 --wait\n\nRemoves the dead member, adds the successor and prints how to start it; refuses when the\nold member still answers or the removal would cost quorum."
+    )]
     Replace {
         /// The dead member (name or hex ID).
         old: String,
         /// The successor's name.
         #[arg(long)]
         name: String,
+        /// The new member's peer URLs, comma separated (etcd's --initial-advertise-peer-urls).
         #[arg(long, value_delimiter = ',', required = true)]
         peer_urls: Vec<String>,
+        /// Wait until the new member has started and caught up.
         #[arg(long)]
         wait: bool,
+        /// Give up waiting after this long, e.g. 5m.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         wait_timeout: Duration,
     },
@@ -414,6 +442,7 @@ pub struct RecoverArgs {
     /// Name of the one-member cluster's member.
     #[arg(long, default_value = "default")]
     name: String,
+    /// The member's peer URL (etcd's --initial-advertise-peer-urls).
     #[arg(long, default_value = "http://localhost:2380")]
     initial_advertise_peer_urls: String,
     /// Client URL for the printed start command.
@@ -422,18 +451,23 @@ pub struct RecoverArgs {
     /// New data dir (must not exist or be empty).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Token of the new cluster (etcd's --initial-cluster-token); a new one keeps old members from joining.
     #[arg(long, default_value = "etcd-cluster-recovered")]
     initial_cluster_token: String,
     /// Revision bump for Kubernetes watch caches (with an implied --mark-compacted).
     #[arg(long)]
     bump_revision: Option<u64>,
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
 #[derive(Subcommand)]
 pub enum RecoverSub {
     /// Look at what answers and what is on disk; say which path applies and what it loses.
+    #[command(
+        after_help = "Examples:\n  quorum recover plan --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --data-dir /var/lib/etcd\n  quorum recover plan --data-dir /var/lib/etcd --snapshot /backup/latest.db -w json\n\nChanges nothing. Exit 0 when a path applies, 1 when none does (the steps to get one are printed)."
+    )]
     Plan {
         /// A survivor's data dir to consider (repeatable).
         #[arg(long = "data-dir")]
@@ -441,7 +475,8 @@ pub enum RecoverSub {
         /// A snapshot file to consider (repeatable).
         #[arg(long = "snapshot")]
         snapshots: Vec<PathBuf>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }

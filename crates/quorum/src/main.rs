@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod exit;
+mod help;
 mod k8s;
 mod live;
 mod migrate_cmd;
@@ -14,7 +15,7 @@ mod snapshot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 
 use output::Format;
 
@@ -23,11 +24,11 @@ use output::Format;
     name = "quorum",
     version,
     about = "Keep etcd-backed control planes alive: inspect, verify and recover etcd data.",
-    after_help = "Exit codes: 0 ok, 1 operation failed, 2 usage error, 3 verification found damage."
+    after_help = "Examples:\n  quorum status --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --cacert ca.crt --cert client.crt --key client.key\n  quorum snapshot save backup.db --from follower\n  quorum snapshot restore backup.db --name m1 --initial-cluster m1=https://10.0.0.1:2380 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd\n  quorum repo init --repo file:///var/backups/etcd --password-file /root/repo.pass\n  quorum backup --repo file:///var/backups/etcd --password-file /root/repo.pass --cluster prod\n  quorum recover plan --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --data-dir /var/lib/etcd\n  quorum k8s get backup.db secrets -n kube-system\n  quorum completions bash > /etc/bash_completion.d/quorum\n\netcd's connection flags and ETCDCTL_* variables are etcdctl's; they apply to the commands that\nconnect to etcd (snapshot save, status, defrag, alarm, member, recover, backup, migrate).\nA repository is opened with --repo and --password-file or --key-file (QUORUM_REPO,\nQUORUM_PASSWORD_FILE); `quorum COMMAND --help` shows each command's flags and examples.\n\nExit codes: 0 ok, 1 operation failed, 2 usage error, 3 verification found damage."
 )]
 struct Cli {
     /// Silence progress bars.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     quiet: bool,
     #[command(flatten)]
     conn: live::Conn,
@@ -98,6 +99,21 @@ enum Command {
     /// Move a whole cluster, or namespaces/prefixes, to another cluster through the repository: resumable, verified.
     #[command(after_help = migrate_cmd::HELP)]
     Migrate(Box<migrate_cmd::MigrateArgs>),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Examples:\n  quorum completions bash > /etc/bash_completion.d/quorum\n  quorum completions zsh > \"${fpath[1]}/_quorum\"\n  quorum completions fish > ~/.config/fish/completions/quorum.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write one per command into a directory.
+    #[command(after_help = "Examples:\n  quorum man | man -l -\n  quorum man --dir /usr/local/share/man/man1    # quorum.1, quorum-status.1, ...")]
+    Man {
+        /// Write quorum.1 and quorum-COMMAND.1 for every command into this existing directory (pages of an older version are replaced).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,7 +126,7 @@ enum SnapshotCmd {
         /// Snapshot file (from `snapshot save`) or a data dir's member/snap/db.
         file: PathBuf,
         /// Output format.
-        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_enum, default_value = "simple")]
         write_out: Format,
     },
     /// Check a snapshot completely: sha256 trailer, every page, etcd's schema.
@@ -118,9 +134,10 @@ enum SnapshotCmd {
         after_help = "Examples:\n  quorum snapshot verify backup.db\n  quorum snapshot verify backup.db -w json\n\nChecks: the sha256 trailer that `snapshot save` appends; bbolt's structural check (every\npage reached once, none both free and used, keys sorted, ids below the high-water mark);\netcd's schema (revision keys, every value decodes). Every fault is named with its page id\nand file offset. Exit 0 when clean, 3 when damage is found."
     )]
     Verify {
+        /// Snapshot file (from `snapshot save`) or a data dir's member/snap/db.
         file: PathBuf,
         /// Output format.
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
     /// Stream a snapshot from a running member into FILE (sha256 checked, never overwrites).
@@ -128,11 +145,13 @@ enum SnapshotCmd {
         after_help = "Examples:\n  quorum snapshot save backup.db --endpoints 10.0.0.1:2379,10.0.0.2:2379\n  quorum snapshot save backup.db --from follower\n\nWrites a temporary file beside FILE, checks the sha256 the server sends, fsyncs, and names\nit FILE only if FILE still does not exist."
     )]
     Save {
+        /// Where to write the snapshot (must not exist).
         file: PathBuf,
         /// Which member: endpoints (first healthy in --endpoints order), follower, leader, or a member name.
         #[arg(long, default_value = "endpoints")]
         from: String,
-        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// Write etcd member data dirs (db, WAL, raft snapshot) from a snapshot, natively.
@@ -144,7 +163,7 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     output::quiet_on_closed_stdout();
     let env_proxy = take_proxy_env();
-    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let parsed = help::cli_command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
     let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
@@ -152,7 +171,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
-    if let Err(f) = etcd_flags_apply(&cli.command, &matches) {
+    if let Err(f) = etcd_flags_apply(&matches) {
         return report(f);
     }
     let result = match cli.command {
@@ -176,6 +195,8 @@ fn main() -> ExitCode {
         Command::Drill(a) => repo_cmd::drill(a, cli.quiet, &env_proxy),
         Command::Agent(a) => agent_cmd::run(a, &env_proxy),
         Command::Migrate(a) => migrate_cmd::run(&cli.conn, *a, cli.quiet, &env_proxy),
+        Command::Completions { shell } => help::completions(shell),
+        Command::Man { dir } => help::man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,32 +214,30 @@ fn report(f: exit::Failure) -> ExitCode {
     ExitCode::from(f.code as u8)
 }
 
+/// The commands that connect to etcd (a path prefix each). etcd's connection flags are global,
+/// as etcdctl's are, so that `quorum --endpoints X status` works; the others neither show them
+/// in their help nor accept them.
+const ETCD_COMMANDS: [&[&str]; 8] = [&["snapshot", "save"], &["status"], &["defrag"], &["alarm"], &["member"], &["recover"], &["backup"], &["migrate"]];
+
 const ONLY_ETCD: &str = "it applies to the commands that connect to etcd: snapshot save, status, defrag, alarm, member, recover, backup, migrate";
 
-/// etcd's connection flags are global (as etcdctl's), but only some commands talk to etcd. One
-/// typed on the command line of another command is refused, naming the flag the user
-/// probably meant (`repo init --password x` is not the repository's passphrase). Values from
-/// `ETCDCTL_*` variables are not refused: they are set once for a whole shell.
-fn etcd_flags_apply(command: &Command, m: &clap::ArgMatches) -> Result<(), exit::Failure> {
-    let talks_to_etcd = matches!(
-        command,
-        Command::Snapshot(SnapshotCmd::Save { .. })
-            | Command::Status(_)
-            | Command::Defrag(_)
-            | Command::Alarm(_)
-            | Command::Member(_)
-            | Command::Recover(_)
-            | Command::Backup(_)
-            | Command::Migrate(_)
-    );
-    if talks_to_etcd {
-        return Ok(());
-    }
+pub(crate) fn talks_to_etcd(path: &[&str]) -> bool {
+    ETCD_COMMANDS.iter().any(|p| path.starts_with(p))
+}
+
+/// An etcd connection flag typed on the command line of a command that does not connect to etcd
+/// is refused, naming the flag the user probably meant (`repo init --password x` is not the
+/// repository's passphrase). Values from `ETCDCTL_*` variables are not refused: they are set
+/// once for a whole shell.
+fn etcd_flags_apply(m: &clap::ArgMatches) -> Result<(), exit::Failure> {
     // The subcommand path and the matches at each level (a global flag is recorded where typed).
     let (mut path, mut levels) = (Vec::new(), vec![m]);
     while let Some((name, next)) = levels[levels.len() - 1].subcommand() {
         path.push(name);
         levels.push(next);
+    }
+    if talks_to_etcd(&path) {
+        return Ok(());
     }
     let given = |id: &str| levels.iter().any(|l| l.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
     let meant = [

@@ -62,10 +62,13 @@ pub struct MigrateArgs {
     /// Source cluster client endpoints, comma separated.
     #[arg(long, value_delimiter = ',')]
     from_endpoints: Vec<String>,
+    /// CA bundle that verifies the source's servers (turns TLS on).
     #[arg(long)]
     from_cacert: Option<PathBuf>,
+    /// Client certificate for the source.
     #[arg(long)]
     from_cert: Option<PathBuf>,
+    /// Client certificate's key for the source.
     #[arg(long)]
     from_key: Option<PathBuf>,
     /// username[:password] for the source.
@@ -77,10 +80,13 @@ pub struct MigrateArgs {
     /// Target client endpoints: the running cluster (partial), or the new members' client URLs (whole).
     #[arg(long, value_delimiter = ',')]
     to_endpoints: Vec<String>,
+    /// CA bundle that verifies the target's servers (turns TLS on).
     #[arg(long)]
     to_cacert: Option<PathBuf>,
+    /// Client certificate for the target.
     #[arg(long)]
     to_cert: Option<PathBuf>,
+    /// Client certificate's key for the target.
     #[arg(long)]
     to_key: Option<PathBuf>,
     /// username[:password] for the target.
@@ -137,7 +143,8 @@ pub struct MigrateArgs {
     /// Directory for the temporary snapshot (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 

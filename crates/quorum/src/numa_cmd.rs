@@ -59,7 +59,8 @@ pub struct HostArgs {
     /// An image property, as `openstack image set --property` takes it (repeatable): hw_mem_page_size=large, ...
     #[arg(long = "image-property", value_name = "KEY=VALUE")]
     image_properties: Vec<String>,
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -72,7 +73,7 @@ pub enum NumaCmd {
     Fit(HostArgs),
     /// nova's free hugepages against the kernel's, the cause, and the reserved_huge_pages lines to add.
     #[command(
-        after_help = "Example:\n  ovs-vsctl list Open_vSwitch > ovs.txt\n  quorum numa diagnose --nova-conf /etc/nova/nova.conf --ovs ovs.txt --instances placed.json \\\n    --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated"
+        after_help = "Examples:\n  ovs-vsctl list Open_vSwitch > ovs.txt\n  quorum numa diagnose --nova-conf /etc/nova/nova.conf --ovs ovs.txt --instances placed.json \\\n    --vcpus 1 --ram 512 --mem-page-size large --cpu-policy dedicated"
     )]
     Diagnose {
         #[command(flatten)]

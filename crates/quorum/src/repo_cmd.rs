@@ -16,6 +16,7 @@ use crate::output::{self, Format};
 
 /// Where the repository is and how to open it.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Repository")]
 pub struct RepoFlags {
     /// Repository URL: file:///path, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     #[arg(long, env = "QUORUM_REPO")]
@@ -172,7 +173,8 @@ pub enum RepoCmd {
         /// Cut bbolt snapshots into fixed chunks of this many pages (0: content-defined).
         #[arg(long, hide = true)]
         chunk_pages: Option<u32>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// Check the repository: every backup's blobs present; with --read-data every byte decrypts and hashes.
@@ -188,7 +190,8 @@ pub enum RepoCmd {
         /// Download and authenticate every pack.
         #[arg(long)]
         read_data: bool,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
         #[arg(long, hide = true)]
         quiet: bool,
@@ -203,14 +206,19 @@ pub enum RepoCmd {
     Upgrade {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// List the repository's locks (stale ones marked).
+    #[command(
+        after_help = "Examples:\n  quorum repo locks --repo file:///var/backups/etcd\n  quorum repo locks --repo s3://backups/etcd -w json\n\nA lock its holder stopped refreshing expires after 30 minutes (stale); the next command\nthat takes a lock removes it. --retry-lock waits for live ones."
+    )]
     Locks {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -227,16 +235,20 @@ pub enum KeyCmd {
         /// Add a wrapping of the bundle key (creates the bundle key when the repository has none).
         #[arg(long)]
         bundle: bool,
+        /// File holding the passphrase to add.
         #[arg(long)]
         new_password_file: Option<PathBuf>,
+        /// Key file to add (32 random bytes, base64; made if missing).
         #[arg(long)]
         new_key_file: Option<PathBuf>,
     },
     /// List the wrapping keys (no secret is shown).
+    #[command(after_help = "Examples:\n  quorum repo key list --repo file:///var/backups/etcd --password-file /root/repo.pass")]
     List {
         #[command(flatten)]
         repo: RepoFlags,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -400,7 +412,8 @@ pub struct BackupArgs {
     /// Directory for the temporary snapshot of a live backup (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 
@@ -509,9 +522,12 @@ pub enum BackupsCmd {
     Get {
         #[command(flatten)]
         repo: RepoFlags,
+        /// Backup ID, unique prefix, or latest.
         id: String,
+        /// Where to write the snapshot (must not exist), or the directory for --bundle.
         #[arg(short = 'o', long)]
         output: PathBuf,
+        /// The cluster the backup belongs to (needed when the repository holds several).
         #[arg(long)]
         cluster: Option<String>,
         /// Extract the --include bundle instead (needs the bundle key).
@@ -525,9 +541,12 @@ pub enum BackupsCmd {
     Url {
         #[command(flatten)]
         repo: RepoFlags,
+        /// Backup ID, unique prefix, or latest.
         id: String,
+        /// How long the URL stays valid, e.g. 1h.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         expires: Duration,
+        /// The cluster the backup belongs to (needed when the repository holds several).
         #[arg(long)]
         cluster: Option<String>,
         /// Delete the exported copy instead.
@@ -541,6 +560,7 @@ pub enum BackupsCmd {
     Consolidate {
         #[command(flatten)]
         repo: RepoFlags,
+        /// The cluster (as named when its backups were made).
         #[arg(long)]
         cluster: String,
         /// Stop at this revision (default: the end of the contiguous delta chain).
@@ -549,7 +569,8 @@ pub enum BackupsCmd {
         /// Directory for the file being built (default: system temp dir; needs the snapshot's size free).
         #[arg(long)]
         tmp_dir: Option<PathBuf>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
     /// The delta chain of a cluster after a backup: segments, how far it is contiguous, every gap.
@@ -559,12 +580,14 @@ pub enum BackupsCmd {
     Deltas {
         #[command(flatten)]
         repo: RepoFlags,
+        /// The cluster (as named when its backups were made).
         #[arg(long)]
         cluster: String,
         /// The backup the chain starts after (default: the one with the highest revision).
         #[arg(long)]
         base: Option<String>,
-        #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
     },
 }
@@ -843,14 +866,19 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Resu
 pub struct ForgetArgs {
     #[command(flatten)]
     repo: RepoFlags,
+    /// Keep the newest N backups.
     #[arg(long, default_value_t = 0)]
     keep_last: usize,
+    /// Keep the newest backup of each of the last N hours that have one.
     #[arg(long, default_value_t = 0)]
     keep_hourly: usize,
+    /// Keep the newest backup of each of the last N days that have one.
     #[arg(long, default_value_t = 0)]
     keep_daily: usize,
+    /// Keep the newest backup of each of the last N weeks that have one.
     #[arg(long, default_value_t = 0)]
     keep_weekly: usize,
+    /// Keep the newest backup of each of the last N months that have one.
     #[arg(long, default_value_t = 0)]
     keep_monthly: usize,
     /// Keep delta segments for point-in-time restores into this last window only (e.g. 72h); older full backups still restore as they are.
@@ -865,7 +893,8 @@ pub struct ForgetArgs {
     /// Run `prune` afterwards (on the same cluster).
     #[arg(long)]
     prune: bool,
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
 
@@ -949,12 +978,14 @@ pub struct PruneArgs {
     /// Repack packs with more than this percentage of unreferenced bytes.
     #[arg(long, default_value_t = 10.0)]
     max_unused: f64,
+    /// Print what would be deleted and delete nothing.
     #[arg(long)]
     dry_run: bool,
     /// Remove packs no index names (left by interrupted backups) only when older than this.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     keep_unindexed_for: Duration,
-    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 
@@ -994,6 +1025,7 @@ pub struct DrillArgs {
     /// The newest backup (of --cluster, if given).
     #[arg(long)]
     latest: bool,
+    /// The cluster the backup belongs to (needed when the repository holds several).
     #[arg(long)]
     cluster: Option<String>,
     /// etcd binary to start (default: `etcd` on PATH).
@@ -1002,7 +1034,8 @@ pub struct DrillArgs {
     /// Where to make the temporary data dir.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    #[arg(short = 'w', long = "write-out", value_parser = output::simple_formats(), default_value = "simple")]
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
     write_out: Format,
 }
 

@@ -78,7 +78,7 @@ pub struct RestoreFlags {
     #[arg(long)]
     all_members: bool,
     /// Output format of the report.
-    #[arg(short = 'w', long = "write-out", value_parser = output::table_formats(), default_value = "table")]
+    #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     pub write_out: Format,
 }
 

@@ -18,7 +18,7 @@ mod tls;
 mod tools;
 
 pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
-pub use fixtures::{fixtures_available, kube_fixture, kube_vector};
+pub use fixtures::{fixtures_available, kube_fixture, kube_vector, tool_available};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tls::{generate_tls, TlsFiles};
 pub use tools::{project_root, setup_tool, shared_fixtures, EtcdVersion};

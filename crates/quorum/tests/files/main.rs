@@ -8,6 +8,7 @@ mod common;
 mod deploy_files;
 mod flag_mixups;
 mod hashkv_compat;
+mod help_pages;
 mod numa_diagnose;
 mod numa_nova;
 mod output_formats;
