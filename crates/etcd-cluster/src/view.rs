@@ -173,19 +173,21 @@ pub async fn observe(cfg: &ConnConfig, quota_fallback: i64) -> Result<ClusterVie
     // view is of the whole cluster whichever endpoints were given.
     let missing: Vec<&MemberInfo> = members.iter().filter(|m| m.started() && !statuses.iter().any(|s| s.id_num == m.id_num)).collect();
     let extra = join_all(missing.iter().map(|m| async move {
+        let mut why = "the member advertises no client URL".to_string();
         for u in &m.client_urls {
-            if let Ok(s) = endpoint_status(cfg, u, quota_fallback).await {
-                return Ok(s);
+            match endpoint_status(cfg, u, quota_fallback).await {
+                Ok(s) => return Ok(s),
+                Err(e) => why = e.reason(),
             }
         }
-        Err(m.client_urls.first().cloned().unwrap_or_else(|| m.id.clone()))
+        Err((m.client_urls.first().cloned().unwrap_or_else(|| m.id.clone()), why))
     }))
     .await;
     for r in extra {
         match r {
             Ok(s) if !statuses.iter().any(|x| x.id_num == s.id_num) => statuses.push(s),
             Ok(_) => {}
-            Err(u) if !unreachable.iter().any(|(e, _)| *e == cfg.url(&u)) => unreachable.push((cfg.url(&u), "member does not answer".into())),
+            Err((u, why)) if !unreachable.iter().any(|(e, _)| *e == cfg.url(&u)) => unreachable.push((cfg.url(&u), why)),
             Err(_) => {}
         }
     }
