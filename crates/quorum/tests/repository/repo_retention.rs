@@ -265,14 +265,25 @@ fn keep_pitr_keeps_the_window_base() {
     std::thread::sleep(Duration::from_millis(400));
     let (b2, r2) = backup(&repo, &c);
     writes(&c, 30, "c");
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     let (b3, r3) = backup(&repo, &c);
     let last = writes(&c, 30, "d");
     wait_captured(&repo, last);
     let _ = cap.stop.send(true);
     let _ = cap.thread.join();
-    // The window (2 s) starts after b2 finished and before b3 did: b2 is its base.
-    let f = repo.json(&["forget", "--keep-last", "1", "--keep-pitr", "2s", "--cluster", CLUSTER]);
+    // A window that starts midway between b2 and b3 (as their manifests record them, seconds
+    // apart): b2 is its base. Measured now, not assumed: a loaded machine takes seconds for the
+    // steps above.
+    let list = repo.json(&["backups", "list", "--cluster", CLUSTER]);
+    let time = |id: &str| -> chrono::DateTime<chrono::Utc> {
+        let b = list["backups"].as_array().unwrap().iter().find(|b| b["id"] == id).unwrap();
+        b["time"].as_str().unwrap().parse().unwrap()
+    };
+    let (t2, t3) = (time(&b2), time(&b3));
+    assert!(t3 - t2 >= chrono::Duration::seconds(3), "b2 at {t2}, b3 at {t3}");
+    let mid = t2 + (t3 - t2) / 2;
+    let window = ((chrono::Utc::now() - mid).num_milliseconds() + 500) / 1000;
+    let f = repo.json(&["forget", "--keep-last", "1", "--keep-pitr", &format!("{window}s"), "--cluster", CLUSTER]);
     let d = f["decisions"].as_array().unwrap();
     let of = |id: &str| d.iter().find(|x| x["id"] == id).unwrap().clone();
     assert_eq!(of(&b3)["keep"], true, "{f}");
