@@ -84,6 +84,18 @@ pub fn plan(view: &ClusterView, opts: &DefragOptions) -> Result<Vec<DefragStep>>
 
 /// Run the rolling defrag; `on_step` is told about each step as it finishes.
 pub async fn defrag(cfg: &ConnConfig, opts: &DefragOptions, on_step: &(dyn Fn(&DefragStep) + Sync)) -> Result<DefragReport> {
+    defrag_watched(cfg, opts, on_step, &|_, _| {}).await
+}
+
+/// [`defrag`], also telling `on_wait(what, remaining)` what it waits for: every second of the
+/// pause between members (with the time left), the defragment call and the member's return to
+/// service (no time left to give).
+pub async fn defrag_watched(
+    cfg: &ConnConfig,
+    opts: &DefragOptions,
+    on_step: &(dyn Fn(&DefragStep) + Sync),
+    on_wait: &(dyn Fn(&str, Option<Duration>) + Sync),
+) -> Result<DefragReport> {
     let view = observe(cfg, opts.quota_fallback).await?;
     let mut steps = plan(&view, opts)?;
     let alarms_before = view.alarms.clone();
@@ -97,12 +109,19 @@ pub async fn defrag(cfg: &ConnConfig, opts: &DefragOptions, on_step: &(dyn Fn(&D
             continue;
         }
         if !first && !opts.pause.is_zero() {
-            tokio::time::sleep(opts.pause).await;
+            let end = Instant::now() + opts.pause;
+            let what = format!("pausing before {} (--pause {:?})", step.name, opts.pause);
+            while let Some(left) = end.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
+                on_wait(&what, Some(left));
+                tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+            }
         }
         first = false;
         let t0 = Instant::now();
+        on_wait(&format!("defragmenting {} ({})", step.name, step.endpoint), None);
         let mut c = cfg.connect_one(&step.endpoint).await?;
         cfg.timed(&step.endpoint, "defragment", c.defragment()).await?;
+        on_wait(&format!("waiting for {} to serve reads again", step.name), None);
         let deadline = Instant::now() + opts.recover_timeout;
         while !healthy(cfg, &step.endpoint).await {
             if Instant::now() > deadline {

@@ -231,7 +231,7 @@ pub struct DefragArgs {
     write_out: Format,
 }
 
-pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
+pub fn defrag(conn: &Conn, a: DefragArgs, quiet: bool) -> Result<(), Failure> {
     let cfg = conn.config();
     let opts = DefragOptions {
         min_fragmentation: a.min_fragmentation,
@@ -242,9 +242,10 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
         recover_timeout: Duration::from_secs(60).max(cfg.command_timeout * 4),
     };
     let table = !matches!(a.write_out, Format::Json | Format::Yaml);
+    let waits = crate::progress::WaitDisplay::new(quiet || a.dry_run);
     let print_step = |s: &DefragStep| {
         if table && !a.dry_run {
-            println!(
+            waits.println(&format!(
                 "{} {} ({}{}): {} {}",
                 if s.action == "defrag" { "defragmented" } else { "skipped" },
                 s.name,
@@ -255,10 +256,12 @@ pub fn defrag(conn: &Conn, a: DefragArgs) -> Result<(), Failure> {
                     None => s.action.clone(),
                 },
                 s.seconds.map(|t| format!("in {t:.1}s")).unwrap_or_default()
-            );
+            ));
         }
     };
-    let r = rt().block_on(etcd_cluster::maintenance::defrag(&cfg, &opts, &print_step))?;
+    let r = rt().block_on(etcd_cluster::maintenance::defrag_watched(&cfg, &opts, &print_step, &|what, left| waits.wait(what, left)));
+    waits.finish();
+    let r = r?;
     output::print(a.write_out, &r, || {
         if a.dry_run {
             println!("plan (dry run; nothing changed), one member at a time, leader last:");

@@ -8,6 +8,7 @@ mod live;
 mod migrate_cmd;
 mod numa_cmd;
 mod output;
+mod progress;
 mod repo_cmd;
 mod restore;
 mod snapshot;
@@ -180,7 +181,7 @@ fn main() -> ExitCode {
         Command::Snapshot(SnapshotCmd::Restore(args)) => restore::run(args, cli.quiet),
         Command::Snapshot(SnapshotCmd::Save { file, from, write_out }) => live::snapshot_save(&cli.conn, file, from, write_out, cli.quiet),
         Command::Status(a) => live::status(&cli.conn, a),
-        Command::Defrag(a) => live::defrag(&cli.conn, a),
+        Command::Defrag(a) => live::defrag(&cli.conn, a, cli.quiet),
         Command::Alarm(a) => live::alarm(&cli.conn, a),
         Command::Member(a) => live::member(&cli.conn, a),
         Command::Recover(a) => live::recover(&cli.conn, a),

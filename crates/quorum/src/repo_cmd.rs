@@ -140,6 +140,18 @@ fn bar(quiet: bool, what: &str) -> Option<indicatif::ProgressBar> {
     Some(b)
 }
 
+/// Close the progress display: its last phase done when the operation succeeded.
+fn finish_phases<T, E>(display: Option<crate::progress::PhaseDisplay>, r: Result<T, E>) -> Result<T, E> {
+    if let Some(d) = display {
+        if r.is_ok() {
+            d.finish()
+        } else {
+            d.abandon()
+        }
+    }
+    r
+}
+
 fn progress_fn(b: &Option<indicatif::ProgressBar>) -> repo::backup::Progress {
     let b = b.clone();
     Arc::new(move |done, total| {
@@ -854,9 +866,9 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Resu
     if !etcd_data::trailer::has_trailer(m.snapshot.size) {
         opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
     }
-    let b = bar(quiet, "fetching");
-    let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, progress_fn(&b)))?;
-    finish(b);
+    let (phases, display) = crate::progress::phases(quiet);
+    let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, &phases));
+    let report = finish_phases(display, report)?;
     eprintln!("restored backup {} (cluster {}, {})", repo::short(&id), m.cluster, m.time);
     crate::restore::print_report(&report, a.flags.write_out);
     Ok(())
@@ -1050,7 +1062,7 @@ manifest recorded at backup time. The result and its duration are stored in the 
 (`backups list` shows the last verified backup per cluster). Exit 0 when the backup restores,
 3 when it does not.";
 
-pub fn drill(a: DrillArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
+pub fn drill(a: DrillArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
     let r = a.repo.open(&rt, env_proxy)?;
     let id = match (&a.id, a.latest) {
@@ -1059,8 +1071,9 @@ pub fn drill(a: DrillArgs, _quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
         (Some(_), true) => return Err(Failure::usage("give a backup ID or --latest, not both")),
     };
     let (id, m) = rt.block_on(r.resolve(&id, a.cluster.as_deref()))?;
-    let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, ..Default::default() };
-    let v = rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts))?;
+    let (phases, display) = crate::progress::phases(quiet);
+    let opts = repo::drill::DrillOptions { etcd_bin: a.etcd_bin.clone(), work_dir: a.tmp_dir.clone(), parallel: a.repo.parallel, phases, ..Default::default() };
+    let v = finish_phases(display, rt.block_on(repo::drill::drill(r.clone(), &id, &m, &opts)))?;
     output::print(a.write_out, &v, || {
         for c in &v.checks {
             println!("  ok: {c}");

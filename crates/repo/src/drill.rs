@@ -28,11 +28,13 @@ pub struct DrillOptions {
     pub parallel: usize,
     /// Record the result in the repository.
     pub record: bool,
+    /// Told each phase: fetching, restoring, starting etcd, comparing.
+    pub phases: crate::progress::Phases,
 }
 
 impl Default for DrillOptions {
     fn default() -> Self {
-        DrillOptions { etcd_bin: None, work_dir: None, start_timeout: Duration::from_secs(60), parallel: 8, record: true }
+        DrillOptions { etcd_bin: None, work_dir: None, start_timeout: Duration::from_secs(60), parallel: 8, record: true, phases: Default::default() }
     }
 }
 
@@ -133,7 +135,7 @@ async fn run(
     // Under a shared lock, and only if the backup is still there: a backup forgotten and
     // pruned meanwhile is not a failed drill (the error is not Damaged, so nothing is
     // recorded).
-    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, Arc::new(|_, _| {}), true);
+    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, opts.phases.bytes("fetching"), true);
     crate::restore::reading_backup(&repo, id, manifest, "drill", fetch).await?;
     checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
 
@@ -152,7 +154,8 @@ async fn run(
         mark_compacted: false,
         target_version: Some(layout),
     };
-    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|_, _| {}))
+    let restoring = opts.phases.bytes("restoring");
+    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|d, t| restoring(d, t)))
         .await
         .map_err(|e| Error::Other(format!("restore task: {e}")))?
         .map_err(|e| match e {
@@ -182,7 +185,7 @@ async fn run(
         .spawn()
         .map_err(|e| Error::io(bin, e))?;
     let etcd = Etcd(child);
-    let outcome = query(&client_url, manifest, opts.start_timeout, checks).await;
+    let outcome = query(&client_url, manifest, opts.start_timeout, &opts.phases, checks).await;
     drop(etcd);
     if let Err(e) = outcome {
         let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -192,7 +195,8 @@ async fn run(
     Ok(())
 }
 
-async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec<String>) -> Result<()> {
+async fn query(endpoint: &str, m: &Manifest, timeout: Duration, phases: &crate::progress::Phases, checks: &mut Vec<String>) -> Result<()> {
+    phases.enter("starting etcd");
     let deadline = Instant::now() + timeout;
     let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(30));
     let mut client = loop {
@@ -207,6 +211,7 @@ async fn query(endpoint: &str, m: &Manifest, timeout: Duration, checks: &mut Vec
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     checks.push(format!("etcd started on {endpoint}"));
+    phases.enter("comparing with the manifest");
     let want_rev = m.snapshot.revision;
     let resp =
         client.get("", Some(etcd_client::GetOptions::new().with_all_keys().with_count_only())).await.map_err(|e| Error::Other(format!("count keys: {e}")))?;

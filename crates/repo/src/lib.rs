@@ -35,6 +35,7 @@ pub mod live;
 pub mod location;
 pub mod lock;
 pub mod pitr;
+pub mod progress;
 pub mod proxy;
 pub mod prune;
 pub mod repository;

@@ -187,7 +187,7 @@ pub async fn restore(
     manifest: &Manifest,
     mut opts: etcd_data::restore::RestoreOptions,
     parallel: usize,
-    progress: Progress,
+    phases: &crate::progress::Phases,
 ) -> Result<etcd_data::restore::RestoreReport> {
     let first = opts.targets.first().ok_or_else(|| Error::Usage("nothing to restore into".into()))?;
     for t in &opts.targets {
@@ -199,10 +199,12 @@ pub async fn restore(
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
     let snap = tmp.path().join("snapshot.db");
-    reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, progress, false)).await?;
+    reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, phases.bytes("fetching"), false)).await?;
     opts.snapshot = snap;
-    let report =
-        tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|_, _| {})).await.map_err(|e| Error::Other(format!("restore task: {e}")))??;
+    let restoring = phases.bytes("restoring");
+    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|d, t| restoring(d, t)))
+        .await
+        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
     Ok(report)
 }
 

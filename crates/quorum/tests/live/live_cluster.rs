@@ -155,7 +155,20 @@ fn rolling_defrag_followers_first_leader_last() {
     assert!(steps[..2].iter().all(|s| s["leader"] == false));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = background_writer(c.endpoints(), stop.clone());
-    let r = json(&q(&c, &["defrag", "--pause", "1s", "-w", "json"]));
+    let run = q(&c, &["defrag", "--pause", "1s", "-w", "json"]);
+    let r = json(&run);
+    // Not a terminal: every wait is said as it starts (the pause with its time left).
+    let names: Vec<&str> = r["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for n in &names {
+        assert!(
+            run.stderr.contains(&format!("defragmenting {n} (")) && run.stderr.contains(&format!("waiting for {n} to serve reads again")),
+            "{}",
+            run.stderr
+        );
+    }
+    for n in &names[1..] {
+        assert!(run.stderr.contains(&format!("pausing before {n} (--pause 1s): 1s left")), "{}", run.stderr);
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = writer.join().unwrap();
     assert_eq!(failed, 0, "{failed} writes failed after a retry ({ok} succeeded)");
