@@ -154,6 +154,10 @@ impl From<repo::Error> for Failure {
             E::Restore(r) => return r.into(),
             E::Cluster(c) => return c.into(),
             E::Usage(_) | E::Missing(_) => (USAGE, None),
+            E::SecretNeeded { purpose: "new bundle", .. } => (
+                USAGE,
+                Some("create the bundle key, then give it: `quorum repo key add --repo URL --password-file FILE --bundle --new-password-file BUNDLE_FILE`, then run this command again with --bundle-password-file BUNDLE_FILE".into()),
+            ),
             E::SecretNeeded { purpose: "bundle", .. } => {
                 (USAGE, Some("give the bundle key with --bundle-password-file, QUORUM_BUNDLE_PASSWORD or --bundle-key-file".into()))
             }

@@ -15,7 +15,8 @@ pub enum Error {
     /// An object the repository needs does not exist.
     #[error("{0}")]
     Missing(String),
-    /// A key is needed and no secret for it was given (`purpose`: `data` or `bundle`).
+    /// A key is needed and no secret for it was given (`purpose`: `data`, `bundle`, or `new
+    /// bundle` when the repository has no bundle key yet).
     #[error("{what}")]
     SecretNeeded { purpose: &'static str, what: String },
     /// No wrapping key opens with the secret given.

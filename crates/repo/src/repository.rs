@@ -93,6 +93,8 @@ pub struct Repository {
     data: MasterKey,
     bundle: Option<MasterKey>,
     bundle_error: Option<String>,
+    /// Whether the repository holds any wrapping of a bundle key.
+    bundle_exists: bool,
 }
 
 impl std::fmt::Debug for Repository {
@@ -150,7 +152,15 @@ pub async fn init(location: Location, data: &Secret, bundle: Option<&Secret>, op
         }
         Err(e) => return Err(Error::store("write config", e)),
     }
-    Ok(Repository { location, config, lock_retry: std::time::Duration::ZERO, data: data_key, bundle: bundle.map(|_| bundle_key), bundle_error: None })
+    Ok(Repository {
+        location,
+        config,
+        lock_retry: std::time::Duration::ZERO,
+        data: data_key,
+        bundle: bundle.map(|_| bundle_key),
+        bundle_error: None,
+        bundle_exists: bundle.is_some(),
+    })
 }
 
 async fn put_key(store: &Arc<dyn ObjectStore>, key: &MasterKey, purpose: &str, secret: &Secret, argon: Argon2Params) -> Result<String> {
@@ -227,7 +237,8 @@ impl Repository {
             },
             None => (None, None),
         };
-        Ok(Repository { location, config, lock_retry: std::time::Duration::ZERO, data, bundle, bundle_error })
+        let bundle_exists = keys.iter().any(|(_, w)| w.purpose == "bundle");
+        Ok(Repository { location, config, lock_retry: std::time::Duration::ZERO, data, bundle, bundle_error, bundle_exists })
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -241,6 +252,11 @@ impl Repository {
     pub fn key_for(&self, t: BlobType) -> Result<&MasterKey> {
         if t.uses_bundle_key() {
             self.bundle.as_ref().ok_or_else(|| match &self.bundle_error {
+                // Both steps at once: making the key, then giving it.
+                _ if !self.bundle_exists => Error::SecretNeeded {
+                    purpose: "new bundle",
+                    what: format!("this needs the bundle key, and the repository {} has none yet", self.location.url),
+                },
                 Some(e) => Error::Usage(format!("the bundle key: {e}")),
                 None => Error::SecretNeeded { purpose: "bundle", what: "this needs the bundle key, and no bundle passphrase or key file was given".into() },
             })

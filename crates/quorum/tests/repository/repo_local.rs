@@ -422,3 +422,42 @@ use std::sync::Arc;
 fn packs_of(root: &std::path::Path) -> Vec<PathBuf> {
     walk(&root.join("clusters")).into_iter().filter(|p| p.parent().and_then(|d| d.parent()).is_some_and(|d| d.ends_with("data"))).collect()
 }
+
+/// `backup --include` on a repository made without a bundle key: one refusal that names both
+/// steps (make the key, then give it), and following it as written works.
+#[test]
+fn include_without_a_bundle_key_names_both_steps_once() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    c.etcdctl(&["put", "/registry/configmaps/default/a", "x"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("s.db");
+    c.save_snapshot(&snap).unwrap();
+    let pass = dir.path().join("repo.pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let url = format!("file://{}", dir.path().join("repo").display());
+    let q = |args: &[&str]| {
+        let mut cmd = crate::common::quorum();
+        cmd.args(args).args(["--repo", &url, "--password-file", pass.to_str().unwrap()]);
+        run(cmd)
+    };
+    assert_eq!(q(&["repo", "init"]).code, 0);
+    let include = dir.path().join("pki");
+    std::fs::create_dir(&include).unwrap();
+    std::fs::write(include.join("ca.crt"), "not a real certificate\n").unwrap();
+    let backup = ["backup", "--cluster", "prod", "--snapshot", snap.to_str().unwrap(), "--include", include.to_str().unwrap()];
+    let refused = q(&backup);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("has none yet") && refused.stderr.contains("repo key add") && refused.stderr.contains("--bundle-password-file"),
+        "{}",
+        refused.stderr
+    );
+    // The hint, as written (with the placeholders filled in).
+    let bundle = dir.path().join("bundle.pass");
+    std::fs::write(&bundle, "another secret\n").unwrap();
+    assert_eq!(q(&["repo", "key", "add", "--bundle", "--new-password-file", bundle.to_str().unwrap()]).code, 0);
+    let mut again = backup.to_vec();
+    again.extend(["--bundle-password-file", bundle.to_str().unwrap()]);
+    let ok = q(&again);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}
