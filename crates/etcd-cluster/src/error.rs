@@ -27,7 +27,35 @@ pub enum Error {
     Data(#[from] etcd_data::Error),
 }
 
+/// What an authentication refusal from etcd means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProblem {
+    /// Authentication is on and no user was given.
+    NoUser,
+    /// The user name or password is wrong.
+    BadCredentials,
+    /// The user lacks the permission (maintenance and membership calls need the root role).
+    PermissionDenied,
+}
+
 impl Error {
+    /// Whether etcd refused for authentication or authorization, and how.
+    pub fn auth_problem(&self) -> Option<AuthProblem> {
+        let msg = match self {
+            Error::Connect { msg, .. } | Error::Rpc { msg, .. } | Error::Stream { msg, .. } => msg,
+            _ => return None,
+        };
+        if msg.contains("user name is empty") || msg.contains("user name not found") && msg.contains("token") {
+            Some(AuthProblem::NoUser)
+        } else if msg.contains("authentication failed") || msg.contains("invalid user ID or password") {
+            Some(AuthProblem::BadCredentials)
+        } else if msg.contains("permission denied") {
+            Some(AuthProblem::PermissionDenied)
+        } else {
+            None
+        }
+    }
+
     /// Why, without naming the endpoint (for a table that names it in another column).
     pub fn reason(&self) -> String {
         match self {

@@ -24,5 +24,5 @@ pub mod save;
 pub mod view;
 
 pub use conn::{ConnConfig, Secret};
-pub use error::{Error, Result};
+pub use error::{AuthProblem, Error, Result};
 pub use view::{observe, ClusterView, EndpointStatus, DEFAULT_QUOTA};

@@ -131,7 +131,18 @@ impl From<etcd_data::restore::RestoreError> for Failure {
 
 impl From<etcd_cluster::Error> for Failure {
     fn from(e: etcd_cluster::Error) -> Failure {
-        use etcd_cluster::Error as E;
+        use etcd_cluster::{AuthProblem, Error as E};
+        let auth = match e.auth_problem() {
+            Some(AuthProblem::NoUser) => Some("authentication is on in this cluster: give --user NAME (and --password, or NAME:PASSWORD; ETCDCTL_USER / ETCDCTL_PASSWORD)"),
+            Some(AuthProblem::BadCredentials) => Some("check the user name and password given with --user / --password (or ETCDCTL_USER / ETCDCTL_PASSWORD)"),
+            Some(AuthProblem::PermissionDenied) => Some(
+                "the user lacks the permission: etcd lets only users with the root role take snapshots, compute hashkv, defragment, disarm alarms and change members; reads and writes need a role granting the keys",
+            ),
+            None => None,
+        };
+        if let Some(h) = auth {
+            return Failure::of(FAILED, &e, Some(h.to_string()));
+        }
         let (code, hint) = match e {
             E::Restore(r) => return r.into(),
             E::Data(d) => return d.into(),

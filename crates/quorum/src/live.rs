@@ -120,7 +120,9 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
     let cfg = conn.config();
     let rt = rt();
     let view = rt.block_on(etcd_cluster::observe(&cfg, a.quota_backend_bytes))?;
-    let hash = rt.block_on(etcd_cluster::view::hashkv_agreement(&cfg, &view)).ok();
+    let hashed = rt.block_on(etcd_cluster::view::hashkv_agreement(&cfg, &view));
+    let hash_error = hashed.as_ref().err().map(|e| e.to_string());
+    let hash = hashed.ok();
     let agree = hash.as_ref().map(|(_, hs)| hs.windows(2).all(|w| w[0].1 == w[1].1));
     #[derive(serde::Serialize)]
     struct Out<'a> {
@@ -198,7 +200,7 @@ pub fn status(conn: &Conn, a: StatusArgs) -> Result<(), Failure> {
             (Some((rev, hs)), _) => {
                 println!("hashkv: MEMBERS DISAGREE at revision {rev}: {}", hs.iter().map(|(e, h)| format!("{e}={h}")).collect::<Vec<_>>().join(", "))
             }
-            (None, _) => println!("hashkv: not compared (a member did not answer)"),
+            (None, _) => println!("hashkv: not compared ({})", hash_error.as_deref().unwrap_or("a member did not answer")),
         }
     });
     if !view.unreachable.is_empty() || agree == Some(false) {

@@ -7,5 +7,6 @@ mod common;
 
 mod agent;
 mod agent_ops;
+mod auth;
 mod live_cluster;
 mod migrate;
