@@ -167,6 +167,34 @@ fn exists(p: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", p.display()))
 }
 
+/// Allocate `len` bytes for `f` now (as etcd preallocates a WAL segment), so that a filesystem
+/// without room fails before anything is written instead of midway, or, for a sparse file, only
+/// when a reader touches it. A full filesystem is reported with the space needed and free
+/// (still saying "No space left on device").
+pub fn reserve(f: &File, len: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let off = libc::off_t::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length out of range"))?;
+    // SAFETY: a valid open file descriptor; posix_fallocate only allocates blocks.
+    match unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, off) } {
+        0 => Ok(()),
+        // A filesystem that cannot allocate ahead (glibc emulates it elsewhere): size it.
+        libc::EOPNOTSUPP => f.set_len(len),
+        libc::ENOSPC => {
+            let free = free_bytes(f).map(|b| format!(", {} free", crate::humanize::bytes(b))).unwrap_or_default();
+            Err(io::Error::new(io::ErrorKind::StorageFull, format!("not enough space: {} needed{free} (No space left on device)", crate::humanize::bytes(len))))
+        }
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Bytes an unprivileged writer can still use on `f`'s filesystem.
+pub fn free_bytes(f: &File) -> Option<u64> {
+    use std::os::unix::io::AsRawFd;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a statvfs struct to fill.
+    (unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

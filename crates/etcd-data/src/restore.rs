@@ -218,21 +218,9 @@ fn write_file(p: &Path, data: &[u8], mode: u32, len: Option<u64>) -> Result<()> 
     let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(p).map_err(io(p))?;
     f.write_all(data).map_err(io(p))?;
     if let Some(l) = len {
-        allocate(&f, l).map_err(io(p))?;
+        crate::durable::reserve(&f, l).map_err(io(p))?;
     }
     f.sync_all().map_err(io(p))
-}
-
-fn allocate(f: &File, len: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let off = libc::off_t::try_from(len).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "length out of range"))?;
-    // SAFETY: a valid open file descriptor; posix_fallocate only allocates blocks.
-    match unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, off) } {
-        0 => Ok(()),
-        // A filesystem that cannot allocate ahead (glibc emulates it elsewhere): size it.
-        libc::EOPNOTSUPP => f.set_len(len),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
 }
 
 /// Facts read from the snapshot before anything is written.
@@ -503,7 +491,11 @@ fn build_and_install(
         return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual });
     }
     crash_point("db-streamed");
-    let (out, stats, bumped, latest) = copier.finish()?;
+    // A write that failed (a full filesystem) names the file it was writing.
+    let (out, stats, bumped, latest) = copier.finish().map_err(|e| match e {
+        RestoreError::Write(WriteError::Io(source)) => RestoreError::Io { path: db_paths[0].clone(), source },
+        e => e,
+    })?;
     let tee = out.into_inner().map_err(|e| io(&db_paths[0])(e.into_error()))?;
     tee.finish().map_err(io(&db_paths[0]))?;
     crash_point("db-written");

@@ -243,7 +243,11 @@ pub fn rekey(opts: &RekeyOptions<'_>) -> Result<RekeyReport, RekeyError> {
     let db = bolt::Db::open(&opts.snapshot)?;
     let file = new.file().try_clone().map_err(io(new.path()))?;
     let partial = new.path().to_path_buf();
-    let report = write(opts, &db, file, &partial)?;
+    // A write that failed (a full filesystem) names the output being written.
+    let report = write(opts, &db, file, &partial).map_err(|e| match e {
+        RekeyError::Write(WriteError::Io(source)) => io(&opts.output)(source),
+        e => e,
+    })?;
     new.publish().map_err(|e| published(&opts.output, e))?;
     Ok(report)
 }

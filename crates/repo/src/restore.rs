@@ -60,7 +60,8 @@ pub(crate) async fn reading_backup<T>(
 pub(crate) async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress, durable: bool) -> Result<()> {
     let mut new = NewFile::create(out).map_err(|e| exists_or_io(out, e, "choose another path or remove it first"))?;
     let partial = new.path().to_path_buf();
-    write_chunks(repo, manifest, new.file(), parallel, progress).await?;
+    etcd_data::durable::reserve(new.file(), manifest.snapshot.size).map_err(|e| Error::io(out, e))?;
+    write_chunks(repo, manifest, new.file(), &partial, parallel, progress).await?;
     let len = new.file().metadata().map_err(|e| Error::io(&partial, e))?.len();
     if len != manifest.snapshot.size {
         return Err(Error::Damaged(format!("reassembled {len} bytes, the manifest says {}", manifest.snapshot.size)));
@@ -100,13 +101,13 @@ pub fn sha256_file(p: &Path) -> Result<String> {
 }
 
 /// Fetch every chunk and write it at its offsets.
-async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, parallel: usize, progress: Progress) -> Result<()> {
+async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, path: &Path, parallel: usize, progress: Progress) -> Result<()> {
     let index = repo.load_index(&manifest.cluster).await?;
     let ids = repo.chunk_ids(manifest, &index).await?;
     let plan = plan(&ids, &index)?;
     let index = Arc::new(index);
     let total: u64 = plan.total;
-    file.set_len(total).map_err(|e| Error::Other(format!("size the output file: {e}")))?;
+    file.set_len(total).map_err(|e| Error::io(path, e))?;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
     futures::stream::iter(plan.by_pack)
@@ -116,6 +117,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
             let done = done.clone();
             let progress = progress.clone();
             let index = index.clone();
+            let out_path = path.to_path_buf();
             async move {
                 let name = hex::encode(pack);
                 let path = index.pack_path(&pack);
@@ -130,7 +132,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
                     for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
                         let plain = repo.open_blob_with(&loc.entry, &sealed, &name, false)?;
                         for off in offsets {
-                            file.write_all_at(&plain, *off).map_err(|e| Error::Other(format!("write output: {e}")))?;
+                            file.write_all_at(&plain, *off).map_err(|e| Error::io(&out_path, e))?;
                             n += plain.len() as u64;
                         }
                     }

@@ -223,52 +223,24 @@ fn kill_9_at_random_moments() {
     eprintln!("{complete} of 20 restores had completed before the kill");
 }
 
-/// A size-limited tmpfs, unmounted on drop. `None` (with a notice) where mounting is not
-/// allowed (not root); under `CI=true` that is a failure, as CI runs as root.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(test: &str, mib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap().keep();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0755"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(Tmpfs(dir));
-        }
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test}: cannot mount a tmpfs (CI runs as root and must)");
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped {test}: mounting a tmpfs needs root");
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// A filesystem with room for the db but not for the 64 MB first WAL segment: the restore
 /// fails, as etcdutl's does there, names the cause and leaves nothing (the segment was once
 /// written sparse, so the restore "succeeded" and etcd then refused the data dir).
 #[test]
 fn full_filesystem_fails_like_etcdutl_and_leaves_nothing() {
     let snap_mib = std::fs::metadata(&source().snap).unwrap().len() >> 20;
-    let Some(fs) = Tmpfs::mount("restore_safety::full_filesystem_fails_like_etcdutl_and_leaves_nothing", snap_mib + 24) else { return };
-    let dd = fs.0.join("etcd");
+    let test = "restore_safety::full_filesystem_fails_like_etcdutl_and_leaves_nothing";
+    let Some(fs) = testkit::Tmpfs::mount(test, Path::new(env!("CARGO_TARGET_TMPDIR")), snap_mib + 24) else { return };
+    let dd = fs.path().join("etcd");
     let r = restore(&source().snap, &dd, &[]);
     assert_error(&r, 1, "No space left on device");
     assert!(r.stderr.contains("64 MB for its first WAL segment"), "{}", r.stderr);
     assert_nothing_written(&dd);
-    assert_eq!(std::fs::read_dir(&fs.0).unwrap().count(), 0, "the filesystem is empty again");
+    assert_eq!(std::fs::read_dir(fs.path()).unwrap().count(), 0, "the filesystem is empty again");
 
     // etcd's own tool fails on the same filesystem.
     let mut c = EtcdVersion::V3_5.snapshot_tool();
-    c.args(["snapshot", "restore"]).arg(&source().snap).arg("--data-dir").arg(fs.0.join("etcdutl"));
+    c.args(["snapshot", "restore"]).arg(&source().snap).arg("--data-dir").arg(fs.path().join("etcdutl"));
     let reference = run(c);
     assert_ne!(reference.code, 0, "etcdutl restored onto a filesystem without room for its WAL: {}", reference.stdout);
     assert!(reference.stderr.contains("no space left on device"), "{}", reference.stderr);

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod full_disk;
 mod pitr;
 mod repo_cloud;
 mod repo_local;
