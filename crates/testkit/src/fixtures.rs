@@ -22,22 +22,6 @@ pub fn fixtures_available(test: &str) -> bool {
     false
 }
 
-/// Whether `tool` runs (`tool --version`), for a test that needs a program `scripts/setup.sh`
-/// installs: skipped with a notice naming the setup script when it is missing, failed under
-/// `CI=true` (CI runs the setup script first).
-pub fn tool_available(test: &str, tool: &str) -> bool {
-    let found = std::process::Command::new(tool).arg("--version").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok();
-    if found {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {tool} is not installed, and CI=true: run `bash scripts/setup.sh`");
-    }
-    let line = format!("skipped {test}: {tool} is not installed (run `bash scripts/setup.sh`)\n");
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-    false
-}
-
 /// Bytes of `../shared/fixtures/kube/<path>`.
 pub fn kube_fixture(path: &str) -> Vec<u8> {
     let p: PathBuf = shared_fixtures().join("kube").join(path);

@@ -19,7 +19,7 @@ mod tmpfs;
 mod tools;
 
 pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
-pub use fixtures::{fixtures_available, kube_fixture, kube_vector, tool_available};
+pub use fixtures::{fixtures_available, kube_fixture, kube_vector};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
 pub use tls::{generate_tls, TlsFiles};
 pub use tmpfs::Tmpfs;

@@ -5,7 +5,7 @@ use crate::common::{quorum, run};
 
 #[test]
 fn bash_loads_the_completion_script_and_completes_subcommands() {
-    if !testkit::tool_available("help_pages::bash_loads_the_completion_script", "bash") {
+    if testkit::setup_tool("help_pages::bash_loads_the_completion_script", "bash").is_none() {
         return;
     }
     let mut c = quorum();
@@ -43,7 +43,7 @@ $f quorum "" backups; echo "two: ${{COMPREPLY[*]}}""#,
 
 #[test]
 fn man_renders_the_pages() {
-    if !testkit::tool_available("help_pages::man_renders_the_pages", "man") {
+    if testkit::setup_tool("help_pages::man_renders_the_pages", "man").is_none() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
