@@ -61,6 +61,8 @@ pub fn check(path: &Path, mut progress: impl FnMut(u64)) -> Result<Trailer> {
     }
     let mut expected = [0u8; 32];
     f.read_exact(&mut expected).map_err(io)?;
+    // The whole file has been read, trailer included.
+    progress(len);
     let actual: [u8; 32] = h.finalize().into();
     Ok(if actual == expected {
         Trailer::Match { sha256: hex::encode(actual) }

@@ -154,7 +154,7 @@ async fn run(
         mark_compacted: false,
         target_version: Some(layout),
     };
-    let restoring = opts.phases.bytes("restoring");
+    let restoring = opts.phases.restoring();
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|d, t| restoring(d, t)))
         .await
         .map_err(|e| Error::Other(format!("restore task: {e}")))?

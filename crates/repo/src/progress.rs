@@ -27,6 +27,16 @@ impl Phases {
     }
 }
 
+impl Phases {
+    /// The native restore's counter (the snapshot read and checked): "restoring" until its
+    /// last byte, then "writing the data dir" for the rest of the writing, the fsyncs and the
+    /// WAL segment.
+    pub fn restoring(&self) -> Progress {
+        let f = self.0.clone();
+        Arc::new(move |done, total| if total > 0 && done >= total { f("writing the data dir", 0, 0) } else { f("restoring", done, total) })
+    }
+}
+
 impl Default for Phases {
     fn default() -> Phases {
         Phases::new(|_, _, _| {})

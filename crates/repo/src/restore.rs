@@ -203,7 +203,7 @@ pub async fn restore(
     let snap = tmp.path().join("snapshot.db");
     reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, phases.bytes("fetching"), false)).await?;
     opts.snapshot = snap;
-    let restoring = phases.bytes("restoring");
+    let restoring = phases.restoring();
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|d, t| restoring(d, t)))
         .await
         .map_err(|e| Error::Other(format!("restore task: {e}")))??;

@@ -39,7 +39,7 @@ fn restore_and_start(repo: &Repo, id: &str, version: EtcdVersion, n: usize, dir:
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["members"].as_array().unwrap().len(), n);
     // Not a terminal: each phase says when it starts and how long it took.
-    for phase in ["fetching", "restoring"] {
+    for phase in ["fetching", "restoring", "writing the data dir"] {
         assert!(r.stderr.contains(&format!("{phase} ...")) && r.stderr.contains(&format!("{phase}: done in ")), "{}", r.stderr);
     }
     Cluster::start_planned(&ClusterOptions::new(version, n), dir, &plans, &initial, "restored").unwrap()
@@ -148,7 +148,7 @@ fn live_backup_restore_drill(version: EtcdVersion) {
     let drill: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     assert_eq!(drill["ok"], true, "{drill}");
     let phases: Vec<&str> = d.stderr.lines().filter_map(|l| l.strip_suffix(" ...")).collect();
-    assert_eq!(phases, ["fetching", "restoring", "starting etcd", "comparing with the manifest"], "{}", d.stderr);
+    assert_eq!(phases, ["fetching", "restoring", "writing the data dir", "starting etcd", "comparing with the manifest"], "{}", d.stderr);
     assert!(drill["checks"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("hashkv")));
     let list = repo.json(&["backups", "list"]);
     assert_eq!(list["clusters"][0]["last_verified"]["backup"], id.as_str());
