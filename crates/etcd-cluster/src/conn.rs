@@ -65,7 +65,11 @@ impl ConnConfig {
         let mut o = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_timeout(self.command_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(6));
+            // etcd's server refuses pings more often than every 5 s (--grpc-keepalive-min-time)
+            // and closes a connection that keeps sending them while a long call (a defrag of a
+            // large db) sends nothing back: "broken pipe" after ~8 s. Waits are bounded by
+            // the command timeout anyway.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
         if self.tls() {
             let mut t = TlsOptions::new();
             if let Some(ca) = &self.cacert {
@@ -118,6 +122,8 @@ impl ConnConfig {
     {
         match tokio::time::timeout(self.command_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
+            // The client's own deadline (the same command timeout) can fire first.
+            Ok(Err(e)) if describe(&e).contains("Timeout expired") => Err(Error::Timeout { endpoint: self.url(endpoint), op, after: self.command_timeout }),
             Ok(Err(e)) => Err(Error::Rpc { endpoint: self.url(endpoint), op, msg: describe(&e) }),
             Err(_) => Err(Error::Timeout { endpoint: self.url(endpoint), op, after: self.command_timeout }),
         }

@@ -118,9 +118,13 @@ pub async fn defrag_watched(
         }
         first = false;
         let t0 = Instant::now();
-        on_wait(&format!("defragmenting {} ({})", step.name, step.endpoint), None);
-        let mut c = cfg.connect_one(&step.endpoint).await?;
-        cfg.timed(&step.endpoint, "defragment", c.defragment()).await?;
+        // Defragmenting rewrites the whole db: --command-timeout (5 s by default, as etcdctl's)
+        // is far too short for a large one. Allow a minute plus 20 MB/s, never less than it.
+        let allowance = Duration::from_secs(60) + Duration::from_secs_f64(step.db_size.max(0) as f64 / 20e6);
+        let long = ConnConfig { command_timeout: cfg.command_timeout.max(allowance), ..cfg.clone() };
+        on_wait(&format!("defragmenting {} ({}, up to {:.0?})", step.name, step.endpoint, long.command_timeout), None);
+        let mut c = long.connect_one(&step.endpoint).await?;
+        long.timed(&step.endpoint, "defragment", c.defragment()).await?;
         on_wait(&format!("waiting for {} to serve reads again", step.name), None);
         let deadline = Instant::now() + opts.recover_timeout;
         while !healthy(cfg, &step.endpoint).await {
