@@ -6,6 +6,8 @@
 //! name: etcd-0                  # this agent (default: the host name)
 //! endpoints: [https://10.0.0.1:2379]
 //! cacert: /etc/etcd/ca.crt      # cert, key as etcdctl
+//! user: quorum                  # with etcd auth on: the user (root role) and its password's file
+//! user_password_file: /etc/quorum/etcd-user.pass
 //! listen: 127.0.0.1:9479        # /metrics, /healthz, /readyz
 //! election: { ttl_seconds: 10 }
 //! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000, refresh_seconds: 60 }
@@ -38,6 +40,12 @@ pub struct Config {
     pub cert: Option<PathBuf>,
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// etcd user when authentication is on (etcdctl's `--user`); its password is read from
+    /// `user_password_file` (or ETCDCTL_PASSWORD), never written in this file.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub user_password_file: Option<PathBuf>,
     #[serde(default = "default_listen")]
     pub listen: String,
     #[serde(default)]
@@ -278,6 +286,7 @@ impl Config {
             ("cacert", &self.cacert),
             ("cert", &self.cert),
             ("key", &self.key),
+            ("user_password_file", &self.user_password_file),
             ("repo.password_file", &self.repo.password_file),
             ("repo.key_file", &self.repo.key_file),
         ] {
@@ -286,6 +295,12 @@ impl Config {
                     out.push(format!("{what} {}: {e}", p.display()));
                 }
             }
+        }
+        if self.user.is_some() && self.user_password_file.is_none() && std::env::var_os("ETCDCTL_PASSWORD").is_none() {
+            out.push("user: its password: set user_password_file (or ETCDCTL_PASSWORD in the environment)".into());
+        }
+        if self.user_password_file.is_some() && self.user.is_none() {
+            out.push("user_password_file is set but user is not".into());
         }
         if self.repo.password_file.is_none() && self.repo.key_file.is_none() && !env_secret {
             out.push("the repository's secret: set repo.password_file or repo.key_file (or QUORUM_PASSWORD in the environment)".into());

@@ -57,11 +57,24 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
         println!("{}: ok (cluster {}, agent {}, backups \"{}\")", a.config.display(), cfg.cluster, cfg.agent_name(), cfg.backup.schedule);
         return Ok(());
     }
+    let user = match (&cfg.user, &cfg.user_password_file) {
+        (None, None) => None,
+        (Some(u), Some(p)) => {
+            let pw = std::fs::read_to_string(p).map_err(|e| usage(format!("user_password_file {}: {e}", p.display())))?;
+            Some((u.clone(), etcd_cluster::Secret(pw.trim_end_matches(['\n', '\r']).to_string())))
+        }
+        (Some(u), None) => match std::env::var("ETCDCTL_PASSWORD") {
+            Ok(pw) => Some((u.clone(), etcd_cluster::Secret(pw))),
+            Err(_) => return Err(usage(format!("{}: user {u} needs user_password_file (or ETCDCTL_PASSWORD)", a.config.display()))),
+        },
+        (None, Some(_)) => return Err(usage(format!("{}: user_password_file is set but user is not", a.config.display()))),
+    };
     let conn = etcd_cluster::ConnConfig {
         endpoints: cfg.endpoints.clone(),
         cacert: cfg.cacert.clone(),
         cert: cfg.cert.clone(),
         key: cfg.key.clone(),
+        user,
         ..Default::default()
     };
     let data = match (&cfg.repo.key_file, &cfg.repo.password_file) {

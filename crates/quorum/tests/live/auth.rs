@@ -4,6 +4,10 @@
 //! a missing user, a wrong password and a missing permission each get an error saying which,
 //! with a hint; the password never appears in anything Quorum prints.
 
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use crate::common::{run, Repo, Run};
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
@@ -23,9 +27,9 @@ fn q(c: &Cluster, user: Option<&str>, args: &[&str]) -> Run {
     r
 }
 
-#[test]
-fn live_commands_with_auth_on() {
-    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+/// A cluster with a root user and an `app` user limited to /app/, auth enabled.
+fn cluster_with_auth(members: usize) -> Cluster {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, members)).unwrap();
     let root = format!("root:{ROOT_PASSWORD}");
     for args in [
         vec!["user", "add", &root],
@@ -39,6 +43,13 @@ fn live_commands_with_auth_on() {
         c.etcdctl(&args).unwrap();
     }
     c.etcdctl(&["--user", &root, "put", "/app/config", "v1"]).unwrap();
+    c
+}
+
+#[test]
+fn live_commands_with_auth_on() {
+    let c = cluster_with_auth(3);
+    let root = format!("root:{ROOT_PASSWORD}");
 
     // The root user: status with hashkv, snapshot save, alarms, defrag, a backup.
     let st = q(&c, Some(&root), &["status", "-w", "json"]);
@@ -86,4 +97,75 @@ fn live_commands_with_auth_on() {
     assert!(r.stderr.contains("permission denied") && r.stderr.contains("root role"), "{}", r.stderr);
     assert!(!d.path().join("n.db").exists() && !d.path().join("a.db").exists(), "nothing written on refusal");
     assert!(testkit::partial_leftovers(d.path()).is_empty());
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The agent's config takes etcd's user and a file holding its password: it backs up and
+/// captures with them, and the password is in neither its log, its /metrics, nor its config.
+#[test]
+fn agent_backs_up_with_auth_on() {
+    let c = cluster_with_auth(1);
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("etcd-user.pass");
+    std::fs::write(&pw_file, format!("{ROOT_PASSWORD}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = format!(
+        "cluster: t\nname: a0\nendpoints: [{}]\nuser: root\nuser_password_file: {}\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 2}}\n\
+         repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '*/2 * * * * *', from: endpoints}}\n\
+         delta: {{enabled: true, interval_seconds: 1, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
+        c.endpoints().join(", "),
+        pw_file.display(),
+        repo.url,
+        repo.dir().join("repo.pass").display(),
+        dir.path().join("spool").display()
+    );
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut check = crate::common::quorum();
+    check.args(["agent", "--config", path.to_str().unwrap(), "--check"]);
+    let r = run(check);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let log = dir.path().join("agent.log");
+    let mut agent = crate::common::quorum()
+        .args(["agent", "--config", path.to_str().unwrap()])
+        .env_remove("ETCDCTL_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut metrics = String::new();
+    while t.elapsed() < Duration::from_secs(40) {
+        metrics = http_get(port, "/metrics");
+        let backed_up = !repo.backup_ids().is_empty();
+        let captured = metrics.lines().any(|l| l.starts_with("quorum_last_delta_revision ") && !l.ends_with(" 0"));
+        if backed_up && captured {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!repo.backup_ids().is_empty(), "no backup with auth on:\n{text}");
+    assert!(metrics.lines().any(|l| l.starts_with("quorum_last_delta_revision ") && !l.ends_with(" 0")), "no delta captured:\n{metrics}\n{text}");
+    for (what, body) in [("log", &text), ("/metrics", &metrics)] {
+        assert!(!body.contains(ROOT_PASSWORD), "the etcd password is in the agent's {what}");
+    }
+    // A user without its password is named by --check.
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace(&format!("user_password_file: {}\n", pw_file.display()), "")).unwrap();
+    let mut check = crate::common::quorum();
+    check.args(["agent", "--config", path.to_str().unwrap(), "--check"]).env_remove("ETCDCTL_PASSWORD");
+    let r = run(check);
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("user: its password"), "{}", r.stderr);
 }
