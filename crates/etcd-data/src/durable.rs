@@ -156,7 +156,8 @@ fn partial_prefix(dest: &Path) -> io::Result<String> {
     if !dir.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("cannot write {}: {} is not an existing directory (create it first, or choose another path)", dest.display(), dir.display()),
+            // Callers name the destination; this says what is wrong with it.
+            format!("{} is not an existing directory (create it first, or choose another path)", dir.display()),
         ));
     }
     let name = dest.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a name to publish under", dest.display())))?;
