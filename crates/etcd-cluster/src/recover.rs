@@ -61,6 +61,7 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
     let chosen = candidates.iter().filter(|c| c.usable).max_by_key(|c| (c.kind == "survivor data dir", c.revision.unwrap_or(0))).cloned();
     let newest = candidates.iter().filter_map(|c| c.revision).max();
     let loss = match &chosen {
+        _ if !lost => "nothing: the cluster has quorum".into(),
         None => "no usable source: give --data-dir of a survivor or --snapshot".into(),
         Some(c) if c.kind == "snapshot" => format!(
             "changes after revision {} (the snapshot's) are lost{}",

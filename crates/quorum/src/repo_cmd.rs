@@ -1153,7 +1153,7 @@ fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::
     if let Some(h) = s.hash_kv {
         hashes = format!("{hashes}, hashkv {h}");
     }
-    if let Some(c) = s.compact_revision {
+    if let Some(c) = s.compact_revision.filter(|c| *c > 0) {
         hashes = format!("{hashes}, compacted at revision {c}");
     }
     if let Some(v) = &s.version {
