@@ -4,13 +4,12 @@
 //! cluster; kill -9 the leading agent and another leads within 2x the lease TTL and goes on
 //! backing up.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Repo;
+use crate::common::{free_port, http_get, Repo};
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 const TTL: u64 = 2;
@@ -25,21 +24,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
-    Some((code, body))
 }
 
 /// Parse with prometheus_client's text parser: {name{labels}: value}.
@@ -85,7 +69,7 @@ fn leaders(agents: &[Option<Agent>]) -> Vec<usize> {
         .enumerate()
         .filter_map(|(i, a)| {
             let a = a.as_ref()?;
-            let (_, body) = http_get(a.port, "/metrics")?;
+            let (_, _, body) = http_get(a.port, "/metrics")?;
             body.lines().any(|l| l.trim() == "quorum_agent_is_leader 1").then_some(i)
         })
         .collect()
@@ -128,7 +112,7 @@ fn three_agents_one_leader_backups_metrics_failover() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // Metrics parse and agree with the cluster.
-    let m = parse_metrics(&http_get(port, "/metrics").unwrap().1);
+    let m = parse_metrics(&http_get(port, "/metrics").unwrap().2);
     assert_eq!(m["quorum_agent_is_leader"], 1.0);
     assert!(m["quorum_last_full_backup_revision"] >= 201.0, "{m:?}");
     let status = crate::common::run({
@@ -150,7 +134,7 @@ fn three_agents_one_leader_backups_metrics_failover() {
     assert!(m["quorum_operation_runs_total{operation=\"backup\"}"] >= 2.0, "{m:?}");
     // Followers export the cluster too, and are not leaders.
     for (i, a) in agents.iter().enumerate().filter(|(i, _)| *i != leader) {
-        let fm = parse_metrics(&http_get(a.as_ref().unwrap().port, "/metrics").unwrap().1);
+        let fm = parse_metrics(&http_get(a.as_ref().unwrap().port, "/metrics").unwrap().2);
         assert_eq!(fm["quorum_agent_is_leader"], 0.0, "agent {i}");
     }
 

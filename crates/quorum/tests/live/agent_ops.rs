@@ -12,13 +12,12 @@
 //! * `--check` opens every file the configuration names and reports each problem.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Repo;
+use crate::common::{free_port, http_get, Repo};
 use testkit::{Cluster, ClusterOptions, EtcdVersion};
 
 struct Agent {
@@ -32,22 +31,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// GET `path`: (status, headers lower-cased, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((code, head.to_ascii_lowercase(), body.to_string()))
 }
 
 impl Agent {

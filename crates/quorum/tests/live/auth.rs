@@ -4,7 +4,6 @@
 //! a missing user, a wrong password and a missing permission each get an error saying which,
 //! with a hint; the password never appears in anything Quorum prints.
 
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -99,15 +98,6 @@ fn live_commands_with_auth_on() {
     assert!(testkit::partial_leftovers(d.path()).is_empty());
 }
 
-fn http_get(port: u16, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 /// The agent's config takes etcd's user and a file holding its password: it backs up and
 /// captures with them, and the password is in neither its log, its /metrics, nor its config.
 #[test]
@@ -117,7 +107,7 @@ fn agent_backs_up_with_auth_on() {
     let dir = tempfile::tempdir().unwrap();
     let pw_file = dir.path().join("etcd-user.pass");
     std::fs::write(&pw_file, format!("{ROOT_PASSWORD}\n")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::common::free_port();
     let cfg = format!(
         "cluster: t\nname: a0\nendpoints: [{}]\nuser: root\nuser_password_file: {}\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 2}}\n\
          repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '*/2 * * * * *', from: endpoints}}\n\
@@ -145,7 +135,7 @@ fn agent_backs_up_with_auth_on() {
     let t = Instant::now();
     let mut metrics = String::new();
     while t.elapsed() < Duration::from_secs(40) {
-        metrics = http_get(port, "/metrics");
+        metrics = crate::common::http_get(port, "/metrics").map(|r| r.2).unwrap_or_default();
         let backed_up = !repo.backup_ids().is_empty();
         let captured = metrics.lines().any(|l| l.starts_with("quorum_last_delta_revision ") && !l.ends_with(" 0"));
         if backed_up && captured {
