@@ -104,6 +104,24 @@ pub async fn serve(listen: &str, state: State) -> Result<std::net::SocketAddr, S
 }
 
 /// Run the agent until the process is stopped.
+/// On SIGTERM or SIGINT (systemd stopping the unit, the kubelet deleting the pod), resign the
+/// election before exiting, so another agent leads at once rather than after the lease's TTL.
+/// Work in flight is abandoned as after a crash, which every operation survives.
+async fn resign_on_stop(cfg: Config, conn: etcd_cluster::ConnConfig, lease: crate::election::CurrentLease) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let resigned = match conn.connect_all().await {
+        Ok(mut c) => crate::election::resign(&mut c, &lease, Duration::from_secs(3)).await,
+        Err(_) => false,
+    };
+    info!(cluster = %cfg.cluster, operation = %"election", agent = %cfg.agent_name(), resigned, "{which}: stopping{}", if resigned { "; resigned the election" } else { "" });
+    std::process::exit(0);
+}
+
 pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, store: StoreOptions) -> Result<(), String> {
     let state = State {
         metrics: Metrics::new(&cfg.cluster, &cfg.agent_name()),
@@ -152,7 +170,9 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         m.is_leader.set(i64::from(lead));
         info!(cluster = %cluster, operation = %"election", agent = %name, leads = lead, "{name} {}", if lead { "leads" } else { "no longer leads" });
     });
-    tokio::spawn(crate::election::run(client, cfg.cluster.clone(), cfg.agent_name(), cfg.election.ttl_seconds, state.leader.clone(), on_change));
+    let lease = crate::election::CurrentLease::default();
+    tokio::spawn(crate::election::run(client, cfg.cluster.clone(), cfg.agent_name(), cfg.election.ttl_seconds, state.leader.clone(), on_change, lease.clone()));
+    tokio::spawn(resign_on_stop(cfg.clone(), conn.clone(), lease));
 
     // The observer: every agent exports its view of the cluster.
     {

@@ -3,7 +3,8 @@
 //! `/quorum/agent/<cluster>/leader`. The campaign returns when this agent leads; leadership
 //! ends when the lease can no longer be kept alive (the agent then stops leader work at once
 //! and campaigns again). An agent that dies loses its lease after the TTL, so another leads
-//! within one TTL plus its campaign round trip.
+//! within one TTL plus its campaign round trip; one that is stopped (SIGTERM) revokes its lease
+//! first ([`resign`]), and another leads at once.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,21 @@ pub fn election_name(cluster: &str) -> String {
     format!("/quorum/agent/{cluster}/leader")
 }
 
+/// The lease this agent campaigns with (0 when none), for [`resign`].
+pub type CurrentLease = Arc<std::sync::atomic::AtomicI64>;
+
 /// Campaign forever; `leader` is true while this agent leads.
-pub async fn run(mut client: Client, cluster: String, me: String, ttl: i64, leader: Arc<AtomicBool>, on_change: Arc<dyn Fn(bool) + Send + Sync>) {
+pub async fn run(
+    mut client: Client,
+    cluster: String,
+    me: String,
+    ttl: i64,
+    leader: Arc<AtomicBool>,
+    on_change: Arc<dyn Fn(bool) + Send + Sync>,
+    current: CurrentLease,
+) {
     loop {
-        if let Err(e) = one_term(&mut client, &cluster, &me, ttl, &leader, &on_change).await {
+        if let Err(e) = one_term(&mut client, &cluster, &me, ttl, &leader, &on_change, &current).await {
             tracing::warn!(cluster = %cluster, operation = %"election", agent = %me, error = %e, "election failed; retrying");
         }
         if leader.swap(false, Ordering::SeqCst) {
@@ -34,6 +46,7 @@ async fn one_term(
     ttl: i64,
     leader: &Arc<AtomicBool>,
     on_change: &Arc<dyn Fn(bool) + Send + Sync>,
+    current: &CurrentLease,
 ) -> Result<(), etcd_client::Error> {
     // These two answer at once from a healthy cluster; bound them (the client has no timeout).
     let bound = Duration::from_secs(10);
@@ -41,6 +54,7 @@ async fn one_term(
         Ok(r) => r?.id(),
         Err(_) => return Err(etcd_client::Error::InvalidArgs("lease grant timed out".into())),
     };
+    current.store(lease, Ordering::SeqCst);
     let (mut keeper, mut responses) = match tokio::time::timeout(bound, client.lease_keep_alive(lease)).await {
         Ok(r) => r?,
         Err(_) => {
@@ -83,6 +97,17 @@ async fn one_term(
     keep.abort();
     let _ = tokio::time::timeout(Duration::from_secs(10), client.lease_revoke(lease)).await;
     Ok(())
+}
+
+/// Give up the campaign or the leadership now: revoke the lease, which deletes this agent's
+/// election key, so the next candidate leads at once instead of after the TTL. Bounded by
+/// `within`; returns whether a lease was revoked.
+pub async fn resign(client: &mut Client, current: &CurrentLease, within: Duration) -> bool {
+    let lease = current.swap(0, Ordering::SeqCst);
+    if lease == 0 {
+        return false;
+    }
+    matches!(tokio::time::timeout(within, client.lease_revoke(lease)).await, Ok(Ok(_)))
 }
 
 async fn wait_false(flag: &AtomicBool) {

@@ -545,3 +545,55 @@ fn check_reports_a_spool_that_cannot_be_written() {
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     assert!(r.stdout.contains(": ok (cluster t"), "{}", r.stdout);
 }
+
+/// An agent stopped with SIGTERM resigns the election: with a 15 s lease, the other agent
+/// leads within a few seconds (it used to wait for the lease to run out), and the stopped one
+/// exits 0 saying so.
+#[test]
+fn a_stopped_leader_resigns_and_another_leads_at_once() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let port = free_port();
+        let cfg = format!(
+            "cluster: t\nname: {name}\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 15}}\n\
+             repo: {{url: '{}', password_file: '{}'}}\nbackup: {{schedule: '0 0 1 1 *'}}\ndelta: {{enabled: false}}\ndefrag: {{enabled: false}}\n",
+            c.endpoints().join(", "),
+            repo.url,
+            repo.dir().join("repo.pass").display(),
+        );
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, cfg).unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let child = crate::common::quorum()
+            .args(["agent", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, port, log }
+    };
+    let leads = |a: &Agent| a.sample("quorum_agent_is_leader") == Some(1.0);
+    let mut a = start("a0");
+    let t = Instant::now();
+    while !leads(&a) {
+        assert!(t.elapsed() < Duration::from_secs(30), "a0 never led:\n{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = start("b0");
+    b.wait_for("b0 serving", 30, |m| m.contains("quorum_agent_is_leader 0"));
+    std::thread::sleep(Duration::from_secs(1)); // b0 is campaigning behind a0's key
+    assert!(Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().unwrap().success());
+    let t = Instant::now();
+    let status = a.child.wait().unwrap();
+    let stopped = t.elapsed();
+    assert!(status.success(), "a0 exited {status:?}:\n{}", a.log_text());
+    assert!(a.log_text().contains("SIGTERM: stopping; resigned the election"), "{}", a.log_text());
+    while !leads(&b) {
+        assert!(t.elapsed() < Duration::from_secs(10), "b0 did not take over within 10 s (the lease is 15 s):\n{}", b.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("a0 stopped in {stopped:?}; b0 led {:?} after the SIGTERM (lease TTL 15 s)", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
