@@ -380,3 +380,53 @@ fn quorum_loss_drill_from_snapshot_3_5() {
 fn quorum_loss_drill_from_survivor_3_4() {
     quorum_loss_drill(EtcdVersion::V3_4, false)
 }
+
+/// A member alive but frozen (SIGSTOP: a paused VM, a stalled disk): every command's wait is
+/// bounded by the command timeout and names that member; a snapshot from a follower comes
+/// from the other follower; defrag refuses; after SIGCONT all is well again.
+#[test]
+fn a_frozen_member_is_named_and_waits_are_bounded() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    c.etcdctl(&["put", "/registry/configmaps/default/a", "x"]).unwrap();
+    // Freeze a follower.
+    let leader = json(&q(&c, &["status", "-w", "json"]))["leader"].as_str().unwrap().to_string();
+    let st = json(&q(&c, &["status", "-w", "json"]));
+    let frozen = st["statuses"].as_array().unwrap().iter().find(|s| s["id"] != leader.as_str()).unwrap()["name"].as_str().unwrap().to_string();
+    let m = c.members.iter().find(|m| m.name == frozen).unwrap();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &m.pid().unwrap().to_string()]).status().unwrap().success());
+    signal("-STOP");
+    let timed = |args: &[&str]| {
+        let mut a = vec!["--command-timeout", "2s", "--dial-timeout", "2s"];
+        a.extend_from_slice(args);
+        let t = Instant::now();
+        let r = q(&c, &a);
+        (r, t.elapsed())
+    };
+    let (r, took) = timed(&["status"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let row = r.stdout.lines().find(|l| l.contains(&m.client_url)).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(row.contains(&frozen) && (row.contains("command timeout") || row.contains("dial timeout")), "{row}");
+    assert!(took < Duration::from_secs(15), "status took {took:?}");
+    let d = tempfile::tempdir().unwrap();
+    let snap = d.path().join("s.db");
+    let (r, took) = timed(&["snapshot", "save", snap.to_str().unwrap(), "--from", "follower", "-w", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let saved: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_ne!(saved["member"].as_str().unwrap(), frozen, "{saved}");
+    assert!(took < Duration::from_secs(20), "snapshot save took {took:?}");
+    let (r, took) = timed(&["defrag", "--pause", "0s"]);
+    assert_ne!(r.code, 0, "defrag went ahead past a frozen member: {}", r.stdout);
+    assert!(r.stderr.contains(&m.client_url) || r.stderr.contains(&frozen), "{}", r.stderr);
+    assert!(took < Duration::from_secs(15), "defrag took {took:?}");
+    eprintln!("frozen {frozen}: status, snapshot save --from follower and defrag answered; defrag said: {}", r.stderr.trim());
+    signal("-CONT");
+    let t = Instant::now();
+    loop {
+        let (r, _) = timed(&["status"]);
+        if r.code == 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "not healthy after SIGCONT: {}", r.stdout);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
