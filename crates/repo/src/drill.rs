@@ -135,8 +135,17 @@ async fn run(
     // Under a shared lock, and only if the backup is still there: a backup forgotten and
     // pruned meanwhile is not a failed drill (the error is not Damaged, so nothing is
     // recorded).
-    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, opts.phases.bytes("fetching"), true);
+    // A temporary file: no fsync; its sha256 is checked here, as a phase of its own.
+    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, opts.phases.bytes("fetching"), false);
     crate::restore::reading_backup(&repo, id, manifest, "drill", fetch).await?;
+    let checking = opts.phases.bytes("checking sha256");
+    let path = snap.clone();
+    let actual = tokio::task::spawn_blocking(move || crate::restore::sha256_file_with(&path, &|d, t| checking(d, t)))
+        .await
+        .map_err(|e| Error::Other(format!("hash task: {e}")))??;
+    if actual != manifest.snapshot.sha256 {
+        return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
+    }
     checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
 
     let peer = free_port()?;

@@ -87,15 +87,24 @@ fn exists_or_io(out: &Path, e: std::io::Error, what_then: &str) -> Error {
 }
 
 pub fn sha256_file(p: &Path) -> Result<String> {
+    sha256_file_with(p, &|_, _| {})
+}
+
+/// [`sha256_file`], telling `progress(done, total)` as it reads.
+pub fn sha256_file_with(p: &Path, progress: &dyn Fn(u64, u64)) -> Result<String> {
     let mut f = File::open(p).map_err(|e| Error::io(p, e))?;
+    let total = f.metadata().map_err(|e| Error::io(p, e))?.len();
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io(p, e))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        done += n as u64;
+        progress(done, total);
     }
     Ok(hex::encode(h.finalize()))
 }
