@@ -57,6 +57,7 @@ pub struct SpoolMetrics {
     pub oldest_age: Gauge,
     pub max_bytes: IntGauge,
     pub upload_failures: IntCounter,
+    pub write_failing: IntGauge,
 }
 
 impl Default for SpoolMetrics {
@@ -69,6 +70,10 @@ impl Default for SpoolMetrics {
             oldest_age: gauge("delta_spool_oldest_age_seconds", "Age of the oldest spooled segment (0 when the spool is empty)"),
             max_bytes: int_gauge("delta_spool_max_bytes", "The spool's bound (delta.spool_max_mib)"),
             upload_failures: counter("delta_spool_upload_failures_total", "Failed uploads of spooled segments (each is retried)"),
+            write_failing: int_gauge(
+                "delta_spool_write_failing",
+                "1 while segments cannot be written into the spool (a full or unwritable disk); the capture retries and resumes by itself",
+            ),
         }
     }
 }
@@ -82,6 +87,7 @@ impl SpoolMetrics {
         register(r, &self.oldest_age);
         register(r, &self.max_bytes);
         register(r, &self.upload_failures);
+        register(r, &self.write_failing);
     }
 }
 
@@ -386,7 +392,11 @@ impl Spool {
         .await
         .map_err(|e| format!("spool task: {e}"))
         .and_then(|r| r)
-        .inspect_err(|e| self.lock().write_failing = Some(e.clone()))?;
+        .inspect_err(|e| {
+            self.lock().write_failing = Some(e.clone());
+            self.metrics.write_failing.set(1);
+        })?;
+        self.metrics.write_failing.set(0);
         {
             let mut g = self.lock();
             g.write_failing = None;

@@ -57,6 +57,10 @@ impl Agent {
         Agent { child, port, log }
     }
 
+    fn child_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -596,4 +600,65 @@ fn a_stopped_leader_resigns_and_another_leads_at_once() {
     }
     eprintln!("a0 stopped in {stopped:?}; b0 led {:?} after the SIGTERM (lease TTL 15 s)", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
+
+/// The spool's disk fills up (a 1 MiB tmpfs; a burst of 3 MB of incompressible values makes a
+/// segment that cannot fit): the agent keeps running, says so (/healthz 503 naming "No space
+/// left on device", `quorum_delta_spool_write_failing 1`), and once the filesystem has room
+/// again it resumes by itself at the next change and the delta chain has no gap.
+#[test]
+fn a_full_spool_disk_is_reported_and_the_capture_resumes() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let repo = Repo::local();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = testkit::Tmpfs::mount("agent_ops::a_full_spool_disk_is_reported_and_the_capture_resumes", dir.path(), 1) else { return };
+    let extra = format!(
+        "backup: {{schedule: '0 0 1 1 *', from: endpoints}}\ndelta: {{interval_seconds: 1, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
+        fs.path().join("spool").display()
+    );
+    let mut a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]);
+    a.wait_for("the capture runs", 30, |t| t.lines().any(|l| l == "quorum_capture_running 1"));
+    // 3 MB of random bytes in one transaction-free burst: one segment of about 3 MB.
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    for i in 0..30 {
+        let v: Vec<u8> = (0..100_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        testkit::put(&c.endpoints(), &format!("/registry/configmaps/default/big-{i}"), &v).unwrap();
+    }
+    let last = testkit::put(&c.endpoints(), "/registry/configmaps/default/last", b"x").unwrap();
+    a.wait_for("the spool write failing", 60, |t| t.lines().any(|l| l == "quorum_delta_spool_write_failing 1"));
+    let t = Instant::now();
+    let body = loop {
+        match http_get(a.port, "/healthz") {
+            Some((503, _, body)) => break body,
+            got => assert!(t.elapsed() < Duration::from_secs(20), "/healthz {got:?}; log:\n{}", a.log_text()),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("No space left on device"), "{body}");
+    assert!(a.child_running(), "the agent exited on a full disk:\n{}", a.log_text());
+    // Room again. The failed segment is noticed when the next one is cut, at the next change
+    // in etcd (a Kubernetes control plane writes every few seconds): the capture then restarts
+    // from the end of the chain and writes the revisions again.
+    assert!(Command::new("mount").args(["-o", "remount,size=64m"]).arg(fs.path()).status().unwrap().success());
+    let last = testkit::put(&c.endpoints(), "/registry/configmaps/default/after", b"y").unwrap().max(last);
+    a.wait_for("the capture caught up", 90, |t| {
+        t.lines().any(|l| l == "quorum_delta_spool_write_failing 0")
+            && t.lines().filter_map(|l| l.strip_prefix("quorum_last_delta_revision ")).any(|v| v.parse::<f64>().is_ok_and(|r| r as i64 >= last))
+    });
+    // /healthz follows within its 5 s check.
+    let t = Instant::now();
+    while http_get(a.port, "/healthz").map(|r| r.0) != Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(15), "/healthz still unhealthy:\n{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(a);
+    let chain = repo.json(&["backups", "deltas", "--cluster", "t"]);
+    assert!(chain["gaps"].as_array().is_none_or(|g| g.is_empty()), "{chain}");
 }
