@@ -13,6 +13,7 @@
 mod cluster;
 mod fixtures;
 mod loader;
+pub mod relay;
 pub mod servers;
 mod tls;
 mod tmpfs;

@@ -45,6 +45,31 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Relay TCP from --listen to --to, with the fault read from --control (polled every 0.1 s):
+    /// `pass`, `latency MS`, `stall`, `reset`, `truncate BYTES`, `status CODE TIMES`.
+    Relay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        control: std::path::PathBuf,
+    },
+}
+
+/// One line of a relay control file as a fault.
+fn parse_fault(line: &str) -> Option<testkit::relay::Fault> {
+    use testkit::relay::Fault;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    Some(match w.as_slice() {
+        [] | ["pass"] => Fault::Pass,
+        ["latency", ms] => Fault::Latency(std::time::Duration::from_millis(ms.parse().ok()?)),
+        ["stall"] => Fault::Stall,
+        ["reset"] => Fault::Reset,
+        ["truncate", n] => Fault::Truncate(n.parse().ok()?),
+        ["status", code, times] => Fault::Status { code: code.parse().ok()?, times: times.parse().ok()? },
+        _ => return None,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +90,25 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bulk { endpoints, mib, min_value, max_value, concurrency } => {
             let s = testkit::bulk(&endpoints, mib << 20, min_value, max_value, concurrency)?;
             println!("bulk-loaded {} objects ({} MiB of values), revision {}", s.puts, s.value_bytes >> 20, s.revision);
+        }
+        Cmd::Relay { listen, to, control } => {
+            let relay = testkit::relay::Relay::listen(listen, to)?;
+            eprintln!("relay {} -> {to}; fault from {}", relay.addr(), control.display());
+            let mut last = String::new();
+            loop {
+                let now = std::fs::read_to_string(&control).unwrap_or_default().trim().to_string();
+                if now != last {
+                    match parse_fault(&now) {
+                        Some(f) => {
+                            eprintln!("relay: {f:?}");
+                            relay.set(f);
+                        }
+                        None => eprintln!("relay: ignoring unknown fault {now:?}"),
+                    }
+                    last = now;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
     Ok(())
