@@ -1,10 +1,11 @@
 //! The writer and the checker of `bench/rpo.sh` (the recovery point after losing a cluster).
 //!
 //! ```text
-//! rpo_load write --endpoints URL[,URL..] --acks FILE [--rate 1000] [--streams 32] [--duration-secs 300]
+//! rpo_load write --endpoints URL[,URL..] --acks FILE [--rate 1000] [--streams 32] [--duration-secs 300] [--give-up-secs 2]
 //!     puts of unique keys /rpo/<stream>/<seq> (100-byte values) paced to --rate in total; each
 //!     acknowledged put is logged as "key revision unix-ms"; stops after --duration-secs, or
-//!     once no put has succeeded for 2 s (the cluster is gone).
+//!     once no put has succeeded for --give-up-secs (2; the cluster is gone). A soak sets it
+//!     high so a frozen or restarting member only pauses the writer.
 //! rpo_load check --endpoints URL --acks FILE --revision R [--kill-ms MS]
 //!     reads /rpo/ at R from a restored member and prints one line of key=value figures:
 //!     acked, lost (acknowledged puts missing), lost_span_ms (first to last lost
@@ -24,7 +25,7 @@ fn now_ms() -> i64 {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: rpo_load write --endpoints E --acks FILE [--rate N] [--streams N] [--duration-secs N]\n       rpo_load check --endpoints E --acks FILE --revision R [--kill-ms MS]");
+    eprintln!("usage: rpo_load write --endpoints E --acks FILE [--rate N] [--streams N] [--duration-secs N] [--give-up-secs N]\n       rpo_load check --endpoints E --acks FILE --revision R [--kill-ms MS]");
     std::process::exit(2)
 }
 
@@ -70,6 +71,7 @@ async fn write(m: &HashMap<String, String>, acks_path: &str) {
     let rate: u64 = num(m, "rate", Some(1000));
     let streams: u64 = num(m, "streams", Some(32));
     let duration = Duration::from_secs(num(m, "duration-secs", Some(300)));
+    let give_up_ms: i64 = num::<i64>(m, "give-up-secs", Some(2)) * 1000;
     let cl = connect(m).await;
     let acks: Arc<Mutex<Vec<(String, i64, i64)>>> = Arc::default();
     let last_ok = Arc::new(AtomicI64::new(now_ms()));
@@ -93,7 +95,7 @@ async fn write(m: &HashMap<String, String>, acks_path: &str) {
                             acks.lock().unwrap().push((key, r.header().map(|h| h.revision()).unwrap_or(0), ms));
                         }
                         Err(_) => {
-                            if now_ms() - last_ok.load(Ordering::SeqCst) > 2000 {
+                            if now_ms() - last_ok.load(Ordering::SeqCst) > give_up_ms {
                                 gone.store(true, Ordering::SeqCst);
                             }
                         }
