@@ -51,6 +51,10 @@ pub struct RepoFlags {
     /// Parallel object store requests.
     #[arg(long, default_value_t = 8)]
     pub(crate) parallel: usize,
+    /// Give up on an object store request that keeps failing (errors, resets, 5xx, no answer)
+    /// for this long; until then it is retried with back-off [default: 3m].
+    #[arg(long, env = "QUORUM_STORE_TIMEOUT", value_parser = parse_duration)]
+    store_timeout: Option<Duration>,
 }
 
 impl RepoFlags {
@@ -68,7 +72,7 @@ impl RepoFlags {
                 None => env_proxy.no_proxy.clone(),
             },
         };
-        StoreOptions { endpoint: self.endpoint.clone(), region: self.region.clone(), proxy, timeout: None }
+        StoreOptions { endpoint: self.endpoint.clone(), region: self.region.clone(), proxy, timeout: None, retry_deadline: self.store_timeout }
     }
 
     fn location(&self, create: bool, env_proxy: &ProxyConfig) -> Result<Location, Failure> {
@@ -81,6 +85,9 @@ impl RepoFlags {
             }
             if self.region.is_some() {
                 return Err(Failure::usage("--region is an S3 region, and a file:// repository has none"));
+            }
+            if self.store_timeout.is_some() {
+                return Err(Failure::usage("--store-timeout (or QUORUM_STORE_TIMEOUT) bounds object store retries, and a file:// repository has none"));
             }
         }
         Location::open(self.url()?, &self.store_options(env_proxy), create).map_err(Failure::from)

@@ -30,7 +30,8 @@
 //! Requests: `Authorization: Bearer $GOOGLE_OAUTH_ACCESS_TOKEN` when that is set, no
 //! authorization otherwise (emulators); the repository's proxy decision (the HTTP client never
 //! reads the proxy environment); a per-request timeout (a file upload gets one more second per
-//! MiB); up to 3 retries, 0.25 s, 1 s, 4 s apart, on transport errors, 429 and 5xx.
+//! MiB) and a read timeout (no byte for half the retry deadline, at most 30 s); retries on
+//! transport errors, 429 and 5xx, 0.25 s, 1 s, 4 s, then 10 s apart, until the retry deadline.
 use std::fmt;
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;
@@ -52,7 +53,6 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 const STORE: &str = "GCS (JSON API)";
-const RETRIES: u32 = 3;
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -63,6 +63,8 @@ pub struct GcsJsonOptions {
     /// The proxy to use (the repository's decision for the endpoint's host), or none.
     pub proxy: Option<String>,
     pub timeout: Duration,
+    /// Transient failures are retried with back-off until this long after the first try.
+    pub retry_deadline: Duration,
     /// Keep idle connections for reuse (off for plain-HTTP forwarding proxies; see location.rs).
     pub pool_idle: bool,
     /// Signs presigned URLs; `None`: `backups url` explains that no key is configured.
@@ -90,6 +92,7 @@ struct Inner {
     bucket: String,
     token: Option<String>,
     timeout: Duration,
+    retry_deadline: Duration,
     signer: Option<Arc<dyn Signer>>,
 }
 
@@ -164,7 +167,8 @@ enum Body {
 
 impl GcsJson {
     pub fn new(o: GcsJsonOptions) -> Result<GcsJson> {
-        let mut b = reqwest::Client::builder().timeout(o.timeout).connect_timeout(o.timeout.min(Duration::from_secs(30)));
+        let read_timeout = (o.retry_deadline / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let mut b = reqwest::Client::builder().timeout(o.timeout).connect_timeout(o.timeout.min(read_timeout)).read_timeout(read_timeout);
         b = match &o.proxy {
             Some(p) => b.proxy(reqwest::Proxy::all(p).map_err(|e| generic(format!("proxy {p}: {e}")))?),
             None => b.no_proxy(),
@@ -174,7 +178,15 @@ impl GcsJson {
         }
         let client = b.build().map_err(|e| generic(format!("HTTP client: {e}")))?;
         let token = std::env::var("GOOGLE_OAUTH_ACCESS_TOKEN").ok().filter(|t| !t.is_empty());
-        let inner = Inner { client, base: o.endpoint.trim_end_matches('/').to_string(), bucket: o.bucket, token, timeout: o.timeout, signer: o.signer };
+        let inner = Inner {
+            client,
+            base: o.endpoint.trim_end_matches('/').to_string(),
+            bucket: o.bucket,
+            token,
+            timeout: o.timeout,
+            retry_deadline: o.retry_deadline,
+            signer: o.signer,
+        };
         Ok(GcsJson { inner: Arc::new(inner) })
     }
 }
@@ -192,7 +204,8 @@ impl Inner {
 
     /// Send what `build` makes, retrying transport errors, 429 and 5xx.
     async fn send(&self, path: &Path, op: &str, build: impl Fn() -> Result<RequestBuilder>) -> Result<Response> {
-        let mut attempt = 0;
+        let mut attempt = 0u32;
+        let started = tokio::time::Instant::now();
         loop {
             let mut req = build()?;
             if let Some(t) = &self.token {
@@ -203,7 +216,8 @@ impl Inner {
                 Ok(r) => r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error(),
                 Err(e) => !e.is_builder(),
             };
-            if !transient || attempt >= RETRIES {
+            let backoff = Duration::from_millis(250u64 << (2 * attempt.min(3))).min(Duration::from_secs(10));
+            if !transient || started.elapsed() + backoff > self.retry_deadline {
                 return outcome.map_err(|e| {
                     let mut msg = format!("{op} {path}: {e}");
                     let mut src = std::error::Error::source(&e);
@@ -214,7 +228,7 @@ impl Inner {
                     generic(msg)
                 });
             }
-            tokio::time::sleep(Duration::from_millis(250 << (2 * attempt))).await;
+            tokio::time::sleep(backoff).await;
             attempt += 1;
         }
     }
@@ -571,8 +585,15 @@ mod tests {
         use object_store::{ObjectStoreExt, WriteMultipart};
         let gcs = testkit::servers::GcsServer::start().unwrap();
         gcs.create_bucket("unit").unwrap();
-        let o =
-            GcsJsonOptions { endpoint: gcs.endpoint(), bucket: "unit".into(), proxy: None, timeout: Duration::from_secs(30), pool_idle: true, signer: None };
+        let o = GcsJsonOptions {
+            endpoint: gcs.endpoint(),
+            bucket: "unit".into(),
+            proxy: None,
+            timeout: Duration::from_secs(30),
+            retry_deadline: Duration::from_secs(30),
+            pool_idle: true,
+            signer: None,
+        };
         let s = GcsJson::new(o).unwrap();
         let p = |n: &str| Path::from(n);
         let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();

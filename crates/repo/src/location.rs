@@ -36,6 +36,29 @@ pub struct StoreOptions {
     pub proxy: ProxyConfig,
     /// Per-request timeout.
     pub timeout: Option<Duration>,
+    /// How long a request may keep failing (errors, resets, 5xx, no answer) before the
+    /// operation gives up; failures are retried with back-off until then. Default
+    /// [`DEFAULT_RETRY_DEADLINE`].
+    pub retry_deadline: Option<Duration>,
+}
+
+/// How long a failing object-store request is retried by default (object_store's default).
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Retries bounded by time, not by count: a store cut off for a minute is ridden through
+/// with the default deadline, and a stall is noticed by the read timeout.
+fn retry_config(deadline: Duration) -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), base: 2.0 },
+        max_retries: 1000,
+        retry_timeout: deadline,
+    }
+}
+
+/// No byte for this long, and a request is dropped and retried: a stalled store or a dead
+/// connection that never said so.
+fn read_timeout(deadline: Duration) -> Duration {
+    (deadline / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +157,8 @@ impl Location {
         // object_store's default (30 s per request) is too short for a 16 MiB pack on a slow
         // uplink; requests are still retried by object_store on failure.
         client = client.with_timeout(opts.timeout.unwrap_or(Duration::from_secs(300)));
+        let deadline = opts.retry_deadline.unwrap_or(DEFAULT_RETRY_DEADLINE);
+        client = client.with_read_timeout(read_timeout(deadline)).with_connect_timeout(read_timeout(deadline).min(Duration::from_secs(5)));
         let allow_http = opts.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
         if allow_http {
             client = client.with_allow_http(true);
@@ -146,7 +171,7 @@ impl Location {
         let wrap = |e: object_store::Error| Error::store(format!("configure {url}"), e);
         let (store, signer): (Arc<dyn ObjectStore>, Arc<dyn Signer>) = match scheme {
             Scheme::S3 => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_client_options(client);
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket).with_client_options(client).with_retry(retry_config(deadline));
                 if let Some(ep) = &opts.endpoint {
                     b = b.with_endpoint(ep).with_allow_http(allow_http);
                 }
@@ -173,6 +198,7 @@ impl Location {
                             bucket: bucket.clone(),
                             proxy: proxy.clone(),
                             timeout: opts.timeout.unwrap_or(Duration::from_secs(300)),
+                            retry_deadline: deadline,
                             pool_idle: !(allow_http && proxy.is_some()),
                             signer,
                         })
@@ -181,13 +207,13 @@ impl Location {
                     (s.clone(), s)
                 }
                 None => {
-                    let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client);
+                    let b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client).with_retry(retry_config(deadline));
                     let s = Arc::new(b.build().map_err(wrap)?);
                     (s.clone(), s)
                 }
             },
             Scheme::Azure => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client);
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client).with_retry(retry_config(deadline));
                 if let Some(ep) = &opts.endpoint {
                     b = b.with_endpoint(ep.clone()).with_allow_http(allow_http);
                 }
