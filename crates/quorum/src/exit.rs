@@ -185,6 +185,10 @@ impl From<repo::Error> for Failure {
             E::Store { source: object_store::Error::NotFound { .. }, .. } => {
                 (FAILED, Some("check the repository URL (and that `quorum repo init --repo URL` was run for it)".into()))
             }
+            E::Store { ref source, .. } if repo::retrying::is_transport_error(source) => (
+                FAILED,
+                Some("the object store stayed unreachable or silent (connections refused, reset or unanswered) for the whole retry window: check that it is up and that --endpoint and --proxy/--no-proxy lead to it, or ride out a longer outage with --store-timeout (default 3m)".into()),
+            ),
             E::Store { .. } => (FAILED, Some("check the URL, --endpoint, the credentials (the cloud's standard variables) and --proxy/--no-proxy".into())),
             E::Format(_) | E::Refused(_) | E::Io { .. } | E::Other(_) => (FAILED, None),
         };

@@ -41,6 +41,7 @@ pub mod prune;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod retrying;
 pub mod upgrade;
 
 pub use error::{Error, Result};

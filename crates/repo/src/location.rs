@@ -222,6 +222,7 @@ impl Location {
             }
             Scheme::File => unreachable!(),
         };
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::retrying::Retrying::new(store, deadline));
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix.as_str())) };
         Ok(Location { url: url.to_string(), scheme, store, signer: Some(signer), prefix, local_root: None, proxy })
     }
