@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod flaky_store;
 mod full_disk;
 mod pitr;
 mod repo_cloud;
