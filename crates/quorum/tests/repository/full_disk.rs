@@ -68,3 +68,52 @@ fn writers_on_a_full_filesystem_fail_cleanly() {
     let r = run(cmd);
     assert_full(&r, "k8s rekey", &fs);
 }
+
+/// A point-in-time restore and a migration's new data dirs on a full filesystem: the same
+/// clean failure, nothing left that etcd could start on.
+#[test]
+fn pitr_restore_and_migration_data_dirs_on_a_full_filesystem_fail_cleanly() {
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.big_requests = true;
+    let c = Cluster::start(opts).unwrap();
+    testkit::bulk(&c.endpoints(), 16 << 20, 2048, 8192, 4).unwrap();
+    let repo = Repo::local();
+    let (base, base_rev) = crate::pitr::backup(&repo, &c);
+    let cap = crate::pitr::start_capture(&repo, c.endpoints(), &base, base_rev + 1, std::time::Duration::from_millis(300));
+    let mut last = 0;
+    for k in 0..200 {
+        last = testkit::put(&c.endpoints(), &format!("/after-backup/{k}"), &[b'x'; 4096]).unwrap();
+    }
+    crate::pitr::wait_chain(&repo, &crate::common::rt(), base_rev, last);
+    cap.stop.send(true).unwrap();
+    cap.thread.join().unwrap().unwrap();
+
+    let Some(fs) = Tmpfs::mount("full_disk::pitr_restore_and_migration", Path::new(env!("CARGO_TARGET_TMPDIR")), 8) else { return };
+    std::fs::write(fs.path().join("existing"), b"data that was here before").unwrap();
+    let p = |name: &str| fs.path().join(name).display().to_string();
+    let r = repo.q(&["restore", "--cluster", "prod", "--at-revision", &last.to_string(), "--data-dir", &p("member")]);
+    assert_full(&r, "restore --at-revision", &fs);
+
+    // A migration restores its new members from a fresh backup of the source: their data
+    // dirs do not fit.
+    let plans = testkit::plan_members(&fs.path().join("plan"), 1).unwrap().0;
+    let initial = format!("n0={}", plans[0].peer_url);
+    let r = repo.q(&[
+        "migrate",
+        "--cluster",
+        "prod",
+        "--from-endpoints",
+        &c.endpoints_csv(),
+        "--initial-cluster",
+        &initial,
+        "--initial-cluster-token",
+        "moved",
+        "--data-dir",
+        &p("{name}.etcd"),
+        "--to-endpoints",
+        &plans[0].client_url,
+        "--start-timeout",
+        "30s",
+    ]);
+    assert_full(&r, "migrate (new data dirs)", &fs);
+}

@@ -171,7 +171,7 @@ fn now_rfc3339_ms() -> (String, i64) {
     (now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), now.timestamp_millis())
 }
 
-fn backup(repo: &Repo, c: &Cluster) -> (String, i64) {
+pub(crate) fn backup(repo: &Repo, c: &Cluster) -> (String, i64) {
     let eps = c.endpoints_csv();
     let out = repo.ok(&["backup", "--cluster", CLUSTER, "--endpoints", &eps, "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -204,12 +204,12 @@ fn diff(a: &[Kv], b: &[Kv]) -> String {
     format!("{} vs {} keys; only in restored: {only_a:?}; only in source: {only_b:?}", a.len(), b.len())
 }
 
-struct Capture {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: std::thread::JoinHandle<Result<agent::capture::CaptureReport, agent::capture::CaptureError>>,
+pub(crate) struct Capture {
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) thread: std::thread::JoinHandle<Result<agent::capture::CaptureReport, agent::capture::CaptureError>>,
 }
 
-fn start_capture(repo: &Repo, endpoints: Vec<String>, base: &str, from: i64, interval: Duration) -> Capture {
+pub(crate) fn start_capture(repo: &Repo, endpoints: Vec<String>, base: &str, from: i64, interval: Duration) -> Capture {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let (url, pass) = (repo.url.clone(), repo.dir().join("repo.pass"));
     let base = base.to_string();
@@ -229,7 +229,7 @@ fn start_capture(repo: &Repo, endpoints: Vec<String>, base: &str, from: i64, int
 }
 
 /// Wait until the stored chain reaches `rev`.
-fn wait_chain(repo: &Repo, rt: &tokio::runtime::Runtime, base_rev: i64, rev: i64) -> repo::delta::Chain {
+pub(crate) fn wait_chain(repo: &Repo, rt: &tokio::runtime::Runtime, base_rev: i64, rev: i64) -> repo::delta::Chain {
     let deadline = Instant::now() + Duration::from_secs(60);
     rt.block_on(async {
         let r = repo.open_lib().await;
