@@ -231,8 +231,15 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
         uploads: o.uploads,
     };
     let mut t = Target::connect(dst).await?;
-    let (trev, tkeys) = t.count().await?;
-    on(Event::Plan(format!("target:    {} (running; revision {trev}, {tkeys} keys)", dst.endpoints.join(","))));
+    // A user whose role covers only the selection (etcd auth) may not count every key.
+    let counted = match t.count().await {
+        Ok((trev, tkeys)) => format!("revision {trev}, {tkeys} keys"),
+        Err(Error::Cluster(e)) if e.auth_problem() == Some(etcd_cluster::AuthProblem::PermissionDenied) => {
+            "keys not counted: the user's role does not cover them all".to_string()
+        }
+        Err(e) => return Err(e),
+    };
+    on(Event::Plan(format!("target:    {} (running; {counted})", dst.endpoints.join(","))));
     on(Event::Plan(format!("selection: {}", sel.describe())));
     on(Event::Plan(format!("values:    {}", o.codec.describe())));
     on(Event::Plan(format!("conflicts: --on-conflict {}; etcd leases are not carried (leased keys are written without a lease)", o.policy.label())));
