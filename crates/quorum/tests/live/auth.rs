@@ -159,3 +159,43 @@ fn agent_backs_up_with_auth_on() {
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("user: its password"), "{}", r.stderr);
 }
+
+/// A migration between two clusters with auth on, each side with its own user, and
+/// `recover plan` against a cluster with auth on: the user limited to /app/ can receive
+/// /app/ keys, is refused (named) for keys outside its role, and no password is printed.
+#[test]
+fn migrate_and_recover_plan_with_auth_on() {
+    let (src, dst) = (cluster_with_auth(1), cluster_with_auth(1));
+    let root = format!("root:{ROOT_PASSWORD}");
+    for k in 0..20 {
+        src.etcdctl(&["--user", &root, "put", &format!("/app/k{k:02}"), "from the source"]).unwrap();
+        src.etcdctl(&["--user", &root, "put", &format!("/other/k{k:02}"), "outside the app role"]).unwrap();
+    }
+    let repo = Repo::local();
+    let migrate = |prefix: &str| {
+        let mut cmd = repo.cmd(&["migrate", "--cluster", "src", "--from-endpoints", &src.endpoints_csv(), "--from-user", &root]);
+        cmd.args(["--to-endpoints", &dst.endpoints_csv(), "--to-user", &format!("app:{APP_PASSWORD}"), "--prefix", prefix]);
+        cmd.env_remove("ETCDCTL_USER");
+        let r = run(cmd);
+        for secret in [ROOT_PASSWORD, APP_PASSWORD] {
+            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret), "migrate printed a password: {} {}", r.stdout, r.stderr);
+        }
+        r
+    };
+    let r = migrate("/app/");
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let got = dst.etcdctl(&["--user", &root, "get", "/app/", "--prefix", "--keys-only"]).unwrap();
+    assert_eq!(got.lines().filter(|l| l.starts_with("/app/k")).count(), 20, "{got}");
+    let r = migrate("/other/");
+    assert_ne!(r.code, 0, "the app user wrote outside its role: {}", r.stdout);
+    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+    let got = dst.etcdctl(&["--user", &root, "get", "/other/", "--prefix", "--keys-only"]).unwrap();
+    assert!(got.trim().is_empty(), "nothing outside the role was written: {got}");
+
+    let r = q(&src, Some(&root), &["recover", "plan"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("the cluster has quorum"), "{}", r.stdout);
+    // etcd answers Status and the member list without a user: the plan needs none.
+    let r = q(&src, None, &["recover", "plan"]);
+    assert!(r.code == 0 && r.stdout.contains("the cluster has quorum"), "{} {}", r.stdout, r.stderr);
+}
