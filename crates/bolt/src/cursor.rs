@@ -48,6 +48,8 @@ struct Frame {
     pgid: u64,
     base: u64,
     idx: usize,
+    /// An inline bucket's leaf: `buf` is a copy of part of its holder's value, not a page.
+    inline: bool,
 }
 
 impl Frame {
@@ -77,7 +79,7 @@ impl<'db> Bucket<'db> {
         let header = self.db.read_node_into(pgid, &mut buf)?;
         let base = self.db.page_offset(pgid);
         Node::parse(&buf, pgid, base, self.db.endian())?;
-        Ok(Frame { buf, header, pgid, base, idx: 0 })
+        Ok(Frame { buf, header, pgid, base, idx: 0, inline: false })
     }
 
     fn root_frame(&self) -> Result<Frame, Fault> {
@@ -88,7 +90,7 @@ impl<'db> Bucket<'db> {
                 if !n.is_leaf() {
                     return Err(Fault::new(*pgid, *base, "inline bucket page is not a leaf"));
                 }
-                Ok(Frame { header: n.header, buf: bytes.clone(), pgid: *pgid, base: *base, idx: 0 })
+                Ok(Frame { header: n.header, buf: bytes.clone(), pgid: *pgid, base: *base, idx: 0, inline: true })
             }
         }
     }
@@ -206,9 +208,24 @@ impl Cursor<'_> {
             let base = self.db.page_offset(child);
             Node::parse(&buf, child, base, self.db.endian())?;
             let idx = if self.reverse { header.count as usize } else { 0 };
-            self.stack.push(Frame { buf, header, pgid: child, base, idx });
+            self.stack.push(Frame { buf, header, pgid: child, base, idx, inline: false });
         }
         let top = self.stack.last().expect("leaf frame");
         Ok(Some(top.node(self.db).leaf(leaf_index)?))
+    }
+
+    /// Where in the file the value of the entry [`Cursor::next`] returned last lies: its
+    /// offset and length. The bytes there are the value as stored (a page's elements, with
+    /// its overflow pages, are contiguous in the file). None before the first entry, after
+    /// the last, and for entries of an inline bucket (stored inside their parent's value).
+    pub fn value_offset(&self) -> Option<(u64, usize)> {
+        let top = self.stack.last()?;
+        if top.inline || top.header.flags != crate::page::LEAF_PAGE_FLAG {
+            return None;
+        }
+        let i = if self.reverse { top.idx } else { top.idx.checked_sub(1)? };
+        let e = top.node(self.db).leaf(i).ok()?;
+        let start = (e.value.as_ptr() as usize).checked_sub(top.buf.as_ptr() as usize)?;
+        (start + e.value.len() <= top.buf.len()).then_some((top.base + start as u64, e.value.len()))
     }
 }

@@ -457,4 +457,43 @@ mod tests {
         w.end_bucket().unwrap();
         assert!(matches!(w.begin_bucket(b"a"), Err(WriteError::Unsorted { .. })));
     }
+
+    #[test]
+    fn value_offsets_point_at_the_values_in_the_file() {
+        // Small values, values with overflow pages, and an inline bucket (no offsets).
+        let (_d, db, _) = roundtrip(
+            |w| {
+                w.begin_bucket(b"big").unwrap();
+                for i in 0..2000u32 {
+                    let v = vec![(i % 251) as u8; if i % 97 == 0 { 9000 } else { 20 + (i % 50) as usize }];
+                    w.put(format!("k{i:05}").as_bytes(), &v).unwrap();
+                }
+                w.end_bucket().unwrap();
+                w.begin_bucket(b"small").unwrap();
+                w.put(b"x", b"inline").unwrap();
+                w.end_bucket().unwrap();
+            },
+            FreelistMode::EmptyPage,
+        );
+        for reverse in [false, true] {
+            let b = db.bucket(&[b"big"]).unwrap().unwrap();
+            let mut c = if reverse { b.cursor_rev().unwrap() } else { b.cursor().unwrap() };
+            assert_eq!(c.value_offset(), None);
+            let mut n = 0;
+            loop {
+                let Some(e) = c.next().unwrap() else { break };
+                let value = e.value.to_vec();
+                let (off, len) = c.value_offset().expect("a page-based bucket's entry");
+                let mut got = vec![0u8; len];
+                db.read_at(&mut got, off).unwrap();
+                assert_eq!(got, value);
+                n += 1;
+            }
+            assert_eq!(n, 2000);
+        }
+        let b = db.bucket(&[b"small"]).unwrap().unwrap();
+        let mut c = b.cursor().unwrap();
+        assert!(c.next().unwrap().is_some());
+        assert_eq!(c.value_offset(), None, "inline buckets have no offset of their own");
+    }
 }
