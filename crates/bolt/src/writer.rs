@@ -480,8 +480,7 @@ mod tests {
             let mut c = if reverse { b.cursor_rev().unwrap() } else { b.cursor().unwrap() };
             assert_eq!(c.value_offset(), None);
             let mut n = 0;
-            loop {
-                let Some(e) = c.next().unwrap() else { break };
+            while let Some(e) = c.next().unwrap() {
                 let value = e.value.to_vec();
                 let (off, len) = c.value_offset().expect("a page-based bucket's entry");
                 let mut got = vec![0u8; len];
