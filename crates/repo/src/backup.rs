@@ -111,6 +111,8 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     // Facts from the file, in parallel with the upload pipeline.
     let facts_path = opts.snapshot.clone();
     let facts = std::thread::spawn(move || snapshot_facts(&facts_path));
+    let map_path = opts.snapshot.clone();
+    let key_map = std::thread::spawn(move || crate::keymap::build(&map_path));
 
     // Deduplication against this cluster's blobs only: reading other clusters' indexes would
     // make every backup's cost grow with the fleet.
@@ -129,6 +131,17 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         let bytes: Vec<u8> = group.iter().flat_map(|i| i.iter().copied()).collect();
         lists.push(hex::encode(pipe.put_blob(BlobType::List, bytes).await?));
     }
+    // The key map.
+    let key_map = match key_map.join().map_err(|_| Error::Other("key map thread panicked".into()))?? {
+        Some(entries) => {
+            let mut segments = Vec::new();
+            for seg in crate::keymap::encode(&entries) {
+                segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
+            }
+            Some(crate::keymap::KeyMapRef { segments, entries: entries.len() as u64 })
+        }
+        None => None,
+    };
     // The bundle.
     let bundle = if opts.includes.is_empty() {
         None
@@ -184,6 +197,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         added_bytes: stats.added_bytes,
         added_blobs: stats.new_blobs,
         consolidated: opts.consolidated.clone(),
+        key_map,
     };
     let body = repo.seal_json(&manifest, b"manifest");
     let id = format::content_name(&body);

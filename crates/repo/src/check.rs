@@ -128,6 +128,9 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
             Err(e @ Error::Store { .. }) => return Err(e),
             Err(e) => r.errors.push(format!("backup {short}: chunk list: {e}")),
         }
+        for s in man.key_map.iter().flat_map(|k| &k.segments) {
+            ids.push(parse_id(s)?);
+        }
         if let Some(b) = &man.bundle {
             ids.push(parse_id(&b.table)?);
             for c in &b.blobs {

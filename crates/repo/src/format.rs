@@ -351,6 +351,10 @@ pub struct Manifest {
     /// Set when the backup was built offline from an older backup and delta segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consolidated: Option<Consolidated>,
+    /// Where each live key's latest record lies ([`crate::keymap`]); absent in backups made
+    /// before key maps, or of snapshots without a `key` bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_map: Option<crate::keymap::KeyMapRef>,
 }
 
 /// How a consolidated backup was built.

@@ -31,6 +31,7 @@ mod error;
 pub mod format;
 pub mod freshness;
 pub mod gcs_json;
+pub mod keymap;
 pub mod live;
 pub mod location;
 pub mod lock;

@@ -242,6 +242,9 @@ pub async fn referenced(repo: &Repository, manifests: &[(String, Manifest)], ind
         }
         let ids = repo.chunk_ids(m, index).await.map_err(|e| Error::Damaged(format!("backup {}: {e}", crate::short(id))))?;
         used.extend(ids);
+        for s in m.key_map.iter().flat_map(|k| &k.segments) {
+            used.insert(parse_id(s)?);
+        }
         if let Some(b) = &m.bundle {
             used.insert(parse_id(&b.table)?);
             for c in &b.blobs {

@@ -1,0 +1,285 @@
+//! The key map of a backup: every live key of the snapshot, sorted, with where its latest
+//! record lies in the snapshot file. Reading one object from a remote backup then costs the
+//! key map and the one or two chunks that hold the record, not the whole snapshot
+//! (`k8s get --repo`, `k8s ls --repo`; issue 17).
+//!
+//! etcd's `key` bucket is ordered by revision, so a key cannot be found without reading the
+//! whole bucket: the map is made at backup time by one backwards pass over it (the newest
+//! record of a key is met first; a tombstone means the key is gone), in the thread that
+//! already reads the file for its status and hashkv.
+//!
+//! Stored as data blobs (sealed, compressed and deduplicated like snapshot chunks: an
+//! unchanged stretch of keys costs nothing in the next backup), `SEGMENT` entries each,
+//! named by the manifest's `key_map`. Segment layout (little-endian):
+//! `"QKM1"`, entry count (u32), then per entry: key length (u16), key, revision key length
+//! (u8), revision key (etcd's `key` bucket key), record offset in the file (u64), record
+//! length (u32).
+//!
+//! A reader turns the records it fetched into a small bbolt file holding only them in a `key`
+//! bucket ([`write_db`]), which every snapshot reader of `kube-data` reads as it reads a whole
+//! snapshot.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use etcd_data::schema::{KeyValueRef, RevisionKey};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::format::{BlobId, Manifest};
+use crate::repository::{parse_id, Index, Repository};
+
+/// Which keys a reader wants.
+pub type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
+
+/// Entries per stored segment.
+pub const SEGMENT: usize = 16384;
+const MAGIC: &[u8; 4] = b"QKM1";
+
+/// One live key and where its latest record is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    /// The record's key in etcd's `key` bucket (its revision).
+    pub rev_key: Vec<u8>,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The manifest's reference to a backup's key map.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyMapRef {
+    /// Segment blobs, in key order.
+    pub segments: Vec<String>,
+    /// Live keys in all.
+    pub entries: u64,
+}
+
+/// The key map of the snapshot at `path`: its live keys, sorted, with their latest records'
+/// places. None when the snapshot has no `key` bucket or keeps records where no offset can
+/// be given (an inline bucket); a damaged bucket is an error (the backup reports it anyway).
+pub fn build(path: &Path) -> Result<Option<Vec<Entry>>> {
+    let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
+    let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", path.display()));
+    let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(None) };
+    if bucket.root_page().is_none() {
+        return Ok(None);
+    }
+    let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
+    let mut out = Vec::new();
+    let mut c = bucket.cursor_rev().map_err(damaged)?;
+    loop {
+        let (rev_key, key, tombstone) = {
+            let Some(e) = c.next().map_err(damaged)? else { break };
+            let Ok(rk) = RevisionKey::parse(e.key) else { continue };
+            let Some(kv) = KeyValueRef::decode(e.value) else { continue };
+            if e.value.is_empty() || kv.key.is_empty() || seen.contains(kv.key) {
+                continue;
+            }
+            (e.key.to_vec(), kv.key.to_vec(), rk.tombstone)
+        };
+        let Some((offset, len)) = c.value_offset() else { return Ok(None) };
+        if !tombstone {
+            out.push(Entry { key: key.clone(), rev_key, offset, len: len as u32 });
+        }
+        seen.insert(key);
+    }
+    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok(Some(out))
+}
+
+/// The stored form of `entries` (sorted), one byte string per segment.
+pub fn encode(entries: &[Entry]) -> Vec<Vec<u8>> {
+    entries
+        .chunks(SEGMENT)
+        .map(|seg| {
+            let mut b = Vec::with_capacity(8 + seg.iter().map(|e| e.key.len() + e.rev_key.len() + 15).sum::<usize>());
+            b.extend_from_slice(MAGIC);
+            b.extend_from_slice(&(seg.len() as u32).to_le_bytes());
+            for e in seg {
+                b.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
+                b.extend_from_slice(&e.key);
+                b.push(e.rev_key.len() as u8);
+                b.extend_from_slice(&e.rev_key);
+                b.extend_from_slice(&e.offset.to_le_bytes());
+                b.extend_from_slice(&e.len.to_le_bytes());
+            }
+            b
+        })
+        .collect()
+}
+
+/// Parse one stored segment.
+pub fn decode(b: &[u8]) -> Result<Vec<Entry>> {
+    let bad = |what: &str| Error::Damaged(format!("key map segment: {what}"));
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let end = at.checked_add(n).filter(|e| *e <= b.len()).ok_or_else(|| bad("truncated"))?;
+        let s = &b[at..end];
+        at = end;
+        Ok(s)
+    };
+    if take(4)? != MAGIC {
+        return Err(bad("not a key map segment"));
+    }
+    let count = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    let mut out = Vec::with_capacity(count.min(SEGMENT));
+    for _ in 0..count {
+        let kl = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
+        let key = take(kl)?.to_vec();
+        let rl = take(1)?[0] as usize;
+        let rev_key = take(rl)?.to_vec();
+        let offset = u64::from_le_bytes(take(8)?.try_into().unwrap());
+        let len = u32::from_le_bytes(take(4)?.try_into().unwrap());
+        out.push(Entry { key, rev_key, offset, len });
+    }
+    if at != b.len() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// Every entry of `m`'s key map whose key `want` accepts, in key order; None when the backup
+/// has no key map (made before there were key maps).
+pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFilter<'_>) -> Result<Option<Vec<Entry>>> {
+    let Some(km) = &m.key_map else { return Ok(None) };
+    let mut out = Vec::new();
+    let segs: Vec<Vec<Entry>> = futures::stream::iter(km.segments.iter().map(|s| async move {
+        let id = parse_id(s)?;
+        let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("key map blob {s} is not in any index")))?;
+        decode(&repo.read_blob(index, loc).await?)
+    }))
+    .buffered(8)
+    .try_collect()
+    .await?;
+    for seg in segs {
+        out.extend(seg.into_iter().filter(|e| want(&e.key)));
+    }
+    Ok(Some(out))
+}
+
+/// The records of `entries` (bytes of the snapshot file at each entry's place), read from the
+/// chunks that hold them, fetched once each: `(revision key, record)`, and the chunks read.
+pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: &[Entry], parallel: usize) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<BlobId>)> {
+    let ids = repo.chunk_ids(m, index).await?;
+    // Where each chunk starts in the file.
+    let mut starts = Vec::with_capacity(ids.len());
+    let mut off = 0u64;
+    for id in &ids {
+        let loc = index.blobs.get(id).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id))))?;
+        starts.push(off);
+        off += loc.entry.plain_len as u64;
+    }
+    if off != m.snapshot.size {
+        return Err(Error::Damaged(format!("the chunks add up to {off} bytes, the manifest says {}", m.snapshot.size)));
+    }
+    let chunk_of = |pos: u64| starts.partition_point(|s| *s <= pos) - 1;
+    // The chunks each record needs.
+    let mut needed: BTreeMap<usize, BlobId> = BTreeMap::new();
+    for e in entries {
+        let end = e.offset + e.len as u64;
+        if e.len == 0 || end > off {
+            return Err(Error::Damaged(format!("key map: record of {} lies outside the snapshot", String::from_utf8_lossy(&e.key))));
+        }
+        let (first, last) = (chunk_of(e.offset), chunk_of(end - 1));
+        needed.extend((first..=last).zip(&ids[first..=last]).map(|(i, id)| (i, *id)));
+    }
+    let chunks: BTreeMap<usize, Vec<u8>> = futures::stream::iter(needed.into_iter().map(|(i, id)| {
+        let repo = repo.clone();
+        async move {
+            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id))))?;
+            Ok::<_, Error>((i, repo.read_blob(index, loc).await?))
+        }
+    }))
+    .buffer_unordered(parallel.max(1))
+    .try_collect()
+    .await?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut rec = Vec::with_capacity(e.len as usize);
+        let (mut pos, end) = (e.offset, e.offset + e.len as u64);
+        while pos < end {
+            let i = chunk_of(pos);
+            let c = &chunks[&i];
+            let from = (pos - starts[i]) as usize;
+            let to = ((end - starts[i]) as usize).min(c.len());
+            rec.extend_from_slice(&c[from..to]);
+            pos = starts[i] + to as u64;
+        }
+        out.push((e.rev_key.clone(), rec));
+    }
+    Ok((out, chunks.keys().map(|i| ids[*i]).collect()))
+}
+
+/// What [`fetch_selected`] read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selected {
+    /// Keys selected.
+    pub keys: usize,
+    /// Bytes read from the store for them (sealed): the key map and the chunks.
+    pub fetched: u64,
+    /// The snapshot's size.
+    pub snapshot: u64,
+}
+
+/// The live keys of backup `id` that `want` accepts, as a small bbolt file at `out` (see
+/// [`write_db`]), reading only the key map and the chunks that hold their records; under a
+/// shared lock on the backup's cluster. None (and nothing written) when the backup has no
+/// key map: the caller fetches the whole snapshot instead.
+pub async fn fetch_selected(repo: Arc<Repository>, id: &str, m: &Manifest, want: &KeyFilter<'_>, out: &Path, parallel: usize) -> Result<Option<Selected>> {
+    if m.key_map.is_none() {
+        return Ok(None);
+    }
+    let read = async {
+        let index = repo.load_index(&m.cluster).await?;
+        let sealed = |id: &str| parse_id(id).ok().and_then(|i| index.blobs.get(&i)).map_or(0, |l| l.entry.length as u64);
+        let km = m.key_map.as_ref().expect("checked above");
+        let mut fetched: u64 = km.segments.iter().chain(&m.chunk_lists).map(|s| sealed(s)).sum();
+        let Some(entries) = select(&repo, &index, m, want).await? else { return Ok(None) };
+        let (records, chunks) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
+        fetched += chunks.iter().map(|i| index.blobs.get(i).map_or(0, |l| l.entry.length as u64)).sum::<u64>();
+        let out = out.to_path_buf();
+        tokio::task::spawn_blocking(move || write_db(records, &out)).await.map_err(|e| Error::Other(format!("writing the key file: {e}")))??;
+        Ok(Some(Selected { keys: entries.len(), fetched, snapshot: m.snapshot.size }))
+    };
+    crate::restore::reading_backup(&repo, id, m, "get", read).await
+}
+
+/// A bbolt file at `out` holding `records` in a `key` bucket, as etcd stores them: a snapshot
+/// with only these records, for the snapshot readers. Records are sorted by revision here.
+pub fn write_db(mut records: Vec<(Vec<u8>, Vec<u8>)>, out: &Path) -> Result<()> {
+    records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    records.dedup_by(|a, b| a.0 == b.0);
+    let f = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+    let werr = |e: bolt::WriteError| Error::Other(format!("{}: {e}", out.display()));
+    let mut w = bolt::Writer::new(std::io::BufWriter::new(f), bolt::WriterOptions::default()).map_err(werr)?;
+    w.begin_bucket(etcd_data::schema::KEY).map_err(werr)?;
+    for (k, v) in &records {
+        w.put(k, v).map_err(werr)?;
+    }
+    w.end_bucket().map_err(werr)?;
+    let (buf, _) = w.finish().map_err(werr)?;
+    buf.into_inner().map_err(|e| Error::io(out, e.into_error()))?.sync_all().map_err(|e| Error::io(out, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_round_trip_and_refuse_damage() {
+        let entries: Vec<Entry> = (0..SEGMENT + 10)
+            .map(|i| Entry { key: format!("/registry/pods/ns/p{i:06}").into_bytes(), rev_key: vec![1; 17], offset: i as u64 * 100, len: 90 })
+            .collect();
+        let segs = encode(&entries);
+        assert_eq!(segs.len(), 2);
+        let back: Vec<Entry> = segs.iter().flat_map(|s| decode(s).unwrap()).collect();
+        assert_eq!(back, entries);
+        assert!(decode(&segs[1][..segs[1].len() - 1]).is_err());
+        let mut extra = segs[1].clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err());
+        assert!(decode(b"XXXX\0\0\0\0").is_err());
+    }
+}
