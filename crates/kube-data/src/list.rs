@@ -65,6 +65,12 @@ impl Filter {
         self.namespaces.is_empty() || self.namespaces.iter().any(|n| has_segment(key, n))
     }
 
+    /// Whether the object at etcd key `key` is selected (what [`Filter::wants`] says of the
+    /// key's parts).
+    pub fn wants_key(&self, key: &[u8]) -> bool {
+        self.may_want(key) && keys::parse(key).is_some_and(|i| self.wants(&i))
+    }
+
     pub fn wants(&self, i: &KeyInfo) -> bool {
         if self.name.as_ref().is_some_and(|n| *n != i.name) {
             return false;

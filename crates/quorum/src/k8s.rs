@@ -12,23 +12,22 @@ use crate::output::{self, Format};
 pub enum K8sCmd {
     /// List the live objects in a snapshot: resource, namespace, name, kind, revisions, encryption.
     #[command(
-        after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin."
+        after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n  quorum k8s ls latest -n shop --repo s3://backups/etcd --cluster prod\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin. From a repository, only the\nchunks holding the selected objects are fetched (through the backup's key map)."
     )]
     Ls {
-        /// Snapshot file.
-        snapshot: PathBuf,
+        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        snapshot: String,
         /// Only this namespace.
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Only this resource (plural, optionally with .group).
         #[arg(long)]
         resource: Option<String>,
-        /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON) to decrypt with.
-        #[arg(long)]
-        encryption_config: Option<PathBuf>,
         /// Output format (`-o` works too, as kubectl users type it).
         #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
+        #[command(flatten)]
+        source: SourceArgs,
     },
     /// Print objects as `kubectl get -o yaml|json` prints them, from a snapshot file or a backup.
     #[command(after_help = GET_HELP)]
@@ -158,13 +157,28 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    /// A snapshot file as given, or with --repo the backup of that id fetched into a temporary file.
-    fn input(&self, arg: &str, env_proxy: &repo::proxy::ProxyConfig) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
+    /// A snapshot file as given, or with --repo the backup of that id fetched into a temporary
+    /// file: with `filter`, only the objects it selects (read through the backup's key map,
+    /// where it has one), else the whole snapshot.
+    fn input(
+        &self,
+        arg: &str,
+        env_proxy: &repo::proxy::ProxyConfig,
+        filter: Option<&kube_data::list::Filter>,
+    ) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
         let p = PathBuf::from(arg);
         if self.repo.repo.is_none() || p.exists() {
             return Ok((None, p));
         }
-        let (dir, file) = crate::repo_cmd::fetch_to_temp(&self.repo, env_proxy, arg, self.cluster.as_deref(), false)?;
+        let want = filter.map(|f| move |k: &[u8]| f.wants_key(k));
+        let (dir, file) = crate::repo_cmd::fetch_to_temp(
+            &self.repo,
+            env_proxy,
+            arg,
+            self.cluster.as_deref(),
+            false,
+            want.as_ref().map(|w| w as &repo::keymap::KeyFilter<'_>),
+        )?;
         Ok((Some(dir), file))
     }
 
@@ -225,9 +239,10 @@ Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or conf
 
 pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
     match cmd {
-        K8sCmd::Ls { snapshot, namespace, resource, encryption_config, write_out } => {
-            let config = encryption_config.as_deref().map(read_config).transpose()?;
+        K8sCmd::Ls { snapshot, namespace, resource, write_out, source } => {
+            let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
+            let (_tmp, snapshot) = source.input(&snapshot, env_proxy, Some(&filter))?;
             if matches!(write_out, Format::Json | Format::Yaml) {
                 // Streamed newest revision first (a JSON array or a YAML sequence): memory stays
                 // at the key set however many objects.
@@ -316,13 +331,12 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
             damage_exit(&warnings)
         }
         K8sCmd::Get { snapshot, resource, name, namespace, output, source } => {
-            let (_tmp, path) = source.input(&snapshot, env_proxy)?;
             let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource: Some(kube_data::objects::resolve_resource(&resource)), name, ..Default::default() };
+            let (_tmp, path) = source.input(&snapshot, env_proxy, Some(&filter))?;
             get(&path, &filter, config.as_ref(), output)
         }
         K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, source, write_out } => {
-            let (_tmp, path) = source.input(&snapshot, env_proxy)?;
             let config = source.config()?;
             let filter = kube_data::list::Filter {
                 resource: resource.as_deref().map(kube_data::objects::resolve_resource),
@@ -330,17 +344,18 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                 with_namespace_objects: true,
                 ..Default::default()
             };
+            let (_tmp, path) = source.input(&snapshot, env_proxy, Some(&filter))?;
             export(&path, &filter, config.as_ref(), &output_dir, sanitize, keep_owned, skip_unreadable, write_out)
         }
         K8sCmd::Diff { a, b, namespace, resource, b_encryption_config, show_secrets, source, write_out } => {
-            let (_ta, pa) = source.input(&a, env_proxy)?;
-            let (_tb, pb) = source.input(&b, env_proxy)?;
             let ca = source.config()?;
             let cb = match b_encryption_config.as_deref() {
                 Some(p) => Some(read_config(p)?),
                 None => ca.clone(),
             };
             let filter = kube_data::list::Filter { namespace, resource: resource.as_deref().map(kube_data::objects::resolve_resource), ..Default::default() };
+            let (_ta, pa) = source.input(&a, env_proxy, Some(&filter))?;
+            let (_tb, pb) = source.input(&b, env_proxy, Some(&filter))?;
             diff(&pa, &pb, &filter, ca.as_ref(), cb.as_ref(), show_secrets, write_out)
         }
         K8sCmd::EncryptionStatus { snapshot, config, write_out } => encryption_status(&snapshot, &config, write_out),

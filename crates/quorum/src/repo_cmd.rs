@@ -1099,13 +1099,16 @@ pub fn drill(a: DrillArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), F
 }
 
 /// A backup's snapshot reassembled into a private temporary file (for commands that read a
-/// snapshot file: `k8s get|export|diff --repo`). The file goes with the returned directory.
+/// snapshot file: `k8s ls|get|export|diff --repo`). The file goes with the returned directory.
+/// With `want`, and a backup that has a key map, the file holds only the latest records of
+/// the keys `want` accepts, and only the chunks holding them are fetched (said on stderr).
 pub(crate) fn fetch_to_temp(
     flags: &RepoFlags,
     env_proxy: &ProxyConfig,
     id: &str,
     cluster: Option<&str>,
     quiet: bool,
+    want: Option<&repo::keymap::KeyFilter<'_>>,
 ) -> Result<(tempfile::TempDir, PathBuf), Failure> {
     let rt = rt();
     let r = flags.open(&rt, env_proxy)?;
@@ -1115,6 +1118,22 @@ pub(crate) fn fetch_to_temp(
         .tempdir()
         .map_err(|e| Failure::failed(format!("temporary directory: {e}")).with_hint("set TMPDIR to a filesystem with room for the snapshot"))?;
     let out = dir.path().join(format!("{id}.db"));
+    if let Some(want) = want {
+        if let Some(s) = rt.block_on(repo::keymap::fetch_selected(r.clone(), &id, &m, want, &out, flags.parallel))? {
+            use etcd_data::humanize::bytes;
+            if !quiet {
+                eprintln!(
+                    "backup {}: {} matching key(s) found in its key map; fetched {} of its {} snapshot ({:.2}%)",
+                    repo::short(&id),
+                    s.keys,
+                    bytes(s.fetched),
+                    bytes(s.snapshot),
+                    100.0 * s.fetched as f64 / s.snapshot.max(1) as f64
+                );
+            }
+            return Ok((dir, out));
+        }
+    }
     let b = bar(quiet, "fetching backup");
     rt.block_on(repo::restore::reassemble(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;
     if let Some(b) = b {

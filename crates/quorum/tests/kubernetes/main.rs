@@ -8,3 +8,4 @@ mod common;
 mod k8s_encryption;
 mod k8s_ls;
 mod k8s_objects;
+mod k8s_repo;
