@@ -17,15 +17,35 @@ fn invalid(message: String) -> Error {
     Error::Nova { exception: "Invalid", message }
 }
 
+/// The largest CPU number a CPU list may hold. Kernels run at most 8192 CPUs (the largest
+/// `CONFIG_NR_CPUS`), so a larger number in sysfs, nova.conf or a domain's XML is damage; and
+/// without a bound one range (`0-4294967295`) makes a set of four billion CPUs.
+pub const MAX_CPU: u32 = 65_535;
+
+/// The most CPUs one list may name, counting a CPU again each time a range or entry repeats
+/// it: a list of a few thousand repeated full ranges is as costly as a huge one.
+pub const MAX_LISTED: u64 = 4 * (MAX_CPU as u64 + 1);
+
+/// Counts `n` more CPUs named by a list; the reason to refuse it once it names too many.
+fn count_listed(listed: &mut u64, n: u64) -> Result<(), String> {
+    *listed += n;
+    if *listed > MAX_LISTED {
+        return Err(format!("the list names more than {MAX_LISTED} CPUs"));
+    }
+    Ok(())
+}
+
 /// `parse_cpu_spec`: `1-4,^3,6`: ranges are merged in as `set(range(a, b + 1))`, single CPUs
-/// added, exclusions discarded at the end.
+/// added, exclusions discarded at the end. CPU numbers above [`MAX_CPU`] are refused (nova
+/// has no bound: it would build the set, or run out of memory trying).
 pub fn parse_cpu_spec(spec: &str) -> Result<PySet, Error> {
     let mut ids = PySet::new();
     let mut reject = PySet::new();
+    let mut listed = 0u64;
     let int = |s: &str| -> Option<u32> {
         let t = s.trim();
         let t = t.strip_prefix('+').unwrap_or(t);
-        t.parse::<u32>().ok()
+        t.parse::<u32>().ok().filter(|n| *n <= MAX_CPU)
     };
     for rule in spec.split(',') {
         let rule = rule.trim();
@@ -41,6 +61,7 @@ pub fn parse_cpu_spec(spec: &str) -> Result<PySet, Error> {
             if start > end {
                 return Err(invalid(format!("Invalid range expression {rule:?}")));
             }
+            count_listed(&mut listed, u64::from(end - start) + 1).map_err(|why| invalid(format!("Invalid range expression {rule:?}: {why}")))?;
             let range = PySet::from_iter_adds(start..=end);
             if neg {
                 reject.merge(&range)
@@ -48,8 +69,10 @@ pub fn parse_cpu_spec(spec: &str) -> Result<PySet, Error> {
                 ids.merge(&range)
             }
         } else if let Some(rest) = rule.strip_prefix('^') {
+            count_listed(&mut listed, 1).map_err(|why| invalid(format!("Invalid exclusion expression {rule:?}: {why}")))?;
             reject.add(int(rest).ok_or_else(|| invalid(format!("Invalid exclusion expression {rule:?}")))?);
         } else {
+            count_listed(&mut listed, 1).map_err(|why| invalid(format!("Invalid inclusion expression {rule:?}: {why}")))?;
             ids.add(int(rule).ok_or_else(|| invalid(format!("Invalid inclusion expression {rule:?}")))?);
         }
     }
@@ -57,21 +80,26 @@ pub fn parse_cpu_spec(spec: &str) -> Result<PySet, Error> {
     Ok(ids)
 }
 
-/// The kernel's CPU list format (`0-3,8,10-11`), as sysfs writes it.
+/// The kernel's CPU list format (`0-3,8,10-11`), as sysfs writes it. CPU numbers above
+/// [`MAX_CPU`], and lists naming more than [`MAX_LISTED`] CPUs, are refused.
 pub fn parse_kernel_list(s: &str) -> Result<BTreeSet<u32>, String> {
     let mut out = BTreeSet::new();
+    let mut listed = 0u64;
     for part in s.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("invalid CPU list element {part:?}");
+        let cpu = |t: &str| t.trim().parse::<u32>().ok().filter(|n| *n <= MAX_CPU).ok_or_else(bad);
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                let (a, b) = (cpu(a)?, cpu(b)?);
                 if a > b {
                     return Err(bad());
                 }
+                count_listed(&mut listed, u64::from(b - a) + 1).map_err(|why| format!("{}: {why}", bad()))?;
                 out.extend(a..=b);
             }
             None => {
-                out.insert(part.parse().map_err(|_| bad())?);
+                count_listed(&mut listed, 1).map_err(|why| format!("{}: {why}", bad()))?;
+                out.insert(cpu(part)?);
             }
         }
     }
@@ -218,6 +246,25 @@ pub fn nova_cpus(conf: &CpuConfig, online: &BTreeSet<u32>) -> Result<(NovaCpus, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/sysfs_values.rs`): `001-45600107` in a sysfs CPU
+    /// list built a set of 45 million CPUs (`0-4294967295`: four billion) and timed out.
+    #[test]
+    fn huge_cpu_numbers_and_lists_are_refused() {
+        let e = parse_kernel_list("001-45600107").unwrap_err();
+        assert!(e.contains("invalid CPU list element"), "{e}");
+        assert!(parse_kernel_list("0-4294967295").is_err());
+        assert!(parse_kernel_list("65536").is_err());
+        assert_eq!(parse_kernel_list("65535").unwrap(), [MAX_CPU].into());
+        assert_eq!(parse_kernel_list("0-65535").unwrap().len(), 65_536);
+        let repeated = ["0-65535"; 5].join(",");
+        assert!(parse_kernel_list(&repeated).unwrap_err().contains("more than"), "repeats count");
+        let e = parse_cpu_spec("0-4294967295").unwrap_err();
+        assert!(e.to_string().contains("(nova: Invalid)"), "{e}");
+        assert!(parse_cpu_spec("^70000").is_err());
+        assert!(parse_cpu_spec(&repeated).unwrap_err().to_string().contains("more than"));
+        assert_eq!(parse_cpu_spec("0-65535,^1-65535").unwrap().sorted(), [0].into());
+    }
 
     /// nova `test_parse_cpu_spec_*` cases.
     #[test]
