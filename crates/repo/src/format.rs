@@ -128,6 +128,13 @@ fn frame_with_none(data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The most bytes a zstd stream can decompress to per byte of it: every block (at most
+/// 128 KiB out) takes at least 4 bytes (a 3-byte header and an RLE byte).
+pub const ZSTD_MAX_RATIO: usize = 128 * 1024 / 4;
+
+/// The plaintext of a framed blob, or None when it is not `plain_len` bytes. `plain_len` comes
+/// from a pack header or an index: a length that the framed bytes cannot hold is refused
+/// before anything is allocated for it.
 pub fn unframe(framed: &[u8], plain_len: usize) -> Option<Vec<u8>> {
     thread_local! {
         // One decompression context per thread: making one per 8 KiB blob dominates otherwise.
@@ -135,6 +142,7 @@ pub fn unframe(framed: &[u8], plain_len: usize) -> Option<Vec<u8>> {
     }
     match framed.first()? {
         0 => Some(framed[1..].to_vec()).filter(|v| v.len() == plain_len),
+        1 if plain_len > (framed.len() - 1).saturating_mul(ZSTD_MAX_RATIO) => None,
         1 => DCTX.with(|d| {
             let mut d = d.borrow_mut();
             if d.is_none() {
@@ -295,7 +303,8 @@ pub fn decode_index(key: &MasterKey, sealed: &[u8], path: &str) -> Result<Vec<In
     }
     let mut pos = 8;
     let count = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
-    let mut out = Vec::with_capacity(count);
+    // Each pack takes at least 36 bytes: no more room than the bytes can hold.
+    let mut out = Vec::with_capacity(count.min((h.len() - 8) / 36));
     for _ in 0..count {
         if pos + 36 > h.len() {
             return Err(bad("truncated"));
@@ -494,5 +503,36 @@ mod tests {
         assert_eq!(f[0], 0);
         assert_eq!(unframe(&f, rnd.len()).unwrap(), rnd);
         assert!(unframe(&[1, 2, 3], 5).is_none());
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/repo_pack.rs`): a pack entry's plain length of
+    /// almost 4 GiB made `unframe` allocate it for a few bytes of zstd.
+    #[test]
+    fn unframe_refuses_a_length_the_bytes_cannot_hold() {
+        let mut framed = frame(&[0u8; 4096], 3);
+        assert_eq!(framed[0], 1);
+        assert!(unframe(&framed, 4_294_967_291).is_none());
+        assert!(unframe(&framed, (framed.len() - 1) * ZSTD_MAX_RATIO + 1).is_none());
+        assert_eq!(unframe(&framed, 4096).unwrap(), vec![0u8; 4096]);
+        framed.truncate(1);
+        assert!(unframe(&framed, 1).is_none());
+        // The largest ratio zstd reaches (long runs) stays within the bound.
+        let big = vec![7u8; 8 << 20];
+        let f = frame(&big, 19);
+        assert!(big.len() <= (f.len() - 1) * ZSTD_MAX_RATIO, "{} bytes framed in {}", big.len(), f.len());
+        assert_eq!(unframe(&f, big.len()).unwrap(), big);
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/repo_index.rs`): an index whose pack count says
+    /// 0x28010002 reserved room for that many packs (37 GB) before reading any.
+    #[test]
+    fn index_pack_count_does_not_reserve_beyond_the_bytes() {
+        let k = MasterKey::generate();
+        let mut h = INDEX_MAGIC.to_vec();
+        h.extend_from_slice(&0x2801_0002u32.to_le_bytes());
+        h.extend_from_slice(&[0u8; 40]);
+        let sealed = k.seal(&zstd::bulk::compress(&h, 1).unwrap(), b"index");
+        let e = decode_index(&k, &sealed, "idx").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
     }
 }
