@@ -691,7 +691,9 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
                     all.extend(m);
                     ver.extend(repo::drill::verifications(&r, c).await?);
                 }
-                all.sort_by(|a: &(String, repo::format::Manifest), b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+                all.sort_by(|a: &(String, repo::format::Manifest), b| {
+                    b.1.time.cmp(&a.1.time).then_with(|| b.1.snapshot.revision.cmp(&a.1.snapshot.revision)).then_with(|| a.0.cmp(&b.0))
+                });
                 ver.sort_by(|a: &repo::format::Verification, b| b.time.cmp(&a.time));
                 Ok::<_, Error>((all, ver))
             })?;

@@ -444,7 +444,9 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| a.0.cmp(&b.0)));
+        // Newest first. Times have second resolution: within one second the higher revision
+        // is the newer backup (else `latest` could name the older of two quick backups).
+        out.sort_by(|a, b| b.1.time.cmp(&a.1.time).then_with(|| b.1.snapshot.revision.cmp(&a.1.snapshot.revision)).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
     }
 
