@@ -534,9 +534,9 @@ pub enum BackupsCmd {
         #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
     },
-    /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory).
+    /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory; with --etcd-key, print keys).
     #[command(
-        after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed."
+        after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n  quorum backups get --repo s3://backups/etcd latest --etcd-key /registry/configmaps/kube-system/kubeadm-config\n  quorum backups get --repo ... latest --etcd-key /registry/namespaces/ --prefix\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed.\n--etcd-key prints the key's latest value in the backup as `etcdctl get` prints it, fetching\nonly the chunks that hold it (named --etcd-key: --key is etcd's TLS client key)."
     )]
     Get {
         #[command(flatten)]
@@ -544,14 +544,21 @@ pub enum BackupsCmd {
         /// Backup ID, unique prefix, or latest.
         id: String,
         /// Where to write the snapshot (must not exist), or the directory for --bundle.
-        #[arg(short = 'o', long)]
-        output: PathBuf,
+        #[arg(short = 'o', long, required_unless_present = "etcd_key")]
+        output: Option<PathBuf>,
         /// The cluster the backup belongs to (needed when the repository holds several).
         #[arg(long)]
         cluster: Option<String>,
         /// Extract the --include bundle instead (needs the bundle key).
         #[arg(long)]
         bundle: bool,
+        /// Print this etcd key's value as the backup holds it, as `etcdctl get` prints it
+        /// (repeatable); only the chunks holding it are fetched where the backup has a key map.
+        #[arg(long = "etcd-key", value_name = "KEY", conflicts_with_all = ["output", "bundle"])]
+        etcd_key: Vec<String>,
+        /// With --etcd-key: every key under it (as `etcdctl get --prefix`).
+        #[arg(long, requires = "etcd_key")]
+        prefix: bool,
     },
     /// A presigned HTTPS URL to a single-object (unencrypted) copy of a backup's snapshot.
     #[command(
@@ -765,7 +772,8 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
             print!("{}", describe_backup(&id, &m, files.as_deref()));
             Ok(())
         }
-        BackupsCmd::Get { repo: flags, id, output: out, cluster, bundle } => {
+        BackupsCmd::Get { repo: flags, id, output, cluster, bundle, etcd_key, prefix } => {
+            let Some(out) = output else { return print_keys(&flags, env_proxy, &id, cluster.as_deref(), quiet, &etcd_key, prefix) };
             let r = flags.open(&rt, env_proxy)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
             if bundle {
@@ -1142,6 +1150,26 @@ pub(crate) fn fetch_to_temp(
         b.finish_and_clear();
     }
     Ok((dir, out))
+}
+
+/// `backups get --etcd-key K [--prefix]`: the latest value of each selected key, sorted, as
+/// `etcdctl get` prints them (key line, value line); nothing for keys the backup lacks.
+fn print_keys(flags: &RepoFlags, env_proxy: &ProxyConfig, id: &str, cluster: Option<&str>, quiet: bool, keys: &[String], prefix: bool) -> Result<(), Failure> {
+    use std::io::Write;
+    let want = |k: &[u8]| keys.iter().any(|x| if prefix { k.starts_with(x.as_bytes()) } else { k == x.as_bytes() });
+    let (_dir, path) = fetch_to_temp(flags, env_proxy, id, cluster, quiet, Some(&want))?;
+    // The file is either the few records fetched or, for a backup without a key map, the whole
+    // snapshot: the latest records are found the same way in both.
+    let records = repo::keymap::latest_records(&path, &want)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    for (key, rec) in &records {
+        let kv = etcd_data::schema::KeyValueRef::decode(rec)
+            .ok_or_else(|| Failure::failed(format!("the record of {} does not decode", String::from_utf8_lossy(key))))?;
+        let written = out.write_all(kv.key).and_then(|_| out.write_all(b"\n")).and_then(|_| out.write_all(kv.value)).and_then(|_| out.write_all(b"\n"));
+        output::written(written)?;
+    }
+    output::written(out.flush())
 }
 
 /// `backups show`: a backup as a person reads it (the manifest itself is `-w json|yaml`).

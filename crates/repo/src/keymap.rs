@@ -55,37 +55,71 @@ pub struct KeyMapRef {
     pub entries: u64,
 }
 
-/// The key map of the snapshot at `path`: its live keys, sorted, with their latest records'
-/// places. None when the snapshot has no `key` bucket or keeps records where no offset can
-/// be given (an inline bucket); a damaged bucket is an error (the backup reports it anyway).
-pub fn build(path: &Path) -> Result<Option<Vec<Entry>>> {
+/// One live key's latest record, met newest first: its key, its revision key, the record and
+/// where it lies in the file (None in an inline bucket).
+type Latest<'a> = dyn FnMut(&[u8], &[u8], &[u8], Option<(u64, usize)>) -> bool + 'a;
+
+/// Call `f` for the latest record of every live key of the snapshot at `path`, newest first,
+/// until it returns false. False when the snapshot has no `key` bucket.
+fn each_latest(path: &Path, f: &mut Latest<'_>) -> Result<bool> {
     let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
     let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", path.display()));
-    let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(None) };
-    if bucket.root_page().is_none() {
-        return Ok(None);
-    }
+    let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(false) };
     let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
-    let mut out = Vec::new();
     let mut c = bucket.cursor_rev().map_err(damaged)?;
     loop {
-        let (rev_key, key, tombstone) = {
+        let (rev_key, record, key, tombstone) = {
             let Some(e) = c.next().map_err(damaged)? else { break };
             let Ok(rk) = RevisionKey::parse(e.key) else { continue };
             let Some(kv) = KeyValueRef::decode(e.value) else { continue };
             if e.value.is_empty() || kv.key.is_empty() || seen.contains(kv.key) {
                 continue;
             }
-            (e.key.to_vec(), kv.key.to_vec(), rk.tombstone)
+            (e.key.to_vec(), e.value.to_vec(), kv.key.to_vec(), rk.tombstone)
         };
-        let Some((offset, len)) = c.value_offset() else { return Ok(None) };
-        if !tombstone {
-            out.push(Entry { key: key.clone(), rev_key, offset, len: len as u32 });
+        if !tombstone && !f(&key, &rev_key, &record, c.value_offset()) {
+            break;
         }
         seen.insert(key);
     }
+    Ok(true)
+}
+
+/// The key map of the snapshot at `path`: its live keys, sorted, with their latest records'
+/// places. None when the snapshot has no `key` bucket or keeps records where no offset can
+/// be given (an inline bucket); a damaged bucket is an error (the backup reports it anyway).
+pub fn build(path: &Path) -> Result<Option<Vec<Entry>>> {
+    let mut out = Vec::new();
+    let mut placed = true;
+    let found = each_latest(path, &mut |key, rev_key, _, at| match at {
+        Some((offset, len)) => {
+            out.push(Entry { key: key.to_vec(), rev_key: rev_key.to_vec(), offset, len: len as u32 });
+            true
+        }
+        None => {
+            placed = false;
+            false
+        }
+    })?;
+    if !found || !placed {
+        return Ok(None);
+    }
     out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(Some(out))
+}
+
+/// The latest record of every live key of the snapshot at `path` that `want` accepts, sorted
+/// by key: `(key, record)`.
+pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    each_latest(path, &mut |key, _, record, _| {
+        if want(key) {
+            out.push((key.to_vec(), record.to_vec()));
+        }
+        true
+    })?;
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// The stored form of `entries` (sorted), one byte string per segment.

@@ -1,4 +1,4 @@
-//! `k8s ls|get|export|diff --repo` through a backup's key map (issue 17): only the key map and
+//! `k8s ls|get|export|diff --repo` and `backups get --etcd-key` through a backup's key map (issue 17): only the key map and
 //! the chunks holding the selected objects are fetched, and every answer equals the one read
 //! from the snapshot file itself (latest revisions, deletions, overwrites included).
 
@@ -61,7 +61,7 @@ fn objects_from_a_backup_read_only_their_chunks() {
     assert_eq!(from_file.code, 0, "{}", from_file.stderr);
     let from_repo = repo.q(&["k8s", "ls", "latest", "-n", "ns-003", "-w", "json"]);
     assert_eq!(from_repo.code, 0, "{}", from_repo.stderr);
-    assert_eq!(from_repo.stdout, from_file.stdout);
+    assert!(from_repo.stdout == from_file.stdout, "k8s ls --repo differs from k8s ls of the file");
     let ls_share = fetched_share(&from_repo.stderr);
 
     // get of one object: the same document, a small share of the snapshot.
@@ -89,8 +89,22 @@ fn objects_from_a_backup_read_only_their_chunks() {
     assert_eq!((diff_repo.code, &diff_repo.stdout), (diff_file.code, &diff_file.stdout), "{}", diff_repo.stderr);
     assert!(diff_file.stdout.contains("1 added, 1 removed, 1 changed"), "{}", diff_file.stdout);
 
+    // backups get --etcd-key: what etcdctl get prints, from the cluster that has not changed since.
+    let ctl = |args: &[&str]| c.ctl().args(["--endpoints", &c.endpoints_csv(), "get"]).args(args).output().unwrap().stdout;
+    let r = repo.q(&["backups", "get", "latest", "--etcd-key", "/registry/configmaps/ns-003/added"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.as_bytes(), ctl(&["/registry/configmaps/ns-003/added"]));
+    let key_share = fetched_share(&r.stderr);
+    let r = repo.q(&["backups", "get", "latest", "--etcd-key", "/registry/configmaps/ns-003/", "--prefix"]);
+    assert_eq!(r.stdout.as_bytes(), ctl(&["/registry/configmaps/ns-003/", "--prefix"]));
+    assert!(r.stdout.lines().count() >= 4, "{}", r.stdout);
+    let r = repo.q(&["backups", "get", "latest", "--etcd-key", in_ns[1]]);
+    assert!(r.code == 0 && r.stdout.is_empty(), "a deleted key prints nothing, as etcdctl: {}", r.stdout);
+    let r = repo.q(&["backups", "get", "latest", "--etcd-key", "/x", "-o", "x.db"]);
+    assert_eq!(r.code, 2, "--etcd-key with -o is refused: {}", r.stderr);
+
     let size = std::fs::metadata(&second).unwrap().len();
-    eprintln!("snapshot {size} bytes, {} keys: get fetched {get_share}%, ls -n fetched {ls_share}%", keys.len());
+    eprintln!("snapshot {size} bytes, {} keys: get fetched {get_share}%, ls -n fetched {ls_share}%, backups get --etcd-key {key_share}%", keys.len());
     assert!(get_share < 15.0, "one object fetched {get_share}% of the snapshot");
     assert!(ls_share < 60.0, "one namespace of 20 fetched {ls_share}% of the snapshot");
 }
