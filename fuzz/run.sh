@@ -5,7 +5,7 @@
 #   fuzz/run.sh [TARGET...]          every target of fuzz/Cargo.toml when none is named
 #
 # Environment: RUNS (default 10000000) and SECONDS_EACH (default 3600): a target stops at
-# whichever comes first. RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
+# whichever comes first. BUILD=0 runs the binaries already built (see below). RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
 # a larger resident set or a slower input is a finding. Each run starts from a fresh copy of
 # the committed seeds (fuzz/seeds/<target>/) in fuzz/out/corpus/<target>/; findings go to
 # fuzz/out/artifacts/<target>/, libFuzzer's output to fuzz/out/logs/<target>.log, and the
@@ -22,6 +22,10 @@ SECONDS_EACH="${SECONDS_EACH:-3600}"
 RSS_MB="${RSS_MB:-2048}"
 TIMEOUT="${TIMEOUT:-10}"
 OUT="$FUZZ/out"
+# BUILD=0 runs the binaries `cargo +nightly fuzz build` left in fuzz/target as they are (a
+# long series is then not rebuilt midway by edits to the crates).
+BUILD="${BUILD:-1}"
+BIN="$FUZZ/target/x86_64-unknown-linux-gnu/release"
 cd "$FUZZ"
 
 if [ "$#" -gt 0 ]; then
@@ -41,13 +45,18 @@ for t in "${targets[@]}"; do
     if [ -d "$FUZZ/seeds/$t" ]; then
         cp "$FUZZ/seeds/$t"/* "$corpus"/
     fi
-    # Built before the clock starts (a no-op when up to date).
-    cargo +nightly fuzz build --fuzz-dir "$FUZZ" "$t" >"$log" 2>&1 || { echo "$t: build failed, see $log"; exit 1; }
+    flags=(-runs="$RUNS" -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT" -print_final_stats=1 -artifact_prefix="$artifacts/")
+    if [ "$BUILD" = 1 ]; then
+        # Built before the clock starts (a no-op when up to date).
+        cargo +nightly fuzz build --fuzz-dir "$FUZZ" "$t" >"$log" 2>&1 || { echo "$t: build failed, see $log"; exit 1; }
+    fi
     start=$(date +%s.%N)
     set +e
-    cargo +nightly fuzz run --fuzz-dir "$FUZZ" "$t" "$corpus" -- \
-        -runs="$RUNS" -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT" \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1
+    if [ "$BUILD" = 1 ]; then
+        cargo +nightly fuzz run --fuzz-dir "$FUZZ" "$t" "$corpus" -- "${flags[@]}" >"$log" 2>&1
+    else
+        "$BIN/$t" "${flags[@]}" "$corpus" >"$log" 2>&1
+    fi
     rc=$?
     set -e
     end=$(date +%s.%N)
