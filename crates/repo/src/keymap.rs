@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use etcd_data::schema::{KeyValueRef, RevisionKey};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 
 use crate::error::{Error, Result};
 use crate::format::{BlobId, Manifest};
@@ -31,6 +32,9 @@ use crate::repository::{parse_id, Index, Repository};
 
 /// Which keys a reader wants.
 pub type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
+
+/// Blobs of one pack closer than this are read with one request.
+const COALESCE_GAP: u64 = 64 << 10;
 
 /// Entries per stored segment.
 pub const SEGMENT: usize = 16384;
@@ -193,8 +197,9 @@ pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFi
 }
 
 /// The records of `entries` (bytes of the snapshot file at each entry's place), read from the
-/// chunks that hold them, fetched once each: `(revision key, record)`, and the chunks read.
-pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: &[Entry], parallel: usize) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<BlobId>)> {
+/// chunks that hold them, fetched once each: `(revision key, record)`, and the bytes read
+/// from the store for the chunks.
+pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: &[Entry], parallel: usize) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64)> {
     let ids = repo.chunk_ids(m, index).await?;
     // Where each chunk starts in the file.
     let mut starts = Vec::with_capacity(ids.len());
@@ -218,16 +223,55 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
         let (first, last) = (chunk_of(e.offset), chunk_of(end - 1));
         needed.extend((first..=last).zip(&ids[first..=last]).map(|(i, id)| (i, *id)));
     }
-    let chunks: BTreeMap<usize, Vec<u8>> = futures::stream::iter(needed.into_iter().map(|(i, id)| {
-        let repo = repo.clone();
+    // One ranged read per run of nearby blobs in a pack: a namespace's records are spread
+    // over hundreds of chunks, and a request costs more than a few skipped kilobytes.
+    let mut by_pack: BTreeMap<BlobId, Vec<(usize, crate::repository::BlobLoc)>> = BTreeMap::new();
+    for (i, id) in needed {
+        let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id))))?;
+        by_pack.entry(loc.pack).or_default().push((i, *loc));
+    }
+    let mut runs: Vec<Vec<(usize, crate::repository::BlobLoc)>> = Vec::new();
+    for (_, mut blobs) in by_pack {
+        blobs.sort_by_key(|(_, l)| l.entry.offset);
+        for b in blobs {
+            let end = |l: &crate::repository::BlobLoc| l.entry.offset as u64 + l.entry.length as u64;
+            match runs.last_mut() {
+                Some(run) if run[0].1.pack == b.1.pack && (b.1.entry.offset as u64) <= end(&run[run.len() - 1].1) + COALESCE_GAP => run.push(b),
+                _ => runs.push(vec![b]),
+            }
+        }
+    }
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let chunks: BTreeMap<usize, Vec<u8>> = futures::stream::iter(runs.into_iter().map(|run| {
+        let (repo, read) = (repo.clone(), &read);
         async move {
-            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id))))?;
-            Ok::<_, Error>((i, repo.read_blob(index, loc).await?))
+            let pack = run[0].1.pack;
+            let start = run[0].1.entry.offset as u64;
+            let end = run.iter().map(|(_, l)| l.entry.offset as u64 + l.entry.length as u64).max().unwrap_or(start);
+            let path = index.pack_path(&pack);
+            let bytes = repo.store().get_range(&path, start..end).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {} is missing", hex::encode(pack))),
+                e => Error::store(format!("read {path}"), e),
+            })?;
+            let mut out = Vec::with_capacity(run.len());
+            for (i, l) in &run {
+                let from = (l.entry.offset as u64 - start) as usize;
+                let sealed =
+                    bytes.get(from..from + l.entry.length as usize).ok_or_else(|| Error::Damaged(format!("pack {}: short read", hex::encode(pack))))?;
+                out.push((*i, repo.open_blob(&l.entry, sealed, &hex::encode(pack))?));
+            }
+            read.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, Error>(out)
         }
     }))
-    .buffer_unordered(parallel.max(1))
-    .try_collect()
-    .await?;
+    // Small ranged reads: their cost is the round trip, so more of them are in flight than
+    // the bulk paths' `parallel`.
+    .buffer_unordered(parallel.max(1) * 4)
+    .try_collect::<Vec<_>>()
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let mut rec = Vec::with_capacity(e.len as usize);
@@ -242,7 +286,7 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
         }
         out.push((e.rev_key.clone(), rec));
     }
-    Ok((out, chunks.keys().map(|i| ids[*i]).collect()))
+    Ok((out, read.into_inner()))
 }
 
 /// What [`fetch_selected`] read.
@@ -270,8 +314,8 @@ pub async fn fetch_selected(repo: Arc<Repository>, id: &str, m: &Manifest, want:
         let km = m.key_map.as_ref().expect("checked above");
         let mut fetched: u64 = km.segments.iter().chain(&m.chunk_lists).map(|s| sealed(s)).sum();
         let Some(entries) = select(&repo, &index, m, want).await? else { return Ok(None) };
-        let (records, chunks) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
-        fetched += chunks.iter().map(|i| index.blobs.get(i).map_or(0, |l| l.entry.length as u64)).sum::<u64>();
+        let (records, read) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
+        fetched += read;
         let out = out.to_path_buf();
         tokio::task::spawn_blocking(move || write_db(records, &out)).await.map_err(|e| Error::Other(format!("writing the key file: {e}")))??;
         Ok(Some(Selected { keys: entries.len(), fetched, snapshot: m.snapshot.size }))
