@@ -46,7 +46,9 @@ enum Cmd {
         concurrency: usize,
     },
     /// Relay TCP from --listen to --to, with the fault read from --control (polled every 0.1 s):
-    /// `pass`, `latency MS`, `stall`, `reset`, `truncate BYTES`, `status CODE TIMES`.
+    /// `pass`, `latency MS`, `stall`, `reset`, `truncate BYTES`, `status CODE TIMES`. Counts
+    /// are written beside it (its extension replaced by `stats`): `bytes_up bytes_down connections
+    /// resets statuses truncations`.
     Relay {
         #[arg(long)]
         listen: std::net::SocketAddr,
@@ -106,6 +108,13 @@ fn main() -> anyhow::Result<()> {
                         None => eprintln!("relay: ignoring unknown fault {now:?}"),
                     }
                     last = now;
+                }
+                let st = relay.stats();
+                let line = format!("{} {} {} {} {} {}\n", st.bytes_up, st.bytes_down, st.connections, st.resets, st.statuses, st.truncations);
+                let stats = control.with_extension("stats");
+                let tmp = control.with_extension("stats.tmp");
+                if std::fs::write(&tmp, line).and_then(|_| std::fs::rename(&tmp, &stats)).is_err() {
+                    eprintln!("relay: cannot write {}", stats.display());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }

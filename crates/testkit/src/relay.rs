@@ -49,6 +49,9 @@ pub struct RelayStats {
     pub resets: u64,
     pub statuses: u64,
     pub truncations: u64,
+    /// Bytes forwarded to the server (requests) and to clients (responses).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 struct Shared {
@@ -62,6 +65,8 @@ struct Shared {
     resets: AtomicU64,
     statuses: AtomicU64,
     truncations: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
 }
 
 /// A running relay; stopped (its listener closed, open connections reset) on drop.
@@ -89,6 +94,8 @@ impl Relay {
             resets: AtomicU64::new(0),
             statuses: AtomicU64::new(0),
             truncations: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
         });
         let s = shared.clone();
         std::thread::Builder::new().name("relay-accept".into()).spawn(move || accept_loop(listener, s))?;
@@ -126,6 +133,8 @@ impl Relay {
             resets: s.resets.load(Ordering::SeqCst),
             statuses: s.statuses.load(Ordering::SeqCst),
             truncations: s.truncations.load(Ordering::SeqCst),
+            bytes_up: s.bytes_up.load(Ordering::SeqCst),
+            bytes_down: s.bytes_down.load(Ordering::SeqCst),
         }
     }
 }
@@ -287,6 +296,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, generation: u64, res
             return;
         }
         forwarded += chunk.len();
+        if response { &s.bytes_down } else { &s.bytes_up }.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -373,5 +383,6 @@ mod tests {
         let st = relay.stats();
         assert_eq!(st.statuses, 2);
         assert!(st.resets >= 1 && st.truncations == 1, "{st:?}");
+        assert!(st.bytes_down >= 3 * 1000 && st.bytes_up > 0, "{st:?}");
     }
 }
