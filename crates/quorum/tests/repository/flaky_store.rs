@@ -200,3 +200,87 @@ fn a_store_cut_off_or_stalled_ends_commands_within_the_timeout() {
     repo.ok(&["backup", "--cluster", "prod", "--snapshot", snap.to_str().unwrap()]);
     repo.ok(&["forget", "--cluster", "prod", "--keep-last", "1", "--prune"]);
 }
+
+/// The agent's uploads through the same faults: it captures every revision written meanwhile,
+/// its spool drains once the store behaves, the chain has no gap and the repository checks
+/// clean.
+#[test]
+fn the_agent_uploads_through_a_flaky_store() {
+    let s3 = S3Server::start().unwrap();
+    let relay = Arc::new(Relay::start(format!("127.0.0.1:{}", s3.port()).parse().unwrap()).unwrap());
+    let repo = relayed_repo(&s3, &relay, "agent");
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let port = crate::common::free_port();
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nname: a0\nendpoints: [{}]\nlisten: 127.0.0.1:{port}\nelection: {{ttl_seconds: 2}}\n\
+             repo: {{url: '{}', password_file: '{}', endpoint: '{}', region: {}}}\nbackup: {{schedule: '0 0 1 1 *', from: endpoints}}\n\
+             defrag: {{enabled: false}}\ndelta: {{interval_seconds: 0.3, spool_dir: '{}'}}\n",
+            c.endpoints_csv(),
+            repo.url,
+            repo.dir().join("repo.pass").display(),
+            relay.url(),
+            S3Server::REGION,
+            d.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("agent.log");
+    let mut cmd = crate::common::quorum();
+    cmd.args(["agent", "--config", cfg.to_str().unwrap()]).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in &repo.envs {
+        cmd.env(k, v);
+    }
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Killed(cmd.spawn().unwrap());
+    let metric = |name: &str| -> Option<i64> {
+        let (_, _, body) = crate::common::http_get(port, "/metrics")?;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).map(|v| v as i64)
+    };
+    let wait = |what: &str, secs: u64, cond: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !cond() {
+            assert!(t.elapsed() < Duration::from_secs(secs), "{what}: not within {secs}s; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("capturing", 60, &|| metric("quorum_capture_running") == Some(1));
+
+    // 15 s of writes under faults.
+    let before = relay.stats();
+    let mut last = 0;
+    {
+        let _chaos = Chaos::start(relay.clone(), Duration::from_millis(150), 7);
+        let t = Instant::now();
+        let mut k = 0;
+        while t.elapsed() < Duration::from_secs(15) {
+            last = testkit::put(&c.endpoints(), &format!("/flaky/{k:05}"), b"written while the store misbehaved").unwrap();
+            k += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let after = relay.stats();
+    eprintln!(
+        "agent under faults: {} statuses, {} resets, {} truncations injected",
+        after.statuses - before.statuses,
+        after.resets - before.resets,
+        after.truncations - before.truncations
+    );
+    wait("the spool drains and the last write is stored", 120, &|| {
+        metric("quorum_last_delta_revision").is_some_and(|r| r >= last) && metric("quorum_delta_spool_segments") == Some(0)
+    });
+    let r = repo.q(&["backups", "deltas", "--cluster", "prod", "-w", "json"]);
+    assert_eq!(r.code, 0, "a gap in the chain: {} {}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["chain"]["contiguous_to"].as_i64().unwrap() >= last, "{v}");
+    check_clean(&repo, "the agent's uploads under faults");
+}
