@@ -1218,6 +1218,13 @@ fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::
     line("figures", hashes);
     line("sha256", s.sha256.clone());
     line("stored", format!("{} chunks; this backup added {} in {} blobs", m.chunks, bytes(m.added_bytes), m.added_blobs));
+    line(
+        "key map",
+        match &m.key_map {
+            Some(k) => format!("{} live keys in {} blobs (k8s --repo and --etcd-key fetch only the chunks they need)", k.entries, k.segments.len()),
+            None => "none (made before key maps: readers of one object fetch the whole snapshot)".into(),
+        },
+    );
     if let Some(c) = &m.consolidated {
         line(
             "consolidated",

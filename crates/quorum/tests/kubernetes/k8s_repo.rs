@@ -55,6 +55,8 @@ fn objects_from_a_backup_read_only_their_chunks() {
     let ids = repo.backup_ids(); // newest first
     let show = repo.json(&["backups", "show", "latest"]);
     assert_eq!(show["manifest"]["key_map"]["entries"].as_u64().unwrap() as usize, keys.len(), "{show}");
+    let shown = repo.ok(&["backups", "show", "latest"]).stdout;
+    assert!(shown.contains(&format!("key map:      {} live keys in 1 blobs", keys.len())), "{shown}");
 
     // ls -n: the same objects as from the file.
     let from_file = on_file(&["k8s", "ls", f2, "-n", "ns-003", "-w", "json"]);
