@@ -133,12 +133,12 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     }
     // The key map.
     let key_map = match key_map.join().map_err(|_| Error::Other("key map thread panicked".into()))?? {
-        Some(entries) => {
+        Some(built) => {
             let mut segments = Vec::new();
-            for seg in crate::keymap::encode(&entries) {
+            for seg in crate::keymap::encode(&built) {
                 segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
             }
-            Some(crate::keymap::KeyMapRef { segments, entries: entries.len() as u64 })
+            Some(crate::keymap::KeyMapRef { segments, entries: built.len() as u64 })
         }
         None => None,
     };

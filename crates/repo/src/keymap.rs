@@ -59,56 +59,105 @@ pub struct KeyMapRef {
     pub entries: u64,
 }
 
-/// One live key's latest record, met newest first: its key, its revision key, the record and
-/// where it lies in the file (None in an inline bucket).
+/// One live key's latest record, met newest first: its key, its revision key, the record
+/// (empty unless asked for) and where it lies in the file (None in an inline bucket).
 type Latest<'a> = dyn FnMut(&[u8], &[u8], &[u8], Option<(u64, usize)>) -> bool + 'a;
+
+/// A key's identity in the set of keys met: 128 bits of BLAKE3, so the set costs 16 bytes a
+/// key however long the keys (a collision, which would hide a key, is beyond reach).
+fn key_id(key: &[u8]) -> u128 {
+    u128::from_le_bytes(blake3::hash(key).as_bytes()[..16].try_into().expect("16 bytes"))
+}
 
 /// Call `f` for the latest record of every live key of the snapshot at `path`, newest first,
 /// until it returns false. False when the snapshot has no `key` bucket.
-fn each_latest(path: &Path, f: &mut Latest<'_>) -> Result<bool> {
+fn each_latest(path: &Path, records: bool, f: &mut Latest<'_>) -> Result<bool> {
     let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
     let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", path.display()));
     let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(false) };
-    let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
+    let mut seen: rustc_hash::FxHashSet<u128> = Default::default();
     let mut c = bucket.cursor_rev().map_err(damaged)?;
     loop {
         let (rev_key, record, key, tombstone) = {
             let Some(e) = c.next().map_err(damaged)? else { break };
             let Ok(rk) = RevisionKey::parse(e.key) else { continue };
             let Some(kv) = KeyValueRef::decode(e.value) else { continue };
-            if e.value.is_empty() || kv.key.is_empty() || seen.contains(kv.key) {
+            if e.value.is_empty() || kv.key.is_empty() || !seen.insert(key_id(kv.key)) {
                 continue;
             }
-            (e.key.to_vec(), e.value.to_vec(), kv.key.to_vec(), rk.tombstone)
+            (e.key.to_vec(), if records { e.value.to_vec() } else { Vec::new() }, kv.key.to_vec(), rk.tombstone)
         };
         if !tombstone && !f(&key, &rev_key, &record, c.value_offset()) {
             break;
         }
-        seen.insert(key);
     }
     Ok(true)
 }
 
+/// A key map as built: entries in their stored form, packed in one buffer (no allocation per
+/// key: a backup of a cluster with millions of keys holds them in tens of bytes each).
+#[derive(Debug, Default)]
+pub struct Built {
+    buf: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Built {
+    /// Add an entry; false when it cannot be stored (a key longer than 64 KiB).
+    fn push(&mut self, key: &[u8], rev_key: &[u8], offset: u64, len: u32) -> bool {
+        let (Ok(kl), Ok(rl)) = (u16::try_from(key.len()), u8::try_from(rev_key.len())) else { return false };
+        self.starts.push(self.buf.len());
+        self.buf.extend_from_slice(&kl.to_le_bytes());
+        self.buf.extend_from_slice(key);
+        self.buf.push(rl);
+        self.buf.extend_from_slice(rev_key);
+        self.buf.extend_from_slice(&offset.to_le_bytes());
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        true
+    }
+
+    fn key(&self, start: usize) -> &[u8] {
+        let kl = u16::from_le_bytes([self.buf[start], self.buf[start + 1]]) as usize;
+        &self.buf[start + 2..start + 2 + kl]
+    }
+
+    /// The stored bytes of the entry at `start`.
+    fn entry(&self, start: usize) -> &[u8] {
+        let kl = u16::from_le_bytes([self.buf[start], self.buf[start + 1]]) as usize;
+        let rl = self.buf[start + 2 + kl] as usize;
+        &self.buf[start..start + 2 + kl + 1 + rl + 12]
+    }
+
+    fn sort(&mut self) {
+        let mut starts = std::mem::take(&mut self.starts);
+        starts.sort_unstable_by(|a, b| self.key(*a).cmp(self.key(*b)));
+        self.starts = starts;
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+}
+
 /// The key map of the snapshot at `path`: its live keys, sorted, with their latest records'
 /// places. None when the snapshot has no `key` bucket or keeps records where no offset can
-/// be given (an inline bucket); a damaged bucket is an error (the backup reports it anyway).
-pub fn build(path: &Path) -> Result<Option<Vec<Entry>>> {
-    let mut out = Vec::new();
+/// be given (an inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is
+/// an error (the backup reports it anyway).
+pub fn build(path: &Path) -> Result<Option<Built>> {
+    let mut out = Built::default();
     let mut placed = true;
-    let found = each_latest(path, &mut |key, rev_key, _, at| match at {
-        Some((offset, len)) => {
-            out.push(Entry { key: key.to_vec(), rev_key: rev_key.to_vec(), offset, len: len as u32 });
-            true
-        }
-        None => {
-            placed = false;
-            false
-        }
+    let found = each_latest(path, false, &mut |key, rev_key, _, at| {
+        placed = at.is_some_and(|(offset, len)| out.push(key, rev_key, offset, len as u32));
+        placed
     })?;
     if !found || !placed {
         return Ok(None);
     }
-    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    out.sort();
     Ok(Some(out))
 }
 
@@ -116,7 +165,7 @@ pub fn build(path: &Path) -> Result<Option<Vec<Entry>>> {
 /// by key: `(key, record)`.
 pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
-    each_latest(path, &mut |key, _, record, _| {
+    each_latest(path, true, &mut |key, _, record, _| {
         if want(key) {
             out.push((key.to_vec(), record.to_vec()));
         }
@@ -126,21 +175,16 @@ pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>,
     Ok(out)
 }
 
-/// The stored form of `entries` (sorted), one byte string per segment.
-pub fn encode(entries: &[Entry]) -> Vec<Vec<u8>> {
-    entries
+/// The stored form of a built key map, one byte string per segment.
+pub fn encode(m: &Built) -> Vec<Vec<u8>> {
+    m.starts
         .chunks(SEGMENT)
         .map(|seg| {
-            let mut b = Vec::with_capacity(8 + seg.iter().map(|e| e.key.len() + e.rev_key.len() + 15).sum::<usize>());
+            let mut b = Vec::with_capacity(8 + seg.iter().map(|s| m.entry(*s).len()).sum::<usize>());
             b.extend_from_slice(MAGIC);
             b.extend_from_slice(&(seg.len() as u32).to_le_bytes());
-            for e in seg {
-                b.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
-                b.extend_from_slice(&e.key);
-                b.push(e.rev_key.len() as u8);
-                b.extend_from_slice(&e.rev_key);
-                b.extend_from_slice(&e.offset.to_le_bytes());
-                b.extend_from_slice(&e.len.to_le_bytes());
+            for s in seg {
+                b.extend_from_slice(m.entry(*s));
             }
             b
         })
@@ -350,10 +394,16 @@ mod tests {
         let entries: Vec<Entry> = (0..SEGMENT + 10)
             .map(|i| Entry { key: format!("/registry/pods/ns/p{i:06}").into_bytes(), rev_key: vec![1; 17], offset: i as u64 * 100, len: 90 })
             .collect();
-        let segs = encode(&entries);
+        let mut built = Built::default();
+        for e in entries.iter().rev() {
+            assert!(built.push(&e.key, &e.rev_key, e.offset, e.len));
+        }
+        assert!(!built.push(&vec![b'k'; 70000], &[1; 17], 0, 1), "a key over 64 KiB has no entry");
+        built.sort();
+        let segs = encode(&built);
         assert_eq!(segs.len(), 2);
         let back: Vec<Entry> = segs.iter().flat_map(|s| decode(s).unwrap()).collect();
-        assert_eq!(back, entries);
+        assert_eq!(back, entries, "sorted by key again");
         assert!(decode(&segs[1][..segs[1].len() - 1]).is_err());
         let mut extra = segs[1].clone();
         extra.push(0);
