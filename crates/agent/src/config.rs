@@ -10,7 +10,7 @@
 //! user_password_file: /etc/quorum/etcd-user.pass
 //! listen: 127.0.0.1:9479        # /metrics, /healthz, /readyz
 //! election: { ttl_seconds: 10 }
-//! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000, refresh_seconds: 60 }
+//! repo: { url: s3://backups/etcd, password_file: /etc/quorum/repo.pass, endpoint: https://minio:9000, refresh_seconds: 60, store_timeout_seconds: 20 }
 //! backup: { schedule: "0 * * * *", from: follower }
 //! retention: { schedule: "30 3 * * *", keep_hourly: 48, keep_daily: 14, keep_weekly: 8, keep_monthly: 12, prune: true }
 //! drill: { schedule: "0 4 * * *", etcd_bin: /usr/bin/etcd, max_age_hours: 48 }
@@ -113,10 +113,19 @@ pub struct RepoConfig {
     /// `quorum_last_full_backup_*` and `quorum_last_verified_*` metrics), seconds.
     #[serde(default = "default_refresh")]
     pub refresh_seconds: f64,
+    /// How long one object-store request is retried before it counts as failed, seconds (the
+    /// command line's `--store-timeout`). Short: the spool retries a failed upload by itself,
+    /// and counts it in `quorum_delta_spool_upload_failures_total`.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout_seconds: f64,
 }
 
 fn default_refresh() -> f64 {
     60.0
+}
+
+fn default_store_timeout() -> f64 {
+    20.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +272,9 @@ impl Config {
         }
         if !(self.repo.refresh_seconds.is_finite() && self.repo.refresh_seconds >= 1.0) {
             return Err("repo.refresh_seconds must be at least 1".into());
+        }
+        if !(self.repo.store_timeout_seconds.is_finite() && (1.0..=3600.0).contains(&self.repo.store_timeout_seconds)) {
+            return Err("repo.store_timeout_seconds must be between 1 and 3600".into());
         }
         if self.election.ttl_seconds < 2 {
             return Err("election.ttl_seconds must be at least 2".into());

@@ -97,7 +97,7 @@ pub fn run(a: AgentArgs, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fai
             no_proxy: cfg.repo.no_proxy.as_deref().map_or_else(|| env_proxy.no_proxy.clone(), |n| repo::proxy::ProxyConfig::new(None, Some(n)).no_proxy),
         },
         timeout: None,
-        retry_deadline: None,
+        retry_deadline: Some(std::time::Duration::from_secs_f64(cfg.repo.store_timeout_seconds)),
     };
     agent::log::init(match a.log_format {
         LogFormat::Text => agent::log::Format::Text,
