@@ -32,7 +32,9 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Decide for `(id, cluster, time)` triples (any order).
+/// Decide for `(id, cluster, time)` triples, newest first per cluster; backups of the same
+/// time keep their order in `backups` ([`crate::Repository::manifests`] lists the higher
+/// revision first: times have second resolution).
 pub fn apply(policy: &Policy, backups: &[(String, String, DateTime<Utc>)]) -> Vec<Decision> {
     let mut clusters: Vec<&str> = backups.iter().map(|b| b.1.as_str()).collect();
     clusters.sort();
@@ -40,7 +42,8 @@ pub fn apply(policy: &Policy, backups: &[(String, String, DateTime<Utc>)]) -> Ve
     let mut out = Vec::new();
     for c in clusters {
         let mut group: Vec<&(String, String, DateTime<Utc>)> = backups.iter().filter(|b| b.1 == c).collect();
-        group.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        // A stable sort: ties stay in the caller's order.
+        group.sort_by_key(|b| std::cmp::Reverse(b.2));
         let mut reasons: Vec<Vec<String>> = vec![Vec::new(); group.len()];
         if policy.is_empty() {
             for r in reasons.iter_mut() {
@@ -113,6 +116,17 @@ mod tests {
         assert_eq!(kept, vec!["21-23-40", "21-23-20", "21-22-40", "21-21-40", "21-20-40", "21-19-40", "20-23-40"]);
         let newest = &r[0];
         assert_eq!(newest.reasons, vec!["last", "hourly", "daily"]);
+    }
+
+    #[test]
+    fn backups_of_the_same_second_keep_the_callers_order() {
+        // Listed newest first (the repository puts the higher revision first within a second).
+        for ids in [["zz-newer", "aa-older"], ["aa-newer", "zz-older"]] {
+            let b: Vec<_> = ids.iter().map(|id| (id.to_string(), "a".to_string(), at(1, 1, 0))).collect();
+            let r = apply(&Policy { last: 1, ..Default::default() }, &b);
+            let kept: Vec<&str> = r.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect();
+            assert_eq!(kept, vec![ids[0]]);
+        }
     }
 
     #[test]

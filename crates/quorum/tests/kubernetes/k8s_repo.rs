@@ -105,6 +105,13 @@ fn objects_from_a_backup_read_only_their_chunks() {
     let r = repo.q(&["backups", "get", "latest", "--etcd-key", "/x", "-o", "x.db"]);
     assert_eq!(r.code, 2, "--etcd-key with -o is refused: {}", r.stderr);
 
+    // Retention keeps the kept backup's key map and drops the other's; check agrees.
+    repo.ok(&["forget", "--cluster", "prod", "--keep-last", "1", "--prune"]);
+    let r = repo.q(&["repo", "check", "--read-data"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let r = repo.q(&["k8s", "get", "latest", res, name, "-n", "ns-003", "-o", "json"]);
+    assert_eq!(r.stdout, from_file.stdout, "{}", r.stderr);
+
     let size = std::fs::metadata(&second).unwrap().len();
     eprintln!("snapshot {size} bytes, {} keys: get fetched {get_share}%, ls -n fetched {ls_share}%, backups get --etcd-key {key_share}%", keys.len());
     assert!(get_share < 15.0, "one object fetched {get_share}% of the snapshot");
