@@ -32,7 +32,8 @@ fn kib(value: &str, unit: Option<&str>) -> Option<i64> {
         "GiB" | "G" => 1024 * 1024,
         _ => return None,
     };
-    Some(v * mul)
+    // A size beyond i64 KiB (from a damaged or hostile domain XML) is no size.
+    v.checked_mul(mul)
 }
 
 /// The instance cells of one domain, placed on host nodes. A domain without `<numatune>`
@@ -135,5 +136,17 @@ mod tests {
         let cells = super::parse_domain(&mixed, "d.xml").unwrap();
         assert_eq!((cells[0].cpu_policy, cells[0].cpuset.len(), cells[0].pcpuset.len()), (Some(super::CpuPolicy::Mixed), 1, 1));
         assert!(super::parse_domain("<domain>", "bad.xml").unwrap_err().to_string().starts_with("bad.xml: not XML"));
+    }
+
+    /// Found while fuzzing (`fuzz/fuzz_targets/libvirt_domain.rs`, the input below makes that
+    /// target panic): a cell's memory of 9e12 GiB overflowed the KiB product.
+    #[test]
+    fn sizes_beyond_i64_kib_are_refused() {
+        let xml = "<domain><numatune><memnode cellid='0' nodeset='0'/></numatune><cpu><numa>\
+                   <cell id='0' cpus='0' memory='9000000000000' unit='GiB'/></numa></cpu></domain>";
+        let e = super::parse_domain(xml, "d.xml").unwrap_err();
+        assert!(e.to_string().contains("guest cell 0 has no valid memory"), "{e}");
+        assert_eq!(super::kib("8796093022207", Some("GiB")), Some(8796093022207 * 1024 * 1024));
+        assert_eq!(super::kib("8796093022208", Some("GiB")), None);
     }
 }
