@@ -142,8 +142,15 @@ pub fn nova_view(nodes: &[Node], reserved: &Reserved, cpus: &NovaCpus) -> Result
     let usable = PySet::or(&cpus.shared, &cpus.dedicated);
     let mut cells = Vec::new();
     for n in nodes {
-        let huge_kb: i64 = n.pages.iter().map(|p| p.size_kb as i64 * p.nr).sum();
-        let mut mempages = vec![Pages { size_kb: 4, total: (n.mem_total_kb - huge_kb) / 4, used: 0, reserved: reserved.get(n.id, 4) }];
+        // The counts come from sysfs files: sizes that no i64 of KiB holds are damage.
+        let beyond = || Error::Input { file: format!("node{}", n.id), why: "hugepage pools or memory beyond what 64-bit KiB counts hold".into() };
+        let huge_kb = n
+            .pages
+            .iter()
+            .try_fold(0i64, |sum, p| i64::try_from(p.size_kb).ok().and_then(|s| s.checked_mul(p.nr)).and_then(|kb| sum.checked_add(kb)))
+            .ok_or_else(beyond)?;
+        let small_kb = n.mem_total_kb.checked_sub(huge_kb).ok_or_else(beyond)?;
+        let mut mempages = vec![Pages { size_kb: 4, total: small_kb / 4, used: 0, reserved: reserved.get(n.id, 4) }];
         mempages.extend(n.pages.iter().map(|p| Pages { size_kb: p.size_kb, total: p.nr, used: 0, reserved: reserved.get(n.id, p.size_kb) }));
         let mut cell_cpus = PySet::from_iter_adds(n.cpus.iter().copied());
         let cpuset = PySet::and(&cell_cpus, &cpus.shared);
@@ -189,4 +196,28 @@ pub fn synthetic(nodes: &[(u32, i64)], size_kb: u64, cpus: u32) -> Vec<HostCell>
     let online: BTreeSet<u32> = kernel.iter().flat_map(|n| n.cpus.iter().copied()).collect();
     let (sets, _) = crate::cpu::nova_cpus(&Default::default(), &online).expect("no CPU sets configured");
     nova_view(&kernel, &Reserved::default(), &sets).expect("synthetic sibling lists parse")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found while fuzzing (`fuzz/fuzz_targets/sysfs_values.rs`, a tree with
+    /// `nr_hugepages` = 5000000000000000 makes that target panic): pool size × count overflowed.
+    #[test]
+    fn hugepage_counts_beyond_i64_kib_are_refused() {
+        let cpus = NovaCpus { shared: PySet::from_iter_adds([0]), dedicated: PySet::new() };
+        let node = |nr: i64, mem: i64| Node {
+            id: 0,
+            mem_total_kb: mem,
+            cpus: [0].into(),
+            pages: vec![KernelPages { size_kb: 2048, nr, free: nr, surplus: 0 }],
+            thread_siblings: BTreeMap::new(),
+        };
+        let e = nova_view(&[node(5_000_000_000_000_000, 1000)], &Reserved::default(), &cpus).unwrap_err();
+        assert!(e.to_string().contains("beyond what 64-bit KiB counts hold"), "{e}");
+        assert!(nova_view(&[node(1, i64::MIN)], &Reserved::default(), &cpus).is_err(), "memory minus pools underflows");
+        let cells = nova_view(&[node(512, 16 << 20)], &Reserved::default(), &cpus).unwrap();
+        assert_eq!(cells[0].mempages[0].total, ((16 << 20) - 512 * 2048) / 4);
+    }
 }
