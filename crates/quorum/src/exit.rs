@@ -178,6 +178,7 @@ impl From<repo::Error> for Failure {
             }
             E::Damaged(_) => (DAMAGE, Some("run `quorum repo check --read-data` to list every damaged object".into())),
             E::Mismatch(_) => (DAMAGE, None),
+            E::BadInput(_) => (DAMAGE, Some("nothing was stored from it; check the copy, or take the backup again".into())),
             E::Locked(_) => (
                 FAILED,
                 Some("wait for the other operation to finish, or pass --retry-lock 5m; a lock left by a killed process on this host is removed automatically, and one from another host after it expires (30 min without refresh)".into()),

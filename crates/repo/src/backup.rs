@@ -45,6 +45,11 @@ pub struct BackupOptions {
     pub uploads: usize,
     /// Set for a backup built offline from an older one and delta segments.
     pub consolidated: Option<format::Consolidated>,
+    /// An OpenShift static resources tarball whose members make the bundle (instead of
+    /// `includes`), with the backup's stamp ([`crate::openshift`]).
+    pub openshift: Option<(PathBuf, String)>,
+    /// The backup's time (RFC 3339) when it was made earlier than now (an imported backup).
+    pub time: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -98,9 +103,12 @@ pub async fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: Progr
 
 pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, lock: &crate::lock::Lock, progress: Progress) -> Result<BackupReport> {
     let started = Instant::now();
-    if !opts.includes.is_empty() {
+    if !opts.includes.is_empty() || opts.openshift.is_some() {
         // --include files go into a bundle under the repository's separate bundle key.
         repo.key_for(BlobType::Bundle)?;
+    }
+    if !opts.includes.is_empty() && opts.openshift.is_some() {
+        return Err(Error::Usage("a backup's bundle holds either included files or OpenShift static resources, not both".into()));
     }
     let meta = std::fs::metadata(&opts.snapshot).map_err(|e| Error::io(&opts.snapshot, e))?;
     if !meta.is_file() {
@@ -143,7 +151,12 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         None => None,
     };
     // The bundle.
-    let bundle = if opts.includes.is_empty() {
+    let mut openshift = None;
+    let bundle = if let Some((tarball, stamp)) = &opts.openshift {
+        let (bundle, facts) = pipe.put_tarball(tarball, stamp).await?;
+        openshift = Some(facts);
+        Some(bundle)
+    } else if opts.includes.is_empty() {
         None
     } else {
         let mut files = Vec::new();
@@ -160,6 +173,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
                 size: m.len(),
                 sha256: hex::encode(sha),
                 chunks: ids.iter().map(hex::encode).collect(),
+                tar: None,
             });
             blobs.extend(ids.iter().map(hex::encode));
         }
@@ -187,7 +201,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         member: opts.member.clone(),
         etcd_version: opts.etcd_version.clone().or_else(|| facts.version.clone()),
         source: opts.source.clone(),
-        time: crate::now_rfc3339(),
+        time: opts.time.clone().unwrap_or_else(crate::now_rfc3339),
         host: crate::hostname(),
         tags: opts.tags.clone(),
         snapshot: facts,
@@ -198,6 +212,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         added_blobs: stats.new_blobs,
         consolidated: opts.consolidated.clone(),
         key_map,
+        openshift,
     };
     let body = repo.seal_json(&manifest, b"manifest");
     let id = format::content_name(&body);
@@ -461,6 +476,57 @@ impl Pipeline {
             .await
             .map_err(|_| Error::Other("the upload side stopped".into()))?;
         Ok(id)
+    }
+
+    /// Store `data` as bundle blobs of at most 1 MiB each (static resources are small files; a
+    /// file unchanged between backups gives the same blobs): its blob ids and sha256.
+    async fn put_bytes(&mut self, t: BlobType, data: &[u8]) -> Result<(Vec<BlobId>, [u8; 32])> {
+        let mut ids = Vec::new();
+        for piece in data.chunks(1 << 20) {
+            ids.push(self.put_blob(t, piece.to_vec()).await?);
+        }
+        Ok((ids, sha2::Sha256::digest(data).into()))
+    }
+
+    /// The members of an OpenShift static resources tarball as the bundle, in tarball order.
+    /// The tarball is read on a thread of its own and its members handed over one at a time;
+    /// a damaged tarball fails the backup before its manifest is written.
+    async fn put_tarball(&mut self, tarball: &Path, stamp: &str) -> Result<(BundleRef, format::OpenshiftRef)> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(crate::openshift::Member, Vec<u8>)>(16);
+        let path = tarball.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            crate::openshift::read_tarball(&path, |m, data| {
+                tx.blocking_send((m.clone(), data.to_vec())).map_err(|_| Error::Other("the bundle writer stopped".into()))
+            })
+        });
+        let mut files = Vec::new();
+        let mut blobs: Vec<String> = Vec::new();
+        let mut total = 0u64;
+        while let Some((m, data)) = rx.recv().await {
+            let (ids, sha) = self.put_bytes(BlobType::Bundle, &data).await?;
+            total += data.len() as u64;
+            blobs.extend(ids.iter().map(hex::encode));
+            files.push(BundleFile {
+                path: m.path.clone(),
+                mode: m.mode,
+                size: data.len() as u64,
+                sha256: hex::encode(sha),
+                chunks: ids.iter().map(hex::encode).collect(),
+                tar: Some(m),
+            });
+        }
+        reader.await.map_err(|e| Error::Other(format!("tarball reader: {e}")))??;
+        let facts = format::OpenshiftRef {
+            stamp: stamp.to_string(),
+            static_pods: crate::openshift::static_pod_revisions(files.iter().map(|f| f.path.as_str())),
+            encryption_config: crate::openshift::encryption_config_path(files.iter().map(|f| f.path.as_str())).map(str::to_string),
+        };
+        let n = files.len() as u64;
+        let table = serde_json::to_vec(&files).expect("serializable");
+        let id = self.put_blob(BlobType::BundleList, table).await?;
+        blobs.sort();
+        blobs.dedup();
+        Ok((BundleRef { table: hex::encode(id), files: n, bytes: total, blobs }, facts))
     }
 
     async fn finish(self) -> Result<Stats> {

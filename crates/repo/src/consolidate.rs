@@ -140,6 +140,7 @@ async fn consolidate_locked(repo: &Arc<Repository>, o: &ConsolidateOptions, lock
         source: format!("consolidated:{}", rp.base_id),
         uploads: 4,
         consolidated: Some(c),
+        ..Default::default()
     };
     let backup = crate::backup::backup_locked(repo.clone(), &opts, lock, progress).await?;
     if backup.manifest.snapshot.revision != rp.target_revision {

@@ -46,6 +46,9 @@ pub enum Error {
     /// A restored backup's data differs from its manifest (exit 3).
     #[error("{0}")]
     Mismatch(String),
+    /// A local file given to be stored (a snapshot or tarball to import) is damaged (exit 3).
+    #[error("{0}")]
+    BadInput(String),
     #[error("{0}")]
     Other(String),
 }

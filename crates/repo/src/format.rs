@@ -364,6 +364,22 @@ pub struct Manifest {
     /// before key maps, or of snapshots without a `key` bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_map: Option<crate::keymap::KeyMapRef>,
+    /// Set for a backup in OpenShift's layout (`cluster-backup.sh`): its bundle holds the
+    /// static resources tarball's members ([`crate::openshift`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openshift: Option<OpenshiftRef>,
+}
+
+/// What an OpenShift backup was (`backups get --openshift-layout` writes it back).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OpenshiftRef {
+    /// The files' stamp (`date +%F_%H%M%S`): `snapshot_<stamp>.db`.
+    pub stamp: String,
+    /// The revision of each static pod whose resources the bundle holds.
+    pub static_pods: std::collections::BTreeMap<String, u64>,
+    /// The bundle path of the kube-apiserver's EncryptionConfiguration, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_config: Option<String>,
 }
 
 /// How a consolidated backup was built.
@@ -419,6 +435,10 @@ pub struct BundleFile {
     pub size: u64,
     pub sha256: String,
     pub chunks: Vec<String>,
+    /// For a member of an OpenShift static resources tarball: its tar header facts (path,
+    /// type, mode, owner, time, link), kept so the tarball is written back as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar: Option<crate::openshift::Member>,
 }
 
 /// A drill's record (`clusters/<C>/verifications/...`).

@@ -35,6 +35,7 @@ pub mod keymap;
 pub mod live;
 pub mod location;
 pub mod lock;
+pub mod openshift;
 pub mod pitr;
 pub mod progress;
 pub mod proxy;

@@ -236,7 +236,7 @@ pub async fn bundle_files(repo: &Repository, manifest: &Manifest) -> Result<Vec<
     bundle_table(repo, &index, b).await
 }
 
-async fn bundle_table(repo: &Repository, index: &crate::repository::Index, b: &format::BundleRef) -> Result<Vec<format::BundleFile>> {
+pub(crate) async fn bundle_table(repo: &Repository, index: &crate::repository::Index, b: &format::BundleRef) -> Result<Vec<format::BundleFile>> {
     let table_id = crate::repository::parse_id(&b.table)?;
     let loc = index.blobs.get(&table_id).ok_or_else(|| Error::Damaged(format!("bundle table blob {} is not in any index", b.table)))?;
     let table = repo.read_blob(index, loc).await?;
