@@ -237,7 +237,9 @@ fn etcd_flags_apply(m: &clap::ArgMatches) -> Result<(), exit::Failure> {
         path.push(name);
         levels.push(next);
     }
-    if talks_to_etcd(&path) {
+    // `backup` of files (--snapshot, --openshift-backup) does not connect either.
+    let offline_backup = path == ["backup"] && ["snapshot", "openshift_backup"].iter().any(|id| levels[1].value_source(id).is_some());
+    if talks_to_etcd(&path) && !offline_backup {
         return Ok(());
     }
     let given = |id: &str| levels.iter().any(|l| l.value_source(id) == Some(clap::parser::ValueSource::CommandLine));
@@ -254,9 +256,12 @@ fn etcd_flags_apply(m: &clap::ArgMatches) -> Result<(), exit::Failure> {
     for (id, hint) in meant {
         if given(id) {
             let flag = format!("--{}", id.replace('_', "-"));
-            return Err(
-                exit::Failure::usage(format!("{flag} is etcd's connection flag, and `quorum {}` does not connect to etcd", path.join(" "))).with_hint(hint)
-            );
+            return Err(exit::Failure::usage(format!(
+                "{flag} is etcd's connection flag, and `quorum {}{}` does not connect to etcd",
+                path.join(" "),
+                if offline_backup { " --snapshot|--openshift-backup" } else { "" }
+            ))
+            .with_hint(hint));
         }
     }
     Ok(())

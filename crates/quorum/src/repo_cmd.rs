@@ -417,8 +417,13 @@ pub struct BackupArgs {
     #[arg(long)]
     cluster: String,
     /// Back up this snapshot file instead of saving one from --endpoints.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "openshift_backup")]
     snapshot: Option<PathBuf>,
+    /// Import directories written by OpenShift's cluster-backup.sh (snapshot_<stamp>.db and
+    /// static_kuberesources_<stamp>.tar.gz), oldest first; the static resources go into the
+    /// bundle (needs the bundle key).
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["include", "tmp_dir"])]
+    openshift_backup: Vec<PathBuf>,
     /// Which member to save from (live backups): endpoints, follower, leader, or a member name.
     #[arg(long, default_value = "endpoints")]
     from: String,
@@ -444,6 +449,9 @@ Examples:
   # from a snapshot file, with the files needed to rebuild the control plane
   quorum backup --repo file:///var/backups/etcd --cluster prod --snapshot snap.db \\
     --include /etc/kubernetes/manifests --include /etc/kubernetes/pki --tag pre-upgrade
+  # OpenShift's cluster-backup.sh directories, the static resources under the bundle key
+  quorum backup --repo s3://backups/etcd --cluster ocp --bundle-password-file b.pass \\
+    --openshift-backup /home/core/backup-1 /home/core/backup-2
 
 Only chunks the repository does not have yet are uploaded (content-defined chunking), so an
 hourly backup of a slowly changing cluster adds a small fraction of its size. The backup
@@ -452,6 +460,9 @@ unreferenced packs, which `quorum prune` removes.";
 
 pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
+    if !a.openshift_backup.is_empty() {
+        return import_openshift(&rt, a, quiet, env_proxy);
+    }
     let r = a.repo.open(&rt, env_proxy)?;
     let mut opts = repo::backup::BackupOptions {
         cluster: a.cluster.clone(),
@@ -500,6 +511,57 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &
     Ok(())
 }
 
+/// `backup --openshift-backup DIR...`: every pair of every directory, oldest first.
+fn import_openshift(rt: &tokio::runtime::Runtime, a: BackupArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
+    if a.from != "endpoints" {
+        return Err(Failure::usage("--from picks the member a live backup saves from; --openshift-backup imports files"));
+    }
+    let mut pairs = Vec::new();
+    for d in &a.openshift_backup {
+        pairs.extend(repo::openshift::find_pairs(d)?);
+    }
+    pairs.sort_by(|x, y| x.stamp.cmp(&y.stamp));
+    let r = a.repo.open(rt, env_proxy)?;
+    let mut reports = Vec::new();
+    for p in &pairs {
+        let b = bar(quiet, "importing");
+        let imported = rt.block_on(repo::openshift::import(r.clone(), &a.cluster, p, &a.tag, a.repo.parallel.clamp(1, 16), progress_fn(&b)))?;
+        finish(b);
+        let (id, stored) = match &imported {
+            repo::openshift::Imported::Stored(rep) => (rep.id.clone(), true),
+            repo::openshift::Imported::AlreadyThere(id) => (id.clone(), false),
+        };
+        if a.write_out == Format::Simple {
+            match &imported {
+                repo::openshift::Imported::Stored(rep) => {
+                    let m = &rep.manifest;
+                    let pods =
+                        m.openshift.as_ref().map(|o| o.static_pods.iter().map(|(k, v)| format!("{k}-{v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                    println!(
+                        "backup {} of cluster {} imported from {}: revision {}, {}, added {}; static resources: {} files ({})",
+                        repo::short(&rep.id),
+                        m.cluster,
+                        p.snapshot.display(),
+                        m.snapshot.revision,
+                        etcd_data::humanize::bytes(rep.bytes),
+                        etcd_data::humanize::bytes(m.added_bytes),
+                        m.bundle.as_ref().map(|b| b.files).unwrap_or(0),
+                        pods
+                    );
+                }
+                repo::openshift::Imported::AlreadyThere(id) => {
+                    println!("{}: already in the repository as backup {}; not stored again", p.snapshot.display(), repo::short(id))
+                }
+            }
+        }
+        reports.push(serde_json::json!({"directory": p.snapshot.parent(), "stamp": p.stamp, "backup": id, "stored": stored}));
+    }
+    if a.write_out != Format::Simple {
+        output::print(a.write_out, &reports, || {});
+    }
+    Ok(())
+}
+
 // ---- backups ----
 
 #[derive(Subcommand)]
@@ -536,7 +598,7 @@ pub enum BackupsCmd {
     },
     /// Write a backup's exact snapshot file (or, with --bundle, its included files into a directory; with --etcd-key, print keys).
     #[command(
-        after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n  quorum backups get --repo s3://backups/etcd latest --etcd-key /registry/configmaps/kube-system/kubeadm-config\n  quorum backups get --repo ... latest --etcd-key /registry/namespaces/ --prefix\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed.\n--etcd-key prints the key's latest value in the backup as `etcdctl get` prints it, fetching\nonly the chunks that hold it (named --etcd-key: --key is etcd's TLS client key)."
+        after_help = "Examples:\n  quorum backups get --repo file:///var/backups/etcd latest -o snap.db\n  quorum backups get --repo ... 1a2b3c4d --bundle -o /tmp/bundle --bundle-password-file b.pass\n  quorum backups get --repo s3://backups/etcd latest --etcd-key /registry/configmaps/kube-system/kubeadm-config\n  quorum backups get --repo ... latest --etcd-key /registry/namespaces/ --prefix\n  quorum backups get --repo ... latest --openshift-layout -o /home/core/backup \\\n    --bundle-password-file b.pass\n\nThe file is written as FILE.partial, checked against the manifest's sha256, then renamed.\n--etcd-key prints the key's latest value in the backup as `etcdctl get` prints it, fetching\nonly the chunks that hold it (named --etcd-key: --key is etcd's TLS client key)."
     )]
     Get {
         #[command(flatten)]
@@ -559,6 +621,10 @@ pub enum BackupsCmd {
         /// With --etcd-key: every key under it (as `etcdctl get --prefix`).
         #[arg(long, requires = "etcd_key")]
         prefix: bool,
+        /// Write an OpenShift backup as cluster-backup.sh lays it out into the directory -o
+        /// (snapshot_<stamp>.db and static_kuberesources_<stamp>.tar.gz), for cluster-restore.sh.
+        #[arg(long, conflicts_with_all = ["bundle", "etcd_key"])]
+        openshift_layout: bool,
     },
     /// A presigned HTTPS URL to a single-object (unencrypted) copy of a backup's snapshot.
     #[command(
@@ -772,10 +838,25 @@ pub fn backups(c: BackupsCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<()
             print!("{}", describe_backup(&id, &m, files.as_deref()));
             Ok(())
         }
-        BackupsCmd::Get { repo: flags, id, output, cluster, bundle, etcd_key, prefix } => {
+        BackupsCmd::Get { repo: flags, id, output, cluster, bundle, etcd_key, prefix, openshift_layout } => {
             let Some(out) = output else { return print_keys(&flags, env_proxy, &id, cluster.as_deref(), quiet, &etcd_key, prefix) };
             let r = flags.open(&rt, env_proxy)?;
             let (id, m) = rt.block_on(r.resolve(&id, cluster.as_deref()))?;
+            if openshift_layout {
+                let b = bar(quiet, "fetching");
+                let (snap, tarball) = rt.block_on(repo::openshift::export(r.clone(), &id, &m, &out, flags.parallel, progress_fn(&b)))?;
+                finish(b);
+                println!(
+                    "wrote {} ({}, sha256 {}) and {} from backup {}",
+                    snap.display(),
+                    etcd_data::humanize::bytes(m.snapshot.size),
+                    m.snapshot.sha256,
+                    tarball.display(),
+                    repo::short(&id)
+                );
+                println!("restore on the recovery host with: /usr/local/bin/cluster-restore.sh {}", out.display());
+                return Ok(());
+            }
             if bundle {
                 let files = rt.block_on(repo::restore::extract_bundle(r.clone(), &id, &m, &out))?;
                 println!("extracted {} file(s) of backup {} into {}", files, repo::short(&id), out.display());
