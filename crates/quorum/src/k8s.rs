@@ -15,7 +15,7 @@ pub enum K8sCmd {
         after_help = "Examples:\n  quorum k8s ls backup.db\n  quorum k8s ls backup.db -n kube-system --resource secrets --encryption-config /etc/kubernetes/enc.yaml\n  quorum k8s ls latest -n shop --repo s3://backups/etcd --cluster prod\n\nReads the snapshot file itself (no etcd, no API server). Encrypted values are listed with\ntheir provider and key; with --encryption-config they are decrypted to read their metadata.\nKMS-encrypted values are reported as needing the KMS plugin. From a repository, only the\nchunks holding the selected objects are fetched (through the backup's key map)."
     )]
     Ls {
-        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        /// Snapshot file, a directory written by OpenShift's cluster-backup.sh, or with --repo a backup id (`latest`, an id prefix).
         snapshot: String,
         /// Only this namespace.
         #[arg(short = 'n', long)]
@@ -32,7 +32,7 @@ pub enum K8sCmd {
     /// Print objects as `kubectl get -o yaml|json` prints them, from a snapshot file or a backup.
     #[command(after_help = GET_HELP)]
     Get {
-        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        /// Snapshot file, a directory written by OpenShift's cluster-backup.sh, or with --repo a backup id (`latest`, an id prefix).
         snapshot: String,
         /// Resource: plural, singular or kubectl short name, optionally with .group (`pods`, `deploy`, `crontabs.example.com`).
         resource: String,
@@ -50,7 +50,7 @@ pub enum K8sCmd {
     /// Write the objects of namespaces as YAML files for `kubectl apply` on another cluster.
     #[command(after_help = export_help())]
     Export {
-        /// Snapshot file, or with --repo a backup id (`latest`, an id prefix).
+        /// Snapshot file, a directory written by OpenShift's cluster-backup.sh, or with --repo a backup id (`latest`, an id prefix).
         snapshot: String,
         /// Namespace to export (repeatable); its Namespace object comes along.
         #[arg(short = 'n', long = "namespace", required = true)]
@@ -79,9 +79,9 @@ pub enum K8sCmd {
     /// Objects added, removed and changed (field by field) between two snapshots or backups.
     #[command(after_help = DIFF_HELP)]
     Diff {
-        /// The older snapshot file (or with --repo a backup id).
+        /// The older snapshot file or cluster-backup.sh directory (or with --repo a backup id).
         a: String,
-        /// The newer snapshot file (or with --repo a backup id).
+        /// The newer snapshot file or cluster-backup.sh directory (or with --repo a backup id).
         b: String,
         /// Only objects of this namespace.
         #[arg(short = 'n', long)]
@@ -146,7 +146,8 @@ fn export_help() -> String {
 /// Where objects are read from and how to decrypt them (get, export, diff).
 #[derive(clap::Args)]
 pub struct SourceArgs {
-    /// EncryptionConfiguration to decrypt with.
+    /// EncryptionConfiguration to decrypt with (instead of the one an OpenShift backup keeps
+    /// in its static resources, which is found and used without this).
     #[arg(long)]
     encryption_config: Option<PathBuf>,
     /// With --repo: the cluster whose backup `latest` means.
@@ -156,21 +157,51 @@ pub struct SourceArgs {
     repo: crate::repo_cmd::RepoFlags,
 }
 
+/// A snapshot to read and the EncryptionConfiguration to read it with.
+struct Input {
+    /// Holds a fetched snapshot until the command ends.
+    _tmp: Option<tempfile::TempDir>,
+    path: PathBuf,
+    config: Option<kube_data::encryption::EncryptionConfig>,
+}
+
 impl SourceArgs {
-    /// A snapshot file as given, or with --repo the backup of that id fetched into a temporary
-    /// file: with `filter`, only the objects it selects (read through the backup's key map,
-    /// where it has one), else the whole snapshot.
-    fn input(
-        &self,
-        arg: &str,
-        env_proxy: &repo::proxy::ProxyConfig,
-        filter: Option<&kube_data::list::Filter>,
-    ) -> Result<(Option<tempfile::TempDir>, PathBuf), Failure> {
+    /// What to read for the argument `arg`:
+    /// * a snapshot file, as given;
+    /// * a directory written by OpenShift's cluster-backup.sh: its newest snapshot, and the
+    ///   kube-apiserver's EncryptionConfiguration from the static resources beside it;
+    /// * with --repo, a backup: fetched into a temporary file (with `filter`, only the objects
+    ///   it selects, through the backup's key map where it has one), and for a backup in
+    ///   OpenShift's layout the EncryptionConfiguration from its bundle (bundle key needed;
+    ///   without it an error when `need_keys`, else a warning).
+    ///
+    /// --encryption-config, when given, is used instead of any configuration found; the one
+    /// found is named on stderr.
+    fn input(&self, arg: &str, env_proxy: &repo::proxy::ProxyConfig, filter: Option<&kube_data::list::Filter>, need_keys: bool) -> Result<Input, Failure> {
+        let given = self.encryption_config.as_deref().map(read_config).transpose()?;
         let p = PathBuf::from(arg);
+        if p.is_dir() {
+            let pair = repo::openshift::find_pairs(&p)?.pop().expect("find_pairs returns at least one pair");
+            let config = match given {
+                Some(c) => Some(c),
+                None => match repo::openshift::tarball_encryption_config(&pair.tarball)? {
+                    Some((member, bytes)) => {
+                        eprintln!("reading {} with the EncryptionConfiguration {member} from {}", pair.snapshot.display(), pair.tarball.display());
+                        Some(parse_found(&member, &bytes)?)
+                    }
+                    None => {
+                        eprintln!("reading {} ({} holds no EncryptionConfiguration)", pair.snapshot.display(), pair.tarball.display());
+                        None
+                    }
+                },
+            };
+            return Ok(Input { _tmp: None, path: pair.snapshot, config });
+        }
         if self.repo.repo.is_none() || p.exists() {
-            return Ok((None, p));
+            return Ok(Input { _tmp: None, path: p, config: given });
         }
         let want = filter.map(|f| move |k: &[u8]| f.wants_key(k));
+        let mut found = crate::repo_cmd::FoundConfig::default();
         let (dir, file) = crate::repo_cmd::fetch_to_temp(
             &self.repo,
             env_proxy,
@@ -178,13 +209,29 @@ impl SourceArgs {
             self.cluster.as_deref(),
             false,
             want.as_ref().map(|w| w as &repo::keymap::KeyFilter<'_>),
+            if given.is_some() { None } else { Some(&mut found) },
         )?;
-        Ok((Some(dir), file))
+        let config = match (given, found) {
+            (Some(c), _) => Some(c),
+            (None, crate::repo_cmd::FoundConfig::None) => None,
+            (None, crate::repo_cmd::FoundConfig::Found { backup, member, bytes }) => {
+                eprintln!("backup {backup}: decrypting with the EncryptionConfiguration {member} from its bundle");
+                Some(parse_found(&member, &bytes)?)
+            }
+            (None, crate::repo_cmd::FoundConfig::Locked(f)) if need_keys => return Err(f),
+            (None, crate::repo_cmd::FoundConfig::Locked(f)) => {
+                eprintln!("Warning: {}; encrypted values are listed undecrypted", f.message.as_deref().unwrap_or("the bundle key is needed"));
+                None
+            }
+        };
+        Ok(Input { _tmp: Some(dir), path: file, config })
     }
+}
 
-    fn config(&self) -> Result<Option<kube_data::encryption::EncryptionConfig>, Failure> {
-        self.encryption_config.as_deref().map(read_config).transpose()
-    }
+/// An EncryptionConfiguration found in a backup; its text is never printed.
+fn parse_found(member: &str, bytes: &[u8]) -> Result<kube_data::encryption::EncryptionConfig, Failure> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Failure::failed(format!("{member}: the EncryptionConfiguration is not UTF-8 text")))?;
+    kube_data::encryption::parse_config(text, member).map_err(Failure::usage)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -194,10 +241,13 @@ pub enum ObjectFormat {
     Name,
 }
 
-const GET_HELP: &str = "Examples:\n  quorum k8s get backup.db deployments -n prod\n  quorum k8s get backup.db secret db-password -n prod --encryption-config /etc/kubernetes/enc.yaml -o json\n  quorum k8s get latest cm -n kube-system --repo s3://backups/etcd --cluster prod\n\n\
+const GET_HELP: &str = "Examples:\n  quorum k8s get backup.db deployments -n prod\n  quorum k8s get backup.db secret db-password -n prod --encryption-config /etc/kubernetes/enc.yaml -o json\n  quorum k8s get latest cm -n kube-system --repo s3://backups/etcd --cluster prod\n  quorum k8s get /home/core/backup secret pull-secret -n openshift-config   # cluster-backup.sh output\n\n\
 Objects are printed as kubectl prints them (built-in kinds decoded from protobuf with the
 Kubernetes schema, custom resources as stored), metadata.resourceVersion being the key's
 revision. Unlike kubectl, no -n means every namespace. Several objects print as a List.
+An OpenShift backup (a cluster-backup.sh directory, or a backup imported with
+--openshift-backup, given the bundle key) is decrypted with the EncryptionConfiguration in its
+static resources; stderr names the file used.
 Objects that cannot be read (encrypted without --encryption-config, damaged) are named on
 stderr and the others are printed; exit 1 then. Exit 1 also when nothing matches.";
 
@@ -240,9 +290,8 @@ Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or conf
 pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
     match cmd {
         K8sCmd::Ls { snapshot, namespace, resource, write_out, source } => {
-            let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource, ..Default::default() };
-            let (_tmp, snapshot) = source.input(&snapshot, env_proxy, Some(&filter))?;
+            let Input { _tmp, path: snapshot, config } = source.input(&snapshot, env_proxy, Some(&filter), false)?;
             if matches!(write_out, Format::Json | Format::Yaml) {
                 // Streamed newest revision first (a JSON array or a YAML sequence): memory stays
                 // at the key set however many objects.
@@ -331,32 +380,30 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
             damage_exit(&warnings)
         }
         K8sCmd::Get { snapshot, resource, name, namespace, output, source } => {
-            let config = source.config()?;
             let filter = kube_data::list::Filter { namespace, resource: Some(kube_data::objects::resolve_resource(&resource)), name, ..Default::default() };
-            let (_tmp, path) = source.input(&snapshot, env_proxy, Some(&filter))?;
+            let Input { _tmp, path, config } = source.input(&snapshot, env_proxy, Some(&filter), true)?;
             get(&path, &filter, config.as_ref(), output)
         }
         K8sCmd::Export { snapshot, namespaces, output_dir, sanitize, keep_owned, resource, skip_unreadable, source, write_out } => {
-            let config = source.config()?;
             let filter = kube_data::list::Filter {
                 resource: resource.as_deref().map(kube_data::objects::resolve_resource),
                 namespaces,
                 with_namespace_objects: true,
                 ..Default::default()
             };
-            let (_tmp, path) = source.input(&snapshot, env_proxy, Some(&filter))?;
+            let Input { _tmp, path, config } = source.input(&snapshot, env_proxy, Some(&filter), true)?;
             export(&path, &filter, config.as_ref(), &output_dir, sanitize, keep_owned, skip_unreadable, write_out)
         }
         K8sCmd::Diff { a, b, namespace, resource, b_encryption_config, show_secrets, source, write_out } => {
-            let ca = source.config()?;
+            let filter = kube_data::list::Filter { namespace, resource: resource.as_deref().map(kube_data::objects::resolve_resource), ..Default::default() };
+            let ia = source.input(&a, env_proxy, Some(&filter), true)?;
+            let ib = source.input(&b, env_proxy, Some(&filter), true)?;
+            // B's own configuration (--b-encryption-config, or one found with it), else A's.
             let cb = match b_encryption_config.as_deref() {
                 Some(p) => Some(read_config(p)?),
-                None => ca.clone(),
+                None => ib.config.clone().or_else(|| ia.config.clone()),
             };
-            let filter = kube_data::list::Filter { namespace, resource: resource.as_deref().map(kube_data::objects::resolve_resource), ..Default::default() };
-            let (_ta, pa) = source.input(&a, env_proxy, Some(&filter))?;
-            let (_tb, pb) = source.input(&b, env_proxy, Some(&filter))?;
-            diff(&pa, &pb, &filter, ca.as_ref(), cb.as_ref(), show_secrets, write_out)
+            diff(&ia.path, &ib.path, &filter, ia.config.as_ref(), cb.as_ref(), show_secrets, write_out)
         }
         K8sCmd::EncryptionStatus { snapshot, config, write_out } => encryption_status(&snapshot, &config, write_out),
         K8sCmd::Rekey { snapshot, from_config, to_config, output, resources, skip_undecryptable, write_out } => {

@@ -1193,6 +1193,22 @@ pub fn drill(a: DrillArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), F
 /// snapshot file: `k8s ls|get|export|diff --repo`). The file goes with the returned directory.
 /// With `want`, and a backup that has a key map, the file holds only the latest records of
 /// the keys `want` accepts, and only the chunks holding them are fetched (said on stderr).
+/// The EncryptionConfiguration an OpenShift backup keeps in its bundle, as far as it could be read.
+#[derive(Default)]
+pub(crate) enum FoundConfig {
+    #[default]
+    None,
+    Found {
+        backup: String,
+        member: String,
+        bytes: Vec<u8>,
+    },
+    /// The backup has one, and the bundle key was not given (the refusal, to raise or warn of).
+    Locked(Failure),
+}
+
+/// Fetch a backup's snapshot (or, with `want`, the records it selects) into a temporary
+/// directory; with `config`, also the EncryptionConfiguration kept in an OpenShift backup's bundle.
 pub(crate) fn fetch_to_temp(
     flags: &RepoFlags,
     env_proxy: &ProxyConfig,
@@ -1200,10 +1216,19 @@ pub(crate) fn fetch_to_temp(
     cluster: Option<&str>,
     quiet: bool,
     want: Option<&repo::keymap::KeyFilter<'_>>,
+    config: Option<&mut FoundConfig>,
 ) -> Result<(tempfile::TempDir, PathBuf), Failure> {
     let rt = rt();
     let r = flags.open(&rt, env_proxy)?;
     let (id, m) = rt.block_on(r.resolve(id, cluster))?;
+    if let Some(slot) = config {
+        *slot = match rt.block_on(repo::openshift::stored_encryption_config(&r, &id, &m)) {
+            Ok(Some((member, bytes))) => FoundConfig::Found { backup: repo::short(&id).to_string(), member, bytes },
+            Ok(None) => FoundConfig::None,
+            Err(e @ repo::Error::SecretNeeded { .. }) => FoundConfig::Locked(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+    }
     let dir = tempfile::Builder::new()
         .prefix(".quorum-backup-")
         .tempdir()
@@ -1238,7 +1263,7 @@ pub(crate) fn fetch_to_temp(
 fn print_keys(flags: &RepoFlags, env_proxy: &ProxyConfig, id: &str, cluster: Option<&str>, quiet: bool, keys: &[String], prefix: bool) -> Result<(), Failure> {
     use std::io::Write;
     let want = |k: &[u8]| keys.iter().any(|x| if prefix { k.starts_with(x.as_bytes()) } else { k == x.as_bytes() });
-    let (_dir, path) = fetch_to_temp(flags, env_proxy, id, cluster, quiet, Some(&want))?;
+    let (_dir, path) = fetch_to_temp(flags, env_proxy, id, cluster, quiet, Some(&want), None)?;
     // The file is either the few records fetched or, for a backup without a key map, the whole
     // snapshot: the latest records are found the same way in both.
     let records = repo::keymap::latest_records(&path, &want)?;
