@@ -7,6 +7,7 @@ mod common;
 
 mod flaky_store;
 mod full_disk;
+mod openshift;
 mod pitr;
 mod repo_cloud;
 mod repo_local;

@@ -1,0 +1,240 @@
+//! OpenShift's backup layout (issue 16): a directory laid out as `cluster-backup.sh` writes it
+//! (a real etcd 3.5 snapshot saved by `etcdctl snapshot save` with Secrets encrypted under an
+//! aescbc key, and the static resources tarball made by GNU tar with the script's own command,
+//! `tar -cpzf ... -C /etc/kubernetes static-pod-resources/<pod>-<N> ...`, from a laid-out host
+//! tree whose kube-apiserver resources hold that key's EncryptionConfiguration) is imported,
+//! exported back and compared; its Secrets are read with only the key found in the bundle.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kube_data::encryption::{os_random, parse_config};
+use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion};
+
+use crate::common::{sha256_file, Repo};
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const STAMP: &str = "2026-12-04_031500";
+
+/// The EncryptionConfiguration as OpenShift's operator writes it (JSON).
+fn encryption_config() -> String {
+    format!(
+        r#"{{"kind":"EncryptionConfiguration","apiVersion":"apiserver.config.k8s.io/v1","resources":[{{"resources":["secrets"],"providers":[{{"aescbc":{{"keys":[{{"name":"1","secret":"{KEY}"}}]}}}},{{"identity":{{}}}}]}}]}}"#
+    )
+}
+
+fn secret(name: &str, password: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")}, "type": "Opaque", "data": {"password": crate::common::b64(password.as_bytes())}}))
+        .unwrap()
+}
+
+/// A control-plane host's `/etc/kubernetes/static-pod-resources` under `root`: two
+/// kube-apiserver revisions (6, then 7 modified later) and one of each other static pod.
+fn host_tree(root: &Path) -> PathBuf {
+    let res = root.join("etc/kubernetes/static-pod-resources");
+    let file = |rel: &str, body: &str, mode: u32| {
+        let p = res.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for (pod, rev) in [("kube-apiserver-pod", 6), ("kube-controller-manager-pod", 3), ("kube-scheduler-pod", 4), ("etcd-pod", 2)] {
+        file(
+            &format!("{pod}-{rev}/{pod}.yaml"),
+            &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  annotations: {{revision: \"{rev}\"}}\n"),
+            0o644,
+        );
+        file(&format!("{pod}-{rev}/configmaps/config/config.yaml"), "apiVersion: v1\n", 0o644);
+    }
+    file("kube-apiserver-pod-6/secrets/encryption-config/encryption-config", "{}", 0o600);
+    // Revision 7 comes later: the directory the script's `ls -trd` lists last.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    file("kube-apiserver-pod-7/kube-apiserver-pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n", 0o644);
+    file("kube-apiserver-pod-7/secrets/encryption-config/encryption-config", &encryption_config(), 0o600);
+    file("kube-apiserver-pod-7/secrets/localhost-recovery-client-token/token", "not-a-real-token", 0o600);
+    std::os::unix::fs::symlink("kube-apiserver-pod.yaml", res.join("kube-apiserver-pod-7/pod.yaml")).unwrap();
+    res
+}
+
+/// `tar -cpzf TARBALL -C ROOT/etc/kubernetes DIRS...`, as cluster-backup.sh runs it.
+fn gnu_tar(tarball: &Path, root: &Path, dirs: &[&str]) {
+    let st = Command::new("tar").arg("-cpzf").arg(tarball).arg("-C").arg(root.join("etc/kubernetes")).args(dirs).status().unwrap();
+    assert!(st.success());
+}
+
+fn listing(tarball: &Path) -> String {
+    let out = Command::new("tar").args(["tvzf"]).arg(tarball).env("TZ", "UTC").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn member(tarball: &Path, path: &str) -> Vec<u8> {
+    let out = Command::new("tar").arg("xzOf").arg(tarball).arg(path).output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
+    if testkit::setup_tool("openshift::cluster_backup_layout_round_trips", "tar").is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let conf = parse_config(&encryption_config(), "encryption-config").unwrap();
+    let seal =
+        |k: &str, plain: &[u8]| conf.transformer_for(&kube_data::resources::of_key(k.as_bytes()).unwrap()).write(plain, k.as_bytes(), &mut os_random).unwrap();
+
+    // The source: Secrets encrypted as kube-apiserver writes them, a plain ConfigMap.
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let eps = c.endpoints();
+    testkit::put(&eps, "/registry/secrets/shop/db", &seal("/registry/secrets/shop/db", &secret("db", "hunter2"))).unwrap();
+    testkit::put(&eps, "/registry/secrets/shop/api", &seal("/registry/secrets/shop/api", &secret("api", "s3cr3t"))).unwrap();
+    testkit::put(
+        &eps,
+        "/registry/configmaps/shop/settings",
+        &serde_json::to_vec(
+            &serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {"a": "b"}}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let src_rev = c.etcdctl(&["endpoint", "status", "-w", "json"]).unwrap();
+    let src_rev: serde_json::Value = serde_json::from_str(&src_rev).unwrap();
+    let src_rev = src_rev[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    let src_hash = testkit::hash_kv(&eps[0], src_rev).unwrap().0;
+
+    // The directory cluster-backup.sh writes.
+    let root = work.path().join("host");
+    host_tree(&root);
+    let bdir = work.path().join("backup");
+    std::fs::create_dir(&bdir).unwrap();
+    let snap = bdir.join(format!("snapshot_{STAMP}.db"));
+    c.save_snapshot(&snap).unwrap();
+    let tarball = bdir.join(format!("static_kuberesources_{STAMP}.tar.gz"));
+    let latest = [
+        "static-pod-resources/kube-apiserver-pod-7",
+        "static-pod-resources/kube-controller-manager-pod-3",
+        "static-pod-resources/kube-scheduler-pod-4",
+        "static-pod-resources/etcd-pod-2",
+    ];
+    gnu_tar(&tarball, &root, &latest);
+    drop(c);
+
+    let repo = Repo::local();
+    let bundle = repo.bundle_flags();
+    let with_bundle = |args: &[&str]| -> Vec<String> { args.iter().map(|s| s.to_string()).chain(bundle.iter().cloned()).collect() };
+
+    // Without the bundle key: refused, nothing stored.
+    let r = repo.q(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("bundle"), "{}", r.stderr);
+    // A damaged tarball or snapshot: refused naming the file (exit 3), nothing stored.
+    for (name, damage) in [("tarball", "flip"), ("tarball", "cut"), ("snapshot", "cut"), ("snapshot", "flip")] {
+        let bad = work.path().join(format!("bad-{name}-{damage}"));
+        std::fs::create_dir(&bad).unwrap();
+        std::fs::copy(&snap, bad.join(snap.file_name().unwrap())).unwrap();
+        std::fs::copy(&tarball, bad.join(tarball.file_name().unwrap())).unwrap();
+        let target = if name == "tarball" { bad.join(tarball.file_name().unwrap()) } else { bad.join(snap.file_name().unwrap()) };
+        let mut bytes = std::fs::read(&target).unwrap();
+        if damage == "cut" {
+            bytes.truncate(bytes.len() * 2 / 3);
+        } else {
+            let i = bytes.len() / 2;
+            bytes[i] ^= 0x20;
+        }
+        std::fs::write(&target, &bytes).unwrap();
+        let r = repo.q(&strs(&with_bundle(&["backup", "--cluster", "ocp", "--openshift-backup", bad.to_str().unwrap()])));
+        assert_ne!(r.code, 0, "{name} {damage}: {}", r.stdout);
+        assert!(r.stderr.contains(target.file_name().unwrap().to_str().unwrap()), "{name} {damage}: {}", r.stderr);
+    }
+    let listed = repo.q(&["backups", "list", "-w", "json"]);
+    assert!(!listed.stdout.contains("\"id\""), "nothing stored from refused imports: {}", listed.stdout);
+
+    // Import; a second import of the same directory stores nothing.
+    let r = repo.ok(&strs(&with_bundle(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()])));
+    assert!(r.stdout.contains("kube-apiserver-pod-7") && r.stdout.contains("etcd-pod-2"), "{}", r.stdout);
+    let r = repo.ok(&strs(&with_bundle(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()])));
+    assert!(r.stdout.contains("already in the repository"), "{}", r.stdout);
+    let ids = repo.backup_ids();
+    assert_eq!(ids.len(), 1);
+    let shown = repo.json(&["backups", "show", "latest"]);
+    assert_eq!(shown["manifest"]["time"], "2026-12-04T03:15:00Z", "the backup's time is the stamp's");
+    assert_eq!(shown["manifest"]["openshift"]["static_pods"]["kube-apiserver-pod"], 7);
+    assert_eq!(shown["manifest"]["openshift"]["encryption_config"], "static-pod-resources/kube-apiserver-pod-7/secrets/encryption-config/encryption-config");
+
+    // Export: the same snapshot bytes, the same tar listing and member contents.
+    let out = work.path().join("exported");
+    let r = repo.q(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "the bundle key is needed: {}", r.stderr);
+    assert!(!out.exists(), "nothing written without the bundle key");
+    repo.ok(&strs(&with_bundle(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()])));
+    let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, [format!("snapshot_{STAMP}.db"), format!("static_kuberesources_{STAMP}.tar.gz")]);
+    let out_snap = out.join(format!("snapshot_{STAMP}.db"));
+    let out_tar = out.join(format!("static_kuberesources_{STAMP}.tar.gz"));
+    assert_eq!(sha256_file(&out_snap), sha256_file(&snap), "byte-identical snapshot");
+    let (a, b) = (listing(&tarball), listing(&out_tar));
+    assert_eq!(a, b, "tar tvzf listings differ");
+    assert!(a.contains("-rw------- ") && a.contains("secrets/encryption-config/encryption-config") && a.contains("pod.yaml -> kube-apiserver-pod.yaml"), "{a}");
+    for line in a.lines().filter(|l| l.starts_with('-')) {
+        let path = line.split_whitespace().last().unwrap();
+        assert_eq!(member(&tarball, path), member(&out_tar, path), "{path}");
+    }
+    // A second export into the same directory is refused: cluster-restore.sh would choose.
+    let r = repo.q(&strs(&with_bundle(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()])));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cluster-restore.sh would choose"), "{}", r.stderr);
+
+    // The exported snapshot restores natively into real etcd with the source's hashkv.
+    let (plans, initial) = plan_members(work.path(), 1).unwrap();
+    let mut restore = crate::common::quorum();
+    restore
+        .args(["snapshot", "restore"])
+        .arg(&out_snap)
+        .args([
+            "--name",
+            "m0",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &plans[0].peer_url,
+            "--initial-cluster-token",
+            "t",
+            "--data-dir",
+        ])
+        .arg(&plans[0].data_dir);
+    let r = crate::common::run(restore);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let restored = Cluster::start_planned(&ClusterOptions::new(EtcdVersion::V3_5, 1), work.path(), &plans, &initial, "t").unwrap();
+    assert_eq!(testkit::hash_kv(&restored.endpoints()[0], src_rev).unwrap().0, src_hash, "hashkv of the restored export");
+    drop(restored);
+
+    // k8s get from the repository: decrypted with the key found in the bundle only.
+    let r = repo.q(&strs(&with_bundle(&["k8s", "get", "latest", "secret", "db", "-n", "shop", "-o", "json"])));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(got["data"]["password"], crate::common::b64(b"hunter2"));
+    assert!(r.stderr.contains("kube-apiserver-pod-7/secrets/encryption-config/encryption-config"), "stderr names the file used: {}", r.stderr);
+    assert!(!r.stderr.contains(KEY), "the key is never printed");
+    // Without the bundle key: a clear error naming the secret needed.
+    let r = repo.q(&["k8s", "get", "latest", "secret", "db", "-n", "shop"]);
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("encryption-config") && r.stderr.contains("bundle key") && r.stderr.contains("--bundle-password-file"), "{}", r.stderr);
+    // ls without it warns and lists what it can.
+    let r = repo.q(&["k8s", "ls", "latest", "-n", "shop"]);
+    assert!(r.stdout.contains("settings") && r.stderr.contains("Warning"), "{} {}", r.stdout, r.stderr);
+
+    // k8s get on the directory itself: the key comes from the tarball beside the snapshot.
+    let mut c = crate::common::quorum();
+    c.args(["k8s", "get", bdir.to_str().unwrap(), "secret", "api", "-n", "shop", "-o", "json"]);
+    let r = crate::common::run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(got["data"]["password"], crate::common::b64(b"s3cr3t"));
+    assert!(r.stderr.contains(&format!("static_kuberesources_{STAMP}.tar.gz")), "{}", r.stderr);
+}
