@@ -278,6 +278,7 @@ async fn run_backup(cfg: &Config, conn: &etcd_cluster::ConnConfig, repo: &Arc<Re
         tags: cfg.backup.tags.clone(),
         includes: vec![],
         uploads: 8,
+        openshift_root: None,
     };
     let started = Instant::now();
     match ops::live_backup(conn, repo.clone(), &b, Arc::new(|_, _| {})).await {

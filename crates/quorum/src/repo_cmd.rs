@@ -424,6 +424,14 @@ pub struct BackupArgs {
     /// bundle (needs the bundle key).
     #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with_all = ["include", "tmp_dir"])]
     openshift_backup: Vec<PathBuf>,
+    /// On an OpenShift control-plane host, back up as cluster-backup.sh does: the snapshot of
+    /// the local member (--endpoints) and the newest revision of each static pod's resources
+    /// under /etc/kubernetes/static-pod-resources, into the bundle (needs the bundle key).
+    #[arg(long, conflicts_with_all = ["snapshot", "openshift_backup", "include"])]
+    openshift_host: bool,
+    /// With --openshift-host: the host's root directory (default /).
+    #[arg(long, value_name = "DIR", requires = "openshift_host")]
+    root: Option<PathBuf>,
     /// Which member to save from (live backups): endpoints, follower, leader, or a member name.
     #[arg(long, default_value = "endpoints")]
     from: String,
@@ -452,6 +460,9 @@ Examples:
   # OpenShift's cluster-backup.sh directories, the static resources under the bundle key
   quorum backup --repo s3://backups/etcd --cluster ocp --bundle-password-file b.pass \\
     --openshift-backup /home/core/backup-1 /home/core/backup-2
+  # on an OpenShift control-plane host, instead of cluster-backup.sh
+  quorum backup --repo s3://backups/etcd --cluster ocp --bundle-password-file b.pass \\
+    --openshift-host --endpoints https://localhost:2379 --cacert ca.crt --cert c.crt --key c.key
 
 Only chunks the repository does not have yet are uploaded (content-defined chunking), so an
 hourly backup of a slowly changing cluster adds a small fraction of its size. The backup
@@ -484,6 +495,7 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &
             tags: a.tag.clone(),
             includes: a.include.clone(),
             uploads: opts.uploads,
+            openshift_root: a.openshift_host.then(|| a.root.clone().unwrap_or_else(|| PathBuf::from("/"))),
         };
         rt.block_on(repo::live::live_backup(&conn.config(), r.clone(), &live, progress_fn(&b)))?
     };
@@ -506,6 +518,10 @@ pub fn backup(conn: &crate::live::Conn, a: BackupArgs, quiet: bool, env_proxy: &
         );
         if let Some(b) = &m.bundle {
             println!("bundle: {} file(s), {} (bundle key)", b.files, etcd_data::humanize::bytes(b.bytes));
+        }
+        if let Some(o) = &m.openshift {
+            let pods: Vec<String> = o.static_pods.iter().map(|(k, v)| format!("{k}-{v}")).collect();
+            println!("static resources: {} (stamp {}; backups get --openshift-layout writes cluster-backup.sh's files)", pods.join(", "), o.stamp);
         }
     });
     Ok(())

@@ -18,6 +18,10 @@ pub struct LiveBackup {
     pub tags: Vec<String>,
     pub includes: Vec<PathBuf>,
     pub uploads: usize,
+    /// A control-plane host's root (`/`): back up as cluster-backup.sh does, the newest
+    /// revision of each static pod's resources under `etc/kubernetes/static-pod-resources`
+    /// into the bundle, taken before the snapshot ([`crate::openshift`]).
+    pub openshift_root: Option<PathBuf>,
 }
 
 /// Save a snapshot from a healthy member into a temporary file (sha256 checked as it
@@ -27,6 +31,20 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
     let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new().prefix("quorum-backup-").tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = tmp.path().join("snapshot.db");
+    // As cluster-backup.sh: the static resources first, then the snapshot.
+    let openshift = match &b.openshift_root {
+        Some(root) => {
+            let base = root.join("etc/kubernetes");
+            let resources = root.join(crate::openshift::RESOURCES_DIR);
+            let dirs: Vec<String> =
+                crate::openshift::latest_static_pod_dirs(&resources)?.into_iter().map(|(_, d)| format!("static-pod-resources/{d}")).collect();
+            let stamp = crate::openshift::stamp_now();
+            let tarball = tmp.path().join(crate::openshift::tarball_name(&stamp));
+            crate::openshift::write_host_tarball(&base, &dirs, &tarball)?;
+            Some((tarball, stamp))
+        }
+        None => None,
+    };
     let saved = etcd_cluster::save::save(cfg, &path, &etcd_cluster::save::Source::parse(&b.from), &|_| {}).await?;
     let mut opts = BackupOptions {
         cluster: b.cluster.clone(),
@@ -36,6 +54,7 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         snapshot: path,
         source: saved.endpoint.clone(),
         member: Some(saved.member.clone()),
+        openshift,
         ..Default::default()
     };
     if let Ok(view) = etcd_cluster::observe(cfg, etcd_cluster::DEFAULT_QUOTA).await {

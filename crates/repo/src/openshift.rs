@@ -302,6 +302,121 @@ impl<W: std::io::Write> TarballWriter<W> {
     }
 }
 
+/// The newest revision directory of each of [`STATIC_PODS`] under `resources`
+/// (`/etc/kubernetes/static-pod-resources`), as cluster-backup.sh picks it:
+/// `LATEST_RESOURCE=$(ls -trd "${CONFIG_FILE_DIR}"/static-pod-resources/${RESOURCE}-[0-9]* | tail -1)`
+/// (`backup_latest_kube_static_resources`): among the names `<pod>-<digit>…`, the one modified
+/// last (`ls -t` breaks a tie by name, and `-r` reverses both, so the last is the greatest name
+/// among the newest). A pod with no revision directory is an error, as in the script. Returns
+/// `(pod, directory name)` in the script's order.
+pub fn latest_static_pod_dirs(resources: &Path) -> Result<Vec<(String, String)>> {
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(resources).map_err(|e| Error::io(resources, e))? {
+        let e = e.map_err(|e| Error::io(resources, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mtime = e.metadata().and_then(|m| m.modified()).map_err(|err| Error::io(e.path(), err))?;
+        entries.push((name, mtime));
+    }
+    let mut out = Vec::new();
+    for pod in STATIC_PODS {
+        let prefix = format!("{pod}-");
+        let newest = entries
+            .iter()
+            .filter(|(n, _)| n.strip_prefix(&prefix).and_then(|r| r.chars().next()).is_some_and(|c| c.is_ascii_digit()))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        match newest {
+            Some((n, _)) => out.push((pod.to_string(), n.clone())),
+            None => {
+                return Err(Error::Usage(format!(
+                    "{}: no {pod}-<revision> directory (cluster-backup.sh stops here too: 'error finding static-pod-resource {pod}')",
+                    resources.display()
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// User and group names by id, from the running system's `/etc/passwd` and `/etc/group` (GNU
+/// tar records the names of the system it runs on).
+fn names(file: &str) -> BTreeMap<u64, String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((id, name.to_string()))
+        })
+        .collect()
+}
+
+/// Write `tarball` as `tar -cpzf TARBALL -C BASE REL...` does: each named directory and
+/// everything under it (directories before their contents, entries by name), with modes,
+/// owners and modification times; symbolic links are stored as links.
+pub fn write_host_tarball(base: &Path, rels: &[String], tarball: &Path) -> Result<usize> {
+    let users = names("/etc/passwd");
+    let groups = names("/etc/group");
+    let mut new = etcd_data::durable::NewFile::create(tarball).map_err(|e| Error::io(tarball, e))?;
+    let partial = new.path().to_path_buf();
+    let mut w = TarballWriter::new(std::io::BufWriter::new(new.file().try_clone().map_err(|e| Error::io(&partial, e))?));
+    let mut n = 0;
+    let mut stack: Vec<String> = rels.iter().rev().cloned().collect();
+    while let Some(rel) = stack.pop() {
+        let path = base.join(&rel);
+        let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        use std::os::unix::fs::MetadataExt;
+        let mut m = Member {
+            path: rel.clone(),
+            kind: Kind::File,
+            mode: md.mode() & 0o7777,
+            uid: md.uid() as u64,
+            gid: md.gid() as u64,
+            uname: users.get(&(md.uid() as u64)).cloned().unwrap_or_default(),
+            gname: groups.get(&(md.gid() as u64)).cloned().unwrap_or_default(),
+            mtime: md.mtime().max(0) as u64,
+            link: None,
+        };
+        let ft = md.file_type();
+        if ft.is_dir() {
+            m.kind = Kind::Dir;
+            m.path = format!("{}/", rel.trim_end_matches('/'));
+            w.append(&m, &[]).map_err(|e| Error::io(&partial, e))?;
+            let mut children: Vec<String> = std::fs::read_dir(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<_>>()
+                .map_err(|e| Error::io(&path, e))?;
+            children.sort();
+            stack.extend(children.into_iter().rev().map(|c| format!("{}/{c}", rel.trim_end_matches('/'))));
+        } else if ft.is_symlink() {
+            m.kind = Kind::Symlink;
+            m.link = Some(std::fs::read_link(&path).map_err(|e| Error::io(&path, e))?.to_string_lossy().into_owned());
+            w.append(&m, &[]).map_err(|e| Error::io(&partial, e))?;
+        } else if ft.is_file() {
+            if md.len() > MAX_MEMBER {
+                return Err(Error::Usage(format!("{}: {} bytes, more than static resources ever hold; refused", path.display(), md.len())));
+            }
+            let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            w.append(&m, &data).map_err(|e| Error::io(&partial, e))?;
+        } else {
+            // Sockets, fifos, devices: tar would store them; static resources have none.
+            continue;
+        }
+        n += 1;
+    }
+    let buf = w.finish().map_err(|e| Error::io(&partial, e))?;
+    buf.into_inner().map_err(|e| Error::io(&partial, e.into_error()))?;
+    new.publish().map_err(|e| Error::io(tarball, e))?;
+    Ok(n)
+}
+
+/// The stamp cluster-backup.sh would give a backup made now (`date "+%F_%H%M%S"`; UTC).
+pub fn stamp_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d_%H%M%S").to_string()
+}
+
 /// What became of one backup directory's pair.
 #[derive(Debug)]
 pub enum Imported {

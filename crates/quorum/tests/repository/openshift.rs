@@ -4,6 +4,8 @@
 //! `tar -cpzf ... -C /etc/kubernetes static-pod-resources/<pod>-<N> ...`, from a laid-out host
 //! tree whose kube-apiserver resources hold that key's EncryptionConfiguration) is imported,
 //! exported back and compared; its Secrets are read with only the key found in the bundle.
+//! `backup --openshift-host --root` on the laid-out host tree picks the directories the script
+//! picks and exports to the same layout.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,17 +40,22 @@ fn host_tree(root: &Path) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     };
-    for (pod, rev) in [("kube-apiserver-pod", 6), ("kube-controller-manager-pod", 3), ("kube-scheduler-pod", 4), ("etcd-pod", 2)] {
+    let pod_files = |pod: &str, rev: u32| {
         file(
             &format!("{pod}-{rev}/{pod}.yaml"),
             &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  annotations: {{revision: \"{rev}\"}}\n"),
             0o644,
         );
         file(&format!("{pod}-{rev}/configmaps/config/config.yaml"), "apiVersion: v1\n", 0o644);
+    };
+    for (pod, rev) in [("kube-apiserver-pod", 6), ("kube-controller-manager-pod", 3), ("kube-scheduler-pod", 10), ("etcd-pod", 2)] {
+        pod_files(pod, rev);
     }
     file("kube-apiserver-pod-6/secrets/encryption-config/encryption-config", "{}", 0o600);
-    // Revision 7 comes later: the directory the script's `ls -trd` lists last.
+    // Written later, so the directories `ls -trd` lists last: kube-apiserver-pod-7, and
+    // kube-scheduler-pod-9 although 10 is the higher number.
     std::thread::sleep(std::time::Duration::from_millis(1100));
+    pod_files("kube-scheduler-pod", 9);
     file("kube-apiserver-pod-7/kube-apiserver-pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-apiserver\n", 0o644);
     file("kube-apiserver-pod-7/secrets/encryption-config/encryption-config", &encryption_config(), 0o600);
     file("kube-apiserver-pod-7/secrets/localhost-recovery-client-token/token", "not-a-real-token", 0o600);
@@ -115,18 +122,34 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     let snap = bdir.join(format!("snapshot_{STAMP}.db"));
     c.save_snapshot(&snap).unwrap();
     let tarball = bdir.join(format!("static_kuberesources_{STAMP}.tar.gz"));
+    // The directories cluster-backup.sh picks (by modification time).
     let latest = [
         "static-pod-resources/kube-apiserver-pod-7",
         "static-pod-resources/kube-controller-manager-pod-3",
-        "static-pod-resources/kube-scheduler-pod-4",
+        "static-pod-resources/kube-scheduler-pod-9",
         "static-pod-resources/etcd-pod-2",
     ];
     gnu_tar(&tarball, &root, &latest);
-    drop(c);
 
     let repo = Repo::local();
     let bundle = repo.bundle_flags();
     let with_bundle = |args: &[&str]| -> Vec<String> { args.iter().map(|s| s.to_string()).chain(bundle.iter().cloned()).collect() };
+
+    // Host-level backup on the laid-out tree: the directories the script picks, the snapshot
+    // from the member.
+    let r = repo.ok(&strs(&with_bundle(&["backup", "--cluster", "host", "--openshift-host", "--root", root.to_str().unwrap(), "--endpoints", &eps[0]])));
+    assert!(r.stdout.contains("etcd-pod-2, kube-apiserver-pod-7, kube-controller-manager-pod-3, kube-scheduler-pod-9"), "{}", r.stdout);
+    let host_out = work.path().join("host-export");
+    repo.ok(&strs(&with_bundle(&["backups", "get", "latest", "--cluster", "host", "--openshift-layout", "-o", host_out.to_str().unwrap()])));
+    let exported = |suffix: &str| std::fs::read_dir(&host_out).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(suffix)).unwrap();
+    let sorted = |t: &Path| {
+        let mut v: Vec<String> = listing(t).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&exported(".tar.gz")), sorted(&tarball), "the host backup holds what GNU tar takes of the picked directories");
+    assert!(exported(".db").file_name().unwrap().to_str().unwrap().starts_with("snapshot_"));
+    drop(c);
 
     // Without the bundle key: refused, nothing stored.
     let r = repo.q(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()]);
@@ -151,27 +174,27 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
         assert_ne!(r.code, 0, "{name} {damage}: {}", r.stdout);
         assert!(r.stderr.contains(target.file_name().unwrap().to_str().unwrap()), "{name} {damage}: {}", r.stderr);
     }
-    let listed = repo.q(&["backups", "list", "-w", "json"]);
-    assert!(!listed.stdout.contains("\"id\""), "nothing stored from refused imports: {}", listed.stdout);
+    let listed = repo.q(&["backups", "list", "--cluster", "ocp", "-w", "json"]);
+    assert!(!listed.stdout.contains("\"id\""), "nothing stored from refused imports: {} {}", listed.stdout, listed.stderr);
 
     // Import; a second import of the same directory stores nothing.
     let r = repo.ok(&strs(&with_bundle(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()])));
     assert!(r.stdout.contains("kube-apiserver-pod-7") && r.stdout.contains("etcd-pod-2"), "{}", r.stdout);
     let r = repo.ok(&strs(&with_bundle(&["backup", "--cluster", "ocp", "--openshift-backup", bdir.to_str().unwrap()])));
     assert!(r.stdout.contains("already in the repository"), "{}", r.stdout);
-    let ids = repo.backup_ids();
-    assert_eq!(ids.len(), 1);
-    let shown = repo.json(&["backups", "show", "latest"]);
+    let ids = repo.json(&["backups", "list", "--cluster", "ocp"]);
+    assert_eq!(ids["backups"].as_array().unwrap().len(), 1);
+    let shown = repo.json(&["backups", "show", "latest", "--cluster", "ocp"]);
     assert_eq!(shown["manifest"]["time"], "2026-12-04T03:15:00Z", "the backup's time is the stamp's");
     assert_eq!(shown["manifest"]["openshift"]["static_pods"]["kube-apiserver-pod"], 7);
     assert_eq!(shown["manifest"]["openshift"]["encryption_config"], "static-pod-resources/kube-apiserver-pod-7/secrets/encryption-config/encryption-config");
 
     // Export: the same snapshot bytes, the same tar listing and member contents.
     let out = work.path().join("exported");
-    let r = repo.q(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()]);
+    let r = repo.q(&["backups", "get", "latest", "--cluster", "ocp", "--openshift-layout", "-o", out.to_str().unwrap()]);
     assert_eq!(r.code, 2, "the bundle key is needed: {}", r.stderr);
     assert!(!out.exists(), "nothing written without the bundle key");
-    repo.ok(&strs(&with_bundle(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()])));
+    repo.ok(&strs(&with_bundle(&["backups", "get", "latest", "--cluster", "ocp", "--openshift-layout", "-o", out.to_str().unwrap()])));
     let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, [format!("snapshot_{STAMP}.db"), format!("static_kuberesources_{STAMP}.tar.gz")]);
@@ -186,7 +209,7 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
         assert_eq!(member(&tarball, path), member(&out_tar, path), "{path}");
     }
     // A second export into the same directory is refused: cluster-restore.sh would choose.
-    let r = repo.q(&strs(&with_bundle(&["backups", "get", "latest", "--openshift-layout", "-o", out.to_str().unwrap()])));
+    let r = repo.q(&strs(&with_bundle(&["backups", "get", "latest", "--cluster", "ocp", "--openshift-layout", "-o", out.to_str().unwrap()])));
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("cluster-restore.sh would choose"), "{}", r.stderr);
 
@@ -215,18 +238,18 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     drop(restored);
 
     // k8s get from the repository: decrypted with the key found in the bundle only.
-    let r = repo.q(&strs(&with_bundle(&["k8s", "get", "latest", "secret", "db", "-n", "shop", "-o", "json"])));
+    let r = repo.q(&strs(&with_bundle(&["k8s", "get", "latest", "--cluster", "ocp", "secret", "db", "-n", "shop", "-o", "json"])));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let got: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(got["data"]["password"], crate::common::b64(b"hunter2"));
     assert!(r.stderr.contains("kube-apiserver-pod-7/secrets/encryption-config/encryption-config"), "stderr names the file used: {}", r.stderr);
     assert!(!r.stderr.contains(KEY), "the key is never printed");
     // Without the bundle key: a clear error naming the secret needed.
-    let r = repo.q(&["k8s", "get", "latest", "secret", "db", "-n", "shop"]);
+    let r = repo.q(&["k8s", "get", "latest", "--cluster", "ocp", "secret", "db", "-n", "shop"]);
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("encryption-config") && r.stderr.contains("bundle key") && r.stderr.contains("--bundle-password-file"), "{}", r.stderr);
     // ls without it warns and lists what it can.
-    let r = repo.q(&["k8s", "ls", "latest", "-n", "shop"]);
+    let r = repo.q(&["k8s", "ls", "latest", "--cluster", "ocp", "-n", "shop"]);
     assert!(r.stdout.contains("settings") && r.stderr.contains("Warning"), "{} {}", r.stdout, r.stderr);
 
     // k8s get on the directory itself: the key comes from the tarball beside the snapshot.
