@@ -541,15 +541,7 @@ async fn write_members(repo: &Repository, m: &Manifest, bundle: &crate::format::
             .tar
             .as_ref()
             .ok_or_else(|| Error::Damaged(format!("bundle file {} has no tar header facts, so the bundle was not made from a tarball", f.path)))?;
-        let mut data = Vec::with_capacity(f.size as usize);
-        for c in &f.chunks {
-            let id = crate::repository::parse_id(c)?;
-            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
-            data.extend_from_slice(&repo.read_blob(&index, loc).await?);
-        }
-        if hex::encode(sha2::Sha256::digest(&data)) != f.sha256 {
-            return Err(Error::Damaged(format!("{}: reassembled content does not match its sha256", f.path)));
-        }
+        let data = read_bundle_file(repo, &index, f).await?;
         w.append(member, &data).map_err(|e| Error::io(path, e))?;
     }
     let buf = w.finish().map_err(|e| Error::io(path, e))?;
@@ -575,16 +567,21 @@ pub async fn stored_encryption_config(repo: &Repository, id: &str, m: &Manifest)
     let index = repo.load_index(&m.cluster).await?;
     let files = crate::restore::bundle_table(repo, &index, bundle).await?;
     let f = files.iter().find(|f| f.path == path).ok_or_else(|| Error::Damaged(format!("{path} is named by the manifest but not in the bundle")))?;
+    Ok(Some((path, read_bundle_file(repo, &index, f).await?)))
+}
+
+/// One bundle file's content, checked against its sha256.
+async fn read_bundle_file(repo: &Repository, index: &crate::repository::Index, f: &crate::format::BundleFile) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(f.size as usize);
     for c in &f.chunks {
-        let cid = crate::repository::parse_id(c)?;
-        let loc = index.blobs.get(&cid).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
-        data.extend_from_slice(&repo.read_blob(&index, loc).await?);
+        let id = crate::repository::parse_id(c)?;
+        let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{}: chunk {c} is not in any index", f.path)))?;
+        data.extend_from_slice(&repo.read_blob(index, loc).await?);
     }
     if hex::encode(sha2::Sha256::digest(&data)) != f.sha256 {
         return Err(Error::Damaged(format!("{}: reassembled content does not match its sha256", f.path)));
     }
-    Ok(Some((path, data)))
+    Ok(data)
 }
 
 /// The EncryptionConfiguration inside a `cluster-backup.sh` tarball on disk: its member path
