@@ -471,7 +471,7 @@ pub struct RecoverArgs {
 pub enum RecoverSub {
     /// Look at what answers and what is on disk; say which path applies and what it loses.
     #[command(
-        after_help = "Examples:\n  quorum recover plan --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --data-dir /var/lib/etcd\n  quorum recover plan --data-dir /var/lib/etcd --snapshot /backup/latest.db -w json\n\nChanges nothing. Exit 0 when a path applies, 1 when none does (the steps to get one are printed)."
+        after_help = "Examples:\n  quorum recover plan --endpoints 10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --data-dir /var/lib/etcd\n  quorum recover plan --data-dir /var/lib/etcd --snapshot /backup/latest.db -w json\n  quorum recover plan --openshift --hosts master-0,master-1,master-2 --repo s3://backups/etcd --cluster ocp --backup latest\n  quorum recover plan --hosted-cluster clusters/hc1 --repo s3://backups/etcd\n\nWith --openshift or --hosted-cluster it prints OpenShift's documented procedure filled in for\nthis cluster (-w json for automation) and connects to nothing.\n\nChanges nothing. Exit 0 when a path applies, 1 when none does (the steps to get one are printed)."
     )]
     Plan {
         /// A survivor's data dir to consider (repeatable).
@@ -480,6 +480,27 @@ pub enum RecoverSub {
         /// A snapshot file to consider (repeatable).
         #[arg(long = "snapshot")]
         snapshots: Vec<PathBuf>,
+        /// Print OpenShift's restore procedure (control-plane hosts lost) as numbered commands for this cluster.
+        #[arg(long, requires_all = ["hosts", "backup"], conflicts_with_all = ["data_dirs", "snapshots", "hosted_cluster"])]
+        openshift: bool,
+        /// With --openshift: the control-plane hosts, as ssh reaches them (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "openshift")]
+        hosts: Vec<String>,
+        /// With --openshift: the host that kept its data and runs the restore (default: the first of --hosts).
+        #[arg(long, requires = "openshift")]
+        recovery_host: Option<String>,
+        /// With --openshift: a cluster-backup.sh directory on the recovery host, or with --repo a backup ID (or latest).
+        #[arg(long, value_name = "ID|DIR")]
+        backup: Option<String>,
+        /// Print the hosted control plane (HyperShift) etcd backup and restore procedure for HostedCluster NS/NAME.
+        #[arg(long, value_name = "NS/NAME", requires = "repo", conflicts_with_all = ["data_dirs", "snapshots"])]
+        hosted_cluster: Option<String>,
+        /// The repository the runbook's backups live in (--openshift with a backup ID, --hosted-cluster).
+        #[arg(long, value_name = "URL")]
+        repo: Option<String>,
+        /// The repository's name for the cluster (default: the HostedCluster's name; with --openshift required with --repo).
+        #[arg(long)]
+        cluster: Option<String>,
         /// Output format.
         #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
@@ -488,7 +509,14 @@ pub enum RecoverSub {
 
 pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
     let cfg = conn.config();
-    if let Some(RecoverSub::Plan { data_dirs, snapshots, write_out }) = a.plan {
+    if let Some(RecoverSub::Plan { openshift, hosts, recovery_host, backup, hosted_cluster, repo, cluster, write_out, .. }) = &a.plan {
+        if *openshift || hosted_cluster.is_some() {
+            let book = runbook(*openshift, hosts, recovery_host.as_deref(), backup.as_deref(), hosted_cluster.as_deref(), repo.as_deref(), cluster.as_deref())?;
+            output::print(*write_out, &book, || print_runbook(&book));
+            return Ok(());
+        }
+    }
+    if let Some(RecoverSub::Plan { data_dirs, snapshots, write_out, .. }) = a.plan {
         let p = rt().block_on(etcd_cluster::recover::plan(&cfg, &data_dirs, &snapshots));
         output::print(write_out, &p, || {
             println!("{} of {} members answer: {}", p.members_answering, p.members_known, if p.quorum_lost { "QUORUM LOST" } else { "quorum intact" });
@@ -539,4 +567,74 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
         }
     });
     Ok(())
+}
+
+/// `recover plan --openshift | --hosted-cluster`: the runbook for the flags given.
+fn runbook(
+    openshift: bool,
+    hosts: &[String],
+    recovery: Option<&str>,
+    backup: Option<&str>,
+    hosted: Option<&str>,
+    repo: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<repo::runbook::Runbook, Failure> {
+    use repo::runbook::*;
+    if let Some(nsname) = hosted {
+        let (namespace, name) = nsname
+            .split_once('/')
+            .filter(|(n, m)| !n.is_empty() && !m.is_empty())
+            .ok_or_else(|| Failure::usage(format!("--hosted-cluster {nsname}: give NAMESPACE/NAME (e.g. clusters/hc1)")))?;
+        let repo = repo.expect("clap requires --repo");
+        return Ok(hosted_cluster(&HostedCluster {
+            namespace: namespace.into(),
+            name: name.into(),
+            repo: repo.into(),
+            cluster: cluster.unwrap_or(name).into(),
+        }));
+    }
+    debug_assert!(openshift);
+    let hosts: Vec<String> = hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+    if hosts.len() < 2 {
+        return Err(Failure::usage("--hosts lists every control-plane host (the recovery host and the lost ones), comma-separated"));
+    }
+    let recovery = recovery.unwrap_or(&hosts[0]).to_string();
+    if !hosts.contains(&recovery) {
+        return Err(Failure::usage(format!("--recovery-host {recovery} is not among --hosts {}", hosts.join(","))));
+    }
+    let backup = backup.expect("clap requires --backup");
+    let backup = match repo {
+        Some(url) => BackupSource::Repo {
+            url: url.into(),
+            cluster: cluster.ok_or_else(|| Failure::usage("--repo needs --cluster: the repository's name for this cluster"))?.into(),
+            id: backup.into(),
+        },
+        None if backup.starts_with('/') => BackupSource::Dir(backup.into()),
+        None => return Err(Failure::usage(format!(
+            "--backup {backup}: give the cluster-backup.sh directory on the recovery host as an absolute path, or a backup ID with --repo URL --cluster NAME"
+        ))),
+    };
+    Ok(openshift_quorum_loss(&OpenshiftLoss { hosts, recovery, backup }))
+}
+
+fn print_runbook(b: &repo::runbook::Runbook) {
+    println!(
+        "{}
+(follows: {})
+",
+        b.title, b.follows
+    );
+    for l in &b.before {
+        println!("- {l}");
+    }
+    for s in &b.steps {
+        println!("\n{}. on {}: {}", s.number, s.on, s.what);
+        for c in &s.commands {
+            // A fragment of YAML is shown as it is; a command gets a prompt.
+            let prompt = if c.contains('\n') { " " } else { "$" };
+            for line in c.lines() {
+                println!("   {prompt} {line}");
+            }
+        }
+    }
 }

@@ -44,6 +44,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod retrying;
+pub mod runbook;
 pub mod upgrade;
 
 pub use error::{Error, Result};

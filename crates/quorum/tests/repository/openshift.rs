@@ -109,6 +109,13 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
         .unwrap(),
     )
     .unwrap();
+    testkit::put(
+        &eps,
+        "/registry/machine.openshift.io/machines/openshift-machine-api/ocp-master-1",
+        &serde_json::to_vec(&serde_json::json!({"apiVersion": "machine.openshift.io/v1beta1", "kind": "Machine", "metadata": {"name": "ocp-master-1", "namespace": "openshift-machine-api", "uid": "m-1", "annotations": {"machine.openshift.io/instance-state": "running"}, "labels": {"machine.openshift.io/cluster-api-machine-role": "master"}}, "spec": {"providerID": "aws:///us-east-1a/i-0abc", "providerSpec": {"value": {"instanceType": "m6i.xlarge"}}}, "status": {"phase": "Running"}}))
+            .unwrap(),
+    )
+    .unwrap();
     let src_rev = c.etcdctl(&["endpoint", "status", "-w", "json"]).unwrap();
     let src_rev: serde_json::Value = serde_json::from_str(&src_rev).unwrap();
     let src_rev = src_rev[0]["Status"]["header"]["revision"].as_i64().unwrap();
@@ -260,4 +267,103 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     let got: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(got["data"]["password"], crate::common::b64(b"s3cr3t"));
     assert!(r.stderr.contains(&format!("static_kuberesources_{STAMP}.tar.gz")), "{}", r.stderr);
+
+    // The runbook for this cluster: every Quorum command in it runs as printed, with the
+    // repository's passphrase files for REPO_PASS and BUNDLE_PASS, in a scratch directory.
+    let mut c = crate::common::quorum();
+    c.args(["recover", "plan", "--openshift", "--hosts", "m0,m1,m2", "--repo", &repo.url, "--cluster", "ocp", "--backup", "latest", "-w", "json"]);
+    let r = crate::common::run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let book: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let scratch = work.path().join("runbook");
+    std::fs::create_dir(&scratch).unwrap();
+    let cmds = quorum_commands(&book);
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    for cmd in &cmds {
+        let cmd = cmd.replace("/home/core/backup", scratch.join("backup").to_str().unwrap());
+        let r = run_printed(&cmd, &repo, &[], &scratch);
+        assert_eq!(r.code, 0, "{cmd}: {}", r.stderr);
+    }
+    assert!(scratch.join("backup").join(format!("snapshot_{STAMP}.db")).is_file());
+    let machines = crate::common::walk(&scratch.join("machines"));
+    assert_eq!(machines.len(), 1, "{machines:?}");
+    let m = std::fs::read_to_string(&machines[0]).unwrap();
+    assert!(m.contains("ocp-master-1") && m.contains("m6i.xlarge") && !m.contains("providerID") && !m.contains("instance-state"), "{m}");
+}
+
+/// The `quorum ...` commands of a runbook printed with -w json, comments dropped.
+fn quorum_commands(book: &serde_json::Value) -> Vec<String> {
+    book["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["commands"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()))
+        .filter(|c| c.starts_with("quorum "))
+        .map(|c| c.split("   #").next().unwrap().trim().to_string())
+        .collect()
+}
+
+/// Run a printed command (no quoting in Quorum's runbook commands) in `cwd`, with the
+/// repository's passphrase files and its store flags.
+fn run_printed(cmd: &str, repo: &Repo, store_flags: &[String], cwd: &Path) -> crate::common::Run {
+    let pass = repo.dir().join("repo.pass");
+    let bpass = repo.dir().join("bundle.pass");
+    let words: Vec<String> =
+        cmd.split_whitespace().skip(1).map(|w| w.replace("REPO_PASS", pass.to_str().unwrap()).replace("BUNDLE_PASS", bpass.to_str().unwrap())).collect();
+    let mut c = crate::common::quorum();
+    c.args(&words).args(store_flags).current_dir(cwd);
+    for (k, v) in &repo.envs {
+        c.env(k, v);
+    }
+    crate::common::run(c)
+}
+
+#[test]
+fn hosted_cluster_runbook_commands_run_against_s3() {
+    let s3 = testkit::servers::S3Server::start().unwrap();
+    s3.create_bucket("hosted").unwrap();
+    let store = vec!["--endpoint".to_string(), s3.endpoint(), "--region".into(), testkit::servers::S3Server::REGION.into()];
+    let envs = vec![
+        ("AWS_ACCESS_KEY_ID".to_string(), testkit::servers::S3Server::ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), testkit::servers::S3Server::SECRET_KEY.to_string()),
+    ];
+    let repo = Repo::init("s3://hosted/etcd".into(), store.clone(), envs, tempfile::tempdir().unwrap());
+    let mut c = crate::common::quorum();
+    c.args(["recover", "plan", "--hosted-cluster", "clusters/hc1", "--repo", &repo.url, "-w", "json"]);
+    let r = crate::common::run(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let book: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let text = r.stdout.clone();
+    assert!(text.contains(r#"hostedclusters/hc1 -p '{\"spec\":{\"pausedUntil\":\"true\"}}' --type=merge"#), "{text}");
+    assert!(text.contains("restoreSnapshotURL") && text.contains("hc1-etcd-encryption-key"), "{text}");
+
+    // What the steps before the Quorum commands leave in the working directory: the snapshot
+    // copied out of the etcd pod, the key Secret and the HostedCluster.
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    testkit::put(&c.endpoints(), "/registry/secrets/clusters/x", b"sealed").unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    c.save_snapshot(&scratch.path().join("snapshot.db")).unwrap();
+    std::fs::write(
+        scratch.path().join("hc1-etcd-encryption-key.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: hc1-etcd-encryption-key\ndata:\n  key: {KEY}\n"),
+    )
+    .unwrap();
+    std::fs::write(scratch.path().join("hc1-hostedcluster.yaml"), "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\n").unwrap();
+    let cmds = quorum_commands(&book);
+    assert_eq!(cmds.len(), 4, "{cmds:?}");
+    let mut url = String::new();
+    for cmd in &cmds {
+        let r = run_printed(cmd, &repo, &store, scratch.path());
+        assert_eq!(r.code, 0, "{cmd}: {}", r.stderr);
+        if cmd.contains("backups url") && !cmd.contains("--remove") {
+            url = r.stdout.trim().to_string();
+            // The URL etcd would download: the exact snapshot.
+            let out = Command::new("curl").args(["-sf", "-o"]).arg(scratch.path().join("fetched.db")).arg(&url).status().unwrap();
+            assert!(out.success());
+            assert_eq!(sha256_file(&scratch.path().join("fetched.db")), sha256_file(&scratch.path().join("snapshot.db")));
+        }
+    }
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let restored = crate::common::walk(&scratch.path().join("restore"));
+    assert!(restored.iter().any(|p| p.ends_with("hc1-etcd-encryption-key.yaml")), "{restored:?}");
 }
