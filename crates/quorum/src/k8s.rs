@@ -104,11 +104,11 @@ pub enum K8sCmd {
     /// Count, per resource an EncryptionConfiguration lists, the live values by encryption state.
     #[command(after_help = ENCRYPTION_STATUS_HELP)]
     EncryptionStatus {
-        /// Snapshot file.
+        /// Snapshot file, or a directory written by OpenShift's cluster-backup.sh.
         snapshot: PathBuf,
-        /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON).
+        /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON); found in a cluster-backup.sh directory's static resources when not given.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// Output format (`-o` works too, as kubectl users type it).
         #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
@@ -116,11 +116,11 @@ pub enum K8sCmd {
     /// Re-encrypt a snapshot offline: every revision of the configured resources, from one EncryptionConfiguration to another.
     #[command(after_help = REKEY_HELP)]
     Rekey {
-        /// Snapshot file.
+        /// Snapshot file, or a directory written by OpenShift's cluster-backup.sh.
         snapshot: PathBuf,
-        /// The configuration the values are encrypted with now (any of its providers and keys reads).
+        /// The configuration the values are encrypted with now (any of its providers and keys reads); found in a cluster-backup.sh directory's static resources when not given.
         #[arg(long)]
-        from_config: PathBuf,
+        from_config: Option<PathBuf>,
         /// The configuration to encrypt with (its write provider per resource).
         #[arg(long)]
         to_config: PathBuf,
@@ -181,21 +181,8 @@ impl SourceArgs {
         let given = self.encryption_config.as_deref().map(read_config).transpose()?;
         let p = PathBuf::from(arg);
         if p.is_dir() {
-            let pair = repo::openshift::find_pairs(&p)?.pop().expect("find_pairs returns at least one pair");
-            let config = match given {
-                Some(c) => Some(c),
-                None => match repo::openshift::tarball_encryption_config(&pair.tarball)? {
-                    Some((member, bytes)) => {
-                        eprintln!("reading {} with the EncryptionConfiguration {member} from {}", pair.snapshot.display(), pair.tarball.display());
-                        Some(parse_found(&member, &bytes)?)
-                    }
-                    None => {
-                        eprintln!("reading {} ({} holds no EncryptionConfiguration)", pair.snapshot.display(), pair.tarball.display());
-                        None
-                    }
-                },
-            };
-            return Ok(Input { _tmp: None, path: pair.snapshot, config });
+            let (path, found) = openshift_dir(&p, given.is_none())?;
+            return Ok(Input { _tmp: None, path, config: given.or(found) });
         }
         if self.repo.repo.is_none() || p.exists() {
             return Ok(Input { _tmp: None, path: p, config: given });
@@ -226,6 +213,42 @@ impl SourceArgs {
         };
         Ok(Input { _tmp: Some(dir), path: file, config })
     }
+}
+
+/// A directory written by cluster-backup.sh: its newest snapshot and, with `find_config`, the
+/// EncryptionConfiguration in the static resources beside it (named on stderr).
+fn openshift_dir(dir: &std::path::Path, find_config: bool) -> Result<(PathBuf, Option<kube_data::encryption::EncryptionConfig>), Failure> {
+    let pair = repo::openshift::find_pairs(dir)?.pop().expect("find_pairs returns at least one pair");
+    if !find_config {
+        return Ok((pair.snapshot, None));
+    }
+    match repo::openshift::tarball_encryption_config(&pair.tarball)? {
+        Some((member, bytes)) => {
+            eprintln!("reading {} with the EncryptionConfiguration {member} from {}", pair.snapshot.display(), pair.tarball.display());
+            Ok((pair.snapshot, Some(parse_found(&member, &bytes)?)))
+        }
+        None => {
+            eprintln!("reading {} ({} holds no EncryptionConfiguration)", pair.snapshot.display(), pair.tarball.display());
+            Ok((pair.snapshot, None))
+        }
+    }
+}
+
+/// The configuration given, else the one in a cluster-backup.sh directory's static resources;
+/// and the snapshot to read (the directory's newest, or the file given).
+fn config_or_found(snapshot: PathBuf, given: Option<&std::path::Path>, flag: &str) -> Result<(PathBuf, kube_data::encryption::EncryptionConfig), Failure> {
+    if snapshot.is_dir() {
+        let (snap, found) = openshift_dir(&snapshot, given.is_none())?;
+        let cfg = match given {
+            Some(p) => read_config(p)?,
+            None => {
+                found.ok_or_else(|| Failure::usage(format!("{}: its static resources hold no EncryptionConfiguration; give {flag}", snapshot.display())))?
+            }
+        };
+        return Ok((snap, cfg));
+    }
+    let p = given.ok_or_else(|| Failure::usage(format!("{flag} is needed for a snapshot file (a cluster-backup.sh directory brings its own)")))?;
+    Ok((snapshot, read_config(p)?))
 }
 
 /// An EncryptionConfiguration found in a backup; its text is never printed.
@@ -405,9 +428,13 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
             };
             diff(&ia.path, &ib.path, &filter, ia.config.as_ref(), cb.as_ref(), show_secrets, write_out)
         }
-        K8sCmd::EncryptionStatus { snapshot, config, write_out } => encryption_status(&snapshot, &config, write_out),
+        K8sCmd::EncryptionStatus { snapshot, config, write_out } => {
+            let (snapshot, cfg) = config_or_found(snapshot, config.as_deref(), "--config")?;
+            encryption_status(&snapshot, &cfg, write_out)
+        }
         K8sCmd::Rekey { snapshot, from_config, to_config, output, resources, skip_undecryptable, write_out } => {
-            rekey(snapshot, &from_config, &to_config, output, &resources, skip_undecryptable, write_out)
+            let (snapshot, from) = config_or_found(snapshot, from_config.as_deref(), "--from-config")?;
+            rekey(snapshot, &from, &to_config, output, &resources, skip_undecryptable, write_out)
         }
     }
 }
@@ -424,10 +451,9 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
     m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
-fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write_out: Format) -> Result<(), Failure> {
+fn encryption_status(snapshot: &std::path::Path, cfg: &kube_data::encryption::EncryptionConfig, write_out: Format) -> Result<(), Failure> {
     use kube_data::encryption_status::{status, Condition};
-    let cfg = read_config(config)?;
-    let report = status(snapshot, &cfg)?;
+    let report = status(snapshot, cfg)?;
     output::warnings(&report.warnings);
     output::print(write_out, &report, || {
         let rows: Vec<Vec<String>> = report
@@ -467,7 +493,7 @@ fn encryption_status(snapshot: &std::path::Path, config: &std::path::Path, write
 
 fn rekey(
     snapshot: PathBuf,
-    from: &std::path::Path,
+    from: &kube_data::encryption::EncryptionConfig,
     to: &std::path::Path,
     output: PathBuf,
     resources: &[String],
@@ -475,11 +501,11 @@ fn rekey(
     write_out: Format,
 ) -> Result<(), Failure> {
     use kube_data::rekey::{rekey, RekeyOptions};
-    let (from, to) = (read_config(from)?, read_config(to)?);
+    let to = read_config(to)?;
     let opts = RekeyOptions {
         snapshot,
         output,
-        from: &from,
+        from,
         to: &to,
         resources: resources.iter().map(|r| kube_data::resources::GroupResource::parse_loose(r)).collect(),
         skip_undecryptable,

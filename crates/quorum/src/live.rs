@@ -610,9 +610,11 @@ fn runbook(
             id: backup.into(),
         },
         None if backup.starts_with('/') => BackupSource::Dir(backup.into()),
-        None => return Err(Failure::usage(format!(
+        None => {
+            return Err(Failure::usage(format!(
             "--backup {backup}: give the cluster-backup.sh directory on the recovery host as an absolute path, or a backup ID with --repo URL --cluster NAME"
-        ))),
+        )))
+        }
     };
     Ok(openshift_quorum_loss(&OpenshiftLoss { hosts, recovery, backup }))
 }

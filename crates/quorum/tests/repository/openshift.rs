@@ -267,6 +267,29 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     let got: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(got["data"]["password"], crate::common::b64(b"s3cr3t"));
     assert!(r.stderr.contains(&format!("static_kuberesources_{STAMP}.tar.gz")), "{}", r.stderr);
+    // encryption-status and rekey take the directory's configuration too.
+    let k8s = |args: &[&str]| {
+        let mut c = crate::common::quorum();
+        c.args(["k8s"]).args(args);
+        crate::common::run(c)
+    };
+    let r = k8s(&["encryption-status", bdir.to_str().unwrap(), "-w", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(st["resources"][0]["at_write_key"], 2, "{st}");
+    let r = k8s(&["encryption-status", snap.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "a snapshot file needs --config: {}", r.stderr);
+    let to = work.path().join("to.yaml");
+    std::fs::write(
+        &to,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - identity: {}\n",
+    )
+    .unwrap();
+    let plain = work.path().join("plain.db");
+    let r = k8s(&["rekey", bdir.to_str().unwrap(), "--to-config", to.to_str().unwrap(), "-o", plain.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = k8s(&["get", plain.to_str().unwrap(), "secret", "db", "-n", "shop", "-o", "json"]);
+    assert_eq!(r.code, 0, "the re-keyed snapshot reads without a key: {}", r.stderr);
 
     // The runbook for this cluster: every Quorum command in it runs as printed, with the
     // repository's passphrase files for REPO_PASS and BUNDLE_PASS, in a scratch directory.
