@@ -511,7 +511,20 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
     let cfg = conn.config();
     if let Some(RecoverSub::Plan { openshift, hosts, recovery_host, backup, hosted_cluster, repo, cluster, write_out, .. }) = &a.plan {
         if *openshift || hosted_cluster.is_some() {
-            let book = runbook(*openshift, hosts, recovery_host.as_deref(), backup.as_deref(), hosted_cluster.as_deref(), repo.as_deref(), cluster.as_deref())?;
+            let chosen = match (*openshift, recovery_host) {
+                (true, None) => Some(choose_recovery_host(&cfg, hosts)),
+                _ => None,
+            };
+            let book = runbook(
+                *openshift,
+                hosts,
+                recovery_host.as_deref(),
+                chosen,
+                backup.as_deref(),
+                hosted_cluster.as_deref(),
+                repo.as_deref(),
+                cluster.as_deref(),
+            )?;
             output::print(*write_out, &book, || print_runbook(&book));
             return Ok(());
         }
@@ -570,10 +583,12 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
 }
 
 /// `recover plan --openshift | --hosted-cluster`: the runbook for the flags given.
+#[allow(clippy::too_many_arguments)]
 fn runbook(
     openshift: bool,
     hosts: &[String],
     recovery: Option<&str>,
+    chosen: Option<(String, String)>,
     backup: Option<&str>,
     hosted: Option<&str>,
     repo: Option<&str>,
@@ -598,7 +613,11 @@ fn runbook(
     if hosts.len() < 2 {
         return Err(Failure::usage("--hosts lists every control-plane host (the recovery host and the lost ones), comma-separated"));
     }
-    let recovery = recovery.unwrap_or(&hosts[0]).to_string();
+    let (recovery, why_recovery) = match (recovery, chosen) {
+        (Some(r), _) => (r.to_string(), format!("{r}, as given with --recovery-host")),
+        (None, Some((h, why))) => (h, why),
+        (None, None) => (hosts[0].clone(), format!("{}, the first of --hosts", hosts[0])),
+    };
     if !hosts.contains(&recovery) {
         return Err(Failure::usage(format!("--recovery-host {recovery} is not among --hosts {}", hosts.join(","))));
     }
@@ -616,7 +635,54 @@ fn runbook(
         )))
         }
     };
-    Ok(openshift_quorum_loss(&OpenshiftLoss { hosts, recovery, backup }))
+    Ok(openshift_quorum_loss(&OpenshiftLoss { hosts, recovery, why_recovery, backup }))
+}
+
+/// The recovery host by what its data holds: among the control-plane hosts whose etcd member
+/// answers on --endpoints (a member without quorum still answers Status), the one that has
+/// applied the most raft entries; a member is matched to a host by its name or its endpoint's
+/// host name. When none answers, the first of `hosts`, saying so.
+fn choose_recovery_host(cfg: &etcd_cluster::ConnConfig, hosts: &[String]) -> (String, String) {
+    let first = hosts.first().cloned().unwrap_or_default();
+    let view = rt().block_on(etcd_cluster::observe(cfg, etcd_cluster::DEFAULT_QUOTA));
+    let statuses = match &view {
+        Ok(v) => &v.statuses,
+        Err(_) => {
+            return (
+                first.clone(),
+                format!(
+                    "{first}, the first of --hosts: no etcd member answered on --endpoints {}; check that {first}'s /var/lib/etcd/member holds data, or choose with --recovery-host",
+                    cfg.endpoints.join(",")
+                ),
+            )
+        }
+    };
+    let host_of = |s: &etcd_cluster::view::EndpointStatus| {
+        let url_host = s.endpoint.split("://").last().unwrap_or(&s.endpoint).split(':').next().unwrap_or("").to_string();
+        hosts.iter().find(|h| **h == s.name || **h == url_host || s.name.starts_with(&format!("{h}."))).cloned()
+    };
+    let best = statuses.iter().filter_map(|s| host_of(s).map(|h| (h, s))).max_by(|a, b| {
+        a.1.raft_applied_index.cmp(&b.1.raft_applied_index).then_with(|| hosts.iter().position(|h| *h == b.0).cmp(&hosts.iter().position(|h| *h == a.0)))
+    });
+    match best {
+        Some((h, s)) => (
+            h.clone(),
+            format!(
+                "{h}: its etcd member {} answered with raft applied index {} (revision {}), the most advanced of the {} member(s) that answered",
+                s.name,
+                s.raft_applied_index,
+                s.revision,
+                statuses.len()
+            ),
+        ),
+        None => (
+            first.clone(),
+            format!(
+                "{first}, the first of --hosts: the members that answered ({}) match none of --hosts",
+                statuses.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+    }
 }
 
 fn print_runbook(b: &repo::runbook::Runbook) {

@@ -64,6 +64,8 @@ pub struct OpenshiftLoss {
     pub hosts: Vec<String>,
     /// The host that still has its data (and where the restore runs).
     pub recovery: String,
+    /// Why that host: what its member reported, or that nothing answered.
+    pub why_recovery: String,
     pub backup: BackupSource,
 }
 
@@ -83,6 +85,7 @@ pub fn openshift_quorum_loss(o: &OpenshiftLoss) -> Runbook {
         title: format!("Restore the control plane of {} on {} from an etcd backup", o.hosts.join(", "), o.recovery),
         follows: "OpenShift 4.14-4.17, Backup and restore > Disaster recovery > Restoring to a previous cluster state".into(),
         before: vec![
+            format!("Recovery host: {}.", o.why_recovery),
             "Use a backup taken from the same z-stream release as the cluster.".into(),
             "Log in with a certificate-based kubeconfig (the installer's auth/kubeconfig): OAuth will be down.".into(),
             format!("Open an SSH session to every control-plane host now ({}): the API goes away during the restore.", o.hosts.join(", ")),
@@ -306,6 +309,7 @@ mod tests {
         let r = openshift_quorum_loss(&OpenshiftLoss {
             hosts: vec!["m0".into(), "m1".into(), "m2".into()],
             recovery: "m0".into(),
+            why_recovery: "m0, the first of --hosts".into(),
             backup: BackupSource::Repo { url: "s3://b/etcd".into(), cluster: "ocp".into(), id: "latest".into() },
         });
         assert!(r.steps.windows(2).all(|w| w[1].number == w[0].number + 1));

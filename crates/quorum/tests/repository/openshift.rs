@@ -156,6 +156,19 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     };
     assert_eq!(sorted(&exported(".tar.gz")), sorted(&tarball), "the host backup holds what GNU tar takes of the picked directories");
     assert!(exported(".db").file_name().unwrap().to_str().unwrap().starts_with("snapshot_"));
+    // The runbook's recovery host is the one whose member answers (m0 here), not the first listed.
+    let mut plan = crate::common::quorum();
+    plan.args(["recover", "plan", "--openshift", "--hosts", "lost-a,m0,lost-b", "--backup", "/home/core/backup", "--endpoints", &eps[0], "-w", "json"]);
+    let r = crate::common::run(plan);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let book: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(book["before"][0].as_str().unwrap().starts_with("Recovery host: m0: its etcd member m0 answered"), "{}", book["before"]);
+    assert!(book["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["on"] == "recovery host m0" && s["commands"][0].as_str().unwrap().contains("cluster-restore.sh /home/core/backup")));
+    assert!(book["steps"].as_array().unwrap().iter().any(|s| s["on"] == "host lost-a"));
     drop(c);
 
     // Without the bundle key: refused, nothing stored.
