@@ -224,7 +224,7 @@ pub fn hosted_cluster(h: &HostedCluster) -> Runbook {
         vec![
             format!(r#"oc patch -n {ns} hostedclusters/{name} -p '{{"spec":{{"pausedUntil":{v}}}}}' --type=merge"#),
             format!(
-                r#"for np in $(oc get nodepools -n {ns} -o name); do oc patch -n {ns} "$np" -p '{{"spec":{{"pausedUntil":{v}}}}}' --type=merge; done   # this cluster's NodePools"#
+                r#"for np in $(oc get nodepools -n {ns} -o jsonpath='{{.items[?(@.spec.clusterName=="{name}")].metadata.name}}'); do oc patch -n {ns} nodepools/$np -p '{{"spec":{{"pausedUntil":{v}}}}}' --type=merge; done"#
             ),
         ]
     };
