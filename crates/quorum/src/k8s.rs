@@ -104,11 +104,16 @@ pub enum K8sCmd {
     /// Count, per resource an EncryptionConfiguration lists, the live values by encryption state.
     #[command(after_help = ENCRYPTION_STATUS_HELP)]
     EncryptionStatus {
-        /// Snapshot file, or a directory written by OpenShift's cluster-backup.sh.
-        snapshot: PathBuf,
+        /// Snapshot file, a directory written by OpenShift's cluster-backup.sh, or with --repo a backup id.
+        snapshot: String,
         /// EncryptionConfiguration (apiserver.config.k8s.io/v1, YAML or JSON); found in a cluster-backup.sh directory's static resources when not given.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// With --repo: the cluster whose backup `latest` means.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        repo: crate::repo_cmd::RepoFlags,
         /// Output format (`-o` works too, as kubectl users type it).
         #[arg(short = 'w', short_alias = 'o', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
@@ -116,8 +121,8 @@ pub enum K8sCmd {
     /// Re-encrypt a snapshot offline: every revision of the configured resources, from one EncryptionConfiguration to another.
     #[command(after_help = REKEY_HELP)]
     Rekey {
-        /// Snapshot file, or a directory written by OpenShift's cluster-backup.sh.
-        snapshot: PathBuf,
+        /// Snapshot file, a directory written by OpenShift's cluster-backup.sh, or with --repo a backup id.
+        snapshot: String,
         /// The configuration the values are encrypted with now (any of its providers and keys reads); found in a cluster-backup.sh directory's static resources when not given.
         #[arg(long)]
         from_config: Option<PathBuf>,
@@ -133,6 +138,11 @@ pub enum K8sCmd {
         /// Copy values that do not decrypt with --from-config as they are (counted) instead of failing.
         #[arg(long)]
         skip_undecryptable: bool,
+        /// With --repo: the cluster whose backup `latest` means.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[command(flatten)]
+        repo: crate::repo_cmd::RepoFlags,
         /// Output format.
         #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
         write_out: Format,
@@ -234,21 +244,44 @@ fn openshift_dir(dir: &std::path::Path, find_config: bool) -> Result<(PathBuf, O
     }
 }
 
-/// The configuration given, else the one in a cluster-backup.sh directory's static resources;
-/// and the snapshot to read (the directory's newest, or the file given).
-fn config_or_found(snapshot: PathBuf, given: Option<&std::path::Path>, flag: &str) -> Result<(PathBuf, kube_data::encryption::EncryptionConfig), Failure> {
+/// The configuration given, else the one an OpenShift backup keeps (in a cluster-backup.sh
+/// directory's static resources, or with --repo in a backup's bundle); and the snapshot to
+/// read (the directory's newest, the whole fetched backup, or the file given).
+fn config_or_found(
+    arg: &str,
+    given: Option<&std::path::Path>,
+    flag: &str,
+    repo: &crate::repo_cmd::RepoFlags,
+    cluster: Option<&str>,
+    env_proxy: &repo::proxy::ProxyConfig,
+) -> Result<(Option<tempfile::TempDir>, PathBuf, kube_data::encryption::EncryptionConfig), Failure> {
+    let snapshot = PathBuf::from(arg);
+    let missing = |what: &str| Failure::usage(format!("{what} holds no EncryptionConfiguration; give {flag}"));
     if snapshot.is_dir() {
         let (snap, found) = openshift_dir(&snapshot, given.is_none())?;
         let cfg = match given {
             Some(p) => read_config(p)?,
-            None => {
-                found.ok_or_else(|| Failure::usage(format!("{}: its static resources hold no EncryptionConfiguration; give {flag}", snapshot.display())))?
-            }
+            None => found.ok_or_else(|| missing(&format!("{}: its static resources", snapshot.display())))?,
         };
-        return Ok((snap, cfg));
+        return Ok((None, snap, cfg));
     }
-    let p = given.ok_or_else(|| Failure::usage(format!("{flag} is needed for a snapshot file (a cluster-backup.sh directory brings its own)")))?;
-    Ok((snapshot, read_config(p)?))
+    if repo.repo.is_some() && !snapshot.exists() {
+        let mut found = crate::repo_cmd::FoundConfig::default();
+        let (dir, file) = crate::repo_cmd::fetch_to_temp(repo, env_proxy, arg, cluster, false, None, if given.is_some() { None } else { Some(&mut found) })?;
+        let cfg = match (given, found) {
+            (Some(p), _) => read_config(p)?,
+            (None, crate::repo_cmd::FoundConfig::Found { backup, member, bytes }) => {
+                eprintln!("backup {backup}: using the EncryptionConfiguration {member} from its bundle");
+                parse_found(&member, &bytes)?
+            }
+            (None, crate::repo_cmd::FoundConfig::Locked(f)) => return Err(f),
+            (None, crate::repo_cmd::FoundConfig::None) => return Err(missing(&format!("backup {arg}"))),
+        };
+        return Ok((Some(dir), file, cfg));
+    }
+    let p = given
+        .ok_or_else(|| Failure::usage(format!("{flag} is needed for a snapshot file (a cluster-backup.sh directory or an OpenShift backup brings its own)")))?;
+    Ok((None, snapshot, read_config(p)?))
 }
 
 /// An EncryptionConfiguration found in a backup; its text is never printed.
@@ -428,12 +461,12 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
             };
             diff(&ia.path, &ib.path, &filter, ia.config.as_ref(), cb.as_ref(), show_secrets, write_out)
         }
-        K8sCmd::EncryptionStatus { snapshot, config, write_out } => {
-            let (snapshot, cfg) = config_or_found(snapshot, config.as_deref(), "--config")?;
+        K8sCmd::EncryptionStatus { snapshot, config, cluster, repo, write_out } => {
+            let (_tmp, snapshot, cfg) = config_or_found(&snapshot, config.as_deref(), "--config", &repo, cluster.as_deref(), env_proxy)?;
             encryption_status(&snapshot, &cfg, write_out)
         }
-        K8sCmd::Rekey { snapshot, from_config, to_config, output, resources, skip_undecryptable, write_out } => {
-            let (snapshot, from) = config_or_found(snapshot, from_config.as_deref(), "--from-config")?;
+        K8sCmd::Rekey { snapshot, from_config, to_config, output, resources, skip_undecryptable, cluster, repo, write_out } => {
+            let (_tmp, snapshot, from) = config_or_found(&snapshot, from_config.as_deref(), "--from-config", &repo, cluster.as_deref(), env_proxy)?;
             rekey(snapshot, &from, &to_config, output, &resources, skip_undecryptable, write_out)
         }
     }

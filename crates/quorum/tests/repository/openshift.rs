@@ -268,6 +268,11 @@ fn cluster_backup_layout_round_trips_and_keys_come_from_the_bundle() {
     let r = repo.q(&["k8s", "get", "latest", "--cluster", "ocp", "secret", "db", "-n", "shop"]);
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("encryption-config") && r.stderr.contains("bundle key") && r.stderr.contains("--bundle-password-file"), "{}", r.stderr);
+    // encryption-status of the stored backup, with the bundle's key only.
+    let r = repo.q(&strs(&with_bundle(&["k8s", "encryption-status", "latest", "--cluster", "ocp", "-w", "json"])));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(st["resources"][0]["at_write_key"], 2, "{st}");
     // ls without it warns and lists what it can.
     let r = repo.q(&["k8s", "ls", "latest", "--cluster", "ocp", "-n", "shop"]);
     assert!(r.stdout.contains("settings") && r.stderr.contains("Warning"), "{} {}", r.stdout, r.stderr);
