@@ -1344,7 +1344,7 @@ fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::
         "key map",
         match &m.key_map {
             Some(k) => format!("{} live keys in {} blobs (k8s --repo and --etcd-key fetch only the chunks they need)", k.entries, k.segments.len()),
-            None => "none (made before key maps: readers of one object fetch the whole snapshot)".into(),
+            None => "none (made before key maps, or a key bucket too small to need one: readers of one object fetch the whole snapshot)".into(),
         },
     );
     if let Some(c) = &m.consolidated {
