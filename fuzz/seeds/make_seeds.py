@@ -382,6 +382,25 @@ def repo_seeds():
     put("repo_delta", "segment-zstd", b"\x01" + zstd(plain))
 
 
+# --- OpenShift static resources ------------------------------------------------------------
+def openshift_seeds():
+    import gzip, io, tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        def add(name, data=None, mode=0o644, kind=tarfile.REGTYPE, link=""):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.mtime, ti.uname, ti.gname, ti.linkname = kind, mode, 1764831600, "root", "root", link
+            ti.size = len(data) if data is not None else 0
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+        add("static-pod-resources/kube-apiserver-pod-7/", kind=tarfile.DIRTYPE, mode=0o755)
+        add("static-pod-resources/kube-apiserver-pod-7/secrets/encryption-config/encryption-config",
+            b'{"kind":"EncryptionConfiguration","apiVersion":"apiserver.config.k8s.io/v1","resources":[]}', mode=0o600)
+        add("static-pod-resources/kube-apiserver-pod-7/pod.yaml", kind=tarfile.SYMTYPE, mode=0o777, link="kube-apiserver-pod.yaml")
+        add("static-pod-resources/etcd-pod-2/etcd-pod.yaml", b"apiVersion: v1\nkind: Pod\n")
+        add("static-pod-resources/kube-scheduler-pod-9/" + "long-name-" * 12, b"x" * 300)
+    put("openshift_tarball", "static_kuberesources.tar.gz", gzip.compress(buf.getvalue(), mtime=0))
+
+
 if __name__ == "__main__":
     etcd_records()
     kube()
@@ -390,5 +409,6 @@ if __name__ == "__main__":
     agent()
     numa_seeds()
     repo_seeds()
+    openshift_seeds()
     if len(sys.argv) == 3:
         from_etcd(sys.argv[1], sys.argv[2])
