@@ -51,8 +51,9 @@ impl Retrying {
     {
         let started = tokio::time::Instant::now();
         let mut attempt = 0;
+        let mut result = op().await;
         loop {
-            match op().await {
+            match result {
                 Err(e) if is_transport_error(&e) => {
                     let wait = backoff(attempt);
                     if started.elapsed() + wait > self.deadline {
@@ -60,6 +61,13 @@ impl Retrying {
                     }
                     tokio::time::sleep(wait).await;
                     attempt += 1;
+                    // A retry gets what is left of the deadline, not a deadline of its own:
+                    // `object_store` retries inside each try for up to the whole deadline.
+                    let left = self.deadline.saturating_sub(started.elapsed());
+                    result = match tokio::time::timeout(left, op()).await {
+                        Ok(r) => r,
+                        Err(_) => return Err(e),
+                    };
                 }
                 other => return other,
             }
@@ -97,6 +105,8 @@ struct ListState {
     attempt: u32,
     deadline: Duration,
     done: bool,
+    /// The error that made the listing resume, returned if the deadline passes first.
+    last_error: Option<object_store::Error>,
 }
 
 impl ListState {
@@ -113,7 +123,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn resuming_list(inner: Arc<dyn ObjectStore>, prefix: Option<Path>, after: Option<Path>, deadline: Duration) -> BoxStream<'static, Result<ObjectMeta>> {
-    let state = ListState { inner, prefix, last: after, stream: None, progress: tokio::time::Instant::now(), attempt: 0, deadline, done: false };
+    let state = ListState { inner, prefix, last: after, stream: None, progress: tokio::time::Instant::now(), attempt: 0, deadline, done: false, last_error: None };
     futures::stream::unfold(state, |mut st| async move {
         loop {
             if st.done {
@@ -122,7 +132,17 @@ fn resuming_list(inner: Arc<dyn ObjectStore>, prefix: Option<Path>, after: Optio
             if st.stream.is_none() {
                 st.stream = Some(st.open());
             }
-            match st.stream.as_mut().expect("opened above").next().await {
+            let next = st.stream.as_mut().expect("opened above").next();
+            let next = if st.attempt == 0 {
+                next.await
+            } else {
+                // A resumed listing gets what is left of the deadline since the last entry.
+                match tokio::time::timeout(st.deadline.saturating_sub(st.progress.elapsed()), next).await {
+                    Ok(n) => n,
+                    Err(_) => Some(Err(st.last_error.take().expect("a resumed listing follows an error"))),
+                }
+            };
+            match next {
                 None => return None,
                 Some(Ok(meta)) => {
                     st.last = Some(meta.location.clone());
@@ -136,6 +156,7 @@ fn resuming_list(inner: Arc<dyn ObjectStore>, prefix: Option<Path>, after: Optio
                         st.done = true;
                         return Some((Err(e), st));
                     }
+                    st.last_error = Some(e);
                     st.stream = None;
                     st.attempt += 1;
                     tokio::time::sleep(wait).await;
