@@ -172,6 +172,7 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         cluster,
         targets: vec![Target { name: p.name.clone(), data_dir: p.data_dir.clone(), wal_dir: None }],
         skip_hash_check: skip_hash,
+        proven_by: None,
         bump_revision: p.bump_revision,
         mark_compacted: p.bump_revision.is_some(),
         target_version: None,

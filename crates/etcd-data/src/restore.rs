@@ -81,6 +81,10 @@ pub struct RestoreOptions {
     pub cluster: ClusterSpec,
     pub targets: Vec<Target>,
     pub skip_hash_check: bool,
+    /// Set when the snapshot's bytes were already proven equal to a checked file (a restore
+    /// from the repository: the trailer was checked at backup, every chunk is authenticated on
+    /// fetch): the trailer is not hashed again, and the report says why.
+    pub proven_by: Option<String>,
     pub bump_revision: Option<u64>,
     pub mark_compacted: bool,
     pub target_version: Option<Layout>,
@@ -97,6 +101,9 @@ pub struct RestoreReport {
     pub restored_revision: i64,
     pub snapshot_consistent_index: Option<u64>,
     pub hash_checked: bool,
+    /// Why the trailer was not hashed here, when the bytes were proven elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven_by: Option<String>,
     pub db_bytes: u64,
     pub warnings: Vec<String>,
 }
@@ -270,6 +277,11 @@ struct Copier<'a, W: Write + std::io::Seek> {
     bumped: Option<Revision>,
     error: Option<RestoreError>,
     path: &'a Path,
+    /// With no hasher thread to report progress, the walk reports the bytes it has copied
+    /// (keys and values: a little under the file's size, which is reported at the end).
+    progress: Option<(&'a (dyn Fn(u64, u64) + Sync), u64)>,
+    copied: u64,
+    reported: u64,
 }
 
 impl<W: Write + std::io::Seek> Copier<'_, W> {
@@ -357,6 +369,13 @@ impl<W: Write + std::io::Seek> Visitor for Copier<'_, W> {
         if self.error.is_some() {
             return;
         }
+        if let Some((report, total)) = self.progress {
+            self.copied += (key.len() + value.map_or(0, <[u8]>::len)) as u64;
+            if self.copied - self.reported >= 8 << 20 {
+                self.reported = self.copied;
+                report(self.copied.min(total), total);
+            }
+        }
         let r = match (path.len(), value) {
             (0, None) => self.close().and_then(|_| self.create_required(Some(key))).and_then(|_| self.begin(key)),
             (0, Some(_)) => {
@@ -412,7 +431,7 @@ pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> R
     }
     let db = bolt::Db::open(&opts.snapshot)?;
     let has_trailer = trailer::has_trailer(db.file_len());
-    if !has_trailer && !opts.skip_hash_check {
+    if !has_trailer && !opts.skip_hash_check && opts.proven_by.is_none() {
         return Err(RestoreError::MissingHash { path: opts.snapshot.clone() });
     }
     let pre = preflight(&db, opts)?;
@@ -472,9 +491,16 @@ fn build_and_install(
         bumped: None,
         error: None,
         path: &opts.snapshot,
+        progress: None,
+        copied: 0,
+        reported: 0,
     };
-    let check_hash = has_trailer && !opts.skip_hash_check;
+    let check_hash = has_trailer && !opts.skip_hash_check && opts.proven_by.is_none();
     let file_len = db.file_len();
+    if !check_hash {
+        copier.progress = Some((progress, file_len));
+        progress(0, file_len);
+    }
     let (hash, report) = std::thread::scope(|s| {
         let hasher = check_hash.then(|| s.spawn(|| trailer::check(&opts.snapshot, |d| progress(d, file_len))));
         let report = bolt::walk(db, &mut copier);
@@ -489,6 +515,9 @@ fn build_and_install(
     })?;
     if let Some(Trailer::Mismatch { expected, actual }) = trailer {
         return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual });
+    }
+    if !check_hash {
+        progress(file_len, file_len);
     }
     crash_point("db-streamed");
     // A write that failed (a full filesystem) names the file it was writing.
@@ -576,6 +605,7 @@ fn build_and_install(
         restored_revision: bumped.map(|b| b.main).unwrap_or(latest.main),
         snapshot_consistent_index: pre.consistent_index,
         hash_checked: check_hash,
+        proven_by: if check_hash { None } else { opts.proven_by.clone() },
         db_bytes: stats.bytes,
         warnings,
     })

@@ -379,6 +379,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
                 cluster: spec.clone(),
                 targets: todo.iter().map(|m| RestoreTarget { name: m.name.clone(), data_dir: m.data_dir.clone(), wal_dir: m.wal_dir.clone() }).collect(),
                 skip_hash_check: !etcd_data::trailer::has_trailer(m.snapshot.size),
+                proven_by: None,
                 bump_revision: None,
                 mark_compacted: false,
                 target_version: o.target_version,

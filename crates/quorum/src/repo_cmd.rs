@@ -969,6 +969,11 @@ fn restore_pitr(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Res
 }
 
 pub fn restore(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
+    if a.flags.skip_hash_check {
+        return Err(Failure::usage(
+            "--skip-hash-check is for `snapshot restore` of a file; a restore from the repository needs no trailer (the trailer was checked when the backup was stored, and every chunk is authenticated as it is fetched)",
+        ));
+    }
     if a.at_revision.is_some() || a.at_time.is_some() {
         return restore_pitr(a, quiet, env_proxy);
     }
@@ -976,10 +981,9 @@ pub fn restore(a: RepoRestoreArgs, quiet: bool, env_proxy: &ProxyConfig) -> Resu
     let r = a.repo.open(&rt, env_proxy)?;
     let id_arg = a.id.clone().expect("clap requires the backup id");
     let (id, m) = rt.block_on(r.resolve(&id_arg, a.cluster.as_deref()))?;
-    let mut opts = crate::restore::options(&a.flags, PathBuf::new())?;
-    if !etcd_data::trailer::has_trailer(m.snapshot.size) {
-        opts.skip_hash_check = true; // a raw db backed up with --snapshot: the repository's own hashes prove it
-    }
+    // A raw db backed up with --snapshot has no trailer: the repository's own hashes prove it
+    // (repo::restore::restore says so in the report).
+    let opts = crate::restore::options(&a.flags, PathBuf::new())?;
     let (phases, display) = crate::progress::phases(quiet);
     let report = rt.block_on(repo::restore::restore(r.clone(), &id, &m, opts, a.repo.parallel, &phases));
     let report = finish_phases(display, report)?;

@@ -64,7 +64,7 @@ pub struct RestoreFlags {
     wal_dir: Option<PathBuf>,
     /// Do not check the sha256 trailer (required for a raw db copied from a data dir).
     #[arg(long)]
-    skip_hash_check: bool,
+    pub(crate) skip_hash_check: bool,
     /// Add this much to the latest revision (requires --mark-compacted).
     #[arg(long)]
     bump_revision: Option<u64>,
@@ -121,6 +121,7 @@ pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failur
         cluster,
         targets,
         skip_hash_check: a.skip_hash_check,
+        proven_by: None,
         bump_revision: a.bump_revision,
         mark_compacted: a.mark_compacted,
         target_version: a.target_version,
@@ -136,7 +137,11 @@ pub fn print_report(report: &restore::RestoreReport, w: Format) {
             report.layout.label(),
             report.layout_reason,
             report.cluster_id,
-            if report.hash_checked { "; sha256 verified" } else { "; sha256 not checked" }
+            match (&report.proven_by, report.hash_checked) {
+                (_, true) => "; sha256 verified".to_string(),
+                (Some(why), false) => format!("; {why}"),
+                (None, false) => "; sha256 not checked".to_string(),
+            }
         );
         let rows: Vec<Vec<String>> =
             report.members.iter().map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()]).collect();

@@ -159,6 +159,7 @@ async fn run(
         cluster,
         targets: vec![etcd_data::restore::Target { name: "drill".into(), data_dir: data_dir.clone(), wal_dir: None }],
         skip_hash_check: !etcd_data::trailer::has_trailer(manifest.snapshot.size),
+        proven_by: None,
         bump_revision: None,
         mark_compacted: false,
         target_version: Some(layout),

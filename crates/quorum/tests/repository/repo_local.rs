@@ -38,6 +38,9 @@ fn restore_and_start(repo: &Repo, id: &str, version: EtcdVersion, n: usize, dir:
     ]);
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["members"].as_array().unwrap().len(), n);
+    // The trailer was checked at backup; the restore does not hash the snapshot again.
+    assert_eq!(report["hash_checked"], false);
+    assert!(report["proven_by"].as_str().unwrap().contains("trailer checked at backup"), "{report}");
     // Not a terminal: each phase says when it starts and how long it took.
     for phase in ["fetching", "restoring", "writing the data dir"] {
         assert!(r.stderr.contains(&format!("{phase} ...")) && r.stderr.contains(&format!("{phase}: done in ")), "{}", r.stderr);
@@ -281,6 +284,9 @@ fn dedup_tamper_and_wrong_secrets() {
     }
     assert!(refused >= 1, "the damaged blob is in some backup");
     let ddir = out.path().join("d");
+    let skip = repo.q(&["restore", "latest", "--data-dir", ddir.to_str().unwrap(), "--skip-hash-check"]);
+    assert_eq!(skip.code, 2, "--skip-hash-check does not apply to a restore from the repository: {}", skip.stderr);
+    assert!(skip.stderr.contains("--skip-hash-check is for `snapshot restore`") && !ddir.exists(), "{}", skip.stderr);
     let r = repo.q(&["restore", "latest", "--data-dir", ddir.to_str().unwrap()]);
     if r.code != 0 {
         assert_eq!(r.code, 3, "{}", r.stderr);
