@@ -1,11 +1,16 @@
 //! Recovery from quorum loss.
 //!
 //! `plan` looks at what answers and at the candidate sources (a survivor's data dir, snapshot
-//! files) and says which path applies and what it costs. `prepare` builds a single-member
-//! cluster's data dir on the recovery host with the native restore, from the survivor's db
-//! (keeping every applied change) or from a snapshot (losing what came after it); the
-//! other members are then re-added one at a time with `member add --wait`. Quorum does not
-//! start etcd: it prints the command for each step.
+//! files) and says which path applies and what it costs. `prepare` builds data dirs with the
+//! native restore, from the survivor's db (keeping every applied change) or from a snapshot
+//! (losing what came after it), two ways:
+//! * every member at once (`initial_cluster`): the same data for each member of a new cluster,
+//!   started together. One election replaces a `member add` per member, each of which etcd
+//!   refuses until the cluster has been fully connected for 5 s, then a snapshot transfer to
+//!   the new member; the plan prints this path first when the source's db names every voter;
+//! * one member, the others re-added one at a time with `member add --wait`.
+//!
+//! Quorum does not start etcd: it prints the command for each member.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +39,10 @@ pub struct Plan {
     pub candidates: Vec<Candidate>,
     pub chosen: Option<Candidate>,
     pub steps: Vec<String>,
+    /// The slower path when the fast one does not suit (one member, the others re-added one
+    /// at a time with `member add`, which transfers the data over etcd's peer connection).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternative: Vec<String>,
     pub loss: String,
 }
 
@@ -71,6 +80,7 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         Some(_) => "nothing the survivor applied is lost (writes it had not applied are)".into(),
     };
     let mut steps = Vec::new();
+    let mut fast: Vec<String> = Vec::new();
     if !lost {
         steps.push(format!("the cluster has quorum ({answering} of {known} answer): no recovery needed; replace dead members with `quorum member replace`"));
     } else if let Some(c) = &chosen {
@@ -91,6 +101,25 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
             None => ("NAME".into(), "PEER_URL".into()),
         };
         let new_dir = if survivor { format!("{}-recovered", c.path.display().to_string().trim_end_matches('/')) } else { "NEW_DATA_DIR".into() };
+        // The fast path: every member restored from the same data and started at once, one
+        // election instead of a `member add` (and etcd's 5 s of full connectivity) per member.
+        // It needs every voting member's name and peer URLs, which the source's db keeps.
+        let mut voters: Vec<_> = members.iter().filter(|m| !m.is_learner).collect();
+        voters.sort_by(|a, b| a.name.cmp(&b.name));
+        if me.is_some() && voters.len() > 1 && voters.iter().all(|m| !m.name.is_empty() && !m.peer_urls.is_empty()) {
+            let initial: Vec<String> = voters.iter().flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name))).collect();
+            let template = format!("{new_dir}-{{name}}");
+            fast.push(format!(
+                "quorum recover {from} --initial-cluster {} --all-members --name {name} --data-dir {template}",
+                initial.join(",")
+            ));
+            let others: Vec<String> = voters.iter().filter(|m| m.name != name).map(|m| format!("{} to {}'s host", template.replace("{name}", &m.name), m.name)).collect();
+            fast.push(format!(
+                "copy each other member's data dir to its host, as its etcd data dir, the old one wiped (rsync -a): {}",
+                others.join(", ")
+            ));
+            fast.push("start every member at once with the flags `quorum recover` printed (--initial-cluster-state new): they elect a leader, no member add".into());
+        }
         steps.push(format!("quorum recover {from} --name {name} --initial-advertise-peer-urls {peer} --data-dir {new_dir}"));
         if me.is_none() && !members.is_empty() {
             let all: Vec<String> =
@@ -120,17 +149,33 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
                 .into(),
         );
     }
-    Plan { members_known: known, members_answering: answering, quorum_lost: lost, candidates, chosen, steps, loss }
+    // With a fast path, it is the plan and the one-at-a-time steps are the alternative.
+    let alternative = if fast.is_empty() {
+        Vec::new()
+    } else {
+        let stop = steps.remove(0);
+        let one_by_one = std::mem::replace(&mut steps, std::iter::once(stop).chain(fast).collect());
+        one_by_one
+    };
+    Plan { members_known: known, members_answering: answering, quorum_lost: lost, candidates, chosen, steps, alternative, loss }
 }
 
 #[derive(Debug, Clone)]
 pub struct Prepare {
     pub from_data_dir: Option<PathBuf>,
     pub from_snapshot: Option<PathBuf>,
+    /// The member built here (with `all_members`, the member whose host this is; any of them).
     pub name: String,
     pub peer_url: String,
     pub client_url: Option<String>,
+    /// The new data dir; with `all_members`, a template with `{name}`.
     pub data_dir: PathBuf,
+    /// Every member of the new cluster (etcd's `--initial-cluster`): all of them start at once
+    /// from the same data and elect a leader, with no `member add`. None: a one-member cluster,
+    /// the others re-added one at a time.
+    pub initial_cluster: Option<String>,
+    /// With `initial_cluster`: build every member's data dir here, not only `name`'s.
+    pub all_members: bool,
     pub token: String,
     pub bump_revision: Option<u64>,
 }
@@ -138,8 +183,13 @@ pub struct Prepare {
 #[derive(Debug, Clone, Serialize)]
 pub struct Prepared {
     pub restore: RestoreReport,
-    pub start_command: String,
-    /// The source cluster's other members (from its db), to add back one at a time.
+    /// How to start each member built here (one line per member).
+    pub start_commands: Vec<String>,
+    /// With --initial-cluster: the members of the new cluster not built here, each to be
+    /// restored on its own host the same way (same --initial-cluster and token) and started.
+    pub elsewhere: Vec<String>,
+    /// The source cluster's other members (from its db), to add back one at a time (a
+    /// one-member recovery only).
     pub others: Vec<ReAdd>,
 }
 
@@ -149,7 +199,13 @@ pub struct ReAdd {
     pub peer_urls: Vec<String>,
 }
 
-/// Build the one-member cluster's data dir.
+/// The member data dir `template` names for `name`.
+pub fn expand(template: &Path, name: &str) -> PathBuf {
+    PathBuf::from(template.to_string_lossy().replace("{name}", name))
+}
+
+/// Build the new cluster's data dir(s): one member (re-add the others), or with an initial
+/// cluster every member at once from the same data.
 pub fn prepare(p: &Prepare) -> Result<Prepared> {
     let (db, skip_hash) = match (&p.from_data_dir, &p.from_snapshot) {
         (Some(d), None) => {
@@ -165,37 +221,73 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         (None, Some(s)) => (s.clone(), false),
         _ => return Err(Error::Usage("a recovery starts from exactly one source: a survivor's data dir or a snapshot".into())),
     };
-    let initial = format!("{}={}", p.name, p.peer_url);
+    let initial = p.initial_cluster.clone().unwrap_or_else(|| format!("{}={}", p.name, p.peer_url));
     let cluster = ClusterSpec::new(&initial, &p.token).map_err(etcd_data::restore::RestoreError::from)?;
+    let me = cluster.members.iter().find(|m| m.name == p.name).ok_or_else(|| {
+        Error::Usage(format!(
+            "--name {} is not in --initial-cluster ({}): name the member whose host this is",
+            p.name,
+            cluster.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let mut built: Vec<_> = if p.all_members { cluster.members.iter().collect() } else { vec![me] };
+    built.sort_by(|a, b| a.name.cmp(&b.name));
+    if p.all_members && built.len() > 1 && !p.data_dir.to_string_lossy().contains("{name}") {
+        return Err(Error::Usage("with --all-members, --data-dir must contain {name} (one directory per member)".into()));
+    }
+    let targets: Vec<Target> =
+        built.iter().map(|m| Target { name: m.name.clone(), data_dir: if p.all_members { expand(&p.data_dir, &m.name) } else { p.data_dir.clone() }, wal_dir: None }).collect();
+    let stored = etcd_data::cluster::stored_members(&db).unwrap_or_default();
     let opts = RestoreOptions {
         snapshot: db,
-        cluster,
-        targets: vec![Target { name: p.name.clone(), data_dir: p.data_dir.clone(), wal_dir: None }],
+        cluster: cluster.clone(),
+        targets: targets.clone(),
         skip_hash_check: skip_hash,
         proven_by: None,
         bump_revision: p.bump_revision,
         mark_compacted: p.bump_revision.is_some(),
         target_version: None,
     };
-    // The source's other members, to re-add (read before the restore consumes `opts`).
-    let others: Vec<ReAdd> = etcd_data::cluster::stored_members(&opts.snapshot)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| !m.name.is_empty() && m.name != p.name && !m.peer_urls.contains(&p.peer_url))
-        .map(|m| ReAdd { name: m.name, peer_urls: m.peer_urls })
-        .collect();
+    // The source's other members, to re-add (a one-member recovery).
+    let others: Vec<ReAdd> = if p.initial_cluster.is_some() {
+        Vec::new()
+    } else {
+        stored
+            .iter()
+            .filter(|m| !m.name.is_empty() && m.name != p.name && !m.peer_urls.contains(&p.peer_url))
+            .map(|m| ReAdd { name: m.name.clone(), peer_urls: m.peer_urls.clone() })
+            .collect()
+    };
     let report = restore(&opts, &|_, _| {})?;
-    let client = p.client_url.clone().unwrap_or_else(|| "http://127.0.0.1:2379".into());
-    let start_command = format!(
-        "etcd --name {} --data-dir {} --listen-peer-urls {} --initial-advertise-peer-urls {} --listen-client-urls {} --advertise-client-urls {} --initial-cluster {} --initial-cluster-token {}",
-        p.name,
-        p.data_dir.display(),
-        p.peer_url,
-        p.peer_url,
-        client,
-        client,
-        initial,
-        p.token
-    );
-    Ok(Prepared { restore: report, start_command, others })
+    // Client URLs: the one given for this member, else what the source's db recorded for a
+    // member of that name (etcd 3.5 keeps only names and peer URLs there), else none: the
+    // member's usual client URL flags then go with it.
+    let client_of = |name: &str| -> Option<String> {
+        if name == p.name {
+            if let Some(c) = &p.client_url {
+                return Some(c.clone());
+            }
+        }
+        stored.iter().find(|m| m.name == name && !m.client_urls.is_empty()).map(|m| m.client_urls.join(","))
+    };
+    let state = if cluster.members.len() > 1 { " --initial-cluster-state new" } else { "" };
+    let start_commands = built
+        .iter()
+        .filter_map(|m| targets.iter().find(|t| t.name == m.name).map(|t| (m, t)))
+        .map(|(m, t)| {
+            let peer = m.peer_urls.join(",");
+            let client = match client_of(&m.name) {
+                Some(c) => format!("--listen-client-urls {c} --advertise-client-urls {c}"),
+                None => "(with its usual --listen-client-urls and --advertise-client-urls)".into(),
+            };
+            format!(
+                "etcd --name {} --data-dir {} --listen-peer-urls {peer} --initial-advertise-peer-urls {peer} --initial-cluster {initial}{state} --initial-cluster-token {} {client}",
+                m.name,
+                t.data_dir.display(),
+                p.token
+            )
+        })
+        .collect();
+    let elsewhere = cluster.members.iter().filter(|m| !targets.iter().any(|t| t.name == m.name)).map(|m| m.name.clone()).collect();
+    Ok(Prepared { restore: report, start_commands, elsewhere, others })
 }

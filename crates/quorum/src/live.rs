@@ -444,18 +444,26 @@ pub struct RecoverArgs {
     /// A snapshot file.
     #[arg(long)]
     from_snapshot: Option<PathBuf>,
-    /// Name of the one-member cluster's member.
+    /// Name of the member built here (the one-member cluster's, or with --initial-cluster this host's).
     #[arg(long, default_value = "default")]
     name: String,
-    /// The member's peer URL (etcd's --initial-advertise-peer-urls).
-    #[arg(long, default_value = "http://localhost:2380")]
-    initial_advertise_peer_urls: String,
+    /// The member's peer URL (etcd's --initial-advertise-peer-urls); with --initial-cluster it comes from there.
+    #[arg(long, conflicts_with = "initial_cluster")]
+    initial_advertise_peer_urls: Option<String>,
     /// Client URL for the printed start command.
     #[arg(long)]
     advertise_client_urls: Option<String>,
-    /// New data dir (must not exist or be empty).
+    /// New data dir (must not exist or be empty). With --all-members, a template with {name}.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Every member of the new cluster (NAME=PEER_URL,...): all start at once from the same data,
+    /// with no `member add` (the fast path; `recover plan` prints it filled in).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// With --initial-cluster: build every member's data dir here (--data-dir with {name}), to start
+    /// here or copy to each member's host.
+    #[arg(long, requires = "initial_cluster")]
+    all_members: bool,
     /// Token of the new cluster (etcd's --initial-cluster-token); a new one keeps old members from joining.
     #[arg(long, default_value = "etcd-cluster-recovered")]
     initial_cluster_token: String,
@@ -549,34 +557,61 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
             for (i, s) in p.steps.iter().enumerate() {
                 println!("  {}. {s}", i + 1);
             }
+            if !p.alternative.is_empty() {
+                println!("or, slower, one member first and the others re-added one at a time:");
+                for (i, s) in p.alternative.iter().enumerate() {
+                    println!("  {}. {s}", i + 1);
+                }
+            }
         });
         if p.quorum_lost && p.chosen.is_none() {
             return Err(Failure::failed("quorum is lost and no usable source was given: nothing to recover from yet (the steps above say where to look)"));
         }
         return Ok(());
     }
-    let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new one-member data dir)"))?;
+    let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new member's data dir; with --all-members a template with {name})"))?;
     let p = etcd_cluster::recover::Prepare {
         from_data_dir: a.from_data_dir,
         from_snapshot: a.from_snapshot,
         name: a.name,
-        peer_url: a.initial_advertise_peer_urls,
+        peer_url: a.initial_advertise_peer_urls.unwrap_or_else(|| "http://localhost:2380".into()),
         client_url: a.advertise_client_urls,
         data_dir,
+        initial_cluster: a.initial_cluster,
+        all_members: a.all_members,
         token: a.initial_cluster_token,
         bump_revision: a.bump_revision,
     };
     let r = etcd_cluster::recover::prepare(&p)?;
     output::warnings(&r.restore.warnings);
     output::print(a.write_out, &r, || {
-        println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
-        println!("next:\n  1. start it:\n     {}", r.start_command);
-        println!("  2. for each other member, with its old data dir wiped, add it and start it with the printed flags:");
-        if r.others.is_empty() {
-            println!("     quorum member add NAME --peer-urls URL --wait");
+        let dirs: Vec<String> = r.restore.members.iter().map(|m| format!("{} ({})", m.data_dir.display(), m.name)).collect();
+        if p.initial_cluster.is_none() {
+            println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
+            println!("next:\n  1. start it:\n     {}", r.start_commands.join("\n     "));
+            println!("  2. for each other member, with its old data dir wiped, add it and start it with the printed flags:");
+            if r.others.is_empty() {
+                println!("     quorum member add NAME --peer-urls URL --wait");
+            }
+            for m in &r.others {
+                println!("     quorum member add {} --peer-urls {} --wait", m.name, m.peer_urls.join(","));
+            }
+            return;
         }
-        for m in &r.others {
-            println!("     quorum member add {} --peer-urls {} --wait", m.name, m.peer_urls.join(","));
+        println!("{}-member cluster prepared at revision {}: {}", r.restore.members.len() + r.elsewhere.len(), r.restore.restored_revision, dirs.join(", "));
+        println!("next:");
+        let mut n = 1;
+        if !r.elsewhere.is_empty() {
+            println!(
+                "  {n}. on the hosts of {}: wipe the old data dir, then copy there the source this command read ({}) and run this command with --name set to that member (the same --initial-cluster and --initial-cluster-token); or build every member here with --all-members and copy each data dir to its host",
+                r.elsewhere.join(", "),
+                p.from_data_dir.as_ref().map(|d| format!("{}/member/snap/db, as DIR/member/snap/db", d.display())).or_else(|| p.from_snapshot.as_ref().map(|s| s.display().to_string())).unwrap_or_default()
+            );
+            n += 1;
+        }
+        println!("  {n}. start every member at once (they elect a leader; no member add):");
+        for c in &r.start_commands {
+            println!("     {c}");
         }
     });
     Ok(())

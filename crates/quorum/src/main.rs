@@ -60,7 +60,7 @@ enum Command {
     Member(live::MemberCmd),
     /// Recover from quorum loss: `recover plan`, then `recover --from-data-dir DIR | --from-snapshot FILE`.
     #[command(
-        after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait"
+        after_help = "Examples:\n  quorum recover plan --endpoints ... --data-dir /var/lib/etcd --snapshot /backup/latest.db\n  # fast: every member rebuilt from the survivor at once, started together\n  quorum recover --from-data-dir /var/lib/etcd --initial-cluster m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380 \\\n    --all-members --name m1 --data-dir '/var/lib/etcd-recovered-{name}'\n  # slower: one member, then the others re-added one at a time\n  quorum recover --from-data-dir /var/lib/etcd --name m1 --initial-advertise-peer-urls https://10.0.0.1:2380 --data-dir /var/lib/etcd-recovered\n  quorum member add m2 --peer-urls https://10.0.0.2:2380 --wait"
     )]
     Recover(live::RecoverArgs),
     /// NUMA and hugepage placement on OpenStack compute hosts: nova's fit, and diagnosis of OVS-DPDK reservations.

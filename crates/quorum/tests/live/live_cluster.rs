@@ -324,45 +324,86 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     let p = json(&run(cmd));
     assert_eq!(p["quorum_lost"], true, "{p}");
     assert_eq!(p["chosen"]["kind"], "survivor data dir", "{p}");
-    // The steps name the survivor's own member (from its WAL and db) and the others to re-add:
-    // commands that work as written, no NAME/PEER_URL placeholders.
-    let steps: Vec<String> = p["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    let me = (&c.members[0].name, &c.members[0].peer_url);
+    // The plan's commands work as written, no NAME/PEER_URL placeholders: first the fast path
+    // (every member rebuilt from the survivor at once, its member list from the db), then the
+    // one-at-a-time alternative naming the survivor's own member (from its WAL) and the others.
+    let texts = |k: &str| -> Vec<String> { p[k].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
+    let (steps, alternative) = (texts("steps"), texts("alternative"));
+    let old_initial: Vec<String> = c.members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
     assert!(
-        steps.iter().any(|s| s.contains(&format!("--name {} --initial-advertise-peer-urls {} --data-dir {}-recovered", me.0, me.1, survivor.display()))),
+        steps.iter().any(|s| s.contains(&format!(
+            "quorum recover --from-data-dir {} --initial-cluster {} --all-members --name {} --data-dir {}-recovered-{{name}}",
+            survivor.display(),
+            old_initial.join(","),
+            c.members[0].name,
+            survivor.display()
+        ))),
         "{steps:?}"
     );
+    let me = (&c.members[0].name, &c.members[0].peer_url);
+    assert!(
+        alternative.iter().any(|s| s.contains(&format!("--name {} --initial-advertise-peer-urls {} --data-dir {}-recovered", me.0, me.1, survivor.display()))),
+        "{alternative:?}"
+    );
     for m in &c.members[1..] {
-        assert!(steps.iter().any(|s| s.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url))), "{steps:?}");
+        assert!(alternative.iter().any(|s| s.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url))), "{alternative:?}");
     }
-    assert!(!steps.iter().any(|s| s.contains("PEER_URL") || s.contains("NAME ")), "{steps:?}");
-    c.members[0].kill(); // stop the survivor before using its data dir
-    let (plans, _) = plan_members(work.path(), 3).unwrap();
-    let mut cmd = crate::common::quorum();
-    cmd.args(["recover", "--name", "m0", "--initial-advertise-peer-urls", &plans[0].peer_url, "--data-dir"]).arg(&plans[0].data_dir);
-    if from_snapshot {
-        cmd.arg("--from-snapshot").arg(&snap);
-    } else {
-        cmd.arg("--from-data-dir").arg(&survivor);
-    }
-    let r = run(cmd);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("etcd --name m0"), "{}", r.stdout);
-    if !from_snapshot || version == EtcdVersion::V3_5 {
-        for m in &c.members[1..] {
-            assert!(r.stdout.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url)), "{}", r.stdout);
-        }
-    }
+    assert!(!steps.iter().chain(&alternative).any(|s| s.contains("PEER_URL") || s.contains("NAME ")), "{steps:?}");
+    let (plans, initial) = plan_members(work.path(), 3).unwrap();
     let token = "etcd-cluster-recovered";
-    let first = Cluster::start_planned(&ClusterOptions::new(version, 1), work.path(), &plans[..1], &format!("m0={}", plans[0].peer_url), token).unwrap();
-    let ep = first.endpoints_csv();
-    let m1 = add_member_and_start(&ep, version, work.path(), &plans[1], token);
-    let m2 = add_member_and_start(&ep, version, work.path(), &plans[2], token);
+    if !from_snapshot {
+        // Guardrail: the survivor's db is refused while its etcd still runs; nothing is written.
+        let mut cmd = crate::common::quorum();
+        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--from-data-dir"]).arg(&survivor);
+        cmd.arg("--data-dir").arg(work.path().join("{name}.etcd"));
+        let r = run(cmd);
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains("still running"), "{}", r.stderr);
+        assert!(!plans[0].data_dir.exists());
+    }
+    c.members[0].kill(); // stop the survivor before using its data dir
+    let (first, m1, m2) = if from_snapshot {
+        // One member, then the others re-added one at a time.
+        let mut cmd = crate::common::quorum();
+        cmd.args(["recover", "--name", "m0", "--initial-advertise-peer-urls", &plans[0].peer_url, "--data-dir"]).arg(&plans[0].data_dir);
+        cmd.arg("--from-snapshot").arg(&snap);
+        let r = run(cmd);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("etcd --name m0"), "{}", r.stdout);
+        if version == EtcdVersion::V3_5 {
+            for m in &c.members[1..] {
+                assert!(r.stdout.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url)), "{}", r.stdout);
+            }
+        }
+        let first = Cluster::start_planned(&ClusterOptions::new(version, 1), work.path(), &plans[..1], &format!("m0={}", plans[0].peer_url), token).unwrap();
+        let ep = first.endpoints_csv();
+        let m1 = add_member_and_start(&ep, version, work.path(), &plans[1], token);
+        let m2 = add_member_and_start(&ep, version, work.path(), &plans[2], token);
+        (first, Some(m1), Some(m2))
+    } else {
+        // Every member at once from the survivor, started together.
+        let mut cmd = crate::common::quorum();
+        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--initial-cluster-token", token, "--from-data-dir"]).arg(&survivor);
+        cmd.arg("--data-dir").arg(work.path().join("{name}.etcd"));
+        let r = run(cmd);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        for pl in &plans {
+            assert!(
+                r.stdout.contains(&format!("etcd --name {} --data-dir {} ", pl.name, pl.data_dir.display())) && r.stdout.contains("--initial-cluster-state new"),
+                "{}",
+                r.stdout
+            );
+        }
+        assert!(!r.stdout.contains("quorum member add"), "{}", r.stdout);
+        (Cluster::start_planned(&ClusterOptions::new(version, 3), work.path(), &plans, &initial, token).unwrap(), None, None)
+    };
     // From the survivor: every committed key, the writes after the backup included. From the
     // snapshot: the keyspace at the snapshot (no writes followed it in that run).
-    for cl in [&first, &m1, &m2] {
-        let (_, after) = testkit::dump(&cl.endpoints(), 0).unwrap();
-        assert!(after == before, "recovered keyspace differs from the source (from_snapshot={from_snapshot})");
+    for cl in [Some(&first), m1.as_ref(), m2.as_ref()].into_iter().flatten() {
+        for ep in cl.endpoints() {
+            let (_, after) = testkit::dump(&[ep.clone()], 0).unwrap();
+            assert!(after == before, "recovered keyspace at {ep} differs from the source (from_snapshot={from_snapshot})");
+        }
     }
     let list = first.etcdctl(&["member", "list"]).unwrap();
     assert_eq!(list.lines().count(), 3, "{list}");
