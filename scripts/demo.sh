@@ -10,8 +10,8 @@
 #   4. keep writing after the backup;
 #   5. lose two of the three members (kill -9): the cluster has no quorum and refuses writes;
 #   6. recover with Quorum's runbook: `quorum recover plan` picks the survivor's data dir over
-#      the older backup; `quorum recover --from-data-dir` prepares a one-member cluster natively;
-#      `quorum member add --wait` re-adds the two others one at a time as they start;
+#      the older backup; `quorum recover --from-data-dir --all-members` rebuilds all three
+#      members natively from it, and they start together (one election, no member add);
 #   7. show the data is intact: every member's hashkv and key count equal what the cluster
 #      held before the loss (the writes after the backup included), and writes work again;
 #   8. recover from the repository too: `quorum restore --repo ... latest --all-members` into a
@@ -128,37 +128,21 @@ echo "writes fail: the cluster lost quorum"
 echo "== quorum recover plan"
 "$Q" recover plan --endpoints "$endpoints" --dial-timeout 1s --data-dir "$work/etcd-0" --snapshot "$backup"
 
-echo "== stop the survivor, prepare a one-member cluster from its data dir"
+echo "== stop the survivor; rebuild all three members from its data dir at once (the plan's first path)"
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 pids=()
 token=quorum-demo-recovered
-"$Q" recover --from-data-dir "$work/etcd-0" --name etcd-0 --initial-advertise-peer-urls "${peer[etcd-0]}" \
-  --advertise-client-urls "${client[etcd-0]}" --data-dir "$work/recovered/etcd-0" --initial-cluster-token "$token"
-"$BIN/etcd" --name etcd-0 --data-dir "$work/recovered/etcd-0" \
-  --listen-client-urls "${client[etcd-0]}" --advertise-client-urls "${client[etcd-0]}" \
-  --listen-peer-urls "${peer[etcd-0]}" --initial-advertise-peer-urls "${peer[etcd-0]}" \
-  --initial-cluster "etcd-0=${peer[etcd-0]}" --initial-cluster-token "$token" \
-  --log-level warn >"$work/etcd-0.recovered.log" 2>&1 &
-pids+=("$!")
-endpoints="${client[etcd-0]}" wait_healthy
-
-for n in etcd-1 etcd-2; do
-  echo "== quorum member add $n --wait (and start it with the printed settings)"
-  out="$work/add-$n.out"
-  "$Q" member add "$n" --peer-urls "${peer[$n]}" --wait --wait-timeout 60s --endpoints "${client[etcd-0]}" >"$out" 2>&1 &
-  adder=$!
-  for _ in $(seq 1 100); do grep -q '^ETCD_INITIAL_CLUSTER=' "$out" && break; sleep 0.1; done
-  grep -q '^ETCD_INITIAL_CLUSTER=' "$out" || { cat "$out" >&2; exit 1; }
-  initial_now=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$out")
-  rm -rf "$work/recovered/$n"
+initial="etcd-0=${peer[etcd-0]},etcd-1=${peer[etcd-1]},etcd-2=${peer[etcd-2]}"
+"$Q" recover --from-data-dir "$work/etcd-0" --initial-cluster "$initial" --all-members --name etcd-0 \
+  --data-dir "$work/recovered/{name}" --initial-cluster-token "$token"
+echo "== start the three members together (one election, no member add)"
+for n in etcd-0 etcd-1 etcd-2; do
   "$BIN/etcd" --name "$n" --data-dir "$work/recovered/$n" \
     --listen-client-urls "${client[$n]}" --advertise-client-urls "${client[$n]}" \
     --listen-peer-urls "${peer[$n]}" --initial-advertise-peer-urls "${peer[$n]}" \
-    --initial-cluster "$initial_now" --initial-cluster-state existing --initial-cluster-token "$token" \
+    --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token "$token" \
     --log-level warn >"$work/$n.recovered.log" 2>&1 &
   pids+=("$!")
-  wait "$adder" || { cat "$out" >&2; exit 1; }
-  cat "$out"
 done
 wait_healthy
 "$Q" status --endpoints "$endpoints"
