@@ -127,7 +127,8 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
             steps.push(format!("NAME and PEER_URL: those of the member on this host, one of {}", all.join(", ")));
         }
         steps.push(format!("start etcd on {new_dir} with the flags it prints (a one-member cluster)"));
-        let others: Vec<_> = members.iter().filter(|m| me.is_none_or(|me| me.id != m.id)).collect();
+        let mut others: Vec<_> = members.iter().filter(|m| me.is_none_or(|me| me.id != m.id)).collect();
+        others.sort_by(|a, b| a.name.cmp(&b.name));
         if me.is_some() && !others.is_empty() {
             for m in others {
                 let n = if m.name.is_empty() { "NAME" } else { &m.name };
@@ -256,8 +257,10 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
             .iter()
             .filter(|m| !m.name.is_empty() && m.name != p.name && !m.peer_urls.contains(&p.peer_url))
             .map(|m| ReAdd { name: m.name.clone(), peer_urls: m.peer_urls.clone() })
-            .collect()
+            .collect::<Vec<_>>()
     };
+    let mut others = others;
+    others.sort_by(|a, b| a.name.cmp(&b.name));
     let report = restore(&opts, &|_, _| {})?;
     // Client URLs: the one given for this member, else what the source's db recorded for a
     // member of that name (etcd 3.5 keeps only names and peer URLs there), else none: the
