@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark: the quorum-loss drill, kill -9 of two of three members to three healthy members
-# again, done with Quorum (recover --from-data-dir, member add --wait) against the same drill
-# done with the etcd tools only (etcdutl snapshot restore --skip-hash-check of the survivor's
-# db, etcdctl member add), on the same keyspace, etcd 3.5.16. Prints both times and the ratio.
+# again, on the same keyspace, etcd 3.5.16, three ways per run:
+#   quorum      the plan's fast path: `quorum recover --from-data-dir SURVIVOR --initial-cluster
+#               ... --all-members` builds all three members from the survivor's db at once; the
+#               three start together (one election, no member add);
+#   quorum-1by1 the slower path: `quorum recover` of one member, then `quorum member add --wait`
+#               of each other member as it starts;
+#   etcd tools  the documented procedure with the etcd tools only (etcdutl snapshot restore
+#               --skip-hash-check of the survivor's db into a one-member cluster, then etcdctl
+#               member add and start, one member at a time).
+# Prints the times per run and the ratios against the etcd tools. Knobs: OBJECTS (20000), MIB
+# (load that many MiB of values instead, e.g. 1024), RUNS (3).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_build
 OBJECTS="${OBJECTS:-20000}"
@@ -10,24 +18,45 @@ BIN="$E35"
 declare -A client peer
 pids=()
 stop_all() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
-trap stop_all EXIT
+# With MIB, the bulk loader's large transactions need etcd's limits raised (as bench/lib.sh does).
+big="--max-request-bytes 16777216 --max-txn-ops 10000 --quota-backend-bytes 8589934592"
 start_member() { # name data-dir initial-cluster state token
   "$BIN/etcd" --name "$1" --data-dir "$2" --listen-client-urls "${client[$1]}" --advertise-client-urls "${client[$1]}" \
     --listen-peer-urls "${peer[$1]}" --initial-advertise-peer-urls "${peer[$1]}" --initial-cluster "$3" \
-    --initial-cluster-state "$4" --initial-cluster-token "$5" --log-level error >"$work/$1.log" 2>&1 &
+    --initial-cluster-state "$4" --initial-cluster-token "$5" --log-level error ${MIB:+$big} >"$work/$1.log" 2>&1 &
   pids+=("$!")
 }
-healthy() { for _ in $(seq 1 300); do "$BIN/etcdctl" --endpoints "$1" endpoint health >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+# One poll a member not ready yet cannot hold for long: each wait is bounded at 1 s.
+healthy() { for _ in $(seq 1 300); do "$BIN/etcdctl" --endpoints "$1" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
-# Start a loaded 3-member cluster and kill two members; prints nothing, sets work/endpoints.
-setup() {
-  work="$(mktemp -d -t quorum-drill-XXXXXX)"
+# The loaded cluster is made once (OBJECTS Kubernetes-like objects, or with MIB that many MiB of
+# values), stopped cleanly and kept in $base; each drill starts from a copy of its data dirs, on
+# the same ports.
+base="$(mktemp -d -t quorum-drill-base-XXXXXX)"
+trap 'stop_all; rm -rf "$base"' EXIT
+make_base() {
+  work="$base"
   local initial=""
   for n in etcd-0 etcd-1 etcd-2; do client[$n]="http://127.0.0.1:$(free_port)"; peer[$n]="http://127.0.0.1:$(free_port)"; initial+="${initial:+,}$n=${peer[$n]}"; done
   for n in etcd-0 etcd-1 etcd-2; do start_member "$n" "$work/$n" "$initial" new drill; done
   endpoints="${client[etcd-0]},${client[etcd-1]},${client[etcd-2]}"
   healthy "$endpoints"
-  "$root/target/release/quorum-testkit" load --endpoints "$endpoints" --objects "$OBJECTS" >/dev/null
+  if [ -n "${MIB:-}" ]; then
+    "$root/target/release/quorum-testkit" bulk --endpoints "$endpoints" --mib "$MIB" --min-value 256 --max-value 4096 --concurrency 4 >&2
+  else
+    "$root/target/release/quorum-testkit" load --endpoints "$endpoints" --objects "$OBJECTS" >/dev/null
+  fi
+  for p in "${pids[@]}"; do kill "$p"; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=()
+  echo "bench: base cluster: $(du -sh "$base/etcd-0" | cut -f1) per member" >&2
+}
+
+# A copy of the loaded 3-member cluster, started and healthy; sets work.
+setup() {
+  work="$(mktemp -d -t quorum-drill-XXXXXX)"
+  local initial="etcd-0=${peer[etcd-0]},etcd-1=${peer[etcd-1]},etcd-2=${peer[etcd-2]}"
+  for n in etcd-0 etcd-1 etcd-2; do cp -a "$base/$n" "$work/$n"; done
+  for n in etcd-0 etcd-1 etcd-2; do start_member "$n" "$work/$n" "$initial" new drill; done
+  healthy "$endpoints"
 }
 
 drill_quorum() {
@@ -46,6 +75,19 @@ drill_quorum() {
   done
   healthy "$endpoints"
   T_QUORUM=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
+  stop_all; rm -rf "$work"
+}
+
+drill_quorum_fast() {
+  setup
+  local t0; t0=$(date +%s.%N)
+  kill -9 "${pids[1]}" "${pids[2]}"; kill "${pids[0]}"; wait "${pids[@]}" 2>/dev/null || true; pids=()
+  local initial="etcd-0=${peer[etcd-0]},etcd-1=${peer[etcd-1]},etcd-2=${peer[etcd-2]}"
+  "$Q" recover --from-data-dir "$work/etcd-0" --initial-cluster "$initial" --all-members --name etcd-0 \
+    --data-dir "$work/new-{name}" --initial-cluster-token rec >/dev/null 2>&1
+  for n in etcd-0 etcd-1 etcd-2; do start_member "$n" "$work/new-$n" "$initial" new rec; done
+  healthy "$endpoints"
+  T_FAST=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
   stop_all; rm -rf "$work"
 }
 
@@ -70,7 +112,9 @@ drill_etcdctl() {
   stop_all; rm -rf "$work"
 }
 
-for i in 1 2 3; do
-  drill_quorum; drill_etcdctl
-  printf 'run %d: quorum %.2fs, etcd tools %.2fs, ratio %.2f\n' "$i" "$T_QUORUM" "$T_ETCDCTL" "$(ratio "$T_QUORUM" "$T_ETCDCTL")"
+make_base
+for i in $(seq 1 "${RUNS:-3}"); do
+  drill_quorum_fast; drill_quorum; drill_etcdctl
+  printf 'run %d (%s objects): quorum %.2fs, quorum-1by1 %.2fs, etcd tools %.2fs; ratios %.2f and %.2f\n' "$i" "$OBJECTS" \
+    "$T_FAST" "$T_QUORUM" "$T_ETCDCTL" "$(ratio "$T_FAST" "$T_ETCDCTL")" "$(ratio "$T_QUORUM" "$T_ETCDCTL")"
 done
