@@ -109,16 +109,13 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         if me.is_some() && voters.len() > 1 && voters.iter().all(|m| !m.name.is_empty() && !m.peer_urls.is_empty()) {
             let initial: Vec<String> = voters.iter().flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name))).collect();
             let template = format!("{new_dir}-{{name}}");
-            fast.push(format!(
-                "quorum recover {from} --initial-cluster {} --all-members --name {name} --data-dir {template}",
-                initial.join(",")
-            ));
-            let others: Vec<String> = voters.iter().filter(|m| m.name != name).map(|m| format!("{} to {}'s host", template.replace("{name}", &m.name), m.name)).collect();
-            fast.push(format!(
-                "copy each other member's data dir to its host, as its etcd data dir, the old one wiped (rsync -a): {}",
-                others.join(", ")
-            ));
-            fast.push("start every member at once with the flags `quorum recover` printed (--initial-cluster-state new): they elect a leader, no member add".into());
+            fast.push(format!("quorum recover {from} --initial-cluster {} --all-members --name {name} --data-dir {template}", initial.join(",")));
+            let others: Vec<String> =
+                voters.iter().filter(|m| m.name != name).map(|m| format!("{} to {}'s host", template.replace("{name}", &m.name), m.name)).collect();
+            fast.push(format!("copy each other member's data dir to its host, as its etcd data dir, the old one wiped (rsync -a): {}", others.join(", ")));
+            fast.push(
+                "start every member at once with the flags `quorum recover` printed (--initial-cluster-state new): they elect a leader, no member add".into(),
+            );
         }
         steps.push(format!("quorum recover {from} --name {name} --initial-advertise-peer-urls {peer} --data-dir {new_dir}"));
         if me.is_none() && !members.is_empty() {
@@ -155,8 +152,7 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         Vec::new()
     } else {
         let stop = steps.remove(0);
-        let one_by_one = std::mem::replace(&mut steps, std::iter::once(stop).chain(fast).collect());
-        one_by_one
+        std::mem::replace(&mut steps, std::iter::once(stop).chain(fast).collect())
     };
     Plan { members_known: known, members_answering: answering, quorum_lost: lost, candidates, chosen, steps, alternative, loss }
 }
@@ -236,8 +232,10 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
     if p.all_members && built.len() > 1 && !p.data_dir.to_string_lossy().contains("{name}") {
         return Err(Error::Usage("with --all-members, --data-dir must contain {name} (one directory per member)".into()));
     }
-    let targets: Vec<Target> =
-        built.iter().map(|m| Target { name: m.name.clone(), data_dir: if p.all_members { expand(&p.data_dir, &m.name) } else { p.data_dir.clone() }, wal_dir: None }).collect();
+    let targets: Vec<Target> = built
+        .iter()
+        .map(|m| Target { name: m.name.clone(), data_dir: if p.all_members { expand(&p.data_dir, &m.name) } else { p.data_dir.clone() }, wal_dir: None })
+        .collect();
     let stored = etcd_data::cluster::stored_members(&db).unwrap_or_default();
     let opts = RestoreOptions {
         snapshot: db,

@@ -261,6 +261,9 @@ fn preflight(db: &bolt::Db, opts: &RestoreOptions) -> Result<Preflight> {
     Ok(Preflight { layout, reason, consistent_index })
 }
 
+/// Told `(done, total)` bytes as a restore reads its snapshot.
+type ProgressFn<'f> = dyn Fn(u64, u64) + Sync + 'f;
+
 /// Copies the snapshot's buckets into the writer, applying the restore's changes.
 struct Copier<'a, W: Write + std::io::Seek> {
     w: Writer<W>,
@@ -279,7 +282,7 @@ struct Copier<'a, W: Write + std::io::Seek> {
     path: &'a Path,
     /// With no hasher thread to report progress, the walk reports the bytes it has copied
     /// (keys and values: a little under the file's size, which is reported at the end).
-    progress: Option<(&'a (dyn Fn(u64, u64) + Sync), u64)>,
+    progress: Option<(&'a ProgressFn<'a>, u64)>,
     copied: u64,
     reported: u64,
 }

@@ -569,7 +569,8 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new member's data dir; with --all-members a template with {name})"))?;
+    let data_dir =
+        a.data_dir.clone().ok_or_else(|| Failure::usage("recover needs --data-dir (the new member's data dir; with --all-members a template with {name})"))?;
     let p = etcd_cluster::recover::Prepare {
         from_data_dir: a.from_data_dir,
         from_snapshot: a.from_snapshot,

@@ -123,7 +123,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn resuming_list(inner: Arc<dyn ObjectStore>, prefix: Option<Path>, after: Option<Path>, deadline: Duration) -> BoxStream<'static, Result<ObjectMeta>> {
-    let state = ListState { inner, prefix, last: after, stream: None, progress: tokio::time::Instant::now(), attempt: 0, deadline, done: false, last_error: None };
+    let state =
+        ListState { inner, prefix, last: after, stream: None, progress: tokio::time::Instant::now(), attempt: 0, deadline, done: false, last_error: None };
     futures::stream::unfold(state, |mut st| async move {
         loop {
             if st.done {

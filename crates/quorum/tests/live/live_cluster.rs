@@ -383,13 +383,15 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     } else {
         // Every member at once from the survivor, started together.
         let mut cmd = crate::common::quorum();
-        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--initial-cluster-token", token, "--from-data-dir"]).arg(&survivor);
+        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--initial-cluster-token", token, "--from-data-dir"])
+            .arg(&survivor);
         cmd.arg("--data-dir").arg(work.path().join("{name}.etcd"));
         let r = run(cmd);
         assert_eq!(r.code, 0, "{}", r.stderr);
         for pl in &plans {
             assert!(
-                r.stdout.contains(&format!("etcd --name {} --data-dir {} ", pl.name, pl.data_dir.display())) && r.stdout.contains("--initial-cluster-state new"),
+                r.stdout.contains(&format!("etcd --name {} --data-dir {} ", pl.name, pl.data_dir.display()))
+                    && r.stdout.contains("--initial-cluster-state new"),
                 "{}",
                 r.stdout
             );
@@ -401,7 +403,7 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     // snapshot: the keyspace at the snapshot (no writes followed it in that run).
     for cl in [Some(&first), m1.as_ref(), m2.as_ref()].into_iter().flatten() {
         for ep in cl.endpoints() {
-            let (_, after) = testkit::dump(&[ep.clone()], 0).unwrap();
+            let (_, after) = testkit::dump(std::slice::from_ref(&ep), 0).unwrap();
             assert!(after == before, "recovered keyspace at {ep} differs from the source (from_snapshot={from_snapshot})");
         }
     }
