@@ -113,8 +113,9 @@ drill_etcdctl() {
 }
 
 make_base
+what="$OBJECTS objects"; [ -z "${MIB:-}" ] || what="$MIB MiB of values"
 for i in $(seq 1 "${RUNS:-3}"); do
   drill_quorum_fast; drill_quorum; drill_etcdctl
-  printf 'run %d (%s objects): quorum %.2fs, quorum-1by1 %.2fs, etcd tools %.2fs; ratios %.2f and %.2f\n' "$i" "$OBJECTS" \
+  printf 'run %d (%s): quorum %.2fs, quorum-1by1 %.2fs, etcd tools %.2fs; ratios %.2f and %.2f\n' "$i" "$what" \
     "$T_FAST" "$T_QUORUM" "$T_ETCDCTL" "$(ratio "$T_FAST" "$T_ETCDCTL")" "$(ratio "$T_QUORUM" "$T_ETCDCTL")"
 done
