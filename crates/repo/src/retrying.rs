@@ -210,3 +210,83 @@ impl ObjectStore for Retrying {
         self.inner.rename_opts(from, to, options).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::{HttpError, HttpErrorKind};
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    /// A store whose reads and listings each take `slow` and then fail on the transport, as
+    /// `object_store` does after its own retries against a store that resets every connection.
+    #[derive(Debug)]
+    struct Cut {
+        slow: Duration,
+        inner: InMemory,
+    }
+
+    fn cut_error() -> object_store::Error {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        object_store::Error::Generic { store: "cut", source: Box::new(HttpError::new(HttpErrorKind::Connect, io)) }
+    }
+
+    impl fmt::Display for Cut {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("cut")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Cut {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, _: &Path, _: GetOptions) -> Result<GetResult> {
+            tokio::time::sleep(self.slow).await;
+            Err(cut_error())
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, _: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            let slow = self.slow;
+            futures::stream::once(async move {
+                tokio::time::sleep(slow).await;
+                Err(cut_error())
+            })
+            .boxed()
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+        async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+            self.inner.rename_opts(from, to, options).await
+        }
+    }
+
+    /// CI of stop 25: each try took most of the deadline inside `object_store`, and a retry
+    /// got a whole deadline of its own, so a command ran for up to twice `--store-timeout`.
+    #[tokio::test(start_paused = true)]
+    async fn retries_end_within_the_deadline() {
+        let deadline = Duration::from_secs(8);
+        for slow in [Duration::from_millis(300), Duration::from_secs(5), Duration::from_secs(7)] {
+            let store = Retrying::new(Arc::new(Cut { slow, inner: InMemory::new() }), deadline);
+            let t = tokio::time::Instant::now();
+            let got = store.get(&Path::from("config")).await;
+            assert!(got.is_err_and(|e| is_transport_error(&e)), "the transport error is returned");
+            assert!(t.elapsed() <= deadline + Duration::from_millis(50), "get with tries of {slow:?} took {:?}", t.elapsed());
+
+            let t = tokio::time::Instant::now();
+            let listed: Vec<Result<ObjectMeta>> = store.list(None).collect().await;
+            assert!(listed.len() == 1 && listed[0].as_ref().is_err_and(is_transport_error), "one error ends the listing");
+            assert!(t.elapsed() <= deadline + Duration::from_millis(50), "list with tries of {slow:?} took {:?}", t.elapsed());
+        }
+    }
+}
