@@ -57,6 +57,9 @@ fn examine(kind: &str, path: &Path, db: &Path) -> Candidate {
     }
 }
 
+/// Why the plan's `recover` commands carry `--bump-revision`.
+const BUMP_NOTE: &str = "--bump-revision (and the compaction it implies) keeps Kubernetes API servers and informers from reading revisions reused by the new cluster; leave it out only for a store no Kubernetes uses";
+
 /// Decide how to recover.
 pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]) -> Plan {
     let view = observe(cfg, 0).await.ok();
@@ -87,9 +90,13 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         steps.push("stop every remaining etcd member (systemctl stop etcd / move the static pod manifest away)".into());
         let survivor = c.kind == "survivor data dir";
         let from = if survivor { format!("--from-data-dir {}", c.path.display()) } else { format!("--from-snapshot {}", c.path.display()) };
+        let source_db = if survivor { db_of(&c.path) } else { c.path.clone() };
+        // The revision bump every restore of a Kubernetes store wants: the lost members may
+        // have applied (and API servers seen) revisions past this source's.
+        let bump = etcd_data::restore::suggested_bump(&source_db).map(|b| format!(" --bump-revision {b}")).unwrap_or_default();
         // Who recovers: the survivor's own member (its WAL names it), else the one member that
         // still answers; the others come back with `member add`.
-        let members = etcd_data::cluster::stored_members(&if survivor { db_of(&c.path) } else { c.path.clone() }).unwrap_or_default();
+        let members = etcd_data::cluster::stored_members(&source_db).unwrap_or_default();
         let me = if survivor {
             etcd_data::wal::identity(&c.path.join("member/wal")).ok().and_then(|i| members.iter().find(|m| m.id == i.node_id))
         } else {
@@ -109,15 +116,18 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
         if me.is_some() && voters.len() > 1 && voters.iter().all(|m| !m.name.is_empty() && !m.peer_urls.is_empty()) {
             let initial: Vec<String> = voters.iter().flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name))).collect();
             let template = format!("{new_dir}-{{name}}");
-            fast.push(format!("quorum recover {from} --initial-cluster {} --all-members --name {name} --data-dir {template}", initial.join(",")));
+            fast.push(format!("quorum recover {from} --initial-cluster {} --all-members --name {name} --data-dir {template}{bump}", initial.join(",")));
             let others: Vec<String> =
                 voters.iter().filter(|m| m.name != name).map(|m| format!("{} to {}'s host", template.replace("{name}", &m.name), m.name)).collect();
             fast.push(format!("copy each other member's data dir to its host, as its etcd data dir, the old one wiped (rsync -a): {}", others.join(", ")));
             fast.push(
                 "start every member at once with the flags `quorum recover` printed (--initial-cluster-state new): they elect a leader, no member add".into(),
             );
+            if !bump.is_empty() {
+                fast.push(BUMP_NOTE.into());
+            }
         }
-        steps.push(format!("quorum recover {from} --name {name} --initial-advertise-peer-urls {peer} --data-dir {new_dir}"));
+        steps.push(format!("quorum recover {from} --name {name} --initial-advertise-peer-urls {peer} --data-dir {new_dir}{bump}"));
         if me.is_none() && !members.is_empty() {
             let all: Vec<String> =
                 members.iter().map(|m| format!("{} ({})", if m.name.is_empty() { "unstarted" } else { &m.name }, m.peer_urls.join(","))).collect();
@@ -136,6 +146,9 @@ pub async fn plan(cfg: &ConnConfig, data_dirs: &[PathBuf], snapshots: &[PathBuf]
             }
         } else {
             steps.push("for each other member: wipe its old data dir, `quorum member add NAME --peer-urls URL --wait`, start it with the printed flags".into());
+        }
+        if !bump.is_empty() {
+            steps.push(BUMP_NOTE.into());
         }
     } else {
         steps.push(

@@ -407,6 +407,24 @@ impl<W: Write + std::io::Seek> Visitor for Copier<'_, W> {
     }
 }
 
+/// The revision bump suggested for a db whose raft index is `consistent_index`: as OpenShift's
+/// restore, the index × 1.2 (revisions never outrun the raft index, and the lost members may
+/// have applied more than this db), or 1,000,000,000 when the db records none.
+pub fn bump_for(consistent_index: Option<u64>) -> u64 {
+    consistent_index.map(|ci| (ci as f64 * 1.2).ceil() as u64).filter(|v| *v > 0).unwrap_or(1_000_000_000)
+}
+
+/// [`bump_for`] the db (or snapshot) at `path`.
+pub fn suggested_bump(path: &Path) -> Result<u64> {
+    let db = bolt::Db::open(path)?;
+    let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.to_path_buf(), count: 1, first: f.to_string() };
+    let ci = match db.bucket(&[schema::META]).map_err(schema_err)? {
+        Some(b) => b.get(schema::META_CONSISTENT_INDEX).map_err(schema_err)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)),
+        None => None,
+    };
+    Ok(bump_for(ci))
+}
+
 /// Restore. `progress(done, total)` reports bytes of the snapshot hashed.
 pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<RestoreReport> {
     if opts.bump_revision.is_some() != opts.mark_compacted {
@@ -593,7 +611,7 @@ fn build_and_install(
 
     let mut warnings = Vec::new();
     if opts.bump_revision.is_none() {
-        let suggest = pre.consistent_index.map(|ci| (ci as f64 * 1.2).ceil() as u64).filter(|v| *v > 0).unwrap_or(1_000_000_000);
+        let suggest = bump_for(pre.consistent_index);
         warnings.push(format!(
             "no --bump-revision: Kubernetes API servers and their watch caches may miss changes or keep stale objects after a restore; \
              restore with --bump-revision {suggest} --mark-compacted (OpenShift's restore uses the highest raft index seen × 1.2, or 1000000000)"

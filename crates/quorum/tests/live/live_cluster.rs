@@ -349,6 +349,13 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
         assert!(alternative.iter().any(|s| s.contains(&format!("quorum member add {} --peer-urls {} --wait", m.name, m.peer_url))), "{alternative:?}");
     }
     assert!(!steps.iter().chain(&alternative).any(|s| s.contains("PEER_URL") || s.contains("NAME ")), "{steps:?}");
+    // Both recover lines carry the revision bump Kubernetes wants (raft index × 1.2); the fast
+    // path below runs with it as printed.
+    let bump: String = steps
+        .iter()
+        .find_map(|s| s.split_once("--bump-revision ").map(|(_, b)| b.split_whitespace().next().unwrap().to_string()))
+        .unwrap_or_else(|| panic!("no --bump-revision in {steps:?}"));
+    assert!(alternative.iter().any(|s| s.contains(&format!("--bump-revision {bump}"))), "{alternative:?}");
     let (plans, initial) = plan_members(work.path(), 3).unwrap();
     let token = "etcd-cluster-recovered";
     if !from_snapshot {
@@ -383,7 +390,8 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     } else {
         // Every member at once from the survivor, started together.
         let mut cmd = crate::common::quorum();
-        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--initial-cluster-token", token, "--from-data-dir"])
+        cmd.args(["recover", "--initial-cluster", &initial, "--all-members", "--name", "m0", "--initial-cluster-token", token, "--bump-revision", &bump])
+            .arg("--from-data-dir")
             .arg(&survivor);
         cmd.arg("--data-dir").arg(work.path().join("{name}.etcd"));
         let r = run(cmd);
@@ -409,6 +417,12 @@ fn quorum_loss_drill(version: EtcdVersion, from_snapshot: bool) {
     }
     let list = first.etcdctl(&["member", "list"]).unwrap();
     assert_eq!(list.lines().count(), 3, "{list}");
+    if !from_snapshot {
+        // The bump moved the revision past every one the old cluster could have handed out.
+        let (rev, _) = testkit::dump(&first.endpoints(), 0).unwrap();
+        let old_rev = before.iter().map(|kv| kv.mod_revision).max().unwrap();
+        assert!(rev >= old_rev + bump.parse::<i64>().unwrap(), "revision {rev} after a bump of {bump} from {old_rev}");
+    }
 }
 
 #[test]
