@@ -49,7 +49,8 @@ pub struct RelayStats {
     pub resets: u64,
     pub statuses: u64,
     pub truncations: u64,
-    /// Bytes forwarded to the server (requests) and to clients (responses).
+    /// Bytes forwarded to the server (requests) and to clients (responses), counted as each
+    /// chunk is handed to the socket (a chunk whose write fails still counts).
     pub bytes_up: u64,
     pub bytes_down: u64,
 }
@@ -291,12 +292,14 @@ fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, generation: u64, res
                 _ => break,
             }
         }
+        // Counted before the write: a peer that has read the bytes then finds them counted
+        // (counted after, a test reading the stats once its response arrived could miss them).
+        if response { &s.bytes_down } else { &s.bytes_up }.fetch_add(chunk.len() as u64, Ordering::SeqCst);
         if to.write_all(chunk).is_err() {
             reset(&from);
             return;
         }
         forwarded += chunk.len();
-        if response { &s.bytes_down } else { &s.bytes_up }.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
 }
 
