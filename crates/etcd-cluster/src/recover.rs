@@ -209,11 +209,6 @@ pub struct ReAdd {
     pub peer_urls: Vec<String>,
 }
 
-/// The member data dir `template` names for `name`.
-pub fn expand(template: &Path, name: &str) -> PathBuf {
-    PathBuf::from(template.to_string_lossy().replace("{name}", name))
-}
-
 /// Build the new cluster's data dir(s): one member (re-add the others), or with an initial
 /// cluster every member at once from the same data.
 pub fn prepare(p: &Prepare) -> Result<Prepared> {
@@ -247,7 +242,11 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
     }
     let targets: Vec<Target> = built
         .iter()
-        .map(|m| Target { name: m.name.clone(), data_dir: if p.all_members { expand(&p.data_dir, &m.name) } else { p.data_dir.clone() }, wal_dir: None })
+        .map(|m| Target {
+            name: m.name.clone(),
+            data_dir: if p.all_members { etcd_data::restore::expand(&p.data_dir, &m.name) } else { p.data_dir.clone() },
+            wal_dir: None,
+        })
         .collect();
     let stored = etcd_data::cluster::stored_members(&db).unwrap_or_default();
     let opts = RestoreOptions {
@@ -261,16 +260,15 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         target_version: None,
     };
     // The source's other members, to re-add (a one-member recovery).
-    let others: Vec<ReAdd> = if p.initial_cluster.is_some() {
+    let mut others: Vec<ReAdd> = if p.initial_cluster.is_some() {
         Vec::new()
     } else {
         stored
             .iter()
             .filter(|m| !m.name.is_empty() && m.name != p.name && !m.peer_urls.contains(&p.peer_url))
             .map(|m| ReAdd { name: m.name.clone(), peer_urls: m.peer_urls.clone() })
-            .collect::<Vec<_>>()
+            .collect()
     };
-    let mut others = others;
     others.sort_by(|a, b| a.name.cmp(&b.name));
     let report = restore(&opts, &|_, _| {})?;
     // Client URLs: the one given for this member, else what the source's db recorded for a
@@ -285,9 +283,10 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         stored.iter().find(|m| m.name == name && !m.client_urls.is_empty()).map(|m| m.client_urls.join(","))
     };
     let state = if cluster.members.len() > 1 { " --initial-cluster-state new" } else { "" };
+    // `targets` were made from `built`, one for one.
     let start_commands = built
         .iter()
-        .filter_map(|m| targets.iter().find(|t| t.name == m.name).map(|t| (m, t)))
+        .zip(&targets)
         .map(|(m, t)| {
             let peer = m.peer_urls.join(",");
             let client = match client_of(&m.name) {

@@ -237,18 +237,25 @@ struct Preflight {
     consistent_index: Option<u64>,
 }
 
+/// The value of `key` in the top-level bucket `bucket` of the db at `path`, if both exist.
+fn get(db: &bolt::Db, path: &Path, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.to_path_buf(), count: 1, first: f.to_string() };
+    match db.bucket(&[bucket]).map_err(schema_err)? {
+        Some(b) => b.get(key).map_err(schema_err),
+        None => Ok(None),
+    }
+}
+
+/// `meta/consistent_index`: the raft index the db has applied.
+fn consistent_index(db: &bolt::Db, path: &Path) -> Result<Option<u64>> {
+    Ok(get(db, path, schema::META, schema::META_CONSISTENT_INDEX)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
+}
+
 fn preflight(db: &bolt::Db, opts: &RestoreOptions) -> Result<Preflight> {
     let path = &opts.snapshot;
-    let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.clone(), count: 1, first: f.to_string() };
-    let get = |bucket: &[u8], key: &[u8]| -> Result<Option<Vec<u8>>> {
-        match db.bucket(&[bucket]).map_err(schema_err)? {
-            Some(b) => b.get(key).map_err(schema_err),
-            None => Ok(None),
-        }
-    };
-    let storage = get(schema::META, schema::META_STORAGE_VERSION)?.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let cluster_version = get(schema::CLUSTER, b"clusterVersion")?.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let consistent_index = get(schema::META, schema::META_CONSISTENT_INDEX)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes));
+    let storage = get(db, path, schema::META, schema::META_STORAGE_VERSION)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let cluster_version = get(db, path, schema::CLUSTER, b"clusterVersion")?.map(|v| String::from_utf8_lossy(&v).into_owned());
+    let consistent_index = consistent_index(db, path)?;
     let (layout, reason) = match (opts.target_version, &cluster_version) {
         (Some(l), _) => (l, "the target version asked for".to_string()),
         (None, Some(cv)) if Layout::parse(cv) == Some(Layout::V3_4) => (Layout::V3_4, format!("the snapshot's cluster version is {cv}")),
@@ -416,13 +423,12 @@ pub fn bump_for(consistent_index: Option<u64>) -> u64 {
 
 /// [`bump_for`] the db (or snapshot) at `path`.
 pub fn suggested_bump(path: &Path) -> Result<u64> {
-    let db = bolt::Db::open(path)?;
-    let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.to_path_buf(), count: 1, first: f.to_string() };
-    let ci = match db.bucket(&[schema::META]).map_err(schema_err)? {
-        Some(b) => b.get(schema::META_CONSISTENT_INDEX).map_err(schema_err)?.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)),
-        None => None,
-    };
-    Ok(bump_for(ci))
+    Ok(bump_for(consistent_index(&bolt::Db::open(path)?, path)?))
+}
+
+/// The member data dir (or WAL dir) a `{name}` template names for member `name`.
+pub fn expand(template: &Path, name: &str) -> PathBuf {
+    PathBuf::from(template.to_string_lossy().replace("{name}", name))
 }
 
 /// Restore. `progress(done, total)` reports bytes of the snapshot hashed.

@@ -586,7 +586,6 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
     let r = etcd_cluster::recover::prepare(&p)?;
     output::warnings(&r.restore.warnings);
     output::print(a.write_out, &r, || {
-        let dirs: Vec<String> = r.restore.members.iter().map(|m| format!("{} ({})", m.data_dir.display(), m.name)).collect();
         if p.initial_cluster.is_none() {
             println!("one-member cluster prepared at revision {} in {}", r.restore.restored_revision, p.data_dir.display());
             println!("next:\n  1. start it:\n     {}", r.start_commands.join("\n     "));
@@ -599,6 +598,7 @@ pub fn recover(conn: &Conn, a: RecoverArgs) -> Result<(), Failure> {
             }
             return;
         }
+        let dirs: Vec<String> = r.restore.members.iter().map(|m| format!("{} ({})", m.data_dir.display(), m.name)).collect();
         println!("{}-member cluster prepared at revision {}: {}", r.restore.members.len() + r.elsewhere.len(), r.restore.restored_revision, dirs.join(", "));
         println!("next:");
         let mut n = 1;

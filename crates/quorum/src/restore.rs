@@ -86,10 +86,6 @@ fn parse_layout(s: &str) -> Result<Layout, String> {
     Layout::parse(s).ok_or_else(|| format!("unsupported target version {s:?}: want 3.4 or 3.5"))
 }
 
-fn expand(template: &std::path::Path, name: &str) -> PathBuf {
-    PathBuf::from(template.to_string_lossy().replace("{name}", name))
-}
-
 pub fn run(args: RestoreArgs, quiet: bool) -> Result<(), Failure> {
     let opts = options(&args.flags, args.file.clone())?;
     let report = crate::snapshot::with_progress(&args.file, quiet, "restoring", |progress| restore::restore(&opts, progress))?;
@@ -109,7 +105,11 @@ pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failur
         cluster
             .members
             .iter()
-            .map(|m| Target { name: m.name.clone(), data_dir: expand(&dd, &m.name), wal_dir: a.wal_dir.as_deref().map(|w| expand(w, &m.name)) })
+            .map(|m| Target {
+                name: m.name.clone(),
+                data_dir: restore::expand(&dd, &m.name),
+                wal_dir: a.wal_dir.as_deref().map(|w| restore::expand(w, &m.name)),
+            })
             .collect()
     } else {
         cluster.member(&a.name, &a.initial_advertise_peer_urls).map_err(|e| usage(e.to_string()))?;
