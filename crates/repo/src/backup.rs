@@ -119,8 +119,14 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     // Facts from the file, in parallel with the upload pipeline.
     let facts_path = opts.snapshot.clone();
     let facts = std::thread::spawn(move || snapshot_facts(&facts_path));
+    // The key map: built beside the upload, its segments handed over as they are merged.
     let map_path = opts.snapshot.clone();
-    let key_map = std::thread::spawn(move || crate::keymap::build(&map_path));
+    let (seg_tx, mut seg_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let key_map = std::thread::spawn(move || -> Result<Option<u64>> {
+        let Some(built) = crate::keymap::build(&map_path)? else { return Ok(None) };
+        let handed = |seg| seg_tx.blocking_send(seg).map_err(|_| Error::Other("the backup ended before its key map".into()));
+        built.segments(handed).map(Some)
+    });
 
     // Deduplication against this cluster's blobs only: reading other clusters' indexes would
     // make every backup's cost grow with the fleet.
@@ -140,16 +146,11 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         lists.push(hex::encode(pipe.put_blob(BlobType::List, bytes).await?));
     }
     // The key map.
-    let key_map = match key_map.join().map_err(|_| Error::Other("key map thread panicked".into()))?? {
-        Some(built) => {
-            let mut segments = Vec::new();
-            for seg in crate::keymap::encode(&built) {
-                segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
-            }
-            Some(crate::keymap::KeyMapRef { segments, entries: built.len() as u64 })
-        }
-        None => None,
-    };
+    let mut segments = Vec::new();
+    while let Some(seg) = seg_rx.recv().await {
+        segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
+    }
+    let key_map = key_map.join().map_err(|_| Error::Other("key map thread panicked".into()))??.map(|entries| crate::keymap::KeyMapRef { segments, entries });
     // The bundle.
     let mut openshift = None;
     let bundle = if let Some((tarball, stamp)) = &opts.openshift {

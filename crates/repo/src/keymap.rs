@@ -59,50 +59,64 @@ pub struct KeyMapRef {
     pub entries: u64,
 }
 
-/// One live key's latest record, met newest first: its key, its revision key, the record
-/// (empty unless asked for) and where it lies in the file (None in an inline bucket).
-type Latest<'a> = dyn FnMut(&[u8], &[u8], &[u8], Option<(u64, usize)>) -> bool + 'a;
-
 /// A key's identity in the set of keys met: 128 bits of BLAKE3, so the set costs 16 bytes a
 /// key however long the keys (a collision, which would hide a key, is beyond reach).
 fn key_id(key: &[u8]) -> u128 {
     u128::from_le_bytes(blake3::hash(key).as_bytes()[..16].try_into().expect("16 bytes"))
 }
 
-/// Call `f` for the latest record of every live key of the snapshot at `path`, newest first,
+/// One record of the `key` bucket, met newest first: its revision key, its key, the record
+/// (empty unless asked for), whether it is a tombstone, and where the record lies in the file
+/// (None in an inline bucket). Returns false to stop.
+type Record<'a> = dyn FnMut(&[u8], &[u8], &[u8], bool, Option<(u64, usize)>) -> Result<bool> + 'a;
+
+/// Call `f` for every record of the `key` bucket of the snapshot at `path`, newest first,
 /// until it returns false. False when the snapshot has no `key` bucket.
-fn each_latest(path: &Path, records: bool, f: &mut Latest<'_>) -> Result<bool> {
+fn each_record(path: &Path, records: bool, f: &mut Record<'_>) -> Result<bool> {
     let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
     let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", path.display()));
     let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(false) };
-    let mut seen: rustc_hash::FxHashSet<u128> = Default::default();
     let mut c = bucket.cursor_rev().map_err(damaged)?;
-    loop {
-        let (rev_key, record, key, tombstone) = {
-            let Some(e) = c.next().map_err(damaged)? else { break };
-            let Ok(rk) = RevisionKey::parse(e.key) else { continue };
-            let Some(kv) = KeyValueRef::decode(e.value) else { continue };
-            if e.value.is_empty() || kv.key.is_empty() || !seen.insert(key_id(kv.key)) {
-                continue;
-            }
-            (e.key.to_vec(), if records { e.value.to_vec() } else { Vec::new() }, kv.key.to_vec(), rk.tombstone)
-        };
-        if !tombstone && !f(&key, &rev_key, &record, c.value_offset()) {
+    while let Some(e) = c.next().map_err(damaged)? {
+        let Ok(rk) = RevisionKey::parse(e.key) else { continue };
+        let Some(kv) = KeyValueRef::decode(e.value) else { continue };
+        if e.value.is_empty() || kv.key.is_empty() {
+            continue;
+        }
+        let (rev_key, key) = (e.key.to_vec(), kv.key.to_vec());
+        let record = if records { e.value.to_vec() } else { Vec::new() };
+        if !f(&rev_key, &key, &record, rk.tombstone, c.value_offset())? {
             break;
         }
     }
     Ok(true)
 }
 
-/// A key map as built: entries in their stored form, packed in one buffer (no allocation per
-/// key: a backup of a cluster with millions of keys holds them in tens of bytes each).
+/// Entries in their stored form packed in one buffer (no allocation per key), sorted in place.
 #[derive(Debug, Default)]
-pub struct Built {
+struct Run {
     buf: Vec<u8>,
     starts: Vec<usize>,
 }
 
-impl Built {
+/// The parts of an entry in its stored form: its key and its revision key.
+fn entry_key(e: &[u8]) -> &[u8] {
+    let kl = u16::from_le_bytes([e[0], e[1]]) as usize;
+    &e[2..2 + kl]
+}
+
+fn entry_rev(e: &[u8]) -> &[u8] {
+    let kl = u16::from_le_bytes([e[0], e[1]]) as usize;
+    let rl = e[2 + kl] as usize;
+    &e[3 + kl..3 + kl + rl]
+}
+
+/// Key order, and for one key the newest record first (a revision key sorts as its revision).
+fn entry_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    entry_key(a).cmp(entry_key(b)).then_with(|| entry_rev(b).cmp(entry_rev(a)))
+}
+
+impl Run {
     /// Add an entry; false when it cannot be stored (a key longer than 64 KiB).
     fn push(&mut self, key: &[u8], rev_key: &[u8], offset: u64, len: u32) -> bool {
         let (Ok(kl), Ok(rl)) = (u16::try_from(key.len()), u8::try_from(rev_key.len())) else { return false };
@@ -116,11 +130,6 @@ impl Built {
         true
     }
 
-    fn key(&self, start: usize) -> &[u8] {
-        let kl = u16::from_le_bytes([self.buf[start], self.buf[start + 1]]) as usize;
-        &self.buf[start + 2..start + 2 + kl]
-    }
-
     /// The stored bytes of the entry at `start`.
     fn entry(&self, start: usize) -> &[u8] {
         let kl = u16::from_le_bytes([self.buf[start], self.buf[start + 1]]) as usize;
@@ -128,36 +137,189 @@ impl Built {
         &self.buf[start..start + 2 + kl + 1 + rl + 12]
     }
 
+    /// Sort, keeping only the newest entry of each key.
     fn sort(&mut self) {
         let mut starts = std::mem::take(&mut self.starts);
-        starts.sort_unstable_by(|a, b| self.key(*a).cmp(self.key(*b)));
+        starts.sort_unstable_by(|a, b| entry_order(self.entry(*a), self.entry(*b)));
+        starts.dedup_by(|b, a| entry_key(self.entry(*a)) == entry_key(self.entry(*b)));
         self.starts = starts;
     }
 
-    pub fn len(&self) -> usize {
-        self.starts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.starts.clear();
     }
 }
 
-/// The key map of the snapshot at `path`: its live keys, sorted, with their latest records'
-/// places. None when the snapshot has no `key` bucket or keeps records where no offset can
-/// be given (an inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is
-/// an error (the backup reports it anyway).
+/// Bytes of entries sorted in memory before they are spilled to a temporary file as a run:
+/// what bounds a backup's memory for the key map, however many keys the cluster has.
+const RUN_BYTES: usize = 8 << 20;
+
+/// A key map being built: the newest record of every key met (tombstones included, as they
+/// hide older records), in sorted runs, all but the last spilled to unnamed temporary files
+/// (gone when closed, even after a kill -9). [`Built::segments`] merges them.
+#[derive(Debug, Default)]
+pub struct Built {
+    spilled: Vec<std::fs::File>,
+    last: Run,
+}
+
+impl Built {
+    fn spill(&mut self) -> Result<()> {
+        use std::io::{Seek, Write};
+        self.last.sort();
+        let tmp = std::env::temp_dir();
+        let io = |e: std::io::Error| {
+            Error::io(&tmp, std::io::Error::new(e.kind(), format!("spilling the key map's sorted keys (set TMPDIR to a filesystem with space): {e}")))
+        };
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tempfile::tempfile().map_err(io)?);
+        for s in &self.last.starts {
+            w.write_all(self.last.entry(*s)).map_err(io)?;
+        }
+        let mut f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.rewind().map_err(io)?;
+        self.spilled.push(f);
+        self.last.clear();
+        Ok(())
+    }
+
+    /// Merge the runs into the stored form, calling `f` with each segment in key order;
+    /// returns the live keys in all.
+    pub fn segments(self, mut f: impl FnMut(Vec<u8>) -> Result<()>) -> Result<u64> {
+        let mut sources: Vec<Source> = self.spilled.into_iter().map(|f| Source::File(std::io::BufReader::with_capacity(64 << 10, f))).collect();
+        sources.push(Source::Memory(self.last, 0));
+        let mut heap = std::collections::BinaryHeap::new();
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(entry) = s.next()? {
+                heap.push(Head { entry, source: i });
+            }
+        }
+        let (mut seg, mut count, mut total) = (segment_start(), 0usize, 0u64);
+        let mut last_key: Vec<u8> = Vec::new();
+        let mut first = true;
+        while let Some(Head { entry, source }) = heap.pop() {
+            if let Some(next) = sources[source].next()? {
+                heap.push(Head { entry: next, source });
+            }
+            // Older records of a key already decided by its newest.
+            if !first && entry_key(&entry) == last_key.as_slice() {
+                continue;
+            }
+            first = false;
+            last_key.clear();
+            last_key.extend_from_slice(entry_key(&entry));
+            if RevisionKey::parse(entry_rev(&entry)).is_ok_and(|r| r.tombstone) {
+                continue;
+            }
+            seg.extend_from_slice(&entry);
+            count += 1;
+            total += 1;
+            if count == SEGMENT {
+                f(segment_end(std::mem::replace(&mut seg, segment_start()), count))?;
+                count = 0;
+            }
+        }
+        if count > 0 {
+            f(segment_end(seg, count))?;
+        }
+        Ok(total)
+    }
+}
+
+fn segment_start() -> Vec<u8> {
+    let mut b = Vec::with_capacity(1 << 20);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&[0; 4]);
+    b
+}
+
+fn segment_end(mut b: Vec<u8>, count: usize) -> Vec<u8> {
+    b[4..8].copy_from_slice(&(count as u32).to_le_bytes());
+    b
+}
+
+/// A sorted run being merged: spilled, or the last one, still in memory.
+enum Source {
+    File(std::io::BufReader<std::fs::File>),
+    Memory(Run, usize),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        match self {
+            Source::Memory(run, at) => {
+                let Some(s) = run.starts.get(*at) else { return Ok(None) };
+                *at += 1;
+                Ok(Some(run.entry(*s).to_vec()))
+            }
+            Source::File(r) => {
+                let io =
+                    |e: std::io::Error| Error::io(std::env::temp_dir(), std::io::Error::new(e.kind(), format!("reading back the key map's sorted keys: {e}")));
+                let mut kl = [0u8; 2];
+                match r.read_exact(&mut kl) {
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    r => r.map_err(io)?,
+                }
+                let kl = u16::from_le_bytes(kl) as usize;
+                let mut e = vec![0u8; 2 + kl + 1];
+                e[..2].copy_from_slice(&(kl as u16).to_le_bytes());
+                r.read_exact(&mut e[2..]).map_err(io)?;
+                let rl = e[2 + kl] as usize;
+                e.resize(3 + kl + rl + 12, 0);
+                r.read_exact(&mut e[3 + kl..]).map_err(io)?;
+                Ok(Some(e))
+            }
+        }
+    }
+}
+
+/// The head entry of a run in the merge: the heap yields the smallest key first and, for one
+/// key, its newest record first.
+struct Head {
+    entry: Vec<u8>,
+    source: usize,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        entry_order(&other.entry, &self.entry)
+    }
+}
+
+/// The key map of the snapshot at `path`: its records' keys, in sorted runs, for
+/// [`Built::segments`] to merge into the live keys with their latest records' places. None
+/// when the snapshot has no `key` bucket or keeps records where no offset can be given (an
+/// inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is an error (the
+/// backup reports it anyway). Memory stays under about [`RUN_BYTES`] twice over.
 pub fn build(path: &Path) -> Result<Option<Built>> {
     let mut out = Built::default();
     let mut placed = true;
-    let found = each_latest(path, false, &mut |key, rev_key, _, at| {
-        placed = at.is_some_and(|(offset, len)| out.push(key, rev_key, offset, len as u32));
-        placed
+    let found = each_record(path, false, &mut |rev_key, key, _, _, at| {
+        placed = at.is_some_and(|(offset, len)| out.last.push(key, rev_key, offset, len as u32));
+        if placed && out.last.buf.len() >= RUN_BYTES {
+            out.spill()?;
+        }
+        Ok(placed)
     })?;
     if !found || !placed {
         return Ok(None);
     }
-    out.sort();
+    out.last.sort();
     Ok(Some(out))
 }
 
@@ -165,30 +327,15 @@ pub fn build(path: &Path) -> Result<Option<Built>> {
 /// by key: `(key, record)`.
 pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
-    each_latest(path, true, &mut |key, _, record, _| {
-        if want(key) {
+    let mut seen: rustc_hash::FxHashSet<u128> = Default::default();
+    each_record(path, true, &mut |_, key, record, tombstone, _| {
+        if seen.insert(key_id(key)) && !tombstone && want(key) {
             out.push((key.to_vec(), record.to_vec()));
         }
-        true
+        Ok(true)
     })?;
     out.sort_unstable();
     Ok(out)
-}
-
-/// The stored form of a built key map, one byte string per segment.
-pub fn encode(m: &Built) -> Vec<Vec<u8>> {
-    m.starts
-        .chunks(SEGMENT)
-        .map(|seg| {
-            let mut b = Vec::with_capacity(8 + seg.iter().map(|s| m.entry(*s).len()).sum::<usize>());
-            b.extend_from_slice(MAGIC);
-            b.extend_from_slice(&(seg.len() as u32).to_le_bytes());
-            for s in seg {
-                b.extend_from_slice(m.entry(*s));
-            }
-            b
-        })
-        .collect()
 }
 
 /// Parse one stored segment.
@@ -389,21 +536,65 @@ pub fn write_db(mut records: Vec<(Vec<u8>, Vec<u8>)>, out: &Path) -> Result<()> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn segments_round_trip_and_refuse_damage() {
-        let entries: Vec<Entry> = (0..SEGMENT + 10)
-            .map(|i| Entry { key: format!("/registry/pods/ns/p{i:06}").into_bytes(), rev_key: vec![1; 17], offset: i as u64 * 100, len: 90 })
-            .collect();
-        let mut built = Built::default();
-        for e in entries.iter().rev() {
-            assert!(built.push(&e.key, &e.rev_key, e.offset, e.len));
+    fn rev(main: i64, tombstone: bool) -> Vec<u8> {
+        let mut k = etcd_data::schema::Revision { main, sub: 0 }.to_bytes().to_vec();
+        if tombstone {
+            k.push(etcd_data::schema::MARK_TOMBSTONE);
         }
-        assert!(!built.push(&vec![b'k'; 70000], &[1; 17], 0, 1), "a key over 64 KiB has no entry");
-        built.sort();
-        let segs = encode(&built);
-        assert_eq!(segs.len(), 2);
+        k
+    }
+
+    #[test]
+    fn spilled_runs_merge_to_the_newest_record_of_each_live_key() {
+        // Records as the backwards pass meets them (newest first), spilled every 3000 records:
+        // keys written, rewritten and deleted across runs, so each rule of the merge is met
+        // between runs and within one.
+        let n = SEGMENT + SEGMENT / 5;
+        let mut history: Vec<(Vec<u8>, i64, bool)> = Vec::new();
+        let mut main = 0;
+        for round in 0..3 {
+            for i in 0..n {
+                main += 1;
+                let deleted = round == 1 && i % 7 == 0 || round == 2 && i % 11 == 0;
+                history.push((format!("/registry/pods/ns/p{i:06}").into_bytes(), main, false));
+                if deleted {
+                    main += 1;
+                    history.push((format!("/registry/pods/ns/p{i:06}").into_bytes(), main, true));
+                }
+            }
+        }
+        let mut built = Built::default();
+        for (at, (key, main, tomb)) in history.iter().rev().enumerate() {
+            assert!(built.last.push(key, &rev(*main, *tomb), *main as u64 * 100, 90));
+            if at % 3000 == 2999 {
+                built.spill().unwrap();
+            }
+        }
+        assert!(built.spilled.len() > 10);
+        assert!(!built.last.push(&vec![b'k'; 70000], &rev(1, false), 0, 1), "a key over 64 KiB has no entry");
+        built.last.sort();
+        let mut segs = Vec::new();
+        let total = built
+            .segments(|s| {
+                segs.push(s);
+                Ok(())
+            })
+            .unwrap();
+
+        let mut want: BTreeMap<Vec<u8>, (i64, bool)> = BTreeMap::new();
+        for (key, main, tomb) in &history {
+            want.insert(key.clone(), (*main, *tomb));
+        }
+        let want: Vec<Entry> = want
+            .into_iter()
+            .filter(|(_, (_, tomb))| !tomb)
+            .map(|(key, (main, _))| Entry { key, rev_key: rev(main, false), offset: main as u64 * 100, len: 90 })
+            .collect();
+        assert_eq!(total, want.len() as u64);
+        assert_eq!(segs.len(), want.len().div_ceil(SEGMENT));
         let back: Vec<Entry> = segs.iter().flat_map(|s| decode(s).unwrap()).collect();
-        assert_eq!(back, entries, "sorted by key again");
+        assert_eq!(back, want, "every live key once, at its newest record, in key order");
+
         assert!(decode(&segs[1][..segs[1].len() - 1]).is_err());
         let mut extra = segs[1].clone();
         extra.push(0);
