@@ -15,7 +15,8 @@
 # `backups deltas` (gaps), TEN point-in-time restores at random revisions (each started as a real
 # etcd whose `endpoint hashkv --rev R` must equal the source's), a restore of the last revision
 # checked against every acknowledged put, leftovers (*.partial*) under the work directory, and each
-# agent process's RSS 5 minutes after its start and at its end.
+# agent process's RSS 5 minutes after its start and at its end, and its peaks over its first and
+# last 20 minutes.
 # Results: bench/out/soak-results.txt (and soak-faults.txt, soak-rss.txt).
 # Usage: bench/soak.sh   Knobs (environment): DURATION seconds (7200), FAULT_EVERY seconds (150),
 # RATE puts/s (100), FULL_EVERY minutes (15), RESTORES (10), RECOVER_WITHIN seconds (180),
@@ -130,7 +131,8 @@ rss_sample() {
   local i p kb
   for i in 0 1 2; do
     p="${PID[a$i]}"
-    kb=$(awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+    # VmRSS, and RssAnon: the heap without the pages of a snapshot file mapped for a backup.
+    kb=$(awk '/^VmRSS/ { r = $2 } /^RssAnon/ { a = $2 } END { if (r != "") print r, a }' "/proc/$p/status" 2>/dev/null) || continue
     [ -n "$kb" ] && echo "$(date +%s) a$i $p $kb" >>"$rsslog"
   done
 }
@@ -247,7 +249,7 @@ say "leftovers (*.partial*) under the work directory: $leftovers"
 
 # RSS per agent process: 5 minutes after its start, and at its end.
 say ""
-say "agent RSS (MiB): process, lifetime, at +5 min, at end, growth"
+say "agent RSS (MiB): process, lifetime, at +5 min, at end, growth; the same for RssAnon (heap, no mapped files)"
 python3 - "$rsslog" <<'PY' | tee -a "$results"
 import sys
 starts, samples, ends = {}, {}, {}
@@ -256,13 +258,21 @@ for line in open(sys.argv[1]):
     t, a, p = int(w[0]), w[1], w[2]
     if w[3] == "start": starts[p] = (t, a)
     elif w[3] in ("killed", "end"): ends[p] = t
-    else: samples.setdefault(p, []).append((t, int(w[3])))
+    else: samples.setdefault(p, []).append((t, int(w[3]), int(w[4]) if len(w) > 4 else 0))
 for p, (t0, a) in starts.items():
     s = samples.get(p, [])
-    early = [kb for t, kb in s if t >= t0 + 300]
+    early = [x for x in s if x[0] >= t0 + 300]
     if not early: continue
-    end = ends.get(p, s[-1][0]); last = s[-1][1]
-    print(f"  {a} pid {p}: {(end - t0) / 60:.0f} min, {early[0] / 1024:.1f}, {last / 1024:.1f}, {100 * (last - early[0]) / early[0]:+.1f}%")
+    end = ends.get(p, s[-1][0]); first, last = early[0], s[-1]
+    g = lambda i: f"{first[i] / 1024:.1f}, {last[i] / 1024:.1f}, {100 * (last[i] - first[i]) / max(first[i], 1):+.1f}%"
+    print(f"  {a} pid {p}: {(end - t0) / 60:.0f} min, {g(1)}; anon {g(2)}")
+    # Peaks over the first and the last 20 minutes (each holds a full backup) of a process
+    # that lived an hour or more.
+    if end - t0 >= 3600:
+        head = [x for x in s if x[0] <= t0 + 1200]; tail = [x for x in s if x[0] >= end - 1200]
+        ph, pt = max(x[2] for x in head), max(x[2] for x in tail)
+        rh, rt = max(x[1] for x in head), max(x[1] for x in tail)
+        print(f"    peak in the first and last 20 min: RSS {rh / 1024:.1f}, {rt / 1024:.1f} ({100 * (rt - rh) / rh:+.1f}%); anon {ph / 1024:.1f}, {pt / 1024:.1f} ({100 * (pt - ph) / max(ph, 1):+.1f}%)")
 PY
 say "total $(( $(date +%s) - t_start ))s"
 cp "$results" "$out/soak-results.txt"; cp "$faults" "$out/soak-faults.txt"; cp "$rsslog" "$out/soak-rss.txt"
