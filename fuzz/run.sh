@@ -5,7 +5,8 @@
 #   fuzz/run.sh [TARGET...]          every target of fuzz/Cargo.toml when none is named
 #
 # Environment: RUNS (default 10000000) and SECONDS_EACH (default 3600): a target stops at
-# whichever comes first. BUILD=0 runs the binaries already built (see below). RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
+# whichever comes first. RESUME=1 starts from the corpus the target's last run left (the
+# seeds added), so runs in turn add up to one long run. BUILD=0 runs the binaries already built (see below). RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
 # a larger resident set or a slower input is a finding. Each run starts from a fresh copy of
 # the committed seeds (fuzz/seeds/<target>/) in fuzz/out/corpus/<target>/; findings go to
 # fuzz/out/artifacts/<target>/, libFuzzer's output to fuzz/out/logs/<target>.log, and the
@@ -40,10 +41,11 @@ for t in "${targets[@]}"; do
     corpus="$OUT/corpus/$t"
     artifacts="$OUT/artifacts/$t"
     log="$OUT/logs/$t.log"
-    rm -rf "$corpus" "$artifacts"
+    [ "${RESUME:-0}" = 1 ] || rm -rf "$corpus"
+    rm -rf "$artifacts"
     mkdir -p "$corpus" "$artifacts"
     if [ -d "$FUZZ/seeds/$t" ]; then
-        cp "$FUZZ/seeds/$t"/* "$corpus"/
+        cp -n "$FUZZ/seeds/$t"/* "$corpus"/
     fi
     flags=(-runs="$RUNS" -max_total_time="$SECONDS_EACH" -rss_limit_mb="$RSS_MB" -timeout="$TIMEOUT" -print_final_stats=1 -artifact_prefix="$artifacts/")
     if [ "$BUILD" = 1 ]; then
