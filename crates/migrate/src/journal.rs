@@ -43,6 +43,8 @@ pub struct State {
     pub record: Record,
     pub restored: Option<String>,
     pub done: Option<String>,
+    /// A whole-cluster migration cut over (synced to the stopped source and verified).
+    pub cutover: Option<String>,
 }
 
 /// A stable id from the parts that identify a migration.
@@ -59,6 +61,26 @@ fn dir(id: &str) -> String {
     format!("migrations/{id}")
 }
 
+/// Every migration in the repository, its newest generation each, by id.
+pub async fn list(repo: &Repository) -> Result<Vec<State>> {
+    let metas = repo.list("migrations").await?;
+    let id_of = |m: &object_store::ObjectMeta| {
+        let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_string()).collect();
+        let at = parts.iter().rposition(|p| p == "migrations")?;
+        parts.get(at + 1).filter(|_| parts.len() > at + 2).cloned()
+    };
+    let mut ids: Vec<String> = metas.iter().filter_map(id_of).collect();
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(st) = load(repo, &id).await? {
+            out.push(st);
+        }
+    }
+    Ok(out)
+}
+
 /// The newest generation of migration `id`, if any.
 pub async fn load(repo: &Repository, id: &str) -> Result<Option<State>> {
     let metas = repo.list(&dir(id)).await?;
@@ -69,7 +91,8 @@ pub async fn load(repo: &Repository, id: &str) -> Result<Option<State>> {
     let record: Record = repo.open_json(&body, b"migration", &format!("migration record {id}/{gen}"))?;
     let restored = marker(repo, id, &gen, "restored", &names).await?;
     let done = marker(repo, id, &gen, "done", &names).await?;
-    let state = State { record, restored, done };
+    let cutover = marker(repo, id, &gen, "cutover", &names).await?;
+    let state = State { record, restored, done, cutover };
     Ok(Some(state))
 }
 

@@ -48,6 +48,7 @@ pub mod origin;
 pub mod partial;
 pub mod select;
 pub mod source;
+pub mod sync;
 pub mod target;
 pub mod verify;
 pub mod whole;

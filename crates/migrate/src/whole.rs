@@ -486,3 +486,56 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
     let ok = members.iter().all(|c| c.ok) && groups.iter().all(|g| g.ok);
     Ok(WholeVerification { revision: rev, want_keys: m.snapshot.live_keys, want_hash_kv: m.snapshot.hash_kv, members, groups, ok })
 }
+
+/// `--sync`, `--follow`, `--cutover` of a staged whole-cluster migration ([`crate::sync`]):
+/// the migration's record must show its data dirs restored; a cut-over migration is not
+/// synced again (its new cluster has writers of its own), and a cutover run again only
+/// verifies.
+pub async fn sync(
+    src: &ConnConfig,
+    to: &ConnConfig,
+    repo: Arc<Repository>,
+    o: &WholeOptions,
+    mode: crate::sync::Mode,
+    stop: tokio::sync::watch::Receiver<bool>,
+    on: &Sink,
+) -> Result<crate::sync::SyncReport> {
+    new_members(o)?;
+    let target_desc = format!("{} {}", o.initial_cluster, o.data_dir.display());
+    let id = crate::journal::migration_id("whole", &o.cluster, &Selection::Whole.describe(), &target_desc);
+    let stage = |why: &str| Error::Refused(format!("{why}: stage it first (the same command with --stage), start the new members, then sync"));
+    let st = crate::journal::load(&repo, &id).await?.ok_or_else(|| stage(&format!("no migration {id} in the repository")))?;
+    if st.restored.is_none() {
+        return Err(stage(&format!("migration {id}: its new members' data dirs were never restored")));
+    }
+    on(Event::Plan(format!(
+        "migration {id}: cluster {} staged from backup {} at revision {}, data dirs restored at {}",
+        st.record.cluster,
+        repo::short(&st.record.backup),
+        st.record.revision,
+        st.restored.as_deref().unwrap_or("")
+    )));
+    if let Some(at) = &st.cutover {
+        if !matches!(mode, crate::sync::Mode::Cutover { .. }) {
+            return Err(Error::Refused(format!("migration {id} was cut over at {at}: the new cluster serves its own writers now and is not synced again")));
+        }
+        // The source stopped at the cutover revision.
+        let mut c = src.connect_all().await?;
+        let r = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_count_only())).await;
+        let rev = r.map_err(|e| Error::Source(format!("read the revision: {e}")))?.header().map(|h| h.revision()).unwrap_or(0);
+        on(Event::Plan(format!("cut over at {at} already; verifying the target at the source's revision {rev} again")));
+        let check = crate::sync::verify(src, to, rev).await?;
+        return Ok(crate::sync::SyncReport {
+            mode: mode.label().into(),
+            from_revision: rev,
+            target_revision: rev,
+            verification: Some(check),
+            ..Default::default()
+        });
+    }
+    let report = crate::sync::run(src, to, mode, stop, on).await?;
+    if report.verification.as_ref().is_some_and(|v| v.ok) {
+        crate::journal::mark(&repo, &st.record, "cutover").await?;
+    }
+    Ok(report)
+}

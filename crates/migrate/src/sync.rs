@@ -1,0 +1,452 @@
+//! A whole-cluster migration's new cluster kept in step with its source, revision for revision:
+//! `quorum migrate --sync`, `--follow` and `--cutover` (after `--stage`, [`crate::whole`]).
+//!
+//! The new cluster starts at the backup's revision R (restored natively, no revision bump).
+//! Every later source revision comes from a watch of the source opened just past the target's
+//! revision, with previous values, and is applied to the target as exactly one transaction with
+//! the same operations in the same order. So after every step the target's revision equals the
+//! source's, and every revision reads the same on both (`get --rev`, `hashkv`): Kubernetes
+//! resourceVersions, watch caches and informers carry over.
+//!
+//! **Guards.** Each transaction compares every key it touches with what the source held before
+//! that revision (its mod revision, or its absence): a key someone else wrote in the target
+//! fails the transaction, and nothing of that revision is applied. The revision the target
+//! answers with must be the source's: when it is higher, something else wrote to the target
+//! (another client, or a lease of its own running out), and the sync stops with what it saw.
+//!
+//! **Progress lives in the target.** Its revision is the last source revision applied: a sync
+//! killed at any point is run again and goes on from there, and each revision is applied once.
+//! Nothing is written to the repository while syncing.
+//!
+//! **Leases.** The watch carries lease IDs, not leases: before a put attached to a lease the
+//! target does not hold, the lease is granted in the target with the same ID and the source's
+//! granted TTL (leases the backup held came with the restore). While syncing, every target
+//! lease whose source lease lives is kept alive whenever its time left falls below the
+//! source's, and a target lease whose source lease is gone is revoked once it holds no key
+//! (its keys' deletions arrive through the watch; a revoke of a lease without keys writes no
+//! revision). Between syncs nobody keeps them alive: a target lease can then run out and
+//! delete its keys, which the next sync reports as another writer; `--follow` keeps them in
+//! step for as long as it runs.
+//!
+//! **Cutover.** With writers to the source stopped, the source's revision must stay still for a
+//! second (within `--settle`, if given); the target is synced to it, and every target member's
+//! `hashkv` at that revision must equal the source's.
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use etcd_cluster::ConnConfig;
+
+use crate::{Error, Event, Result, Sink};
+
+/// How far a sync goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// To the source's revision when the sync starts.
+    Sync,
+    /// On, until stopped.
+    Follow,
+    /// Writers are stopped: wait up to `settle` for the source's revision to stay still, sync
+    /// to it and verify.
+    Cutover { settle: Duration },
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Follow => "follow",
+            Mode::Cutover { .. } => "cutover",
+        }
+    }
+}
+
+/// One target member at the cutover revision.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberHash {
+    pub endpoint: String,
+    pub revision: i64,
+    pub hash_kv: u32,
+    pub ok: bool,
+}
+
+/// The cutover's verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct CutoverCheck {
+    pub revision: i64,
+    pub source_hash_kv: u32,
+    pub members: Vec<MemberHash>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncReport {
+    pub mode: String,
+    /// The target's revision when the sync started (the last revision an earlier run applied).
+    pub from_revision: i64,
+    /// The target's revision at the end: the last source revision applied.
+    pub target_revision: i64,
+    /// The source's revision last seen.
+    pub source_revision: i64,
+    pub revisions_applied: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub leases_granted: u64,
+    pub leases_revoked: u64,
+    pub leases_kept_alive: u64,
+    pub verification: Option<CutoverCheck>,
+    pub seconds: f64,
+}
+
+fn target_err<'a>(to: &'a ConnConfig, op: &'static str) -> impl Fn(etcd_client::Error) -> Error + 'a {
+    move |e| Error::Target { endpoint: to.endpoints.join(","), op, msg: e.to_string() }
+}
+
+fn source_err(op: &'static str) -> impl Fn(etcd_client::Error) -> Error {
+    move |e| Error::Source(format!("{op}: {e}"))
+}
+
+/// A cluster's current revision (a count-only range: reads no values).
+async fn revision(c: &mut Client) -> std::result::Result<i64, etcd_client::Error> {
+    let r = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_count_only())).await?;
+    Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+}
+
+/// One operation of a source revision: the key, `Some((value, lease))` for a put or `None`
+/// for a delete, and what the key was before (`Some(mod revision)`, `None` absent).
+type Op = (Vec<u8>, Option<(Vec<u8>, i64)>, Option<i64>);
+
+/// One source revision: its operations in order.
+#[derive(Debug, Default)]
+struct Revision {
+    ops: Vec<Op>,
+}
+
+/// The source's events grouped by revision, in order; an event without its key-value is an
+/// error (a watch always carries it).
+fn group(events: &[etcd_client::Event]) -> Result<BTreeMap<i64, Revision>> {
+    let mut out: BTreeMap<i64, Revision> = BTreeMap::new();
+    for ev in events {
+        let kv = ev.kv().ok_or_else(|| Error::Source("a watch event without its key".into()))?;
+        let before = ev.prev_kv().map(|p| p.mod_revision());
+        let op = match ev.event_type() {
+            EventType::Put => Some((kv.value().to_vec(), kv.lease())),
+            EventType::Delete => None,
+        };
+        out.entry(kv.mod_revision()).or_default().ops.push((kv.key().to_vec(), op, before));
+    }
+    Ok(out)
+}
+
+struct Syncer<'a> {
+    dst: &'a ConnConfig,
+    source: Client,
+    target: Client,
+    report: SyncReport,
+    /// Leases the target holds (as far as this sync knows).
+    target_leases: HashSet<i64>,
+}
+
+impl Syncer<'_> {
+    /// Grant in the target every lease `rev` attaches a key to that the target lacks.
+    async fn leases_for(&mut self, rev: &Revision) -> Result<()> {
+        for (_, op, _) in &rev.ops {
+            let Some((_, lease)) = op else { continue };
+            if *lease == 0 || self.target_leases.contains(lease) {
+                continue;
+            }
+            // The source's granted TTL; a lease already gone there gets a minute, its keys'
+            // deletions follow in the watch.
+            let ttl = match self.source.lease_time_to_live(*lease, None).await {
+                Ok(r) if r.ttl() > 0 && r.granted_ttl() > 0 => r.granted_ttl(),
+                _ => 60,
+            };
+            match self.target.lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(*lease))).await {
+                Ok(_) => self.report.leases_granted += 1,
+                // Granted by an earlier, killed run.
+                Err(e) if e.to_string().contains("lease already exists") => {}
+                Err(e) => return Err(target_err(self.dst, "grant a lease")(e)),
+            }
+            self.target_leases.insert(*lease);
+        }
+        Ok(())
+    }
+
+    /// Apply source revision `r` as one guarded transaction.
+    async fn apply(&mut self, r: i64, rev: Revision) -> Result<()> {
+        self.leases_for(&rev).await?;
+        let mut compares = Vec::with_capacity(rev.ops.len());
+        let mut ops = Vec::with_capacity(rev.ops.len());
+        let mut guarded: HashSet<&[u8]> = HashSet::new();
+        for (key, op, before) in &rev.ops {
+            // A key is compared once, with what it was before this revision.
+            if guarded.insert(key) {
+                compares.push(match before {
+                    Some(m) => Compare::mod_revision(key.clone(), CompareOp::Equal, *m),
+                    None => Compare::version(key.clone(), CompareOp::Equal, 0),
+                });
+            }
+            ops.push(match op {
+                Some((value, lease)) => {
+                    self.report.puts += 1;
+                    TxnOp::put(key.clone(), value.clone(), (*lease != 0).then(|| PutOptions::new().with_lease(*lease)))
+                }
+                None => {
+                    self.report.deletes += 1;
+                    TxnOp::delete(key.clone(), None)
+                }
+            });
+        }
+        let resp = self.target.txn(Txn::new().when(compares).and_then(ops)).await.map_err(target_err(self.dst, "apply a revision"))?;
+        let got = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if !resp.succeeded() {
+            return Err(Error::Refused(format!(
+                "source revision {r}: {} key(s) it changes are not in the target as the source had them before it: another writer changed \
+                 the target (its revision is {got}); nothing of revision {r} was applied. Stop that writer; the migration cannot go on \
+                 (stage again with --restart)",
+                guarded.len()
+            )));
+        }
+        if got != r {
+            return Err(another_writer(r, got));
+        }
+        self.report.revisions_applied += 1;
+        self.report.target_revision = r;
+        Ok(())
+    }
+
+    /// Keep the target's leases in step with the source's (see the module documentation).
+    async fn relay_leases(&mut self) -> Result<()> {
+        let leases = self.target.leases().await.map_err(target_err(self.dst, "list leases"))?;
+        for id in leases.leases().iter().map(|l| l.id()) {
+            self.target_leases.insert(id);
+            let source_left = match self.source.lease_time_to_live(id, None).await {
+                Ok(r) => r.ttl(),
+                Err(_) => continue,
+            };
+            let t = self.target.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys())).await.map_err(target_err(self.dst, "read a lease"))?;
+            if source_left > 0 {
+                if t.ttl() >= 0 && t.ttl() < source_left {
+                    let (mut keeper, mut stream) = self.target.lease_keep_alive(id).await.map_err(target_err(self.dst, "keep a lease alive"))?;
+                    keeper.keep_alive().await.map_err(target_err(self.dst, "keep a lease alive"))?;
+                    let _ = stream.message().await;
+                    self.report.leases_kept_alive += 1;
+                }
+            } else if t.keys().is_empty() && t.ttl() >= 0 {
+                self.target.lease_revoke(id).await.map_err(target_err(self.dst, "revoke a lease"))?;
+                self.target_leases.remove(&id);
+                self.report.leases_revoked += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn another_writer(r: i64, got: i64) -> Error {
+    Error::Refused(format!(
+        "another writer on the target: it answered revision {got} for source revision {r}; the target must have no writer but this \
+         migration (a client, or one of its own leases running out) until the cutover. Its revisions no longer match the source's: \
+         stage again with --restart"
+    ))
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Wait up to `settle` for the source's revision to stay still for a second; the revision.
+async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64> {
+    let deadline = Instant::now() + settle;
+    let mut last = revision(source).await.map_err(source_err("read the revision"))?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = revision(source).await.map_err(source_err("read the revision"))?;
+        if now == last {
+            return Ok(now);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused(format!(
+                "the source's revision still moves ({last} -> {now} within a second): stop every writer to the source before the cutover, \
+                 or give --settle a longer wait"
+            )));
+        }
+        on(Event::Plan(format!("the source's revision moved ({last} -> {now}); waiting for it to settle")));
+        last = now;
+    }
+}
+
+/// Sync the target `dst` with the source `src`; see the module documentation. `stop` ends a
+/// `Follow` (and interrupts the others between revisions).
+pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch::Receiver<bool>, on: &Sink) -> Result<SyncReport> {
+    let started = Instant::now();
+    let source = src.connect_all().await?;
+    let target = dst.connect_all().await?;
+    let mut s = Syncer { dst, source, target, report: SyncReport { mode: mode.label().into(), ..Default::default() }, target_leases: HashSet::new() };
+    let from = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
+    s.report.from_revision = from;
+    s.report.target_revision = from;
+    let goal = match mode {
+        Mode::Sync => Some(revision(&mut s.source).await.map_err(source_err("read the revision"))?),
+        Mode::Cutover { settle } => {
+            on(Event::Step("checking that the source's revision stays still (writers stopped)".into()));
+            Some(settled(&mut s.source, settle, on).await?)
+        }
+        Mode::Follow => None,
+    };
+    let source_now = match goal {
+        Some(g) => g,
+        None => revision(&mut s.source).await.map_err(source_err("read the revision"))?,
+    };
+    s.report.source_revision = source_now;
+    if from > source_now {
+        return Err(Error::Refused(format!(
+            "the target's revision {from} is ahead of the source's {source_now}: it has had another writer, or it is not this source's \
+             migration target; nothing was written"
+        )));
+    }
+    // Where an earlier run stopped, the target must hold what the source held then: a writer
+    // between runs (or a lease of the target's own running out) shows here.
+    on(Event::Step(format!("checking that the target holds the source's revision {from} (hashkv on both)")));
+    match s.source.hash_kv(from).await {
+        Ok(h) => {
+            let t = s.target.hash_kv(from).await.map_err(target_err(dst, "hashkv"))?;
+            if t.hash() != h.hash() {
+                return Err(Error::Refused(format!(
+                    "the target differs from the source at revision {from} (hashkv {} against {}): something else wrote to the target                      since the last sync (a client, or one of its own leases running out); nothing was written. Stage again with --restart",
+                    t.hash(),
+                    h.hash()
+                )));
+            }
+        }
+        Err(e) => on(Event::Warning(format!("the source cannot hash revision {from} ({e}); the target's starting point is not checked"))),
+    }
+    s.relay_leases().await?;
+    on(Event::Step(match goal {
+        Some(g) => format!("applying source revisions {}..{g} to the target (at {from})", from + 1),
+        None => format!("following the source from revision {} (the target is at {from}); stop with Ctrl-C", from + 1),
+    }));
+    let mut last_relay = Instant::now();
+    let mut last_note = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    'watch: while goal.is_none_or(|g| s.report.target_revision < g) {
+        let applied = s.report.target_revision;
+        let opts = WatchOptions::new().with_all_keys().with_start_revision(applied + 1).with_prev_key().with_progress_notify();
+        let mut wc = s.source.watch_client().max_decoding_message_size(i32::MAX as usize);
+        let mut stream = match wc.watch(vec![0u8], Some(opts)).await {
+            Ok(st) => st,
+            Err(e) if mode == Mode::Follow => {
+                on(Event::Warning(format!("source watch: {e}; retrying in {backoff:?}")));
+                tokio::select! {
+                    _ = stopped(&mut stop) => break 'watch,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(source_err("watch")(e)),
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let msg = tokio::select! {
+                _ = stopped(&mut stop) => break 'watch,
+                _ = tick.tick() => {
+                    if last_relay.elapsed() >= Duration::from_secs(2) {
+                        s.relay_leases().await?;
+                        last_relay = Instant::now();
+                    }
+                    if mode == Mode::Follow && last_note.elapsed() >= Duration::from_secs(10) {
+                        let now = revision(&mut s.source).await.unwrap_or(s.report.source_revision);
+                        s.report.source_revision = now;
+                        on(Event::Plan(format!("synced to revision {} (source at {now}, {} behind)", s.report.target_revision, now - s.report.target_revision)));
+                        last_note = Instant::now();
+                    }
+                    continue;
+                }
+                m = stream.message() => m,
+            };
+            let resp = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => continue 'watch,
+            };
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    return Err(Error::Source(format!(
+                        "the source has compacted its history up to revision {}: revisions {}..{} can no longer be read, so the target \
+                         cannot follow it revision for revision; stage again (--restart)",
+                        resp.compact_revision(),
+                        s.report.target_revision + 1,
+                        resp.compact_revision()
+                    )));
+                }
+                continue 'watch;
+            }
+            backoff = Duration::from_millis(200);
+            for (r, rev) in group(resp.events())? {
+                if r <= s.report.target_revision {
+                    continue;
+                }
+                if r != s.report.target_revision + 1 {
+                    return Err(Error::Source(format!(
+                        "the source's watch skipped from revision {} to {r}; nothing of {r} was applied",
+                        s.report.target_revision
+                    )));
+                }
+                s.apply(r, rev).await?;
+                s.report.source_revision = s.report.source_revision.max(r);
+                if goal.is_some_and(|g| r >= g) {
+                    break 'watch;
+                }
+            }
+        }
+    }
+    // Whatever the target answered last must still be what was applied.
+    let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
+    if now != s.report.target_revision {
+        return Err(another_writer(s.report.target_revision, now));
+    }
+    if let (Mode::Cutover { .. }, Some(g)) = (mode, goal) {
+        if s.report.target_revision == g {
+            on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
+            s.report.verification = Some(verify(src, dst, g).await?);
+        }
+    }
+    s.report.seconds = started.elapsed().as_secs_f64();
+    Ok(s.report)
+}
+
+/// Every target member's revision (at least `rev`: a cut-over target may have moved on) and
+/// `hashkv` at `rev` against a source member's.
+pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<CutoverCheck> {
+    let mut source = src.connect_all().await?;
+    let want = source.hash_kv(rev).await.map_err(source_err("hashkv"))?.hash();
+    let mut members = Vec::new();
+    for ep in &dst.endpoints {
+        let mut c = dst.connect_one(ep).await?;
+        let err = |op: &'static str| {
+            let ep = dst.url(ep);
+            move |e: etcd_client::Error| Error::Target { endpoint: ep.clone(), op, msg: e.to_string() }
+        };
+        let now = revision(&mut c).await.map_err(err("read the revision"))?;
+        let h = c.hash_kv(rev).await.map_err(err("hashkv"))?.hash();
+        members.push(MemberHash { endpoint: dst.url(ep), revision: now, hash_kv: h, ok: now >= rev && h == want });
+    }
+    let ok = members.iter().all(|m| m.ok);
+    Ok(CutoverCheck { revision: rev, source_hash_kv: want, members, ok })
+}
+
+/// The source's and the target's current revisions (`--status` of a whole-cluster migration).
+pub async fn revisions(src: &ConnConfig, dst: &ConnConfig) -> Result<(i64, i64)> {
+    let s = revision(&mut src.connect_all().await?).await.map_err(source_err("read the revision"))?;
+    let t = revision(&mut dst.connect_all().await?).await.map_err(target_err(dst, "read the revision"))?;
+    Ok((s, t))
+}
