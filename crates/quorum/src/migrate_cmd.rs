@@ -26,6 +26,12 @@ Examples:
     --initial-cluster etcd-0=https://10.2.0.1:2380,etcd-1=https://10.2.0.2:2380,etcd-2=https://10.2.0.3:2380 \\
     --initial-cluster-token hcp-a-new --data-dir '/var/lib/etcd-{name}' \\
     --to-endpoints https://10.2.0.1:2379,https://10.2.0.2:2379,https://10.2.0.3:2379
+  # the same in stages, revisions preserved: copy while the source serves, keep in step, cut over
+  quorum migrate <the whole-cluster flags> --stage            # then start the new members
+  quorum migrate <the whole-cluster flags> --sync             # as often as wanted
+  quorum migrate <the whole-cluster flags> --follow           # until Ctrl-C / SIGTERM
+  quorum migrate <the whole-cluster flags> --cutover --settle 30s   # once writers are stopped
+  quorum migrate --cluster hcp-a --status                     # stages of every migration
 
 Every migration first backs the source up into the repository (cluster --cluster) and records
 which backup it works from (migrations/ in the repository). Killed at any point, the same
@@ -48,6 +54,17 @@ Whole (no -n/--prefix): the backup is restored natively into the new members' da
 and hashkv of every member, and per prefix counts and content hashes, against the backup.
 --dry-run only checks that the data dirs are empty and --wal-dir does not exist (no backup,
 no record); --verify-only needs --to-endpoints.
+
+Staged (whole cluster): --stage is the above. Once the new members run, --sync applies every
+source revision since the backup (or the last sync) to them, each as one transaction with the
+same operations, so the new cluster's revision equals the source's and every revision reads
+the same (Kubernetes resourceVersions and watches carry over). The new cluster must have no
+other writer until the cutover: a sync checks hashkv where the last one stopped and guards
+every transaction, and stops at the first sign of one. Leases are granted with the same IDs
+and kept alive while a sync runs; between syncs they can run out (use --follow). --cutover,
+once writers to the source are stopped, waits up to --settle for its revision to stand still,
+syncs to it and checks hashkv on every new member. Killed at any point, the same command goes
+on from the new cluster's revision; each revision is applied once.
 
 Exit codes: 0 done and verified (or a dry run), 1 failed (conflicts, unreachable clusters,
 refused dirs), 2 usage, 3 verification found a difference or the source snapshot is damaged.";
@@ -143,9 +160,53 @@ pub struct MigrateArgs {
     /// Directory for the temporary snapshot (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
+    /// Whole: the initial copy (the default): back up, restore the new members, verify once they run.
+    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["sync", "follow", "cutover", "status"])]
+    stage: bool,
+    /// Whole: apply the source's revisions since the last sync to the started new cluster, up to the source's current revision.
+    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["follow", "cutover", "status"])]
+    sync: bool,
+    /// Whole: as --sync, then keep applying every new source revision until Ctrl-C or SIGTERM.
+    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["cutover", "status"])]
+    follow: bool,
+    /// Whole, once writers to the source are stopped: sync to its last revision and verify hashkv on every new member.
+    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with = "status")]
+    cutover: bool,
+    /// With --cutover: how long to wait for the source's revision to stop moving (default: it must already be still).
+    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = parse_duration, requires = "cutover")]
+    settle: Option<Duration>,
+    /// Show the migrations in the repository and their stages; with --from/--to-endpoints and
+    /// this migration's arguments, its source and target revisions and lag.
+    #[arg(long)]
+    status: bool,
     /// Output format.
     #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
+}
+
+fn whole_options(a: &MigrateArgs, to: Option<ConnConfig>) -> Result<migrate::whole::WholeOptions, Failure> {
+    let initial_cluster = a
+        .initial_cluster
+        .clone()
+        .ok_or_else(|| Failure::usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
+    let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
+    Ok(migrate::whole::WholeOptions {
+        cluster: a.cluster.clone(),
+        initial_cluster,
+        token: a.initial_cluster_token.clone(),
+        data_dir,
+        wal_dir: a.wal_dir.clone(),
+        target_version: a.target_version,
+        to,
+        verify_only: a.verify_only,
+        dry_run: a.dry_run,
+        restart: a.restart,
+        from_backup: a.from_backup.clone(),
+        tmp_dir: a.tmp_dir.clone(),
+        start_timeout: a.start_timeout,
+        parallel: a.repo.parallel,
+        uploads: a.repo.parallel.clamp(1, 16),
+    })
 }
 
 fn parse_layout(s: &str) -> Result<Layout, String> {
@@ -248,7 +309,7 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
     let base = conn.config();
     let src = (!a.from_endpoints.is_empty()).then(|| side(&base, &a.from_endpoints, &a.from_cacert, &a.from_cert, &a.from_key, &a.from_user));
     let dst = (!a.to_endpoints.is_empty()).then(|| side(&base, &a.to_endpoints, &a.to_cacert, &a.to_cert, &a.to_key, &a.to_user));
-    if src.is_none() && a.from_backup.is_none() && !a.verify_only {
+    if src.is_none() && a.from_backup.is_none() && !a.verify_only && !a.status {
         return Err(Failure::usage("give the source with --from-endpoints, or a backup with --from-backup"));
     }
     let printer = Arc::new(Printer { quiet, tty: std::io::IsTerminal::is_terminal(&std::io::stderr()), bar: Mutex::new((None, 0)) });
@@ -264,34 +325,67 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
     }
     let rt = rt();
     let r = a.repo.open(&rt, env_proxy)?;
+    let staged = a.sync || a.follow || a.cutover;
+    if !whole && (a.stage || staged) {
+        return Err(Failure::usage(
+            "--stage, --sync, --follow and --cutover apply to whole-cluster migrations; -n/--prefix migrations are one-shot (staged sync of namespaces is not built yet)",
+        ));
+    }
+    if a.status {
+        return status(&rt, r, &a, src.as_ref(), dst.as_ref(), whole);
+    }
+    if staged {
+        let src = src.ok_or_else(|| Failure::usage("--sync, --follow and --cutover read the source's revisions: give --from-endpoints"))?;
+        let dst = dst.ok_or_else(|| Failure::usage("--sync, --follow and --cutover write to the started new cluster: give --to-endpoints"))?;
+        for (set, flag) in [(a.from_backup.is_some(), "--from-backup"), (a.restart, "--restart"), (a.dry_run, "--dry-run"), (a.verify_only, "--verify-only")] {
+            if set {
+                return Err(Failure::usage(format!("{flag} does not apply to --sync, --follow or --cutover")));
+            }
+        }
+        let o = whole_options(&a, Some(dst.clone()))?;
+        let mode = if a.cutover {
+            migrate::sync::Mode::Cutover { settle: a.settle.unwrap_or_default() }
+        } else if a.follow {
+            migrate::sync::Mode::Follow
+        } else {
+            migrate::sync::Mode::Sync
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        rt.spawn(async move {
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut t) => {
+                        t.recv().await;
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+            let _ = stop_tx.send(true);
+        });
+        let rep = rt.block_on(migrate::whole::sync(&src, &dst, r, &o, mode, stop_rx, &sink));
+        printer.finish();
+        let rep = rep?;
+        print_sync(&rep, a.write_out);
+        return match &rep.verification {
+            Some(v) if !v.ok => Err(Failure {
+                code: DAMAGE,
+                message: Some("cutover verification failed: a new member's hashkv differs from the source's (see above)".into()),
+                hint: None,
+            }),
+            _ => Ok(()),
+        };
+    }
     if whole {
         if a.rekey.is_some() {
             return Err(Failure::usage(
                 "--rekey applies to -n/--prefix migrations; a whole cluster moves with its keys (use `quorum k8s rekey` on the snapshot)",
             ));
         }
-        let initial_cluster = a
-            .initial_cluster
-            .clone()
-            .ok_or_else(|| Failure::usage("a whole-cluster migration needs --initial-cluster name=peer-url,... (or select keys with -n/--prefix)"))?;
-        let data_dir = a.data_dir.clone().ok_or_else(|| Failure::usage("a whole-cluster migration needs --data-dir '/path/{name}'"))?;
-        let o = migrate::whole::WholeOptions {
-            cluster: a.cluster.clone(),
-            initial_cluster,
-            token: a.initial_cluster_token.clone(),
-            data_dir,
-            wal_dir: a.wal_dir.clone(),
-            target_version: a.target_version,
-            to: dst,
-            verify_only: a.verify_only,
-            dry_run: a.dry_run,
-            restart: a.restart,
-            from_backup: a.from_backup.clone(),
-            tmp_dir: a.tmp_dir.clone(),
-            start_timeout: a.start_timeout,
-            parallel: a.repo.parallel,
-            uploads: a.repo.parallel.clamp(1, 16),
-        };
+        let o = whole_options(&a, dst)?;
         let rep = rt.block_on(migrate::whole::run(src.as_ref(), r, &o, &sink));
         printer.finish();
         let rep = rep?;
@@ -430,6 +524,135 @@ fn print_partial(r: &migrate::partial::PartialReport, sel: &migrate::select::Sel
     );
     print!("{}", checks_table(label, &r.verification));
     println!("verification: {}", if r.verified() { "OK" } else { "FAILED" });
+}
+
+/// One migration in `--status`.
+#[derive(serde::Serialize)]
+struct MigrationStatus {
+    id: String,
+    kind: String,
+    cluster: String,
+    selection: String,
+    target: String,
+    generation: String,
+    backup: String,
+    backup_revision: i64,
+    stage: &'static str,
+    restored: Option<String>,
+    done: Option<String>,
+    cutover: Option<String>,
+    source_revision: Option<i64>,
+    target_revision: Option<i64>,
+    lag_revisions: Option<i64>,
+}
+
+fn status(
+    rt: &tokio::runtime::Runtime,
+    r: Arc<repo::Repository>,
+    a: &MigrateArgs,
+    src: Option<&ConnConfig>,
+    dst: Option<&ConnConfig>,
+    whole: bool,
+) -> Result<(), Failure> {
+    let states = rt.block_on(migrate::journal::list(&r))?;
+    // This migration's live revisions, when its arguments and both sides are given.
+    let this = match (whole, &a.initial_cluster, &a.data_dir) {
+        (true, Some(ic), Some(dd)) => {
+            Some(migrate::journal::migration_id("whole", &a.cluster, &migrate::select::Selection::Whole.describe(), &format!("{ic} {}", dd.display())))
+        }
+        _ => None,
+    };
+    let live = match (&this, src, dst) {
+        (Some(_), Some(s), Some(d)) => Some(rt.block_on(migrate::sync::revisions(s, d))?),
+        _ => None,
+    };
+    let rows: Vec<MigrationStatus> = states
+        .into_iter()
+        .map(|st| {
+            let rec = st.record;
+            let stage = match (&st.cutover, &st.done, &st.restored, rec.kind.as_str()) {
+                (Some(_), _, _, _) => "cut over",
+                (None, Some(_), _, "whole") => "staged, verified",
+                (None, Some(_), _, _) => "done, verified",
+                (None, None, Some(_), _) => "staged",
+                _ => "started",
+            };
+            let live = live.filter(|_| this.as_deref() == Some(rec.id.as_str()));
+            MigrationStatus {
+                stage,
+                source_revision: live.map(|l| l.0),
+                target_revision: live.map(|l| l.1),
+                lag_revisions: live.map(|l| l.0 - l.1),
+                id: rec.id,
+                kind: rec.kind,
+                cluster: rec.cluster,
+                selection: rec.selection,
+                target: rec.target,
+                generation: rec.generation,
+                backup: rec.backup,
+                backup_revision: rec.revision,
+                restored: st.restored,
+                done: st.done,
+                cutover: st.cutover,
+            }
+        })
+        .collect();
+    match a.write_out {
+        Format::Json => println!("{}", output::json(&rows)),
+        Format::Yaml => print!("{}", output::yaml(&rows)),
+        _ => {
+            let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.clone(),
+                        m.kind.clone(),
+                        m.cluster.clone(),
+                        m.selection.clone(),
+                        format!("{} @{}", repo::short(&m.backup), m.backup_revision),
+                        m.stage.into(),
+                        opt(m.source_revision),
+                        opt(m.target_revision),
+                        opt(m.lag_revisions),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["ID", "KIND", "CLUSTER", "SELECTION", "BACKUP", "STAGE", "SOURCE REV", "TARGET REV", "LAG"], &table));
+        }
+    }
+    Ok(())
+}
+
+fn print_sync(r: &migrate::sync::SyncReport, w: Format) {
+    match w {
+        Format::Json => return println!("{}", output::json(r)),
+        Format::Yaml => return print!("{}", output::yaml(r)),
+        _ => {}
+    }
+    println!(
+        "{}: target at revision {} (was {}), source at {}: {} revision(s) applied ({} put(s), {} delete(s)); leases: {} granted, {} kept alive, {} revoked; {:.1}s",
+        r.mode,
+        r.target_revision,
+        r.from_revision,
+        r.source_revision,
+        r.revisions_applied,
+        r.puts,
+        r.deletes,
+        r.leases_granted,
+        r.leases_kept_alive,
+        r.leases_revoked,
+        r.seconds
+    );
+    let Some(v) = &r.verification else { return };
+    let rows: Vec<Vec<String>> = v
+        .members
+        .iter()
+        .map(|m| vec![m.endpoint.clone(), m.revision.to_string(), m.hash_kv.to_string(), if m.ok { "ok".into() } else { "DIFFERS".into() }])
+        .collect();
+    print!("{}", output::table(&["MEMBER", "REVISION", "HASHKV", "MATCH"], &rows));
+    println!("source: hashkv {} at revision {}", v.source_hash_kv, v.revision);
+    println!("cutover: {}", if v.ok { "VERIFIED: the new cluster holds the source's revisions; point clients at it" } else { "FAILED" });
 }
 
 fn print_whole(r: &migrate::whole::WholeReport, w: Format) {
