@@ -10,3 +10,4 @@ mod agent_ops;
 mod auth;
 mod live_cluster;
 mod migrate;
+mod migrate_sync;

@@ -1,0 +1,246 @@
+//! Staged whole-cluster migration between real etcd 3.5 clusters: `--stage` while a writer
+//! runs (puts, overwrites, deletes, multi-op transactions, keys on a kept-alive lease and on a
+//! lease left to run out), `--sync`, `--follow` stopped by SIGTERM and by kill -9 (then synced
+//! again), `--status`, and `--cutover` once the writer stops: the target's revision equals the
+//! source's, hashkv matches on every revision sampled and every key reads the same at 20
+//! earlier revisions. A second writer on the target is detected and stops the sync.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use crate::common::Repo;
+use testkit::{plan_members, Cluster, ClusterOptions, EtcdVersion};
+
+/// Writes about 200 operations a second until `stop`: the mix of the module documentation.
+/// Counts successful operations in `done`.
+fn writer(endpoints: Vec<String>, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut c = Client::connect(endpoints, None).await.unwrap();
+            let kept = c.lease_grant(10, None).await.unwrap().id();
+            let (mut keeper, mut acks) = c.lease_keep_alive(kept).await.unwrap();
+            let mut short = 0i64;
+            let mut last_keepalive = Instant::now();
+            let mut i: u64 = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                if last_keepalive.elapsed() > Duration::from_secs(2) {
+                    let _ = keeper.keep_alive().await;
+                    let _ = acks.message().await;
+                    last_keepalive = Instant::now();
+                }
+                let k = |n: u64| format!("/w/k{:03}", n % 300);
+                let ok = match i % 10 {
+                    0..=5 => c.put(k(i), format!("v{i}").repeat(1 + (i % 7) as usize), None).await.is_ok(),
+                    6 => c.delete(k(i * 7), None).await.is_ok(),
+                    7 => {
+                        let ops = vec![
+                            TxnOp::put(k(i + 1), format!("t{i}"), None),
+                            TxnOp::put(k(i + 2), format!("t{i}"), None),
+                            TxnOp::put(format!("/w/t/{i}"), "new", None),
+                            TxnOp::delete(k(i + 3), None),
+                        ];
+                        c.txn(Txn::new().when(vec![Compare::version(k(i + 4), CompareOp::Greater, -1)]).and_then(ops)).await.is_ok()
+                    }
+                    8 => c.put(format!("/w/leased/{}", i % 50), format!("l{i}"), Some(PutOptions::new().with_lease(kept))).await.is_ok(),
+                    _ => {
+                        // A lease nobody keeps alive (4 s): its keys' deletion is a revision.
+                        if short == 0 || i % 300 == 9 {
+                            short = c.lease_grant(4, None).await.map(|r| r.id()).unwrap_or(0);
+                        }
+                        c.put(format!("/w/short/{}", i % 20), format!("s{i}"), Some(PutOptions::new().with_lease(short))).await.is_ok()
+                    }
+                };
+                if ok {
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    })
+}
+
+fn revision(endpoints: &[String]) -> i64 {
+    testkit::dump(endpoints, 0).unwrap().0
+}
+
+struct Staged {
+    repo: Repo,
+    source: Cluster,
+    target: Cluster,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Staged {
+    /// A 1-member source, staged into a new 1-member target with `--stage`, the target started;
+    /// with `write`, the writer runs from before the stage (the backup is taken while the
+    /// source serves).
+    fn new(cluster: &str, write: Option<(Arc<AtomicBool>, Arc<AtomicU64>)>) -> (Staged, Option<std::thread::JoinHandle<()>>) {
+        let repo = Repo::local();
+        let source = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+        testkit::load(&source.endpoints(), &testkit::KubeKeyspace { objects: 300, namespaces: 4, min_value: 100, max_value: 2000, ..Default::default() })
+            .unwrap();
+        let w = write.map(|(stop, done)| writer(source.endpoints(), stop, done));
+        let dir = tempfile::tempdir().unwrap();
+        let (mut plans, _) = plan_members(dir.path(), 1).unwrap();
+        plans[0].name = "new-0".into();
+        plans[0].data_dir = dir.path().join("new-0.etcd");
+        let initial = format!("new-0={}", plans[0].peer_url);
+        let template = dir.path().join("{name}.etcd").display().to_string();
+        let args: Vec<String> = ["migrate", "--cluster", cluster, "--initial-cluster", &initial, "--initial-cluster-token", "staged", "--data-dir", &template]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut stage = args.clone();
+        stage.extend(["--stage".to_string(), "--from-endpoints".into(), source.endpoints_csv()]);
+        let st = repo.q(&stage.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(st.code, 0, "{} {}", st.stdout, st.stderr);
+        assert!(st.stderr.contains("start:     etcd --name new-0"), "{}", st.stderr);
+        let target = Cluster::start_planned(&ClusterOptions::new(EtcdVersion::V3_5, 1), dir.path(), &plans, &initial, "staged").unwrap();
+        let mut args = args;
+        args.extend(["--from-endpoints".to_string(), source.endpoints_csv(), "--to-endpoints".into(), target.endpoints_csv()]);
+        (Staged { repo, source, target, args, _dir: dir }, w)
+    }
+
+    fn run(&self, extra: &[&str]) -> crate::common::Run {
+        let mut a: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        a.extend(extra);
+        self.repo.q(&a)
+    }
+
+    fn spawn(&self, extra: &[&str]) -> std::process::Child {
+        let mut a: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        a.extend(extra);
+        self.repo.cmd(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+}
+
+#[test]
+fn whole_cluster_staged_synced_followed_and_cut_over() {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let (s, w) = Staged::new("staged-a", Some((stop.clone(), done.clone())));
+    let w = w.unwrap();
+    let staged_rev = {
+        let st = s.repo.json(&["migrate", "--status", "--cluster", "staged-a"]);
+        assert_eq!(st.as_array().unwrap().len(), 1, "{st}");
+        assert_eq!(st[0]["stage"], "staged", "{st}");
+        st[0]["backup_revision"].as_i64().unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    // --sync: up to the source's revision when it started.
+    let sync = s.run(&["--sync", "-w", "json"]);
+    assert_eq!(sync.code, 0, "{} {}", sync.stdout, sync.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&sync.stdout).unwrap();
+    assert_eq!(rep["from_revision"].as_i64(), Some(staged_rev), "the target started at the backup's revision: {rep}");
+    assert!(rep["revisions_applied"].as_u64().unwrap() > 50, "{rep}");
+    assert_eq!(
+        rep["target_revision"].as_i64().unwrap() - staged_rev,
+        rep["revisions_applied"].as_i64().unwrap(),
+        "one target revision per source revision: {rep}"
+    );
+    assert!(rep["deletes"].as_u64().unwrap() > 0 && rep["leases_granted"].as_u64().unwrap() > 0, "{rep}");
+
+    // --follow, stopped by SIGTERM; --status while it runs shows the lag.
+    let child = s.spawn(&["--follow", "-w", "json"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let mut status_args: Vec<&str> = s.args.iter().map(String::as_str).collect();
+    status_args.push("--status");
+    let st = s.repo.json(&status_args);
+    assert!(st[0]["lag_revisions"].as_i64().unwrap() >= 0 && st[0]["target_revision"].as_i64().unwrap() > staged_rev, "{st}");
+    let table = s.repo.ok(&status_args);
+    assert!(table.stdout.contains("STAGE") && table.stdout.contains("staged"), "{}", table.stdout);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let followed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(followed["revisions_applied"].as_u64().unwrap() > 100, "{followed}");
+    assert!(followed["leases_kept_alive"].as_u64().unwrap() > 0, "{followed}");
+
+    // kill -9 of a follow at three points, each followed by a sync: every revision is applied
+    // once (the target's revision stays the source's, checked by the next sync's hashkv).
+    for wait in [300u64, 1100, 2500] {
+        let mut child = s.spawn(&["--follow"]);
+        std::thread::sleep(Duration::from_millis(wait));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let again = s.run(&["--sync", "-w", "json"]);
+        assert_eq!(again.code, 0, "after kill -9 at {wait}ms: {} {}", again.stdout, again.stderr);
+    }
+
+    // The writer stops; the cutover syncs the rest and verifies.
+    stop.store(true, Ordering::SeqCst);
+    w.join().unwrap();
+    let t0 = Instant::now();
+    let cut = s.run(&["--cutover", "--settle", "10s", "-w", "json"]);
+    let window = t0.elapsed();
+    assert_eq!(cut.code, 0, "{} {}", cut.stdout, cut.stderr);
+    let cut: serde_json::Value = serde_json::from_str(&cut.stdout).unwrap();
+    assert_eq!(cut["verification"]["ok"], true, "{cut}");
+    let (src_rev, dst_rev) = (revision(&s.source.endpoints()), revision(&s.target.endpoints()));
+    assert_eq!(src_rev, dst_rev, "the target's revision is the source's");
+    assert_eq!(cut["target_revision"].as_i64(), Some(src_rev));
+    let (h, _, _) = testkit::hash_kv(&s.source.endpoints()[0], src_rev).unwrap();
+    assert_eq!(testkit::hash_kv(&s.target.endpoints()[0], src_rev).unwrap().0, h);
+    // 20 earlier revisions read the same (keys, values, create/mod revisions, versions, leases).
+    for i in 0..20 {
+        let r = staged_rev + (src_rev - staged_rev) * i / 20;
+        let (_, want) = testkit::dump(&s.source.endpoints(), r).unwrap();
+        let (_, got) = testkit::dump(&s.target.endpoints(), r).unwrap();
+        assert_eq!(got, want, "revision {r}");
+        assert_eq!(testkit::hash_kv(&s.target.endpoints()[0], r).unwrap().0, testkit::hash_kv(&s.source.endpoints()[0], r).unwrap().0, "hashkv at {r}");
+    }
+    let st = s.repo.json(&["migrate", "--status", "--cluster", "staged-a"]);
+    assert_eq!(st[0]["stage"], "cut over", "{st}");
+    // A cut-over migration is not synced again; a cutover again only verifies.
+    let again = s.run(&["--sync"]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("was cut over"), "{}", again.stderr);
+    let verify = s.run(&["--cutover"]);
+    assert_eq!(verify.code, 0, "{} {}", verify.stdout, verify.stderr);
+    assert!(verify.stdout.contains("VERIFIED"), "{}", verify.stdout);
+    eprintln!(
+        "staged migration: {} writes, revisions {staged_rev}..{src_rev}, cutover window {:.2}s, {:.1}s in all",
+        done.load(Ordering::SeqCst),
+        window.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_second_writer_on_the_target_stops_the_sync() {
+    let (s, _) = Staged::new("staged-b", None);
+    let put = |eps: &[String], k: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut c = Client::connect(eps.to_vec(), None).await.unwrap();
+            c.put(k, "x", None).await.unwrap();
+        })
+    };
+    // Flags that do not apply are refused.
+    let r = s.run(&["--sync", "--restart"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    put(&s.source.endpoints(), "/src/1");
+    let ok = s.run(&["--sync"]);
+    assert_eq!(ok.code, 0, "{} {}", ok.stdout, ok.stderr);
+    // Someone writes to the target: ahead of the source.
+    put(&s.target.endpoints(), "/intruder");
+    let ahead = s.run(&["--sync"]);
+    assert_eq!(ahead.code, 1, "{}", ahead.stderr);
+    assert!(ahead.stderr.contains("ahead of the source"), "{}", ahead.stderr);
+    // The source moves on past it: same revision number, other content; caught by hashkv.
+    put(&s.source.endpoints(), "/src/2");
+    put(&s.source.endpoints(), "/src/3");
+    let differs = s.run(&["--sync"]);
+    assert_eq!(differs.code, 1, "{}", differs.stderr);
+    assert!(differs.stderr.contains("the target differs from the source"), "{}", differs.stderr);
+    assert!(!testkit::dump(&s.target.endpoints(), 0).unwrap().1.iter().any(|kv| kv.key == b"/src/3"), "nothing was applied");
+}
