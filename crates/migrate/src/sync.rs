@@ -29,7 +29,7 @@
 //! step for as long as it runs.
 //!
 //! **Cutover.** With writers to the source stopped, the source's revision must stay still for a
-//! second (within `--settle`, if given); the target is synced to it, and every target member's
+//! half a second (within `--settle`, if given); the target is synced to it, and every target member's
 //! `hashkv` at that revision must equal the source's.
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -264,19 +264,22 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Wait up to `settle` for the source's revision to stay still for a second; the revision.
+/// How long the source's revision must stand still for a cutover to take it as final.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// Wait up to `settle` for the source's revision to stand still for [`QUIET`]; the revision.
 async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64> {
     let deadline = Instant::now() + settle;
     let mut last = revision(source).await.map_err(source_err("read the revision"))?;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(QUIET).await;
         let now = revision(source).await.map_err(source_err("read the revision"))?;
         if now == last {
             return Ok(now);
         }
         if Instant::now() >= deadline {
             return Err(Error::Refused(format!(
-                "the source's revision still moves ({last} -> {now} within a second): stop every writer to the source before the cutover, \
+                "the source's revision still moves ({last} -> {now} within {QUIET:?}): stop every writer to the source before the cutover, \
                  or give --settle a longer wait"
             )));
         }
@@ -315,20 +318,26 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
         )));
     }
     // Where an earlier run stopped, the target must hold what the source held then: a writer
-    // between runs (or a lease of the target's own running out) shows here.
-    on(Event::Step(format!("checking that the target holds the source's revision {from} (hashkv on both)")));
-    match s.source.hash_kv(from).await {
-        Ok(h) => {
-            let t = s.target.hash_kv(from).await.map_err(target_err(dst, "hashkv"))?;
-            if t.hash() != h.hash() {
-                return Err(Error::Refused(format!(
-                    "the target differs from the source at revision {from} (hashkv {} against {}): something else wrote to the target                      since the last sync (a client, or one of its own leases running out); nothing was written. Stage again with --restart",
-                    t.hash(),
-                    h.hash()
-                )));
+    // between runs (or a lease of the target's own running out) shows here. A cutover checks
+    // its last revision instead, which covers every earlier one.
+    if !matches!(mode, Mode::Cutover { .. }) {
+        on(Event::Step(format!("checking that the target holds the source's revision {from} (hashkv on both)")));
+        let (h, t) = tokio::join!(s.source.hash_kv(from), s.target.hash_kv(from));
+        match h {
+            Ok(h) => {
+                let t = t.map_err(target_err(dst, "hashkv"))?;
+                if t.hash() != h.hash() {
+                    return Err(Error::Refused(format!(
+                        "the target differs from the source at revision {from} (hashkv {} against {}): something else wrote to the \
+                         target since the last sync (a client, or one of its own leases running out); nothing was written. Stage again \
+                         with --restart",
+                        t.hash(),
+                        h.hash()
+                    )));
+                }
             }
+            Err(e) => on(Event::Warning(format!("the source cannot hash revision {from} ({e}); the target's starting point is not checked"))),
         }
-        Err(e) => on(Event::Warning(format!("the source cannot hash revision {from} ({e}); the target's starting point is not checked"))),
     }
     s.relay_leases().await?;
     on(Event::Step(match goal {
@@ -427,10 +436,12 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
 /// Every target member's revision (at least `rev`: a cut-over target may have moved on) and
 /// `hashkv` at `rev` against a source member's.
 pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<CutoverCheck> {
-    let mut source = src.connect_all().await?;
-    let want = source.hash_kv(rev).await.map_err(source_err("hashkv"))?.hash();
-    let mut members = Vec::new();
-    for ep in &dst.endpoints {
+    // Every member hashes at once: on a large store each takes seconds.
+    let source = async {
+        let mut c = src.connect_all().await?;
+        Ok::<_, Error>(c.hash_kv(rev).await.map_err(source_err("hashkv"))?.hash())
+    };
+    let members = futures::future::join_all(dst.endpoints.iter().map(|ep| async move {
         let mut c = dst.connect_one(ep).await?;
         let err = |op: &'static str| {
             let ep = dst.url(ep);
@@ -438,8 +449,14 @@ pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<Cuto
         };
         let now = revision(&mut c).await.map_err(err("read the revision"))?;
         let h = c.hash_kv(rev).await.map_err(err("hashkv"))?.hash();
-        members.push(MemberHash { endpoint: dst.url(ep), revision: now, hash_kv: h, ok: now >= rev && h == want });
-    }
+        Ok::<_, Error>((dst.url(ep), now, h))
+    }));
+    let (want, members) = tokio::join!(source, members);
+    let want = want?;
+    let members: Vec<MemberHash> = members
+        .into_iter()
+        .map(|m| m.map(|(endpoint, now, h)| MemberHash { endpoint, revision: now, hash_kv: h, ok: now >= rev && h == want }))
+        .collect::<Result<_>>()?;
     let ok = members.iter().all(|m| m.ok);
     Ok(CutoverCheck { revision: rev, source_hash_kv: want, members, ok })
 }
