@@ -258,6 +258,7 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         bump_revision: p.bump_revision,
         mark_compacted: p.bump_revision.is_some(),
         target_version: None,
+        lease_grace: None,
     };
     // The source's other members, to re-add (a one-member recovery).
     let mut others: Vec<ReAdd> = if p.initial_cluster.is_some() {

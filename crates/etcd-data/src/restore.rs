@@ -88,6 +88,9 @@ pub struct RestoreOptions {
     pub bump_revision: Option<u64>,
     pub mark_compacted: bool,
     pub target_version: Option<Layout>,
+    /// Seconds added to every lease's TTL (its time left starts from the new TTL): a staged
+    /// migration's new cluster must not run a lease out before the source does.
+    pub lease_grace: Option<i64>,
 }
 
 /// What a restore did.
@@ -278,6 +281,7 @@ struct Copier<'a, W: Write + std::io::Seek> {
     cluster: &'a ClusterSpec,
     bump: Option<u64>,
     mark_compacted: bool,
+    lease_grace: Option<i64>,
     current: Option<Vec<u8>>,
     /// Every bucket but `key` is small: buffered, changed, then written.
     buffer: Option<BTreeMap<Vec<u8>, Vec<u8>>>,
@@ -347,6 +351,18 @@ impl<W: Write + std::io::Seek> Copier<'_, W> {
                 }
             }
             schema::MEMBERS_REMOVED if self.layout == Layout::V3_5 => m.clear(),
+            schema::LEASE if self.lease_grace.is_some() => {
+                use prost::Message;
+                let grace = self.lease_grace.unwrap_or(0);
+                for v in m.values_mut() {
+                    // A lease that does not decode is kept as it is (etcd skips it too).
+                    if let Ok(mut l) = schema::Lease::decode(v.as_slice()) {
+                        l.ttl = l.ttl.saturating_add(grace);
+                        l.remaining_ttl = 0;
+                        *v = l.encode_to_vec();
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -511,6 +527,7 @@ fn build_and_install(
         cluster: &opts.cluster,
         bump: opts.bump_revision,
         mark_compacted: opts.mark_compacted,
+        lease_grace: opts.lease_grace,
         current: None,
         buffer: None,
         required,

@@ -125,6 +125,7 @@ pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failur
         bump_revision: a.bump_revision,
         mark_compacted: a.mark_compacted,
         target_version: a.target_version,
+        lease_grace: None,
     })
 }
 

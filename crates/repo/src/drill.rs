@@ -163,6 +163,7 @@ async fn run(
         bump_revision: None,
         mark_compacted: false,
         target_version: Some(layout),
+        lease_grace: None,
     };
     let restoring = opts.phases.restoring();
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|d, t| restoring(d, t)))
