@@ -18,15 +18,17 @@
 //! killed at any point is run again and goes on from there, and each revision is applied once.
 //! Nothing is written to the repository while syncing.
 //!
-//! **Leases.** The watch carries lease IDs, not leases: before a put attached to a lease the
-//! target does not hold, the lease is granted in the target with the same ID and the source's
-//! granted TTL (leases the backup held came with the restore). While syncing, every target
-//! lease whose source lease lives is kept alive whenever its time left falls below the
-//! source's, and a target lease whose source lease is gone is revoked once it holds no key
-//! (its keys' deletions arrive through the watch; a revoke of a lease without keys writes no
-//! revision). Between syncs nobody keeps them alive: a target lease can then run out and
-//! delete its keys, which the next sync reports as another writer; `--follow` keeps them in
-//! step for as long as it runs.
+//! **Leases.** A lease running out in the target would delete its keys there: a revision the
+//! source does not have. So every lease the target gets lives longer than the source's by a
+//! grace (`--lease-grace`, 10 minutes by default): those in the backup get it added by the
+//! stage's restore; before a put attached to a lease the target lacks (the watch carries lease
+//! IDs, not leases), the lease is granted in the target with the same ID and the source's
+//! granted TTL plus the grace. While syncing, a target lease whose source lease lives is kept
+//! alive whenever its time left falls below the source's, and one whose source lease is gone is
+//! revoked once it holds no key (the source deleted its keys in a revision the sync applies; a
+//! revoke of a lease without keys writes no revision). So syncs may be up to the grace apart.
+//! After the cutover, a lease that existed then keeps the longer TTL for as long as its clients
+//! keep it alive: the keys of a client that dies go up to the grace later than on the source.
 //!
 //! **Cutover.** With writers to the source stopped, the source's revision must stay still for a
 //! half a second (within `--settle`, if given); the target is synced to it, and every target member's
@@ -148,6 +150,10 @@ struct Syncer<'a> {
     report: SyncReport,
     /// Leases the target holds (as far as this sync knows).
     target_leases: HashSet<i64>,
+    /// Seconds added to the TTL of a lease granted in the target.
+    lease_grace: i64,
+    last_relay: Instant,
+    last_note: Instant,
 }
 
 impl Syncer<'_> {
@@ -164,7 +170,7 @@ impl Syncer<'_> {
                 Ok(r) if r.ttl() > 0 && r.granted_ttl() > 0 => r.granted_ttl(),
                 _ => 60,
             };
-            match self.target.lease_grant(ttl, Some(LeaseGrantOptions::new().with_id(*lease))).await {
+            match self.target.lease_grant(ttl.saturating_add(self.lease_grace), Some(LeaseGrantOptions::new().with_id(*lease))).await {
                 Ok(_) => self.report.leases_granted += 1,
                 // Granted by an earlier, killed run.
                 Err(e) if e.to_string().contains("lease already exists") => {}
@@ -215,6 +221,23 @@ impl Syncer<'_> {
         }
         self.report.revisions_applied += 1;
         self.report.target_revision = r;
+        self.report.source_revision = self.report.source_revision.max(r);
+        Ok(())
+    }
+
+    /// Once a second while syncing: the lease relay every 2 s, a progress line every 10 s
+    /// while following.
+    async fn tick(&mut self, mode: Mode, on: &Sink) -> Result<()> {
+        if self.last_relay.elapsed() >= Duration::from_secs(2) {
+            self.relay_leases().await?;
+            self.last_relay = Instant::now();
+        }
+        if mode == Mode::Follow && self.last_note.elapsed() >= Duration::from_secs(10) {
+            let now = revision(&mut self.source).await.unwrap_or(self.report.source_revision);
+            self.report.source_revision = now;
+            on(Event::Plan(format!("synced to revision {} (source at {now}, {} behind)", self.report.target_revision, now - self.report.target_revision)));
+            self.last_note = Instant::now();
+        }
         Ok(())
     }
 
@@ -290,11 +313,28 @@ async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64
 
 /// Sync the target `dst` with the source `src`; see the module documentation. `stop` ends a
 /// `Follow` (and interrupts the others between revisions).
-pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch::Receiver<bool>, on: &Sink) -> Result<SyncReport> {
+pub async fn run(
+    src: &ConnConfig,
+    dst: &ConnConfig,
+    from_source: Revisions,
+    mode: Mode,
+    lease_grace: i64,
+    mut stop: watch::Receiver<bool>,
+    on: &Sink,
+) -> Result<SyncReport> {
     let started = Instant::now();
     let source = src.connect_all().await?;
     let target = dst.connect_all().await?;
-    let mut s = Syncer { dst, source, target, report: SyncReport { mode: mode.label().into(), ..Default::default() }, target_leases: HashSet::new() };
+    let mut s = Syncer {
+        dst,
+        source,
+        target,
+        report: SyncReport { mode: mode.label().into(), ..Default::default() },
+        target_leases: HashSet::new(),
+        lease_grace,
+        last_relay: Instant::now(),
+        last_note: Instant::now(),
+    };
     let from = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
     s.report.from_revision = from;
     s.report.target_revision = from;
@@ -344,8 +384,35 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
         Some(g) => format!("applying source revisions {}..{g} to the target (at {from})", from + 1),
         None => format!("following the source from revision {} (the target is at {from}); stop with Ctrl-C", from + 1),
     }));
-    let mut last_relay = Instant::now();
-    let mut last_note = Instant::now();
+    match &from_source {
+        Revisions::Watch => from_watch(&mut s, mode, goal, &mut stop, on).await?,
+        Revisions::Deltas { repo, cluster } => from_deltas(&mut s, repo, cluster, mode, goal, &mut stop, on).await?,
+    }
+    // Whatever the target answered last must still be what was applied.
+    let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
+    if now != s.report.target_revision {
+        return Err(another_writer(s.report.target_revision, now));
+    }
+    if let (Mode::Cutover { .. }, Some(g)) = (mode, goal) {
+        if s.report.target_revision == g {
+            on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
+            s.report.verification = Some(verify(src, dst, g).await?);
+        }
+    }
+    s.report.seconds = started.elapsed().as_secs_f64();
+    Ok(s.report)
+}
+
+/// Where a sync reads the source's revisions.
+pub enum Revisions {
+    /// A watch of the source opened past the target's revision.
+    Watch,
+    /// The delta chain an agent captures of the source into the repository (cluster `cluster`).
+    Deltas { repo: std::sync::Arc<repo::Repository>, cluster: String },
+}
+
+/// Apply the source's revisions from a watch until `goal` (or until stopped).
+async fn from_watch(s: &mut Syncer<'_>, mode: Mode, goal: Option<i64>, stop: &mut watch::Receiver<bool>, on: &Sink) -> Result<()> {
     let mut backoff = Duration::from_millis(200);
     'watch: while goal.is_none_or(|g| s.report.target_revision < g) {
         let applied = s.report.target_revision;
@@ -356,7 +423,7 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
             Err(e) if mode == Mode::Follow => {
                 on(Event::Warning(format!("source watch: {e}; retrying in {backoff:?}")));
                 tokio::select! {
-                    _ = stopped(&mut stop) => break 'watch,
+                    _ = stopped(stop) => break 'watch,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -367,18 +434,9 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let msg = tokio::select! {
-                _ = stopped(&mut stop) => break 'watch,
+                _ = stopped(stop) => break 'watch,
                 _ = tick.tick() => {
-                    if last_relay.elapsed() >= Duration::from_secs(2) {
-                        s.relay_leases().await?;
-                        last_relay = Instant::now();
-                    }
-                    if mode == Mode::Follow && last_note.elapsed() >= Duration::from_secs(10) {
-                        let now = revision(&mut s.source).await.unwrap_or(s.report.source_revision);
-                        s.report.source_revision = now;
-                        on(Event::Plan(format!("synced to revision {} (source at {now}, {} behind)", s.report.target_revision, now - s.report.target_revision)));
-                        last_note = Instant::now();
-                    }
+                    s.tick(mode, on).await?;
                     continue;
                 }
                 m = stream.message() => m,
@@ -391,7 +449,7 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
                 if resp.compact_revision() > 0 {
                     return Err(Error::Source(format!(
                         "the source has compacted its history up to revision {}: revisions {}..{} can no longer be read, so the target \
-                         cannot follow it revision for revision; stage again (--restart)",
+                     cannot follow it revision for revision; stage again (--restart)",
                         resp.compact_revision(),
                         s.report.target_revision + 1,
                         resp.compact_revision()
@@ -411,26 +469,94 @@ pub async fn run(src: &ConnConfig, dst: &ConnConfig, mode: Mode, mut stop: watch
                     )));
                 }
                 s.apply(r, rev).await?;
-                s.report.source_revision = s.report.source_revision.max(r);
                 if goal.is_some_and(|g| r >= g) {
                     break 'watch;
                 }
             }
         }
     }
-    // Whatever the target answered last must still be what was applied.
-    let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
-    if now != s.report.target_revision {
-        return Err(another_writer(s.report.target_revision, now));
+    Ok(())
+}
+
+/// A delta record as one source revision to apply.
+fn delta_revision(rec: &repo::delta::Record) -> Result<Revision> {
+    let mut out = Revision::default();
+    for ev in &rec.events {
+        let before = (ev.prev_mod_revision != 0).then_some(ev.prev_mod_revision);
+        out.ops.push(match &ev.change {
+            etcd_data::replay::Change::Put { kv } => {
+                let kv = etcd_data::schema::KeyValueRef::decode(kv)
+                    .ok_or_else(|| Error::Source(format!("delta record of revision {}: a put that is not a KeyValue", rec.revision)))?;
+                (kv.key.to_vec(), Some((kv.value.to_vec(), kv.lease)), before)
+            }
+            etcd_data::replay::Change::Delete { key } => (key.clone(), None, before),
+        });
     }
-    if let (Mode::Cutover { .. }, Some(g)) = (mode, goal) {
-        if s.report.target_revision == g {
-            on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
-            s.report.verification = Some(verify(src, dst, g).await?);
+    Ok(out)
+}
+
+/// Apply the source's revisions from the delta chain an agent captures into the repository,
+/// until `goal` (or until stopped). A goal the chain has not reached yet is waited for (the
+/// agent uploads every few seconds) for up to a minute without progress.
+async fn from_deltas(
+    s: &mut Syncer<'_>,
+    repo: &repo::Repository,
+    cluster: &str,
+    mode: Mode,
+    goal: Option<i64>,
+    stop: &mut watch::Receiver<bool>,
+    on: &Sink,
+) -> Result<()> {
+    let mut progress = Instant::now();
+    while goal.is_none_or(|g| s.report.target_revision < g) {
+        let applied = s.report.target_revision;
+        let segments = repo::delta::list_segments(repo, cluster).await?;
+        let chain = repo::delta::plan_chain(&segments, applied + 1, goal);
+        'chain: for seg in &chain.segments {
+            let segment = repo::delta::read_segment(repo, &seg.name).await?;
+            for rec in &segment.records {
+                if rec.revision <= s.report.target_revision {
+                    continue;
+                }
+                if rec.revision != s.report.target_revision + 1 {
+                    return Err(Error::Source(format!(
+                        "the delta chain of cluster {cluster} has no revision {} ({} follows {}): revisions the source skipped \
+                         (a restore with --bump-revision) cannot be applied one by one",
+                        s.report.target_revision + 1,
+                        rec.revision,
+                        s.report.target_revision
+                    )));
+                }
+                s.apply(rec.revision, delta_revision(rec)?).await?;
+                progress = Instant::now();
+                if goal.is_some_and(|g| rec.revision >= g) {
+                    break 'chain;
+                }
+            }
         }
+        if goal.is_some_and(|g| s.report.target_revision >= g) {
+            break;
+        }
+        if let Some(gap) = chain.gaps.first() {
+            return Err(Error::Source(format!(
+                "the delta chain of cluster {cluster} misses {gap}: sync from a watch of the source instead (without --revisions-from deltas)"
+            )));
+        }
+        if mode != Mode::Follow && progress.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Source(format!(
+                "the delta chain of cluster {cluster} reaches revision {} and has not grown for a minute, the source is at {}: is an \
+                 agent capturing it into this repository?",
+                chain.contiguous_to.max(applied),
+                goal.unwrap_or(0)
+            )));
+        }
+        tokio::select! {
+            _ = stopped(stop) => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        s.tick(mode, on).await?;
     }
-    s.report.seconds = started.elapsed().as_secs_f64();
-    Ok(s.report)
+    Ok(())
 }
 
 /// Every target member's revision (at least `rev`: a cut-over target may have moved on) and
@@ -463,7 +589,9 @@ pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<Cuto
 
 /// The source's and the target's current revisions (`--status` of a whole-cluster migration).
 pub async fn revisions(src: &ConnConfig, dst: &ConnConfig) -> Result<(i64, i64)> {
-    let s = revision(&mut src.connect_all().await?).await.map_err(source_err("read the revision"))?;
+    // The target first: read the other way round, a revision applied in between would show the
+    // target ahead.
     let t = revision(&mut dst.connect_all().await?).await.map_err(target_err(dst, "read the revision"))?;
+    let s = revision(&mut src.connect_all().await?).await.map_err(source_err("read the revision"))?;
     Ok((s, t))
 }

@@ -53,6 +53,13 @@ pub struct WholeOptions {
     pub start_timeout: Duration,
     pub parallel: usize,
     pub uploads: usize,
+    /// A sync reads the source's revisions from the delta chain an agent captures of it into
+    /// the repository, not from a watch.
+    pub revisions_from_deltas: bool,
+    /// Seconds added to the TTL of every lease the new cluster gets (restored from the backup,
+    /// or granted by a sync), so that none runs out there before the source's does (see
+    /// [`crate::sync`]); None for a one-shot migration.
+    pub lease_grace: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,6 +390,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
                 bump_revision: None,
                 mark_compacted: false,
                 target_version: o.target_version,
+                lease_grace: o.lease_grace,
             };
             let on2 = on.clone();
             tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))
@@ -487,7 +495,9 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
     Ok(WholeVerification { revision: rev, want_keys: m.snapshot.live_keys, want_hash_kv: m.snapshot.hash_kv, members, groups, ok })
 }
 
-/// `--sync`, `--follow`, `--cutover` of a staged whole-cluster migration ([`crate::sync`]):
+/// `--sync`, `--follow`, `--cutover` of a staged whole-cluster migration ([`crate::sync`]),
+/// with the source's revisions from a watch or ([`WholeOptions::revisions_from_deltas`]) from the delta chain an agent
+/// captures of the source into the repository:
 /// the migration's record must show its data dirs restored; a cut-over migration is not
 /// synced again (its new cluster has writers of its own), and a cutover run again only
 /// verifies.
@@ -533,7 +543,12 @@ pub async fn sync(
             ..Default::default()
         });
     }
-    let report = crate::sync::run(src, to, mode, stop, on).await?;
+    let revisions = if o.revisions_from_deltas {
+        crate::sync::Revisions::Deltas { repo: repo.clone(), cluster: st.record.cluster.clone() }
+    } else {
+        crate::sync::Revisions::Watch
+    };
+    let report = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), stop, on).await?;
     if report.verification.as_ref().is_some_and(|v| v.ok) {
         crate::journal::mark(&repo, &st.record, "cutover").await?;
     }

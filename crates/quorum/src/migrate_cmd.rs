@@ -60,8 +60,10 @@ source revision since the backup (or the last sync) to them, each as one transac
 same operations, so the new cluster's revision equals the source's and every revision reads
 the same (Kubernetes resourceVersions and watches carry over). The new cluster must have no
 other writer until the cutover: a sync checks hashkv where the last one stopped and guards
-every transaction, and stops at the first sign of one. Leases are granted with the same IDs
-and kept alive while a sync runs; between syncs they can run out (use --follow). --cutover,
+every transaction, and stops at the first sign of one. Every lease of the new cluster (restored
+by --stage, or granted with the same ID by a sync) lives --lease-grace (10m) longer than the
+source's, so none runs out there first: syncs may be that far apart. --revisions-from deltas
+reads the revisions from the delta chain an agent captures of the source into the repository. --cutover,
 once writers to the source are stopped, waits up to --settle for its revision to stand still,
 syncs to it and checks hashkv on every new member. Killed at any point, the same command goes
 on from the new cluster's revision; each revision is applied once.
@@ -175,6 +177,15 @@ pub struct MigrateArgs {
     /// With --cutover: how long to wait for the source's revision to stop moving (default: it must already be still).
     #[arg(long, help_heading = "Stages (whole cluster)", value_parser = parse_duration, requires = "cutover")]
     settle: Option<Duration>,
+    /// With --stage/--sync/--follow/--cutover: added to the TTL of every lease of the new cluster,
+    /// so none runs out there before the source's does between syncs (see above).
+    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = parse_duration)]
+    lease_grace: Option<Duration>,
+    /// With --sync/--follow/--cutover: read the source's revisions from a watch of it, or from
+    /// the delta chain an agent captures of it into the repository (the source keeps serving
+    /// reads only for the checks).
+    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = ["watch", "deltas"])]
+    revisions_from: Option<String>,
     /// Show the migrations in the repository and their stages; with --from/--to-endpoints and
     /// this migration's arguments, its source and target revisions and lag.
     #[arg(long)]
@@ -183,6 +194,9 @@ pub struct MigrateArgs {
     #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::table_formats(), default_value = "table")]
     write_out: Format,
 }
+
+/// The lease grace of a staged migration when --lease-grace is not given.
+const DEFAULT_LEASE_GRACE: Duration = Duration::from_secs(600);
 
 fn whole_options(a: &MigrateArgs, to: Option<ConnConfig>) -> Result<migrate::whole::WholeOptions, Failure> {
     let initial_cluster = a
@@ -206,6 +220,8 @@ fn whole_options(a: &MigrateArgs, to: Option<ConnConfig>) -> Result<migrate::who
         start_timeout: a.start_timeout,
         parallel: a.repo.parallel,
         uploads: a.repo.parallel.clamp(1, 16),
+        revisions_from_deltas: a.revisions_from.as_deref() == Some("deltas"),
+        lease_grace: (a.stage || a.sync || a.follow || a.cutover).then(|| a.lease_grace.unwrap_or(DEFAULT_LEASE_GRACE).as_secs() as i64),
     })
 }
 
@@ -330,6 +346,12 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         return Err(Failure::usage(
             "--stage, --sync, --follow and --cutover apply to whole-cluster migrations; -n/--prefix migrations are one-shot (staged sync of namespaces is not built yet)",
         ));
+    }
+    if a.lease_grace.is_some() && !(a.stage || staged) {
+        return Err(Failure::usage("--lease-grace applies to --stage, --sync, --follow and --cutover"));
+    }
+    if a.revisions_from.is_some() && !staged {
+        return Err(Failure::usage("--revisions-from applies to --sync, --follow and --cutover"));
     }
     if a.status {
         return status(&rt, r, &a, src.as_ref(), dst.as_ref(), whole);
