@@ -1,7 +1,8 @@
 //! Staged whole-cluster migration between real etcd 3.5 clusters: `--stage` while a writer
 //! runs (puts, overwrites, deletes, multi-op transactions, keys on a kept-alive lease and on a
-//! lease left to run out), `--sync`, `--follow` stopped by SIGTERM and by kill -9 (then synced
-//! again), `--status`, and `--cutover` once the writer stops: the target's revision equals the
+//! lease left to run out), `--sync`, `--follow` stopped by SIGTERM and by kill -9 at 12 random
+//! points (each then synced again), `--status`, and `--cutover` once the writer stops (killed at
+//! 5 random points first): the target's revision equals the
 //! source's, hashkv matches on every revision sampled and every key reads the same at 20
 //! earlier revisions. A second writer on the target is detected and stops the sync.
 
@@ -167,9 +168,19 @@ fn whole_cluster_staged_synced_followed_and_cut_over() {
     // ones the source let run out are revoked once their keys' deletion is applied.
     assert!(s.run(&["--sync", "-w", "json"]).code == 0);
 
-    // kill -9 of a follow at three points, each followed by a sync: every revision is applied
-    // once (the target's revision stays the source's, checked by the next sync's hashkv).
-    for wait in [300u64, 1100, 2500] {
+    // kill -9 of a follow at twelve random points, each followed by a sync: every revision is
+    // applied once (the target's revision stays the source's, checked by the next sync's hashkv).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill points seeded with {seed}");
+    let mut rng = seed | 1;
+    let mut next = |lo: u64, hi: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        lo + rng % (hi - lo)
+    };
+    for _ in 0..12 {
+        let wait = next(100, 2500);
         let mut child = s.spawn(&["--follow"]);
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap();
@@ -181,6 +192,14 @@ fn whole_cluster_staged_synced_followed_and_cut_over() {
     // The writer stops; the cutover syncs the rest and verifies.
     stop.store(true, Ordering::SeqCst);
     w.join().unwrap();
+    // kill -9 of the cutover at five random points; the next one finishes it.
+    for _ in 0..5 {
+        let wait = next(50, 900);
+        let mut child = s.spawn(&["--cutover", "--settle", "10s"]);
+        std::thread::sleep(Duration::from_millis(wait));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     let t0 = Instant::now();
     let cut = s.run(&["--cutover", "--settle", "10s", "-w", "json"]);
     let window = t0.elapsed();
