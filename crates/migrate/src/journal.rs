@@ -45,6 +45,23 @@ pub struct State {
     pub done: Option<String>,
     /// A whole-cluster migration cut over (synced to the stopped source and verified).
     pub cutover: Option<String>,
+    /// The newest sync's note (whole clusters).
+    pub last_sync: Option<SyncNote>,
+}
+
+/// Written at the end of every `--sync`, `--follow` and `--cutover` run (`<generation>.sync-<Unix
+/// ms>`): what it did, and the totals of every run of the generation so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncNote {
+    pub time: String,
+    pub mode: String,
+    /// `synced`, `verified`, `verification failed`, or the error that stopped the run.
+    pub outcome: String,
+    pub target_revision: i64,
+    pub source_revision: i64,
+    pub revisions_applied_total: u64,
+    pub puts_total: u64,
+    pub deletes_total: u64,
 }
 
 /// A stable id from the parts that identify a migration.
@@ -92,7 +109,15 @@ pub async fn load(repo: &Repository, id: &str) -> Result<Option<State>> {
     let restored = marker(repo, id, &gen, "restored", &names).await?;
     let done = marker(repo, id, &gen, "done", &names).await?;
     let cutover = marker(repo, id, &gen, "cutover", &names).await?;
-    let state = State { record, restored, done, cutover };
+    let prefix = format!("{gen}.sync-");
+    let last_sync = match names.iter().filter(|n| n.starts_with(&prefix)).max() {
+        Some(n) => {
+            let b = repo.get(&ObjPath::from(format!("{}/{n}", dir(id)))).await?;
+            Some(repo.open_json(&b, b"migration-sync", "migration sync note")?)
+        }
+        None => None,
+    };
+    let state = State { record, restored, done, cutover, last_sync };
     Ok(Some(state))
 }
 
@@ -111,6 +136,14 @@ pub async fn create(repo: &Repository, mut record: Record) -> Result<Record> {
     let body = repo.seal_json(&record, b"migration");
     repo.put_new(&ObjPath::from(format!("{}/{}", dir(&record.id), record.generation)), Bytes::from(body)).await?;
     Ok(record)
+}
+
+/// Write a sync's note (see [`SyncNote`]).
+pub async fn note_sync(repo: &Repository, record: &Record, note: &SyncNote) -> Result<()> {
+    let body = repo.seal_json(note, b"migration-sync");
+    let name = format!("{}/{}.sync-{:020}", dir(&record.id), record.generation, chrono::Utc::now().timestamp_millis());
+    repo.put_new(&ObjPath::from(name), Bytes::from(body)).await?;
+    Ok(())
 }
 
 /// Mark a step of a generation (`restored`, `done`) with the time it finished.

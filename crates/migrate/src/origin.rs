@@ -171,7 +171,7 @@ pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_
             };
             let record = journal::create(&repo, rec).await?;
             on(Event::Plan(format!("migration: {id}, generation {} (run the same command again to resume)", record.generation)));
-            Some(State { record, restored: None, done: None, cutover: None })
+            Some(State { record, restored: None, done: None, cutover: None, last_sync: None })
         }
     };
     if !b.fetch {

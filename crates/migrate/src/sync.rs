@@ -30,9 +30,12 @@
 //! After the cutover, a lease that existed then keeps the longer TTL for as long as its clients
 //! keep it alive: the keys of a client that dies go up to the grace later than on the source.
 //!
-//! **Cutover.** With writers to the source stopped, the source's revision must stay still for a
-//! half a second (within `--settle`, if given); the target is synced to it, and every target member's
-//! `hashkv` at that revision must equal the source's.
+//! **Cutover.** With writers to the source stopped, the source's revision must stand still for
+//! half a second (within `--settle`, if given); the target is synced to it, and every target
+//! member's `hashkv` at that revision must equal the source's. Leases the stopped writers held
+//! still run out on the source afterwards (and a grace later on the target, with the same
+//! keys): revisions after the cutover's are not carried, and the cutover's revision is the one
+//! a cutover run again verifies.
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -594,4 +597,18 @@ pub async fn revisions(src: &ConnConfig, dst: &ConnConfig) -> Result<(i64, i64)>
     let t = revision(&mut dst.connect_all().await?).await.map_err(target_err(dst, "read the revision"))?;
     let s = revision(&mut src.connect_all().await?).await.map_err(source_err("read the revision"))?;
     Ok((s, t))
+}
+
+/// Seconds since the source made the first revision the target lacks, from the receive times
+/// an agent's delta chain of `cluster` records (0 when in step; None when no segment holds that
+/// revision: no agent captures the source into this repository).
+pub async fn lag_seconds(repo: &repo::Repository, cluster: &str, target: i64, source: i64) -> Result<Option<f64>> {
+    if target >= source {
+        return Ok(Some(0.0));
+    }
+    let segments = repo::delta::list_segments(repo, cluster).await?;
+    let Some(seg) = segments.iter().find(|s| s.first <= target + 1 && s.last > target) else { return Ok(None) };
+    let segment = repo::delta::read_segment(repo, &seg.name).await?;
+    let at = segment.records.iter().find(|r| r.revision > target).map(|r| r.time_ms);
+    Ok(at.map(|ms| ((chrono::Utc::now().timestamp_millis() - ms) as f64 / 1000.0).max(0.0)))
 }

@@ -529,11 +529,16 @@ pub async fn sync(
         if !matches!(mode, crate::sync::Mode::Cutover { .. }) {
             return Err(Error::Refused(format!("migration {id} was cut over at {at}: the new cluster serves its own writers now and is not synced again")));
         }
-        // The source stopped at the cutover revision.
-        let mut c = src.connect_all().await?;
-        let r = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_count_only())).await;
-        let rev = r.map_err(|e| Error::Source(format!("read the revision: {e}")))?.header().map(|h| h.revision()).unwrap_or(0);
-        on(Event::Plan(format!("cut over at {at} already; verifying the target at the source's revision {rev} again")));
+        // The cutover's revision, as its note recorded it; else as far as both sides go (the
+        // source may have moved on since: its leases run out after its writers stop).
+        let rev = match st.last_sync.as_ref().filter(|n| n.mode == "cutover" && n.outcome == "verified") {
+            Some(n) => n.target_revision,
+            None => {
+                let (s, t) = crate::sync::revisions(src, to).await?;
+                s.min(t)
+            }
+        };
+        on(Event::Plan(format!("cut over at {at} already; verifying the target at the cutover's revision {rev} again")));
         let check = crate::sync::verify(src, to, rev).await?;
         return Ok(crate::sync::SyncReport {
             mode: mode.label().into(),
@@ -548,7 +553,29 @@ pub async fn sync(
     } else {
         crate::sync::Revisions::Watch
     };
-    let report = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), stop, on).await?;
+    let result = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), stop, on).await;
+    let was = st.last_sync.clone().unwrap_or_default();
+    let mut note = crate::journal::SyncNote { time: repo::now_rfc3339(), mode: mode.label().into(), ..was.clone() };
+    match &result {
+        Ok(r) => {
+            note.outcome = match &r.verification {
+                Some(v) if v.ok => "verified".into(),
+                Some(_) => "verification failed".into(),
+                None => "synced".into(),
+            };
+            note.target_revision = r.target_revision;
+            note.source_revision = r.source_revision;
+            note.revisions_applied_total = was.revisions_applied_total + r.revisions_applied;
+            note.puts_total = was.puts_total + r.puts;
+            note.deletes_total = was.deletes_total + r.deletes;
+        }
+        Err(e) => note.outcome = format!("stopped: {e}"),
+    }
+    // The note is for --status; a repository that cannot take it does not undo the sync.
+    if let Err(e) = crate::journal::note_sync(&repo, &st.record, &note).await {
+        on(Event::Warning(format!("could not record this sync in the repository: {e}")));
+    }
+    let report = result?;
     if report.verification.as_ref().is_some_and(|v| v.ok) {
         crate::journal::mark(&repo, &st.record, "cutover").await?;
     }

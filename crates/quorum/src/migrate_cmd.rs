@@ -566,6 +566,10 @@ struct MigrationStatus {
     source_revision: Option<i64>,
     target_revision: Option<i64>,
     lag_revisions: Option<i64>,
+    /// From the receive times of an agent's delta chain of the source, when there is one.
+    lag_seconds: Option<f64>,
+    /// The newest sync's note: its outcome and the totals of every sync so far.
+    last_sync: Option<migrate::journal::SyncNote>,
 }
 
 fn status(
@@ -588,6 +592,10 @@ fn status(
         (Some(_), Some(s), Some(d)) => Some(rt.block_on(migrate::sync::revisions(s, d))?),
         _ => None,
     };
+    let lag_seconds = match live {
+        Some((s, t)) => rt.block_on(migrate::sync::lag_seconds(&r, &a.cluster, t, s)).unwrap_or(None),
+        None => None,
+    };
     let rows: Vec<MigrationStatus> = states
         .into_iter()
         .map(|st| {
@@ -599,8 +607,11 @@ fn status(
                 (None, None, Some(_), _) => "staged",
                 _ => "started",
             };
-            let live = live.filter(|_| this.as_deref() == Some(rec.id.as_str()));
+            let mine = this.as_deref() == Some(rec.id.as_str());
+            let live = live.filter(|_| mine);
             MigrationStatus {
+                lag_seconds: lag_seconds.filter(|_| mine),
+                last_sync: st.last_sync,
                 stage,
                 source_revision: live.map(|l| l.0),
                 target_revision: live.map(|l| l.1),
@@ -637,10 +648,18 @@ fn status(
                         opt(m.source_revision),
                         opt(m.target_revision),
                         opt(m.lag_revisions),
+                        m.lag_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
+                        m.last_sync
+                            .as_ref()
+                            .map(|n| format!("{} {}: {} ({} put(s), {} delete(s) in all)", n.mode, n.time, n.outcome, n.puts_total, n.deletes_total))
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
-            print!("{}", output::table(&["ID", "KIND", "CLUSTER", "SELECTION", "BACKUP", "STAGE", "SOURCE REV", "TARGET REV", "LAG"], &table));
+            print!(
+                "{}",
+                output::table(&["ID", "KIND", "CLUSTER", "SELECTION", "BACKUP", "STAGE", "SOURCE REV", "TARGET REV", "LAG", "LAG TIME", "LAST SYNC"], &table)
+            );
         }
     }
     Ok(())
