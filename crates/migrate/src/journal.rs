@@ -62,6 +62,9 @@ pub struct SyncNote {
     pub revisions_applied_total: u64,
     pub puts_total: u64,
     pub deletes_total: u64,
+    /// Keys found changed in the target since the migration wrote them (namespaces/prefixes).
+    #[serde(default)]
+    pub conflicts_total: u64,
 }
 
 /// A stable id from the parts that identify a migration.

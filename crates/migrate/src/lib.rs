@@ -46,6 +46,7 @@ pub mod codec;
 pub mod journal;
 pub mod origin;
 pub mod partial;
+pub mod partial_sync;
 pub mod select;
 pub mod source;
 pub mod sync;

@@ -481,3 +481,67 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// `--sync`, `--follow`, `--cutover` of a namespace/prefix migration whose copy has completed
+/// ([`crate::partial_sync`]): from the source revision the last sync reached (its note), or the
+/// copy's backup revision; a note is written at the end of every run, and a verified cutover
+/// marks the migration `cutover`.
+pub async fn sync(
+    src: &ConnConfig,
+    dst: &ConnConfig,
+    repo: Arc<Repository>,
+    o: &PartialOptions,
+    mode: crate::sync::Mode,
+    stop: tokio::sync::watch::Receiver<bool>,
+    on: &Sink,
+) -> Result<crate::partial_sync::PartialSyncReport> {
+    let sel = o.selection.normalized();
+    sel.validate()?;
+    let mut target_eps = dst.endpoints.clone();
+    target_eps.sort();
+    let id = crate::journal::migration_id("partial", &o.cluster, &sel.describe(), &target_eps.join(","));
+    let copy_first = |why: String| Error::Refused(format!("{why}: copy the selection first (the same command with --stage), then sync"));
+    let st = crate::journal::load(&repo, &id).await?.ok_or_else(|| copy_first(format!("no migration {id} in the repository")))?;
+    if st.done.is_none() {
+        return Err(copy_first(format!("migration {id}: its copy has not completed and verified yet")));
+    }
+    if let Some(at) = &st.cutover {
+        return Err(Error::Refused(format!("migration {id} was cut over at {at}: the target's apps own those keys now; it is not synced again")));
+    }
+    let was = st.last_sync.clone().unwrap_or_default();
+    let from = if st.last_sync.is_some() { was.source_revision } else { st.record.revision };
+    on(Event::Plan(format!(
+        "migration {id}: {} of cluster {} copied from backup {} at revision {}; synced to revision {from}",
+        sel.describe(),
+        st.record.cluster,
+        repo::short(&st.record.backup),
+        st.record.revision
+    )));
+    on(Event::Plan(format!("values:    {}; conflicts: --on-conflict {}", o.codec.describe(), o.policy.label())));
+    let ps = crate::partial_sync::PartialSync { src, dst, selection: &sel, codec: &o.codec, policy: o.policy, from };
+    let result = crate::partial_sync::run(&ps, mode, stop, on).await;
+    let mut note = crate::journal::SyncNote { time: repo::now_rfc3339(), mode: mode.label().into(), ..was.clone() };
+    match &result {
+        Ok(r) => {
+            note.outcome = match (r.verification.is_empty(), r.verified()) {
+                (true, _) => "synced".into(),
+                (false, true) => "verified".into(),
+                (false, false) => "verification failed".into(),
+            };
+            note.source_revision = r.to_revision;
+            note.revisions_applied_total = was.revisions_applied_total + r.changes;
+            note.puts_total = was.puts_total + r.written;
+            note.deletes_total = was.deletes_total + r.deleted;
+            note.conflicts_total = was.conflicts_total + r.conflicts.values().sum::<u64>();
+        }
+        Err(e) => note.outcome = format!("stopped: {e}"),
+    }
+    if let Err(e) = crate::journal::note_sync(&repo, &st.record, &note).await {
+        on(Event::Warning(format!("could not record this sync in the repository: {e}")));
+    }
+    let report = result?;
+    if report.verified() {
+        crate::journal::mark(&repo, &st.record, "cutover").await?;
+    }
+    Ok(report)
+}

@@ -294,7 +294,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 const QUIET: Duration = Duration::from_millis(500);
 
 /// Wait up to `settle` for the source's revision to stand still for [`QUIET`]; the revision.
-async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64> {
+pub(crate) async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64> {
     let deadline = Instant::now() + settle;
     let mut last = revision(source).await.map_err(source_err("read the revision"))?;
     loop {
