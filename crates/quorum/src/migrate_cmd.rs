@@ -68,6 +68,11 @@ once writers to the source are stopped, waits up to --settle for its revision to
 syncs to it and checks hashkv on every new member. Killed at any point, the same command goes
 on from the new cluster's revision; each revision is applied once.
 
+Staged (-n/--prefix): --stage is the copy; --sync, --follow and --cutover replay the source's
+later changes to the selection from a watch, writing or deleting a key only where the target
+still holds a state the source had (conflicts: --on-conflict, counted per namespace); the
+cutover verifies the selection against the source at its revision.
+
 Exit codes: 0 done and verified (or a dry run), 1 failed (conflicts, unreachable clusters,
 refused dirs), 2 usage, 3 verification found a difference or the source snapshot is damaged.";
 
@@ -162,29 +167,29 @@ pub struct MigrateArgs {
     /// Directory for the temporary snapshot (default: system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    /// Whole: the initial copy (the default): back up, restore the new members, verify once they run.
-    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["sync", "follow", "cutover", "status"])]
+    /// The copy (the default): back up, then restore the new members (whole) or write the selection.
+    #[arg(long, help_heading = "Stages", conflicts_with_all = ["sync", "follow", "cutover", "status"])]
     stage: bool,
-    /// Whole: apply the source's revisions since the last sync to the started new cluster, up to the source's current revision.
-    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["follow", "cutover", "status"])]
+    /// Apply the source's changes since the copy or the last sync to the target, up to the source's current revision.
+    #[arg(long, help_heading = "Stages", conflicts_with_all = ["follow", "cutover", "status"])]
     sync: bool,
-    /// Whole: as --sync, then keep applying every new source revision until Ctrl-C or SIGTERM.
-    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with_all = ["cutover", "status"])]
+    /// As --sync, then keep applying every new change until Ctrl-C or SIGTERM.
+    #[arg(long, help_heading = "Stages", conflicts_with_all = ["cutover", "status"])]
     follow: bool,
-    /// Whole, once writers to the source are stopped: sync to its last revision and verify hashkv on every new member.
-    #[arg(long, help_heading = "Stages (whole cluster)", conflicts_with = "status")]
+    /// Once writers to the source are stopped: sync to its last revision and verify (whole: hashkv on every new member).
+    #[arg(long, help_heading = "Stages", conflicts_with = "status")]
     cutover: bool,
     /// With --cutover: how long to wait for the source's revision to stop moving (default: it must already be still).
-    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = parse_duration, requires = "cutover")]
+    #[arg(long, help_heading = "Stages", value_parser = parse_duration, requires = "cutover")]
     settle: Option<Duration>,
     /// With --stage/--sync/--follow/--cutover: added to the TTL of every lease of the new cluster,
     /// so none runs out there before the source's does between syncs (see above).
-    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Stages", value_parser = parse_duration)]
     lease_grace: Option<Duration>,
     /// With --sync/--follow/--cutover: read the source's revisions from a watch of it, or from
     /// the delta chain an agent captures of it into the repository (the source keeps serving
     /// reads only for the checks).
-    #[arg(long, help_heading = "Stages (whole cluster)", value_parser = ["watch", "deltas"])]
+    #[arg(long, help_heading = "Stages", value_parser = ["watch", "deltas"])]
     revisions_from: Option<String>,
     /// Show the migrations in the repository and their stages; with --from/--to-endpoints and
     /// this migration's arguments, its source and target revisions and lag.
@@ -342,10 +347,11 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
     let rt = rt();
     let r = a.repo.open(&rt, env_proxy)?;
     let staged = a.sync || a.follow || a.cutover;
-    if !whole && (a.stage || staged) {
-        return Err(Failure::usage(
-            "--stage, --sync, --follow and --cutover apply to whole-cluster migrations; -n/--prefix migrations are one-shot (staged sync of namespaces is not built yet)",
-        ));
+    if !whole && a.lease_grace.is_some() {
+        return Err(Failure::usage("--lease-grace applies to whole-cluster migrations: -n/--prefix migrations do not carry etcd leases"));
+    }
+    if !whole && a.revisions_from.is_some() {
+        return Err(Failure::usage("--revisions-from applies to whole-cluster migrations: -n/--prefix syncs read a watch of the source"));
     }
     if a.lease_grace.is_some() && !(a.stage || staged) {
         return Err(Failure::usage("--lease-grace applies to --stage, --sync, --follow and --cutover"));
@@ -356,38 +362,30 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
     if a.status {
         return status(&rt, r, &a, src.as_ref(), dst.as_ref(), whole);
     }
+    let mode = if a.cutover {
+        migrate::sync::Mode::Cutover { settle: a.settle.unwrap_or_default() }
+    } else if a.follow {
+        migrate::sync::Mode::Follow
+    } else {
+        migrate::sync::Mode::Sync
+    };
     if staged {
-        let src = src.ok_or_else(|| Failure::usage("--sync, --follow and --cutover read the source's revisions: give --from-endpoints"))?;
-        let dst = dst.ok_or_else(|| Failure::usage("--sync, --follow and --cutover write to the started new cluster: give --to-endpoints"))?;
+        if src.is_none() {
+            return Err(Failure::usage("--sync, --follow and --cutover read the source's changes: give --from-endpoints"));
+        }
+        if dst.is_none() {
+            return Err(Failure::usage("--sync, --follow and --cutover write to the target: give --to-endpoints"));
+        }
         for (set, flag) in [(a.from_backup.is_some(), "--from-backup"), (a.restart, "--restart"), (a.dry_run, "--dry-run"), (a.verify_only, "--verify-only")] {
             if set {
                 return Err(Failure::usage(format!("{flag} does not apply to --sync, --follow or --cutover")));
             }
         }
+    }
+    if staged && whole {
+        let (src, dst) = (src.expect("checked"), dst.expect("checked"));
         let o = whole_options(&a, Some(dst.clone()))?;
-        let mode = if a.cutover {
-            migrate::sync::Mode::Cutover { settle: a.settle.unwrap_or_default() }
-        } else if a.follow {
-            migrate::sync::Mode::Follow
-        } else {
-            migrate::sync::Mode::Sync
-        };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        rt.spawn(async move {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut t) => {
-                        t.recv().await;
-                    }
-                    Err(_) => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = stop_on_signals(&rt);
         let rep = rt.block_on(migrate::whole::sync(&src, &dst, r, &o, mode, stop_rx, &sink));
         printer.finish();
         let rep = rep?;
@@ -450,6 +448,22 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         parallel: a.repo.parallel,
         uploads: a.repo.parallel.clamp(1, 16),
     };
+    if staged {
+        let stop_rx = stop_on_signals(&rt);
+        let rep = rt.block_on(migrate::partial::sync(src.as_ref().expect("checked"), &dst, r, &o, mode, stop_rx, &sink));
+        printer.finish();
+        let rep = rep?;
+        print_partial_sync(&rep, a.write_out);
+        if !rep.verification.is_empty() && !rep.verified() {
+            let bad: Vec<&str> = rep.verification.iter().filter(|c| !c.ok).map(|c| c.group.as_str()).collect();
+            return Err(Failure {
+                code: DAMAGE,
+                message: Some(format!("cutover verification failed: source and target differ in {}", bad.join(", "))),
+                hint: None,
+            });
+        }
+        return Ok(());
+    }
     let rep = rt.block_on(migrate::partial::run(src.as_ref(), &dst, r, &o, &sink));
     printer.finish();
     let rep = rep?;
@@ -651,7 +665,12 @@ fn status(
                         m.lag_seconds.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "-".into()),
                         m.last_sync
                             .as_ref()
-                            .map(|n| format!("{} {}: {} ({} put(s), {} delete(s) in all)", n.mode, n.time, n.outcome, n.puts_total, n.deletes_total))
+                            .map(|n| {
+                                format!(
+                                    "{} {}: {} ({} written, {} deleted, {} conflict(s) in all)",
+                                    n.mode, n.time, n.outcome, n.puts_total, n.deletes_total, n.conflicts_total
+                                )
+                            })
                             .unwrap_or_else(|| "-".into()),
                     ]
                 })
@@ -663,6 +682,57 @@ fn status(
         }
     }
     Ok(())
+}
+
+/// A channel that turns true on Ctrl-C or SIGTERM (what ends a --follow).
+fn stop_on_signals(rt: &tokio::runtime::Runtime) -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut t) => {
+                    t.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+fn print_partial_sync(r: &migrate::partial_sync::PartialSyncReport, w: Format) {
+    match w {
+        Format::Json => return println!("{}", output::json(r)),
+        Format::Yaml => return print!("{}", output::yaml(r)),
+        _ => {}
+    }
+    let conflicts: u64 = r.conflicts.values().sum();
+    println!(
+        "{}: source revisions {}..{}: {} change(s) to the selection; {} key(s) written, {} deleted, {} already in step; {} conflict(s) ({} skipped, {} overwritten); {:.1}s",
+        r.mode,
+        r.from_revision + 1,
+        r.to_revision,
+        r.changes,
+        r.written,
+        r.deleted,
+        r.unchanged,
+        conflicts,
+        r.skipped,
+        r.overwritten,
+        r.seconds
+    );
+    for (g, n) in &r.conflicts {
+        println!("  conflicts in {g}: {n}");
+    }
+    if !r.verification.is_empty() {
+        print!("{}", checks_table("GROUP", &r.verification));
+        println!("cutover: {}", if r.verified() { "VERIFIED" } else { "FAILED" });
+    }
 }
 
 fn print_sync(r: &migrate::sync::SyncReport, w: Format) {

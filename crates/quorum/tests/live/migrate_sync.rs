@@ -346,3 +346,126 @@ fn revisions_from_an_agents_delta_chain() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     eprintln!("from deltas: {} writes, cut over at revision {last}", done.load(Ordering::SeqCst));
 }
+
+fn put_all(eps: &[String], puts: &[(&str, Option<&str>)]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(eps.to_vec(), None).await.unwrap();
+        for (k, v) in puts {
+            match v {
+                Some(v) => c.put(*k, *v, None).await.map(|_| ()).unwrap(),
+                None => c.delete(*k, None).await.map(|_| ()).unwrap(),
+            }
+        }
+    })
+}
+
+fn value_of(eps: &[String], key: &str) -> Option<Vec<u8>> {
+    testkit::dump(eps, 0).unwrap().1.into_iter().find(|kv| kv.key == key.as_bytes()).map(|kv| kv.value)
+}
+
+/// Three namespaces of twenty copied while the source is written to, synced twice, cut over:
+/// creates, updates and deletes inside the selection reach the target, changes outside do not,
+/// target-only keys are untouched, and a key changed in the target after the copy is a
+/// conflict handled by --on-conflict.
+#[test]
+fn namespaces_copied_synced_and_cut_over() {
+    let repo = Repo::local();
+    let source = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    let target = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    testkit::load(&source.endpoints(), &testkit::KubeKeyspace { objects: 600, namespaces: 20, min_value: 100, max_value: 800, ..Default::default() }).unwrap();
+    let (s, t) = (source.endpoints(), target.endpoints());
+    put_all(&t, &[("/registry/configmaps/ns-001/target-only", Some("mine"))]);
+    let base: Vec<String> = [
+        "migrate",
+        "--cluster",
+        "p",
+        "-n",
+        "ns-001",
+        "-n",
+        "ns-002",
+        "-n",
+        "ns-003",
+        "--from-endpoints",
+        &source.endpoints_csv(),
+        "--to-endpoints",
+        &target.endpoints_csv(),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let q = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.iter().map(String::as_str).collect();
+        a.extend(extra);
+        repo.q(&a)
+    };
+    // Not for namespaces.
+    assert_eq!(q(&["--sync", "--revisions-from", "deltas"]).code, 2);
+    assert_eq!(q(&["--sync", "--lease-grace", "1m"]).code, 2);
+    // No copy yet.
+    let early = q(&["--sync"]);
+    assert_eq!(early.code, 1, "{}", early.stderr);
+    assert!(early.stderr.contains("copy the selection first"), "{}", early.stderr);
+    let stage = q(&["--stage"]);
+    assert_eq!(stage.code, 0, "{} {}", stage.stdout, stage.stderr);
+
+    // The source changes after the copy, inside and outside the selection.
+    let in_sel: Vec<String> =
+        testkit::dump(&s, 0).unwrap().1.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).filter(|k| k.contains("/ns-002/")).collect();
+    assert!(in_sel.len() >= 4, "{in_sel:?}");
+    put_all(
+        &s,
+        &[
+            ("/registry/configmaps/ns-001/created-after", Some("new")),
+            (&in_sel[0], Some("updated")),
+            (&in_sel[1], None),
+            (&in_sel[2], Some("first")),
+            (&in_sel[2], Some("second")),
+            ("/registry/configmaps/ns-010/outside", Some("not selected")),
+        ],
+    );
+    let sync = q(&["--sync", "-w", "json"]);
+    assert_eq!(sync.code, 0, "{} {}", sync.stdout, sync.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&sync.stdout).unwrap();
+    assert_eq!((rep["written"].as_u64(), rep["deleted"].as_u64()), (Some(3), Some(1)), "{rep}");
+    assert_eq!(value_of(&t, "/registry/configmaps/ns-001/created-after").as_deref(), Some(&b"new"[..]));
+    assert_eq!(value_of(&t, &in_sel[0]).as_deref(), Some(&b"updated"[..]));
+    assert_eq!(value_of(&t, &in_sel[1]), None, "deleted in the source after the copy");
+    assert_eq!(value_of(&t, &in_sel[2]).as_deref(), Some(&b"second"[..]));
+    assert_eq!(value_of(&t, "/registry/configmaps/ns-010/outside"), None, "outside the selection");
+    assert_eq!(value_of(&t, "/registry/configmaps/ns-001/target-only").as_deref(), Some(&b"mine"[..]));
+    // Again: nothing to do, nothing written twice.
+    let again = q(&["--sync", "-w", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!((rep["written"].as_u64(), rep["deleted"].as_u64()), (Some(0), Some(0)), "{rep}");
+
+    // A key changed in the target, then in the source: a conflict.
+    put_all(&t, &[(&in_sel[3], Some("changed in the target"))]);
+    put_all(&s, &[(&in_sel[3], Some("changed in the source")), (&in_sel[0], Some("updated again"))]);
+    let fail = q(&["--sync"]);
+    assert_eq!(fail.code, 1, "{}", fail.stderr);
+    assert!(fail.stderr.contains("changed in the target since the migration wrote it"), "{}", fail.stderr);
+    assert_eq!(value_of(&t, &in_sel[3]).as_deref(), Some(&b"changed in the target"[..]));
+    let skip = q(&["--sync", "--on-conflict", "skip", "-w", "json"]);
+    assert_eq!(skip.code, 0, "{}", skip.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&skip.stdout).unwrap();
+    assert_eq!(rep["conflicts"]["ns-002"].as_u64(), Some(1), "{rep}");
+    assert_eq!(value_of(&t, &in_sel[3]).as_deref(), Some(&b"changed in the target"[..]), "skipped");
+    assert_eq!(value_of(&t, &in_sel[0]).as_deref(), Some(&b"updated again"[..]));
+    let st = repo.json(&["migrate", "--status", "--cluster", "p"]);
+    assert!(st[0]["last_sync"]["conflicts_total"].as_u64().unwrap() >= 1, "{st}");
+
+    // The cutover: the skipped key differs, so it fails verification until it is resolved.
+    put_all(&s, &[(&in_sel[3], Some("changed in the source again"))]);
+    let cut = q(&["--cutover", "--on-conflict", "overwrite", "--settle", "5s", "-w", "json"]);
+    assert_eq!(cut.code, 0, "{} {}", cut.stdout, cut.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&cut.stdout).unwrap();
+    assert_eq!(rep["overwritten"].as_u64(), Some(1), "{rep}");
+    assert!(rep["verification"].as_array().unwrap().iter().all(|g| g["ok"] == true), "{rep}");
+    assert_eq!(value_of(&t, &in_sel[3]).as_deref(), Some(&b"changed in the source again"[..]));
+    assert_eq!(value_of(&t, "/registry/configmaps/ns-001/target-only").as_deref(), Some(&b"mine"[..]));
+    let after = q(&["--sync"]);
+    assert_eq!(after.code, 1, "{}", after.stderr);
+    assert!(after.stderr.contains("was cut over"), "{}", after.stderr);
+}
