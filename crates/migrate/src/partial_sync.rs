@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -34,6 +34,7 @@ use etcd_cluster::ConnConfig;
 
 use crate::codec::Codec;
 use crate::select::Selection;
+use crate::sync::{revision, source_err, stopped, target_err};
 use crate::verify::{digest, Digest32};
 use crate::{ConflictPolicy, Error, Event, Result, Sink};
 
@@ -72,19 +73,6 @@ struct KeyChanges {
     absent: bool,
     newest: Option<Vec<u8>>,
     newest_digest: Option<Digest32>,
-}
-
-fn target_err<'a>(to: &'a ConnConfig, op: &'static str) -> impl Fn(etcd_client::Error) -> Error + 'a {
-    move |e| Error::Target { endpoint: to.endpoints.join(","), op, msg: e.to_string() }
-}
-
-fn source_err(op: &'static str) -> impl Fn(etcd_client::Error) -> Error {
-    move |e| Error::Source(format!("{op}: {e}"))
-}
-
-async fn revision(c: &mut Client) -> std::result::Result<i64, etcd_client::Error> {
-    let r = c.get(vec![0u8], Some(GetOptions::new().with_range(vec![0u8]).with_count_only())).await?;
-    Ok(r.header().map(|h| h.revision()).unwrap_or(0))
 }
 
 pub struct PartialSync<'a> {
@@ -241,17 +229,6 @@ impl Run<'_> {
     }
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if stop.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-    }
-}
-
 /// Sync the selection; see the module documentation.
 pub async fn run(o: &PartialSync<'_>, mode: crate::sync::Mode, mut stop: watch::Receiver<bool>, on: &Sink) -> Result<PartialSyncReport> {
     use crate::sync::Mode;
@@ -277,20 +254,8 @@ pub async fn run(o: &PartialSync<'_>, mode: crate::sync::Mode, mut stop: watch::
     }));
     let mut backoff = Duration::from_millis(200);
     'watch: while goal.is_none_or(|g| r.report.to_revision < g) {
-        let opts = WatchOptions::new().with_all_keys().with_start_revision(r.report.to_revision + 1).with_prev_key().with_progress_notify();
-        let mut wc = r.source.watch_client().max_decoding_message_size(i32::MAX as usize);
-        let mut stream = match wc.watch(vec![0u8], Some(opts)).await {
-            Ok(s) => s,
-            Err(e) if mode == Mode::Follow => {
-                on(Event::Warning(format!("source watch: {e}; retrying in {backoff:?}")));
-                tokio::select! {
-                    _ = stopped(&mut stop) => break 'watch,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(e) => return Err(source_err("watch")(e)),
+        let Some(mut stream) = crate::sync::open_watch(&mut r.source, r.report.to_revision + 1, mode, &mut backoff, &mut stop, on).await? else {
+            break 'watch;
         };
         loop {
             let msg = tokio::select! {

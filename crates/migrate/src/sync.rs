@@ -106,16 +106,16 @@ pub struct SyncReport {
     pub seconds: f64,
 }
 
-fn target_err<'a>(to: &'a ConnConfig, op: &'static str) -> impl Fn(etcd_client::Error) -> Error + 'a {
+pub(crate) fn target_err<'a>(to: &'a ConnConfig, op: &'static str) -> impl Fn(etcd_client::Error) -> Error + 'a {
     move |e| Error::Target { endpoint: to.endpoints.join(","), op, msg: e.to_string() }
 }
 
-fn source_err(op: &'static str) -> impl Fn(etcd_client::Error) -> Error {
+pub(crate) fn source_err(op: &'static str) -> impl Fn(etcd_client::Error) -> Error {
     move |e| Error::Source(format!("{op}: {e}"))
 }
 
 /// A cluster's current revision (a count-only range: reads no values).
-async fn revision(c: &mut Client) -> std::result::Result<i64, etcd_client::Error> {
+pub(crate) async fn revision(c: &mut Client) -> std::result::Result<i64, etcd_client::Error> {
     let r = c.get(vec![0u8], Some(etcd_client::GetOptions::new().with_range(vec![0u8]).with_count_only())).await?;
     Ok(r.header().map(|h| h.revision()).unwrap_or(0))
 }
@@ -279,7 +279,7 @@ fn another_writer(r: i64, got: i64) -> Error {
     ))
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;
@@ -406,6 +406,36 @@ pub async fn run(
     Ok(s.report)
 }
 
+/// A watch of every key of the source from revision `from`, with previous values and progress
+/// notifications. While following, a failure to open it is retried with back-off (doubling up
+/// to 5 s); None when stopped meanwhile.
+pub(crate) async fn open_watch(
+    source: &mut Client,
+    from: i64,
+    mode: Mode,
+    backoff: &mut Duration,
+    stop: &mut watch::Receiver<bool>,
+    on: &Sink,
+) -> Result<Option<etcd_client::WatchStream>> {
+    loop {
+        let opts = WatchOptions::new().with_all_keys().with_start_revision(from).with_prev_key().with_progress_notify();
+        // A catch-up response holds up to 1000 revisions: far above the 4 MiB default.
+        let mut wc = source.watch_client().max_decoding_message_size(i32::MAX as usize);
+        match wc.watch(vec![0u8], Some(opts)).await {
+            Ok(st) => return Ok(Some(st)),
+            Err(e) if mode == Mode::Follow => {
+                on(Event::Warning(format!("source watch: {e}; retrying in {backoff:?}")));
+                tokio::select! {
+                    _ = stopped(stop) => return Ok(None),
+                    _ = tokio::time::sleep(*backoff) => {}
+                }
+                *backoff = (*backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(source_err("watch")(e)),
+        }
+    }
+}
+
 /// Where a sync reads the source's revisions.
 pub enum Revisions {
     /// A watch of the source opened past the target's revision.
@@ -418,22 +448,7 @@ pub enum Revisions {
 async fn from_watch(s: &mut Syncer<'_>, mode: Mode, goal: Option<i64>, stop: &mut watch::Receiver<bool>, on: &Sink) -> Result<()> {
     let mut backoff = Duration::from_millis(200);
     'watch: while goal.is_none_or(|g| s.report.target_revision < g) {
-        let applied = s.report.target_revision;
-        let opts = WatchOptions::new().with_all_keys().with_start_revision(applied + 1).with_prev_key().with_progress_notify();
-        let mut wc = s.source.watch_client().max_decoding_message_size(i32::MAX as usize);
-        let mut stream = match wc.watch(vec![0u8], Some(opts)).await {
-            Ok(st) => st,
-            Err(e) if mode == Mode::Follow => {
-                on(Event::Warning(format!("source watch: {e}; retrying in {backoff:?}")));
-                tokio::select! {
-                    _ = stopped(stop) => break 'watch,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(e) => return Err(source_err("watch")(e)),
-        };
+        let Some(mut stream) = open_watch(&mut s.source, s.report.target_revision + 1, mode, &mut backoff, stop, on).await? else { break 'watch };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let msg = tokio::select! {
