@@ -13,12 +13,14 @@
 #             `quorum migrate` (backup, native restore, the new members started, verification)
 #             has finished.
 # Prints each run's window and downtime, their medians and ratio. Knobs: OBJECTS (20000), MIB
-# (load that many MiB of values instead, e.g. 1024), RUNS (5), RATE (200), FOLLOW (60).
+# (load that many MiB of values instead, e.g. 1024), RUNS (5), RATE (200), FOLLOW (60),
+# REVISIONS=deltas (a `quorum agent` captures the source into the repository from the stage on,
+# and --follow and --cutover read its delta chain instead of a watch).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_build
 (cd "$root" && cargo build --release --locked -q -p migrate --example mixed_load)
 LOAD="$root/target/release/examples/mixed_load"
-OBJECTS="${OBJECTS:-20000}" RUNS="${RUNS:-5}" RATE="${RATE:-200}" FOLLOW="${FOLLOW:-60}"
+OBJECTS="${OBJECTS:-20000}" RUNS="${RUNS:-5}" RATE="${RATE:-200}" FOLLOW="${FOLLOW:-60}" REVISIONS="${REVISIONS:-watch}"
 BIN="$E35"
 declare -A client peer
 pids=()
@@ -69,7 +71,24 @@ for run in $(seq 1 "$RUNS"); do
   "$Q" "${args[@]}" --stage >"$run_dir/stage.out" 2>"$run_dir/stage.err" || { cat "$run_dir/stage.err" >&2; exit 1; }
   for i in 0 1 2; do start_member "new-$i" "$run_dir/new-$i" "$(members new)" "stage-$run"; done
   healthy "$(clients new)"
-  args+=(--to-endpoints "$(clients new)")
+  args+=(--to-endpoints "$(clients new)" --revisions-from "$REVISIONS")
+  agent=""
+  if [ "$REVISIONS" = deltas ]; then
+    # The agent's capture starts after the newest backup of the cluster: the stage's.
+    cat >"$run_dir/agent.yaml" <<EOF
+cluster: stage-$run
+name: a0
+endpoints: [${client[src-0]}]
+listen: 127.0.0.1:$(free_port)
+election: {ttl_seconds: 5}
+repo: {url: '$repo'}
+backup: {schedule: '0 0 1 1 *', from: endpoints}
+defrag: {enabled: false}
+delta: {interval_seconds: 0.5, spool_dir: '$run_dir/spool'}
+EOF
+    "$Q" agent --config "$run_dir/agent.yaml" >/dev/null 2>"$run_dir/agent.log" &
+    agent=$!
+  fi
   "$Q" "${args[@]}" --follow >"$run_dir/follow.out" 2>"$run_dir/follow.err" &
   follower=$!
   sleep "$FOLLOW"
@@ -86,8 +105,10 @@ cut, ctl, src, new = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys
 assert cut["verification"]["ok"], cut
 def rev(eps):
     return json.loads(subprocess.check_output([ctl, "--endpoints", eps, "endpoint", "status", "-w", "json"]))[0]["Status"]["header"]["revision"]
-last = rev(src)
-assert all(rev(e) == last for e in new), "revisions differ"
+# The cutover's revision; the source may have moved on since, as the stopped writer's leases
+# run out there (they live a grace longer in the new cluster).
+last = int(cut["target_revision"])
+assert rev(src) >= last and all(rev(e) == last for e in new), "revisions differ"
 def hashkv(ep, r):
     return json.loads(subprocess.check_output([ctl, "--endpoints", ep, "endpoint", "hashkv", "--rev", str(r), "-w", "json"]))[0]["HashKV"]["hash"]
 def keys(ep, r):
@@ -103,6 +124,7 @@ for r in revs:
 print(f"bench: checked revision {last} and 20 revisions {revs[0]}..{revs[-1]}: equal")
 PY
   kill -TERM "${pids[@]:3:3}" 2>/dev/null || true
+  [ -z "$agent" ] || { kill -TERM "$agent"; wait "$agent" 2>/dev/null || true; }
   # The one-shot migration of the same (stopped) source: the downtime.
   t0=$(now)
   oargs=(migrate --repo "$repo" --cluster "one-$run" --from-endpoints "$src_eps" --initial-cluster "$(members one)"
@@ -122,4 +144,5 @@ PY
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 mw=$(median "${windows[@]}") md=$(median "${downtimes[@]}")
+echo "revisions from: $REVISIONS"
 echo "cutover window median ${mw}s over $RUNS run(s) (${windows[*]}); one-shot downtime median ${md}s (${downtimes[*]}); ratio $(ratio "$mw" "$md")"
