@@ -120,6 +120,10 @@ impl Run {
     /// Add an entry; false when it cannot be stored (a key longer than 64 KiB).
     fn push(&mut self, key: &[u8], rev_key: &[u8], offset: u64, len: u32) -> bool {
         let (Ok(kl), Ok(rl)) = (u16::try_from(key.len()), u8::try_from(rev_key.len())) else { return false };
+        if self.buf.capacity() == 0 {
+            // Once, the whole run and one entry of the largest size: no doubling past it.
+            self.buf.reserve_exact(RUN_BYTES + (1 << 16) + 300);
+        }
         self.starts.push(self.buf.len());
         self.buf.extend_from_slice(&kl.to_le_bytes());
         self.buf.extend_from_slice(key);
@@ -153,7 +157,7 @@ impl Run {
 
 /// Bytes of entries sorted in memory before they are spilled to a temporary file as a run:
 /// what bounds a backup's memory for the key map, however many keys the cluster has.
-const RUN_BYTES: usize = 8 << 20;
+const RUN_BYTES: usize = 4 << 20;
 
 /// A key map being built: the newest record of every key met (tombstones included, as they
 /// hide older records), in sorted runs, all but the last spilled to unnamed temporary files
@@ -186,7 +190,7 @@ impl Built {
     /// Merge the runs into the stored form, calling `f` with each segment in key order;
     /// returns the live keys in all.
     pub fn segments(self, mut f: impl FnMut(Vec<u8>) -> Result<()>) -> Result<u64> {
-        let mut sources: Vec<Source> = self.spilled.into_iter().map(|f| Source::File(std::io::BufReader::with_capacity(64 << 10, f))).collect();
+        let mut sources: Vec<Source> = self.spilled.into_iter().map(|f| Source::File(std::io::BufReader::with_capacity(32 << 10, f))).collect();
         sources.push(Source::Memory(self.last, 0));
         let mut heap = std::collections::BinaryHeap::new();
         for (i, s) in sources.iter_mut().enumerate() {
@@ -305,7 +309,7 @@ impl Ord for Head {
 /// [`Built::segments`] to merge into the live keys with their latest records' places. None
 /// when the snapshot has no `key` bucket or keeps records where no offset can be given (an
 /// inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is an error (the
-/// backup reports it anyway). Memory stays under about [`RUN_BYTES`] twice over.
+/// backup reports it anyway). Memory stays near [`RUN_BYTES`] (plus 32 KiB a run when merging).
 pub fn build(path: &Path) -> Result<Option<Built>> {
     let mut out = Built::default();
     let mut placed = true;
