@@ -389,7 +389,20 @@ pub async fn run(
     }));
     match &from_source {
         Revisions::Watch => from_watch(&mut s, mode, goal, &mut stop, on).await?,
-        Revisions::Deltas { repo, cluster } => from_deltas(&mut s, repo, cluster, mode, goal, &mut stop, on).await?,
+        Revisions::Deltas { repo, cluster } => {
+            from_deltas(&mut s, repo, cluster, mode, goal, &mut stop, on).await?;
+            // A cutover takes the chain as it stands and the rest from a watch of the stopped
+            // source: it does not wait for the agent's next upload.
+            if goal.is_some_and(|g| s.report.target_revision < g) && !*stop.borrow() {
+                on(Event::Plan(format!(
+                    "the delta chain reaches revision {}; revisions {}..{} from a watch of the source",
+                    s.report.target_revision,
+                    s.report.target_revision + 1,
+                    goal.unwrap_or(0)
+                )));
+                from_watch(&mut s, mode, goal, &mut stop, on).await?;
+            }
+        }
     }
     // Whatever the target answered last must still be what was applied.
     let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
@@ -515,7 +528,8 @@ fn delta_revision(rec: &repo::delta::Record) -> Result<Revision> {
 
 /// Apply the source's revisions from the delta chain an agent captures into the repository,
 /// until `goal` (or until stopped). A goal the chain has not reached yet is waited for (the
-/// agent uploads every few seconds) for up to a minute without progress.
+/// agent uploads every few seconds) for up to a minute without progress; a cutover does not
+/// wait (the caller reads the rest from a watch).
 async fn from_deltas(
     s: &mut Syncer<'_>,
     repo: &repo::Repository,
@@ -553,6 +567,9 @@ async fn from_deltas(
             }
         }
         if goal.is_some_and(|g| s.report.target_revision >= g) {
+            break;
+        }
+        if matches!(mode, Mode::Cutover { .. }) {
             break;
         }
         if let Some(gap) = chain.gaps.first() {
