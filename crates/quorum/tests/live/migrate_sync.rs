@@ -159,6 +159,7 @@ fn whole_cluster_staged_synced_followed_and_cut_over() {
     assert!(st[0]["lag_revisions"].as_i64().unwrap() >= 0 && st[0]["target_revision"].as_i64().unwrap() > staged_rev, "{st}");
     let table = s.repo.ok(&status_args);
     assert!(table.stdout.contains("STAGE") && table.stdout.contains("staged"), "{}", table.stdout);
+    eprintln!("--status during --follow:\n{}", table.stdout);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
