@@ -290,6 +290,17 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A `hashkv` is a pass over the member's whole store (seconds for a gigabyte, more on a busy
+/// member): it gets this long, whatever the command timeout.
+const HASH_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `cfg` with room for a `hashkv`.
+pub(crate) fn for_hashing(cfg: &ConnConfig) -> ConnConfig {
+    let mut c = cfg.clone();
+    c.command_timeout = c.command_timeout.max(HASH_TIMEOUT);
+    c
+}
+
 /// How long the source's revision must stand still for a cutover to take it as final.
 const QUIET: Duration = Duration::from_millis(500);
 
@@ -365,7 +376,8 @@ pub async fn run(
     // its last revision instead, which covers every earlier one.
     if !matches!(mode, Mode::Cutover { .. }) {
         on(Event::Step(format!("checking that the target holds the source's revision {from} (hashkv on both)")));
-        let (h, t) = tokio::join!(s.source.hash_kv(from), s.target.hash_kv(from));
+        let (mut hs, mut ht) = (for_hashing(src).connect_all().await?, for_hashing(dst).connect_all().await?);
+        let (h, t) = tokio::join!(hs.hash_kv(from), ht.hash_kv(from));
         match h {
             Ok(h) => {
                 let t = t.map_err(target_err(dst, "hashkv"))?;
@@ -597,6 +609,7 @@ async fn from_deltas(
 /// Every target member's revision (at least `rev`: a cut-over target may have moved on) and
 /// `hashkv` at `rev` against a source member's.
 pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<CutoverCheck> {
+    let (src, dst) = (&for_hashing(src), &for_hashing(dst));
     // Every member hashes at once: on a large store each takes seconds.
     let source = async {
         let mut c = src.connect_all().await?;

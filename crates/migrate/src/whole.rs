@@ -465,7 +465,7 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
     let rev = m.snapshot.revision;
     let mut members = Vec::new();
     for ep in &to.endpoints {
-        let mut c = to.connect_one(ep).await?;
+        let mut c = crate::sync::for_hashing(to).connect_one(ep).await?;
         let err = |op: &'static str| {
             let ep = ep.clone();
             move |e: etcd_client::Error| Error::Target { endpoint: ep, op, msg: e.to_string() }

@@ -213,7 +213,10 @@ impl From<migrate::Error> for Failure {
                 (FAILED, Some("`--dry-run` counts them per namespace/prefix; choose `--on-conflict skip` (keep the target's) or `--on-conflict overwrite`"))
             }
             E::Target { .. } => (FAILED, Some("check --to-endpoints and the --to-* TLS flags; run the same command again to resume")),
-            E::Source(_) => (FAILED, Some("check that --rekey FROM_CONFIG is the source cluster's EncryptionConfiguration")),
+            E::Source(_) => (
+                FAILED,
+                Some("check --from-endpoints and the --from-* TLS flags (with --rekey, that FROM_CONFIG is the source's EncryptionConfiguration); run the same command again to resume"),
+            ),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
             E::NeedsRestart(_) => (FAILED, Some("run with --restart to start a new generation from a new snapshot")),
             E::NothingToVerify(_) => (USAGE, Some("run the migration without --verify-only first")),
