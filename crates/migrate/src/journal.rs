@@ -141,12 +141,49 @@ pub async fn create(repo: &Repository, mut record: Record) -> Result<Record> {
     Ok(record)
 }
 
-/// Write a sync's note (see [`SyncNote`]).
-pub async fn note_sync(repo: &Repository, record: &Record, note: &SyncNote) -> Result<()> {
+/// What one sync run did, for its note.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRun {
+    /// `synced`, `verified` or `verification failed`.
+    pub outcome: &'static str,
+    pub source_revision: i64,
+    /// The target's revision (whole clusters; a namespace sync keeps the previous note's).
+    pub target_revision: Option<i64>,
+    pub changes: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub conflicts: u64,
+}
+
+impl SyncNote {
+    /// The note of a `mode` run that ended as `run` (or with that error), after `self`, the
+    /// newest note before it (the default when there was none).
+    pub fn after(&self, mode: &str, run: std::result::Result<&SyncRun, String>) -> SyncNote {
+        let mut note = SyncNote { time: repo::now_rfc3339(), mode: mode.into(), ..self.clone() };
+        match run {
+            Ok(r) => {
+                note.outcome = r.outcome.into();
+                note.source_revision = r.source_revision;
+                note.target_revision = r.target_revision.unwrap_or(self.target_revision);
+                note.revisions_applied_total += r.changes;
+                note.puts_total += r.puts;
+                note.deletes_total += r.deletes;
+                note.conflicts_total += r.conflicts;
+            }
+            Err(e) => note.outcome = format!("stopped: {e}"),
+        }
+        note
+    }
+}
+
+/// Write a sync's note (see [`SyncNote`]). It is for `--status`: a repository that cannot take
+/// it does not undo the sync, so a failure is a warning.
+pub async fn note_sync(repo: &Repository, record: &Record, note: &SyncNote, on: &crate::Sink) {
     let body = repo.seal_json(note, b"migration-sync");
     let name = format!("{}/{}.sync-{:020}", dir(&record.id), record.generation, chrono::Utc::now().timestamp_millis());
-    repo.put_new(&ObjPath::from(name), Bytes::from(body)).await?;
-    Ok(())
+    if let Err(e) = repo.put_new(&ObjPath::from(name), Bytes::from(body)).await {
+        on(crate::Event::Warning(format!("could not record this sync in the repository: {e}")));
+    }
 }
 
 /// Mark a step of a generation (`restored`, `done`) with the time it finished.

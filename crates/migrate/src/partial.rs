@@ -520,25 +520,20 @@ pub async fn sync(
     on(Event::Plan(format!("values:    {}; conflicts: --on-conflict {}", o.codec.describe(), o.policy.label())));
     let ps = crate::partial_sync::PartialSync { src, dst, selection: &sel, codec: &o.codec, policy: o.policy, from };
     let result = crate::partial_sync::run(&ps, mode, stop, on).await;
-    let mut note = crate::journal::SyncNote { time: repo::now_rfc3339(), mode: mode.label().into(), ..was.clone() };
-    match &result {
-        Ok(r) => {
-            note.outcome = match (r.verification.is_empty(), r.verified()) {
-                (true, _) => "synced".into(),
-                (false, true) => "verified".into(),
-                (false, false) => "verification failed".into(),
-            };
-            note.source_revision = r.to_revision;
-            note.revisions_applied_total = was.revisions_applied_total + r.changes;
-            note.puts_total = was.puts_total + r.written;
-            note.deletes_total = was.deletes_total + r.deleted;
-            note.conflicts_total = was.conflicts_total + r.conflicts.values().sum::<u64>();
-        }
-        Err(e) => note.outcome = format!("stopped: {e}"),
-    }
-    if let Err(e) = crate::journal::note_sync(&repo, &st.record, &note).await {
-        on(Event::Warning(format!("could not record this sync in the repository: {e}")));
-    }
+    let run = result.as_ref().map(|r| crate::journal::SyncRun {
+        outcome: match (r.verification.is_empty(), r.verified()) {
+            (true, _) => "synced",
+            (false, true) => "verified",
+            (false, false) => "verification failed",
+        },
+        source_revision: r.to_revision,
+        target_revision: None,
+        changes: r.changes,
+        puts: r.written,
+        deletes: r.deleted,
+        conflicts: r.conflicts.values().sum(),
+    });
+    crate::journal::note_sync(&repo, &st.record, &was.after(mode.label(), run.as_ref().map_err(|e| e.to_string())), on).await;
     let report = result?;
     if report.verified() {
         crate::journal::mark(&repo, &st.record, "cutover").await?;

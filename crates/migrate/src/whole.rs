@@ -464,8 +464,9 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
     on(Event::Step("verifying: revision, key count and hashkv on every member; per prefix counts and content hashes".into()));
     let rev = m.snapshot.revision;
     let mut members = Vec::new();
+    let hashing = crate::sync::for_hashing(to);
     for ep in &to.endpoints {
-        let mut c = crate::sync::for_hashing(to).connect_one(ep).await?;
+        let mut c = hashing.connect_one(ep).await?;
         let err = |op: &'static str| {
             let ep = ep.clone();
             move |e: etcd_client::Error| Error::Target { endpoint: ep, op, msg: e.to_string() }
@@ -554,27 +555,21 @@ pub async fn sync(
         crate::sync::Revisions::Watch
     };
     let result = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), stop, on).await;
+    let run = result.as_ref().map(|r| crate::journal::SyncRun {
+        outcome: match &r.verification {
+            Some(v) if v.ok => "verified",
+            Some(_) => "verification failed",
+            None => "synced",
+        },
+        source_revision: r.source_revision,
+        target_revision: Some(r.target_revision),
+        changes: r.revisions_applied,
+        puts: r.puts,
+        deletes: r.deletes,
+        conflicts: 0,
+    });
     let was = st.last_sync.clone().unwrap_or_default();
-    let mut note = crate::journal::SyncNote { time: repo::now_rfc3339(), mode: mode.label().into(), ..was.clone() };
-    match &result {
-        Ok(r) => {
-            note.outcome = match &r.verification {
-                Some(v) if v.ok => "verified".into(),
-                Some(_) => "verification failed".into(),
-                None => "synced".into(),
-            };
-            note.target_revision = r.target_revision;
-            note.source_revision = r.source_revision;
-            note.revisions_applied_total = was.revisions_applied_total + r.revisions_applied;
-            note.puts_total = was.puts_total + r.puts;
-            note.deletes_total = was.deletes_total + r.deletes;
-        }
-        Err(e) => note.outcome = format!("stopped: {e}"),
-    }
-    // The note is for --status; a repository that cannot take it does not undo the sync.
-    if let Err(e) = crate::journal::note_sync(&repo, &st.record, &note).await {
-        on(Event::Warning(format!("could not record this sync in the repository: {e}")));
-    }
+    crate::journal::note_sync(&repo, &st.record, &was.after(mode.label(), run.as_ref().map_err(|e| e.to_string())), on).await;
     let report = result?;
     if report.verification.as_ref().is_some_and(|v| v.ok) {
         crate::journal::mark(&repo, &st.record, "cutover").await?;
