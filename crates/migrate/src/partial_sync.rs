@@ -71,7 +71,8 @@ impl PartialSyncReport {
 struct KeyChanges {
     states: HashSet<Digest32>,
     absent: bool,
-    newest: Option<Vec<u8>>,
+    /// The newest value as the source stores it, and its plaintext.
+    newest: Option<(Vec<u8>, Vec<u8>)>,
     newest_digest: Option<Digest32>,
 }
 
@@ -95,10 +96,13 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn plain_digest(&self, key: &[u8], value: &[u8], target: bool) -> Result<Digest32> {
+    fn plain(&self, key: &[u8], value: &[u8], target: bool) -> Result<Vec<u8>> {
         let plain = if target { self.o.codec.target_plain(key, value) } else { self.o.codec.source_plain(key, value) };
-        let plain = plain.map_err(|e| Error::Source(format!("a value of {} does not decrypt: {e}", crate::codec::resource_label(key))))?;
-        Ok(digest(&plain))
+        plain.map_err(|e| Error::Source(format!("a value of {} does not decrypt: {e}", crate::codec::resource_label(key))))
+    }
+
+    fn plain_digest(&self, key: &[u8], value: &[u8], target: bool) -> Result<Digest32> {
+        Ok(digest(&self.plain(key, value, target)?))
     }
 
     /// Apply one batch of source events (all of some revisions).
@@ -117,7 +121,11 @@ impl Run<'_> {
                 (false, _) => None,
             };
             let newest = match ev.event_type() {
-                EventType::Put => Some((kv.value().to_vec(), self.plain_digest(kv.key(), kv.value(), false)?)),
+                EventType::Put => {
+                    let plain = self.plain(kv.key(), kv.value(), false)?;
+                    let d = digest(&plain);
+                    Some((kv.value().to_vec(), plain, d))
+                }
                 EventType::Delete => None,
             };
             let k = keys.entry(kv.key().to_vec()).or_default();
@@ -129,9 +137,9 @@ impl Run<'_> {
                 None => {}
             }
             match newest {
-                Some((v, d)) => {
+                Some((v, plain, d)) => {
                     k.states.insert(d);
-                    k.newest = Some(v);
+                    k.newest = Some((v, plain));
                     k.newest_digest = Some(d);
                 }
                 None => {
@@ -204,9 +212,9 @@ impl Run<'_> {
             None => Compare::create_revision(key.to_vec(), CompareOp::Equal, 0),
         };
         let op = match &k.newest {
-            Some(v) => {
-                let plain = self.o.codec.source_plain(key, v).map_err(|e| Error::Source(format!("a value does not decrypt: {e}")))?;
-                let value = self.o.codec.target_value(key, v, &plain).map_err(|e| Error::Refused(format!("cannot encrypt for the target: {e}")))?;
+            Some((v, plain)) => {
+                // Decrypted once, when the event was read.
+                let value = self.o.codec.target_value(key, v, plain).map_err(|e| Error::Refused(format!("cannot encrypt for the target: {e}")))?;
                 TxnOp::put(key.to_vec(), value, None)
             }
             None if t.is_none() => return Ok(()),
