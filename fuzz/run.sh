@@ -6,7 +6,8 @@
 #
 # Environment: RUNS (default 10000000) and SECONDS_EACH (default 3600): a target stops at
 # whichever comes first. RESUME=1 starts from the corpus the target's last run left (the
-# seeds added), so runs in turn add up to one long run. BUILD=0 runs the binaries already built (see below). RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
+# seeds added), so runs in turn add up to one long run; two series may run at once (each removes
+# only the scratch files of fuzzers that are gone). BUILD=0 runs the binaries already built (see below). RSS_MB (2048) and TIMEOUT (10 s per input) are libFuzzer's limits:
 # a larger resident set or a slower input is a finding. Each run starts from a fresh copy of
 # the committed seeds (fuzz/seeds/<target>/) in fuzz/out/corpus/<target>/; findings go to
 # fuzz/out/artifacts/<target>/, libFuzzer's output to fuzz/out/logs/<target>.log, and the
@@ -62,8 +63,15 @@ for t in "${targets[@]}"; do
     rc=$?
     set -e
     end=$(date +%s.%N)
-    # Scratch files the targets keep on tmpfs, named after the fuzzer's process.
-    rm -rf /dev/shm/quorum-fuzz-* /tmp/quorum-fuzz-* 2>/dev/null || true
+    # Scratch files the targets keep on tmpfs, named after the fuzzer's process
+    # (quorum-fuzz-[NAME-]PID[.db]): those whose process is gone, so that a series running
+    # beside this one keeps its own.
+    for f in /dev/shm/quorum-fuzz-* /tmp/quorum-fuzz-*; do
+        [ -e "$f" ] || continue
+        p="${f%.db}"; p="${p##*-}"
+        case "$p" in '' | *[!0-9]*) continue ;; esac
+        kill -0 "$p" 2>/dev/null || rm -rf "$f"
+    done
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     if [ -z "$execs" ]; then
         execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
