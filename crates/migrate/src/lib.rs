@@ -132,6 +132,10 @@ pub enum Error {
     /// target, or its backup forgotten): only a new generation can go on.
     #[error("{0}")]
     NeedsRestart(String),
+    /// A cutover saw the source's revision move while it synced and verified (writers still
+    /// running): the target holds what was synced, the migration is not cut over.
+    #[error("{0}")]
+    StillMoving(String),
     /// Verification alone was asked for, and there is nothing to verify yet.
     #[error("nothing to verify: {0}")]
     NothingToVerify(String),

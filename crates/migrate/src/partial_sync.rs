@@ -20,9 +20,9 @@
 //! Progress (the source revision synced to) is written to the repository at the end of every
 //! run ([`crate::journal::SyncNote`]); a run killed before it starts again from the previous
 //! note, and the rules above make that replay write nothing twice. Leases are not carried,
-//! as in the copy. The cutover waits for the source's revision to stand still, syncs to it and
-//! verifies the selection per group (counts and content hashes) against the source at that
-//! revision.
+//! as in the copy. The cutover syncs to the source's revision and verifies the selection per
+//! group (counts and content hashes) against the source at that revision, which must not move
+//! meanwhile ([`crate::sync::StillSource`]).
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -248,65 +248,78 @@ pub async fn run(o: &PartialSync<'_>, mode: crate::sync::Mode, mut stop: watch::
         report: PartialSyncReport { mode: mode.label().into(), from_revision: o.from, to_revision: o.from, ..Default::default() },
         skipped_keys: HashSet::new(),
     };
-    let goal = match mode {
+    let mut still = None;
+    let mut goal = match mode {
         Mode::Sync => Some(revision(&mut r.source).await.map_err(source_err("read the revision"))?),
         Mode::Cutover { settle } => {
-            on(Event::Step("checking that the source's revision stays still (writers stopped)".into()));
-            Some(crate::sync::settled(&mut r.source, settle, on).await?)
+            let (st, g) = crate::sync::StillSource::start(&mut r.source, settle, on).await?;
+            still = Some(st);
+            Some(g)
         }
         Mode::Follow => None,
     };
-    on(Event::Step(match goal {
-        Some(g) => format!("replaying the source's changes to {} in revisions {}..{g}", o.selection.describe(), o.from + 1),
-        None => format!("following the source's changes to {} from revision {}; stop with Ctrl-C", o.selection.describe(), o.from + 1),
-    }));
     let mut backoff = Duration::from_millis(200);
-    'watch: while goal.is_none_or(|g| r.report.to_revision < g) {
-        let Some(mut stream) = crate::sync::open_watch(&mut r.source, r.report.to_revision + 1, mode, &mut backoff, &mut stop, on).await? else {
-            break 'watch;
-        };
-        loop {
-            let msg = tokio::select! {
-                _ = stopped(&mut stop) => break 'watch,
-                m = stream.message() => m,
-            };
-            let resp = match msg {
-                Ok(Some(x)) => x,
-                Ok(None) | Err(_) => continue 'watch,
-            };
-            if resp.canceled() {
-                if resp.compact_revision() > 0 {
-                    return Err(Error::Source(format!(
-                        "the source has compacted its history up to revision {}: the changes after revision {} can no longer be read; \
-                         migrate the selection again (--restart)",
-                        resp.compact_revision(),
-                        r.report.to_revision
-                    )));
-                }
-                continue 'watch;
-            }
-            backoff = Duration::from_millis(200);
-            // Events up to the goal; a response holds whole revisions.
-            let events: Vec<etcd_client::Event> =
-                resp.events().iter().filter(|e| e.kv().is_some_and(|kv| goal.is_none_or(|g| kv.mod_revision() <= g))).cloned().collect();
-            let last = events.iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())).max();
-            r.apply(&events).await?;
-            if let Some(l) = last {
-                r.report.to_revision = r.report.to_revision.max(l);
-            }
-            // A progress notification (no events, not the creation) says every event up to its
-            // header's revision has been sent: changes to keys outside the selection count.
-            let progress = !resp.created() && resp.events().is_empty();
-            let seen = if progress { resp.header().map(|h| h.revision()).unwrap_or(0) } else { last.unwrap_or(0) };
-            if goal.is_some_and(|g| seen >= g || r.report.to_revision >= g) {
-                r.report.to_revision = goal.unwrap_or(r.report.to_revision);
+    loop {
+        on(Event::Step(match goal {
+            Some(g) => format!("replaying the source's changes to {} in revisions {}..{g}", o.selection.describe(), r.report.to_revision + 1),
+            None => format!("following the source's changes to {} from revision {}; stop with Ctrl-C", o.selection.describe(), o.from + 1),
+        }));
+        'watch: while goal.is_none_or(|g| r.report.to_revision < g) {
+            let Some(mut stream) = crate::sync::open_watch(&mut r.source, r.report.to_revision + 1, mode, &mut backoff, &mut stop, on).await? else {
                 break 'watch;
+            };
+            loop {
+                let msg = tokio::select! {
+                    _ = stopped(&mut stop) => break 'watch,
+                    m = stream.message() => m,
+                };
+                let resp = match msg {
+                    Ok(Some(x)) => x,
+                    Ok(None) | Err(_) => continue 'watch,
+                };
+                if resp.canceled() {
+                    if resp.compact_revision() > 0 {
+                        return Err(Error::Source(format!(
+                            "the source has compacted its history up to revision {}: the changes after revision {} can no longer be read; \
+                         migrate the selection again (--restart)",
+                            resp.compact_revision(),
+                            r.report.to_revision
+                        )));
+                    }
+                    continue 'watch;
+                }
+                backoff = Duration::from_millis(200);
+                // Events up to the goal; a response holds whole revisions.
+                let events: Vec<etcd_client::Event> =
+                    resp.events().iter().filter(|e| e.kv().is_some_and(|kv| goal.is_none_or(|g| kv.mod_revision() <= g))).cloned().collect();
+                let last = events.iter().filter_map(|e| e.kv().map(|kv| kv.mod_revision())).max();
+                r.apply(&events).await?;
+                if let Some(l) = last {
+                    r.report.to_revision = r.report.to_revision.max(l);
+                }
+                // A progress notification (no events, not the creation) says every event up to its
+                // header's revision has been sent: changes to keys outside the selection count.
+                let progress = !resp.created() && resp.events().is_empty();
+                let seen = if progress { resp.header().map(|h| h.revision()).unwrap_or(0) } else { last.unwrap_or(0) };
+                if goal.is_some_and(|g| seen >= g || r.report.to_revision >= g) {
+                    r.report.to_revision = goal.unwrap_or(r.report.to_revision);
+                    break 'watch;
+                }
             }
         }
-    }
-    if let (Mode::Cutover { .. }, Some(g)) = (mode, goal) {
+        let (Some(st), Some(g)) = (still.as_mut(), goal) else { break };
+        if r.report.to_revision < g {
+            break; // stopped
+        }
         on(Event::Step(format!("verifying {} against the source at revision {g}", o.selection.describe())));
         r.report.verification = verify(o, g, &r.skipped_keys).await?;
+        match st.moved(&mut r.source, g, on).await? {
+            None => break,
+            Some(n) => {
+                r.report.verification.clear();
+                goal = Some(n);
+            }
+        }
     }
     r.report.seconds = started.elapsed().as_secs_f64();
     Ok(r.report)

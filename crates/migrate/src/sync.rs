@@ -30,9 +30,10 @@
 //! After the cutover, a lease that existed then keeps the longer TTL for as long as its clients
 //! keep it alive: the keys of a client that dies go up to the grace later than on the source.
 //!
-//! **Cutover.** With writers to the source stopped, the source's revision must stand still for
-//! half a second (within `--settle`, if given); the target is synced to it, and every target
-//! member's `hashkv` at that revision must equal the source's. Leases the stopped writers held
+//! **Cutover.** With writers to the source stopped, the target is synced to the source's
+//! revision and every target member's `hashkv` at it must equal the source's; the source's
+//! revision must not move meanwhile (at least half a second: [`StillSource`]), or the cutover
+//! syncs on to the new one while `--settle` lasts. Leases the stopped writers held
 //! still run out on the source afterwards (and a grace later on the target, with the same
 //! keys): revisions after the cutover's are not carried, and the cutover's revision is the one
 //! a cutover run again verifies.
@@ -54,8 +55,8 @@ pub enum Mode {
     Sync,
     /// On, until stopped.
     Follow,
-    /// Writers are stopped: wait up to `settle` for the source's revision to stay still, sync
-    /// to it and verify.
+    /// Writers are stopped: sync to the source's revision and verify, going on for up to
+    /// `settle` while the revision still moves ([`StillSource`]).
     Cutover { settle: Duration },
 }
 
@@ -301,27 +302,49 @@ pub(crate) fn for_hashing(cfg: &ConnConfig) -> ConnConfig {
     c
 }
 
-/// How long the source's revision must stand still for a cutover to take it as final.
+/// How long, at least, the source's revision must stand still for a cutover to take it as final.
 const QUIET: Duration = Duration::from_millis(500);
 
-/// Wait up to `settle` for the source's revision to stand still for [`QUIET`]; the revision.
-pub(crate) async fn settled(source: &mut Client, settle: Duration, on: &Sink) -> Result<i64> {
-    let deadline = Instant::now() + settle;
-    let mut last = revision(source).await.map_err(source_err("read the revision"))?;
-    loop {
-        tokio::time::sleep(QUIET).await;
+/// A cutover's check that the source stands still, overlapped with the work it guards rather
+/// than waited out before it: the source's revision is read once, the target is synced to it
+/// and verified, and the revision is read again, no sooner than [`QUIET`] after the first read.
+/// Unchanged, it is final; moved, the cutover syncs on to the new one while `--settle` lasts,
+/// and is refused after. The window in which a writer would be seen is the whole sync and
+/// verification, never less than [`QUIET`], and the cutover no longer waits for it on top.
+pub(crate) struct StillSource {
+    deadline: Instant,
+    read_at: Instant,
+}
+
+impl StillSource {
+    /// The first read: the revision the cutover goes to unless the source moves.
+    pub(crate) async fn start(source: &mut Client, settle: Duration, on: &Sink) -> Result<(StillSource, i64)> {
+        on(Event::Step("reading the source's revision (writers stopped; it must stay still through the cutover)".into()));
+        let read_at = Instant::now();
+        let r = revision(source).await.map_err(source_err("read the revision"))?;
+        Ok((StillSource { deadline: read_at + settle, read_at }, r))
+    }
+
+    /// Once the target holds `goal` and is verified at it: None when the source is still at
+    /// `goal` (the cutover's revision), else the revision to go on to.
+    pub(crate) async fn moved(&mut self, source: &mut Client, goal: i64, on: &Sink) -> Result<Option<i64>> {
+        tokio::time::sleep(QUIET.saturating_sub(self.read_at.elapsed())).await;
+        let since = self.read_at.elapsed();
+        let read_at = Instant::now();
         let now = revision(source).await.map_err(source_err("read the revision"))?;
-        if now == last {
-            return Ok(now);
+        if now == goal {
+            return Ok(None);
         }
-        if Instant::now() >= deadline {
-            return Err(Error::Refused(format!(
-                "the source's revision still moves ({last} -> {now} within {QUIET:?}): stop every writer to the source before the cutover, \
-                 or give --settle a longer wait"
+        if read_at >= self.deadline {
+            return Err(Error::StillMoving(format!(
+                "the source's revision still moves ({goal} -> {now} within {:.1} s of the cutover): stop every writer to the source, \
+                 or give --settle a longer wait",
+                since.as_secs_f64()
             )));
         }
-        on(Event::Plan(format!("the source's revision moved ({last} -> {now}); waiting for it to settle")));
-        last = now;
+        on(Event::Plan(format!("the source's revision moved ({goal} -> {now}); syncing on to it")));
+        self.read_at = read_at;
+        Ok(Some(now))
     }
 }
 
@@ -352,11 +375,13 @@ pub async fn run(
     let from = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
     s.report.from_revision = from;
     s.report.target_revision = from;
-    let goal = match mode {
+    let mut still = None;
+    let mut goal = match mode {
         Mode::Sync => Some(revision(&mut s.source).await.map_err(source_err("read the revision"))?),
         Mode::Cutover { settle } => {
-            on(Event::Step("checking that the source's revision stays still (writers stopped)".into()));
-            Some(settled(&mut s.source, settle, on).await?)
+            let (st, g) = StillSource::start(&mut s.source, settle, on).await?;
+            still = Some(st);
+            Some(g)
         }
         Mode::Follow => None,
     };
@@ -395,36 +420,46 @@ pub async fn run(
         }
     }
     s.relay_leases().await?;
-    on(Event::Step(match goal {
-        Some(g) => format!("applying source revisions {}..{g} to the target (at {from})", from + 1),
-        None => format!("following the source from revision {} (the target is at {from}); stop with Ctrl-C", from + 1),
-    }));
-    match &from_source {
-        Revisions::Watch => from_watch(&mut s, mode, goal, &mut stop, on).await?,
-        Revisions::Deltas { repo, cluster } => {
-            from_deltas(&mut s, repo, cluster, mode, goal, &mut stop, on).await?;
-            // A cutover takes the chain as it stands and the rest from a watch of the stopped
-            // source: it does not wait for the agent's next upload.
-            if goal.is_some_and(|g| s.report.target_revision < g) && !*stop.borrow() {
-                on(Event::Plan(format!(
-                    "the delta chain reaches revision {}; revisions {}..{} from a watch of the source",
-                    s.report.target_revision,
-                    s.report.target_revision + 1,
-                    goal.unwrap_or(0)
-                )));
-                from_watch(&mut s, mode, goal, &mut stop, on).await?;
+    loop {
+        on(Event::Step(match goal {
+            Some(g) => format!("applying source revisions {}..{g} to the target (at {})", s.report.target_revision + 1, s.report.target_revision),
+            None => format!("following the source from revision {} (the target is at {from}); stop with Ctrl-C", from + 1),
+        }));
+        match &from_source {
+            Revisions::Watch => from_watch(&mut s, mode, goal, &mut stop, on).await?,
+            Revisions::Deltas { repo, cluster } => {
+                from_deltas(&mut s, repo, cluster, mode, goal, &mut stop, on).await?;
+                // A cutover takes the chain as it stands and the rest from a watch of the stopped
+                // source: it does not wait for the agent's next upload.
+                if goal.is_some_and(|g| s.report.target_revision < g) && !*stop.borrow() {
+                    on(Event::Plan(format!(
+                        "the delta chain reaches revision {}; revisions {}..{} from a watch of the source",
+                        s.report.target_revision,
+                        s.report.target_revision + 1,
+                        goal.unwrap_or(0)
+                    )));
+                    from_watch(&mut s, mode, goal, &mut stop, on).await?;
+                }
             }
         }
-    }
-    // Whatever the target answered last must still be what was applied.
-    let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
-    if now != s.report.target_revision {
-        return Err(another_writer(s.report.target_revision, now));
-    }
-    if let (Mode::Cutover { .. }, Some(g)) = (mode, goal) {
-        if s.report.target_revision == g {
-            on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
-            s.report.verification = Some(verify(src, dst, g).await?);
+        // Whatever the target answered last must still be what was applied.
+        let now = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
+        if now != s.report.target_revision {
+            return Err(another_writer(s.report.target_revision, now));
+        }
+        let (Some(st), Some(g)) = (still.as_mut(), goal) else { break };
+        if s.report.target_revision != g {
+            break; // stopped
+        }
+        on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
+        s.report.verification = Some(verify(src, dst, g).await?);
+        match st.moved(&mut s.source, g, on).await? {
+            None => break,
+            Some(n) => {
+                s.report.verification = None;
+                s.report.source_revision = n;
+                goal = Some(n);
+            }
         }
     }
     s.report.seconds = started.elapsed().as_secs_f64();

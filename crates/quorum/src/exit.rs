@@ -219,6 +219,10 @@ impl From<migrate::Error> for Failure {
             ),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
             E::NeedsRestart(_) => (FAILED, Some("run with --restart to start a new generation from a new snapshot")),
+            E::StillMoving(_) => (
+                FAILED,
+                Some("the target keeps what was synced and the migration is not cut over; stop every writer to the source, then run the cutover again"),
+            ),
             E::NothingToVerify(_) => (USAGE, Some("run the migration without --verify-only first")),
             E::Io { .. } => (FAILED, None),
         };

@@ -64,8 +64,9 @@ every transaction, and stops at the first sign of one. Every lease of the new cl
 by --stage, or granted with the same ID by a sync) lives --lease-grace (10m) longer than the
 source's, so none runs out there first: syncs may be that far apart. --revisions-from deltas
 reads the revisions from the delta chain an agent captures of the source into the repository. --cutover,
-once writers to the source are stopped, waits up to --settle for its revision to stand still,
-syncs to it and checks hashkv on every new member. Killed at any point, the same command goes
+once writers to the source are stopped, syncs to its revision and checks hashkv on every new
+member; the revision must stay still meanwhile (half a second at least), else the cutover syncs
+on for up to --settle and is refused after. Killed at any point, the same command goes
 on from the new cluster's revision; each revision is applied once.
 
 Staged (-n/--prefix): --stage is the copy; --sync, --follow and --cutover replay the source's

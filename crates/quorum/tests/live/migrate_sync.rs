@@ -190,6 +190,13 @@ fn whole_cluster_staged_synced_followed_and_cut_over() {
         assert_eq!(again.code, 0, "after kill -9 at {wait}ms: {} {}", again.stdout, again.stderr);
     }
 
+    // While the writer runs, a cutover (no --settle) syncs and verifies, sees the source's
+    // revision move meanwhile, and is refused: the migration is not cut over.
+    let early = s.run(&["--cutover"]);
+    assert_eq!(early.code, 1, "{} {}", early.stdout, early.stderr);
+    assert!(early.stderr.contains("still moves") && early.stderr.contains("stop every writer"), "{}", early.stderr);
+    assert_eq!(s.repo.json(&["migrate", "--status", "--cluster", "staged-a"])[0]["stage"], "staged");
+
     // The writer stops; the cutover syncs the rest and verifies.
     stop.store(true, Ordering::SeqCst);
     w.join().unwrap();
