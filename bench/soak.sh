@@ -8,22 +8,26 @@
 #   member-kill    kill -9 a random member, restart it 10 s later on its data dir
 #   member-freeze  SIGSTOP a random member for 30 s, then SIGCONT
 #   repo-cut       the relay resets every connection to the repository for 60 s
-#   agent-kill     kill -9 the leading agent, restart it 5 s later
+#   agent-kill     kill -9 the leading agent, restart it 5 s later; one agent (KEPT, a2) is
+#                  never killed, so that one process lives the whole run for the RSS figures:
+#                  while it leads, a follower is killed instead (the fault log says which)
 # After each fault: seconds until the cluster is healthy and the leading agent's last stored
 # revision has caught up with etcd (RECOVER_WITHIN, else the fault counts as not recovered).
 # At the end: the writer stops, the agents drain and stop; then `repo check --read-data`,
 # `backups deltas` (gaps), TEN point-in-time restores at random revisions (each started as a real
 # etcd whose `endpoint hashkv --rev R` must equal the source's), a restore of the last revision
 # checked against every acknowledged put, leftovers (*.partial*) under the work directory, and each
-# agent process's RSS 5 minutes after its start and at its end, and its peaks over its first and
-# last 20 minutes.
+# agent process's RSS 5 minutes after its start and at its end, and its peaks (VmHWM, reset after
+# every 20 s sample through /proc/PID/clear_refs, so no short peak is missed) over its first and
+# last 20 minutes, and the same peaks over every agent.
 # Results: bench/out/soak-results.txt (and soak-faults.txt, soak-rss.txt).
 # Usage: bench/soak.sh   Knobs (environment): DURATION seconds (7200), FAULT_EVERY seconds (150),
 # RATE puts/s (100), FULL_EVERY minutes (15), RESTORES (10), RECOVER_WITHIN seconds (180),
-# KEEP=1 keeps the work directory.
+# KEPT (2: the agent never killed, started first so that it leads at the start), KEEP=1 keeps
+# the work directory.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${DURATION:-7200}" FAULT_EVERY="${FAULT_EVERY:-150}" RATE="${RATE:-100}" FULL_EVERY="${FULL_EVERY:-15}"
-RESTORES="${RESTORES:-10}" RECOVER_WITHIN="${RECOVER_WITHIN:-180}"
+RESTORES="${RESTORES:-10}" RECOVER_WITHIN="${RECOVER_WITHIN:-180}" KEPT="${KEPT:-2}"
 t_start=$(date +%s)
 bench_build
 (cd "$root" && cargo build --release --locked -q -p agent --example rpo_load)
@@ -110,12 +114,15 @@ start_agent() {
   PID[a$i]=$!
   echo "$(date +%s) a$i ${PID[a$i]} start" >>"$rsslog"
 }
-for i in 0 1 2; do start_agent "$i"; done
 leader() {
   local i
   for i in 0 1 2; do [ "$(metric "${mports[$i]}" quorum_agent_is_leader)" = 1 ] && { echo "$i"; return 0; }; done
   return 1
 }
+start_agent "$KEPT"
+wait_for 60 sh -c "curl -s --max-time 2 http://127.0.0.1:${mports[$KEPT]}/metrics | grep -qx 'quorum_agent_is_leader 1'" \
+  || { echo "soak: agent a$KEPT does not lead" >&2; tail -20 "$work/a$KEPT.log" >&2; exit 1; }
+for i in 0 1 2; do [ "$i" = "$KEPT" ] || start_agent "$i"; done
 capturing() { local l; l=$(leader) && [ "$(metric "${mports[$l]}" quorum_capture_running)" = 1 ]; }
 wait_for 120 capturing || { echo "soak: no agent captures" >&2; tail -20 "$work"/a*.log >&2; exit 1; }
 # caught_up [SECONDS]: within SECONDS (RECOVER_WITHIN), the cluster is healthy and the leading
@@ -131,8 +138,10 @@ rss_sample() {
   local i p kb
   for i in 0 1 2; do
     p="${PID[a$i]}"
-    # VmRSS, and RssAnon: the heap without the pages of a snapshot file mapped for a backup.
-    kb=$(awk '/^VmRSS/ { r = $2 } /^RssAnon/ { a = $2 } END { if (r != "") print r, a }' "/proc/$p/status" 2>/dev/null) || continue
+    # VmRSS; RssAnon (the heap, without the binary's mapped pages); VmHWM, the peak resident set
+    # since the last sample (writing 5 to clear_refs resets it to the current RSS).
+    kb=$(awk '/^VmRSS/ { r = $2 } /^RssAnon/ { a = $2 } /^VmHWM/ { h = $2 } END { if (r != "") print r, a, h }' "/proc/$p/status" 2>/dev/null) || continue
+    echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true
     [ -n "$kb" ] && echo "$(date +%s) a$i $p $kb" >>"$rsslog"
   done
 }
@@ -164,6 +173,8 @@ while :; do
       echo reset >"$work/relay.fault"; sleep 60; echo pass >"$work/relay.fault" ;;
     agent-kill)
       i=$(leader) || i=0; target="a$i"
+      # The kept agent leads: a follower goes instead.
+      [ "$i" != "$KEPT" ] || { i=$(( (KEPT + 1 + RANDOM % 2) % 3 )); target="a$i-follower"; }
       echo "$(date +%s) a$i ${PID[a$i]} killed" >>"$rsslog"
       kill -9 "${PID[a$i]}"; wait "${PID[a$i]}" 2>/dev/null || true
       sleep 5; start_agent "$i" ;;
@@ -258,7 +269,8 @@ for line in open(sys.argv[1]):
     t, a, p = int(w[0]), w[1], w[2]
     if w[3] == "start": starts[p] = (t, a)
     elif w[3] in ("killed", "end"): ends[p] = t
-    else: samples.setdefault(p, []).append((t, int(w[3]), int(w[4]) if len(w) > 4 else 0))
+    else: samples.setdefault(p, []).append((t, int(w[3]), int(w[4]), int(w[5])))
+t_first = min(t for t, _ in starts.values()); t_last = max(ends.values())
 for p, (t0, a) in starts.items():
     s = samples.get(p, [])
     early = [x for x in s if x[0] >= t0 + 300]
@@ -271,8 +283,14 @@ for p, (t0, a) in starts.items():
     if end - t0 >= 3600:
         head = [x for x in s if x[0] <= t0 + 1200]; tail = [x for x in s if x[0] >= end - 1200]
         ph, pt = max(x[2] for x in head), max(x[2] for x in tail)
-        rh, rt = max(x[1] for x in head), max(x[1] for x in tail)
-        print(f"    peak in the first and last 20 min: RSS {rh / 1024:.1f}, {rt / 1024:.1f} ({100 * (rt - rh) / rh:+.1f}%); anon {ph / 1024:.1f}, {pt / 1024:.1f} ({100 * (pt - ph) / max(ph, 1):+.1f}%)")
+        rh, rt = max(x[3] for x in head), max(x[3] for x in tail)
+        print(f"    peak in its first and last 20 min: RSS (VmHWM) {rh / 1024:.1f}, {rt / 1024:.1f} ({100 * (rt - rh) / rh:+.1f}%); anon (sampled) {ph / 1024:.1f}, {pt / 1024:.1f} ({100 * (pt - ph) / max(ph, 1):+.1f}%)")
+# Over every agent process: the peak in the run's first and last 20 minutes.
+allx = [x for s in samples.values() for x in s]
+head = [x for x in allx if x[0] <= t_first + 1200]; tail = [x for x in allx if x[0] >= t_last - 1200]
+if head and tail:
+    rh, rt = max(x[3] for x in head), max(x[3] for x in tail)
+    print(f"  every agent, peak in the run's first and last 20 min: RSS (VmHWM) {rh / 1024:.1f}, {rt / 1024:.1f} ({100 * (rt - rh) / rh:+.1f}%)")
 PY
 say "total $(( $(date +%s) - t_start ))s"
 cp "$results" "$out/soak-results.txt"; cp "$faults" "$out/soak-faults.txt"; cp "$rsslog" "$out/soak-rss.txt"

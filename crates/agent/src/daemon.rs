@@ -241,17 +241,20 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
         if backup_now.swap(false, Ordering::SeqCst) || next_backup.is_some_and(|t| now >= t) {
             next_backup = backup_s.next_after(now);
             run_backup(&cfg, &conn, &repo, &state.metrics).await;
+            release_free_memory();
             refresh_now.notify_one();
             continue;
         }
         if next_retention.is_some_and(|t| now >= t) {
             next_retention = retention_s.as_ref().and_then(|s| s.next_after(now));
             run_retention(&cfg, &repo, &state.metrics).await;
+            release_free_memory();
             continue;
         }
         if next_drill.is_some_and(|t| now >= t) {
             next_drill = drill_s.as_ref().and_then(|s| s.next_after(now));
             run_drill(&cfg, &repo, &state.metrics).await;
+            release_free_memory();
             refresh_now.notify_one();
             continue;
         }
@@ -259,6 +262,7 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             if Instant::now() >= t {
                 next_consolidate = Some(Instant::now() + Duration::from_secs_f64(c.check_seconds));
                 run_consolidate(&cfg, c, &repo, &state.metrics).await;
+                release_free_memory();
                 refresh_now.notify_one();
                 continue;
             }
@@ -267,6 +271,22 @@ pub async fn run(cfg: Config, conn: etcd_cluster::ConnConfig, unlock: Unlock, st
             next_defrag = Instant::now() + cfg.defrag.interval();
             run_defrag(&cfg, &conn, &state.metrics).await;
         }
+    }
+}
+
+/// Hands the heap's free pages back to the kernel once a large operation is over.
+///
+/// A full backup, a retention run, a drill or a consolidation moves hundreds of megabytes
+/// through buffers on several runtime threads, and glibc keeps what those threads free in
+/// per-thread arenas. Without this, an agent that runs for months holds its largest
+/// operation's working set for good: the 2-hour soak (`bench/soak.sh`) measured 2.4 MiB of
+/// heap before an agent's first full backup and 31 MiB after it, with nothing in use.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it takes no
+    // pointer from us and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
