@@ -2,27 +2,47 @@
 //!
 //! Pages are read with `pread` into small reusable buffers, never mapped, so memory stays at
 //! (tree depth × page size) whatever the file's size, and a file shorter than its meta claims
-//! gives an error instead of a bus fault.
+//! gives an error instead of a bus fault. The bytes need not be a finished file: any
+//! [`ReadAt`] serves, such as a snapshot still arriving from a backup repository, whose reads
+//! wait for the bytes they ask for.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::endian::Endian;
 use crate::error::{Error, Fault, MetaProblem, Result};
 use crate::meta::{self, Meta, META_SIZE};
 use crate::page::{PageHeader, PAGE_HEADER_SIZE};
 
+/// Bytes at offsets: where a [`Db`] reads its pages from.
+pub trait ReadAt: Send + Sync {
+    /// Like `pread`: up to `buf.len()` bytes at `off`; fewer only at the end of the bytes.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+        FileExt::read_at(self, buf, off)
+    }
+}
+
 /// An open, read-only bbolt file.
-#[derive(Debug)]
 pub struct Db {
-    file: File,
+    file: Arc<dyn ReadAt>,
     path: PathBuf,
     len: u64,
     endian: Endian,
     page_size: u32,
     metas: [std::result::Result<Meta, MetaProblem>; 2],
     active: usize,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).field("len", &self.len).field("page_size", &self.page_size).finish_non_exhaustive()
+    }
 }
 
 impl Db {
@@ -36,11 +56,18 @@ impl Db {
         }
         let file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        Db::open_source(path, Arc::new(file), len)
+    }
+
+    /// Open the `len` bytes `file` reads as a bbolt file; `path` names it in errors.
+    pub fn open_source(path: impl AsRef<Path>, file: Arc<dyn ReadAt>, len: u64) -> Result<Db> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| Error::Io { path: path.clone(), source };
         if len == 0 {
             return Err(Error::Empty { path });
         }
         let mut head = vec![0u8; PAGE_HEADER_SIZE + META_SIZE];
-        let n = read_up_to(&file, 0, &mut head).map_err(io)?;
+        let n = read_up_to(&*file, 0, &mut head).map_err(io)?;
         head.truncate(n);
 
         // Byte order and page size come from meta 0; when it is damaged, probe for meta 1 at
@@ -52,7 +79,7 @@ impl Db {
         };
         let (endian, page_size, meta1) = match &meta0 {
             Ok((m, e)) => {
-                let m1 = read_meta_at(&file, m.page_size as u64, Some(*e)).map_err(io)?;
+                let m1 = read_meta_at(&*file, m.page_size as u64, Some(*e)).map_err(io)?;
                 (*e, m.page_size, m1.map(|(m, _)| m))
             }
             Err(p0) => {
@@ -62,7 +89,7 @@ impl Db {
                 let mut seen: Option<MetaProblem> = None;
                 for i in 0..=14u32 {
                     let off = 1024u64 << i;
-                    match read_meta_at(&file, off, None).map_err(io)? {
+                    match read_meta_at(&*file, off, None).map_err(io)? {
                         Ok((m, e)) if m.page_size as u64 == off => {
                             found = Some((m, e));
                             break;
@@ -213,7 +240,11 @@ impl Db {
     }
 
     fn pread(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, off)
+        let n = read_up_to(&*self.file, off, buf)?;
+        if n < buf.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill whole buffer"));
+        }
+        Ok(())
     }
 
     /// Read raw bytes (used for streaming hashes of the whole file).
@@ -222,18 +253,20 @@ impl Db {
     }
 }
 
-fn read_up_to(f: &File, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(f: &dyn ReadAt, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match f.read_at(&mut buf[n..], off + n as u64)? {
-            0 => break,
-            k => n += k,
+        match f.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(n)
 }
 
-fn read_meta_at(f: &File, off: u64, endian: Option<Endian>) -> std::io::Result<std::result::Result<(Meta, Endian), MetaProblem>> {
+fn read_meta_at(f: &dyn ReadAt, off: u64, endian: Option<Endian>) -> std::io::Result<std::result::Result<(Meta, Endian), MetaProblem>> {
     let mut b = vec![0u8; PAGE_HEADER_SIZE + META_SIZE];
     let n = read_up_to(f, off, &mut b)?;
     if n < b.len() {

@@ -35,7 +35,7 @@ mod walk;
 pub mod writer;
 
 pub use cursor::{Bucket, Cursor};
-pub use db::Db;
+pub use db::{Db, ReadAt};
 pub use endian::Endian;
 pub use error::{Error, Fault, MetaProblem, Result};
 pub use meta::Meta;

@@ -259,6 +259,7 @@ pub fn prepare(p: &Prepare) -> Result<Prepared> {
         mark_compacted: p.bump_revision.is_some(),
         target_version: None,
         lease_grace: None,
+        source: None,
     };
     // The source's other members, to re-add (a one-member recovery).
     let mut others: Vec<ReAdd> = if p.initial_cluster.is_some() {

@@ -91,6 +91,27 @@ pub struct RestoreOptions {
     /// Seconds added to every lease's TTL (its time left starts from the new TTL): a staged
     /// migration's new cluster must not run a lease out before the source does.
     pub lease_grace: Option<i64>,
+    /// The snapshot's bytes when they are not (yet) a file of their own, such as a snapshot
+    /// arriving from a backup repository while it is restored; `snapshot` then only names
+    /// them. Needs `proven_by`: such bytes are proven chunk by chunk, never by the trailer.
+    pub source: Option<SnapshotSource>,
+}
+
+/// Snapshot bytes read at offsets (see [`RestoreOptions::source`]).
+#[derive(Clone)]
+pub struct SnapshotSource {
+    pub bytes: std::sync::Arc<dyn bolt::ReadAt>,
+    pub len: u64,
+    /// Called once every page has been read, before anything is given its final name: returns
+    /// once all of the bytes have arrived and been proven, or the error that stopped them. A
+    /// restore is published only from a snapshot that arrived whole.
+    pub all_arrived: std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+}
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotSource").field("len", &self.len).finish_non_exhaustive()
+    }
 }
 
 /// What a restore did.
@@ -472,7 +493,13 @@ pub fn restore(opts: &RestoreOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> R
             remove_stale_staging(w);
         }
     }
-    let db = bolt::Db::open(&opts.snapshot)?;
+    let db = match &opts.source {
+        Some(_) if opts.proven_by.is_none() => {
+            return Err(RestoreError::Usage("snapshot bytes without a file of their own must be proven already (proven_by)".into()))
+        }
+        Some(src) => bolt::Db::open_source(&opts.snapshot, src.bytes.clone(), src.len)?,
+        None => bolt::Db::open(&opts.snapshot)?,
+    };
     let has_trailer = trailer::has_trailer(db.file_len());
     if !has_trailer && !opts.skip_hash_check && opts.proven_by.is_none() {
         return Err(RestoreError::MissingHash { path: opts.snapshot.clone() });
@@ -559,6 +586,9 @@ fn build_and_install(
     })?;
     if let Some(Trailer::Mismatch { expected, actual }) = trailer {
         return Err(RestoreError::HashMismatch { path: opts.snapshot.clone(), expected, actual });
+    }
+    if let Some(src) = &opts.source {
+        (src.all_arrived)().map_err(io(&opts.snapshot))?;
     }
     if !check_hash {
         progress(file_len, file_len);

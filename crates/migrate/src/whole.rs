@@ -391,6 +391,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
                 mark_compacted: false,
                 target_version: o.target_version,
                 lease_grace: o.lease_grace,
+                source: None,
             };
             let on2 = on.clone();
             tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))

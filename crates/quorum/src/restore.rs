@@ -126,6 +126,7 @@ pub fn options(a: &RestoreFlags, file: PathBuf) -> Result<RestoreOptions, Failur
         mark_compacted: a.mark_compacted,
         target_version: a.target_version,
         lease_grace: None,
+        source: None,
     })
 }
 

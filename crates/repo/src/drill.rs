@@ -164,6 +164,7 @@ async fn run(
         mark_compacted: false,
         target_version: Some(layout),
         lease_grace: None,
+        source: None,
     };
     let restoring = opts.phases.restoring();
     let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|d, t| restoring(d, t)))
