@@ -21,6 +21,7 @@
 //! compression, encryption) runs on plain threads fed through bounded channels, so memory
 //! stays bounded by the channel depths and the pack size, not by the snapshot size.
 
+mod arriving;
 pub mod backup;
 pub mod check;
 pub mod consolidate;

@@ -109,6 +109,9 @@ pub fn sha256_file_with(p: &Path, progress: &dyn Fn(u64, u64)) -> Result<String>
     Ok(hex::encode(h.finalize()))
 }
 
+/// Where a fetched pack's bytes go: `(bytes, file offset)`.
+type Sink = Arc<dyn Fn(&[u8], u64) -> Result<()> + Send + Sync>;
+
 /// Fetch every chunk and write it at its offsets.
 async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, path: &Path, parallel: usize, progress: Progress) -> Result<()> {
     let index = repo.load_index(&manifest.cluster).await?;
@@ -119,51 +122,13 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
     file.set_len(total).map_err(|e| Error::io(path, e))?;
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
+    let out_path = path.to_path_buf();
+    let sink: Sink = Arc::new(move |data, off| file.write_all_at(data, off).map_err(|e| Error::io(&out_path, e)));
     futures::stream::iter(plan.by_pack)
         .map(|(pack, blobs)| {
-            let repo = repo.clone();
-            let file = file.clone();
-            let done = done.clone();
-            let progress = progress.clone();
-            let index = index.clone();
-            let out_path = path.to_path_buf();
+            let (repo, index, sink, done, progress) = (repo.clone(), index.clone(), sink.clone(), done.clone(), progress.clone());
             async move {
-                let name = hex::encode(pack);
-                let path = index.pack_path(&pack);
-                let ranges: Vec<std::ops::Range<u64>> =
-                    blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
-                let parts = repo.store().get_ranges(&path, &ranges).await.map_err(|e| match e {
-                    object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {name} is missing")),
-                    e => Error::store(format!("read {path}"), e),
-                })?;
-                let n = tokio::task::spawn_blocking(move || -> Result<u64> {
-                    // A pack's blobs mostly follow each other in the file: they are written in
-                    // runs of up to 4 MiB, one write each, not one write per 8 KiB chunk.
-                    let mut run = Run::default();
-                    let write = |r: &mut Run| -> Result<()> {
-                        if !r.buf.is_empty() {
-                            file.write_all_at(&r.buf, r.start).map_err(|e| Error::io(&out_path, e))?;
-                            r.buf.clear();
-                        }
-                        Ok(())
-                    };
-                    let mut n = 0u64;
-                    for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
-                        let plain = repo.open_blob_with(&loc.entry, &sealed, &name, false)?;
-                        for off in offsets {
-                            if run.buf.is_empty() || run.start + run.buf.len() as u64 != *off || run.buf.len() >= RUN_MAX {
-                                write(&mut run)?;
-                                run.start = *off;
-                            }
-                            run.buf.extend_from_slice(&plain);
-                            n += plain.len() as u64;
-                        }
-                    }
-                    write(&mut run)?;
-                    Ok(n)
-                })
-                .await
-                .map_err(|e| Error::Other(format!("decode task: {e}")))??;
+                let n = fetch_pack(repo, &index, pack, blobs, sink).await?;
                 let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                 progress(d, total);
                 Ok::<_, Error>(())
@@ -174,6 +139,46 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Fetch one pack's blobs of the snapshot (one coalesced ranged read), authenticate and
+/// decompress each, and hand it to `sink` at each of its offsets; the bytes handed over.
+async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: PackPlan, sink: Sink) -> Result<u64> {
+    let name = hex::encode(pack);
+    let path = index.pack_path(&pack);
+    let ranges: Vec<std::ops::Range<u64>> = blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
+    let parts = repo.store().get_ranges(&path, &ranges).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {name} is missing")),
+        e => Error::store(format!("read {path}"), e),
+    })?;
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        // A pack's blobs mostly follow each other in the file: they are written in runs of up
+        // to 4 MiB, one write each, not one write per chunk.
+        let mut run = Run::default();
+        let write = |r: &mut Run| -> Result<()> {
+            if !r.buf.is_empty() {
+                sink(&r.buf, r.start)?;
+                r.buf.clear();
+            }
+            Ok(())
+        };
+        let mut n = 0u64;
+        for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
+            let plain = repo.open_blob_with(&loc.entry, &sealed, &name, false)?;
+            for off in offsets {
+                if run.buf.is_empty() || run.start + run.buf.len() as u64 != *off || run.buf.len() >= RUN_MAX {
+                    write(&mut run)?;
+                    run.start = *off;
+                }
+                run.buf.extend_from_slice(&plain);
+                n += plain.len() as u64;
+            }
+        }
+        write(&mut run)?;
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("decode task: {e}")))?
 }
 
 /// Bytes bound for consecutive file offsets from `start`, written at once.
@@ -213,14 +218,16 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
     Ok(Plan { total: off, by_pack })
 }
 
-/// Restore a backup into member data directories: reassemble the snapshot next to the first
-/// target (same filesystem), run the native restore, remove the reassembled file. Under a
-/// shared lock on the backup's cluster while its data is read.
+/// Restore a backup into member data directories while its snapshot arrives: the chunks are
+/// fetched into a temporary file next to the first target (same filesystem) and the native
+/// restore reads them as they land ([`crate::arriving`]); the data dirs are published only
+/// once every chunk has arrived and been authenticated, and the temporary file is removed.
+/// Under a shared lock on the backup's cluster while its data is read.
 pub async fn restore(
     repo: Arc<Repository>,
     id: &str,
     manifest: &Manifest,
-    mut opts: etcd_data::restore::RestoreOptions,
+    opts: etcd_data::restore::RestoreOptions,
     parallel: usize,
     phases: &crate::progress::Phases,
 ) -> Result<etcd_data::restore::RestoreReport> {
@@ -233,18 +240,138 @@ pub async fn restore(
     let parent = first.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
-    let snap = tmp.path().join("snapshot.db");
-    reading_backup(&repo, id, manifest, "restore", reassemble_with(repo.clone(), manifest, &snap, parallel, phases.bytes("fetching"), false)).await?;
-    opts.snapshot = snap;
+    reading_backup(&repo, id, manifest, "restore", restore_arriving(repo.clone(), manifest, opts, &tmp.path().join("snapshot.db"), parallel, phases)).await
+}
+
+async fn restore_arriving(
+    repo: Arc<Repository>,
+    manifest: &Manifest,
+    mut opts: etcd_data::restore::RestoreOptions,
+    snap: &Path,
+    parallel: usize,
+    phases: &crate::progress::Phases,
+) -> Result<etcd_data::restore::RestoreReport> {
+    let index = Arc::new(repo.load_index(&manifest.cluster).await?);
+    let ids = repo.chunk_ids(manifest, &index).await?;
+    let plan = plan(&ids, &index)?;
+    let total = plan.total;
+    if total != manifest.snapshot.size {
+        return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
+    // The space is taken before anything is restored: a full filesystem fails here.
+    etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
+    file.set_len(total).map_err(|e| Error::io(snap, e))?;
+    let owners: Vec<(u64, u64, usize)> = plan
+        .by_pack
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, blobs))| blobs.iter().flat_map(move |(loc, offs)| offs.iter().map(move |&o| (o, o + loc.entry.plain_len as u64, i))))
+        .collect();
+    let arriving = Arc::new(crate::arriving::Arriving::new(file, total, owners, plan.by_pack.len()));
+
+    // Progress: "fetching" while chunks arrive, then the restore's own phases for what is left.
+    let shown = Arc::new(std::sync::Mutex::new((false, 0u64, 0u64)));
+    let (fetching, restoring_bytes, restoring) = (phases.bytes("fetching"), phases.bytes("restoring"), phases.restoring());
+    let on_fetch: Progress = {
+        let shown = shown.clone();
+        Arc::new(move |d, t| {
+            if !shown.lock().unwrap_or_else(|e| e.into_inner()).0 {
+                fetching(d, t)
+            }
+        })
+    };
+    let on_restore: Progress = {
+        let (shown, restoring) = (shown.clone(), restoring.clone());
+        Arc::new(move |d, t| {
+            let mut s = shown.lock().unwrap_or_else(|e| e.into_inner());
+            (s.1, s.2) = (d, t);
+            if s.0 {
+                restoring(d, t)
+            }
+        })
+    };
+
+    opts.snapshot = snap.to_path_buf();
     // Every backup's trailer was checked when it was stored (`backup` refuses a mismatch), and
-    // the reassembled bytes are those bytes: every chunk is authenticated, and the chunk list
-    // comes from the sealed manifest. Hashing 1 GB again would only repeat that proof.
+    // the bytes read are those bytes: every chunk is authenticated, and the chunk list comes
+    // from the sealed manifest. Hashing 1 GB again would only repeat that proof.
     opts.proven_by = Some("sha256 trailer checked at backup; every chunk authenticated on fetch".into());
-    let restoring = phases.restoring();
-    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&opts, &|d, t| restoring(d, t)))
-        .await
-        .map_err(|e| Error::Other(format!("restore task: {e}")))??;
-    Ok(report)
+    let waiter = arriving.clone();
+    opts.source = Some(etcd_data::restore::SnapshotSource { bytes: arriving.clone(), len: total, all_arrived: Arc::new(move || waiter.wait_all()) });
+    let restore_task = {
+        let arriving = arriving.clone();
+        let on_restore = on_restore.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = etcd_data::restore::restore(&opts, &|d, t| on_restore(d, t));
+            if r.is_err() {
+                // Nothing more to fetch for a restore that stopped.
+                arriving.fail("the restore stopped".into());
+            }
+            r
+        })
+    };
+    let fetch = async {
+        let r = fetch_arriving(repo, index, plan.by_pack, arriving.clone(), parallel, on_fetch).await;
+        if let Err(e) = &r {
+            arriving.fail(e.to_string());
+        }
+        // Under the lock, so that the restore's next report comes after these.
+        let mut s = shown.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = true;
+        restoring_bytes(s.1, s.2);
+        if s.2 > 0 && s.1 >= s.2 {
+            restoring(s.1, s.2);
+        }
+        drop(s);
+        r
+    };
+    let (fetched, restored) = tokio::join!(fetch, restore_task);
+    let restored = restored.map_err(|e| Error::Other(format!("restore task: {e}")))?;
+    // The fetch's own error says more than the restore's "could not be fetched".
+    fetched?;
+    Ok(restored?)
+}
+
+/// Fetch every pack of `by_pack` into `arriving`, `parallel` (1 to 3) at a time, in the order
+/// [`crate::arriving::Arriving::take`] gives.
+async fn fetch_arriving(
+    repo: Arc<Repository>,
+    index: Arc<Index>,
+    by_pack: Vec<(BlobId, PackPlan)>,
+    arriving: Arc<crate::arriving::Arriving>,
+    parallel: usize,
+    progress: Progress,
+) -> Result<()> {
+    let total: u64 = by_pack.iter().flat_map(|(_, b)| b.iter().map(|(l, o)| l.entry.plain_len as u64 * o.len() as u64)).sum();
+    let by_pack = Arc::new(std::sync::Mutex::new(by_pack.into_iter().map(Some).collect::<Vec<_>>()));
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink: Sink = {
+        let arriving = arriving.clone();
+        Arc::new(move |data, off| arriving.write(data, off).map_err(|e| Error::Other(format!("write the fetched snapshot: {e}"))))
+    };
+    let workers = (0..parallel.clamp(1, 3)).map(|_| {
+        let (repo, index, arriving, by_pack, done, progress, sink) =
+            (repo.clone(), index.clone(), arriving.clone(), by_pack.clone(), done.clone(), progress.clone(), sink.clone());
+        async move {
+            while let Some(i) = arriving.take() {
+                let Some((pack, blobs)) = by_pack.lock().unwrap_or_else(|e| e.into_inner())[i].take() else { continue };
+                let n = fetch_pack(repo.clone(), &index, pack, blobs, sink.clone()).await?;
+                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                progress(d, total);
+            }
+            Ok::<_, Error>(())
+        }
+    });
+    futures::future::try_join_all(workers).await?;
+    if arriving.failed() {
+        // The restore stopped, and its error is the one to report.
+        return Ok(());
+    }
+    if !arriving.complete() {
+        return Err(Error::Damaged("the fetched chunks do not cover the whole snapshot".into()));
+    }
+    Ok(())
 }
 
 /// `backups get --bundle`: write the `--include` files of a backup under `out` (paths kept,
