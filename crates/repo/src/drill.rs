@@ -1,8 +1,8 @@
 //! `quorum drill`: prove a backup restores.
 //!
-//! Download and reassemble the snapshot (every blob authenticated, the file's sha256 compared
-//! with the manifest), restore it natively into a temporary directory as a one-member cluster,
-//! start a real etcd on it on loopback (free ports), and ask it: the revision, the number of
+//! Restore the snapshot natively into a temporary directory as a one-member cluster while its
+//! chunks arrive (every blob authenticated, as `restore --repo` does), compare the whole
+//! file's sha256 with the manifest, start a real etcd on it on loopback (free ports), and ask it: the revision, the number of
 //! live keys and `HashKV` at the snapshot revision must equal what the manifest recorded at
 //! backup time (computed offline from the file). Then stop etcd (SIGKILL by PID), remove the
 //! directory, and write the result to `verifications/` in the repository.
@@ -132,22 +132,6 @@ async fn run(
     let base = opts.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new().prefix("quorum-drill-").tempdir_in(&base).map_err(|e| Error::io(&base, e))?;
     let snap = tmp.path().join("snapshot.db");
-    // Under a shared lock, and only if the backup is still there: a backup forgotten and
-    // pruned meanwhile is not a failed drill (the error is not Damaged, so nothing is
-    // recorded).
-    // A temporary file: no fsync; its sha256 is checked here, as a phase of its own.
-    let fetch = crate::restore::reassemble_with(repo.clone(), manifest, &snap, opts.parallel, opts.phases.bytes("fetching"), false);
-    crate::restore::reading_backup(&repo, id, manifest, "drill", fetch).await?;
-    let checking = opts.phases.bytes("checking sha256");
-    let path = snap.clone();
-    let actual = tokio::task::spawn_blocking(move || crate::restore::sha256_file_with(&path, &|d, t| checking(d, t)))
-        .await
-        .map_err(|e| Error::Other(format!("hash task: {e}")))??;
-    if actual != manifest.snapshot.sha256 {
-        return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
-    }
-    checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
-
     let peer = free_port()?;
     let client = free_port()?;
     let peer_url = format!("http://127.0.0.1:{peer}");
@@ -158,7 +142,7 @@ async fn run(
         snapshot: snap.clone(),
         cluster,
         targets: vec![etcd_data::restore::Target { name: "drill".into(), data_dir: data_dir.clone(), wal_dir: None }],
-        skip_hash_check: !etcd_data::trailer::has_trailer(manifest.snapshot.size),
+        skip_hash_check: false,
         proven_by: None,
         bump_revision: None,
         mark_compacted: false,
@@ -166,17 +150,30 @@ async fn run(
         lease_grace: None,
         source: None,
     };
-    let restoring = opts.phases.restoring();
-    let report = tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &|d, t| restoring(d, t)))
-        .await
-        .map_err(|e| Error::Other(format!("restore task: {e}")))?
-        .map_err(|e| match e {
-            etcd_data::restore::RestoreError::HashMismatch { .. }
+    // Restored while its chunks arrive, as `restore --repo` does; under a shared lock, and only
+    // if the backup is still there: a backup forgotten and pruned meanwhile is not a failed
+    // drill (the error is not Damaged, so nothing is recorded).
+    let restore = crate::restore::restore_arriving(repo.clone(), manifest, ropts, &snap, opts.parallel, &opts.phases);
+    let report = crate::restore::reading_backup(&repo, id, manifest, "drill", restore).await.map_err(|e| match e {
+        Error::Restore(
+            e @ (etcd_data::restore::RestoreError::HashMismatch { .. }
             | etcd_data::restore::RestoreError::Damaged { .. }
             | etcd_data::restore::RestoreError::Schema { .. }
-            | etcd_data::restore::RestoreError::Bolt(_) => Error::Damaged(format!("the backup does not restore: {e}")),
-            e => Error::Restore(e),
-        })?;
+            | etcd_data::restore::RestoreError::Bolt(_)),
+        ) => Error::Damaged(format!("the backup does not restore: {e}")),
+        e => e,
+    })?;
+    // The whole snapshot (a temporary file, in the page cache) against the manifest's sha256,
+    // as a phase of its own.
+    let checking = opts.phases.bytes("checking sha256");
+    let path = snap.clone();
+    let actual = tokio::task::spawn_blocking(move || crate::restore::sha256_file_with(&path, &|d, t| checking(d, t)))
+        .await
+        .map_err(|e| Error::Other(format!("hash task: {e}")))??;
+    if actual != manifest.snapshot.sha256 {
+        return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
+    }
+    checks.push(format!("reassembled {} bytes; sha256 {} matches the manifest", manifest.snapshot.size, manifest.snapshot.sha256));
     let _ = std::fs::remove_file(&snap);
     checks.push(format!("restored natively ({} layout) into a temporary data dir", report.layout.label()));
 

@@ -243,7 +243,7 @@ pub async fn restore(
     reading_backup(&repo, id, manifest, "restore", restore_arriving(repo.clone(), manifest, opts, &tmp.path().join("snapshot.db"), parallel, phases)).await
 }
 
-async fn restore_arriving(
+pub(crate) async fn restore_arriving(
     repo: Arc<Repository>,
     manifest: &Manifest,
     mut opts: etcd_data::restore::RestoreOptions,

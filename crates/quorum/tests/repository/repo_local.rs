@@ -151,7 +151,7 @@ fn live_backup_restore_drill(version: EtcdVersion) {
     let drill: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
     assert_eq!(drill["ok"], true, "{drill}");
     let phases: Vec<&str> = d.stderr.lines().filter_map(|l| l.strip_suffix(" ...")).collect();
-    assert_eq!(phases, ["fetching", "checking sha256", "restoring", "writing the data dir", "starting etcd", "comparing with the manifest"], "{}", d.stderr);
+    assert_eq!(phases, ["fetching", "restoring", "writing the data dir", "checking sha256", "starting etcd", "comparing with the manifest"], "{}", d.stderr);
     assert!(drill["checks"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("hashkv")));
     let list = repo.json(&["backups", "list"]);
     assert_eq!(list["clusters"][0]["last_verified"]["backup"], id.as_str());
