@@ -348,14 +348,39 @@ impl StillSource {
     }
 }
 
+/// A cutover's first reads and verification, done while the repository is still being opened
+/// (deriving its key takes a good part of a second): the source's revision, and, when the
+/// target already holds it (a `--follow` ran until the writers stopped), hashkv at it on every
+/// member. They only read; [`run`] uses them once the migration's record allows a cutover, and
+/// the target's revision is checked again before they count.
+pub struct EarlyCutover {
+    still: StillSource,
+    goal: i64,
+    verification: Option<CutoverCheck>,
+}
+
+/// [`EarlyCutover`]; None when anything fails (the cutover then does it all itself, and
+/// reports the failure where it belongs).
+pub async fn early_cutover(src: &ConnConfig, dst: &ConnConfig, settle: Duration) -> Option<EarlyCutover> {
+    let quiet: Sink = std::sync::Arc::new(|_| {});
+    let (mut source, mut target) = (src.connect_all().await.ok()?, dst.connect_all().await.ok()?);
+    let (still, goal) = StillSource::start(&mut source, settle, &quiet).await.ok()?;
+    let at = revision(&mut target).await.ok()?;
+    let verification = if at == goal { verify(src, dst, goal).await.ok() } else { None };
+    Some(EarlyCutover { still, goal, verification })
+}
+
 /// Sync the target `dst` with the source `src`; see the module documentation. `stop` ends a
-/// `Follow` (and interrupts the others between revisions).
+/// `Follow` (and interrupts the others between revisions). A cutover takes what
+/// [`early_cutover`] found, if given.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     src: &ConnConfig,
     dst: &ConnConfig,
     from_source: Revisions,
     mode: Mode,
     lease_grace: i64,
+    early: Option<EarlyCutover>,
     mut stop: watch::Receiver<bool>,
     on: &Sink,
 ) -> Result<SyncReport> {
@@ -376,14 +401,22 @@ pub async fn run(
     s.report.from_revision = from;
     s.report.target_revision = from;
     let mut still = None;
-    let mut goal = match mode {
-        Mode::Sync => Some(revision(&mut s.source).await.map_err(source_err("read the revision"))?),
-        Mode::Cutover { settle } => {
+    let mut verified_early = None;
+    let mut goal = match (mode, early) {
+        (Mode::Sync, _) => Some(revision(&mut s.source).await.map_err(source_err("read the revision"))?),
+        (Mode::Cutover { .. }, Some(e)) => {
+            on(Event::Step(format!("the source's revision read at the start: {} (it must stay still through the cutover)", e.goal)));
+            still = Some(e.still);
+            // Counts only if the target still holds that revision, checked below.
+            verified_early = e.verification.filter(|_| from == e.goal);
+            Some(e.goal)
+        }
+        (Mode::Cutover { settle }, None) => {
             let (st, g) = StillSource::start(&mut s.source, settle, on).await?;
             still = Some(st);
             Some(g)
         }
-        Mode::Follow => None,
+        (Mode::Follow, _) => None,
     };
     let source_now = match goal {
         Some(g) => g,
@@ -451,8 +484,16 @@ pub async fn run(
         if s.report.target_revision != g {
             break; // stopped
         }
-        on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
-        s.report.verification = Some(verify(src, dst, g).await?);
+        s.report.verification = match verified_early.take().filter(|_| now == g) {
+            Some(v) => {
+                on(Event::Step(format!("verified while the repository opened: hashkv at revision {g} on every target member against the source")));
+                Some(v)
+            }
+            None => {
+                on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
+                Some(verify(src, dst, g).await?)
+            }
+        };
         match st.moved(&mut s.source, g, on).await? {
             None => break,
             Some(n) => {

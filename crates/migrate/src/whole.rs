@@ -502,13 +502,16 @@ pub async fn verify_new(to: &ConnConfig, m: &repo::format::Manifest, snapshot: &
 /// captures of the source into the repository:
 /// the migration's record must show its data dirs restored; a cut-over migration is not
 /// synced again (its new cluster has writers of its own), and a cutover run again only
-/// verifies.
+/// verifies. `early`: a cutover's reads done while the repository opened
+/// ([`crate::sync::early_cutover`]); ignored unless the record allows the cutover.
+#[allow(clippy::too_many_arguments)]
 pub async fn sync(
     src: &ConnConfig,
     to: &ConnConfig,
     repo: Arc<Repository>,
     o: &WholeOptions,
     mode: crate::sync::Mode,
+    early: Option<crate::sync::EarlyCutover>,
     stop: tokio::sync::watch::Receiver<bool>,
     on: &Sink,
 ) -> Result<crate::sync::SyncReport> {
@@ -555,7 +558,7 @@ pub async fn sync(
     } else {
         crate::sync::Revisions::Watch
     };
-    let result = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), stop, on).await;
+    let result = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), early, stop, on).await;
     let run = result.as_ref().map(|r| crate::journal::SyncRun {
         outcome: match &r.verification {
             Some(v) if v.ok => "verified",

@@ -346,6 +346,15 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         });
     }
     let rt = rt();
+    // A whole-cluster cutover reads the source's revision and verifies the target while the
+    // repository's key is derived: that is inside the window in which nothing can write.
+    let early = match (&src, &dst) {
+        (Some(src), Some(dst)) if a.cutover && whole && !a.status => {
+            let (src, dst, settle) = (src.clone(), dst.clone(), a.settle.unwrap_or_default());
+            Some(rt.spawn(async move { migrate::sync::early_cutover(&src, &dst, settle).await }))
+        }
+        _ => None,
+    };
     let r = a.repo.open(&rt, env_proxy)?;
     let staged = a.sync || a.follow || a.cutover;
     if !whole && a.lease_grace.is_some() {
@@ -387,7 +396,8 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         let (src, dst) = (src.expect("checked"), dst.expect("checked"));
         let o = whole_options(&a, Some(dst.clone()))?;
         let stop_rx = stop_on_signals(&rt);
-        let rep = rt.block_on(migrate::whole::sync(&src, &dst, r, &o, mode, stop_rx, &sink));
+        let early = early.and_then(|h| rt.block_on(h).ok().flatten());
+        let rep = rt.block_on(migrate::whole::sync(&src, &dst, r, &o, mode, early, stop_rx, &sink));
         printer.finish();
         let rep = rep?;
         print_sync(&rep, a.write_out);
