@@ -316,13 +316,18 @@ impl<W: Write + Seek> Visitor for Copier<'_, W> {
 /// trailer, when it has one, is checked on a second thread while copying.
 /// `leases` is asked, once the `key` bucket is written (every change consumed), for leases
 /// (id, granted TTL) to add to the `lease` bucket where the base has no entry of that id.
+///
+/// `source`: the base's bytes while they still arrive (see
+/// [`crate::restore::RestoreOptions::source`]); `base` then names the file they arrive in, whose
+/// trailer is hashed once they all have.
 pub fn replay(
     base: &Path,
+    source: Option<&crate::restore::SnapshotSource>,
     out: &Path,
     changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>,
     leases: &dyn Fn() -> Vec<(i64, i64)>,
 ) -> Result<ReplayReport> {
-    let r = replay_inner(base, out, changes, leases);
+    let r = replay_inner(base, source, out, changes, leases);
     if r.is_err() {
         let _ = std::fs::remove_file(out);
     }
@@ -331,6 +336,7 @@ pub fn replay(
 
 fn replay_inner(
     base: &Path,
+    source: Option<&crate::restore::SnapshotSource>,
     out: &Path,
     changes: &mut dyn Iterator<Item = std::result::Result<RevisionChanges, String>>,
     leases: &dyn Fn() -> Vec<(i64, i64)>,
@@ -339,7 +345,10 @@ fn replay_inner(
         let p = p.to_path_buf();
         move |source| ReplayError::Io { path: p, source }
     };
-    let db = bolt::Db::open(base)?;
+    let db = match source {
+        Some(s) => bolt::Db::open_source(base, s.bytes.clone(), s.len)?,
+        None => bolt::Db::open(base)?,
+    };
     let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(out).map_err(io(out))?;
     let w = Writer::new(BufWriter::with_capacity(4 << 20, file), WriterOptions { freelist: bolt::FreelistMode::NotSynced, ..Default::default() })?;
     let mut c = Copier {
@@ -360,7 +369,12 @@ fn replay_inner(
         error: None,
     };
     let (hash, report) = std::thread::scope(|s| {
-        let hasher = s.spawn(|| trailer::check(base, |_| {}));
+        let hasher = s.spawn(|| {
+            if let Some(src) = source {
+                (src.all_arrived)().map_err(|e| crate::Error::Io { path: base.to_path_buf(), source: e })?;
+            }
+            trailer::check(base, |_| {})
+        });
         let report = bolt::walk(&db, &mut c);
         (hasher.join().expect("hash thread"), report)
     });
@@ -429,7 +443,7 @@ mod tests {
         let b = base(d.path());
         let out = d.path().join("out.db");
         let leases = || vec![(9, 30), (7, 99), (5, 60), (0, 1)];
-        replay(&b, &out, &mut std::iter::empty(), &leases).unwrap();
+        replay(&b, None, &out, &mut std::iter::empty(), &leases).unwrap();
         let got: Vec<(i64, schema::Lease)> = entries(&out)
             .into_iter()
             .filter(|(p, _, _)| p.first().is_some_and(|n| n == b"lease"))
@@ -456,7 +470,7 @@ mod tests {
         ];
         let out = d.path().join("out.db");
         let mut it = revs.into_iter().map(Ok);
-        let rep = replay(&b, &out, &mut it, &Vec::new).unwrap();
+        let rep = replay(&b, None, &out, &mut it, &Vec::new).unwrap();
         assert_eq!((rep.base_revision, rep.last_revision, rep.revisions, rep.puts, rep.deletes), (3, 9, 2, 2, 2));
         assert_eq!(rep.base_trailer, Trailer::Absent);
         let got = entries(&out);
@@ -492,15 +506,15 @@ mod tests {
         let b = base(d.path());
         let out = d.path().join("out.db");
         let mut it = vec![Ok(RevisionChanges { revision: 3, changes: vec![Change::Delete { key: b"a".to_vec() }] })].into_iter();
-        let e = replay(&b, &out, &mut it, &Vec::new).unwrap_err();
+        let e = replay(&b, None, &out, &mut it, &Vec::new).unwrap_err();
         assert!(e.to_string().contains("does not follow revision 3"), "{e}");
         assert!(!out.exists(), "a failed replay leaves no output");
         let kv = KeyValue { key: b"a".to_vec(), create_revision: 2, mod_revision: 5, version: 2, ..Default::default() }.encode_to_vec();
         let mut it = vec![Ok(RevisionChanges { revision: 6, changes: vec![Change::Put { kv }] })].into_iter();
-        let e = replay(&b, &out, &mut it, &Vec::new).unwrap_err();
+        let e = replay(&b, None, &out, &mut it, &Vec::new).unwrap_err();
         assert!(e.to_string().contains("mod_revision is 5"), "{e}");
         let mut it = vec![Err("segment x: missing".to_string())].into_iter();
-        assert!(matches!(replay(&b, &out, &mut it, &Vec::new), Err(ReplayError::Source(_))));
+        assert!(matches!(replay(&b, None, &out, &mut it, &Vec::new), Err(ReplayError::Source(_))));
     }
 
     #[test]
@@ -508,7 +522,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = base(d.path());
         let out = d.path().join("out.db");
-        let rep = replay(&b, &out, &mut std::iter::empty(), &Vec::new).unwrap();
+        let rep = replay(&b, None, &out, &mut std::iter::empty(), &Vec::new).unwrap();
         assert_eq!((rep.base_revision, rep.last_revision, rep.revisions), (3, 3, 0));
         assert_eq!(entries(&b), entries(&out));
     }

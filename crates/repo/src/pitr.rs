@@ -5,8 +5,9 @@
 //!    among those finished at or before `T`), unless one is named.
 //! 2. The segments are chosen by their names ([`crate::delta::plan_chain`]); a gap or a target
 //!    beyond the last captured revision is refused before anything is downloaded or written.
-//! 3. The base is reassembled and the segments are fetched into a temporary directory beside
-//!    the first data dir (sealed, as stored); then one pass copies the base's buckets and
+//! 3. The segments are fetched into a temporary directory beside the first data dir (sealed,
+//!    as stored) while the base arrives there ([`crate::restore::Incoming`]); then one pass,
+//!    reading the base as it lands, copies the base's buckets and
 //!    appends every event with revision in `(base, R]` to the `key` bucket
 //!    ([`etcd_data::replay`]), and the native restore ([`etcd_data::restore`]) writes the member
 //!    data dirs from that db (it sets `meta/consistent_index` and `term` as `snapshot restore`
@@ -296,40 +297,58 @@ pub(crate) async fn replay_to_file(repo: &Arc<Repository>, p: &PitrOptions, dir:
     let snap = dir.join("base.db");
     let segdir = dir.join("segments");
     std::fs::create_dir(&segdir).map_err(|e| Error::io(&segdir, e))?;
-    let base_fetch = crate::restore::reassemble_with(repo.clone(), &m, &snap, p.parallel, progress, false);
-    let seg_fetch = async {
-        match p.target {
-            Target::Revision(r) => Ok::<_, Error>((fetch_all(repo, &chain.segments, &segdir, p.parallel).await?, r, None)),
-            Target::Time(t) => fetch_until(repo, &chain, base_rev, t, &segdir, &p.cluster).await,
-        }
-    };
-    let (b, s) = tokio::join!(base_fetch, seg_fetch);
-    b?;
-    let (files, upto, upto_time) = s?;
-    let used = files.len().min(chain.segments.len());
-    let mut changes = Changes {
-        key: repo.data_key().clone(),
-        files: files.into_iter().zip(chain.segments.iter().map(|s| s.name.clone())).collect(),
-        current: Vec::new().into_iter(),
-        after: base_rev,
-        upto,
-        cluster_id: m.cluster_id.clone(),
-        last_time: None,
-        leases: Default::default(),
-    };
-    let leases = changes.leases.clone();
+    // The base arrives into a temporary file while the segments are fetched, and the replay
+    // reads it as it lands (as `restore --repo` does) once the segments are here.
+    let incoming = crate::restore::Incoming::start(repo, &m, &snap).await?;
+    let source = incoming.source();
+    let abandon = incoming.abandon();
+    let base_fetch = incoming.fetch(repo.clone(), p.parallel, progress);
     let merged = dir.join("merged.db");
-    let short = crate::short(&base_id).to_string();
-    let merged2 = merged.clone();
-    let (replay, last_time) = tokio::task::spawn_blocking(move || -> Result<(ReplayReport, Option<i64>)> {
-        let new_leases = move || leases.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
-        let replay = etcd_data::replay::replay(&snap, &merged2, &mut changes, &new_leases)
-            .map_err(|e| Error::Damaged(format!("replaying the deltas onto backup {short}: {e}")))?;
-        let _ = std::fs::remove_file(&snap);
-        Ok((replay, changes.last_time))
-    })
-    .await
-    .map_err(|e| Error::Other(format!("replay task: {e}")))??;
+    let replayed = async {
+        let fetched = match p.target {
+            Target::Revision(r) => fetch_all(repo, &chain.segments, &segdir, p.parallel).await.map(|f| (f, r, None)),
+            Target::Time(t) => fetch_until(repo, &chain, base_rev, t, &segdir, &p.cluster).await,
+        };
+        let (files, upto, upto_time) = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                abandon();
+                return Err(e);
+            }
+        };
+        let used = files.len().min(chain.segments.len());
+        let mut changes = Changes {
+            key: repo.data_key().clone(),
+            files: files.into_iter().zip(chain.segments.iter().map(|s| s.name.clone())).collect(),
+            current: Vec::new().into_iter(),
+            after: base_rev,
+            upto,
+            cluster_id: m.cluster_id.clone(),
+            last_time: None,
+            leases: Default::default(),
+        };
+        let leases = changes.leases.clone();
+        let merged2 = merged.clone();
+        let short = crate::short(&base_id).to_string();
+        let snap = snap.clone();
+        let (replay, last_time) = tokio::task::spawn_blocking(move || -> Result<(ReplayReport, Option<i64>)> {
+            let new_leases = move || leases.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+            let replay = etcd_data::replay::replay(&snap, Some(&source), &merged2, &mut changes, &new_leases);
+            if replay.is_err() {
+                abandon();
+            }
+            let replay = replay.map_err(|e| Error::Damaged(format!("replaying the deltas onto backup {short}: {e}")))?;
+            let _ = std::fs::remove_file(&snap);
+            Ok((replay, changes.last_time))
+        })
+        .await
+        .map_err(|e| Error::Other(format!("replay task: {e}")))??;
+        Ok::<_, Error>((replay, last_time, used, upto, upto_time))
+    };
+    let (fetched, replayed) = tokio::join!(base_fetch, replayed);
+    // The fetch's own error says more than the replay's "could not be fetched".
+    fetched?;
+    let (replay, last_time, used, upto, upto_time) = replayed?;
     let target_revision = match p.target {
         Target::Revision(r) => r,
         Target::Time(_) => upto,

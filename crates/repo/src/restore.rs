@@ -251,24 +251,7 @@ pub(crate) async fn restore_arriving(
     parallel: usize,
     phases: &crate::progress::Phases,
 ) -> Result<etcd_data::restore::RestoreReport> {
-    let index = Arc::new(repo.load_index(&manifest.cluster).await?);
-    let ids = repo.chunk_ids(manifest, &index).await?;
-    let plan = plan(&ids, &index)?;
-    let total = plan.total;
-    if total != manifest.snapshot.size {
-        return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
-    }
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
-    // The space is taken before anything is restored: a full filesystem fails here.
-    etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
-    file.set_len(total).map_err(|e| Error::io(snap, e))?;
-    let owners: Vec<(u64, u64, usize)> = plan
-        .by_pack
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (_, blobs))| blobs.iter().flat_map(move |(loc, offs)| offs.iter().map(move |&o| (o, o + loc.entry.plain_len as u64, i))))
-        .collect();
-    let arriving = Arc::new(crate::arriving::Arriving::new(file, total, owners, plan.by_pack.len()));
+    let incoming = Incoming::start(&repo, manifest, snap).await?;
 
     // Progress: "fetching" while chunks arrive, then the restore's own phases for what is left.
     let shown = Arc::new(std::sync::Mutex::new((false, 0u64, 0u64)));
@@ -297,25 +280,21 @@ pub(crate) async fn restore_arriving(
     // the bytes read are those bytes: every chunk is authenticated, and the chunk list comes
     // from the sealed manifest. Hashing 1 GB again would only repeat that proof.
     opts.proven_by = Some("sha256 trailer checked at backup; every chunk authenticated on fetch".into());
-    let waiter = arriving.clone();
-    opts.source = Some(etcd_data::restore::SnapshotSource { bytes: arriving.clone(), len: total, all_arrived: Arc::new(move || waiter.wait_all()) });
+    opts.source = Some(incoming.source());
     let restore_task = {
-        let arriving = arriving.clone();
+        let abandon = incoming.abandon();
         let on_restore = on_restore.clone();
         tokio::task::spawn_blocking(move || {
             let r = etcd_data::restore::restore(&opts, &|d, t| on_restore(d, t));
             if r.is_err() {
                 // Nothing more to fetch for a restore that stopped.
-                arriving.fail("the restore stopped".into());
+                abandon();
             }
             r
         })
     };
     let fetch = async {
-        let r = fetch_arriving(repo, index, plan.by_pack, arriving.clone(), parallel, on_fetch).await;
-        if let Err(e) = &r {
-            arriving.fail(e.to_string());
-        }
+        let r = incoming.fetch(repo, parallel, on_fetch).await;
         // Under the lock, so that the restore's next report comes after these.
         let mut s = shown.lock().unwrap_or_else(|e| e.into_inner());
         s.0 = true;
@@ -331,6 +310,60 @@ pub(crate) async fn restore_arriving(
     // The fetch's own error says more than the restore's "could not be fetched".
     fetched?;
     Ok(restored?)
+}
+
+/// A snapshot about to arrive into a temporary file: its chunks planned, the file created at
+/// full size with its space reserved (a full filesystem fails here, before anything is read).
+pub(crate) struct Incoming {
+    arriving: Arc<crate::arriving::Arriving>,
+    total: u64,
+    index: Arc<Index>,
+    by_pack: Vec<(BlobId, PackPlan)>,
+}
+
+impl Incoming {
+    pub(crate) async fn start(repo: &Repository, manifest: &Manifest, snap: &Path) -> Result<Incoming> {
+        let index = Arc::new(repo.load_index(&manifest.cluster).await?);
+        let ids = repo.chunk_ids(manifest, &index).await?;
+        let plan = plan(&ids, &index)?;
+        let total = plan.total;
+        if total != manifest.snapshot.size {
+            return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
+        etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
+        file.set_len(total).map_err(|e| Error::io(snap, e))?;
+        let owners: Vec<(u64, u64, usize)> = plan
+            .by_pack
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, blobs))| blobs.iter().flat_map(move |(loc, offs)| offs.iter().map(move |&o| (o, o + loc.entry.plain_len as u64, i))))
+            .collect();
+        let arriving = Arc::new(crate::arriving::Arriving::new(file, total, owners, plan.by_pack.len()));
+        Ok(Incoming { arriving, total, index, by_pack: plan.by_pack })
+    }
+
+    /// The bytes as the native restore and the replay read them.
+    pub(crate) fn source(&self) -> etcd_data::restore::SnapshotSource {
+        let waiter = self.arriving.clone();
+        etcd_data::restore::SnapshotSource { bytes: self.arriving.clone(), len: self.total, all_arrived: Arc::new(move || waiter.wait_all()) }
+    }
+
+    /// Fetch every chunk; a failure also fails every read of the bytes.
+    pub(crate) async fn fetch(self, repo: Arc<Repository>, parallel: usize, progress: Progress) -> Result<()> {
+        let arriving = self.arriving.clone();
+        let r = fetch_arriving(repo, self.index, self.by_pack, self.arriving, parallel, progress).await;
+        if let Err(e) = &r {
+            arriving.fail(e.to_string());
+        }
+        r
+    }
+
+    /// For a reader that stopped: nothing more needs fetching.
+    pub(crate) fn abandon(&self) -> impl Fn() + Send + Sync + 'static {
+        let a = self.arriving.clone();
+        move || a.fail("the reader stopped".into())
+    }
 }
 
 /// Fetch every pack of `by_pack` into `arriving`, `parallel` (1 to 3) at a time, in the order
