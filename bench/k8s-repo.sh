@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: reading objects from a backup in an S3 bucket (moto) without fetching the snapshot
 # (issue 17): `k8s get --repo` of one object, `k8s ls --repo -n NS`, `k8s get --repo -n NS` and
-# `backups get --etcd-key`, against `backups get` of the whole snapshot, on a snapshot of >= 1 GiB.
+# `backups get --etcd-key`, against `backups get` of the whole snapshot, on a snapshot of >= 1 GiB;
+# and `restore --repo` from the bucket against `snapshot restore` of the local file (one member).
 # The S3 server is reached through quorum-testkit's relay, which counts the bytes it forwards:
 # what each command fetched is measured on the wire, not reported by Quorum. Wall time is the
 # median of RUNS (3).
@@ -51,7 +52,7 @@ run() {
   local name="$1"; shift
   local i t0 b0 walls=()
   for i in $(seq 1 "$RUNS"); do
-    rm -f "$work/whole.db"
+    rm -rf "$work/whole.db" "$work/d"; sync
     b0=$(down); t0=$(date +%s.%N)
     "$@" >/dev/null 2>"$work/$name.err" || { echo "bench: $name failed: $(cat "$work/$name.err")" >&2; exit 1; }
     walls+=("$(awk "BEGIN{ printf \"%.3f\", $(date +%s.%N) - $t0 }")")
@@ -64,6 +65,9 @@ run k8s_get_one "$Q" k8s get "${R[@]}" latest configmaps "$name" -n "$ns"
 run k8s_ls_ns "$Q" k8s ls "${R[@]}" latest -n "$ns"
 run k8s_get_ns "$Q" k8s get "${R[@]}" latest configmaps -n "$ns" -o json
 run etcd_key "$Q" backups get "${R[@]}" latest --etcd-key "$key"
+one=(--name m1 --initial-cluster m1=http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380)
+run restore_native "$Q" snapshot restore --quiet "$snap" "${one[@]}" --data-dir "$work/d"
+run restore_repo "$Q" restore --quiet "${R[@]}" latest "${one[@]}" --data-dir "$work/d"
 
 say "snapshot $size bytes; S3 (moto) through a counting relay; medians of $RUNS"
 say "$(printf '%-22s %10s %14s %10s %12s' command "wall (s)" "bytes fetched" "% snapshot" "vs whole")"
@@ -71,4 +75,5 @@ for n in backups_get_whole k8s_get_one k8s_ls_ns k8s_get_ns etcd_key; do
   say "$(printf '%-22s %10s %14s %10s %12s' "$n" "${T[$n]}" "${B[$n]}" "$(awk "BEGIN{ printf \"%.2f\", 100 * ${B[$n]} / $size }")" "$(ratio "${T[$n]}" "${T[backups_get_whole]}")x")"
 done
 say "target: one object <= 2% of the snapshot"
+say "restore --repo from S3: ${T[restore_repo]} s against snapshot restore of the file: ${T[restore_native]} s ($(ratio "${T[restore_repo]}" "${T[restore_native]}")x; target <= 1.5x)"
 cp "$results" "$out/k8s-repo-results.txt"
