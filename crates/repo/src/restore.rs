@@ -352,7 +352,7 @@ impl Incoming {
     /// Fetch every chunk; a failure also fails every read of the bytes.
     pub(crate) async fn fetch(self, repo: Arc<Repository>, parallel: usize, progress: Progress) -> Result<()> {
         let arriving = self.arriving.clone();
-        let r = fetch_arriving(repo, self.index, self.by_pack, self.arriving, parallel, progress).await;
+        let r = fetch_arriving(repo, self.index, self.by_pack, self.arriving, self.total, parallel, progress).await;
         if let Err(e) = &r {
             arriving.fail(e.to_string());
         }
@@ -366,17 +366,17 @@ impl Incoming {
     }
 }
 
-/// Fetch every pack of `by_pack` into `arriving`, `parallel` (1 to 3) at a time, in the order
+/// Fetch every pack of `by_pack` (`total` bytes, as planned) into `arriving`, `parallel` (1 to 3) at a time, in the order
 /// [`crate::arriving::Arriving::take`] gives.
 async fn fetch_arriving(
     repo: Arc<Repository>,
     index: Arc<Index>,
     by_pack: Vec<(BlobId, PackPlan)>,
     arriving: Arc<crate::arriving::Arriving>,
+    total: u64,
     parallel: usize,
     progress: Progress,
 ) -> Result<()> {
-    let total: u64 = by_pack.iter().flat_map(|(_, b)| b.iter().map(|(l, o)| l.entry.plain_len as u64 * o.len() as u64)).sum();
     let by_pack = Arc::new(std::sync::Mutex::new(by_pack.into_iter().map(Some).collect::<Vec<_>>()));
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink: Sink = {
