@@ -316,6 +316,8 @@ pub(crate) async fn restore_arriving(
 /// full size with its space reserved (a full filesystem fails here, before anything is read).
 pub(crate) struct Incoming {
     arriving: Arc<crate::arriving::Arriving>,
+    /// The temporary file's path, for errors.
+    path: PathBuf,
     total: u64,
     index: Arc<Index>,
     by_pack: Vec<(BlobId, PackPlan)>,
@@ -340,7 +342,7 @@ impl Incoming {
             .flat_map(|(i, (_, blobs))| blobs.iter().flat_map(move |(loc, offs)| offs.iter().map(move |&o| (o, o + loc.entry.plain_len as u64, i))))
             .collect();
         let arriving = Arc::new(crate::arriving::Arriving::new(file, total, owners, plan.by_pack.len()));
-        Ok(Incoming { arriving, total, index, by_pack: plan.by_pack })
+        Ok(Incoming { arriving, path: snap.to_path_buf(), total, index, by_pack: plan.by_pack })
     }
 
     /// The bytes as the native restore and the replay read them.
@@ -352,7 +354,7 @@ impl Incoming {
     /// Fetch every chunk; a failure also fails every read of the bytes.
     pub(crate) async fn fetch(self, repo: Arc<Repository>, parallel: usize, progress: Progress) -> Result<()> {
         let arriving = self.arriving.clone();
-        let r = fetch_arriving(repo, self.index, self.by_pack, self.arriving, self.total, parallel, progress).await;
+        let r = fetch_arriving(repo, self.index, self.by_pack, self.arriving, &self.path, self.total, parallel, progress).await;
         if let Err(e) = &r {
             arriving.fail(e.to_string());
         }
@@ -366,13 +368,16 @@ impl Incoming {
     }
 }
 
-/// Fetch every pack of `by_pack` (`total` bytes, as planned) into `arriving`, `parallel` (1 to 3) at a time, in the order
-/// [`crate::arriving::Arriving::take`] gives.
+/// Fetch every pack of `by_pack` (`total` bytes, as planned) into `arriving` (the file at
+/// `path`), `parallel` (1 to 3) at a time, in the order [`crate::arriving::Arriving::take`]
+/// gives.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_arriving(
     repo: Arc<Repository>,
     index: Arc<Index>,
     by_pack: Vec<(BlobId, PackPlan)>,
     arriving: Arc<crate::arriving::Arriving>,
+    path: &Path,
     total: u64,
     parallel: usize,
     progress: Progress,
@@ -380,8 +385,8 @@ async fn fetch_arriving(
     let by_pack = Arc::new(std::sync::Mutex::new(by_pack.into_iter().map(Some).collect::<Vec<_>>()));
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sink: Sink = {
-        let arriving = arriving.clone();
-        Arc::new(move |data, off| arriving.write(data, off).map_err(|e| Error::Other(format!("write the fetched snapshot: {e}"))))
+        let (arriving, path) = (arriving.clone(), path.to_path_buf());
+        Arc::new(move |data, off| arriving.write(data, off).map_err(|e| Error::io(&path, e)))
     };
     let workers = (0..parallel.clamp(1, 3)).map(|_| {
         let (repo, index, arriving, by_pack, done, progress, sink) =
