@@ -136,22 +136,41 @@ pub const ZSTD_MAX_RATIO: usize = 128 * 1024 / 4;
 /// from a pack header or an index: a length that the framed bytes cannot hold is refused
 /// before anything is allocated for it.
 pub fn unframe(framed: &[u8], plain_len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    unframe_into(framed, plain_len, &mut v)?;
+    Some(v)
+}
+
+/// [`unframe`], appending the plaintext to `out` (decompressed in place, not copied); on None
+/// `out` is as it was.
+pub fn unframe_into(framed: &[u8], plain_len: usize, out: &mut Vec<u8>) -> Option<()> {
     thread_local! {
         // One decompression context per thread: making one per 8 KiB blob dominates otherwise.
         static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
+    let was = out.len();
     match framed.first()? {
-        0 => Some(framed[1..].to_vec()).filter(|v| v.len() == plain_len),
-        1 if plain_len > (framed.len() - 1).saturating_mul(ZSTD_MAX_RATIO) => None,
-        1 => DCTX.with(|d| {
-            let mut d = d.borrow_mut();
-            if d.is_none() {
-                *d = zstd::bulk::Decompressor::new().ok();
+        0 if framed.len() - 1 == plain_len => out.extend_from_slice(&framed[1..]),
+        1 if plain_len <= (framed.len() - 1).saturating_mul(ZSTD_MAX_RATIO) => {
+            out.reserve_exact(plain_len);
+            let n = DCTX.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                // Into `out`'s spare room, after what it holds.
+                let mut at = std::io::Cursor::new(&mut *out);
+                at.set_position(was as u64);
+                d.as_mut()?.decompress_to_buffer(&framed[1..], &mut at).ok()
+            });
+            if n != Some(plain_len) || out.len() != was + plain_len {
+                out.truncate(was);
+                return None;
             }
-            d.as_mut()?.decompress(&framed[1..], plain_len).ok().filter(|v| v.len() == plain_len)
-        }),
-        _ => None,
+        }
+        _ => return None,
     }
+    Some(())
 }
 
 /// `config`.

@@ -586,17 +586,22 @@ impl Repository {
     /// As [`Repository::open_blob`]; `check_id = false` skips recomputing the id, which the
     /// AEAD already vouches for (the id is its associated data): for the bulk restore path.
     pub fn open_blob_with(&self, e: &PackEntry, sealed: &[u8], pack: &str, check_id: bool) -> Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        self.open_blob_into(e, sealed, pack, &mut plain)?;
         let key = self.key_for(e.blob_type)?;
-        let id = hex::encode(e.id);
-        let framed = key
-            .open(sealed, &format::blob_aad(e.blob_type, &e.id))
-            .ok_or_else(|| Error::Damaged(format!("blob {id} in pack {pack}: does not authenticate (tampered or damaged)")))?;
-        let plain = format::unframe(&framed, e.plain_len as usize)
-            .ok_or_else(|| Error::Damaged(format!("blob {id} in pack {pack}: does not decompress to {} bytes", e.plain_len)))?;
         if check_id && key.blob_id(&plain) != e.id {
-            return Err(Error::Damaged(format!("blob {id} in pack {pack}: content does not match its id")));
+            return Err(Error::Damaged(format!("blob {} in pack {pack}: content does not match its id", hex::encode(e.id))));
         }
         Ok(plain)
+    }
+
+    /// [`Repository::open_blob_with`] without the id check, appending the plaintext to `out`
+    /// (decompressed in place); on an error `out` is as it was.
+    pub fn open_blob_into(&self, e: &PackEntry, sealed: &[u8], pack: &str, out: &mut Vec<u8>) -> Result<()> {
+        let key = self.key_for(e.blob_type)?;
+        let damaged = |what: String| Error::Damaged(format!("blob {} in pack {pack}: {what}", hex::encode(e.id)));
+        let framed = key.open(sealed, &format::blob_aad(e.blob_type, &e.id)).ok_or_else(|| damaged("does not authenticate (tampered or damaged)".into()))?;
+        format::unframe_into(&framed, e.plain_len as usize, out).ok_or_else(|| damaged(format!("does not decompress to {} bytes", e.plain_len)))
     }
 
     /// The chunk ids of a manifest's snapshot, in order.
