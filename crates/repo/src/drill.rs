@@ -153,7 +153,7 @@ async fn run(
     // Restored while its chunks arrive, as `restore --repo` does; under a shared lock, and only
     // if the backup is still there: a backup forgotten and pruned meanwhile is not a failed
     // drill (the error is not Damaged, so nothing is recorded).
-    let restore = crate::restore::restore_arriving(repo.clone(), manifest, ropts, &snap, opts.parallel, &opts.phases);
+    let restore = crate::restore::restore_arriving(repo.clone(), manifest, ropts, &snap, false, opts.parallel, &opts.phases);
     let report = crate::restore::reading_backup(&repo, id, manifest, "drill", restore).await.map_err(|e| match e {
         Error::Restore(
             e @ (etcd_data::restore::RestoreError::HashMismatch { .. }

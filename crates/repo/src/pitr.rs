@@ -299,7 +299,7 @@ pub(crate) async fn replay_to_file(repo: &Arc<Repository>, p: &PitrOptions, dir:
     std::fs::create_dir(&segdir).map_err(|e| Error::io(&segdir, e))?;
     // The base arrives into a temporary file while the segments are fetched, and the replay
     // reads it as it lands (as `restore --repo` does) once the segments are here.
-    let incoming = crate::restore::Incoming::start(repo, &m, &snap).await?;
+    let incoming = crate::restore::Incoming::start(repo, &m, &snap, false).await?;
     let source = incoming.source();
     let abandon = incoming.abandon();
     let base_fetch = incoming.fetch(repo.clone(), p.parallel, progress);

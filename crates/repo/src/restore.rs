@@ -110,7 +110,7 @@ pub fn sha256_file_with(p: &Path, progress: &dyn Fn(u64, u64)) -> Result<String>
 }
 
 /// Where a fetched pack's bytes go: `(bytes, file offset)`.
-type Sink = Arc<dyn Fn(&[u8], u64) -> Result<()> + Send + Sync>;
+type Sink = Arc<dyn Fn(Vec<u8>, u64) -> Result<()> + Send + Sync>;
 
 /// Fetch every chunk and write it at its offsets.
 async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, path: &Path, parallel: usize, progress: Progress) -> Result<()> {
@@ -123,9 +123,10 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
     let out_path = path.to_path_buf();
-    let sink: Sink = Arc::new(move |data, off| file.write_all_at(data, off).map_err(|e| Error::io(&out_path, e)));
+    let sink: Sink = Arc::new(move |data: Vec<u8>, off| file.write_all_at(&data, off).map_err(|e| Error::io(&out_path, e)));
     futures::stream::iter(plan.by_pack)
         .map(|(pack, blobs)| {
+            let blobs = Arc::new(blobs);
             let (repo, index, sink, done, progress) = (repo.clone(), index.clone(), sink.clone(), done.clone(), progress.clone());
             async move {
                 let n = fetch_pack(repo, &index, pack, blobs, sink).await?;
@@ -143,7 +144,7 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
 
 /// Fetch one pack's blobs of the snapshot (one coalesced ranged read), authenticate and
 /// decompress each, and hand it to `sink` at each of its offsets; the bytes handed over.
-async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: PackPlan, sink: Sink) -> Result<u64> {
+async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: Arc<PackPlan>, sink: Sink) -> Result<u64> {
     let name = hex::encode(pack);
     let path = index.pack_path(&pack);
     let ranges: Vec<std::ops::Range<u64>> = blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
@@ -152,29 +153,34 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: P
         e => Error::store(format!("read {path}"), e),
     })?;
     tokio::task::spawn_blocking(move || -> Result<u64> {
-        // A pack's blobs mostly follow each other in the file: they are written in runs of up
-        // to 4 MiB, one write each, not one write per chunk.
+        // A pack's blobs mostly follow each other in the file: they are handed over in runs of
+        // up to 4 MiB (each allocated at its exact size), not one per chunk.
+        let mut sizes = run_sizes(&blobs).into_iter();
         let mut run = Run::default();
-        let write = |r: &mut Run| -> Result<()> {
+        let hand_over = |r: &mut Run| -> Result<()> {
             if !r.buf.is_empty() {
-                sink(&r.buf, r.start)?;
-                r.buf.clear();
+                sink(std::mem::take(&mut r.buf), r.start)?;
             }
             Ok(())
         };
         let mut n = 0u64;
         for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
-            let plain = repo.open_blob_with(&loc.entry, &sealed, &name, false)?;
+            // A chunk met once (nearly all) is decompressed straight into its run.
+            let plain = if offsets.len() > 1 { Some(repo.open_blob_with(&loc.entry, &sealed, &name, false)?) } else { None };
             for off in offsets {
                 if run.buf.is_empty() || run.start + run.buf.len() as u64 != *off || run.buf.len() >= RUN_MAX {
-                    write(&mut run)?;
+                    hand_over(&mut run)?;
                     run.start = *off;
+                    run.buf = Vec::with_capacity(sizes.next().unwrap_or(0));
                 }
-                run.buf.extend_from_slice(&plain);
-                n += plain.len() as u64;
+                match &plain {
+                    Some(p) => run.buf.extend_from_slice(p),
+                    None => repo.open_blob_into(&loc.entry, &sealed, &name, &mut run.buf)?,
+                }
+                n += loc.entry.plain_len as u64;
             }
         }
-        write(&mut run)?;
+        hand_over(&mut run)?;
         Ok(n)
     })
     .await
@@ -189,6 +195,23 @@ struct Run {
 }
 
 const RUN_MAX: usize = 4 << 20;
+
+/// The length of each run [`fetch_pack`] hands over for `blobs`, in order (the same rule).
+fn run_sizes(blobs: &PackPlan) -> Vec<usize> {
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut next: Option<u64> = None;
+    for (loc, offsets) in blobs {
+        let len = loc.entry.plain_len as usize;
+        for &off in offsets {
+            match sizes.last_mut() {
+                Some(cur) if next == Some(off) && *cur < RUN_MAX => *cur += len,
+                _ => sizes.push(len),
+            }
+            next = Some(off + len as u64);
+        }
+    }
+    sizes
+}
 
 /// The blobs to fetch from one pack, each with the file offsets it is written at.
 type PackPlan = Vec<(BlobLoc, Vec<u64>)>;
@@ -219,9 +242,9 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
 }
 
 /// Restore a backup into member data directories while its snapshot arrives: the chunks are
-/// fetched into a temporary file next to the first target (same filesystem) and the native
-/// restore reads them as they land ([`crate::arriving`]); the data dirs are published only
-/// once every chunk has arrived and been authenticated, and the temporary file is removed.
+/// fetched into memory (up to [`MEMORY_BUDGET`]; beyond it into a temporary file next to the
+/// first target) and the native restore reads them as they land ([`crate::arriving`]); the
+/// data dirs are published only once every chunk has arrived and been authenticated.
 /// Under a shared lock on the backup's cluster while its data is read.
 pub async fn restore(
     repo: Arc<Repository>,
@@ -240,18 +263,27 @@ pub async fn restore(
     let parent = first.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
-    reading_backup(&repo, id, manifest, "restore", restore_arriving(repo.clone(), manifest, opts, &tmp.path().join("snapshot.db"), parallel, phases)).await
+    reading_backup(&repo, id, manifest, "restore", restore_arriving(repo.clone(), manifest, opts, &tmp.path().join("snapshot.db"), true, parallel, phases))
+        .await
 }
 
+/// How much of an arriving snapshot `restore --repo` keeps in memory: up to this many bytes
+/// not yet read (the fetch runs ahead by this much; up to twice this for packs that reads ask
+/// for), and as many of runs partly read; beyond, it spills (see [`crate::arriving`]).
+pub const MEMORY_BUDGET: u64 = 64 << 20;
+
+/// The snapshot at `snap` (a path in a temporary directory): the bytes are kept in memory when
+/// `memory` (`snap` is then only where they spill, if they must), else in that file.
 pub(crate) async fn restore_arriving(
     repo: Arc<Repository>,
     manifest: &Manifest,
     mut opts: etcd_data::restore::RestoreOptions,
     snap: &Path,
+    memory: bool,
     parallel: usize,
     phases: &crate::progress::Phases,
 ) -> Result<etcd_data::restore::RestoreReport> {
-    let incoming = Incoming::start(&repo, manifest, snap).await?;
+    let incoming = Incoming::start(&repo, manifest, snap, memory).await?;
 
     // Progress: "fetching" while chunks arrive, then the restore's own phases for what is left.
     let shown = Arc::new(std::sync::Mutex::new((false, 0u64, 0u64)));
@@ -282,13 +314,15 @@ pub(crate) async fn restore_arriving(
     opts.proven_by = Some("sha256 trailer checked at backup; every chunk authenticated on fetch".into());
     opts.source = Some(incoming.source());
     let restore_task = {
-        let abandon = incoming.abandon();
+        let (abandon, finished) = (incoming.abandon(), incoming.finished());
         let on_restore = on_restore.clone();
         tokio::task::spawn_blocking(move || {
             let r = etcd_data::restore::restore(&opts, &|d, t| on_restore(d, t));
             if r.is_err() {
                 // Nothing more to fetch for a restore that stopped.
                 abandon();
+            } else {
+                finished();
             }
             r
         })
@@ -312,19 +346,22 @@ pub(crate) async fn restore_arriving(
     Ok(restored?)
 }
 
-/// A snapshot about to arrive into a temporary file: its chunks planned, the file created at
-/// full size with its space reserved (a full filesystem fails here, before anything is read).
+/// A snapshot about to arrive, its chunks planned: into memory, or into a temporary file
+/// created at full size with its space reserved (a full filesystem fails there, before
+/// anything is read).
 pub(crate) struct Incoming {
     arriving: Arc<crate::arriving::Arriving>,
-    /// The temporary file's path, for errors.
+    /// The temporary (or spill) file's path, for errors.
     path: PathBuf,
     total: u64,
     index: Arc<Index>,
-    by_pack: Vec<(BlobId, PackPlan)>,
+    by_pack: Vec<(BlobId, Arc<PackPlan>)>,
 }
 
 impl Incoming {
-    pub(crate) async fn start(repo: &Repository, manifest: &Manifest, snap: &Path) -> Result<Incoming> {
+    /// `memory`: keep the bytes in memory ([`MEMORY_BUDGET`]), spilling to `snap` only if
+    /// they must; else in the file `snap`.
+    pub(crate) async fn start(repo: &Repository, manifest: &Manifest, snap: &Path, memory: bool) -> Result<Incoming> {
         let index = Arc::new(repo.load_index(&manifest.cluster).await?);
         let ids = repo.chunk_ids(manifest, &index).await?;
         let plan = plan(&ids, &index)?;
@@ -332,17 +369,23 @@ impl Incoming {
         if total != manifest.snapshot.size {
             return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
         }
-        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
-        etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
-        file.set_len(total).map_err(|e| Error::io(snap, e))?;
+        let keep = if memory {
+            crate::arriving::Keep::Memory { budget: MEMORY_BUDGET, spill: snap.to_path_buf() }
+        } else {
+            let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
+            etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
+            file.set_len(total).map_err(|e| Error::io(snap, e))?;
+            crate::arriving::Keep::File(file)
+        };
         let owners: Vec<(u64, u64, usize)> = plan
             .by_pack
             .iter()
             .enumerate()
             .flat_map(|(i, (_, blobs))| blobs.iter().flat_map(move |(loc, offs)| offs.iter().map(move |&o| (o, o + loc.entry.plain_len as u64, i))))
             .collect();
-        let arriving = Arc::new(crate::arriving::Arriving::new(file, total, owners, plan.by_pack.len()));
-        Ok(Incoming { arriving, path: snap.to_path_buf(), total, index, by_pack: plan.by_pack })
+        let arriving = Arc::new(crate::arriving::Arriving::new(keep, total, owners, plan.by_pack.len()));
+        let by_pack = plan.by_pack.into_iter().map(|(p, b)| (p, Arc::new(b))).collect();
+        Ok(Incoming { arriving, path: snap.to_path_buf(), total, index, by_pack })
     }
 
     /// The bytes as the native restore and the replay read them.
@@ -366,36 +409,58 @@ impl Incoming {
         let a = self.arriving.clone();
         move || a.fail("the reader stopped".into())
     }
+
+    /// For a reader that is done: the fetch workers stop (in memory, they wait until then in
+    /// case a pack must be fetched again).
+    pub(crate) fn finished(&self) -> impl Fn() + Send + Sync + 'static {
+        let a = self.arriving.clone();
+        move || a.close()
+    }
 }
 
-/// Fetch every pack of `by_pack` (`total` bytes, as planned) into `arriving` (the file at
-/// `path`), `parallel` (1 to 3) at a time, in the order [`crate::arriving::Arriving::take`]
-/// gives.
+/// Fetch every pack of `by_pack` (`total` bytes, as planned) into `arriving` (`path` names
+/// its file), `parallel` (1 to 3) at a time, in the order [`crate::arriving::Arriving::take`]
+/// gives, until it says there is nothing more.
 #[allow(clippy::too_many_arguments)]
 async fn fetch_arriving(
     repo: Arc<Repository>,
     index: Arc<Index>,
-    by_pack: Vec<(BlobId, PackPlan)>,
+    by_pack: Vec<(BlobId, Arc<PackPlan>)>,
     arriving: Arc<crate::arriving::Arriving>,
     path: &Path,
     total: u64,
     parallel: usize,
     progress: Progress,
 ) -> Result<()> {
-    let by_pack = Arc::new(std::sync::Mutex::new(by_pack.into_iter().map(Some).collect::<Vec<_>>()));
+    use crate::arriving::Take;
+    let by_pack = Arc::new(by_pack);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sink: Sink = {
-        let (arriving, path) = (arriving.clone(), path.to_path_buf());
-        Arc::new(move |data, off| arriving.write(data, off).map_err(|e| Error::io(&path, e)))
-    };
     let workers = (0..parallel.clamp(1, 3)).map(|_| {
-        let (repo, index, arriving, by_pack, done, progress, sink) =
-            (repo.clone(), index.clone(), arriving.clone(), by_pack.clone(), done.clone(), progress.clone(), sink.clone());
+        let (repo, index, arriving, by_pack, done, progress, path) =
+            (repo.clone(), index.clone(), arriving.clone(), by_pack.clone(), done.clone(), progress.clone(), path.to_path_buf());
         async move {
-            while let Some(i) = arriving.take() {
-                let Some((pack, blobs)) = by_pack.lock().unwrap_or_else(|e| e.into_inner())[i].take() else { continue };
-                let n = fetch_pack(repo.clone(), &index, pack, blobs, sink.clone()).await?;
-                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            loop {
+                // Registered before asking, so no wake-up between the two is missed.
+                let woken = arriving.work.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let i = match arriving.take() {
+                    Take::Pack(i) => i,
+                    Take::Wait => {
+                        woken.await;
+                        continue;
+                    }
+                    Take::Done => break,
+                };
+                let (pack, blobs) = by_pack[i].clone();
+                let sink: Sink = {
+                    let (arriving, path) = (arriving.clone(), path.clone());
+                    Arc::new(move |data, off| arriving.put(data, off, i).map_err(|e| Error::io(&path, e)))
+                };
+                let n = fetch_pack(repo.clone(), &index, pack, blobs, sink).await?;
+                arriving.pack_done(i);
+                // A pack fetched again (its bytes were dropped from memory) counts once.
+                let d = (done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n).min(total);
                 progress(d, total);
             }
             Ok::<_, Error>(())
