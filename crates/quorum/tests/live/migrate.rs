@@ -1,9 +1,9 @@
-//! `quorum migrate` between real etcd 3.5 clusters through a repository: three namespaces out
-//! of twenty with `--rekey` (the target holds exactly those keys, re-encrypted for its own
-//! keys only, plaintexts equal); kill -9 in the middle of the replay and a resume; conflict
-//! policies and `--dry-run`; a whole cluster through moto's S3 into a new 3-member cluster
-//! (identical keyspace and hashkv), with two clusters in one repository and a presigned URL
-//! for one cluster's latest backup.
+//! `quorum migrate` between real etcd 3.5 clusters through a repository: three namespaces out of
+//! twenty with `--rekey` (the target holds exactly those keys, re-encrypted for its own keys only,
+//! plaintexts equal), also staged and synced; kill -9 in the middle of the replay and a resume;
+//! conflict policies and `--dry-run`; a whole cluster through moto's S3 into a new 3-member cluster
+//! (identical keyspace and hashkv), with two clusters in one repository and a presigned URL for one
+//! cluster's latest backup.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -334,6 +334,65 @@ fn three_namespaces_of_twenty_with_rekey() {
     assert!(!fresh.stderr.contains("/registry/"), "{}", fresh.stderr);
     assert!(!dump(&e.target).keys().any(|k| namespace_of(k).as_deref() == Some("ns-05")));
     eprintln!("three namespaces with rekey: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// The staged form with `--rekey`: after the copy, the source's later changes inside the
+/// selection (a new secret sealed with A's aesgcm key, a configmap updated, a secret deleted)
+/// reach the target through `--sync` sealed with B, plaintexts equal; a change outside does
+/// not; the cutover verifies plaintexts.
+#[test]
+fn namespaces_synced_with_rekey() {
+    let e = env(1);
+    let stage = e.migrate(&["--stage"]);
+    assert_eq!(stage.code, 0, "{} {}", stage.stdout, stage.stderr);
+    let new_secret = "/registry/secrets/ns-07/s-new";
+    let updated = "/registry/configmaps/ns-12/cm-1";
+    let outside = "/registry/secrets/ns-05/s-new";
+    let deleted = "/registry/secrets/ns-03/s-2";
+    assert!(dump(&e.target).contains_key(deleted.as_bytes()), "copied by the stage");
+    put_all(
+        &e.source.endpoints(),
+        &[
+            Put { key: new_secret.into(), value: seal_a(&e.a, new_secret, 1, &object("Secret", "ns-07", "s-new", 25)), leased: false },
+            Put { key: updated.into(), value: object("ConfigMap", "ns-12", "cm-1-v3", 70), leased: false },
+            Put { key: outside.into(), value: seal_a(&e.a, outside, 0, &object("Secret", "ns-05", "s-new", 10)), leased: false },
+        ],
+    );
+    e.source.etcdctl(&["del", deleted]).unwrap();
+    let sync = e.migrate(&["--sync", "-w", "json"]);
+    assert_eq!(sync.code, 0, "{} {}", sync.stdout, sync.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&sync.stdout).unwrap();
+    assert_eq!((rep["written"].as_u64(), rep["deleted"].as_u64()), (Some(2), Some(1)), "{rep}");
+    for out in [&sync.stdout, &sync.stderr] {
+        assert!(!out.contains("s-new") && !out.contains("cm-1-v3"), "no value is printed: {out}");
+    }
+    let tgt = dump(&e.target);
+    let sealed = &tgt[new_secret.as_bytes()].value;
+    assert!(sealed.starts_with(b"k8s:enc:aesgcm:v1:b1:"), "the new secret is sealed with B");
+    assert_eq!(transformer(&e.b, new_secret.as_bytes()).read(sealed, new_secret.as_bytes()).unwrap(), object("Secret", "ns-07", "s-new", 25));
+    assert!(transformer(&e.a, new_secret.as_bytes()).read(sealed, new_secret.as_bytes()).is_err(), "A cannot read it");
+    let cm = &tgt[updated.as_bytes()].value;
+    assert!(cm.starts_with(b"k8s:enc:aescbc:v1:b2:"), "B encrypts configmaps");
+    assert_eq!(transformer(&e.b, updated.as_bytes()).read(cm, updated.as_bytes()).unwrap(), object("ConfigMap", "ns-12", "cm-1-v3", 70));
+    assert!(!tgt.contains_key(deleted.as_bytes()), "deleted in the source after the copy");
+    assert!(!tgt.contains_key(outside.as_bytes()), "outside the selection");
+    for (k, kv) in &e.before {
+        assert_eq!(&tgt[k], kv, "the target's own keys are untouched");
+    }
+    // Nothing to do again: the plaintexts compare equal although the ciphertexts differ.
+    let again = e.migrate(&["--sync", "-w", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!((rep["written"].as_u64(), rep["deleted"].as_u64()), (Some(0), Some(0)), "{rep}");
+    let cut = e.migrate(&["--cutover", "--settle", "2s", "-w", "json"]);
+    assert_eq!(cut.code, 0, "{} {}", cut.stdout, cut.stderr);
+    let rep: serde_json::Value = serde_json::from_str(&cut.stdout).unwrap();
+    let groups = rep["verification"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{rep}");
+    assert!(groups.iter().all(|g| g["ok"] == true), "{rep}");
+    let after = e.migrate(&["--sync"]);
+    assert_eq!(after.code, 1, "{}", after.stderr);
+    assert!(after.stderr.contains("was cut over"), "{}", after.stderr);
 }
 
 /// The selected namespaces' keys in the target that the migration wrote (not the target's own).
