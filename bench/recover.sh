@@ -80,7 +80,9 @@ drill_quorum() {
   for n in etcd-1 etcd-2; do
     "$Q" member add "$n" --peer-urls "${peer[$n]}" --wait --endpoints "${client[etcd-0]}" >"$work/add.out" 2>&1 &
     local adder=$!
-    for _ in $(seq 1 200); do grep -q '^ETCD_INITIAL_CLUSTER=' "$work/add.out" && break; sleep 0.05; done
+    # etcd refuses a member add until the cluster has been connected for 5 s; under load the
+    # add can take longer than that to print its flags, so wait for them (or for its end).
+    until grep -q '^ETCD_INITIAL_CLUSTER=' "$work/add.out" || ! kill -0 "$adder" 2>/dev/null; do sleep 0.05; done
     start_member "$n" "$work/new-$n" "$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add.out")" existing rec
     wait "$adder"
   done
