@@ -78,12 +78,13 @@ drill_quorum() {
   start_member etcd-0 "$work/r0" "etcd-0=${peer[etcd-0]}" new rec
   healthy "${client[etcd-0]}"
   for n in etcd-1 etcd-2; do
-    "$Q" member add "$n" --peer-urls "${peer[$n]}" --wait --endpoints "${client[etcd-0]}" >"$work/add.out" 2>&1 &
+    "$Q" member add "$n" --peer-urls "${peer[$n]}" --wait --endpoints "${client[etcd-0]}" >"$work/add-$n.out" 2>&1 &
     local adder=$!
     # etcd refuses a member add until the cluster has been connected for 5 s; under load the
-    # add can take longer than that to print its flags, so wait for them (or for its end).
-    until grep -q '^ETCD_INITIAL_CLUSTER=' "$work/add.out" || ! kill -0 "$adder" 2>/dev/null; do sleep 0.05; done
-    start_member "$n" "$work/new-$n" "$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add.out")" existing rec
+    # add can take longer than that to print its flags, so wait for them (or for its end). One
+    # file per member: the previous member's flags must never be read for this one.
+    until grep -q '^ETCD_INITIAL_CLUSTER=' "$work/add-$n.out" || ! kill -0 "$adder" 2>/dev/null; do sleep 0.05; done
+    start_member "$n" "$work/new-$n" "$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add-$n.out")" existing rec
     wait "$adder"
   done
   healthy "$endpoints"
