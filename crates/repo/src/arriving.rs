@@ -266,13 +266,14 @@ impl Arriving {
         (at < o.1).then_some(o.2)
     }
 
-    /// Ask for the pack holding `missing`: again if it was fetched and its bytes were dropped.
+    /// Ask for the pack holding `missing`: again if it was fetched and its bytes were dropped
+    /// since; nothing if it is on its way or already asked for.
     fn ask(&self, s: &mut State, missing: u64) {
         let Some(p) = self.owner(missing) else { return };
         if s.taken[p] && s.done[p] {
             (s.taken[p], s.done[p]) = (false, false);
         }
-        if !s.taken[p] {
+        if !s.taken[p] && !s.wanted.contains(&p) {
             s.wanted.push_back(p);
             self.work.notify_waiters();
         }
@@ -282,7 +283,7 @@ impl Arriving {
 impl Memory {
     /// Drop or cut what lies in `[start, end)` (a pack fetched again brings the same bytes).
     fn remove_overlapping(&mut self, start: u64, end: u64) {
-        let first = self.slots.range(..start).next_back().filter(|(&s, sl)| s + sl.data.len() as u64 > start).map(|(&s, _)| s);
+        let first = self.slot_at(start).filter(|&s| s < start);
         let hit: Vec<u64> = first.into_iter().chain(self.slots.range(start..end).map(|(&s, _)| s)).collect();
         for s in hit {
             self.remove(s);
@@ -344,8 +345,8 @@ impl Memory {
         // First check, then copy: a read either is served whole or waits.
         let mut pos = off;
         while pos < end {
-            if let Some(e) = self.slot_end(pos) {
-                pos = e.min(end);
+            if let Some(s) = self.slot_at(pos) {
+                pos = (s + self.slots[&s].data.len() as u64).min(end);
             } else if let Some(e) = covering(&self.spilled, pos) {
                 pos = e.min(end);
             } else {
@@ -357,7 +358,8 @@ impl Memory {
         let mut pos = off;
         while pos < end {
             let at = (pos - off) as usize;
-            if let Some((&s, sl)) = self.slots.range_mut(..=pos).next_back().filter(|(&s, sl)| s + sl.data.len() as u64 > pos) {
+            if let Some(s) = self.slot_at(pos) {
+                let sl = self.slots.get_mut(&s).expect("slot");
                 let from = (pos - s) as usize;
                 let n = (sl.data.len() - from).min((end - pos) as usize);
                 buf[at..at + n].copy_from_slice(&sl.data[from..from + n]);
@@ -384,10 +386,10 @@ impl Memory {
         Ok(None)
     }
 
-    fn slot_end(&self, pos: u64) -> Option<u64> {
+    /// The start of the slot holding byte `pos`, if any.
+    fn slot_at(&self, pos: u64) -> Option<u64> {
         let (&s, sl) = self.slots.range(..=pos).next_back()?;
-        let e = s + sl.data.len() as u64;
-        (e > pos).then_some(e)
+        (s + sl.data.len() as u64 > pos).then_some(s)
     }
 }
 
@@ -440,7 +442,6 @@ impl bolt::ReadAt for Arriving {
         let end = self.len.min(off + buf.len() as u64);
         let n = (end - off) as usize;
         let mut s = self.lock();
-        let mut asked = None;
         loop {
             if let Some(why) = &s.failed {
                 return Err(fetch_failed(why));
@@ -461,15 +462,7 @@ impl bolt::ReadAt for Arriving {
                 }
             };
             let Some(missing) = missing else { break };
-            if asked != Some(missing) {
-                asked = Some(missing);
-                self.ask(&mut s, missing);
-            } else if let Some(p) = self.owner(missing) {
-                // Still missing after its pack was done: its bytes were dropped meanwhile.
-                if s.taken[p] && s.done[p] {
-                    self.ask(&mut s, missing);
-                }
-            }
+            self.ask(&mut s, missing);
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         drop(s);
@@ -479,6 +472,7 @@ impl bolt::ReadAt for Arriving {
         Ok(n)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
