@@ -168,7 +168,7 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
             // A chunk met once (nearly all) is decompressed straight into its run.
             let plain = if offsets.len() > 1 { Some(repo.open_blob_with(&loc.entry, &sealed, &name, false)?) } else { None };
             for off in offsets {
-                if run.buf.is_empty() || run.start + run.buf.len() as u64 != *off || run.buf.len() >= RUN_MAX {
+                if !extends(run.start, run.buf.len(), *off) {
                     hand_over(&mut run)?;
                     run.start = *off;
                     run.buf = Vec::with_capacity(sizes.next().unwrap_or(0));
@@ -196,18 +196,25 @@ struct Run {
 
 const RUN_MAX: usize = 4 << 20;
 
-/// The length of each run [`fetch_pack`] hands over for `blobs`, in order (the same rule).
+/// Whether a chunk at `off` goes on the run of `len` bytes from `start` (else a run starts).
+fn extends(start: u64, len: usize, off: u64) -> bool {
+    len > 0 && start + len as u64 == off && len < RUN_MAX
+}
+
+/// The length of each run [`fetch_pack`] hands over for `blobs`, in order.
 fn run_sizes(blobs: &PackPlan) -> Vec<usize> {
     let mut sizes: Vec<usize> = Vec::new();
-    let mut next: Option<u64> = None;
+    let mut start = 0u64;
     for (loc, offsets) in blobs {
         let len = loc.entry.plain_len as usize;
         for &off in offsets {
             match sizes.last_mut() {
-                Some(cur) if next == Some(off) && *cur < RUN_MAX => *cur += len,
-                _ => sizes.push(len),
+                Some(cur) if extends(start, *cur, off) => *cur += len,
+                _ => {
+                    start = off;
+                    sizes.push(len);
+                }
             }
-            next = Some(off + len as u64);
         }
     }
     sizes
