@@ -14,9 +14,15 @@
 //!
 //! Random 96-bit nonces are safe for far more than 2^32 seals per key at this repository's
 //! scale (a year of hourly 1 GiB backups seals about 10^7 new blobs).
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+//!
+//! AES-256-GCM comes from `ring`, not RustCrypto's `aes-gcm`: every byte of every backup and
+//! restore passes through it, and on this project's bench machine (AES-NI, VAES, VPCLMULQDQ)
+//! `ring` seals and opens 16 KiB blobs at 8.5 GB/s against 1.5 to 1.9 GB/s (RustCrypto's
+//! GHASH multiplies one block at a time). `ring` is already built into the binary (rustls
+//! uses it). The format is standard AES-256-GCM either way; a test checks that each opens
+//! what the other sealed.
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -31,7 +37,7 @@ pub struct MasterKey {
     enc: [u8; 32],
     id: [u8; 32],
     /// The expanded AES key schedule, made once.
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -59,8 +65,7 @@ impl MasterKey {
     }
 
     fn new(enc: [u8; 32], id: [u8; 32]) -> MasterKey {
-        let cipher = Aes256Gcm::new_from_slice(&enc).expect("32-byte key");
-        MasterKey { enc, id, cipher }
+        MasterKey { cipher: cipher(&enc), enc, id }
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -87,36 +92,60 @@ impl MasterKey {
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-        open_cipher(&self.cipher, sealed, aad)
+        let mut out = Vec::new();
+        open_cipher_into(&self.cipher, sealed, aad, &mut out).then_some(out)
+    }
+
+    /// [`MasterKey::open`], appending the plaintext to `out` (decrypted in place there, so a
+    /// caller can reuse one buffer); false, and `out` as it was, when it does not authenticate.
+    pub fn open_into(&self, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> bool {
+        open_cipher_into(&self.cipher, sealed, aad, out)
     }
 }
 
-fn seal_cipher(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    use aes_gcm::aead::AeadInPlace;
+fn cipher(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte AES-256 key"))
+}
+
+fn seal_cipher(cipher: &LessSafeKey, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
-    let tag =
-        cipher.encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..]).expect("AES-GCM encryption of an in-memory buffer cannot fail");
-    out.extend_from_slice(&tag);
+    let tag = cipher
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[NONCE_LEN..])
+        .expect("AES-GCM sealing of an in-memory buffer under 64 GiB cannot fail");
+    out.extend_from_slice(tag.as_ref());
     out
 }
 
-fn open_cipher(cipher: &Aes256Gcm, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+fn open_cipher_into(cipher: &LessSafeKey, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> bool {
     if sealed.len() < OVERHEAD {
-        return None;
+        return false;
     }
-    cipher.decrypt(Nonce::from_slice(&sealed[..NONCE_LEN]), Payload { msg: &sealed[NONCE_LEN..], aad }).ok()
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (text, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let (Ok(nonce), Ok(tag)) = (Nonce::try_assume_unique_for_key(nonce), Tag::try_from(tag)) else {
+        return false;
+    };
+    let was = out.len();
+    out.extend_from_slice(text);
+    if cipher.open_in_place_separate_tag(nonce, Aad::from(aad), tag, &mut out[was..], 0..).is_ok() {
+        true
+    } else {
+        out.truncate(was);
+        false
+    }
 }
 
 fn seal_with(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    seal_cipher(&Aes256Gcm::new_from_slice(key).expect("32-byte key"), plaintext, aad)
+    seal_cipher(&cipher(key), plaintext, aad)
 }
 
 fn open_with(key: &[u8; 32], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
-    open_cipher(&Aes256Gcm::new_from_slice(key).expect("32-byte key"), sealed, aad)
+    let mut out = Vec::new();
+    open_cipher_into(&cipher(key), sealed, aad, &mut out).then_some(out)
 }
 
 /// A secret that unlocks a wrapped master key. Never printed.
@@ -302,6 +331,33 @@ mod tests {
         assert!(k.open(&s, b"a").is_none());
         assert!(k.open(&s[..10], b"a").is_none());
         assert_eq!(format!("{k:?}"), "MasterKey(<redacted>)");
+    }
+
+    /// Repositories written before the switch to `ring` were sealed by RustCrypto's
+    /// `aes-gcm`: each must open what the other sealed, nonce || ciphertext || tag alike.
+    #[test]
+    fn ring_and_rustcrypto_aes_gcm_agree() {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let k = MasterKey::generate();
+        let rc = aes_gcm::Aes256Gcm::new_from_slice(&k.enc).unwrap();
+        for len in [0usize, 1, 15, 16, 17, 8191, 65536] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let ours = k.seal(&plain, b"blob");
+            let n = aes_gcm::Nonce::from_slice(&ours[..NONCE_LEN]);
+            assert_eq!(rc.decrypt(n, Payload { msg: &ours[NONCE_LEN..], aad: b"blob" }).unwrap(), plain);
+            let nonce = [len as u8; NONCE_LEN];
+            let mut theirs = nonce.to_vec();
+            theirs.extend(rc.encrypt(aes_gcm::Nonce::from_slice(&nonce), Payload { msg: &plain, aad: b"blob" }).unwrap());
+            assert_eq!(k.open(&theirs, b"blob").unwrap(), plain);
+            let mut into = b"kept".to_vec();
+            assert!(k.open_into(&theirs, b"blob", &mut into));
+            assert_eq!(&into[..4], b"kept");
+            assert_eq!(&into[4..], &plain[..]);
+            theirs[NONCE_LEN] ^= 1;
+            let mut into = b"kept".to_vec();
+            assert!(!k.open_into(&theirs, b"blob", &mut into));
+            assert_eq!(into, b"kept");
+        }
     }
 
     #[test]
