@@ -1,5 +1,4 @@
 //! Opening a repository: config, keys, index; reading and writing its objects.
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,9 +47,11 @@ pub struct Index {
     pub cluster: String,
     /// A version-1 index: packs under the top-level `data/` (`repo upgrade` only).
     pub legacy: bool,
-    pub blobs: HashMap<BlobId, BlobLoc>,
+    /// Keyed by ids that are keyed BLAKE3 hashes (random to whoever lacks the key), so a fast
+    /// non-cryptographic hasher is safe; SipHash made a third of a large restore's planning.
+    pub blobs: rustc_hash::FxHashMap<BlobId, BlobLoc>,
     pub files: Vec<String>,
-    pub packs: HashMap<BlobId, Vec<PackEntry>>,
+    pub packs: rustc_hash::FxHashMap<BlobId, Vec<PackEntry>>,
 }
 
 impl Index {
