@@ -6,7 +6,6 @@
 //! then written at its offset (a blob that occurs several times is written at each). The
 //! file is written under a temporary name beside its own, fsynced, checked against the
 //! manifest's sha256, and only then given its name ([`etcd_data::durable`]).
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -228,24 +227,35 @@ struct Plan {
     by_pack: Vec<(BlobId, PackPlan)>,
 }
 
+/// Which blobs to fetch from which pack, packs in the order of the first byte each holds (so
+/// the pack with the snapshot's first bytes, which the restore reads first, comes first).
 fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
+    // Every chunk occurrence with its file offset, then grouped by pack and by blob: one sort
+    // of 16-byte items instead of maps keyed by id (which took 128 ms for 153,000 chunks).
+    let mut occurrences: Vec<(&BlobLoc, u64)> = Vec::with_capacity(ids.len());
     let mut off = 0u64;
-    let mut per_blob: HashMap<BlobId, (BlobLoc, Vec<u64>)> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
         let loc = index.blobs.get(id).ok_or_else(|| Error::Damaged(format!("chunk {} ({} of the snapshot) is not in any index", hex::encode(id), i)))?;
-        per_blob.entry(*id).or_insert_with(|| (*loc, Vec::new())).1.push(off);
+        occurrences.push((loc, off));
         off += loc.entry.plain_len as u64;
     }
-    let mut by_pack: HashMap<BlobId, PackPlan> = HashMap::new();
-    for (_, (loc, offs)) in per_blob {
-        by_pack.entry(loc.pack).or_default().push((loc, offs));
+    occurrences.sort_unstable_by(|(a, ao), (b, bo)| a.pack.cmp(&b.pack).then(a.entry.offset.cmp(&b.entry.offset)).then(ao.cmp(bo)));
+    // (pack, its blobs, the first file offset it holds)
+    let mut by_pack: Vec<(BlobId, PackPlan, u64)> = Vec::new();
+    for (loc, o) in occurrences {
+        match by_pack.last_mut() {
+            Some((pack, blobs, first)) if *pack == loc.pack => {
+                *first = (*first).min(o);
+                match blobs.last_mut() {
+                    Some((l, offs)) if l.entry.offset == loc.entry.offset => offs.push(o),
+                    _ => blobs.push((*loc, vec![o])),
+                }
+            }
+            _ => by_pack.push((loc.pack, vec![(*loc, vec![o])], o)),
+        }
     }
-    let mut by_pack: Vec<_> = by_pack.into_iter().collect();
-    for (_, v) in by_pack.iter_mut() {
-        v.sort_by_key(|(l, _)| l.entry.offset);
-    }
-    by_pack.sort_by_key(|(_, v)| v.first().map(|(_, o)| o[0]).unwrap_or(0));
-    Ok(Plan { total: off, by_pack })
+    by_pack.sort_unstable_by_key(|(_, _, first)| *first);
+    Ok(Plan { total: off, by_pack: by_pack.into_iter().map(|(p, b, _)| (p, b)).collect() })
 }
 
 /// Restore a backup into member data directories while its snapshot arrives: the chunks are
