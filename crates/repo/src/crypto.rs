@@ -101,6 +101,20 @@ impl MasterKey {
     pub fn open_into(&self, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> bool {
         open_cipher_into(&self.cipher, sealed, aad, out)
     }
+
+    /// [`MasterKey::open`] without a copy: `sealed` is decrypted where it lies, and the
+    /// plaintext is the returned part of it. None when it does not authenticate (and then
+    /// `sealed` holds garbage).
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8], aad: &[u8]) -> Option<&'a [u8]> {
+        if sealed.len() < OVERHEAD {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (text, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let tag = Tag::try_from(&*tag).ok()?;
+        self.cipher.open_in_place_separate_tag(nonce, Aad::from(aad), tag, text, 0..).ok().map(|p| &*p)
+    }
 }
 
 fn cipher(key: &[u8; 32]) -> LessSafeKey {
@@ -357,6 +371,9 @@ mod tests {
             let mut into = b"kept".to_vec();
             assert!(!k.open_into(&theirs, b"blob", &mut into));
             assert_eq!(into, b"kept");
+            assert!(k.open_in_place(&mut theirs.clone(), b"blob").is_none());
+            theirs[NONCE_LEN] ^= 1;
+            assert_eq!(k.open_in_place(&mut theirs, b"blob").unwrap(), &plain[..]);
         }
     }
 

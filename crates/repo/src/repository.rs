@@ -581,22 +581,25 @@ impl Repository {
 
     /// Decrypt, decompress and check the id of one sealed blob.
     pub fn open_blob(&self, e: &PackEntry, sealed: &[u8], pack: &str) -> Result<Vec<u8>> {
-        self.open_blob_with(e, sealed, pack, true)
-    }
-
-    /// As [`Repository::open_blob`]; `check_id = false` skips recomputing the id, which the
-    /// AEAD already vouches for (the id is its associated data): for the bulk restore path.
-    pub fn open_blob_with(&self, e: &PackEntry, sealed: &[u8], pack: &str, check_id: bool) -> Result<Vec<u8>> {
         let mut plain = Vec::new();
         self.open_blob_into(e, sealed, pack, &mut plain)?;
         let key = self.key_for(e.blob_type)?;
-        if check_id && key.blob_id(&plain) != e.id {
+        if key.blob_id(&plain) != e.id {
             return Err(Error::Damaged(format!("blob {} in pack {pack}: content does not match its id", hex::encode(e.id))));
         }
         Ok(plain)
     }
 
-    /// [`Repository::open_blob_with`] without the id check, appending the plaintext to `out`
+    /// [`Repository::open_blob_into`], decrypting `sealed` where it lies (no copy of it).
+    pub fn open_blob_in_place(&self, e: &PackEntry, sealed: &mut [u8], pack: &str, out: &mut Vec<u8>) -> Result<()> {
+        let key = self.key_for(e.blob_type)?;
+        let damaged = |what: String| Error::Damaged(format!("blob {} in pack {pack}: {what}", hex::encode(e.id)));
+        let framed = key.open_in_place(sealed, &format::blob_aad(e.blob_type, &e.id)).ok_or_else(|| damaged("does not authenticate (tampered or damaged)".into()))?;
+        format::unframe_into(framed, e.plain_len as usize, out).ok_or_else(|| damaged(format!("does not decompress to {} bytes", e.plain_len)))
+    }
+
+    /// [`Repository::open_blob`] without the id check (the AEAD already vouches for it: the id
+    /// is its associated data), for the bulk restore path; appends the plaintext to `out`
     /// (decompressed in place); on an error `out` is as it was.
     pub fn open_blob_into(&self, e: &PackEntry, sealed: &[u8], pack: &str, out: &mut Vec<u8>) -> Result<()> {
         thread_local! {

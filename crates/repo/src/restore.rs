@@ -147,10 +147,24 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
     let name = hex::encode(pack);
     let path = index.pack_path(&pack);
     let ranges: Vec<std::ops::Range<u64>> = blobs.iter().map(|(l, _)| l.entry.offset as u64..l.entry.offset as u64 + l.entry.length as u64).collect();
-    let parts = repo.store().get_ranges(&path, &ranges).await.map_err(|e| match e {
+    let not_found = |e| match e {
         object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {name} is missing")),
         e => Error::store(format!("read {path}"), e),
-    })?;
+    };
+    // Blobs that follow each other without a gap (a whole pack of a fresh backup, the common
+    // case) come as one buffer of our own, decrypted where it lies; otherwise as parts.
+    let contiguous = ranges.windows(2).all(|w| w[0].end == w[1].start);
+    let mut fetched = match (contiguous, ranges.first(), ranges.last()) {
+        (true, Some(first), Some(last)) => {
+            use object_store::ObjectStoreExt;
+            let whole = repo.store().get_range(&path, first.start..last.end).await.map_err(not_found)?;
+            if whole.len() as u64 != last.end - first.start {
+                return Err(Error::Damaged(format!("pack {name} is shorter than its index says")));
+            }
+            Fetched::Whole(Vec::from(whole), first.start)
+        }
+        _ => Fetched::Parts(repo.store().get_ranges(&path, &ranges).await.map_err(not_found)?),
+    };
     tokio::task::spawn_blocking(move || -> Result<u64> {
         // A pack's blobs mostly follow each other in the file: they are handed over in runs of
         // up to 4 MiB (each allocated at its exact size), not one per chunk.
@@ -163,9 +177,23 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
             Ok(())
         };
         let mut n = 0u64;
-        for ((loc, offsets), sealed) in blobs.iter().zip(parts) {
-            // A chunk met once (nearly all) is decompressed straight into its run.
-            let plain = if offsets.len() > 1 { Some(repo.open_blob_with(&loc.entry, &sealed, &name, false)?) } else { None };
+        for (i, (loc, offsets)) in blobs.iter().enumerate() {
+            // Each blob is opened once (decryption in place cannot be repeated): a chunk met
+            // once (nearly all) straight into its run, one met more often into a copy first.
+            let mut open = |out: &mut Vec<u8>| match &mut fetched {
+                Fetched::Whole(buf, start) => {
+                    let at = (loc.entry.offset as u64 - *start) as usize;
+                    repo.open_blob_in_place(&loc.entry, &mut buf[at..at + loc.entry.length as usize], &name, out)
+                }
+                Fetched::Parts(parts) => repo.open_blob_into(&loc.entry, &parts[i], &name, out),
+            };
+            let plain = if offsets.len() > 1 {
+                let mut p = Vec::new();
+                open(&mut p)?;
+                Some(p)
+            } else {
+                None
+            };
             for off in offsets {
                 if !extends(run.start, run.buf.len(), *off) {
                     hand_over(&mut run)?;
@@ -174,7 +202,7 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
                 }
                 match &plain {
                     Some(p) => run.buf.extend_from_slice(p),
-                    None => repo.open_blob_into(&loc.entry, &sealed, &name, &mut run.buf)?,
+                    None => open(&mut run.buf)?,
                 }
                 n += loc.entry.plain_len as u64;
             }
@@ -184,6 +212,12 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
     })
     .await
     .map_err(|e| Error::Other(format!("decode task: {e}")))?
+}
+
+/// A pack's sealed blobs as fetched: one buffer from a file offset, or one part per blob.
+enum Fetched {
+    Whole(Vec<u8>, u64),
+    Parts(Vec<bytes::Bytes>),
 }
 
 /// Bytes bound for consecutive file offsets from `start`, written at once.
