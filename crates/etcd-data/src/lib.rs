@@ -38,9 +38,14 @@ pub use verify::{verify, SchemaFault, SchemaSummary, VerifyReport};
 
 /// `snapshot status`: fails, as etcd does, when the structural check finds any fault.
 pub fn status(path: &Path) -> Result<Status> {
-    let db = bolt::Db::open(path)?;
+    status_of(&bolt::Db::open(path)?)
+}
+
+/// [`status`] of an open file (such as a snapshot still arriving).
+pub fn status_of(db: &bolt::Db) -> Result<Status> {
+    let path = db.path();
     let mut v = StatusVisitor::default();
-    let report = bolt::walk(&db, &mut v);
+    let report = bolt::walk(db, &mut v);
     if let Some(first) = report.faults.first() {
         return Err(Error::Integrity { path: path.to_path_buf(), count: report.fault_count, first: first.clone(), faults: report.faults });
     }

@@ -50,6 +50,50 @@ pub struct BackupOptions {
     pub openshift: Option<(PathBuf, String)>,
     /// The backup's time (RFC 3339) when it was made earlier than now (an imported backup).
     pub time: Option<String>,
+    /// Set when the snapshot at `snapshot` is still being written (a live backup streamed from
+    /// etcd): every read goes through it and waits for its bytes.
+    pub arriving: Option<ArrivingSnapshot>,
+}
+
+/// A snapshot file still being written: its bytes as they arrive (reads wait for them) and the
+/// length it will have.
+#[derive(Clone)]
+pub struct ArrivingSnapshot {
+    pub bytes: Arc<dyn bolt::ReadAt>,
+    pub len: u64,
+}
+
+impl std::fmt::Debug for ArrivingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrivingSnapshot").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+/// The snapshot's bytes in file order, through an [`ArrivingSnapshot`].
+struct ArrivingReader {
+    from: ArrivingSnapshot,
+    pos: u64,
+}
+
+impl std::io::Read for ArrivingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.from.len.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let got = self.from.bytes.read_at(&mut buf[..n], self.pos)?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+/// Open the snapshot of `opts` for the walks (status, hashkv, the key map).
+fn open_snapshot(path: &Path, arriving: Option<&ArrivingSnapshot>) -> Result<bolt::Db> {
+    Ok(match arriving {
+        Some(a) => bolt::Db::open_source(path, a.bytes.clone(), a.len),
+        None => bolt::Db::open(path),
+    }
+    .map_err(etcd_data::Error::from)?)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -110,20 +154,26 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     if !opts.includes.is_empty() && opts.openshift.is_some() {
         return Err(Error::Usage("a backup's bundle holds either included files or OpenShift static resources, not both".into()));
     }
-    let meta = std::fs::metadata(&opts.snapshot).map_err(|e| Error::io(&opts.snapshot, e))?;
-    if !meta.is_file() {
-        return Err(Error::Usage(format!("{}: not a file", opts.snapshot.display())));
-    }
-    let size = meta.len();
+    let size = match &opts.arriving {
+        Some(a) => a.len,
+        None => {
+            let meta = std::fs::metadata(&opts.snapshot).map_err(|e| Error::io(&opts.snapshot, e))?;
+            if !meta.is_file() {
+                return Err(Error::Usage(format!("{}: not a file", opts.snapshot.display())));
+            }
+            meta.len()
+        }
+    };
 
-    // Facts from the file, in parallel with the upload pipeline.
-    let facts_path = opts.snapshot.clone();
-    let facts = std::thread::spawn(move || snapshot_facts(&facts_path));
+    // Facts from the file, in parallel with the upload pipeline (and, for a snapshot still
+    // arriving, with its arrival: the walks read it almost in file order).
+    let (facts_path, facts_arriving) = (opts.snapshot.clone(), opts.arriving.clone());
+    let facts = std::thread::spawn(move || snapshot_facts(&open_snapshot(&facts_path, facts_arriving.as_ref())?));
     // The key map: built beside the upload, its segments handed over as they are merged.
-    let map_path = opts.snapshot.clone();
+    let (map_path, map_arriving) = (opts.snapshot.clone(), opts.arriving.clone());
     let (seg_tx, mut seg_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let key_map = std::thread::spawn(move || -> Result<Option<u64>> {
-        let Some(built) = crate::keymap::build(&map_path)? else { return Ok(None) };
+        let Some(built) = crate::keymap::build(&open_snapshot(&map_path, map_arriving.as_ref())?)? else { return Ok(None) };
         let handed = |seg| seg_tx.blocking_send(seg).map_err(|_| Error::Other("the backup ended before its key map".into()));
         built.segments(handed).map(Some)
     });
@@ -136,7 +186,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
 
     let mut pipe = Pipeline::start(repo.clone(), &opts.cluster, known, opts.uploads.max(1));
     // Snapshot chunks.
-    let (ids, sha) = pipe.chunk_file(&opts.snapshot, BlobType::Data, size, progress).await?;
+    let (ids, sha) = pipe.chunk_file(&opts.snapshot, opts.arriving.as_ref(), BlobType::Data, size, progress).await?;
     let reused_data = pipe.reused;
     let file_sha = hex::encode(sha);
     // Chunk lists, 16384 ids per list blob.
@@ -165,7 +215,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         let mut blobs: Vec<String> = Vec::new();
         for p in expand_includes(&opts.includes)? {
             let m = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
-            let (ids, sha) = pipe.chunk_file(&p, BlobType::Bundle, m.len(), Arc::new(|_, _| {})).await?;
+            let (ids, sha) = pipe.chunk_file(&p, None, BlobType::Bundle, m.len(), Arc::new(|_, _| {})).await?;
             use std::os::unix::fs::PermissionsExt;
             total += m.len();
             files.push(BundleFile {
@@ -253,10 +303,9 @@ fn expand_includes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// `snapshot status` figures and the offline hashkv, from the file.
-pub fn snapshot_facts(path: &Path) -> Result<SnapshotFacts> {
-    let st = etcd_data::status(path)?;
-    let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
-    let hk = etcd_data::hashkv::hash_kv(&db, None).map_err(|e| Error::Damaged(format!("{}: {e}", path.display())))?;
+pub fn snapshot_facts(db: &bolt::Db) -> Result<SnapshotFacts> {
+    let st = etcd_data::status_of(db)?;
+    let hk = etcd_data::hashkv::hash_kv(db, None).map_err(|e| Error::Damaged(format!("{}: {e}", db.path().display())))?;
     Ok(SnapshotFacts {
         size: 0,
         sha256: String::new(),
@@ -292,15 +341,26 @@ impl Pipeline {
         Pipeline { repo, seen: Arc::new(Mutex::new(known)), to_packer: tx, packer, reused: 0 }
     }
 
-    /// Chunk a file through the workers; returns the chunk ids in order and the file's sha256.
-    async fn chunk_file(&mut self, path: &Path, t: BlobType, total: u64, prog: Progress) -> Result<(Vec<BlobId>, [u8; 32])> {
+    /// Chunk a file (still arriving, or not) through the workers; returns the chunk ids in
+    /// order and the file's sha256.
+    async fn chunk_file(
+        &mut self,
+        path: &Path,
+        arriving: Option<&ArrivingSnapshot>,
+        t: BlobType,
+        total: u64,
+        prog: Progress,
+    ) -> Result<(Vec<BlobId>, [u8; 32])> {
         let key = self.repo.key_for(t)?.clone();
         let cfg = self.repo.config.clone();
         let seed = chunker_seed(self.repo.data_key());
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file: Box<dyn std::io::Read + Send> = match arriving {
+            Some(a) => Box::new(ArrivingReader { from: a.clone(), pos: 0 }),
+            None => Box::new(File::open(path).map_err(|e| Error::io(path, e))?),
+        };
         // Fixed page-sized chunks for a bbolt file when the repository asks for them.
         let fixed = if t == BlobType::Data && cfg.chunker.pages > 0 {
-            let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
+            let db = open_snapshot(path, arriving)?;
             Some(db.page_size() as usize * cfg.chunker.pages as usize)
         } else {
             None
@@ -539,7 +599,7 @@ impl Pipeline {
 
 /// Fixed-size chunks of a file (the last one shorter).
 struct FixedChunks {
-    file: File,
+    file: Box<dyn std::io::Read + Send>,
     size: usize,
 }
 

@@ -70,13 +70,13 @@ fn key_id(key: &[u8]) -> u128 {
 /// (None in an inline bucket). Returns false to stop.
 type Record<'a> = dyn FnMut(&[u8], &[u8], &[u8], bool, Option<(u64, usize)>) -> Result<bool> + 'a;
 
-/// Call `f` for every record of the `key` bucket of the snapshot at `path`, newest first,
-/// until it returns false. False when the snapshot has no `key` bucket.
-fn each_record(path: &Path, records: bool, f: &mut Record<'_>) -> Result<bool> {
-    let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
-    let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", path.display()));
+/// Call `f` for every record of the `key` bucket of the snapshot `db`, newest first (else
+/// oldest first, which reads a snapshot still arriving in the order it arrives), until it
+/// returns false. False when the snapshot has no `key` bucket.
+fn each_record(db: &bolt::Db, newest_first: bool, records: bool, f: &mut Record<'_>) -> Result<bool> {
+    let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", db.path().display()));
     let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(false) };
-    let mut c = bucket.cursor_rev().map_err(damaged)?;
+    let mut c = if newest_first { bucket.cursor_rev() } else { bucket.cursor() }.map_err(damaged)?;
     while let Some(e) = c.next().map_err(damaged)? {
         let Ok(rk) = RevisionKey::parse(e.key) else { continue };
         let Some(kv) = KeyValueRef::decode(e.value) else { continue };
@@ -305,15 +305,17 @@ impl Ord for Head {
     }
 }
 
-/// The key map of the snapshot at `path`: its records' keys, in sorted runs, for
+/// The key map of the snapshot `db`: its records' keys, in sorted runs, for
 /// [`Built::segments`] to merge into the live keys with their latest records' places. None
 /// when the snapshot has no `key` bucket or keeps records where no offset can be given (an
 /// inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is an error (the
 /// backup reports it anyway). Memory stays near [`RUN_BYTES`] (plus 32 KiB a run when merging).
-pub fn build(path: &Path) -> Result<Option<Built>> {
+/// The records are read oldest first (runs are sorted anyway), in the order a snapshot
+/// streamed from etcd arrives.
+pub fn build(db: &bolt::Db) -> Result<Option<Built>> {
     let mut out = Built::default();
     let mut placed = true;
-    let found = each_record(path, false, &mut |rev_key, key, _, _, at| {
+    let found = each_record(db, false, false, &mut |rev_key, key, _, _, at| {
         placed = at.is_some_and(|(offset, len)| out.last.push(key, rev_key, offset, len as u32));
         if placed && out.last.buf.len() >= RUN_BYTES {
             out.spill()?;
@@ -332,7 +334,8 @@ pub fn build(path: &Path) -> Result<Option<Built>> {
 pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut seen: rustc_hash::FxHashSet<u128> = Default::default();
-    each_record(path, true, &mut |_, key, record, tombstone, _| {
+    let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
+    each_record(&db, true, true, &mut |_, key, record, tombstone, _| {
         if seen.insert(key_id(key)) && !tombstone && want(key) {
             out.push((key.to_vec(), record.to_vec()));
         }
