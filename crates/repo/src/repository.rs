@@ -594,7 +594,8 @@ impl Repository {
     pub fn open_blob_in_place(&self, e: &PackEntry, sealed: &mut [u8], pack: &str, out: &mut Vec<u8>) -> Result<()> {
         let key = self.key_for(e.blob_type)?;
         let damaged = |what: String| Error::Damaged(format!("blob {} in pack {pack}: {what}", hex::encode(e.id)));
-        let framed = key.open_in_place(sealed, &format::blob_aad(e.blob_type, &e.id)).ok_or_else(|| damaged("does not authenticate (tampered or damaged)".into()))?;
+        let framed =
+            key.open_in_place(sealed, &format::blob_aad(e.blob_type, &e.id)).ok_or_else(|| damaged("does not authenticate (tampered or damaged)".into()))?;
         format::unframe_into(framed, e.plain_len as usize, out).ok_or_else(|| damaged(format!("does not decompress to {} bytes", e.plain_len)))
     }
 
