@@ -92,13 +92,53 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// A snapshot streaming from one member, its first message already read for the size it
+/// announces.
+pub struct SnapshotStream {
+    pub endpoint: String,
+    pub member: String,
+    /// The bytes the stream will deliver: the database, then its 32-byte sha256.
+    pub len: u64,
+    first: Option<Vec<u8>>,
+    stream: etcd_client::SnapshotStreaming,
+    /// Kept for the stream's lifetime.
+    _client: etcd_client::Client,
+}
+
+/// Start streaming a snapshot from the member `source` picks. Each message says how many
+/// database bytes remain after it (`v3rpc/maintenance.go`), so the first one gives the size.
+pub async fn stream(cfg: &ConnConfig, source: &Source) -> Result<SnapshotStream> {
+    let view = observe(cfg, 0).await?;
+    let (endpoint, member) = choose(&view, source)?;
+    let mut c = cfg.connect_one(&endpoint).await?;
+    let mut stream = cfg.timed(&endpoint, "snapshot", c.snapshot()).await?;
+    let first = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: crate::conn::describe(&e) })?;
+    let Some(first) = first else {
+        return Err(Error::Stream { endpoint, msg: "the member sent no snapshot data".into() });
+    };
+    let len = first.blob().len() as u64 + first.remaining_bytes() + 32;
+    Ok(SnapshotStream { endpoint, member, len, first: Some(first.blob().to_vec()), stream, _client: c })
+}
+
+impl SnapshotStream {
+    /// The next bytes, None at the end. The stream's own end is not checked here: a reader
+    /// compares what arrived with [`SnapshotStream::len`] and checks the sha256 trailer.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let msg = self.stream.message().await.map_err(|e| Error::Stream { endpoint: self.endpoint.clone(), msg: crate::conn::describe(&e) })?;
+        Ok(msg.map(|m| m.blob().to_vec()))
+    }
+}
+
 /// Save a snapshot to `path`. `progress(bytes_so_far)` is called as data arrives.
 pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dyn Fn(u64) + Sync)) -> Result<Saved> {
     if path.symlink_metadata().is_ok() {
         return Err(Error::Refused(format!("{} exists; Quorum never overwrites a snapshot (choose a new name)", path.display())));
     }
-    let view = observe(cfg, 0).await?;
-    let (endpoint, member) = choose(&view, source)?;
+    let mut stream = stream(cfg, source).await?;
+    let endpoint = stream.endpoint.clone();
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| Error::Io { path: p, source }
@@ -106,19 +146,14 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
     let mut out = NewFile::create(path).map_err(io(path))?;
     let partial = out.path().to_path_buf();
     let result = async {
-        let mut c = cfg.connect_one(&endpoint).await?;
-        let mut stream = cfg.timed(&endpoint, "snapshot", c.snapshot()).await?;
         let mut h = Sha256::new();
         // The last 32 bytes received are the digest, not data: hold them back from the hash.
         let mut tail: Vec<u8> = Vec::with_capacity(64);
         let mut total = 0u64;
-        loop {
-            let msg = stream.message().await.map_err(|e| Error::Stream { endpoint: endpoint.clone(), msg: crate::conn::describe(&e) })?;
-            let Some(m) = msg else { break };
-            let blob = m.blob();
-            out.file().write_all(blob).map_err(io(path))?;
+        while let Some(blob) = stream.next().await? {
+            out.file().write_all(&blob).map_err(io(path))?;
             total += blob.len() as u64;
-            tail.extend_from_slice(blob);
+            tail.extend_from_slice(&blob);
             if tail.len() > 32 {
                 let cut = tail.len() - 32;
                 h.update(&tail[..cut]);
@@ -149,5 +184,5 @@ pub async fn save(cfg: &ConnConfig, path: &Path, source: &Source, progress: &(dy
             io(path)(e)
         }
     })?;
-    Ok(Saved { path: path.to_path_buf(), endpoint, member, bytes, sha256, revision })
+    Ok(Saved { path: path.to_path_buf(), endpoint, member: stream.member, bytes, sha256, revision })
 }

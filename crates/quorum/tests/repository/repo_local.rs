@@ -171,6 +171,46 @@ fn live_backup_restore_drill_3_4() {
     live_backup_restore_drill(EtcdVersion::V3_4);
 }
 
+/// A live backup reads the snapshot while it streams in. A stream cut half way (a relay resets
+/// the connection after 8 MiB of the member's answers) fails the command with the stream
+/// named: no backup is listed, nothing is left in --tmp-dir, the repository checks clean, and
+/// the next backup over a healthy path holds the member's whole keyspace.
+#[test]
+fn live_backup_cut_mid_stream_stores_nothing() {
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.big_requests = true;
+    let c = Cluster::start(opts).unwrap();
+    testkit::bulk(&c.endpoints(), 32 << 20, 2048, 8192, 4).unwrap();
+    let upstream: std::net::SocketAddr = c.endpoints()[0].trim_start_matches("http://").parse().unwrap();
+    let relay = testkit::relay::Relay::start(upstream).unwrap();
+    relay.set(testkit::relay::Fault::Truncate(8 << 20));
+    let repo = Repo::local();
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp_dir = tmp.path().to_str().unwrap();
+
+    let r = repo.q(&["backup", "--cluster", "prod", "--endpoints", &relay.url(), "--tmp-dir", tmp_dir]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("snapshot") && r.stderr.contains(&relay.url()), "the error names the stream and the endpoint: {}", r.stderr);
+    assert!(relay.stats().truncations >= 1, "{:?}", relay.stats());
+    eprintln!("cut stream: {}", r.stderr.trim());
+    assert!(repo.backup_ids().is_empty(), "a cut stream left a backup");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the temporary snapshot was left behind");
+    assert_eq!(repo.ok(&["repo", "check"]).code, 0);
+
+    relay.set(testkit::relay::Fault::Pass);
+    let rep: serde_json::Value =
+        serde_json::from_str(&repo.ok(&["backup", "--cluster", "prod", "--endpoints", &relay.url(), "--tmp-dir", tmp_dir, "-w", "json"]).stdout).unwrap();
+    let saved = tmp.path().join("etcdctl.db");
+    c.save_snapshot(&saved).unwrap();
+    let st = etcd_data::status(&saved).unwrap();
+    assert_eq!(rep["manifest"]["snapshot"]["revision"], st.revision);
+    assert_eq!(rep["manifest"]["snapshot"]["total_key"], st.total_key);
+    assert_eq!(rep["bytes"], std::fs::metadata(&saved).unwrap().len(), "{rep}");
+    std::fs::remove_file(&saved).unwrap();
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
+}
+
 /// A cluster to take successive snapshots from.
 struct Source {
     c: Cluster,
