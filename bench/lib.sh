@@ -8,8 +8,14 @@ E34=/usr/bin
 E35="$root/.tools/etcd-3.5/usr/bin"
 export ETCDCTL_API=3
 
+# QUORUM_BIN=PATH: measure that quorum binary (e.g. a build of another commit) instead of
+# building this checkout's.
 bench_build() {
   bash "$root/scripts/setup.sh" >/dev/null
+  if [ -n "${QUORUM_BIN:-}" ]; then
+    Q="$QUORUM_BIN"
+    return 0
+  fi
   (cd "$root" && cargo build --release --locked -q -p quorum -p testkit)
   Q="$root/target/release/quorum"
 }

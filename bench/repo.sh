@@ -9,10 +9,13 @@
 #     "overwrite a random 1% of the keys, compact (physically) at the current revision as
 #     kube-apiserver does, save a snapshot, back it up"; the bytes each backup adds, against the
 #     first full backup and against a plain snapshot upload. Then the same without compaction.
+#  3. live backup (only with PARTS including "live"): a member made from the snapshot;
+#     `etcdctl snapshot save` and `quorum snapshot save` against `quorum backup --endpoints`
+#     into a fresh repository, and again into the same one (chunks reused).
 # Results: printed at the end and written to bench/out/repo-results.txt.
 # Usage: bench/repo.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
 # Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
-# variant without compaction), PARTS ("speed dedup"), CHUNK_KIB (default chunker average;
+# variant without compaction), PARTS ("speed dedup"; "speed dedup live" for all), CHUNK_KIB (default chunker average;
 # e.g. "4 8 16" also backs every round up into one repository per average chunk size and
 # reports what each adds; "p1 p2" = fixed chunks of 1 or 2 bbolt pages).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,6 +50,8 @@ mib() { awk "BEGIN{ printf \"%.1f\", $1 / 1048576 }"; }
 ic="m1=http://127.0.0.1:2380"
 one=(--name m1 --initial-cluster "$ic" --initial-advertise-peer-urls http://127.0.0.1:2380)
 
+none() { :; }
+
 # best_of NAME SETUP CMD...: like measure, but runs SETUP (untimed, then sync) before each of
 # RUNS runs.
 best_of() {
@@ -69,7 +74,6 @@ speed() {
   local r="$work/r" url="file://$work/r" dst="$work/dst"
   fresh_repo() { rm -rf "$r" "$work/b.json"; "$Q" repo init --repo "$url" >/dev/null 2>&1; }
   rm_dst() { rm -rf "$dst"; mkdir -p "$dst"; }
-  none() { :; }
 
   best_of zstd none zstd -1 -T1 -q -c "$snap"
   local zsize; zsize=$(zstd -1 -T2 -q -c "$snap" | wc -c)
@@ -239,7 +243,37 @@ dedup_run() {
   rm -rf "$d"
 }
 
+# ---------------------------------------------------------------------------------------------
+# 3. Live backup: from a running etcd 3.5 member made from the snapshot, best of RUNS each.
+live() {
+  local d="$work/live"; mkdir -p "$d"
+  echo "bench: live: starting etcd 3.5 from the snapshot" >&2
+  start_member "$d"
+  local url="file://$d/repo"
+  rm_snap() { rm -f "$d/s.db" "$d/s.db.part"; }
+  fresh_live_repo() { rm -rf "$d/repo"; "$Q" repo init --repo "$url" >/dev/null 2>&1; }
+  best_of save_etcdctl rm_snap "$E35/etcdctl" --endpoints "$C" snapshot save "$d/s.db"
+  best_of save_quorum rm_snap "$Q" snapshot save --quiet "$d/s.db" --endpoints "$C"
+  best_of live_fresh fresh_live_repo "$Q" backup --quiet --repo "$url" --cluster live --endpoints "$C" --tmp-dir "$d"
+  best_of live_again none "$Q" backup --quiet --repo "$url" --cluster live --endpoints "$C" --tmp-dir "$d"
+  kill -9 "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
+  say "== 3. live backup from a running etcd 3.5.16 member holding the snapshot (file:// repository), best of $RUNS"
+  say "$(printf '%-52s %9s %13s' command 'wall (s)' 'peak RSS MiB')"
+  lrow() { say "$(printf '%-52s %9s %13s' "$1" "${WALL[$2]}" "${RSS[$2]}")"; }
+  lrow "etcdctl snapshot save FILE (3.5.16)" save_etcdctl
+  lrow "quorum snapshot save FILE" save_quorum
+  lrow "quorum backup --endpoints (fresh repository)" live_fresh
+  lrow "quorum backup --endpoints (again, chunks reused)" live_again
+  say "ratios:"
+  say "  live backup (fresh) / etcdctl snapshot save   $(ratio "${WALL[live_fresh]}" "${WALL[save_etcdctl]}")"
+  say "  live backup (again) / etcdctl snapshot save   $(ratio "${WALL[live_again]}" "${WALL[save_etcdctl]}")"
+  say "  quorum snapshot save / etcdctl snapshot save  $(ratio "${WALL[save_quorum]}" "${WALL[save_etcdctl]}")"
+  say ""
+  rm -rf "$d"
+}
+
 case " $PARTS " in *" speed "*) speed ;; esac
+case " $PARTS " in *" live "*) live ;; esac
 case " $PARTS " in *" dedup "*)
   dedup_run compact 1
   [ "$NOCOMPACT" = 1 ] && dedup_run nocompact 0
