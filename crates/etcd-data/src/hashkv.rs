@@ -135,93 +135,155 @@ fn malformed(key: &[u8], what: impl Into<String>) -> HashKvError {
 
 /// Compute `HashKV` at `rev` (`None` or `Some(0)`: the current revision). See the module doc.
 pub fn hash_kv(db: &bolt::Db, rev: Option<i64>) -> Result<HashKv, HashKvError> {
-    let finished = meta_rev(db, schema::META_FINISHED_COMPACT)?;
-    let scheduled = meta_rev(db, schema::META_SCHEDULED_COMPACT)?;
-    let compact = finished.into_iter().chain(scheduled).max().unwrap_or(-1);
-    let compaction_pending = scheduled.is_some_and(|s| s > finished.unwrap_or(-1));
-    let rev = match rev {
-        Some(r) if r < 0 => return Err(HashKvError::InvalidRevision(r)),
-        Some(0) | None => None,
-        Some(r) if r < compact => return Err(HashKvError::Compacted { rev: r, compact }),
-        r => r,
-    };
-    // With no revision given every entry is at or below the current revision.
-    let upper = rev.unwrap_or(i64::MAX);
-
+    let mut fold = HashKvFold::new(db, rev)?;
     let bucket = db.bucket(&[schema::KEY])?.ok_or(HashKvError::NoKeyBucket)?;
     let mut cursor = bucket.cursor()?;
-    let mut last_main = None;
-    let mut below: Vec<Below> = Vec::new();
-    let mut keys: HashMap<Vec<u8>, KeyState> = HashMap::new();
-    let (mut tail_crc, mut tail_len) = (0u32, 0usize);
-    // Keys live at the hashed revision, the empty key included (it is in etcd's keep set).
-    let mut live = 0i64;
     while let Some(e) = cursor.next()? {
-        if e.is_bucket() {
-            return Err(malformed(e.key, "is a nested bucket"));
+        fold.entry(e.key, (!e.is_bucket()).then_some(e.value));
+        if fold.failed.is_some() {
+            break;
         }
-        let rk = RevisionKey::parse(e.key).map_err(|err| malformed(e.key, err.to_string()))?;
-        last_main = Some(rk.rev.main);
-        if rk.rev.main > upper {
-            continue;
+    }
+    fold.key_bucket_seen = true;
+    fold.finish()
+}
+
+/// `HashKV` folded over the `key` bucket's entries in key order, as a cursor or a walk of the
+/// whole file ([`bolt::walk`], for one pass that also gives `snapshot status`) meets them.
+pub struct HashKvFold {
+    finished: Option<i64>,
+    scheduled: Option<i64>,
+    compact: i64,
+    compaction_pending: bool,
+    rev: Option<i64>,
+    /// With no revision given every entry is at or below the current revision.
+    upper: i64,
+    last_main: Option<i64>,
+    below: Vec<Below>,
+    keys: HashMap<Vec<u8>, KeyState>,
+    tail_crc: u32,
+    tail_len: usize,
+    /// Keys live at the hashed revision, the empty key included (it is in etcd's keep set).
+    live: i64,
+    /// Set by the caller once it has met the `key` bucket.
+    pub key_bucket_seen: bool,
+    failed: Option<HashKvError>,
+}
+
+impl HashKvFold {
+    /// The compaction state comes from the `meta` bucket, read first.
+    pub fn new(db: &bolt::Db, rev: Option<i64>) -> Result<HashKvFold, HashKvError> {
+        let finished = meta_rev(db, schema::META_FINISHED_COMPACT)?;
+        let scheduled = meta_rev(db, schema::META_SCHEDULED_COMPACT)?;
+        let compact = finished.into_iter().chain(scheduled).max().unwrap_or(-1);
+        let rev = match rev {
+            Some(r) if r < 0 => return Err(HashKvError::InvalidRevision(r)),
+            Some(0) | None => None,
+            Some(r) if r < compact => return Err(HashKvError::Compacted { rev: r, compact }),
+            r => r,
+        };
+        Ok(HashKvFold {
+            finished,
+            scheduled,
+            compact,
+            compaction_pending: scheduled.is_some_and(|s| s > finished.unwrap_or(-1)),
+            rev,
+            upper: rev.unwrap_or(i64::MAX),
+            last_main: None,
+            below: Vec::new(),
+            keys: HashMap::new(),
+            tail_crc: 0,
+            tail_len: 0,
+            live: 0,
+            key_bucket_seen: false,
+            failed: None,
+        })
+    }
+
+    /// The next entry of the `key` bucket (`value` None: a nested bucket, which is damage).
+    /// The first problem is kept for [`HashKvFold::finish`]; later entries are ignored.
+    pub fn entry(&mut self, key: &[u8], value: Option<&[u8]>) {
+        if self.failed.is_none() {
+            if let Err(e) = self.fold(key, value) {
+                self.failed = Some(e);
+            }
         }
-        let kv = KeyValueRef::decode(e.value).ok_or_else(|| malformed(e.key, "value is not a KeyValue"))?;
+    }
+
+    fn fold(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), HashKvError> {
+        let Some(value) = value else { return Err(malformed(key, "is a nested bucket")) };
+        let rk = RevisionKey::parse(key).map_err(|err| malformed(key, err.to_string()))?;
+        self.last_main = Some(rk.rev.main);
+        if rk.rev.main > self.upper {
+            return Ok(());
+        }
+        let kv = KeyValueRef::decode(value).ok_or_else(|| malformed(key, "value is not a KeyValue"))?;
         let now_live = !rk.tombstone;
-        if rk.rev.main <= compact {
-            let idx = below.len();
-            below.push(Below {
-                crc: crc32c::crc32c_append(crc32c::crc32c(e.key), e.value),
-                len: e.key.len() + e.value.len(),
-                tomb_at_compact: rk.tombstone && rk.rev.main == compact,
+        if rk.rev.main <= self.compact {
+            let idx = self.below.len();
+            self.below.push(Below {
+                crc: crc32c::crc32c_append(crc32c::crc32c(key), value),
+                len: key.len() + value.len(),
+                tomb_at_compact: rk.tombstone && rk.rev.main == self.compact,
                 kept: false,
             });
-            let was_live = match keys.get_mut(kv.key) {
+            let was_live = match self.keys.get_mut(kv.key) {
                 Some(st) => std::mem::replace(st, KeyState { live: now_live, below: Some(idx) }).live,
                 None => {
-                    keys.insert(kv.key.to_vec(), KeyState { live: now_live, below: Some(idx) });
+                    self.keys.insert(kv.key.to_vec(), KeyState { live: now_live, below: Some(idx) });
                     false
                 }
             };
-            live += now_live as i64 - was_live as i64;
-            continue;
+            self.live += now_live as i64 - was_live as i64;
+            return Ok(());
         }
-        tail_crc = crc32c::crc32c_append(crc32c::crc32c_append(tail_crc, e.key), e.value);
-        tail_len += e.key.len() + e.value.len();
-        if let Some(st) = keys.get_mut(kv.key) {
+        self.tail_crc = crc32c::crc32c_append(crc32c::crc32c_append(self.tail_crc, key), value);
+        self.tail_len += key.len() + value.len();
+        if let Some(st) = self.keys.get_mut(kv.key) {
             let was_live = std::mem::replace(st, KeyState { live: now_live, below: None }).live;
-            live += now_live as i64 - was_live as i64;
+            self.live += now_live as i64 - was_live as i64;
         } else if kv.key.is_empty() {
             // The bump marker (version 0) is followed exactly, like keys with older entries.
-            keys.insert(Vec::new(), KeyState { live: now_live, below: None });
-            live += now_live as i64;
+            self.keys.insert(Vec::new(), KeyState { live: now_live, below: None });
+            self.live += now_live as i64;
         } else if rk.tombstone {
             // Not live at C (its entry <= C would be in the map), so created after C.
-            live -= 1;
+            self.live -= 1;
         } else if kv.version == 1 {
-            live += 1;
+            self.live += 1;
         }
+        Ok(())
     }
 
-    let current = [last_main.unwrap_or(1), finished.unwrap_or(-1), scheduled.unwrap_or(-1)].into_iter().max().unwrap();
-    let hashed = rev.unwrap_or(current);
-    if hashed > current {
-        return Err(HashKvError::FutureRev { rev: hashed, current });
-    }
-    let empty_live = keys.get(&b""[..]).is_some_and(|s| s.live);
-    for st in keys.values() {
-        if let (true, Some(i)) = (st.live, st.below) {
-            below[i].kept = true;
+    pub fn finish(self) -> Result<HashKv, HashKvError> {
+        if let Some(e) = self.failed {
+            return Err(e);
         }
+        if !self.key_bucket_seen {
+            return Err(HashKvError::NoKeyBucket);
+        }
+        let HashKvFold { finished, scheduled, compact, compaction_pending, rev, last_main, mut below, keys, tail_crc, tail_len, live, .. } = self;
+        let current = [last_main.unwrap_or(1), finished.unwrap_or(-1), scheduled.unwrap_or(-1)].into_iter().max().unwrap();
+        let hashed = rev.unwrap_or(current);
+        if hashed > current {
+            return Err(HashKvError::FutureRev { rev: hashed, current });
+        }
+        let empty_live = keys.get(&b""[..]).is_some_and(|s| s.live);
+        for st in keys.values() {
+            if let (true, Some(i)) = (st.live, st.below) {
+                below[i].kept = true;
+            }
+        }
+        drop(keys);
+        let keep_empty = live == 0;
+        let shift = Shift::new();
+        let mut crc = crc32c::crc32c(schema::KEY);
+        for b in below.iter().filter(|b| !b.tomb_at_compact && (keep_empty || b.kept)) {
+            crc = shift.combine(crc, b.crc, b.len);
+        }
+        crc = shift.combine(crc, tail_crc, tail_len);
+        Ok(HashKv { hash: crc, revision: current, compact_revision: compact, hashed_revision: hashed, live_keys: live - empty_live as i64, compaction_pending })
     }
-    drop(keys);
-    let keep_empty = live == 0;
-    let shift = Shift::new();
-    let mut crc = crc32c::crc32c(schema::KEY);
-    for b in below.iter().filter(|b| !b.tomb_at_compact && (keep_empty || b.kept)) {
-        crc = shift.combine(crc, b.crc, b.len);
-    }
-    crc = shift.combine(crc, tail_crc, tail_len);
-    Ok(HashKv { hash: crc, revision: current, compact_revision: compact, hashed_revision: hashed, live_keys: live - empty_live as i64, compaction_pending })
 }
 
 /// CRC-32C concatenation: `combine(crc(A), crc(B), |B|) == crc(A ‖ B)`, computed as
@@ -572,6 +634,10 @@ mod tests {
         let current = [bucket.keys().last().map(|k| Revision::main_of(k).unwrap()).unwrap_or(1), compact].into_iter().max().unwrap();
         let whole = hash_kv(db, None).unwrap();
         assert_eq!((whole.revision, whole.hashed_revision, whole.compact_revision), (current, current, compact), "{what}");
+        // One walk of the whole file gives the same HashKV, and the same status.
+        let (status, one) = crate::status_and_hash_kv(db).unwrap();
+        assert_eq!(one.unwrap(), whole, "{what}: status_and_hash_kv");
+        assert_eq!(status, crate::status_of(db).unwrap(), "{what}: status_and_hash_kv");
         for rev in compact.max(1)..=current {
             let ours = hash_kv(db, Some(rev)).unwrap();
             let keep = keep_of(&restored, rev, v35);

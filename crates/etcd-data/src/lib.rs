@@ -43,9 +43,37 @@ pub fn status(path: &Path) -> Result<Status> {
 
 /// [`status`] of an open file (such as a snapshot still arriving).
 pub fn status_of(db: &bolt::Db) -> Result<Status> {
+    status_beside(db, &mut |_: &[Vec<u8>], _: &[u8], _: Option<&[u8]>| {})
+}
+
+/// [`status_of`] and [`hashkv::hash_kv`] at the current revision from one walk of the file
+/// (a backup needs both; each walk reads the whole file).
+pub fn status_and_hash_kv(db: &bolt::Db) -> Result<(Status, std::result::Result<hashkv::HashKv, hashkv::HashKvError>)> {
+    let mut fold = match hashkv::HashKvFold::new(db, None) {
+        Ok(f) => f,
+        Err(e) => return Ok((status_of(db)?, Err(e))),
+    };
+    let status = status_beside(db, &mut |path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>| match path {
+        [] if key == schema::KEY && value.is_none() => fold.key_bucket_seen = true,
+        [bucket] if bucket == schema::KEY => fold.entry(key, value),
+        _ => {}
+    })?;
+    Ok((status, fold.finish()))
+}
+
+/// [`status_of`], handing every entry the walk meets to `beside` as well.
+fn status_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<Status> {
+    struct Both<'a>(StatusVisitor, &'a mut dyn bolt::Visitor);
+    impl bolt::Visitor for Both<'_> {
+        fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
+            self.0.entry(path, key, value);
+            self.1.entry(path, key, value);
+        }
+    }
     let path = db.path();
-    let mut v = StatusVisitor::default();
-    let report = bolt::walk(db, &mut v);
+    let mut both = Both(StatusVisitor::default(), beside);
+    let report = bolt::walk(db, &mut both);
+    let v = both.0;
     if let Some(first) = report.faults.first() {
         return Err(Error::Integrity { path: path.to_path_buf(), count: report.fault_count, first: first.clone(), faults: report.faults });
     }
