@@ -302,10 +302,10 @@ fn expand_includes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// `snapshot status` figures and the offline hashkv, from the file.
+/// `snapshot status` figures and the offline hashkv, from one walk of the file.
 pub fn snapshot_facts(db: &bolt::Db) -> Result<SnapshotFacts> {
-    let st = etcd_data::status_of(db)?;
-    let hk = etcd_data::hashkv::hash_kv(db, None).map_err(|e| Error::Damaged(format!("{}: {e}", db.path().display())))?;
+    let (st, hk) = etcd_data::status_and_hash_kv(db)?;
+    let hk = hk.map_err(|e| Error::Damaged(format!("{}: {e}", db.path().display())))?;
     Ok(SnapshotFacts {
         size: 0,
         sha256: String::new(),
