@@ -32,6 +32,14 @@ pub trait Visitor {
     /// which are the top-level buckets). `value` is `None` for a nested bucket, whose
     /// entries follow with `path` extended by `key`.
     fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>);
+
+    /// [`Visitor::entry`], with the file offset where `value` lies when the entry is in a page
+    /// of its own (None in an inline bucket, stored inside its parent's value, and for a
+    /// nested bucket): the same place [`crate::Cursor::value_offset`] gives.
+    fn entry_at(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>, at: Option<u64>) {
+        let _ = at;
+        self.entry(path, key, value)
+    }
 }
 
 impl<F: FnMut(&[Vec<u8>], &[u8], Option<&[u8]>)> Visitor for F {
@@ -148,7 +156,7 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
             Ok(h) => {
                 if self.mark(pgid, h.overflow) {
                     match Node::parse(&buf, pgid, self.db.page_offset(pgid), self.db.endian()) {
-                        Ok(node) => self.node(&node, lower, upper, depth),
+                        Ok(node) => self.node(&node, true, lower, upper, depth),
                         Err(f) => self.fault(f),
                     }
                 }
@@ -172,7 +180,8 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
         false
     }
 
-    fn node(&mut self, node: &Node, lower: Option<&[u8]>, upper: Option<&[u8]>, depth: usize) {
+    /// `paged`: the node is a page of its own (not an inline bucket's).
+    fn node(&mut self, node: &Node, paged: bool, lower: Option<&[u8]>, upper: Option<&[u8]>, depth: usize) {
         let mut prev: Option<&[u8]> = None;
         for i in 0..node.count() {
             if node.is_leaf() {
@@ -192,7 +201,8 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
                     self.bucket(node.pgid, value_at, e.value, depth);
                     self.path.pop();
                 } else {
-                    self.visitor.entry(&self.path, e.key, Some(e.value));
+                    let at = paged.then(|| node.base + (e.value.as_ptr() as usize - node.buf.as_ptr() as usize) as u64);
+                    self.visitor.entry_at(&self.path, e.key, Some(e.value), at);
                 }
             } else {
                 let (key, child) = match node.branch(i) {
@@ -229,7 +239,7 @@ impl<V: Visitor + ?Sized> Walker<'_, V> {
             return self.tree(h.root, None, None, depth + 1, from);
         }
         match Node::parse(inline, pgid, value_at + 16, self.db.endian()) {
-            Ok(node) if node.is_leaf() => self.node(&node, None, None, depth + 1),
+            Ok(node) if node.is_leaf() => self.node(&node, false, None, None, depth + 1),
             Ok(_) => self.fault(Fault::new(pgid, value_at + 16, "inline bucket page is a branch page")),
             Err(f) => self.fault(f),
         }

@@ -494,5 +494,30 @@ mod tests {
         let mut c = b.cursor().unwrap();
         assert!(c.next().unwrap().is_some());
         assert_eq!(c.value_offset(), None, "inline buckets have no offset of their own");
+
+        // A walk gives each entry the offset the cursor gives.
+        struct Offsets(Vec<(Vec<u8>, Vec<u8>, Option<u64>)>);
+        impl crate::Visitor for Offsets {
+            fn entry(&mut self, _: &[Vec<u8>], _: &[u8], value: Option<&[u8]>) {
+                assert!(value.is_none(), "the walk gives values with entry_at");
+            }
+            fn entry_at(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>, at: Option<u64>) {
+                if let [bucket] = path {
+                    assert!(value.is_some());
+                    self.0.push((bucket.clone(), key.to_vec(), at));
+                }
+            }
+        }
+        let mut seen = Offsets(Vec::new());
+        assert!(crate::walk(&db, &mut seen).faults.is_empty());
+        let b = db.bucket(&[b"big"]).unwrap().unwrap();
+        let mut c = b.cursor().unwrap();
+        let mut walked = seen.0.iter();
+        while let Some(e) = c.next().unwrap() {
+            let key = e.key.to_vec();
+            let (bucket, walked_key, at) = walked.next().unwrap();
+            assert_eq!((bucket.as_slice(), walked_key, *at), (&b"big"[..], &key, c.value_offset().map(|(o, _)| o)));
+        }
+        assert_eq!(walked.next(), Some(&(b"small".to_vec(), b"x".to_vec(), None)), "inline buckets have no offset in a walk either");
     }
 }
