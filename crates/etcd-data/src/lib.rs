@@ -49,25 +49,52 @@ pub fn status_of(db: &bolt::Db) -> Result<Status> {
 /// [`status_of`] and [`hashkv::hash_kv`] at the current revision from one walk of the file
 /// (a backup needs both; each walk reads the whole file).
 pub fn status_and_hash_kv(db: &bolt::Db) -> Result<(Status, std::result::Result<hashkv::HashKv, hashkv::HashKvError>)> {
-    let mut fold = match hashkv::HashKvFold::new(db, None) {
-        Ok(f) => f,
-        Err(e) => return Ok((status_of(db)?, Err(e))),
-    };
-    let status = status_beside(db, &mut |path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>| match path {
-        [] if key == schema::KEY && value.is_none() => fold.key_bucket_seen = true,
-        [bucket] if bucket == schema::KEY => fold.entry(key, value),
-        _ => {}
-    })?;
-    Ok((status, fold.finish()))
+    status_and_hash_kv_beside(db, &mut |_: &[Vec<u8>], _: &[u8], _: Option<&[u8]>| {})
 }
 
-/// [`status_of`], handing every entry the walk meets to `beside` as well.
-fn status_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<Status> {
+/// [`status_and_hash_kv`], handing every entry to `beside` as well, as [`status_beside`].
+pub fn status_and_hash_kv_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<(Status, std::result::Result<hashkv::HashKv, hashkv::HashKvError>)> {
+    struct WithHashKv<'a>(Option<hashkv::HashKvFold>, &'a mut dyn bolt::Visitor);
+    impl bolt::Visitor for WithHashKv<'_> {
+        fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
+            self.entry_at(path, key, value, None);
+        }
+        fn entry_at(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>, at: Option<u64>) {
+            if let Some(fold) = &mut self.0 {
+                match path {
+                    [] if key == schema::KEY && value.is_none() => fold.key_bucket_seen = true,
+                    [bucket] if bucket == schema::KEY => fold.entry(key, value),
+                    _ => {}
+                }
+            }
+            self.1.entry_at(path, key, value, at);
+        }
+    }
+    let (fold, refused) = match hashkv::HashKvFold::new(db, None) {
+        Ok(f) => (Some(f), None),
+        Err(e) => (None, Some(e)),
+    };
+    let mut both = WithHashKv(fold, beside);
+    let status = status_beside(db, &mut both)?;
+    let hash_kv = match (both.0, refused) {
+        (Some(fold), _) => fold.finish(),
+        (None, Some(e)) => Err(e),
+        (None, None) => unreachable!("the fold or its refusal"),
+    };
+    Ok((status, hash_kv))
+}
+
+/// [`status_of`], handing every entry the walk meets to `beside` as well (with its value's
+/// offset, [`bolt::Visitor::entry_at`]).
+pub fn status_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<Status> {
     struct Both<'a>(StatusVisitor, &'a mut dyn bolt::Visitor);
     impl bolt::Visitor for Both<'_> {
         fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
+            self.entry_at(path, key, value, None);
+        }
+        fn entry_at(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>, at: Option<u64>) {
             self.0.entry(path, key, value);
-            self.1.entry(path, key, value);
+            self.1.entry_at(path, key, value, at);
         }
     }
     let path = db.path();
