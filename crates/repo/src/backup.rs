@@ -165,17 +165,23 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         }
     };
 
-    // Facts from the file, in parallel with the upload pipeline (and, for a snapshot still
-    // arriving, with its arrival: the walks read it almost in file order).
-    let (facts_path, facts_arriving) = (opts.snapshot.clone(), opts.arriving.clone());
-    let facts = std::thread::spawn(move || snapshot_facts(&open_snapshot(&facts_path, facts_arriving.as_ref())?));
-    // The key map: built beside the upload, its segments handed over as they are merged.
-    let (map_path, map_arriving) = (opts.snapshot.clone(), opts.arriving.clone());
+    // One walk of the file beside the upload (and, for a snapshot still arriving, beside its
+    // arrival: the walk reads it almost in file order) gives the status, the HashKV and the
+    // key map, whose segments are handed over as they are merged.
+    let (walk_path, walk_arriving) = (opts.snapshot.clone(), opts.arriving.clone());
     let (seg_tx, mut seg_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    let key_map = std::thread::spawn(move || -> Result<Option<u64>> {
-        let Some(built) = crate::keymap::build(&open_snapshot(&map_path, map_arriving.as_ref())?)? else { return Ok(None) };
-        let handed = |seg| seg_tx.blocking_send(seg).map_err(|_| Error::Other("the backup ended before its key map".into()));
-        built.segments(handed).map(Some)
+    let walked = std::thread::spawn(move || -> Result<(SnapshotFacts, Option<u64>)> {
+        let db = open_snapshot(&walk_path, walk_arriving.as_ref())?;
+        let mut key_map = crate::keymap::Builder::default();
+        let facts = snapshot_facts(&db, &mut key_map)?;
+        let entries = match key_map.finish()? {
+            Some(built) => {
+                let handed = |seg| seg_tx.blocking_send(seg).map_err(|_| Error::Other("the backup ended before its key map".into()));
+                Some(built.segments(handed)?)
+            }
+            None => None,
+        };
+        Ok((facts, entries))
     });
 
     // Deduplication against this cluster's blobs only: reading other clusters' indexes would
@@ -200,7 +206,8 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     while let Some(seg) = seg_rx.recv().await {
         segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
     }
-    let key_map = key_map.join().map_err(|_| Error::Other("key map thread panicked".into()))??.map(|entries| crate::keymap::KeyMapRef { segments, entries });
+    let (facts, entries) = walked.join().map_err(|_| Error::Other("snapshot walk thread panicked".into()))??;
+    let key_map = entries.map(|entries| crate::keymap::KeyMapRef { segments, entries });
     // The bundle.
     let mut openshift = None;
     let bundle = if let Some((tarball, stamp)) = &opts.openshift {
@@ -236,7 +243,6 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         Some(BundleRef { table: hex::encode(id), files: n, bytes: total, blobs })
     };
     let stats = pipe.finish().await?;
-    let facts = facts.join().map_err(|_| Error::Other("snapshot reader thread panicked".into()))??;
     let facts = SnapshotFacts { size, sha256: file_sha, ..facts };
 
     // The index for the new packs, then the manifest; only while our lock still stands (a
@@ -302,9 +308,10 @@ fn expand_includes(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// `snapshot status` figures and the offline hashkv, from one walk of the file.
-pub fn snapshot_facts(db: &bolt::Db) -> Result<SnapshotFacts> {
-    let (st, hk) = etcd_data::status_and_hash_kv(db)?;
+/// `snapshot status` figures and the offline hashkv, from one walk of the file, which also
+/// hands every entry to `beside`.
+pub fn snapshot_facts(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<SnapshotFacts> {
+    let (st, hk) = etcd_data::status_and_hash_kv_beside(db, beside)?;
     let hk = hk.map_err(|e| Error::Damaged(format!("{}: {e}", db.path().display())))?;
     Ok(SnapshotFacts {
         size: 0,

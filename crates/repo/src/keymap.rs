@@ -65,31 +65,23 @@ fn key_id(key: &[u8]) -> u128 {
     u128::from_le_bytes(blake3::hash(key).as_bytes()[..16].try_into().expect("16 bytes"))
 }
 
-/// One record of the `key` bucket, met newest first: its revision key, its key, the record
-/// (empty unless asked for), whether it is a tombstone, and where the record lies in the file
-/// (None in an inline bucket). Returns false to stop.
-type Record<'a> = dyn FnMut(&[u8], &[u8], &[u8], bool, Option<(u64, usize)>) -> Result<bool> + 'a;
+/// One record of the `key` bucket: its key, the record, whether it is a tombstone.
+type Record<'a> = dyn FnMut(&[u8], &[u8], bool) + 'a;
 
-/// Call `f` for every record of the `key` bucket of the snapshot `db`, newest first (else
-/// oldest first, which reads a snapshot still arriving in the order it arrives), until it
-/// returns false. False when the snapshot has no `key` bucket.
-fn each_record(db: &bolt::Db, newest_first: bool, records: bool, f: &mut Record<'_>) -> Result<bool> {
+/// Call `f` with every record of the `key` bucket of the snapshot `db`, newest first.
+fn each_record(db: &bolt::Db, f: &mut Record<'_>) -> Result<()> {
     let damaged = |f: bolt::Fault| Error::Damaged(format!("{}: key bucket: {f}", db.path().display()));
-    let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(false) };
-    let mut c = if newest_first { bucket.cursor_rev() } else { bucket.cursor() }.map_err(damaged)?;
+    let Some(bucket) = db.bucket(&[etcd_data::schema::KEY]).map_err(damaged)? else { return Ok(()) };
+    let mut c = bucket.cursor_rev().map_err(damaged)?;
     while let Some(e) = c.next().map_err(damaged)? {
         let Ok(rk) = RevisionKey::parse(e.key) else { continue };
         let Some(kv) = KeyValueRef::decode(e.value) else { continue };
         if e.value.is_empty() || kv.key.is_empty() {
             continue;
         }
-        let (rev_key, key) = (e.key.to_vec(), kv.key.to_vec());
-        let record = if records { e.value.to_vec() } else { Vec::new() };
-        if !f(&rev_key, &key, &record, rk.tombstone, c.value_offset())? {
-            break;
-        }
+        f(kv.key, e.value, rk.tombstone);
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Entries in their stored form packed in one buffer (no allocation per key), sorted in place.
@@ -305,28 +297,73 @@ impl Ord for Head {
     }
 }
 
-/// The key map of the snapshot `db`: its records' keys, in sorted runs, for
-/// [`Built::segments`] to merge into the live keys with their latest records' places. None
-/// when the snapshot has no `key` bucket or keeps records where no offset can be given (an
-/// inline bucket) or no entry can hold (a key over 64 KiB); a damaged bucket is an error (the
-/// backup reports it anyway). Memory stays near [`RUN_BYTES`] (plus 32 KiB a run when merging).
-/// The records are read oldest first (runs are sorted anyway), in the order a snapshot
-/// streamed from etcd arrives.
-pub fn build(db: &bolt::Db) -> Result<Option<Built>> {
-    let mut out = Built::default();
-    let mut placed = true;
-    let found = each_record(db, false, false, &mut |rev_key, key, _, _, at| {
-        placed = at.is_some_and(|(offset, len)| out.last.push(key, rev_key, offset, len as u32));
-        if placed && out.last.buf.len() >= RUN_BYTES {
-            out.spill()?;
-        }
-        Ok(placed)
-    })?;
-    if !found || !placed {
-        return Ok(None);
+/// The key map of a snapshot: its records' keys, in sorted runs, for [`Built::segments`] to
+/// merge into the live keys with their latest records' places. A [`bolt::Visitor`]: a walk of
+/// the file ([`bolt::walk`], which a backup makes anyway for the snapshot's status and
+/// HashKV) hands it the `key` bucket's records with their offsets
+/// ([`bolt::Visitor::entry_at`]), in key order, the order a snapshot streamed from etcd
+/// arrives in; runs are sorted anyway. [`Builder::finish`] gives None when the snapshot has
+/// no `key` bucket or keeps records where no offset can be given (an inline bucket) or no
+/// entry can hold (a key over 64 KiB). Memory stays near [`RUN_BYTES`] (plus 32 KiB a run
+/// when merging).
+#[derive(Debug)]
+pub struct Builder {
+    out: Built,
+    found: bool,
+    /// False once a record could not be placed: there will be no key map.
+    placed: bool,
+    failed: Option<Error>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder { out: Built::default(), found: false, placed: true, failed: None }
     }
-    out.last.sort();
-    Ok(Some(out))
+}
+
+impl Builder {
+    /// One record of the `key` bucket: its revision key, the record, its offset in the file.
+    fn record(&mut self, rev_key: &[u8], record: &[u8], at: Option<u64>) {
+        if !self.placed || self.failed.is_some() || RevisionKey::parse(rev_key).is_err() {
+            return;
+        }
+        let Some(kv) = KeyValueRef::decode(record) else { return };
+        if record.is_empty() || kv.key.is_empty() {
+            return;
+        }
+        self.placed = at.is_some_and(|offset| self.out.last.push(kv.key, rev_key, offset, record.len() as u32));
+        if self.placed && self.out.last.buf.len() >= RUN_BYTES {
+            if let Err(e) = self.out.spill() {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// The key map, None if the snapshot cannot have one; a spill that failed is an error.
+    pub fn finish(mut self) -> Result<Option<Built>> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if !self.found || !self.placed {
+            return Ok(None);
+        }
+        self.out.last.sort();
+        Ok(Some(self.out))
+    }
+}
+
+impl bolt::Visitor for Builder {
+    fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
+        self.entry_at(path, key, value, None);
+    }
+
+    fn entry_at(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>, at: Option<u64>) {
+        match (path, value) {
+            ([], None) if key == etcd_data::schema::KEY => self.found = true,
+            ([bucket], Some(record)) if bucket == etcd_data::schema::KEY => self.record(key, record, at),
+            _ => {}
+        }
+    }
 }
 
 /// The latest record of every live key of the snapshot at `path` that `want` accepts, sorted
@@ -335,11 +372,10 @@ pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>,
     let mut out = Vec::new();
     let mut seen: rustc_hash::FxHashSet<u128> = Default::default();
     let db = bolt::Db::open(path).map_err(etcd_data::Error::from)?;
-    each_record(&db, true, true, &mut |_, key, record, tombstone, _| {
+    each_record(&db, &mut |key, record, tombstone| {
         if seen.insert(key_id(key)) && !tombstone && want(key) {
             out.push((key.to_vec(), record.to_vec()));
         }
-        Ok(true)
     })?;
     out.sort_unstable();
     Ok(out)
