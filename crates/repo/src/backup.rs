@@ -446,7 +446,8 @@ impl Pipeline {
                 drop(id_tx);
                 drop(work_rx);
                 let chunker: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>>> = match fixed {
-                    Some(size) => Box::new(FixedChunks { file, size }),
+                    // Read in 1 MiB blocks, not one read per 8 KiB chunk.
+                    Some(size) => Box::new(FixedChunks { file: Box::new(std::io::BufReader::with_capacity(1 << 20, file)), size }),
                     None => Box::new(
                         StreamCDC::with_level_and_seed(
                             std::io::BufReader::with_capacity(1 << 20, file),
