@@ -413,21 +413,79 @@ pub fn decode(b: &[u8]) -> Result<Vec<Entry>> {
 
 /// Every entry of `m`'s key map whose key `want` accepts, in key order; None when the backup
 /// has no key map (made before there were key maps).
-pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFilter<'_>) -> Result<Option<Vec<Entry>>> {
+pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFilter<'_>, parallel: usize) -> Result<Option<Vec<Entry>>> {
     let Some(km) = &m.key_map else { return Ok(None) };
+    // The segments were stored one after another at the end of the backup: they share a pack
+    // or two, and are read with a ranged read per run, not a request each.
+    let mut blobs = Vec::with_capacity(km.segments.len());
+    for (i, s) in km.segments.iter().enumerate() {
+        let loc = index.blobs.get(&parse_id(s)?).ok_or_else(|| Error::Damaged(format!("key map blob {s} is not in any index")))?;
+        blobs.push((i, *loc));
+    }
+    let (segs, _) = read_blobs(repo, index, blobs, parallel).await?;
     let mut out = Vec::new();
-    let segs: Vec<Vec<Entry>> = futures::stream::iter(km.segments.iter().map(|s| async move {
-        let id = parse_id(s)?;
-        let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("key map blob {s} is not in any index")))?;
-        decode(&repo.read_blob(index, loc).await?)
-    }))
-    .buffered(8)
-    .try_collect()
-    .await?;
-    for seg in segs {
-        out.extend(seg.into_iter().filter(|e| want(&e.key)));
+    for seg in segs.into_values() {
+        out.extend(decode(&seg)?.into_iter().filter(|e| want(&e.key)));
     }
     Ok(Some(out))
+}
+
+/// Read and open `blobs` (each with the caller's number for it), one ranged read per run of
+/// blobs of a pack that lie at most [`COALESCE_GAP`] apart: their cost is the round trip, and
+/// a request costs more than a few skipped kilobytes. The blobs by number, and the bytes read.
+async fn read_blobs(
+    repo: &Repository,
+    index: &Index,
+    blobs: Vec<(usize, crate::repository::BlobLoc)>,
+    parallel: usize,
+) -> Result<(BTreeMap<usize, Vec<u8>>, u64)> {
+    let mut by_pack: BTreeMap<BlobId, Vec<(usize, crate::repository::BlobLoc)>> = BTreeMap::new();
+    for (i, loc) in blobs {
+        by_pack.entry(loc.pack).or_default().push((i, loc));
+    }
+    let mut runs: Vec<Vec<(usize, crate::repository::BlobLoc)>> = Vec::new();
+    for (_, mut blobs) in by_pack {
+        blobs.sort_by_key(|(_, l)| l.entry.offset);
+        for b in blobs {
+            let end = |l: &crate::repository::BlobLoc| l.entry.offset as u64 + l.entry.length as u64;
+            match runs.last_mut() {
+                Some(run) if run[0].1.pack == b.1.pack && (b.1.entry.offset as u64) <= end(&run[run.len() - 1].1) + COALESCE_GAP => run.push(b),
+                _ => runs.push(vec![b]),
+            }
+        }
+    }
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let blobs: BTreeMap<usize, Vec<u8>> = futures::stream::iter(runs.into_iter().map(|run| {
+        let read = &read;
+        async move {
+            let pack = run[0].1.pack;
+            let start = run[0].1.entry.offset as u64;
+            let end = run.iter().map(|(_, l)| l.entry.offset as u64 + l.entry.length as u64).max().unwrap_or(start);
+            let path = index.pack_path(&pack);
+            let bytes = repo.store().get_range(&path, start..end).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {} is missing", hex::encode(pack))),
+                e => Error::store(format!("read {path}"), e),
+            })?;
+            let mut out = Vec::with_capacity(run.len());
+            for (i, l) in &run {
+                let from = (l.entry.offset as u64 - start) as usize;
+                let sealed =
+                    bytes.get(from..from + l.entry.length as usize).ok_or_else(|| Error::Damaged(format!("pack {}: short read", hex::encode(pack))))?;
+                out.push((*i, repo.open_blob(&l.entry, sealed, &hex::encode(pack))?));
+            }
+            read.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, Error>(out)
+        }
+    }))
+    // Small ranged reads: their cost is the round trip, so more of them are in flight than
+    // the bulk paths' `parallel`.
+    .buffer_unordered(parallel.max(1) * 4)
+    .try_collect::<Vec<_>>()
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    Ok((blobs, read.into_inner()))
 }
 
 /// The records of `entries` (bytes of the snapshot file at each entry's place), read from the
@@ -457,55 +515,12 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
         let (first, last) = (chunk_of(e.offset), chunk_of(end - 1));
         needed.extend((first..=last).zip(&ids[first..=last]).map(|(i, id)| (i, *id)));
     }
-    // One ranged read per run of nearby blobs in a pack: a namespace's records are spread
-    // over hundreds of chunks, and a request costs more than a few skipped kilobytes.
-    let mut by_pack: BTreeMap<BlobId, Vec<(usize, crate::repository::BlobLoc)>> = BTreeMap::new();
-    for (i, id) in needed {
-        let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id))))?;
-        by_pack.entry(loc.pack).or_default().push((i, *loc));
-    }
-    let mut runs: Vec<Vec<(usize, crate::repository::BlobLoc)>> = Vec::new();
-    for (_, mut blobs) in by_pack {
-        blobs.sort_by_key(|(_, l)| l.entry.offset);
-        for b in blobs {
-            let end = |l: &crate::repository::BlobLoc| l.entry.offset as u64 + l.entry.length as u64;
-            match runs.last_mut() {
-                Some(run) if run[0].1.pack == b.1.pack && (b.1.entry.offset as u64) <= end(&run[run.len() - 1].1) + COALESCE_GAP => run.push(b),
-                _ => runs.push(vec![b]),
-            }
-        }
-    }
-    let read = std::sync::atomic::AtomicU64::new(0);
-    let chunks: BTreeMap<usize, Vec<u8>> = futures::stream::iter(runs.into_iter().map(|run| {
-        let (repo, read) = (repo.clone(), &read);
-        async move {
-            let pack = run[0].1.pack;
-            let start = run[0].1.entry.offset as u64;
-            let end = run.iter().map(|(_, l)| l.entry.offset as u64 + l.entry.length as u64).max().unwrap_or(start);
-            let path = index.pack_path(&pack);
-            let bytes = repo.store().get_range(&path, start..end).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => Error::Damaged(format!("pack {} is missing", hex::encode(pack))),
-                e => Error::store(format!("read {path}"), e),
-            })?;
-            let mut out = Vec::with_capacity(run.len());
-            for (i, l) in &run {
-                let from = (l.entry.offset as u64 - start) as usize;
-                let sealed =
-                    bytes.get(from..from + l.entry.length as usize).ok_or_else(|| Error::Damaged(format!("pack {}: short read", hex::encode(pack))))?;
-                out.push((*i, repo.open_blob(&l.entry, sealed, &hex::encode(pack))?));
-            }
-            read.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok::<_, Error>(out)
-        }
-    }))
-    // Small ranged reads: their cost is the round trip, so more of them are in flight than
-    // the bulk paths' `parallel`.
-    .buffer_unordered(parallel.max(1) * 4)
-    .try_collect::<Vec<_>>()
-    .await?
-    .into_iter()
-    .flatten()
-    .collect();
+    // A namespace's records are spread over hundreds of chunks: read in runs ([`read_blobs`]).
+    let needed: Vec<(usize, crate::repository::BlobLoc)> = needed
+        .into_iter()
+        .map(|(i, id)| index.blobs.get(&id).map(|l| (i, *l)).ok_or_else(|| Error::Damaged(format!("chunk {} is not in any index", hex::encode(id)))))
+        .collect::<Result<_>>()?;
+    let (chunks, read) = read_blobs(&repo, index, needed, parallel).await?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let mut rec = Vec::with_capacity(e.len as usize);
@@ -520,7 +535,7 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
         }
         out.push((e.rev_key.clone(), rec));
     }
-    Ok((out, read.into_inner()))
+    Ok((out, read))
 }
 
 /// What [`fetch_selected`] read.
@@ -547,7 +562,7 @@ pub async fn fetch_selected(repo: Arc<Repository>, id: &str, m: &Manifest, want:
         let sealed = |id: &str| parse_id(id).ok().and_then(|i| index.blobs.get(&i)).map_or(0, |l| l.entry.length as u64);
         let km = m.key_map.as_ref().expect("checked above");
         let mut fetched: u64 = km.segments.iter().chain(&m.chunk_lists).map(|s| sealed(s)).sum();
-        let Some(entries) = select(&repo, &index, m, want).await? else { return Ok(None) };
+        let Some(entries) = select(&repo, &index, m, want, parallel).await? else { return Ok(None) };
         let (records, read) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
         fetched += read;
         let out = out.to_path_buf();
