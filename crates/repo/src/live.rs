@@ -32,6 +32,9 @@ pub struct LiveBackup {
 pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport> {
     let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new().prefix("quorum-backup-").tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    // The snapshot holds every Secret the cluster stores: owner only, as etcdctl writes it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(tmp.path(), e))?;
     let path = tmp.path().join("snapshot.db");
     // As cluster-backup.sh: the static resources first, then the snapshot.
     let openshift = match &b.openshift_root {
@@ -48,7 +51,7 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         None => None,
     };
     let mut stream = etcd_cluster::save::stream(cfg, &etcd_cluster::save::Source::parse(&b.from)).await?;
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    let file = private_file(&path).map_err(|e| Error::io(&path, e))?;
     let arriving = Arc::new(Growing::new(file, stream.len));
     let (endpoint, member, len) = (stream.endpoint.clone(), stream.member.clone(), stream.len);
     let feed = {
@@ -100,6 +103,12 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         (Err(_), Err(e)) => Err(e),
         (report, _) => report,
     }
+}
+
+/// A new file only its owner can read (mode 0600), as etcdctl creates a snapshot.
+fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)
 }
 
 /// The snapshot file while the stream writes it: [`bolt::ReadAt`] reads wait until the bytes
@@ -192,8 +201,18 @@ mod tests {
 
     fn growing(len: u64) -> (tempfile::TempDir, Arc<Growing>) {
         let d = tempfile::tempdir().unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(d.path().join("s.db")).unwrap();
+        let f = private_file(&d.path().join("s.db")).unwrap();
         (d, Arc::new(Growing::new(f, len)))
+    }
+
+    #[test]
+    fn the_streamed_snapshot_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        drop(private_file(&p).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(private_file(&p).is_err(), "an existing file is never reused");
     }
 
     /// A read in another thread; None if it has not returned after `wait`.
