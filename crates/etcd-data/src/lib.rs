@@ -47,14 +47,10 @@ pub fn status_of(db: &bolt::Db) -> Result<Status> {
 }
 
 /// [`status_of`] and [`hashkv::hash_kv`] at the current revision from one walk of the file
-/// (a backup needs both; each walk reads the whole file).
-pub fn status_and_hash_kv(db: &bolt::Db) -> Result<(Status, std::result::Result<hashkv::HashKv, hashkv::HashKvError>)> {
-    status_and_hash_kv_beside(db, &mut |_: &[Vec<u8>], _: &[u8], _: Option<&[u8]>| {})
-}
-
-/// [`status_and_hash_kv`], handing every entry to `beside` as well, as [`status_beside`].
+/// (a backup needs both, and its key map; each walk reads the whole file), handing every
+/// entry to `beside` as well, as [`status_beside`].
 pub fn status_and_hash_kv_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) -> Result<(Status, std::result::Result<hashkv::HashKv, hashkv::HashKvError>)> {
-    struct WithHashKv<'a>(Option<hashkv::HashKvFold>, &'a mut dyn bolt::Visitor);
+    struct WithHashKv<'a>(Option<&'a mut hashkv::HashKvFold>, &'a mut dyn bolt::Visitor);
     impl bolt::Visitor for WithHashKv<'_> {
         fn entry(&mut self, path: &[Vec<u8>], key: &[u8], value: Option<&[u8]>) {
             self.entry_at(path, key, value, None);
@@ -70,18 +66,10 @@ pub fn status_and_hash_kv_beside(db: &bolt::Db, beside: &mut dyn bolt::Visitor) 
             self.1.entry_at(path, key, value, at);
         }
     }
-    let (fold, refused) = match hashkv::HashKvFold::new(db, None) {
-        Ok(f) => (Some(f), None),
-        Err(e) => (None, Some(e)),
-    };
-    let mut both = WithHashKv(fold, beside);
-    let status = status_beside(db, &mut both)?;
-    let hash_kv = match (both.0, refused) {
-        (Some(fold), _) => fold.finish(),
-        (None, Some(e)) => Err(e),
-        (None, None) => unreachable!("the fold or its refusal"),
-    };
-    Ok((status, hash_kv))
+    // A fold the meta bucket refuses still lets the walk give the status.
+    let mut fold = hashkv::HashKvFold::new(db, None);
+    let status = status_beside(db, &mut WithHashKv(fold.as_mut().ok(), beside))?;
+    Ok((status, fold.and_then(hashkv::HashKvFold::finish)))
 }
 
 /// [`status_of`], handing every entry the walk meets to `beside` as well (with its value's
