@@ -33,9 +33,6 @@ use crate::repository::{parse_id, Index, Repository};
 /// Which keys a reader wants.
 pub type KeyFilter<'a> = dyn Fn(&[u8]) -> bool + Sync + 'a;
 
-/// Blobs of one pack closer than this are read with one request.
-const COALESCE_GAP: u64 = 64 << 10;
-
 /// Entries per stored segment.
 pub const SEGMENT: usize = 16384;
 const MAGIC: &[u8; 4] = b"QKM1";
@@ -431,8 +428,10 @@ pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFi
 }
 
 /// Read and open `blobs` (each with the caller's number for it), one ranged read per run of
-/// blobs of a pack that lie at most [`COALESCE_GAP`] apart: their cost is the round trip, and
-/// a request costs more than a few skipped kilobytes. The blobs by number, and the bytes read.
+/// blobs of a pack that lie closer than the store link's bandwidth-delay product
+/// ([`crate::link::Link::coalesce_gap`], measured on the reads before this one): a request
+/// costs a round trip, skipped bytes cost their transfer. The blobs by number, and the bytes
+/// read.
 async fn read_blobs(
     repo: &Repository,
     index: &Index,
@@ -443,13 +442,14 @@ async fn read_blobs(
     for (i, loc) in blobs {
         by_pack.entry(loc.pack).or_default().push((i, loc));
     }
+    let gap = repo.location.link.coalesce_gap();
     let mut runs: Vec<Vec<(usize, crate::repository::BlobLoc)>> = Vec::new();
     for (_, mut blobs) in by_pack {
         blobs.sort_by_key(|(_, l)| l.entry.offset);
         for b in blobs {
             let end = |l: &crate::repository::BlobLoc| l.entry.offset as u64 + l.entry.length as u64;
             match runs.last_mut() {
-                Some(run) if run[0].1.pack == b.1.pack && (b.1.entry.offset as u64) <= end(&run[run.len() - 1].1) + COALESCE_GAP => run.push(b),
+                Some(run) if run[0].1.pack == b.1.pack && (b.1.entry.offset as u64) <= end(&run[run.len() - 1].1) + gap => run.push(b),
                 _ => runs.push(vec![b]),
             }
         }

@@ -33,6 +33,7 @@ pub mod format;
 pub mod freshness;
 pub mod gcs_json;
 pub mod keymap;
+pub mod link;
 pub mod live;
 pub mod location;
 pub mod lock;

@@ -87,6 +87,8 @@ pub struct Location {
     pub local_root: Option<PathBuf>,
     /// The proxy in use, if any (for messages).
     pub proxy: Option<String>,
+    /// What a read costs, measured on this location's reads (remote stores only).
+    pub link: Arc<crate::link::Link>,
 }
 
 impl std::fmt::Debug for Location {
@@ -123,6 +125,7 @@ impl Location {
                 prefix: String::new(),
                 local_root: Some(path),
                 proxy: None,
+                link: crate::link::Link::new(),
             });
         }
         let parsed = url::Url::parse(url).map_err(|e| {
@@ -226,9 +229,11 @@ impl Location {
             }
             Scheme::File => unreachable!(),
         };
+        let link = crate::link::Link::new();
+        let store: Arc<dyn ObjectStore> = Arc::new(crate::link::Metered::new(store, link.clone()));
         let store: Arc<dyn ObjectStore> = Arc::new(crate::retrying::Retrying::new(store, deadline));
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix.as_str())) };
-        Ok(Location { url: url.to_string(), scheme, store, signer: Some(signer), prefix, local_root: None, proxy })
+        Ok(Location { url: url.to_string(), scheme, store, signer: Some(signer), prefix, local_root: None, proxy, link })
     }
 
     /// A presigned GET URL for an object of the repository.
