@@ -65,6 +65,10 @@ pub struct SyncNote {
     /// Keys found changed in the target since the migration wrote them (namespaces/prefixes).
     #[serde(default)]
     pub conflicts_total: u64,
+    /// The newest `--follow` checkpoint of the generation (whole clusters): the target verified
+    /// at a revision, which a cutover verifies from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::sync::CutoverCheck>,
 }
 
 /// A stable id from the parts that identify a migration.

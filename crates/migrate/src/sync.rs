@@ -16,7 +16,8 @@
 //!
 //! **Progress lives in the target.** Its revision is the last source revision applied: a sync
 //! killed at any point is run again and goes on from there, and each revision is applied once.
-//! Nothing is written to the repository while syncing.
+//! Nothing is written to the repository while syncing but a `--follow`'s checkpoints, which
+//! are notes for `--status` and the cutover, not progress.
 //!
 //! **Leases.** A lease running out in the target would delete its keys there: a revision the
 //! source does not have. So every lease the target gets lives longer than the source's by a
@@ -30,10 +31,21 @@
 //! After the cutover, a lease that existed then keeps the longer TTL for as long as its clients
 //! keep it alive: the keys of a client that dies go up to the grace later than on the source.
 //!
+//! **Checkpoints.** A `--follow` verifies the target as it goes: once it has run a second and
+//! then every [`CHECKPOINT_EVERY`], `hashkv` at the last revision applied on the source and on
+//! every target member, beside the sync (on connections of its own). Each equal result is a
+//! checkpoint, written into the migration's note in the repository (with the totals so far, so
+//! `--status` shows a running follow). Unequal stops the follow: the target differs.
+//!
 //! **Cutover.** With writers to the source stopped, the target is synced to the source's
-//! revision and every target member's `hashkv` at it must equal the source's; the source's
-//! revision must not move meanwhile (at least half a second: [`StillSource`]), or the cutover
-//! syncs on to the new one while `--settle` lasts. Leases the stopped writers held
+//! revision and verified at it: with a checkpoint, every revision after the checkpoint's is read
+//! back from the source and from each target member (a watch, which each member serves from
+//! its own store) and compared event for event (key, value, create and mod revisions, version,
+//! lease; [`verify_since`]): equal at the checkpoint and equal since means equal now, at the
+//! cost of the revisions since rather than of a pass over every store. Without one (or when a
+//! side compacted past it), every target member's `hashkv` at the cutover's revision must equal
+//! the source's. The source's revision must not move meanwhile (at least half a second:
+//! [`StillSource`]), or the cutover syncs on to the new one while `--settle` lasts. Leases the stopped writers held
 //! still run out on the source afterwards (and a grace later on the target, with the same
 //! keys): revisions after the cutover's are not carried, and the cutover's revision is the one
 //! a cutover run again verifies.
@@ -41,8 +53,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions};
-use serde::Serialize;
-use tokio::sync::watch;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
 
 use etcd_cluster::ConnConfig;
 
@@ -71,7 +84,7 @@ impl Mode {
 }
 
 /// One target member at the cutover revision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberHash {
     pub endpoint: String,
     pub revision: i64,
@@ -79,13 +92,33 @@ pub struct MemberHash {
     pub ok: bool,
 }
 
-/// The cutover's verification.
-#[derive(Debug, Clone, Serialize)]
+/// The cutover's verification (and a `--follow`'s checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CutoverCheck {
     pub revision: i64,
+    /// The source's `hashkv` at `since` when set, else at `revision`; so are the members'.
     pub source_hash_kv: u32,
     pub members: Vec<MemberHash>,
     pub ok: bool,
+    /// Verified from a checkpoint: `hashkv` equal at this revision, and every revision after it
+    /// up to `revision` equal event for event on every member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+/// How often, at most, a `--follow` takes a checkpoint (see the module documentation): each
+/// costs the source and every target member a pass over its store.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// A `--follow`'s checkpoint and the run's report when it was taken.
+pub type Checkpoint = (CutoverCheck, SyncReport);
+
+/// What a sync knows of checkpoints: the newest one (for a cutover), and where a `--follow`
+/// sends those it takes.
+#[derive(Default)]
+pub struct Checkpoints {
+    pub newest: Option<CutoverCheck>,
+    pub taken: Option<mpsc::UnboundedSender<Checkpoint>>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -148,6 +181,7 @@ fn group(events: &[etcd_client::Event]) -> Result<BTreeMap<i64, Revision>> {
 }
 
 struct Syncer<'a> {
+    src: &'a ConnConfig,
     dst: &'a ConnConfig,
     source: Client,
     target: Client,
@@ -158,6 +192,21 @@ struct Syncer<'a> {
     lease_grace: i64,
     last_relay: Instant,
     last_note: Instant,
+    /// A `--follow`'s checkpoint being taken, the revision of the last one started, when the
+    /// last one ended, and where they go.
+    checking: Option<tokio::task::JoinHandle<Result<CutoverCheck>>>,
+    checked_rev: i64,
+    last_check: Option<Instant>,
+    taken: Option<mpsc::UnboundedSender<Checkpoint>>,
+}
+
+impl Drop for Syncer<'_> {
+    /// A checkpoint still being taken is of no use once the sync ends.
+    fn drop(&mut self) {
+        if let Some(t) = self.checking.take() {
+            t.abort();
+        }
+    }
 }
 
 impl Syncer<'_> {
@@ -241,6 +290,45 @@ impl Syncer<'_> {
             self.report.source_revision = now;
             on(Event::Plan(format!("synced to revision {} (source at {now}, {} behind)", self.report.target_revision, now - self.report.target_revision)));
             self.last_note = Instant::now();
+        }
+        if mode == Mode::Follow {
+            self.checkpoint(on).await?;
+        }
+        Ok(())
+    }
+
+    /// A `--follow`'s checkpoints (see the module documentation): collect the one being taken
+    /// when it is done, start the next when it is due.
+    async fn checkpoint(&mut self, on: &Sink) -> Result<()> {
+        let Some(taken) = self.taken.clone() else { return Ok(()) };
+        if let Some(task) = self.checking.take_if(|t| t.is_finished()) {
+            self.last_check = Some(Instant::now());
+            match task.await {
+                Ok(Ok(check)) if check.ok => {
+                    on(Event::Plan(format!("checkpoint: hashkv at revision {} is the same on the source and every target member", check.revision)));
+                    let _ = taken.send((check, self.report.clone()));
+                }
+                Ok(Ok(check)) => {
+                    let differ: Vec<String> = check.members.iter().filter(|m| !m.ok).map(|m| m.endpoint.clone()).collect();
+                    // Noted too: no cutover may verify from an earlier checkpoint now.
+                    let _ = taken.send((check.clone(), self.report.clone()));
+                    return Err(Error::Refused(format!(
+                        "the target differs from the source at revision {} (hashkv on {} differs from the source's {}): something else \
+                         wrote to the target; stage again with --restart",
+                        check.revision,
+                        differ.join(", "),
+                        check.source_hash_kv
+                    )));
+                }
+                Ok(Err(e)) => on(Event::Warning(format!("checkpoint at revision {} not taken: {e}", self.checked_rev))),
+                Err(e) => on(Event::Warning(format!("checkpoint at revision {} not taken: {e}", self.checked_rev))),
+            }
+        }
+        let due = self.last_check.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY);
+        if self.checking.is_none() && due && self.report.target_revision > self.checked_rev {
+            let (src, dst, rev) = (self.src.clone(), self.dst.clone(), self.report.target_revision);
+            self.checked_rev = rev;
+            self.checking = Some(tokio::spawn(async move { verify(&src, &dst, rev).await }));
         }
         Ok(())
     }
@@ -350,14 +438,21 @@ impl StillSource {
 
 /// A cutover's first reads and verification, done while the repository is still being opened
 /// (deriving its key takes a good part of a second): the source's revision, and, when the
-/// target already holds it (a `--follow` ran until the writers stopped), hashkv at it on every
-/// member. They only read; [`run`] uses them once the migration's record allows a cutover, and
-/// the target's revision is checked again before they count.
+/// target already holds it (a `--follow` ran until the writers stopped) and its store is small
+/// ([`EARLY_HASH_MAX`]), hashkv at it on every member. They only read; [`run`] uses them once
+/// the migration's record allows a cutover, and the target's revision is checked again before
+/// they count.
 pub struct EarlyCutover {
     still: StillSource,
     goal: i64,
     verification: Option<CutoverCheck>,
 }
+
+/// The largest store hashed before the repository is open. A larger one is left to the
+/// cutover proper, which, after a `--follow`, compares only the revisions since its last
+/// checkpoint: hashing every store would cost more than the key derivation it overlaps (seconds
+/// a gigabyte, on every member at once).
+pub const EARLY_HASH_MAX: i64 = 128 << 20;
 
 /// [`EarlyCutover`]; None when anything fails (the cutover then does it all itself, and
 /// reports the failure where it belongs).
@@ -365,8 +460,10 @@ pub async fn early_cutover(src: &ConnConfig, dst: &ConnConfig, settle: Duration)
     let quiet: Sink = std::sync::Arc::new(|_| {});
     let (mut source, mut target) = (src.connect_all().await.ok()?, dst.connect_all().await.ok()?);
     let (still, goal) = StillSource::start(&mut source, settle, &quiet).await.ok()?;
-    let at = revision(&mut target).await.ok()?;
-    let verification = if at == goal { verify(src, dst, goal).await.ok() } else { None };
+    let at = target.status().await.ok()?;
+    let small = at.db_size() <= EARLY_HASH_MAX;
+    let at = at.header().map(|h| h.revision()).unwrap_or(0);
+    let verification = if at == goal && small { verify(src, dst, goal).await.ok() } else { None };
     Some(EarlyCutover { still, goal, verification })
 }
 
@@ -381,6 +478,7 @@ pub async fn run(
     mode: Mode,
     lease_grace: i64,
     early: Option<EarlyCutover>,
+    checkpoints: Checkpoints,
     mut stop: watch::Receiver<bool>,
     on: &Sink,
 ) -> Result<SyncReport> {
@@ -388,6 +486,7 @@ pub async fn run(
     let source = src.connect_all().await?;
     let target = dst.connect_all().await?;
     let mut s = Syncer {
+        src,
         dst,
         source,
         target,
@@ -396,10 +495,17 @@ pub async fn run(
         lease_grace,
         last_relay: Instant::now(),
         last_note: Instant::now(),
+        checking: None,
+        checked_rev: 0,
+        last_check: None,
+        taken: checkpoints.taken,
     };
     let from = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
     s.report.from_revision = from;
     s.report.target_revision = from;
+    // The first checkpoint of a follow is due once it has run a second: not at the revision
+    // it starts from, which the checks below already cover.
+    s.checked_rev = from;
     let mut still = None;
     let mut verified_early = None;
     let mut goal = match (mode, early) {
@@ -489,10 +595,7 @@ pub async fn run(
                 on(Event::Step(format!("verified while the repository opened: hashkv at revision {g} on every target member against the source")));
                 Some(v)
             }
-            None => {
-                on(Event::Step(format!("verifying: hashkv at revision {g} on every target member against the source")));
-                Some(verify(src, dst, g).await?)
-            }
+            None => Some(verify_at(src, dst, checkpoints.newest.as_ref(), g, on).await?),
         };
         match st.moved(&mut s.source, g, on).await? {
             None => break,
@@ -504,7 +607,7 @@ pub async fn run(
         }
     }
     s.report.seconds = started.elapsed().as_secs_f64();
-    Ok(s.report)
+    Ok(std::mem::take(&mut s.report))
 }
 
 /// A watch of every key of the source from revision `from`, with previous values and progress
@@ -682,6 +785,122 @@ async fn from_deltas(
     Ok(())
 }
 
+/// The cutover's verification at `rev`: from `checkpoint` when it applies ([`verify_since`]),
+/// else (or when the revisions since it can no longer be read) `hashkv` everywhere ([`verify`]).
+async fn verify_at(src: &ConnConfig, dst: &ConnConfig, checkpoint: Option<&CutoverCheck>, rev: i64, on: &Sink) -> Result<CutoverCheck> {
+    let mut members: Vec<String> = dst.endpoints.iter().map(|e| dst.url(e)).collect();
+    members.sort();
+    let usable = checkpoint.filter(|c| {
+        let mut had: Vec<&str> = c.members.iter().map(|m| m.endpoint.as_str()).collect();
+        had.sort();
+        c.ok && c.since.is_none() && c.revision <= rev && had == members
+    });
+    if let Some(c) = usable {
+        on(Event::Step(format!(
+            "verifying: revisions {}..{rev} compared event for event on the source and every target member (hashkv was equal at the follow's checkpoint, revision {})",
+            c.revision + 1,
+            c.revision
+        )));
+        match verify_since(src, dst, c, rev).await {
+            Ok(v) => return Ok(v),
+            Err(e) => on(Event::Warning(format!("{e}; verifying with hashkv instead"))),
+        }
+    }
+    on(Event::Step(format!("verifying: hashkv at revision {rev} on every target member against the source")));
+    verify(src, dst, rev).await
+}
+
+/// A digest of every revision in `(from, to]` of the member `c` is connected to, read from a
+/// watch (which a member serves from its own store): each event's type, key, value, create and
+/// mod revisions, version and lease, in order. An error says why the revisions cannot be read
+/// (compacted, a revision missing).
+async fn history(c: &mut Client, from: i64, to: i64) -> std::result::Result<[u8; 32], String> {
+    let mut h = Sha256::new();
+    if from >= to {
+        return Ok(h.finalize().into());
+    }
+    let opts = WatchOptions::new().with_all_keys().with_start_revision(from + 1);
+    let mut wc = c.watch_client().max_decoding_message_size(i32::MAX as usize);
+    let mut stream = wc.watch(vec![0u8], Some(opts)).await.map_err(|e| e.to_string())?;
+    let mut last = from;
+    // A revision's events never straddle two responses (etcd batches whole revisions): the
+    // response that holds `to` holds all of it.
+    while last < to {
+        let resp = stream.message().await.map_err(|e| e.to_string())?.ok_or("the watch ended")?;
+        if resp.canceled() {
+            return Err(match resp.compact_revision() {
+                0 => format!("the watch was cancelled ({})", resp.cancel_reason()),
+                c => format!("compacted up to revision {c}"),
+            });
+        }
+        for ev in resp.events() {
+            let kv = ev.kv().ok_or("a watch event without its key")?;
+            let r = kv.mod_revision();
+            if r > to {
+                if last < to {
+                    return Err(format!("revision {} is missing", last + 1));
+                }
+                break;
+            }
+            if r != last && r != last + 1 {
+                return Err(format!("revision {} is missing", last + 1));
+            }
+            last = r;
+            h.update(r.to_le_bytes());
+            h.update([matches!(ev.event_type(), EventType::Put) as u8]);
+            for part in [kv.key(), kv.value()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            for n in [kv.create_revision(), kv.version(), kv.lease()] {
+                h.update(n.to_le_bytes());
+            }
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// How long reading the revisions since a checkpoint may take on one member.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Verify at `rev` from `checkpoint` (see the module documentation): every revision after the
+/// checkpoint's, up to `rev`, must read the same on every target member as on the source, and
+/// every target member must hold `rev`. An error when the revisions cannot be read on a side.
+pub async fn verify_since(src: &ConnConfig, dst: &ConnConfig, checkpoint: &CutoverCheck, rev: i64) -> Result<CutoverCheck> {
+    let from = checkpoint.revision;
+    let read = |c: Client, side: String| async move {
+        let mut c = c;
+        match tokio::time::timeout(HISTORY_TIMEOUT, history(&mut c, from, rev)).await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(Error::Source(format!("revisions {}..{rev} cannot be read on {side}: {e}", from + 1))),
+            Err(_) => Err(Error::Source(format!("revisions {}..{rev} were not read on {side} within {HISTORY_TIMEOUT:?}", from + 1))),
+        }
+    };
+    let source = async { read(src.connect_all().await?, "the source".into()).await };
+    let members = futures::future::join_all(dst.endpoints.iter().map(|ep| async move {
+        let mut c = dst.connect_one(ep).await?;
+        let url = dst.url(ep);
+        let now = revision(&mut c).await.map_err(|e| Error::Target { endpoint: url.clone(), op: "read the revision", msg: e.to_string() })?;
+        let digest = read(c, url.clone()).await?;
+        Ok::<_, Error>((url, now, digest))
+    }));
+    let (want, members) = tokio::join!(source, members);
+    let want = want?;
+    let members: Vec<MemberHash> = members
+        .into_iter()
+        .map(|m| {
+            m.map(|(endpoint, now, digest)| {
+                let at_checkpoint = checkpoint.members.iter().find(|c| c.endpoint == endpoint);
+                let hash_kv = at_checkpoint.map_or(0, |c| c.hash_kv);
+                let ok = now >= rev && digest == want && at_checkpoint.is_some_and(|c| c.ok);
+                MemberHash { endpoint, revision: now, hash_kv, ok }
+            })
+        })
+        .collect::<Result<_>>()?;
+    let ok = members.iter().all(|m| m.ok);
+    Ok(CutoverCheck { revision: rev, source_hash_kv: checkpoint.source_hash_kv, members, ok, since: Some(from) })
+}
+
 /// Every target member's revision (at least `rev`: a cut-over target may have moved on) and
 /// `hashkv` at `rev` against a source member's.
 pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<CutoverCheck> {
@@ -708,7 +927,7 @@ pub async fn verify(src: &ConnConfig, dst: &ConnConfig, rev: i64) -> Result<Cuto
         .map(|m| m.map(|(endpoint, now, h)| MemberHash { endpoint, revision: now, hash_kv: h, ok: now >= rev && h == want }))
         .collect::<Result<_>>()?;
     let ok = members.iter().all(|m| m.ok);
-    Ok(CutoverCheck { revision: rev, source_hash_kv: want, members, ok })
+    Ok(CutoverCheck { revision: rev, source_hash_kv: want, members, ok, since: None })
 }
 
 /// The source's and the target's current revisions (`--status` of a whole-cluster migration).
@@ -721,15 +940,19 @@ pub async fn revisions(src: &ConnConfig, dst: &ConnConfig) -> Result<(i64, i64)>
 }
 
 /// Seconds since the source made the first revision the target lacks, from the receive times
-/// an agent's delta chain of `cluster` records (0 when in step; None when no segment holds that
-/// revision: no agent captures the source into this repository).
+/// an agent's delta chain of `cluster` records (0 when in step). When the target holds the
+/// whole chain (a follow of the chain waits for the agent's next upload), the revision it lacks
+/// is not in the chain yet: it came after the target's own, so the time since the agent
+/// received that one is the lag at most, and is given. None when the chain holds neither: no
+/// agent captures the source into this repository.
 pub async fn lag_seconds(repo: &repo::Repository, cluster: &str, target: i64, source: i64) -> Result<Option<f64>> {
     if target >= source {
         return Ok(Some(0.0));
     }
     let segments = repo::delta::list_segments(repo, cluster).await?;
-    let Some(seg) = segments.iter().find(|s| s.first <= target + 1 && s.last > target) else { return Ok(None) };
+    let holding = |rev: i64| segments.iter().find(|s| s.first <= rev && s.last >= rev);
+    let Some((seg, rev)) = holding(target + 1).map(|s| (s, target + 1)).or_else(|| holding(target).map(|s| (s, target))) else { return Ok(None) };
     let segment = repo::delta::read_segment(repo, &seg.name).await?;
-    let at = segment.records.iter().find(|r| r.revision > target).map(|r| r.time_ms);
+    let at = segment.records.iter().find(|r| r.revision >= rev).map(|r| r.time_ms);
     Ok(at.map(|ms| ((chrono::Utc::now().timestamp_millis() - ms) as f64 / 1000.0).max(0.0)))
 }

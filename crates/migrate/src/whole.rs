@@ -558,22 +558,45 @@ pub async fn sync(
     } else {
         crate::sync::Revisions::Watch
     };
-    let result = crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), early, stop, on).await;
-    let run = result.as_ref().map(|r| crate::journal::SyncRun {
-        outcome: match &r.verification {
-            Some(v) if v.ok => "verified",
-            Some(_) => "verification failed",
-            None => "synced",
-        },
+    let was = st.last_sync.clone().unwrap_or_default();
+    let note_of = |r: &crate::sync::SyncReport, outcome: &'static str| crate::journal::SyncRun {
+        outcome,
         source_revision: r.source_revision,
         target_revision: Some(r.target_revision),
         changes: r.revisions_applied,
         puts: r.puts,
         deletes: r.deletes,
         conflicts: 0,
+    };
+    // A follow's checkpoints become notes as they are taken (the totals so far with them).
+    let (taken, mut checkpoints) = tokio::sync::mpsc::unbounded_channel::<crate::sync::Checkpoint>();
+    let checkpoints_in = crate::sync::Checkpoints { newest: was.checkpoint.clone(), taken: Some(taken) };
+    let mut newest = None;
+    let notes = async {
+        while let Some((check, report)) = checkpoints.recv().await {
+            let outcome = if check.ok { "following, verified" } else { "following, verification failed" };
+            let mut note = was.after(mode.label(), Ok(&note_of(&report, outcome)));
+            note.checkpoint = Some(check.clone());
+            crate::journal::note_sync(&repo, &st.record, &note, on).await;
+            newest = Some(check);
+        }
+    };
+    let (result, ()) = tokio::join!(crate::sync::run(src, to, revisions, mode, o.lease_grace.unwrap_or(0), early, checkpoints_in, stop, on), notes);
+    let run = result.as_ref().map(|r| {
+        note_of(
+            r,
+            match &r.verification {
+                Some(v) if v.ok => "verified",
+                Some(_) => "verification failed",
+                None => "synced",
+            },
+        )
     });
-    let was = st.last_sync.clone().unwrap_or_default();
-    crate::journal::note_sync(&repo, &st.record, &was.after(mode.label(), run.as_ref().map_err(|e| e.to_string())), on).await;
+    let mut note = was.after(mode.label(), run.as_ref().map_err(|e| e.to_string()));
+    if newest.is_some() {
+        note.checkpoint = newest;
+    }
+    crate::journal::note_sync(&repo, &st.record, &note, on).await;
     let report = result?;
     if report.verification.as_ref().is_some_and(|v| v.ok) {
         crate::journal::mark(&repo, &st.record, "cutover").await?;

@@ -677,8 +677,12 @@ fn status(
                         m.last_sync
                             .as_ref()
                             .map(|n| {
+                                let checkpoint = match &n.checkpoint {
+                                    Some(c) if c.ok => format!("; checkpoint at {}", c.revision),
+                                    _ => String::new(),
+                                };
                                 format!(
-                                    "{} {}: {} ({} written, {} deleted, {} conflict(s) in all)",
+                                    "{} {}: {} ({} written, {} deleted, {} conflict(s) in all{checkpoint})",
                                     n.mode, n.time, n.outcome, n.puts_total, n.deletes_total, n.conflicts_total
                                 )
                             })
@@ -773,7 +777,15 @@ fn print_sync(r: &migrate::sync::SyncReport, w: Format) {
         .map(|m| vec![m.endpoint.clone(), m.revision.to_string(), m.hash_kv.to_string(), if m.ok { "ok".into() } else { "DIFFERS".into() }])
         .collect();
     print!("{}", output::table(&["MEMBER", "REVISION", "HASHKV", "MATCH"], &rows));
-    println!("source: hashkv {} at revision {}", v.source_hash_kv, v.revision);
+    match v.since {
+        Some(c) => println!(
+            "source: hashkv {} at revision {c} (the follow's checkpoint); revisions {}..{} compared event for event on every member",
+            v.source_hash_kv,
+            c + 1,
+            v.revision
+        ),
+        None => println!("source: hashkv {} at revision {}", v.source_hash_kv, v.revision),
+    }
     println!("cutover: {}", if v.ok { "VERIFIED: the new cluster holds the source's revisions; point clients at it" } else { "FAILED" });
 }
 

@@ -150,15 +150,26 @@ fn whole_cluster_staged_synced_followed_and_cut_over() {
     );
     assert!(rep["deletes"].as_u64().unwrap() > 0 && rep["leases_granted"].as_u64().unwrap() > 0, "{rep}");
 
-    // --follow, stopped by SIGTERM; --status while it runs shows the lag.
+    // --follow, stopped by SIGTERM; --status while it runs shows the lag, and the follow's
+    // checkpoint (hashkv equal on both sides, taken beside the sync) with the totals so far.
     let child = s.spawn(&["--follow", "-w", "json"]);
-    std::thread::sleep(Duration::from_secs(4));
     let mut status_args: Vec<&str> = s.args.iter().map(String::as_str).collect();
     status_args.push("--status");
-    let st = s.repo.json(&status_args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let st = s.repo.json(&status_args);
+        if st[0]["last_sync"]["mode"] == "follow" || Instant::now() > deadline {
+            break st;
+        }
+    };
     assert!(st[0]["lag_revisions"].as_i64().unwrap() >= 0 && st[0]["target_revision"].as_i64().unwrap() > staged_rev, "{st}");
+    let note = &st[0]["last_sync"];
+    assert_eq!(note["outcome"], "following, verified", "a checkpoint while following: {st}");
+    assert_eq!(note["checkpoint"]["ok"], true, "{st}");
+    assert!(note["checkpoint"]["revision"].as_i64().unwrap() > staged_rev && note["puts_total"].as_u64().unwrap() > 0, "{st}");
     let table = s.repo.ok(&status_args);
-    assert!(table.stdout.contains("STAGE") && table.stdout.contains("staged"), "{}", table.stdout);
+    assert!(table.stdout.contains("STAGE") && table.stdout.contains("staged") && table.stdout.contains("checkpoint at"), "{}", table.stdout);
     eprintln!("--status during --follow:\n{}", table.stdout);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -266,6 +277,20 @@ fn a_second_writer_on_the_target_stops_the_sync() {
     put(&s.source.endpoints(), "/src/1");
     let ok = s.run(&["--sync"]);
     assert_eq!(ok.code, 0, "{} {}", ok.stdout, ok.stderr);
+    // A follow takes a checkpoint once the source has moved.
+    let follow = s.spawn(&["--follow"]);
+    put(&s.source.endpoints(), "/src/1b");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let checkpoint = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let st = s.repo.json(&["migrate", "--status", "--cluster", "staged-b"]);
+        if st[0]["last_sync"]["checkpoint"]["ok"] == true || Instant::now() > deadline {
+            break st[0]["last_sync"]["checkpoint"]["revision"].as_i64();
+        }
+    };
+    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    assert_eq!(follow.wait_with_output().unwrap().status.code(), Some(0));
+    let checkpoint = checkpoint.expect("a checkpoint within 30 s");
     // Someone writes to the target: ahead of the source.
     put(&s.target.endpoints(), "/intruder");
     let ahead = s.run(&["--sync"]);
@@ -278,6 +303,14 @@ fn a_second_writer_on_the_target_stops_the_sync() {
     assert_eq!(differs.code, 1, "{}", differs.stderr);
     assert!(differs.stderr.contains("the target differs from the source"), "{}", differs.stderr);
     assert!(!testkit::dump(&s.target.endpoints(), 0).unwrap().1.iter().any(|kv| kv.key == b"/src/3"), "nothing was applied");
+    // A cutover (which does not hash at its start) applies the source's last revision: the
+    // revision numbers now agree, the intruder's put among them. Verifying from the follow's
+    // checkpoint, the revisions since it differ event for event: the cutover fails.
+    let cut = s.run(&["--cutover"]);
+    assert_eq!(cut.code, 3, "{} {}", cut.stdout, cut.stderr);
+    assert!(cut.stdout.contains("DIFFERS") && cut.stdout.contains(&format!("at revision {checkpoint} (the follow's checkpoint)")), "{}", cut.stdout);
+    assert!(cut.stderr.contains("compared event for event"), "{}", cut.stderr);
+    assert_eq!(s.repo.json(&["migrate", "--status", "--cluster", "staged-b"])[0]["stage"], "staged", "not cut over");
 }
 
 /// An agent of cluster `cluster` capturing `endpoints` into `repo` (deltas every 0.5 s, no
@@ -332,7 +365,9 @@ fn revisions_from_an_agents_delta_chain() {
     let st = s.repo.json(&status_args);
     let lag = st[0]["lag_seconds"].as_f64().unwrap_or_else(|| panic!("no lag in seconds: {st}"));
     assert!((0.0..30.0).contains(&lag), "{st}");
-    assert_eq!(st[0]["last_sync"]["outcome"], "synced", "{st}");
+    // The --sync's note, or a checkpoint the follow has taken since.
+    let outcome = st[0]["last_sync"]["outcome"].as_str();
+    assert!(outcome == Some("synced") || outcome == Some("following, verified"), "{st}");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
