@@ -140,7 +140,7 @@ PY
   for i in 0 1 2; do start_member "one-$i" "$run_dir/one-$i" "$(members one)" "one-$run"; done
   wait "$one" || { cat "$run_dir/one.err" >&2; exit 1; }
   downtime=$(since "$t0")
-  echo "run $run: cutover window ${window}s, one-shot downtime ${downtime}s; writer $(cat "$run_dir/load.out"); $(sed -n 's/.*"revisions_applied": *\([0-9]*\).*/cutover applied \1 revision(s)/p' "$run_dir/cutover.json" | head -1)"
+  echo "run $run: cutover window ${window}s, one-shot downtime ${downtime}s; writer $(cat "$run_dir/load.out"); $(sed -n 's/.*"revisions_applied": *\([0-9]*\).*/cutover applied \1 revision(s)/p' "$run_dir/cutover.json" | head -1), $(sed -n 's/.*"since": *\([0-9]*\).*/verified from the follow'"'"'s checkpoint at revision \1/p' "$run_dir/cutover.json" | head -1)"
   windows+=("$window"); downtimes+=("$downtime")
   stop_all; rm -rf "$run_dir"; run_dir=""
 done
