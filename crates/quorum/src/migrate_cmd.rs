@@ -63,10 +63,13 @@ other writer until the cutover: a sync checks hashkv where the last one stopped 
 every transaction, and stops at the first sign of one. Every lease of the new cluster (restored
 by --stage, or granted with the same ID by a sync) lives --lease-grace (10m) longer than the
 source's, so none runs out there first: syncs may be that far apart. --revisions-from deltas
-reads the revisions from the delta chain an agent captures of the source into the repository. --cutover,
-once writers to the source are stopped, syncs to its revision and checks hashkv on every new
-member; the revision must stay still meanwhile (half a second at least), else the cutover syncs
-on for up to --settle and is refused after. Killed at any point, the same command goes
+reads the revisions from the delta chain an agent captures of the source into the repository.
+--follow takes checkpoints (hashkv equal on the source and every new member, a second in and
+then every minute) and records them in the repository for --status. --cutover, once writers to
+the source are stopped, syncs to its revision and verifies every new member: every revision
+since the newest checkpoint compared event for event, or without one hashkv at the revision;
+the revision must stay still meanwhile (half a second at least), else the cutover syncs on for
+up to --settle and is refused after. Killed at any point, the same command goes
 on from the new cluster's revision; each revision is applied once.
 
 Staged (-n/--prefix): --stage is the copy; --sync, --follow and --cutover replay the source's
@@ -177,7 +180,7 @@ pub struct MigrateArgs {
     /// As --sync, then keep applying every new change until Ctrl-C or SIGTERM.
     #[arg(long, help_heading = "Stages", conflicts_with_all = ["cutover", "status"])]
     follow: bool,
-    /// Once writers to the source are stopped: sync to its last revision and verify (whole: hashkv on every new member).
+    /// Once writers to the source are stopped: sync to its last revision and verify (whole: from the follow's checkpoint, or hashkv on every new member).
     #[arg(long, help_heading = "Stages", conflicts_with = "status")]
     cutover: bool,
     /// With --cutover: how long to wait for the source's revision to stop moving (default: it must already be still).
@@ -404,7 +407,7 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         return match &rep.verification {
             Some(v) if !v.ok => Err(Failure {
                 code: DAMAGE,
-                message: Some("cutover verification failed: a new member's hashkv differs from the source's (see above)".into()),
+                message: Some("cutover verification failed: a new member differs from the source (see above)".into()),
                 hint: None,
             }),
             _ => Ok(()),
