@@ -138,14 +138,20 @@ fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &
     // network: the fast non-keyed hash is fine.
     // Two threads: this one reads pages and picks the latest records; the caller's thread
     // decodes them and runs `emit` (decrypting, decoding and printing cost as much as reading).
+    //
+    // The records of a batch travel in one buffer, and emptied buffers go back to the reader:
+    // a record allocated by one thread and freed by the other made the two contend for
+    // malloc's arena locks (a tenth of the time of `k8s ls` of 385,000 objects in futex calls).
     const BATCH: usize = 256;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(16);
+    const DEPTH: usize = 16;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
+    let (back, spare) = std::sync::mpsc::sync_channel::<Batch>(DEPTH + 2);
     let (scanned, scan_warnings, bad) = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
             let mut warnings = Vec::new();
             let mut bad = 0usize;
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Batch::default();
             let r = scan(&bucket, &mut warnings, &mut |rk, kv, record| {
                 let Some(kv) = kv else {
                     bad += 1;
@@ -156,24 +162,27 @@ fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &
                 }
                 seen.insert(kv.key.to_vec());
                 if !rk.tombstone {
-                    batch.push(record.to_vec());
+                    batch.push(record);
                     if batch.len() == BATCH {
+                        let next = spare.try_recv().unwrap_or_default();
                         // A closed channel means the consumer is gone; nothing more to do.
-                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                        let _ = tx.send(std::mem::replace(&mut batch, next));
                     }
                 }
             });
-            if !batch.is_empty() {
+            if batch.len() > 0 {
                 let _ = tx.send(batch);
             }
             (r, warnings, bad)
         });
-        for batch in rx {
-            for record in batch {
-                if let Some(kv) = KeyValueRef::decode(&record) {
+        for mut batch in rx {
+            for record in batch.records() {
+                if let Some(kv) = KeyValueRef::decode(record) {
                     emit_object(kv, config, emit);
                 }
             }
+            batch.clear();
+            let _ = back.try_send(batch);
         }
         reader.join().expect("the snapshot reader thread does not panic")
     });
@@ -183,6 +192,34 @@ fn walk(path: &Path, filter: &Filter, config: Option<&EncryptionConfig>, emit: &
         warnings.push(format!("{DAMAGED}{bad} key-bucket entries were malformed and skipped (run `quorum snapshot verify`)"));
     }
     Ok(warnings)
+}
+
+/// Records in one buffer.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, b)| &self.bytes[a..*b])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
 }
 
 fn emit_object(kv: KeyValueRef<'_>, config: Option<&EncryptionConfig>, emit: &mut ValueSink<'_>) {
