@@ -343,6 +343,29 @@ KMS-encrypted values and a KMS write provider are refused: they need the KMS plu
 Exit codes: 0 done, 1 a value did not decrypt or writing failed, 2 usage or configuration error,
 3 the snapshot is damaged.";
 
+/// A row of `k8s ls`'s table: its cells one after another in one string (one allocation an
+/// object), the key first (the order; not shown).
+struct Row {
+    text: String,
+    ends: [u32; 8],
+}
+
+impl Row {
+    fn new(cells: [&str; 8]) -> Row {
+        let mut text = String::with_capacity(cells.iter().map(|c| c.len()).sum());
+        let ends = cells.map(|c| {
+            text.push_str(c);
+            text.len() as u32
+        });
+        Row { text, ends }
+    }
+
+    fn cell(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
 pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Failure> {
     match cmd {
         K8sCmd::Ls { snapshot, namespace, resource, write_out, source } => {
@@ -374,9 +397,8 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                 output::warnings(&warnings);
                 return damage_exit(&warnings);
             }
-            // Table: one compact row per object (cells joined by US), sorted by key.
-            const SEP: char = '\u{1f}';
-            let mut rows: Vec<String> = Vec::new();
+            // Table: one compact row per object, sorted by key.
+            let mut rows: Vec<Row> = Vec::new();
             let mut failed = 0usize;
             let mut failed_by: std::collections::BTreeMap<String, usize> = Default::default();
             let warnings = kube_data::list::for_each(&snapshot, &filter, config.as_ref(), &mut |o| {
@@ -402,25 +424,14 @@ pub fn run(cmd: K8sCmd, env_proxy: &repo::proxy::ProxyConfig) -> Result<(), Fail
                     o.encryption.as_deref().unwrap_or("-"),
                     o.error.as_deref().unwrap_or_default(),
                 ];
-                let mut row = String::with_capacity(cells.iter().map(|c| c.len() + 1).sum());
-                for (i, c) in cells.iter().enumerate() {
-                    if i > 0 {
-                        row.push(SEP);
-                    }
-                    if c.contains(SEP) {
-                        row.push_str(&c.replace(SEP, " "));
-                    } else {
-                        row.push_str(c);
-                    }
-                }
-                rows.push(row);
+                rows.push(Row::new(cells));
             })?;
             output::warnings(&warnings);
-            rows.sort_unstable();
+            rows.sort_unstable_by(|a, b| a.cell(0).cmp(b.cell(0)));
             let out = std::io::stdout();
             let mut out = std::io::BufWriter::new(out.lock());
             let written = output::write_table(&mut out, &["RESOURCE", "NAMESPACE", "NAME", "KIND", "REVISION", "ENCRYPTION", "ERROR"], rows.len(), |i| {
-                rows[i].split(SEP).skip(1).collect()
+                std::array::from_fn::<&str, 7, _>(|c| rows[i].cell(c + 1))
             })
             .and_then(|_| {
                 use std::io::Write;

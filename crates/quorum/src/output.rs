@@ -45,18 +45,18 @@ pub enum Format {
 /// space of padding, `+---+` rules.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = Vec::new();
-    write_table(&mut out, headers, rows.len(), |i| rows[i].iter().map(String::as_str).collect()).expect("writing to memory");
+    write_table(&mut out, headers, rows.len(), |i| rows[i].iter().map(String::as_str).collect::<Vec<_>>()).expect("writing to memory");
     String::from_utf8(out).expect("UTF-8 cells")
 }
 
 /// [`table`] written to `w` row by row, for tables too large to build as one string: `row(i)`
 /// gives row i's cells (called twice per row: widths, then printing).
-pub fn write_table<'a>(w: &mut impl std::io::Write, headers: &[&str], n: usize, row: impl Fn(usize) -> Vec<&'a str>) -> std::io::Result<()> {
+pub fn write_table<'a, R: AsRef<[&'a str]>>(w: &mut impl std::io::Write, headers: &[&str], n: usize, row: impl Fn(usize) -> R) -> std::io::Result<()> {
     // Characters, not bytes, as tablewriter counts them; most cells are ASCII.
     let chars = |c: &str| if c.is_ascii() { c.len() } else { c.chars().count() };
     let mut widths: Vec<usize> = headers.iter().map(|h| chars(h)).collect();
     for i in 0..n {
-        for (c, width) in row(i).iter().zip(widths.iter_mut()) {
+        for (c, width) in row(i).as_ref().iter().zip(widths.iter_mut()) {
             *width = (*width).max(chars(c));
         }
     }
@@ -72,7 +72,7 @@ pub fn write_table<'a>(w: &mut impl std::io::Write, headers: &[&str], n: usize, 
     // which showed in `k8s ls` of 385,000 objects.
     const SPACES: [u8; 64] = [b' '; 64];
     for i in 0..n {
-        for (c, width) in row(i).iter().zip(&widths) {
+        for (c, width) in row(i).as_ref().iter().zip(&widths) {
             w.write_all(b"| ")?;
             let mut gap = width - chars(c);
             while gap > 0 {
