@@ -405,11 +405,9 @@ pub fn run(conn: &crate::live::Conn, a: MigrateArgs, quiet: bool, env_proxy: &re
         let rep = rep?;
         print_sync(&rep, a.write_out);
         return match &rep.verification {
-            Some(v) if !v.ok => Err(Failure {
-                code: DAMAGE,
-                message: Some("cutover verification failed: a new member differs from the source (see above)".into()),
-                hint: None,
-            }),
+            Some(v) if !v.ok => {
+                Err(Failure { code: DAMAGE, message: Some("cutover verification failed: a new member differs from the source (see above)".into()), hint: None })
+            }
             _ => Ok(()),
         };
     }
