@@ -32,7 +32,8 @@
 //! keep it alive: the keys of a client that dies go up to the grace later than on the source.
 //!
 //! **Checkpoints.** A `--follow` verifies the target as it goes: once it has run a second and
-//! then every [`CHECKPOINT_EVERY`], `hashkv` at the last revision applied on the source and on
+//! then every [`CHECKPOINT_EVERY`] (or 30 times as long as the last one took, on a store so
+//! large that hashing it takes over 2 s), `hashkv` at the last revision applied on the source and on
 //! every target member, beside the sync (on connections of its own). Each equal result is a
 //! checkpoint, written into the migration's note in the repository (with the totals so far, so
 //! `--status` shows a running follow). Unequal stops the follow: the target differs.
@@ -109,6 +110,9 @@ pub struct CutoverCheck {
 /// How often, at most, a `--follow` takes a checkpoint (see the module documentation): each
 /// costs the source and every target member a pass over its store.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+/// A checkpoint's cost bounded to about a thirtieth of the time: the next is due no sooner
+/// than this many times as long as the last one took.
+const CHECKPOINT_SHARE: u32 = 30;
 
 /// A `--follow`'s checkpoint and the run's report when it was taken.
 pub type Checkpoint = (CutoverCheck, SyncReport);
@@ -197,6 +201,8 @@ struct Syncer<'a> {
     checking: Option<tokio::task::JoinHandle<Result<CutoverCheck>>>,
     checked_rev: i64,
     last_check: Option<Instant>,
+    check_started: Instant,
+    check_every: Duration,
     taken: Option<mpsc::UnboundedSender<Checkpoint>>,
 }
 
@@ -303,6 +309,7 @@ impl Syncer<'_> {
         let Some(taken) = self.taken.clone() else { return Ok(()) };
         if let Some(task) = self.checking.take_if(|t| t.is_finished()) {
             self.last_check = Some(Instant::now());
+            self.check_every = CHECKPOINT_EVERY.max(self.check_started.elapsed() * CHECKPOINT_SHARE);
             match task.await {
                 Ok(Ok(check)) if check.ok => {
                     on(Event::Plan(format!("checkpoint: hashkv at revision {} is the same on the source and every target member", check.revision)));
@@ -324,10 +331,11 @@ impl Syncer<'_> {
                 Err(e) => on(Event::Warning(format!("checkpoint at revision {} not taken: {e}", self.checked_rev))),
             }
         }
-        let due = self.last_check.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY);
+        let due = self.last_check.is_none_or(|t| t.elapsed() >= self.check_every);
         if self.checking.is_none() && due && self.report.target_revision > self.checked_rev {
             let (src, dst, rev) = (self.src.clone(), self.dst.clone(), self.report.target_revision);
             self.checked_rev = rev;
+            self.check_started = Instant::now();
             self.checking = Some(tokio::spawn(async move { verify(&src, &dst, rev).await }));
         }
         Ok(())
@@ -498,6 +506,8 @@ pub async fn run(
         checking: None,
         checked_rev: 0,
         last_check: None,
+        check_started: Instant::now(),
+        check_every: CHECKPOINT_EVERY,
         taken: checkpoints.taken,
     };
     let from = revision(&mut s.target).await.map_err(target_err(dst, "read the revision"))?;
