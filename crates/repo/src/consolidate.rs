@@ -109,7 +109,7 @@ async fn consolidate_locked(repo: &Arc<Repository>, o: &ConsolidateOptions, lock
         )));
     }
     let base_dir = o.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("quorum-consolidate-").tempdir_in(&base_dir).map_err(|e| Error::io(&base_dir, e))?;
+    let tmp = crate::scratch::Scratch::new(&base_dir, "quorum-consolidate-")?;
     let p = PitrOptions { cluster: o.cluster.clone(), target: Target::Revision(target), base: None, parallel: o.parallel };
     let rp = crate::pitr::replay_to_file(repo, &p, tmp.path(), progress.clone()).await?;
     if rp.replay.revisions == 0 {

@@ -130,7 +130,7 @@ async fn run(
     checks: &mut Vec<String>,
 ) -> Result<()> {
     let base = opts.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("quorum-drill-").tempdir_in(&base).map_err(|e| Error::io(&base, e))?;
+    let tmp = crate::scratch::Scratch::new(&base, "quorum-drill-")?;
     let snap = tmp.path().join("snapshot.db");
     let peer = free_port()?;
     let client = free_port()?;

@@ -47,6 +47,7 @@ pub mod restore;
 pub mod retention;
 pub mod retrying;
 pub mod runbook;
+pub mod scratch;
 pub mod upgrade;
 
 pub use error::{Error, Result};

@@ -25,18 +25,13 @@ pub struct LiveBackup {
 }
 
 /// Back up a snapshot from a healthy member while it streams in: the bytes go to a temporary
-/// file, and the backup (chunks, the sha256 trailer check, status, hashkv and the key map)
+/// file (in a [`crate::scratch::Scratch`] directory), and the backup (chunks, the sha256 trailer check, status, hashkv and the key map)
 /// reads them as they land instead of after the whole snapshot is saved. The backup takes the
 /// cluster's shared lock. A stream that fails or ends short fails the backup's reads, so no
 /// manifest is written; the file is never published and is removed with its directory.
 pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport> {
     let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    sweep_stale(&dir);
-    let tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
-    // The snapshot holds every Secret the cluster stores: owner only, as etcdctl writes it.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(tmp.path(), e))?;
-    let _held = hold(tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
+    let tmp = crate::scratch::Scratch::new(&dir, "quorum-backup-")?;
     let path = tmp.path().join("snapshot.db");
     // As cluster-backup.sh: the static resources first, then the snapshot.
     let openshift = match &b.openshift_root {
@@ -105,50 +100,6 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         (Err(_), Err(e)) => Err(e),
         (report, _) => report,
     }
-}
-
-/// Name prefix of a live backup's temporary directory.
-const TMP_PREFIX: &str = "quorum-backup-";
-/// The file in it whose lock (`flock`) the backup holds while it runs.
-const TMP_LOCK: &str = "lock";
-/// A directory without a lock file (left by a version before the lock, or made this instant by
-/// a backup about to take its lock) is swept only once it is this old.
-const UNLOCKED_STALE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Lock `dir` for this process: the lock is taken under another name and renamed into place,
-/// so a sweeper never finds an unlocked lock file of a running backup.
-fn hold(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let taking = dir.join(".lock");
-    let f = private_file(&taking)?;
-    f.lock()?;
-    std::fs::rename(&taking, dir.join(TMP_LOCK))?;
-    Ok(f)
-}
-
-/// Remove what live backups that died left in `dir`: a process killed with -9 (or a crash, a
-/// power cut) cannot remove its temporary directory, and each holds a whole snapshot, every
-/// Secret of the cluster. A directory is stale when no process holds its lock (the kernel drops
-/// a dead process's locks). Errors are skipped: the backup does not depend on the sweep.
-/// Returns how many directories were removed.
-pub fn sweep_stale(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let path = e.path();
-        let ours = e.file_name().to_str().is_some_and(|n| n.starts_with(TMP_PREFIX));
-        if !ours || !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let stale = match std::fs::File::open(path.join(TMP_LOCK)) {
-            // Held by a running backup: WouldBlock.
-            Ok(f) => f.try_lock().is_ok(),
-            Err(_) => e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= UNLOCKED_STALE)),
-        };
-        if stale && std::fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
 }
 
 /// A new file only its owner can read (mode 0600), as etcdctl creates a snapshot.
@@ -243,30 +194,6 @@ impl bolt::ReadAt for Growing {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dead_backups_directories_are_swept_running_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let made = |name: &str| {
-            let p = dir.path().join(name);
-            std::fs::create_dir(&p).unwrap();
-            p
-        };
-        let running = made("quorum-backup-running");
-        let _held = hold(&running).unwrap();
-        // Killed: its lock file is there, no process holds it.
-        let dead = made("quorum-backup-dead");
-        drop(hold(&dead).unwrap());
-        std::fs::write(dead.join("snapshot.db"), b"secrets").unwrap();
-        // No lock file: new ones may be about to take theirs; old ones are an older version's.
-        let young = made("quorum-backup-young");
-        let old = made("quorum-backup-old");
-        std::fs::File::open(&old).unwrap().set_modified(std::time::SystemTime::now() - UNLOCKED_STALE * 2).unwrap();
-        let other = made("other-backup");
-        assert_eq!(sweep_stale(dir.path()), 2);
-        assert!(running.join(TMP_LOCK).exists() && young.exists() && other.exists(), "in use or not ours: kept");
-        assert!(!dead.exists() && !old.exists(), "stale: removed");
-        assert_eq!(sweep_stale(&dir.path().join("missing")), 0);
-    }
     use bolt::ReadAt;
     use std::time::Duration;
 

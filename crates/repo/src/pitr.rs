@@ -369,7 +369,7 @@ pub async fn restore_at(repo: Arc<Repository>, p: &PitrOptions, mut opts: Restor
     }
     let parent = first.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".quorum-pitr-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = crate::scratch::Scratch::new(&parent, ".quorum-pitr-")?;
     repo.known_cluster(&p.cluster).await?;
     let lock = repo.lock(&p.cluster, false, "restore").await?;
     let replayed = replay_to_file(&repo, p, tmp.path(), progress).await;

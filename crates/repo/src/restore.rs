@@ -341,7 +341,7 @@ pub async fn restore(
     }
     let parent = first.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = tempfile::Builder::new().prefix(".quorum-restore-").tempdir_in(&parent).map_err(|e| Error::io(&parent, e))?;
+    let tmp = crate::scratch::Scratch::new(&parent, ".quorum-restore-")?;
     reading_backup(&repo, id, manifest, "restore", restore_arriving(repo.clone(), manifest, opts, &tmp.path().join("snapshot.db"), true, parallel, phases))
         .await
 }
