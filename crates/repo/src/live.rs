@@ -25,8 +25,9 @@ pub struct LiveBackup {
 }
 
 /// Back up a snapshot from a healthy member while it streams in: the bytes go to a temporary
-/// file (in a [`crate::scratch::Scratch`] directory), and the backup (chunks, the sha256 trailer check, status, hashkv and the key map)
-/// reads them as they land instead of after the whole snapshot is saved. The backup takes the
+/// file (in a [`crate::scratch::Scratch`] directory), and the backup (chunks, the sha256
+/// trailer check, status, hashkv and the key map) reads them as they land instead of after the
+/// whole snapshot is saved. The backup takes the
 /// cluster's shared lock. A stream that fails or ends short fails the backup's reads, so no
 /// manifest is written; the file is never published and is removed with its directory.
 pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, b: &LiveBackup, progress: Progress) -> Result<BackupReport> {
@@ -48,7 +49,7 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         None => None,
     };
     let mut stream = etcd_cluster::save::stream(cfg, &etcd_cluster::save::Source::parse(&b.from)).await?;
-    let file = private_file(&path).map_err(|e| Error::io(&path, e))?;
+    let file = crate::scratch::private_file(&path).map_err(|e| Error::io(&path, e))?;
     let arriving = Arc::new(Growing::new(file, stream.len));
     let (endpoint, member, len) = (stream.endpoint.clone(), stream.member.clone(), stream.len);
     let feed = {
@@ -100,12 +101,6 @@ pub async fn live_backup(cfg: &etcd_cluster::ConnConfig, repo: Arc<Repository>, 
         (Err(_), Err(e)) => Err(e),
         (report, _) => report,
     }
-}
-
-/// A new file only its owner can read (mode 0600), as etcdctl creates a snapshot.
-fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)
 }
 
 /// The snapshot file while the stream writes it: [`bolt::ReadAt`] reads wait until the bytes
@@ -199,18 +194,8 @@ mod tests {
 
     fn growing(len: u64) -> (tempfile::TempDir, Arc<Growing>) {
         let d = tempfile::tempdir().unwrap();
-        let f = private_file(&d.path().join("s.db")).unwrap();
+        let f = crate::scratch::private_file(&d.path().join("s.db")).unwrap();
         (d, Arc::new(Growing::new(f, len)))
-    }
-
-    #[test]
-    fn the_streamed_snapshot_is_readable_by_its_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("s.db");
-        drop(private_file(&p).unwrap());
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(private_file(&p).is_err(), "an existing file is never reused");
     }
 
     /// A read in another thread; None if it has not returned after `wait`.

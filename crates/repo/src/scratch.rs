@@ -42,12 +42,18 @@ impl Scratch {
 /// Lock `dir` for this process: the lock is taken under another name and renamed into place,
 /// so a sweeper never finds an unlocked lock file of a directory in use.
 fn hold(dir: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let taking = dir.join(".lock");
-    let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&taking)?;
+    let f = private_file(&taking)?;
     f.lock()?;
     std::fs::rename(&taking, dir.join(LOCK))?;
     Ok(f)
+}
+
+/// A new file only its owner can read (mode 0600), as etcdctl creates a snapshot; an existing
+/// one is never reused.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)
 }
 
 /// Remove the `prefix*` directories in `parent` that no process uses: those whose lock no
@@ -77,6 +83,17 @@ pub fn sweep_stale(parent: &Path, prefix: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streamed snapshot of a live backup and the lock files are such files.
+    #[test]
+    fn private_files_are_their_owners_only_and_new() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        drop(private_file(&p).unwrap());
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(private_file(&p).is_err(), "an existing file is never reused");
+    }
 
     #[test]
     fn dead_processes_directories_are_swept_running_ones_kept() {
