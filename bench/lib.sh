@@ -58,6 +58,33 @@ measure() {
   WALL[$name]="$best"; RSS[$name]=$((rss / 1024))
 }
 
+# alternate SETUP RUNS NAME_A CMD_A NAME_B CMD_B: run the two shell commands in turn, RUNS
+# times each, SETUP (then sync) before every run; so drift on a shared machine (page cache,
+# writeback, a neighbour's load) falls on both alike. Sets WALL (best), MED (median wall),
+# CPU (median user + system seconds) and RSS (peak, MiB) for both names.
+declare -A MED CPU
+alternate() {
+  local setup="$1" runs="$2"; shift 2
+  local -A walls cpus peak
+  local i n c w u s m
+  for i in $(seq 1 "$runs"); do
+    for n in "$1" "$3"; do
+      if [ "$n" = "$1" ]; then c="$2"; else c="$4"; fi
+      $setup; sync
+      /usr/bin/time -f "%e %U %S %M" -o "$out/.time" sh -c "$c" >/dev/null 2>&1 || { echo "bench: $n failed: $c" >&2; exit 1; }
+      read -r w u s m < "$out/.time"
+      walls[$n]+="$w "; cpus[$n]+="$(awk "BEGIN{print $u + $s}") "
+      [ "$m" -gt "${peak[$n]:-0}" ] && peak[$n]="$m"
+    done
+  done
+  for n in "$1" "$3"; do
+    WALL[$n]=$(tr ' ' '\n' <<<"${walls[$n]}" | grep . | sort -g | head -1)
+    MED[$n]=$(median ${walls[$n]}); CPU[$n]=$(median ${cpus[$n]}); RSS[$n]=$((peak[$n] / 1024))
+  done
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{ if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2] + v[NR/2+1]) / 2 }'; }
+
 ratio() { awk "BEGIN{ if ($2 == 0) print \"inf\"; else printf \"%.2f\", $1 / $2 }"; }
 
 # print_results NAME...: the wall time and peak RSS of each measured command, as a table.

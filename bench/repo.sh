@@ -4,7 +4,8 @@
 #  1. speed, warm cache, best of 3, with peak RSS: backup into a fresh repository vs
 #     `zstd -1 -T1`, `cp` and `cp && sync`; a second backup of the same file (all chunks
 #     reused); `backups get` (exact file, fsynced, sha256 checked) and `restore --repo` vs
-#     `quorum snapshot restore` of the file.
+#     `quorum snapshot restore` of the file (these two in turn, PAIR_RUNS (5) runs each, best
+#     and median).
 #  2. deduplication: a live etcd 3.5 member made from the snapshot, then 10 rounds of
 #     "overwrite a random 1% of the keys, compact (physically) at the current revision as
 #     kube-apiserver does, save a snapshot, back it up"; the bytes each backup adds, against the
@@ -87,8 +88,11 @@ speed() {
   reused2=$(json "$work/b2.json" reused_chunks); new2=$(json "$work/b2.json" new_chunks)
   best_of get rm_dst "$Q" backups get --quiet --repo "$url" "$id" -o "$dst/snap.db"
   cmp -s "$snap" "$dst/snap.db" || { echo "bench: backups get: file differs from the snapshot" >&2; exit 1; }
-  best_of restore_native rm_dst sh -c "'$Q' snapshot restore --quiet '$snap' ${one[*]} --data-dir '$dst/d' && sync"
-  best_of restore_repo rm_dst sh -c "'$Q' restore --quiet --repo '$url' '$id' ${one[*]} --data-dir '$dst/d' && sync"
+  # In turn, PAIR_RUNS times each: on the bench machine (a VM) the same restore varied from
+  # 1.8 to 4.8 s from one run to the next, so only runs side by side compare.
+  alternate rm_dst "${PAIR_RUNS:-5}" \
+    restore_native "'$Q' snapshot restore --quiet '$snap' ${one[*]} --data-dir '$dst/d' && sync" \
+    restore_repo "'$Q' restore --quiet --repo '$url' '$id' ${one[*]} --data-dir '$dst/d' && sync"
   rm -rf "$r" "$dst"
 
   say "== 1. speed: snapshot $snap ($size bytes = $(mib "$size") MiB), file:// repository, warm cache, best of $RUNS"
@@ -102,13 +106,15 @@ speed() {
   row "quorum backups get -o FILE" get
   row "quorum snapshot restore FILE (+ sync)" restore_native
   row "quorum restore --repo (+ sync)" restore_repo
+  say "restores in turn, ${PAIR_RUNS:-5} runs each: median wall snapshot restore ${MED[restore_native]} s," \
+    "restore --repo ${MED[restore_repo]} s; median CPU (user + sys) ${CPU[restore_native]} s and ${CPU[restore_repo]} s"
   say "ratios:"
   say "  backup / zstd -1 -T1                  $(ratio "${WALL[backup]}" "${WALL[zstd]}")"
   say "  backup / cp                           $(ratio "${WALL[backup]}" "${WALL[cp]}")"
   say "  backup / cp && sync                   $(ratio "${WALL[backup]}" "${WALL[cp_sync]}")"
   say "  second backup / first backup          $(ratio "${WALL[backup2]}" "${WALL[backup]}")"
   say "  backups get / cp && sync              $(ratio "${WALL[get]}" "${WALL[cp_sync]}")"
-  say "  restore --repo / snapshot restore     $(ratio "${WALL[restore_repo]}" "${WALL[restore_native]}")"
+  say "  restore --repo / snapshot restore     $(ratio "${WALL[restore_repo]}" "${WALL[restore_native]}") (best), $(ratio "${MED[restore_repo]}" "${MED[restore_native]}") (medians)"
   say "sizes: first backup added $added bytes ($(pct "$added" "$size")% of the file, $new chunks);" \
     "zstd -1 output $zsize bytes ($(pct "$zsize" "$size")%)"
   say "       second backup added $added2 bytes ($reused2 chunks reused, $new2 new)"
