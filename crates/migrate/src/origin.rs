@@ -40,7 +40,7 @@ pub struct Origin {
     /// The snapshot file (reassembled from the repository, or saved for a dry run); absent
     /// when [`Begin::fetch`] was false.
     pub snapshot: PathBuf,
-    pub _tmp: tempfile::TempDir,
+    pub _tmp: repo::scratch::Scratch,
 }
 
 fn describe_members(view: &etcd_cluster::ClusterView) -> String {
@@ -68,7 +68,8 @@ async fn observe_source(src: &ConnConfig) -> (String, i64) {
 pub async fn begin(src: Option<&ConnConfig>, repo: Arc<Repository>, b: &Begin<'_>, parallel: usize, on: &Sink) -> Result<Origin> {
     let id = journal::migration_id(b.kind, b.cluster, &b.selection, &b.target);
     let dir = b.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("quorum-migrate-").tempdir_in(&dir).map_err(crate::io(&dir))?;
+    // Locked while in use; one left by a killed migration is swept by the next.
+    let tmp = repo::scratch::Scratch::new(&dir, "quorum-migrate-")?;
     let snapshot = tmp.path().join("source.db");
     let existing = if b.restart { None } else { journal::load(&repo, &id).await? };
 

@@ -170,7 +170,7 @@ pub struct SourceArgs {
 /// A snapshot to read and the EncryptionConfiguration to read it with.
 struct Input {
     /// Holds a fetched snapshot until the command ends.
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<repo::scratch::Scratch>,
     path: PathBuf,
     config: Option<kube_data::encryption::EncryptionConfig>,
 }
@@ -254,7 +254,7 @@ fn config_or_found(
     repo: &crate::repo_cmd::RepoFlags,
     cluster: Option<&str>,
     env_proxy: &repo::proxy::ProxyConfig,
-) -> Result<(Option<tempfile::TempDir>, PathBuf, kube_data::encryption::EncryptionConfig), Failure> {
+) -> Result<(Option<repo::scratch::Scratch>, PathBuf, kube_data::encryption::EncryptionConfig), Failure> {
     let snapshot = PathBuf::from(arg);
     let missing = |what: &str| Failure::usage(format!("{what} holds no EncryptionConfiguration; give {flag}"));
     if snapshot.is_dir() {

@@ -1237,7 +1237,7 @@ pub(crate) fn fetch_to_temp(
     quiet: bool,
     want: Option<&repo::keymap::KeyFilter<'_>>,
     config: Option<&mut FoundConfig>,
-) -> Result<(tempfile::TempDir, PathBuf), Failure> {
+) -> Result<(repo::scratch::Scratch, PathBuf), Failure> {
     let rt = rt();
     let r = flags.open(&rt, env_proxy)?;
     let (id, m) = rt.block_on(r.resolve(id, cluster))?;
@@ -1249,9 +1249,9 @@ pub(crate) fn fetch_to_temp(
             Err(e) => return Err(e.into()),
         };
     }
-    let dir = tempfile::Builder::new()
-        .prefix(".quorum-backup-")
-        .tempdir()
+    // Locked while in use (the snapshot holds every Secret): one left by a killed command is
+    // swept by the next.
+    let dir = repo::scratch::Scratch::new(&std::env::temp_dir(), ".quorum-backup-")
         .map_err(|e| Failure::failed(format!("temporary directory: {e}")).with_hint("set TMPDIR to a filesystem with room for the snapshot"))?;
     let out = dir.path().join(format!("{id}.db"));
     if let Some(want) = want {
