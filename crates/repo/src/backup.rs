@@ -430,8 +430,11 @@ impl Pipeline {
                             let mut out = Vec::new();
                             for ((data, id), f) in batch.iter().zip(&ids).zip(&fresh) {
                                 if *f {
-                                    let framed = format::frame_with(&mut comp, data, level);
-                                    let sealed = key.seal(&framed, &format::blob_aad(t, id));
+                                    // One buffer: room for the nonce, the frame, the tag.
+                                    let mut sealed = Vec::with_capacity(crate::crypto::OVERHEAD + 1 + zstd::zstd_safe::compress_bound(data.len()));
+                                    sealed.extend_from_slice(&[0; crate::crypto::NONCE_LEN]);
+                                    format::frame_into(&mut comp, data, level, &mut sealed);
+                                    key.seal_in_place(&mut sealed, &format::blob_aad(t, id));
                                     out.push(Sealed { t, id: *id, plain_len: data.len() as u32, sealed });
                                 }
                             }

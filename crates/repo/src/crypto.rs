@@ -91,6 +91,13 @@ impl MasterKey {
         seal_cipher(&self.cipher, plaintext, aad)
     }
 
+    /// [`MasterKey::seal`] where the plaintext lies: `buf` holds [`NONCE_LEN`] bytes of room for
+    /// the nonce, then the plaintext, which is encrypted in place; the tag is appended. For a
+    /// caller that builds the plaintext in the buffer it will send (no copy of it).
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>, aad: &[u8]) {
+        seal_reserved(&self.cipher, buf, aad)
+    }
+
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         open_cipher_into(&self.cipher, sealed, aad, &mut out).then_some(out)
@@ -122,16 +129,24 @@ fn cipher(key: &[u8; 32]) -> LessSafeKey {
 }
 
 fn seal_cipher(cipher: &LessSafeKey, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(&[0; NONCE_LEN]);
+    out.extend_from_slice(plaintext);
+    seal_reserved(cipher, &mut out, aad);
+    out
+}
+
+/// `buf` = room for the nonce, then the plaintext: a fresh nonce written into the room, the
+/// plaintext encrypted where it lies, the tag appended.
+fn seal_reserved(cipher: &LessSafeKey, buf: &mut Vec<u8>, aad: &[u8]) {
+    assert!(buf.len() >= NONCE_LEN, "no room for the nonce");
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
-    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(plaintext);
+    buf[..NONCE_LEN].copy_from_slice(&nonce);
     let tag = cipher
-        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[NONCE_LEN..])
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf[NONCE_LEN..])
         .expect("AES-GCM sealing of an in-memory buffer under 64 GiB cannot fail");
-    out.extend_from_slice(tag.as_ref());
-    out
+    buf.extend_from_slice(tag.as_ref());
 }
 
 fn open_cipher_into(cipher: &LessSafeKey, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> bool {

@@ -108,17 +108,29 @@ pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
 
 /// [`frame`] with a compression context the caller keeps across blobs.
 pub fn frame_with(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32) -> Vec<u8> {
+    let mut v = Vec::new();
+    frame_into(comp, data, level, &mut v);
+    v
+}
+
+/// [`frame_with`], appending the framed bytes to `out`: compressed straight into its spare
+/// room, with no buffer of their own (a backup frames each chunk after the room for its
+/// nonce, then seals it there: [`crate::crypto::MasterKey::seal_in_place`]).
+pub fn frame_into(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let was = out.len();
     if level != 0 {
-        if let Ok(c) = comp.compress(data) {
-            if c.len() + 1 < data.len() {
-                let mut v = Vec::with_capacity(c.len() + 1);
-                v.push(1);
-                v.extend_from_slice(&c);
-                return v;
-            }
+        out.reserve(1 + zstd::zstd_safe::compress_bound(data.len()));
+        out.push(1);
+        let mut at = std::io::Cursor::new(&mut *out);
+        at.set_position(was as u64 + 1);
+        match comp.compress_to_buffer(data, &mut at) {
+            Ok(n) if n + 1 < data.len() => return,
+            _ => out.truncate(was),
         }
     }
-    frame_with_none(data)
+    out.reserve(1 + data.len());
+    out.push(0);
+    out.extend_from_slice(data);
 }
 
 fn frame_with_none(data: &[u8]) -> Vec<u8> {
@@ -542,6 +554,33 @@ mod tests {
         assert_eq!(f[0], 0);
         assert_eq!(unframe(&f, rnd.len()).unwrap(), rnd);
         assert!(unframe(&[1, 2, 3], 5).is_none());
+    }
+
+    #[test]
+    fn framing_into_a_buffer_appends_what_frame_gives_and_seals_there() {
+        let k = MasterKey::generate();
+        let mut comp = zstd::bulk::Compressor::new(1).unwrap();
+        let squeezable = vec![7u8; 8192];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for (data, stored) in [(&squeezable, false), (&noise, true), (&Vec::new(), true)] {
+            let mut buf = vec![0xAA; crate::crypto::NONCE_LEN];
+            frame_into(&mut comp, data, 1, &mut buf);
+            let framed = buf[crate::crypto::NONCE_LEN..].to_vec();
+            assert_eq!(framed[0] == 0, stored, "{} bytes", data.len());
+            assert_eq!(unframe(&framed, data.len()).unwrap(), *data);
+            assert_eq!(framed, frame(data, 1));
+            k.seal_in_place(&mut buf, b"aad");
+            assert_eq!(buf.len(), crate::crypto::OVERHEAD + framed.len());
+            assert_eq!(k.open(&buf, b"aad").unwrap(), framed);
+        }
     }
 
     /// Found by fuzzing (`fuzz/fuzz_targets/repo_pack.rs`): a pack entry's plain length of
