@@ -40,6 +40,36 @@ impl Default for DrillOptions {
 
 struct Etcd(Child);
 
+/// A child that must not outlive this process.
+trait DiesWithParent {
+    /// The child is killed when the thread that starts it ends (here a runtime worker, which
+    /// lives as long as the process's runtime). [`Etcd`]'s drop kills it when the drill ends,
+    /// but a drill killed with -9 (or a crash) runs no drop, and left its etcd running on the
+    /// drill's ports, on a data dir that the next drill sweeps away.
+    fn dies_with_parent(&mut self) -> &mut Self;
+}
+
+impl DiesWithParent for Command {
+    fn dies_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure calls only prctl, getppid and _exit, which
+        // are async-signal-safe, and touches no memory of the parent's.
+        let parent = std::process::id() as libc::pid_t;
+        unsafe {
+            self.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the request was made: nobody will kill the child.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -191,6 +221,7 @@ async fn run(
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
         .stderr(log)
+        .dies_with_parent()
         .spawn()
         .map_err(|e| Error::io(bin, e))?;
     let etcd = Etcd(child);

@@ -159,6 +159,43 @@ fn live_backup_restore_drill(version: EtcdVersion) {
     let table = repo.ok(&["backups", "list"]);
     assert!(table.stdout.contains("cluster prod: last verified"), "{}", table.stdout);
     assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
+
+    // A drill killed with -9 takes its etcd with it.
+    let mut drill = repo.cmd(&["drill", "--latest", "--cluster", "prod", "--etcd-bin", version.etcd().to_str().unwrap()]);
+    let mut drill = drill.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let etcd = loop {
+        if let Some(p) = child_named(drill.id(), "drill") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the drill's etcd did not start");
+        assert!(drill.try_wait().unwrap().is_none(), "the drill ended before its etcd was seen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drill.kill().unwrap();
+    drill.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(etcd) {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill").args(["-9", &etcd.to_string()]).status();
+            panic!("etcd {etcd} outlived its drill by 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child of `parent` whose command line holds `--name NAME`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    let want = format!("--name\0{name}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(") ").next()?.split(' ').nth(1)?.parse::<u32>().ok());
+        ppid == Some(parent) && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+    })
+}
+
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
 }
 
 #[test]
