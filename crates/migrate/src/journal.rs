@@ -20,7 +20,7 @@ use repo::Repository;
 
 use crate::Result;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     pub generation: String,
@@ -181,12 +181,34 @@ impl SyncNote {
 }
 
 /// Write a sync's note (see [`SyncNote`]). It is for `--status`: a repository that cannot take
-/// it does not undo the sync, so a failure is a warning.
+/// it does not undo the sync, so a failure is a warning. Then the generation's older notes past
+/// the newest [`SYNC_NOTES_KEPT`] are removed.
 pub async fn note_sync(repo: &Repository, record: &Record, note: &SyncNote, on: &crate::Sink) {
     let body = repo.seal_json(note, b"migration-sync");
     let name = format!("{}/{}.sync-{:020}", dir(&record.id), record.generation, chrono::Utc::now().timestamp_millis());
     if let Err(e) = repo.put_new(&ObjPath::from(name), Bytes::from(body)).await {
         on(crate::Event::Warning(format!("could not record this sync in the repository: {e}")));
+        return;
+    }
+    prune_sync_notes(repo, record).await;
+}
+
+/// Sync notes kept per generation. Each carries the totals and the newest checkpoint forward,
+/// so only the newest is ever read; the others are history for whoever looks. A follow writes
+/// one at every checkpoint (up to 60 an hour), so without a bound a follow of a month left
+/// 40,000 objects that every `--status` and every later note's write would list.
+pub const SYNC_NOTES_KEPT: usize = 16;
+
+/// Best effort: a repository that refuses deletes (an append-only credential, an object lock)
+/// keeps its notes, and the sync goes on.
+async fn prune_sync_notes(repo: &Repository, record: &Record) {
+    let Ok(metas) = repo.list(&dir(&record.id)).await else { return };
+    let prefix = format!("{}.sync-", record.generation);
+    let mut notes: Vec<String> = metas.iter().filter_map(|m| m.location.filename()).filter(|n| n.starts_with(&prefix)).map(str::to_string).collect();
+    notes.sort();
+    let excess = notes.len().saturating_sub(SYNC_NOTES_KEPT);
+    for n in &notes[..excess] {
+        let _ = repo.delete(&ObjPath::from(format!("{}/{n}", dir(&record.id)))).await;
     }
 }
 
@@ -196,4 +218,39 @@ pub async fn mark(repo: &Repository, record: &Record, step: &str) -> Result<Stri
     let body = repo.seal_json(&t, b"migration-marker");
     repo.put_new(&ObjPath::from(format!("{}/{}.{step}", dir(&record.id), record.generation)), Bytes::from(body)).await?;
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_generation_keeps_its_newest_sync_notes_only() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", d.path().join("repo").display());
+        let secret = repo::crypto::Secret::passphrase(b"pw-for-tests".to_vec()).unwrap();
+        let loc = repo::Location::open(&url, &repo::StoreOptions::default(), true).unwrap();
+        let opts = repo::repository::InitOptions { argon2: repo::crypto::Argon2Params { m_kib: 1024, t: 1, p: 1 }, ..Default::default() };
+        let repo = repo::repository::init(loc, &secret, None, &opts).await.unwrap();
+        let record = Record { id: migration_id("whole", "prod", "", "t"), kind: "whole".into(), cluster: "prod".into(), ..Default::default() };
+        let record = create(&repo, record).await.unwrap();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let on: crate::Sink = {
+            let w = warnings.clone();
+            std::sync::Arc::new(move |e| w.lock().unwrap().push(format!("{e:?}")))
+        };
+        let mut note = SyncNote::default();
+        for _ in 0..SYNC_NOTES_KEPT + 9 {
+            note.puts_total += 1;
+            note_sync(&repo, &record, &note, &on).await;
+            // Notes are named by the millisecond.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        assert!(warnings.lock().unwrap().is_empty(), "{:?}", warnings.lock().unwrap());
+        let names: Vec<String> = repo.list(&dir(&record.id)).await.unwrap().iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
+        assert_eq!(names.iter().filter(|n| n.contains(".sync-")).count(), SYNC_NOTES_KEPT, "{names:?}");
+        assert!(names.contains(&record.generation), "the record stays: {names:?}");
+        let st = load(&repo, &record.id).await.unwrap().unwrap();
+        assert_eq!(st.last_sync.unwrap().puts_total, (SYNC_NOTES_KEPT + 9) as u64, "the newest note is read");
+    }
 }
