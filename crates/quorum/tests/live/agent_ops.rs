@@ -225,8 +225,16 @@ fn dashboard_and_rules_query_only_exported_metrics_and_promtool_passes_the_scrap
     );
     let a = Agent::start(dir.path(), "a0", &c.endpoints(), &repo, &extra, &[]);
     a.wait_for("a backup", 40, |t| t.lines().any(|l| l.starts_with(r#"quorum_operation_runs_total{operation="backup"} "#) && !l.ends_with(" 0")));
-    // NOSPACE: etcd's quota is 24 MiB; 30 MiB of values exceed it.
+    // NOSPACE: etcd's quota is 24 MiB; 30 MiB of values exceed it. etcd raises the alarm when a
+    // request does not fit by the db size of its last commit (every 100 ms), so the bulk's last
+    // batches and a put right after them can all pass: CI saw the db at 32 MB and no alarm.
+    // Put until etcd refuses one.
     let _ = testkit::bulk(&c.endpoints(), 30 << 20, 4096, 65536, 4);
+    let refused_by = Instant::now() + Duration::from_secs(20);
+    while testkit::put(&c.endpoints(), "/registry/configmaps/default/over-quota", &[7; 4096]).is_ok() {
+        assert!(Instant::now() < refused_by, "etcd took puts past its 24 MiB quota for 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     a.wait_for("the NOSPACE alarm is exported", 30, |t| has(t, r#"quorum_etcd_alarm{alarm="NOSPACE",member="m0"} 1"#));
 
     let (code, head, body) = http_get(a.port, "/metrics").unwrap();
