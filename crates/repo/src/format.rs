@@ -561,15 +561,8 @@ mod tests {
         let k = MasterKey::generate();
         let mut comp = zstd::bulk::Compressor::new(1).unwrap();
         let squeezable = vec![7u8; 8192];
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..8192)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut noise = vec![0u8; 8192];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut noise);
         for (data, stored) in [(&squeezable, false), (&noise, true), (&Vec::new(), true)] {
             let mut buf = vec![0xAA; crate::crypto::NONCE_LEN];
             frame_into(&mut comp, data, 1, &mut buf);
