@@ -102,7 +102,11 @@ pub fn blob_aad(t: BlobType, id: &BlobId) -> [u8; 33] {
 pub fn frame(data: &[u8], level: i32) -> Vec<u8> {
     match zstd::bulk::Compressor::new(level) {
         Ok(mut c) => frame_with(&mut c, data, level),
-        Err(_) => frame_with_none(data),
+        Err(_) => {
+            let mut v = Vec::new();
+            push_stored(data, &mut v);
+            v
+        }
     }
 }
 
@@ -128,16 +132,14 @@ pub fn frame_into(comp: &mut zstd::bulk::Compressor<'_>, data: &[u8], level: i32
             _ => out.truncate(was),
         }
     }
+    push_stored(data, out);
+}
+
+/// `data` framed as stored, appended to `out`.
+fn push_stored(data: &[u8], out: &mut Vec<u8>) {
     out.reserve(1 + data.len());
     out.push(0);
     out.extend_from_slice(data);
-}
-
-fn frame_with_none(data: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(0);
-    v.extend_from_slice(data);
-    v
 }
 
 /// The most bytes a zstd stream can decompress to per byte of it: every block (at most
