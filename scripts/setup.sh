@@ -5,6 +5,7 @@
 #    configuration and unpacked into .tools/etcd-3.5 (no system upgrade); it brings etcdutl;
 #  - build tools (protoc for etcd-client's gRPC code, GNU time for benchmarks, man-db to
 #    check the generated manual pages);
+#  - xfsprogs, to loop-mount a small XFS with reflinks (restore's copy-on-write member dbs);
 #  - systemd, for `systemd-analyze verify` of deploy/quorum-agent.service (nothing is started);
 #  - promtool 2.42 from Debian bookworm's `prometheus` (without its recommends; the server's
 #    service is left stopped): the agent tests lint a live /metrics scrape and unit-test the
@@ -26,7 +27,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl tinyproxy systemd man-db; do
+for p in etcd-server etcd-client protobuf-compiler time hyperfine openssl curl tinyproxy systemd man-db xfsprogs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -25,8 +25,9 @@
 //! place; an existing non-empty data dir or an existing `--wal-dir` is refused; on error the
 //! temporary directories are removed, and after a crash nothing stands at the data dir path.
 //! With a separate `--wal-dir` the WAL segment is renamed to its final name only after the data
-//! dir is in place. The member databases are identical, so the first is written and the
-//! others are copied from it.
+//! dir is in place. The member databases are identical: the first is written, and the others
+//! share its blocks copy-on-write where the filesystem can (a reflink on XFS or btrfs: three
+//! members cost the time and space of one) or are written along with it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -138,6 +139,9 @@ pub struct RestoredMember {
     pub id: String,
     pub data_dir: PathBuf,
     pub wal_dir: PathBuf,
+    /// The member whose db this one's shares copy-on-write (a reflink), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_shared_with: Option<String>,
 }
 
 /// Why a restore did not happen. Nothing is left at any target path.
@@ -262,6 +266,16 @@ struct Preflight {
 }
 
 /// The value of `key` in the top-level bucket `bucket` of the db at `path`, if both exist.
+/// `dst` (empty) gets the complete db `src` by a reflink, or, should the filesystem that took
+/// the empty probe refuse it now, by a copy; then fsynced.
+fn share_db(src: &File, src_path: &Path, dst: &File, dst_path: &Path) -> Result<()> {
+    if crate::durable::clone_file(dst, src).is_err() {
+        let mut from = File::open(src_path).map_err(io(src_path))?;
+        std::io::copy(&mut from, &mut &*dst).map_err(io(dst_path))?;
+    }
+    dst.sync_all().map_err(io(dst_path))
+}
+
 fn get(db: &bolt::Db, path: &Path, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
     let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.to_path_buf(), count: 1, first: f.to_string() };
     match db.bucket(&[bucket]).map_err(schema_err)? {
@@ -539,11 +553,27 @@ fn build_and_install(
             None => mkdir(&d.join("member/wal"))?,
         }
     }
-    // 1. The databases (identical for every member), streamed from the snapshot into all
-    //    members at once while a second thread checks the snapshot's sha256.
+    // 1. The databases (identical for every member), streamed from the snapshot while a second
+    //    thread checks the snapshot's sha256: into the first member, and into every other member
+    //    whose db cannot share the first's blocks (a reflink, tried on the empty files). Those
+    //    that can get them once the first is complete: no second write of the bytes.
     let db_paths: Vec<PathBuf> = stages.iter().map(|(d, _)| d.join("member/snap/db")).collect();
-    let files = db_paths.iter().map(|p| OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).map_err(io(p))).collect::<Result<Vec<_>>>()?;
-    let tee = crate::tee::Tee::new(files).map_err(io(&db_paths[0]))?;
+    let files = db_paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| OpenOptions::new().read(i == 0).write(true).create_new(true).mode(0o600).open(p).map_err(io(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut files = files.into_iter();
+    let first = files.next().expect("at least one member");
+    let (mut teed, mut shared) = (vec![first], Vec::new());
+    for (i, f) in files.enumerate() {
+        if crate::durable::clone_file(&f, &teed[0]).is_ok() {
+            shared.push((i + 1, f));
+        } else {
+            teed.push(f);
+        }
+    }
+    let tee = crate::tee::Tee::new(teed).map_err(io(&db_paths[0]))?;
     let required: Vec<&'static [u8]> = match pre.layout {
         Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],
         Layout::V3_4 => vec![schema::KEY, schema::LEASE, schema::META],
@@ -600,7 +630,10 @@ fn build_and_install(
         e => e,
     })?;
     let tee = out.into_inner().map_err(|e| io(&db_paths[0])(e.into_error()))?;
-    tee.finish().map_err(io(&db_paths[0]))?;
+    let teed = tee.finish().map_err(io(&db_paths[0]))?;
+    for (i, f) in &shared {
+        share_db(&teed[0], &db_paths[0], f, &db_paths[*i])?;
+    }
     crash_point("db-written");
 
     // 2. Per member: the WAL and the .snap, fsynced.
@@ -633,7 +666,7 @@ fn build_and_install(
 
     // 3. Into place.
     let mut restored = Vec::new();
-    for ((t, (d, w)), m) in opts.targets.iter().zip(stages).zip(members) {
+    for (i, ((t, (d, w)), m)) in opts.targets.iter().zip(stages).zip(members).enumerate() {
         if let (Some(wd), Some(ws)) = (&t.wal_dir, w) {
             fs::rename(ws, wd).map_err(io(wd))?;
             crash_point("wal-dir-renamed");
@@ -659,6 +692,7 @@ fn build_and_install(
             id: m.hex_id(),
             data_dir: t.data_dir.clone(),
             wal_dir: t.wal_dir.clone().unwrap_or_else(|| t.data_dir.join("member/wal")),
+            db_shared_with: shared.iter().any(|(s, _)| *s == i).then(|| members[0].name.clone()),
         });
     }
 

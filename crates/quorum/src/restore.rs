@@ -148,5 +148,12 @@ pub fn print_report(report: &restore::RestoreReport, w: Format) {
         let rows: Vec<Vec<String>> =
             report.members.iter().map(|m| vec![m.name.clone(), m.id.clone(), m.data_dir.display().to_string(), m.wal_dir.display().to_string()]).collect();
         print!("{}", output::table(&["NAME", "ID", "DATA DIR", "WAL DIR"], &rows));
+        let shared: Vec<&str> = report.members.iter().filter(|m| m.db_shared_with.is_some()).map(|m| m.name.as_str()).collect();
+        if let Some(with) = report.members.iter().find_map(|m| m.db_shared_with.as_deref()) {
+            println!(
+                "the db of {} shares {with}'s blocks copy-on-write (a reflink): written once, each copy takes space as etcd changes it",
+                shared.join(", ")
+            );
+        }
     })
 }

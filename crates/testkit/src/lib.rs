@@ -13,17 +13,17 @@
 mod cluster;
 mod fixtures;
 mod loader;
+mod mount;
 pub mod relay;
 pub mod servers;
 mod tls;
-mod tmpfs;
 mod tools;
 
 pub use cluster::{plan_members, Cluster, ClusterOptions, Member, MemberPlan};
 pub use fixtures::{fixtures_available, kube_fixture, kube_vector};
 pub use loader::{bulk, dump, hash_kv, load, load_async, object_key, object_value, put, KubeKeyspace, Kv, LoadSummary};
+pub use mount::Mount;
 pub use tls::{generate_tls, TlsFiles};
-pub use tmpfs::Tmpfs;
 pub use tools::{project_root, setup_tool, shared_fixtures, EtcdVersion};
 
 /// Temporaries a writer left in `dir` (`NAME.partial-XXXXXX`, see `etcd_data::durable`): a

@@ -153,6 +153,52 @@ fn three_members_3_5() {
     three_members(EtcdVersion::V3_5)
 }
 
+/// On a filesystem with reflinks (XFS here), the second and third members' dbs share the first's
+/// blocks instead of being written again: the report says so, the kernel shows the extents
+/// shared, the files are identical, and real etcd runs on them, takes writes, compaction and
+/// defrag (which unshare the blocks) and still agrees with the source.
+#[test]
+fn three_members_on_xfs_share_one_db() {
+    let test = "restore_compat::three_members_on_xfs_share_one_db";
+    let Some(fs) = testkit::Mount::xfs(test, Path::new(env!("CARGO_TARGET_TMPDIR")), 1024) else { return };
+    let version = EtcdVersion::V3_5;
+    let source = Cluster::start(ClusterOptions::new(version, 1)).unwrap();
+    testkit::load(&source.endpoints(), &KubeKeyspace { objects: 3000, seed: 5, ..Default::default() }).unwrap();
+    let snap = fs.path().join("snap.db");
+    source.save_snapshot(&snap).unwrap();
+    let (src_rev, src_kvs) = testkit::dump(&source.endpoints(), 0).unwrap();
+    let src_hash = testkit::hash_kv(&source.endpoints()[0], src_rev).unwrap().0;
+    drop(source);
+
+    let (plans, initial) = plan_members(fs.path(), 3).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&quorum_restore_all(&snap, fs.path(), &initial, "t", &[])).unwrap();
+    let members = report["members"].as_array().unwrap();
+    let first = members[0]["name"].as_str().unwrap();
+    assert!(members[0].get("db_shared_with").is_none(), "{report}");
+    for m in &members[1..] {
+        assert_eq!(m["db_shared_with"], first, "{report}");
+    }
+    let db = |name: &str| fs.path().join(format!("{name}.etcd/member/snap/db"));
+    let bytes = std::fs::read(db(first)).unwrap();
+    for m in members {
+        let name = m["name"].as_str().unwrap();
+        assert!(std::fs::read(db(name)).unwrap() == bytes, "{name}'s db differs from {first}'s");
+        let extents = Command::new("filefrag").arg("-v").arg(db(name)).output().unwrap();
+        let extents = String::from_utf8_lossy(&extents.stdout);
+        assert!(extents.contains("shared"), "{name}'s db has no shared extent:\n{extents}");
+    }
+
+    let restored = Cluster::start_planned(&ClusterOptions::new(version, 3), fs.path(), &plans, &initial, "t").unwrap();
+    let (rev, kvs) = testkit::dump(&restored.endpoints(), 0).unwrap();
+    assert_eq!(rev, src_rev);
+    assert!(kvs == src_kvs, "keys, values or revisions differ from the source");
+    assert!(hashes(&restored, src_rev).iter().all(|h| *h == src_hash));
+    exercise(&restored);
+    let now = testkit::dump(&restored.endpoints(), 0).unwrap().0;
+    let after = hashes(&restored, now);
+    assert!(after.iter().all(|h| *h == after[0]), "members disagree after writes on shared blocks: {after:?}");
+}
+
 /// `--bump-revision N --mark-compacted` (etcdutl 3.5; etcdctl 3.4.23 predates the flag).
 #[test]
 fn bump_revision_marks_compacted() {

@@ -230,7 +230,7 @@ fn kill_9_at_random_moments() {
 fn full_filesystem_fails_like_etcdutl_and_leaves_nothing() {
     let snap_mib = std::fs::metadata(&source().snap).unwrap().len() >> 20;
     let test = "restore_safety::full_filesystem_fails_like_etcdutl_and_leaves_nothing";
-    let Some(fs) = testkit::Tmpfs::mount(test, Path::new(env!("CARGO_TARGET_TMPDIR")), snap_mib + 24) else { return };
+    let Some(fs) = testkit::Mount::tmpfs(test, Path::new(env!("CARGO_TARGET_TMPDIR")), snap_mib + 24) else { return };
     let dd = fs.path().join("etcd");
     let r = restore(&source().snap, &dd, &[]);
     assert_error(&r, 1, "No space left on device");

@@ -619,7 +619,7 @@ fn a_full_spool_disk_is_reported_and_the_capture_resumes() {
     let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
     let repo = Repo::local();
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = testkit::Tmpfs::mount("agent_ops::a_full_spool_disk_is_reported_and_the_capture_resumes", dir.path(), 1) else { return };
+    let Some(fs) = testkit::Mount::tmpfs("agent_ops::a_full_spool_disk_is_reported_and_the_capture_resumes", dir.path(), 1) else { return };
     let extra = format!(
         "backup: {{schedule: '0 0 1 1 *', from: endpoints}}\ndelta: {{interval_seconds: 1, spool_dir: '{}'}}\ndefrag: {{enabled: false}}\n",
         fs.path().join("spool").display()

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use crate::common::{quorum, run, Repo, Run};
-use testkit::{Cluster, ClusterOptions, EtcdVersion, Tmpfs};
+use testkit::{Cluster, ClusterOptions, EtcdVersion, Mount};
 
-fn assert_full(r: &Run, what: &str, fs: &Tmpfs) {
+fn assert_full(r: &Run, what: &str, fs: &Mount) {
     assert_ne!(r.code, 0, "{what} succeeded on a full filesystem: {}", r.stdout);
     assert!(r.stderr.contains("No space left on device") || r.stderr.contains("not enough space"), "{what}: {}", r.stderr);
     assert!(r.stderr.contains(&fs.path().display().to_string()), "{what}: the error names the path: {}", r.stderr);
@@ -31,7 +31,7 @@ fn writers_on_a_full_filesystem_fail_cleanly() {
     cmd.env_remove("ETCDCTL_ENDPOINTS");
     let r = run(cmd);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let Some(fs) = Tmpfs::mount("full_disk::writers_on_a_full_filesystem_fail_cleanly", Path::new(env!("CARGO_TARGET_TMPDIR")), 8) else { return };
+    let Some(fs) = Mount::tmpfs("full_disk::writers_on_a_full_filesystem_fail_cleanly", Path::new(env!("CARGO_TARGET_TMPDIR")), 8) else { return };
     std::fs::write(fs.path().join("existing"), b"data that was here before").unwrap();
     let p = |name: &str| fs.path().join(name).display().to_string();
 
@@ -88,7 +88,7 @@ fn pitr_restore_and_migration_data_dirs_on_a_full_filesystem_fail_cleanly() {
     cap.stop.send(true).unwrap();
     cap.thread.join().unwrap().unwrap();
 
-    let Some(fs) = Tmpfs::mount("full_disk::pitr_restore_and_migration", Path::new(env!("CARGO_TARGET_TMPDIR")), 8) else { return };
+    let Some(fs) = Mount::tmpfs("full_disk::pitr_restore_and_migration", Path::new(env!("CARGO_TARGET_TMPDIR")), 8) else { return };
     std::fs::write(fs.path().join("existing"), b"data that was here before").unwrap();
     let p = |name: &str| fs.path().join(name).display().to_string();
     let r = repo.q(&["restore", "--cluster", "prod", "--at-revision", &last.to_string(), "--data-dir", &p("member")]);
