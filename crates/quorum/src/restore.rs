@@ -75,6 +75,7 @@ pub struct RestoreFlags {
     #[arg(long, value_parser = parse_layout)]
     target_version: Option<Layout>,
     /// Restore every member of --initial-cluster; --data-dir and --wal-dir are templates with {name}.
+    /// On XFS or btrfs the members' dbs share blocks copy-on-write (written once).
     #[arg(long)]
     all_members: bool,
     /// Output format of the report.
