@@ -48,8 +48,8 @@ pub struct RepoFlags {
     /// Wait this long for a conflicting lock to go away (e.g. 5m).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub(crate) retry_lock: Duration,
-    /// Parallel object store requests.
-    #[arg(long, default_value_t = 8)]
+    /// Object store requests in flight, 1 to 16 (uploads; reads of up to 4 MiB each).
+    #[arg(long, default_value_t = 8, value_parser = parse_parallel)]
     pub(crate) parallel: usize,
     /// Give up on an object store request that keeps failing (errors, resets, 5xx, no answer)
     /// for this long; until then it is retried with back-off [default: 3m].
@@ -1377,4 +1377,11 @@ fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::
         }
     }
     o
+}
+
+fn parse_parallel(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=repo::restore::MAX_PARALLEL).contains(&n) => Ok(n),
+        _ => Err(format!("{s}: give a number of requests from 1 to {}", repo::restore::MAX_PARALLEL)),
+    }
 }

@@ -18,7 +18,8 @@
 //!   whatever the order of the pages; in the worst case the file is written once, as in a
 //!   file.
 //!
-//! The packs are fetched in the order of the bytes they hold, a few at once; a read that has
+//! The packs are fetched in pieces ([`crate::restore`]; "pack" below means one piece), in the
+//! order of the bytes they hold, several at once; a read that has
 //! to wait puts the pack holding its first missing byte at the head of the queue, so the
 //! restore's walk of the B+tree (whose pages can lie anywhere in the file) is served first and
 //! the sequential fetch fills in the rest. Every blob is authenticated before its bytes are

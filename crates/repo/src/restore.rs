@@ -1,8 +1,9 @@
 //! Getting a snapshot back: reassemble the exact file from its chunks (`backups get`), and
 //! restore it into member data directories (`quorum restore`, through `etcd_data::restore`).
 //!
-//! Packs are fetched in parallel, each with one coalesced ranged read of the blobs it holds
-//! for this snapshot; every blob is authenticated, decompressed and checked against its id,
+//! Packs are fetched in pieces of up to 4 MiB of whole blobs, `--parallel` pieces in flight
+//! (a remote store's throughput is per connection), each with one coalesced ranged read of the
+//! blobs it holds for this snapshot; every blob is authenticated, decompressed and checked against its id,
 //! then written at its offset (a blob that occurs several times is written at each). The
 //! file is written under a temporary name beside its own, fsynced, checked against the
 //! manifest's sha256, and only then given its name ([`etcd_data::durable`]).
@@ -134,8 +135,8 @@ async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, p
                 Ok::<_, Error>(())
             }
         })
-        // Each pack in flight holds up to one pack of sealed bytes: at most 4 (64 MiB).
-        .buffer_unordered(parallel.clamp(1, 3))
+        // Each piece in flight holds up to PIECE sealed bytes.
+        .buffer_unordered(parallel.clamp(1, MAX_PARALLEL))
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
@@ -213,10 +214,13 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
     };
     // On a thread of its own at a lower priority: the restore's walk, which waits for these
     // bytes but must also write them all out, goes first when the CPUs are busy (measured on
-    // two cores: three decoders beside the walk gave it half a core).
+    // two cores: three decoders beside the walk gave it half a core). At most one decoder
+    // more than there are CPUs at once, however many requests are in flight.
+    let permit = decoders().acquire_owned().await.map_err(|e| Error::Other(format!("decode slots: {e}")))?;
     std::thread::Builder::new()
         .name("decode".into())
         .spawn(move || {
+            let _permit = permit;
             // SAFETY: get/setpriority of this thread only (PRIO_PROCESS with a thread id, as
             // Linux reads it). A failure leaves the priority as it was, which is harmless.
             unsafe {
@@ -228,6 +232,12 @@ async fn fetch_pack(repo: Arc<Repository>, index: &Index, pack: BlobId, blobs: A
         })
         .map_err(|e| Error::Other(format!("start a decode thread: {e}")))?;
     done_rx.await.map_err(|_| Error::Other("a decode thread stopped without an answer".into()))?
+}
+
+/// The decode slots: one more than the CPUs this process may use.
+fn decoders() -> Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()) + 1))).clone()
 }
 
 /// How much nicer than the process the decode threads run.
@@ -275,6 +285,12 @@ fn run_sizes(blobs: &PackPlan) -> Vec<usize> {
 /// The blobs to fetch from one pack, each with the file offsets it is written at.
 type PackPlan = Vec<(BlobLoc, Vec<u64>)>;
 
+/// The most sealed bytes fetched with one request (and decoded at once).
+const PIECE: u64 = 4 << 20;
+
+/// The most requests in flight, whatever `--parallel` asks (as for uploads).
+pub const MAX_PARALLEL: usize = 16;
+
 struct Plan {
     total: u64,
     by_pack: Vec<(BlobId, PackPlan)>,
@@ -307,6 +323,31 @@ fn plan(ids: &[BlobId], index: &Index) -> Result<Plan> {
             _ => by_pack.push((loc.pack, vec![(*loc, vec![o])], o)),
         }
     }
+    // Each pack's blobs in pieces of at most PIECE sealed bytes (a blob is never split): the
+    // unit fetched with one ranged read and decoded at once, so that many requests can be in
+    // flight (a remote store's throughput is per connection) with little memory each.
+    let mut by_pack: Vec<(BlobId, PackPlan, u64)> = by_pack
+        .into_iter()
+        .flat_map(|(pack, blobs, _)| {
+            let mut pieces: Vec<(BlobId, PackPlan, u64)> = Vec::new();
+            let mut sealed = 0u64;
+            for (loc, offs) in blobs {
+                let first = offs.iter().copied().min().unwrap_or(0);
+                match pieces.last_mut() {
+                    Some((_, b, f)) if sealed + loc.entry.length as u64 <= PIECE => {
+                        *f = (*f).min(first);
+                        sealed += loc.entry.length as u64;
+                        b.push((loc, offs));
+                    }
+                    _ => {
+                        sealed = loc.entry.length as u64;
+                        pieces.push((pack, vec![(loc, offs)], first));
+                    }
+                }
+            }
+            pieces
+        })
+        .collect();
     by_pack.sort_unstable_by_key(|(_, _, first)| *first);
     // Right after its meta pages a restore reads the file's last pages: bbolt writes the pages
     // a commit rewrites (the root, the upper branches) at the end of the file (strace of
@@ -514,7 +555,7 @@ async fn fetch_arriving(
     use crate::arriving::Take;
     let by_pack = Arc::new(by_pack);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let workers = (0..parallel.clamp(1, 3)).map(|_| {
+    let workers = (0..parallel.clamp(1, MAX_PARALLEL)).map(|_| {
         let (repo, index, arriving, by_pack, done, progress, path) =
             (repo.clone(), index.clone(), arriving.clone(), by_pack.clone(), done.clone(), progress.clone(), path.to_path_buf());
         async move {
@@ -692,5 +733,35 @@ mod tests {
         assert_eq!(order, [1, 4, 2, 3], "the file's first bytes, its last, then the rest in file order");
         let first: Vec<(u8, Vec<u64>)> = plan.by_pack[0].1.iter().map(|(l, o)| (l.entry.id[0], o.clone())).collect();
         assert_eq!(first, [(1, vec![0, 500]), (2, vec![100])], "a repeated chunk is fetched once, for both offsets");
+    }
+
+    #[test]
+    fn a_pack_is_fetched_in_pieces_of_whole_blobs() {
+        // One pack: nine blobs of a third of a piece and a byte (two fit in a piece, three do
+        // not), then one larger than a piece.
+        let mut index = Index::new("c");
+        let third = (PIECE / 3 + 1) as u32;
+        let ids: Vec<BlobId> = (1..=10u8).map(|n| [n; 32]).collect();
+        let mut offset = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let length = if i == 9 { PIECE as u32 + 5 } else { third };
+            index.blobs.insert(*id, BlobLoc { pack: [7; 32], entry: PackEntry { blob_type: BlobType::Data, id: *id, offset, length, plain_len: 1000 } });
+            offset += length;
+        }
+        let plan = plan(&ids, &index).unwrap();
+        let pieces: Vec<Vec<u8>> = plan
+            .by_pack
+            .iter()
+            .map(|(p, b)| {
+                assert_eq!(*p, [7; 32]);
+                b.iter().map(|(l, _)| l.entry.id[0]).collect()
+            })
+            .collect();
+        // In file order, except the piece with the last bytes, which comes second.
+        assert_eq!(pieces, [vec![1, 2], vec![10], vec![3, 4], vec![5, 6], vec![7, 8], vec![9]]);
+        for (_, b) in &plan.by_pack {
+            let sealed: u64 = b.iter().map(|(l, _)| l.entry.length as u64).sum();
+            assert!(b.len() == 1 || sealed <= PIECE, "a piece of {sealed} bytes");
+        }
     }
 }

@@ -31,6 +31,20 @@ fn look_alike_flags_are_refused_with_the_one_meant() {
     );
 }
 
+/// `--parallel` outside what is done (1 to 16 requests in flight) is refused, not clamped.
+#[test]
+fn a_parallel_beyond_what_is_done_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = format!("file://{}/repo", d.path().display());
+    for n in ["0", "17"] {
+        refused(
+            &["backups", "get", "--repo", &repo, "latest", "-o", "x.db", "--parallel", n],
+            &format!("{n}: give a number of requests from 1 to 16"),
+            "--parallel",
+        );
+    }
+}
+
 #[test]
 fn etcdctl_variables_set_for_the_shell_are_not_refused() {
     let d = tempfile::tempdir().unwrap();
