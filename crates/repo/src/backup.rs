@@ -636,6 +636,43 @@ impl Iterator for FixedChunks {
     }
 }
 
+/// A pack's bytes as they are collected, in segments of up to [`PackBody::SEGMENT`]: buffers of
+/// that size are reused by the allocator, where one growing 16 MiB buffer a pack is mapped and
+/// faulted in afresh each time (about 100,000 page faults for a 1.26 GB snapshot).
+#[derive(Default)]
+struct PackBody {
+    done: Vec<Bytes>,
+    current: Vec<u8>,
+    len: usize,
+}
+
+impl PackBody {
+    const SEGMENT: usize = 1 << 20;
+
+    fn push(&mut self, mut b: &[u8]) {
+        self.len += b.len();
+        while !b.is_empty() {
+            if self.current.len() == Self::SEGMENT {
+                self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+            if self.current.capacity() == 0 {
+                self.current.reserve_exact(Self::SEGMENT);
+            }
+            let n = b.len().min(Self::SEGMENT - self.current.len());
+            self.current.extend_from_slice(&b[..n]);
+            b = &b[n..];
+        }
+    }
+
+    /// The segments, in order.
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            self.done.push(Bytes::from(self.current));
+        }
+        self.done
+    }
+}
+
 /// Collects sealed blobs into packs of `cluster` and uploads them, at most `uploads` at a time.
 pub(crate) async fn packer(
     repo: Arc<Repository>,
@@ -645,42 +682,44 @@ pub(crate) async fn packer(
 ) -> Result<(Vec<IndexPack>, u64, u64)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(uploads));
     let mut tasks: Vec<tokio::task::JoinHandle<Result<IndexPack>>> = Vec::new();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = PackBody::default();
     let mut entries: Vec<PackEntry> = Vec::new();
     let mut added = 0u64;
     let mut blobs = 0u64;
     let pack_size = repo.config.pack_size as usize;
-    let flush = |buf: &mut Vec<u8>,
+    let flush = |buf: &mut PackBody,
                  entries: &mut Vec<PackEntry>,
                  tasks: &mut Vec<tokio::task::JoinHandle<Result<IndexPack>>>,
                  permit: tokio::sync::OwnedSemaphorePermit| {
         let mut body = std::mem::take(buf);
         let ents = std::mem::take(entries);
-        let header = format::encode_pack_header(repo.data_key(), &ents);
-        body.extend_from_slice(&header);
-        let repo = repo.clone();
-        let cluster = cluster.clone();
+        body.push(&format::encode_pack_header(repo.data_key(), &ents));
+        let (repo, cluster) = (repo.clone(), cluster.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let (id, body) = tokio::task::spawn_blocking(move || {
-                let id: [u8; 32] = *blake3::hash(&body).as_bytes();
-                (id, body)
+                let segments = body.finish();
+                let mut h = blake3::Hasher::new();
+                segments.iter().for_each(|s| {
+                    h.update(s);
+                });
+                (<[u8; 32]>::from(h.finalize()), segments)
             })
             .await
             .map_err(|e| Error::Other(format!("hash pack: {e}")))?;
             let name = hex::encode(id);
-            repo.put_new(&format::pack_path(&cluster, &name), Bytes::from(body)).await?;
+            repo.put_new(&format::pack_path(&cluster, &name), object_store::PutPayload::from_iter(body)).await?;
             Ok(IndexPack { pack: id, entries: ents })
         }));
     };
     while let Some(ToPacker::Blobs(batch)) = rx.recv().await {
         for b in batch {
-            let offset = buf.len() as u32;
+            let offset = buf.len as u32;
             added += b.sealed.len() as u64;
             blobs += 1;
             entries.push(PackEntry { blob_type: b.t, id: b.id, offset, length: b.sealed.len() as u32, plain_len: b.plain_len });
-            buf.extend_from_slice(&b.sealed);
-            if buf.len() >= pack_size {
+            buf.push(&b.sealed);
+            if buf.len >= pack_size {
                 let permit = sem.clone().acquire_owned().await.expect("semaphore open");
                 flush(&mut buf, &mut entries, &mut tasks, permit);
             }
@@ -707,4 +746,26 @@ pub(crate) async fn packer(
         return Err(e);
     }
     Ok((packs, added, blobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_body_is_its_bytes_in_order_in_segments() {
+        let mut body = PackBody::default();
+        let mut want = Vec::new();
+        // Small blobs, one that fills a segment exactly, one larger than two.
+        for (i, n) in [10usize, 4000, PackBody::SEGMENT - 4010, 7, 2 * PackBody::SEGMENT + 3, 1].into_iter().enumerate() {
+            let blob: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            body.push(&blob);
+            want.extend_from_slice(&blob);
+            assert_eq!(body.len, want.len());
+        }
+        let segments = body.finish();
+        assert!(segments.iter().all(|s| !s.is_empty() && s.len() <= PackBody::SEGMENT));
+        assert_eq!(segments.len(), 4);
+        assert_eq!(segments.concat(), want);
+    }
 }

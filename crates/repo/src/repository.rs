@@ -297,14 +297,15 @@ impl Repository {
 
     /// Write an object under a name that is never reused. An existing object of that name has
     /// the same content (names are content hashes or fresh randomness), so it is left alone.
-    pub async fn put_new(&self, path: &ObjPath, body: Bytes) -> Result<()> {
+    pub async fn put_new(&self, path: &ObjPath, body: impl Into<PutPayload>) -> Result<()> {
         // A conditional create: a retried request whose first attempt landed finds the object
         // there (same content), and a write-once bucket never sees an overwrite.
+        let body: PutPayload = body.into();
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.store().put_opts(path, PutPayload::from(body.clone()), opts).await {
+        match self.store().put_opts(path, body.clone(), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(object_store::Error::NotImplemented { .. }) | Err(object_store::Error::NotSupported { .. }) => {
-                self.store().put(path, PutPayload::from(body)).await.map(|_| ()).map_err(|e| Error::store(format!("write {path}"), e))
+                self.store().put(path, body).await.map(|_| ()).map_err(|e| Error::store(format!("write {path}"), e))
             }
             Err(e) => Err(Error::store(format!("write {path}"), e)),
         }
