@@ -354,7 +354,13 @@ impl Repository {
     /// and merging the others (`repo check` reports the damage and checks what remains).
     pub(crate) async fn load_index_noting(&self, cluster: &str, note: &mut dyn FnMut(Error)) -> Result<Index> {
         let mut idx = Index::new(cluster);
-        for (name, packs) in self.read_index_objects(&format::cluster_path(cluster, "index")).await? {
+        let objects = self.read_index_objects(&format::cluster_path(cluster, "index")).await?;
+        // Sized once: growing the maps step by step rehashes them and maps fresh memory each
+        // time (a fifth of a restore's page faults for a 1.26 GB snapshot).
+        let (packs, blobs) = objects.iter().flat_map(|(_, p)| p.iter().flatten()).fold((0, 0), |(p, b), pack| (p + 1, b + pack.entries.len()));
+        idx.packs.reserve(packs);
+        idx.blobs.reserve(blobs);
+        for (name, packs) in objects {
             match packs {
                 Ok(packs) => {
                     for p in &packs {
