@@ -118,11 +118,16 @@ struct GrowingState {
     written: u64,
     ended: bool,
     failed: Option<String>,
+    /// The fewest bytes written that lets a waiting reader go on (u64::MAX: none waits). A
+    /// member sends 32 KiB a message: waking the readers at each one (40,000 times for a
+    /// 1.26 GB snapshot) cost them a context switch each for nothing.
+    wanted: u64,
 }
 
 impl Growing {
     fn new(file: std::fs::File, len: u64) -> Growing {
-        Growing { file, len, state: std::sync::Mutex::new(GrowingState { written: 0, ended: false, failed: None }), changed: std::sync::Condvar::new() }
+        let state = GrowingState { written: 0, ended: false, failed: None, wanted: u64::MAX };
+        Growing { file, len, state: std::sync::Mutex::new(state), changed: std::sync::Condvar::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GrowingState> {
@@ -137,8 +142,17 @@ impl Growing {
             return Err(std::io::Error::other(format!("the member sent more than the {} bytes it announced", self.len)));
         }
         self.file.write_all_at(bytes, at)?;
-        self.lock().written = at + bytes.len() as u64;
-        self.changed.notify_all();
+        let mut s = self.lock();
+        s.written = at + bytes.len() as u64;
+        let wake = s.written >= s.wanted;
+        if wake {
+            // Those still short of their bytes say so again.
+            s.wanted = u64::MAX;
+        }
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -176,6 +190,8 @@ impl bolt::ReadAt for Growing {
             if s.written >= end && (end <= trailer || s.ended) {
                 break;
             }
+            // The trailer's bytes also need the end of the stream, which always wakes.
+            s.wanted = s.wanted.min(end);
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         drop(s);
