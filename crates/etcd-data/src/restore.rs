@@ -265,7 +265,6 @@ struct Preflight {
     consistent_index: Option<u64>,
 }
 
-/// The value of `key` in the top-level bucket `bucket` of the db at `path`, if both exist.
 /// `dst` (empty) gets the complete db `src` by a reflink, or, should the filesystem that took
 /// the empty probe refuse it now, by a copy; then fsynced.
 fn share_db(src: &File, src_path: &Path, dst: &File, dst_path: &Path) -> Result<()> {
@@ -276,6 +275,7 @@ fn share_db(src: &File, src_path: &Path, dst: &File, dst_path: &Path) -> Result<
     dst.sync_all().map_err(io(dst_path))
 }
 
+/// The value of `key` in the top-level bucket `bucket` of the db at `path`, if both exist.
 fn get(db: &bolt::Db, path: &Path, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>> {
     let schema_err = |f: bolt::Fault| RestoreError::Damaged { path: path.to_path_buf(), count: 1, first: f.to_string() };
     match db.bucket(&[bucket]).map_err(schema_err)? {

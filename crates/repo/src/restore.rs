@@ -1,12 +1,13 @@
 //! Getting a snapshot back: reassemble the exact file from its chunks (`backups get`), and
 //! restore it into member data directories (`quorum restore`, through `etcd_data::restore`).
 //!
-//! Packs are fetched in pieces of whole blobs (4 MiB, 1 MiB from `file://`), `--parallel` in flight
-//! (a remote store's throughput is per connection), each with one coalesced ranged read of the
-//! blobs it holds for this snapshot; every blob is authenticated, decompressed and checked against its id,
-//! then written at its offset (a blob that occurs several times is written at each). The
-//! file is written under a temporary name beside its own, fsynced, checked against the
-//! manifest's sha256, and only then given its name ([`etcd_data::durable`]).
+//! Packs are fetched in pieces of whole blobs (4 MiB, 1 MiB from `file://`), `--parallel` in
+//! flight (a remote store's throughput is per connection), each with one coalesced ranged read
+//! of the blobs it holds for this snapshot; every blob is authenticated, decompressed and
+//! checked against its id, then written at its offset (a blob that occurs several times is
+//! written at each). The file is written under a temporary name beside its own, fsynced,
+//! checked against the manifest's sha256, and only then given its name
+//! ([`etcd_data::durable`]).
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
