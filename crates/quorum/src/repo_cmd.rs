@@ -218,9 +218,9 @@ pub enum RepoCmd {
     /// Manage the wrapping keys.
     #[command(subcommand)]
     Key(KeyCmd),
-    /// Move a version-1 repository (one namespace for every cluster) to the version-2 layout (a prefix per cluster).
+    /// Bring an older repository to version 3 (version 1: a prefix per cluster; version 2: chunk list patches).
     #[command(
-        after_help = "Examples:\n  quorum repo upgrade --repo s3://backups/etcd --password-file /root/repo.pass\n\nTakes an exclusive repository-wide lock; copies every cluster's packs, index, backups, delta\nsegments and drill records under clusters/<name>/, rewrites config as version 2, then deletes\nthe version-1 objects. It can be interrupted at any point and run again. Afterwards the\nrepository's cost per cluster no longer grows with the fleet; version-1 binaries refuse it."
+        after_help = "Examples:\n  quorum repo upgrade --repo s3://backups/etcd --password-file /root/repo.pass\n\nTakes an exclusive repository-wide lock. A version-1 repository (one namespace for every\ncluster): copies every cluster's packs, index, backups, delta segments and drill records under\nclusters/<name>/, rewrites config as version 3, then deletes the version-1 objects; the\nrepository's cost per cluster no longer grows with the fleet. A version-2 repository: rewrites\nconfig as version 3, so later backups store only the changed part of their chunk lists (about\n32 bytes per 4 KiB of snapshot less in every increment). It can be interrupted at any point\nand run again. Older binaries refuse the repository afterwards: upgrade every host first."
     )]
     Upgrade {
         #[command(flatten)]

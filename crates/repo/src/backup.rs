@@ -110,6 +110,41 @@ pub struct BackupReport {
     pub packs: u64,
 }
 
+/// The chunk list of a cluster's newest backup, resolved, with the blobs that store it.
+struct ParentList {
+    lists: Vec<String>,
+    patches: Vec<String>,
+    ids: Vec<BlobId>,
+    /// Entries in its patches.
+    chain_entries: u64,
+}
+
+/// [`ParentList`] of the newest backup of `cluster` that can be read; None when there is
+/// none (the first backup) or its list cannot be read (this backup then stores a whole list,
+/// and `repo check` reports the damage).
+async fn parent_list(repo: &Repository, cluster: &str, index: &crate::repository::Index) -> Result<Option<ParentList>> {
+    let manifests = match repo.manifests_tolerant(cluster).await {
+        Ok(m) => m,
+        Err(e @ Error::Store { .. }) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let Some((id, m)) = manifests.into_iter().next() else { return Ok(None) };
+    let ids = match repo.chunk_ids(&m, index).await {
+        Ok(ids) => ids,
+        Err(e @ Error::Store { .. }) => return Err(e),
+        Err(e) => {
+            eprintln!("Warning: backup {}: its chunk list cannot be read ({e}); this backup stores a whole list", crate::short(&id));
+            return Ok(None);
+        }
+    };
+    let mut chain_entries = 0;
+    for p in &m.chunk_patches {
+        let loc = crate::repository::parse_id(p).ok().and_then(|i| index.blobs.get(&i));
+        chain_entries += loc.map_or(0, |l| crate::chunk_list::patch_entries(l.entry.plain_len));
+    }
+    Ok(Some(ParentList { lists: m.chunk_lists, patches: m.chunk_patches, ids, chain_entries }))
+}
+
 /// The seed of the chunker's gear table: derived from the repository key, so chunk boundaries
 /// do not reveal content to someone without the key.
 pub fn chunker_seed(key: &MasterKey) -> u64 {
@@ -186,8 +221,14 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
 
     // Deduplication against this cluster's blobs only: reading other clusters' indexes would
     // make every backup's cost grow with the fleet.
-    let index = repo.load_index(&opts.cluster).await?;
+    let index = Arc::new(repo.load_index(&opts.cluster).await?);
     let known: HashSet<BlobId> = index.blobs.keys().copied().collect();
+    // The newest backup's chunk list, read while the snapshot is cut: this one's is stored
+    // as a patch of it (version 3).
+    let parent = repo.patches_allowed().then(|| {
+        let (repo, index, cluster) = (repo.clone(), index.clone(), opts.cluster.clone());
+        tokio::spawn(async move { parent_list(&repo, &cluster, &index).await })
+    });
     drop(index);
 
     let mut pipe = Pipeline::start(repo.clone(), &opts.cluster, known, opts.uploads.max(1));
@@ -195,11 +236,28 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
     let (ids, sha) = pipe.chunk_file(&opts.snapshot, opts.arriving.as_ref(), BlobType::Data, size, progress).await?;
     let reused_data = pipe.reused;
     let file_sha = hex::encode(sha);
-    // Chunk lists, 16384 ids per list blob.
-    let mut lists = Vec::new();
-    for group in ids.chunks(16384) {
-        let bytes: Vec<u8> = group.iter().flat_map(|i| i.iter().copied()).collect();
-        lists.push(hex::encode(pipe.put_blob(BlobType::List, bytes).await?));
+    // The chunk list: a patch of the newest backup's, or whole.
+    let parent = match parent {
+        Some(task) => task.await.map_err(|e| Error::Other(format!("reading the newest backup's chunk list: {e}")))??,
+        None => None,
+    };
+    let (mut lists, mut patches) = (Vec::new(), Vec::new());
+    let patch = parent.and_then(|p| {
+        let blobs = crate::chunk_list::plan(Some((&p.ids, p.chain_entries, p.patches.len())), &ids)?;
+        Some((blobs, p))
+    });
+    match patch {
+        Some((blobs, p)) => {
+            (lists, patches) = (p.lists, p.patches);
+            for b in blobs {
+                patches.push(hex::encode(pipe.put_blob(BlobType::List, b).await?));
+            }
+        }
+        None => {
+            for b in crate::chunk_list::whole(&ids) {
+                lists.push(hex::encode(pipe.put_blob(BlobType::List, b).await?));
+            }
+        }
     }
     // The key map.
     let mut segments = Vec::new();
@@ -263,6 +321,7 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         tags: opts.tags.clone(),
         snapshot: facts,
         chunk_lists: lists,
+        chunk_patches: patches,
         chunks: ids.len() as u64,
         bundle,
         added_bytes: stats.added_bytes,

@@ -120,7 +120,7 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
         backups.push((id.clone(), man.snapshot.revision));
         let short = format!("{} ({}, {})", crate::short(&id), man.cluster, man.time);
         let mut ids: Vec<BlobId> = Vec::new();
-        for l in &man.chunk_lists {
+        for l in man.list_blobs() {
             ids.push(parse_id(l)?);
         }
         match repo.chunk_ids(&man, &index).await {

@@ -13,7 +13,7 @@
 //! clusters/<C>/retention/<time>-<rand>          sealed JSON: the delta floor forget decided
 //! exports/<id>.db                 plaintext single-object copy of a snapshot, for presigned URLs
 //! ```
-//! Everything of one cluster lives under `clusters/<C>/` (version 2), so an operation on one
+//! Everything of one cluster lives under `clusters/<C>/` (since version 2), so an operation on one
 //! cluster lists and reads that cluster's objects only. Version 1 kept `data/`, `index/`,
 //! `snapshots/`, `deltas/<C>/` and `verifications/` at the top level ([`v1`]); only
 //! `repo upgrade` reads that layout.
@@ -25,7 +25,12 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
 pub const FORMAT: &str = "quorum-repository";
-pub const VERSION: u32 = 2;
+/// Version 3 is version 2 plus chunk list patches ([`crate::chunk_list`]): manifests that a
+/// version-2 binary would misread, so it must refuse the repository.
+pub const VERSION: u32 = 3;
+/// Read and written as version 3, but backups store whole chunk lists (version-2 binaries may
+/// share the repository) until `repo upgrade` makes it version 3.
+pub const VERSION_2: u32 = 2;
 /// The layout before per-cluster prefixes; read by `repo upgrade` only.
 pub const VERSION_1: u32 = 1;
 /// The prefix under which each cluster's objects live.
@@ -382,8 +387,12 @@ pub struct Manifest {
     #[serde(default)]
     pub tags: Vec<String>,
     pub snapshot: SnapshotFacts,
-    /// List blobs (in order) whose concatenated contents are the chunk ids of the snapshot.
+    /// List blobs (in order) whose concatenated contents are the chunk ids of the snapshot,
+    /// or, with `chunk_patches`, of the earlier backup whose list this one patches.
     pub chunk_lists: Vec<String>,
+    /// Version 3: patch blobs applied in order to `chunk_lists` ([`crate::chunk_list`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_patches: Vec<String>,
     pub chunks: u64,
     #[serde(default)]
     pub bundle: Option<BundleRef>,
@@ -487,6 +496,13 @@ pub struct Verification {
     pub checks: Vec<String>,
     #[serde(default)]
     pub failure: Option<String>,
+}
+
+impl Manifest {
+    /// Every blob that holds the chunk list: whole lists, then patches.
+    pub fn list_blobs(&self) -> impl Iterator<Item = &String> {
+        self.chunk_lists.iter().chain(&self.chunk_patches)
+    }
 }
 
 pub fn seal_json<T: Serialize>(key: &MasterKey, v: &T, aad: &[u8]) -> Vec<u8> {

@@ -561,7 +561,7 @@ pub async fn fetch_selected(repo: Arc<Repository>, id: &str, m: &Manifest, want:
         let index = repo.load_index(&m.cluster).await?;
         let sealed = |id: &str| parse_id(id).ok().and_then(|i| index.blobs.get(&i)).map_or(0, |l| l.entry.length as u64);
         let km = m.key_map.as_ref().expect("checked above");
-        let mut fetched: u64 = km.segments.iter().chain(&m.chunk_lists).map(|s| sealed(s)).sum();
+        let mut fetched: u64 = km.segments.iter().chain(m.list_blobs()).map(|s| sealed(s)).sum();
         let Some(entries) = select(&repo, &index, m, want, parallel).await? else { return Ok(None) };
         let (records, read) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
         fetched += read;

@@ -24,6 +24,7 @@
 mod arriving;
 pub mod backup;
 pub mod check;
+pub mod chunk_list;
 pub mod consolidate;
 pub mod crypto;
 pub mod delta;

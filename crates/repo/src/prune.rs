@@ -237,7 +237,7 @@ pub struct PruneReport {
 pub async fn referenced(repo: &Repository, manifests: &[(String, Manifest)], index: &crate::repository::Index) -> Result<HashSet<BlobId>> {
     let mut used = HashSet::new();
     for (id, m) in manifests {
-        for l in &m.chunk_lists {
+        for l in m.list_blobs() {
             used.insert(parse_id(l)?);
         }
         let ids = repo.chunk_ids(m, index).await.map_err(|e| Error::Damaged(format!("backup {}: {e}", crate::short(id))))?;

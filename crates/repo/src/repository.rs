@@ -192,7 +192,8 @@ impl Repository {
             Err(e) => return Err(Error::store(format!("read {}/config", location.url), e)),
         };
         let config: Config = serde_json::from_slice(&cfg).map_err(|e| Error::Damaged(format!("config: {e}")))?;
-        if config.format != format::FORMAT || !(config.version == format::VERSION || (config.version == format::VERSION_1 && mode == OpenMode::Upgrade)) {
+        let readable = config.version == format::VERSION || config.version == format::VERSION_2;
+        if config.format != format::FORMAT || !(readable || (config.version == format::VERSION_1 && mode == OpenMode::Upgrade)) {
             if config.format == format::FORMAT && config.version == format::VERSION_1 {
                 return Err(Error::Format(format!(
                     "{}: this repository has the version-1 layout (every cluster's objects in one namespace); upgrade it once with `quorum repo upgrade` (it can be interrupted and run again; version-1 quorum binaries cannot read it afterwards)",
@@ -633,30 +634,37 @@ impl Repository {
         })
     }
 
-    /// The chunk ids of a manifest's snapshot, in order.
+    /// Whether backups may store chunk list patches (version 3; a version-2 repository may
+    /// still be shared with version-2 binaries, which would misread them).
+    pub fn patches_allowed(&self) -> bool {
+        self.config.version >= format::VERSION
+    }
+
+    /// The chunk ids of a manifest's snapshot, in order: its whole lists with its patches
+    /// applied ([`crate::chunk_list`]).
     pub async fn chunk_ids(&self, m: &Manifest, index: &Index) -> Result<Vec<BlobId>> {
-        let mut ids = Vec::with_capacity(m.chunks as usize);
         // Several at once, in order: on a remote store each is a round trip (a 1 GiB snapshot
-        // has ten lists).
-        let lists: Vec<Vec<u8>> = futures::stream::iter(m.chunk_lists.iter().map(|l| async move {
-            let id = parse_id(l)?;
-            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("chunk list blob {l} is not in any index")))?;
-            let b = self.read_blob(index, loc).await?;
-            if b.len() % 32 != 0 {
-                return Err(Error::Damaged(format!("chunk list blob {l}: length {} is not a multiple of 32", b.len())));
-            }
-            Ok(b)
+        // has ten to twenty lists).
+        let n = m.chunk_lists.len();
+        let names: Vec<(usize, String)> = m.list_blobs().cloned().enumerate().collect();
+        let blobs: Vec<(usize, Vec<u8>)> = futures::stream::iter(names.into_iter().map(|(i, l)| async move {
+            let id = parse_id(&l)?;
+            let what = if i < n { "chunk list" } else { "chunk list patch" };
+            let loc = index.blobs.get(&id).ok_or_else(|| Error::Damaged(format!("{what} blob {l} is not in any index")))?;
+            Ok::<_, Error>((i, self.read_blob(index, loc).await?))
         }))
         .buffered(8)
         .try_collect()
         .await?;
-        for b in &lists {
-            ids.extend(b.chunks_exact(32).map(|c| <BlobId>::try_from(c).unwrap()));
+        let mut r = crate::chunk_list::Resolver::with_capacity(m.chunks as usize);
+        for (i, b) in &blobs {
+            if *i < n {
+                r.whole(&m.chunk_lists[*i], b)?;
+            } else {
+                r.patch(&m.chunk_patches[*i - n], b)?;
+            }
         }
-        if ids.len() as u64 != m.chunks {
-            return Err(Error::Damaged(format!("chunk lists hold {} ids, the manifest says {}", ids.len(), m.chunks)));
-        }
-        Ok(ids)
+        r.finish(m.chunks)
     }
 
     pub fn seal_json<T: serde::Serialize>(&self, v: &T, aad: &[u8]) -> Vec<u8> {

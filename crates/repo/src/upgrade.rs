@@ -1,13 +1,16 @@
-//! `quorum repo upgrade`: a version-1 repository (one namespace shared by every cluster) moved
-//! to the version-2 layout (everything of a cluster under `clusters/<C>/`), in place.
+//! `quorum repo upgrade`: an older repository brought to version 3, in place.
 //!
-//! Under an exclusive repository-wide lock (`locks/`, which version-1 binaries also use):
-//! packs, one index per cluster, manifests, delta segments and drill records are copied to
-//! their cluster's prefix under the same content-derived names; then `config` is rewritten
-//! with version 2; then the version-1 objects are deleted. Every step before the config
-//! rewrite only adds objects a rerun writes again identically, and the deletions after it
-//! are repeated by a rerun, so a kill at any point and a rerun end in the same repository
-//! (FORMAT.md, "`repo upgrade`").
+//! * Version 1 (one namespace shared by every cluster) to the per-cluster layout (everything
+//!   of a cluster under `clusters/<C>/`). Under an exclusive repository-wide lock (`locks/`,
+//!   which version-1 binaries also use): packs, one index per cluster, manifests, delta
+//!   segments and drill records are copied to their cluster's prefix under the same
+//!   content-derived names; then `config` is rewritten with version 3; then the version-1
+//!   objects are deleted. Every step before the config rewrite only adds objects a rerun
+//!   writes again identically, and the deletions after it are repeated by a rerun, so a kill
+//!   at any point and a rerun end in the same repository (FORMAT.md, "`repo upgrade`").
+//! * Version 2 (the same layout, whole chunk lists only) to version 3: `config` is rewritten;
+//!   later backups store their chunk lists as patches ([`crate::chunk_list`]), which
+//!   version-2 binaries would misread, so they refuse the repository from then on.
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ pub struct UpgradeReport {
     pub bytes_copied: u64,
     pub segments_copied: usize,
     pub verifications_copied: usize,
-    /// Version-1 objects deleted once the repository was version 2.
+    /// Version-1 objects deleted once the repository was version 3.
     pub legacy_deleted: usize,
     /// Version-1 segments and drill records left in place: unreadable, or of a cluster name
     /// version 2 cannot store.
@@ -147,14 +150,15 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
         rep.verifications_copied += 1;
     }
     etcd_data::restore::crash_point("upgrade-before-config");
-    // 3. The config, version 2: from now on only the new layout is read.
-    if repo.config.version == format::VERSION_1 {
+    // 3. The config, version 3: from now on only the new layout is read, and backups may
+    //    store chunk list patches.
+    if repo.config.version != format::VERSION {
         let mut cfg = repo.config.clone();
         cfg.version = format::VERSION;
         let body = serde_json::to_vec_pretty(&cfg).expect("serializable");
         store.put(&ObjPath::from("config"), PutPayload::from(body)).await.map_err(|e| match e {
             e @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Precondition { .. }) => Error::Refused(format!(
-                "rewrite config: {e} (a write-once bucket cannot be upgraded in place; the version-2 copies were added and nothing was lost)"
+                "rewrite config: {e} (a write-once bucket cannot be upgraded in place; whatever was copied was added beside the old objects and nothing was lost)"
             )),
             e => Error::store("write config", e),
         })?;
@@ -167,7 +171,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
     for p in &delete {
         match repo.delete(p).await {
             Ok(()) => rep.legacy_deleted += 1,
-            Err(Error::Refused(why)) => return Err(Error::Refused(format!("{why} (the repository is version 2 and works; the version-1 objects can be deleted once the bucket allows it, by running `quorum repo upgrade` again)"))),
+            Err(Error::Refused(why)) => return Err(Error::Refused(format!("{why} (the repository is version 3 and works; the version-1 objects can be deleted once the bucket allows it, by running `quorum repo upgrade` again)"))),
             Err(e) => return Err(e),
         }
         if rep.legacy_deleted == 1 {

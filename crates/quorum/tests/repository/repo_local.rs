@@ -405,6 +405,34 @@ fn forget_and_prune() {
     assert_eq!(repo.q(&["forget"]).code, 2);
 }
 
+/// Increments store their chunk list as a patch of the newest backup's: the chain shares
+/// the first backup's whole lists and survives that backup being forgotten and pruned (when
+/// a list is stored whole again: `chunk_list`'s unit tests).
+#[test]
+fn chunk_lists_are_patched_and_outlive_their_base() {
+    let mut src = Source::new(3000);
+    let repo = Repo::local();
+    let first = backup_file(&repo, &src.next(0), "c1");
+    let base = first["manifest"]["chunk_lists"].clone();
+    assert!(first["manifest"].get("chunk_patches").is_none(), "{first}");
+    let mut chain = 0;
+    for _ in 0..3 {
+        let b = backup_file(&repo, &src.next(10), "c1");
+        let m = &b["manifest"];
+        assert_eq!(m["chunk_lists"], base, "an increment names the first backup's lists");
+        let patches = m["chunk_patches"].as_array().unwrap().len();
+        assert!(patches > chain, "each increment adds a patch: {patches} after {chain}");
+        chain = patches;
+    }
+    assert_all_restorable(&repo);
+    // The first backup forgotten and everything unused pruned: its lists stay for the chain.
+    let f = repo.json(&["forget", "--keep-last", "3", "--cluster", "c1"]);
+    assert_eq!(f["removed"].as_array().unwrap().len(), 1, "{f}");
+    repo.json(&["prune", "--max-unused", "0"]);
+    assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
+    assert_all_restorable(&repo);
+}
+
 /// Run quorum with the repo flags, kill -9 it after `delay`; true when it finished first.
 fn run_and_kill(repo: &Repo, args: &[&str], delay: Duration) -> bool {
     let mut c = repo.cmd(args);
