@@ -5,7 +5,9 @@
 //! `repo check --read-data`, and give back byte-identical snapshots and bundle files.
 //!
 //! `v1/` is the version-1 layout (one namespace for every cluster): it must be upgraded by
-//! `repo upgrade`, here killed at every step and run again. `v2/` is the current layout.
+//! `repo upgrade`, here killed at every step and run again. `v2/` is the per-cluster layout
+//! with whole chunk lists; `v3/` is the current version, where two of alpha's backups store
+//! their chunk list as a patch of the one before.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -120,6 +122,15 @@ fn verify(c: &Copy) {
 #[test]
 fn pinned_version_2_opens_checks_and_restores() {
     verify(&copy("v2"));
+}
+
+#[test]
+fn pinned_version_3_opens_checks_and_restores() {
+    let c = copy("v3");
+    let list = c.json(&["backups", "list"]);
+    let patched = list["backups"].as_array().unwrap().iter().filter(|b| b.get("chunk_patches").is_some_and(|p| !p.is_null())).count();
+    assert!(patched >= 1, "the fixture pins chunk list patches: {list}");
+    verify(&c);
 }
 
 /// A version-2 repository is read and written as it is (backups store whole chunk lists,

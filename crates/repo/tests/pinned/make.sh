@@ -40,6 +40,19 @@ B=(--bundle-key-file "$OUT/bundle.key")
 "$Q" repo init "${R[@]}" "${B[@]}" >/dev/null
 
 for i in $(seq 1 40); do put "$SRC" "/registry/configmaps/ns-a/cm-$i" "value-$i-$(printf 'x%.0s' $(seq 1 200))"; done
+# Enough other keys (600 secrets of 300 bytes, ~60 pages) that a small change touches few of
+# the snapshot's chunks: the later backups of alpha store their chunk list as a patch
+# (version 3).
+python3 - "$SRC" <<'PY'
+import base64, json, sys, urllib.request
+url = sys.argv[1]
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+for start in range(0, 600, 100):
+    ops = [{"requestPut": {"key": b64(f"/registry/secrets/ns-b/s-{i:04d}"), "value": b64(f"secret {i} " + "y" * 290)}}
+           for i in range(start, start + 100)]
+    req = urllib.request.Request(url + "/v3/kv/txn", data=json.dumps({"success": ops}).encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+PY
 mkdir -p "$work/include/pki"
 printf 'pinned bundle file one\n' > "$work/include/pki/ca.crt"
 printf 'encryption-config: pinned\n' > "$work/include/encryption.yaml"
