@@ -219,12 +219,12 @@ pub struct ChunkerParams {
 }
 
 impl Default for ChunkerParams {
-    /// Snapshots (bbolt files) are cut every 2 pages: bbolt rewrites whole pages scattered
-    /// through the file and never shifts bytes, so page-aligned chunks keep an increment
-    /// close to the pages that really changed (FORMAT.md, "Chunks"). Other files (the
-    /// `--include` bundle) use content-defined chunks of about 16 KiB.
+    /// Snapshots (bbolt files) are cut every page: bbolt rewrites whole pages scattered
+    /// through the file and never shifts bytes, so page-sized chunks keep an increment to the
+    /// pages that really changed (FORMAT.md, "Chunks"). Other files (the `--include` bundle)
+    /// use content-defined chunks of about 16 KiB.
     fn default() -> Self {
-        ChunkerParams { min: 8 * 1024, avg: 16 * 1024, max: 64 * 1024, pages: 2 }
+        ChunkerParams { min: 8 * 1024, avg: 16 * 1024, max: 64 * 1024, pages: 1 }
     }
 }
 
