@@ -1347,7 +1347,12 @@ fn describe_backup(id: &str, m: &repo::format::Manifest, bundle: Option<&[repo::
     line(
         "key map",
         match &m.key_map {
-            Some(k) => format!("{} live keys in {} blobs (k8s --repo and --etcd-key fetch only the chunks they need)", k.entries, k.segments.len()),
+            Some(k) => format!(
+                "{} live keys in {} blobs{} (k8s --repo and --etcd-key fetch only the chunks they need)",
+                k.entries,
+                k.segments.len() + k.patches.len(),
+                if k.patches.is_empty() { String::new() } else { format!(", {} of them patches", k.patches.len()) }
+            ),
             None => "none (made before key maps, or a key bucket too small to need one: readers of one object fetch the whole snapshot)".into(),
         },
     );

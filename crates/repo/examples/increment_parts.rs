@@ -50,6 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     part("chunk lists", &old.chunk_lists, &new.chunk_lists);
     let km = |m: &repo::format::Manifest| m.key_map.as_ref().map(|k| k.segments.clone()).unwrap_or_default();
     part("key map", &km(&old), &km(&new));
+    let kp = |m: &repo::format::Manifest| m.key_map.as_ref().map(|k| k.patches.clone()).unwrap_or_default();
+    part("key map patches", &kp(&old), &kp(&new));
     println!("added_bytes {} added_blobs {}", new.added_bytes, new.added_blobs);
     // Runs of new chunks: how clustered the changes are.
     let mut runs = 0;

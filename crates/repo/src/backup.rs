@@ -117,6 +117,9 @@ struct ParentList {
     ids: Vec<BlobId>,
     /// Entries in its patches.
     chain_entries: u64,
+    /// Its key map, with an index of the key map's blobs only (the whole index is not kept
+    /// for the length of the backup).
+    key_map: Option<(crate::keymap::KeyMapRef, crate::repository::Index)>,
 }
 
 /// [`ParentList`] of the newest backup of `cluster` that can be read; None when there is
@@ -142,7 +145,97 @@ async fn parent_list(repo: &Repository, cluster: &str, index: &crate::repository
         let loc = crate::repository::parse_id(p).ok().and_then(|i| index.blobs.get(&i));
         chain_entries += loc.map_or(0, |l| crate::chunk_list::patch_entries(l.entry.plain_len));
     }
-    Ok(Some(ParentList { lists: m.chunk_lists, patches: m.chunk_patches, ids, chain_entries }))
+    let key_map = m.key_map.map(|km| {
+        let mut mini = crate::repository::Index::new(cluster);
+        mini.legacy = index.legacy;
+        for b in km.blobs() {
+            if let Some(loc) = crate::repository::parse_id(b).ok().and_then(|i| index.blobs.get(&i).map(|l| (i, *l))) {
+                mini.blobs.insert(loc.0, loc.1);
+            }
+        }
+        (km, mini)
+    });
+    Ok(Some(ParentList { lists: m.chunk_lists, patches: m.chunk_patches, ids, chain_entries, key_map }))
+}
+
+/// New key map segments kept aside (in an unnamed temporary file, gone when closed) until
+/// the backup knows whether it stores them or a patch.
+struct SpilledSegments(std::io::BufWriter<File>);
+
+impl SpilledSegments {
+    fn new() -> Result<SpilledSegments> {
+        let f = tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        Ok(SpilledSegments(std::io::BufWriter::with_capacity(1 << 20, f)))
+    }
+
+    fn push(&mut self, seg: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let io = |e| Error::io(std::env::temp_dir(), e);
+        self.0.write_all(&(seg.len() as u64).to_le_bytes()).map_err(io)?;
+        self.0.write_all(seg).map_err(io)
+    }
+
+    /// The segments back, in order.
+    fn segments(self) -> Result<impl Iterator<Item = Result<Vec<u8>>>> {
+        use std::io::{Read, Seek};
+        let io = |e| Error::io(std::env::temp_dir(), e);
+        let mut f = self.0.into_inner().map_err(|e| io(e.into_error()))?;
+        f.rewind().map_err(io)?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+        Ok(std::iter::from_fn(move || {
+            let mut len = [0u8; 8];
+            match r.read_exact(&mut len) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => return Some(Err(io(e))),
+                Ok(()) => {}
+            }
+            let mut seg = vec![0u8; u64::from_le_bytes(len) as usize];
+            Some(r.read_exact(&mut seg).map(|()| seg).map_err(io))
+        }))
+    }
+}
+
+/// Receive the new key map's segments, kept aside, and compare them with the newest backup's
+/// key map: the patch from that one to the new one, or None when the old map cannot be read
+/// (a warning; the new map is then stored whole).
+async fn diff_key_map(
+    repo: &Repository,
+    old_ref: &crate::keymap::KeyMapRef,
+    mini: &crate::repository::Index,
+    seg_rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(Option<crate::keymap::Patch>, SpilledSegments)> {
+    let mut spilled = SpilledSegments::new()?;
+    let mut patch = crate::keymap::Patch::default();
+    let mut old = match crate::keymap::OldMap::open(repo, mini, old_ref).await {
+        Ok(o) => Some(o),
+        Err(e @ Error::Store { .. }) => return Err(e),
+        Err(e) => {
+            eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
+            None
+        }
+    };
+    while let Some(seg) = seg_rx.recv().await {
+        spilled.push(&seg)?;
+        if let Some(o) = old.as_mut() {
+            match o.diff_segment(crate::keymap::decode(&seg)?, &mut patch).await {
+                Ok(()) => {}
+                Err(e @ Error::Store { .. }) => return Err(e),
+                Err(e) => {
+                    eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
+                    old = None;
+                }
+            }
+        }
+    }
+    let Some(mut o) = old else { return Ok((None, spilled)) };
+    match o.diff_end(&mut patch).await {
+        Ok(()) => Ok((Some(patch), spilled)),
+        Err(e @ Error::Store { .. }) => Err(e),
+        Err(e) => {
+            eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
+            Ok((None, spilled))
+        }
+    }
 }
 
 /// The seed of the chunker's gear table: derived from the repository key, so chunk boundaries
@@ -242,6 +335,8 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
         None => None,
     };
     let (mut lists, mut patches) = (Vec::new(), Vec::new());
+    let mut parent = parent;
+    let parent_key_map = parent.as_mut().and_then(|p| p.key_map.take());
     let patch = parent.and_then(|p| {
         let blobs = crate::chunk_list::plan(Some((&p.ids, p.chain_entries, p.patches.len())), &ids)?;
         Some((blobs, p))
@@ -259,13 +354,42 @@ pub(crate) async fn backup_locked(repo: Arc<Repository>, opts: &BackupOptions, l
             }
         }
     }
-    // The key map.
-    let mut segments = Vec::new();
-    while let Some(seg) = seg_rx.recv().await {
-        segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
-    }
-    let (facts, entries) = walked.join().map_err(|_| Error::Other("snapshot walk thread panicked".into()))??;
-    let key_map = entries.map(|entries| crate::keymap::KeyMapRef { segments, entries });
+    // The key map: a patch of the newest backup's, or whole.
+    let key_map = match parent_key_map {
+        None => {
+            let mut segments = Vec::new();
+            while let Some(seg) = seg_rx.recv().await {
+                segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg).await?));
+            }
+            let (facts, entries) = walked.join().map_err(|_| Error::Other("snapshot walk thread panicked".into()))??;
+            (facts, entries.map(|entries| crate::keymap::KeyMapRef { segments, entries, patches: Vec::new(), patch_entries: 0 }))
+        }
+        Some((old_ref, mini)) => {
+            let (patch, spilled) = diff_key_map(&repo, &old_ref, &mini, &mut seg_rx).await?;
+            let (facts, entries) = walked.join().map_err(|_| Error::Other("snapshot walk thread panicked".into()))??;
+            let mut key_map = None;
+            if let Some(entries) = entries {
+                let mut km = crate::keymap::KeyMapRef { segments: Vec::new(), entries, patches: Vec::new(), patch_entries: 0 };
+                match patch.filter(|p| crate::keymap::keep_patch(&old_ref, p, entries)) {
+                    Some(p) => {
+                        (km.segments, km.patches, km.patch_entries) =
+                            (old_ref.segments.clone(), old_ref.patches.clone(), old_ref.patch_entries + p.0.len() as u64);
+                        for b in crate::keymap::patch_blobs(p) {
+                            km.patches.push(hex::encode(pipe.put_blob(BlobType::Data, b).await?));
+                        }
+                    }
+                    None => {
+                        for seg in spilled.segments()? {
+                            km.segments.push(hex::encode(pipe.put_blob(BlobType::Data, seg?).await?));
+                        }
+                    }
+                }
+                key_map = Some(km);
+            }
+            (facts, key_map)
+        }
+    };
+    let (facts, key_map) = key_map;
     // The bundle.
     let mut openshift = None;
     let bundle = if let Some((tarball, stamp)) = &opts.openshift {

@@ -128,7 +128,7 @@ async fn check_cluster(repo: Arc<Repository>, cluster: &str, read_data: bool, pr
             Err(e @ Error::Store { .. }) => return Err(e),
             Err(e) => r.errors.push(format!("backup {short}: chunk list: {e}")),
         }
-        for s in man.key_map.iter().flat_map(|k| &k.segments) {
+        for s in man.key_map.iter().flat_map(|k| k.blobs()) {
             ids.push(parse_id(s)?);
         }
         if let Some(b) = &man.bundle {

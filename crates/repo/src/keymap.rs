@@ -15,6 +15,14 @@
 //! (u8), revision key (etcd's `key` bucket key), record offset in the file (u64), record
 //! length (u32).
 //!
+//! In a version-3 repository a backup stores its key map as a patch of the newest backup's
+//! when it can ([`Patch`]): that map's segments and patches, plus one patch (in blobs of at most
+//! `SEGMENT` entries) setting every entry that changed or is new and removing every key that
+//! is gone; a reader applies the patches in order over the segments. Records move whenever
+//! bbolt rewrites their page, so a whole map changed in every segment at 1% of churn: 4.4 MB
+//! a backup for 385k keys, against 0.13 MB as a patch. The chain is rewritten whole past a
+//! quarter of the live keys or 256 patches, as chunk lists are.
+//!
 //! A reader turns the records it fetched into a small bbolt file holding only them in a `key`
 //! bucket ([`write_db`]), which every snapshot reader of `kube-data` reads as it reads a whole
 //! snapshot.
@@ -54,6 +62,255 @@ pub struct KeyMapRef {
     pub segments: Vec<String>,
     /// Live keys in all.
     pub entries: u64,
+    /// Version 3: patch blobs applied in order to the segments (an earlier backup's), each
+    /// setting or removing keys; a later patch overrides an earlier one ([`Patch`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
+    /// Entries in all the patches: the chain is rewritten whole past a quarter of `entries`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub patch_entries: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl KeyMapRef {
+    /// Every blob of the key map: segments, then patches.
+    pub fn blobs(&self) -> impl Iterator<Item = &String> {
+        self.segments.iter().chain(&self.patches)
+    }
+}
+
+const PATCH_MAGIC: &[u8; 4] = b"QKP1";
+
+/// A key map patch: keys set to a new place, or removed (`None`), in key order. Stored as a
+/// data blob: `"QKP1"`, entry count (u32), then per entry a kind byte (`0` removed: key
+/// length (u16), key; `1` set: the entry as in a segment).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Patch(pub Vec<(Vec<u8>, Option<Entry>)>);
+
+impl Patch {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(8 + self.0.len() * 80);
+        b.extend_from_slice(PATCH_MAGIC);
+        b.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
+        for (key, e) in &self.0 {
+            match e {
+                None => {
+                    b.push(0);
+                    b.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                    b.extend_from_slice(key);
+                }
+                Some(e) => {
+                    b.push(1);
+                    e.encode_into(&mut b);
+                }
+            }
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Patch> {
+        let bad = |what: &str| Error::Damaged(format!("key map patch: {what}"));
+        if b.len() < 8 || &b[..4] != PATCH_MAGIC {
+            return Err(bad("not a key map patch"));
+        }
+        let count = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+        let mut r = Reader { b, at: 8 };
+        let mut out = Vec::with_capacity(count.min(SEGMENT));
+        for _ in 0..count {
+            match r.take(1).ok_or_else(|| bad("truncated"))?[0] {
+                0 => {
+                    let kl = u16::from_le_bytes(r.take(2).ok_or_else(|| bad("truncated"))?.try_into().unwrap()) as usize;
+                    out.push((r.take(kl).ok_or_else(|| bad("truncated"))?.to_vec(), None));
+                }
+                1 => {
+                    let e = r.entry().ok_or_else(|| bad("truncated"))?;
+                    out.push((e.key.clone(), Some(e)));
+                }
+                _ => return Err(bad("unknown entry kind")),
+            }
+        }
+        if r.at != b.len() {
+            return Err(bad("trailing bytes"));
+        }
+        if out.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(bad("keys out of order"));
+        }
+        Ok(Patch(out))
+    }
+}
+
+/// Bytes read in turn.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.b.len())?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Some(s)
+    }
+
+    /// One entry in its stored form.
+    fn entry(&mut self) -> Option<Entry> {
+        let kl = u16::from_le_bytes(self.take(2)?.try_into().unwrap()) as usize;
+        let key = self.take(kl)?.to_vec();
+        let rl = self.take(1)?[0] as usize;
+        let rev_key = self.take(rl)?.to_vec();
+        let offset = u64::from_le_bytes(self.take(8)?.try_into().unwrap());
+        let len = u32::from_le_bytes(self.take(4)?.try_into().unwrap());
+        Some(Entry { key, rev_key, offset, len })
+    }
+}
+
+impl Entry {
+    /// The stored form (as in a segment).
+    fn encode_into(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        b.extend_from_slice(&self.key);
+        b.push(self.rev_key.len() as u8);
+        b.extend_from_slice(&self.rev_key);
+        b.extend_from_slice(&self.offset.to_le_bytes());
+        b.extend_from_slice(&self.len.to_le_bytes());
+    }
+}
+
+/// Patches applied in order, for lookups and merges: key → its latest setting.
+pub fn overrides(patches: impl IntoIterator<Item = Patch>) -> BTreeMap<Vec<u8>, Option<Entry>> {
+    let mut m = BTreeMap::new();
+    for p in patches {
+        m.extend(p.0);
+    }
+    m
+}
+
+/// The entries of `base` (segments' entries) with `over` applied, keeping those `want`
+/// accepts, in key order.
+pub fn resolve(base: impl IntoIterator<Item = Entry>, over: &BTreeMap<Vec<u8>, Option<Entry>>, want: &KeyFilter<'_>) -> Vec<Entry> {
+    let mut out: Vec<Entry> = base.into_iter().filter(|e| want(&e.key) && !over.contains_key(&e.key)).collect();
+    out.extend(over.iter().filter_map(|(k, e)| e.as_ref().filter(|_| want(k))).cloned());
+    out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// A backup's key map resolved (segments with its patches applied), read a segment at a time
+/// as a merge with a new key map needs it: memory holds one segment and the patches.
+pub struct OldMap<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    segments: std::collections::VecDeque<String>,
+    over: BTreeMap<Vec<u8>, Option<Entry>>,
+    /// Resolved entries read and not yet taken, in key order.
+    ready: std::collections::VecDeque<Entry>,
+    /// The last key of the segments read so far.
+    read_to: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> OldMap<'a> {
+    /// Reads the patches now, the segments as [`OldMap::fill`] needs them.
+    pub async fn open(repo: &'a Repository, index: &'a Index, km: &KeyMapRef) -> Result<OldMap<'a>> {
+        let mut patches = Vec::new();
+        for p in &km.patches {
+            let loc = index.blobs.get(&parse_id(p)?).ok_or_else(|| Error::Damaged(format!("key map patch {p} is not in any index")))?;
+            patches.push(Patch::decode(&repo.read_blob(index, loc).await?)?);
+        }
+        Ok(OldMap {
+            repo,
+            index,
+            segments: km.segments.iter().cloned().collect(),
+            over: overrides(patches),
+            ready: Default::default(),
+            read_to: None,
+            done: false,
+        })
+    }
+
+    /// Read segments until every resolved entry with a key up to `key` (all, with None) is
+    /// in `ready`.
+    pub async fn fill(&mut self, key: Option<&[u8]>) -> Result<()> {
+        while !self.done && (key.is_none() || self.read_to.as_deref().is_none_or(|r| Some(r) < key)) {
+            let from = self.read_to.clone();
+            let batch = match self.segments.pop_front() {
+                Some(s) => {
+                    let loc = self.index.blobs.get(&parse_id(&s)?).ok_or_else(|| Error::Damaged(format!("key map blob {s} is not in any index")))?;
+                    let entries = decode(&self.repo.read_blob(self.index, loc).await?)?;
+                    let Some(last) = entries.last().map(|e| e.key.clone()) else { continue };
+                    if from.as_ref().is_some_and(|f| entries[0].key <= *f) {
+                        return Err(Error::Damaged("key map segments out of key order".into()));
+                    }
+                    let to = std::ops::Bound::Included(last.clone());
+                    self.read_to = Some(last);
+                    self.resolved_range(entries, to, from)
+                }
+                None => {
+                    self.done = true;
+                    self.resolved_range(Vec::new(), std::ops::Bound::Unbounded, from)
+                }
+            };
+            self.ready.extend(batch);
+        }
+        Ok(())
+    }
+
+    /// A segment's entries with the patches' keys after `from` and up to `to` applied.
+    fn resolved_range(&self, base: Vec<Entry>, to: std::ops::Bound<Vec<u8>>, from: Option<Vec<u8>>) -> Vec<Entry> {
+        let lo = from.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut out: Vec<Entry> = base.into_iter().filter(|e| !self.over.contains_key(&e.key)).collect();
+        out.extend(self.over.range((lo, to)).filter_map(|(_, e)| e.clone()));
+        out.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
+impl OldMap<'_> {
+    /// Compare the entries of one segment of a new key map (in key order, after every entry
+    /// compared before) with this map, adding what differs to `patch`: keys this map has
+    /// before them are removed, changed or new entries set.
+    pub async fn diff_segment(&mut self, new: Vec<Entry>, patch: &mut Patch) -> Result<()> {
+        let Some(last) = new.last().map(|e| e.key.clone()) else { return Ok(()) };
+        self.fill(Some(&last)).await?;
+        for e in new {
+            while let Some(o) = self.ready.pop_front() {
+                if o.key < e.key {
+                    patch.0.push((o.key, None));
+                } else {
+                    self.ready.push_front(o);
+                    break;
+                }
+            }
+            if self.ready.front().is_some_and(|o| o.key == e.key) && self.ready.pop_front().as_ref() == Some(&e) {
+                continue;
+            }
+            patch.0.push((e.key.clone(), Some(e)));
+        }
+        Ok(())
+    }
+
+    /// After the new map's last segment: every key of this map left is removed.
+    pub async fn diff_end(&mut self, patch: &mut Patch) -> Result<()> {
+        self.fill(None).await?;
+        patch.0.extend(self.ready.drain(..).map(|o| (o.key, None)));
+        Ok(())
+    }
+}
+
+/// A new key map as a patch of the newest backup's (its [`KeyMapRef`], and that backup's
+/// chain), or None to store it whole: past a quarter of `entries`, or 256 patches.
+pub fn keep_patch(old: &KeyMapRef, patch: &Patch, entries: u64) -> bool {
+    let chained = old.patch_entries + patch.0.len() as u64;
+    (chained as f64) <= crate::chunk_list::REBASE_SHARE * entries as f64 && old.patches.len() < crate::chunk_list::MAX_CHAIN
+}
+
+/// A patch as blobs of at most [`SEGMENT`] entries each (disjoint key ranges, so their order
+/// among themselves does not matter); none when nothing changed.
+pub fn patch_blobs(patch: Patch) -> Vec<Vec<u8>> {
+    patch.0.chunks(SEGMENT).map(|c| Patch(c.to_vec()).encode()).collect()
 }
 
 /// A key's identity in the set of keys met: 128 bits of BLAKE3, so the set costs 16 bytes a
@@ -413,18 +670,23 @@ pub fn decode(b: &[u8]) -> Result<Vec<Entry>> {
 pub async fn select(repo: &Repository, index: &Index, m: &Manifest, want: &KeyFilter<'_>, parallel: usize) -> Result<Option<Vec<Entry>>> {
     let Some(km) = &m.key_map else { return Ok(None) };
     // The segments were stored one after another at the end of the backup: they share a pack
-    // or two, and are read with a ranged read per run, not a request each.
-    let mut blobs = Vec::with_capacity(km.segments.len());
-    for (i, s) in km.segments.iter().enumerate() {
+    // or two, and are read with a ranged read per run, not a request each; so are patches.
+    let mut blobs = Vec::with_capacity(km.segments.len() + km.patches.len());
+    for (i, s) in km.blobs().enumerate() {
         let loc = index.blobs.get(&parse_id(s)?).ok_or_else(|| Error::Damaged(format!("key map blob {s} is not in any index")))?;
         blobs.push((i, *loc));
     }
-    let (segs, _) = read_blobs(repo, index, blobs, parallel).await?;
-    let mut out = Vec::new();
-    for seg in segs.into_values() {
-        out.extend(decode(&seg)?.into_iter().filter(|e| want(&e.key)));
+    let (mut read, _) = read_blobs(repo, index, blobs, parallel).await?;
+    let mut patches = Vec::with_capacity(km.patches.len());
+    for i in km.segments.len()..km.segments.len() + km.patches.len() {
+        let b = read.remove(&i).ok_or_else(|| Error::Damaged("a key map patch was not read".into()))?;
+        patches.push(Patch::decode(&b)?);
     }
-    Ok(Some(out))
+    let mut base = Vec::new();
+    for seg in read.into_values() {
+        base.extend(decode(&seg)?.into_iter().filter(|e| want(&e.key)));
+    }
+    Ok(Some(resolve(base, &overrides(patches), want)))
 }
 
 /// Read and open `blobs` (each with the caller's number for it), one ranged read per run of
@@ -561,7 +823,7 @@ pub async fn fetch_selected(repo: Arc<Repository>, id: &str, m: &Manifest, want:
         let index = repo.load_index(&m.cluster).await?;
         let sealed = |id: &str| parse_id(id).ok().and_then(|i| index.blobs.get(&i)).map_or(0, |l| l.entry.length as u64);
         let km = m.key_map.as_ref().expect("checked above");
-        let mut fetched: u64 = km.segments.iter().chain(m.list_blobs()).map(|s| sealed(s)).sum();
+        let mut fetched: u64 = km.blobs().chain(m.list_blobs()).map(|s| sealed(s)).sum();
         let Some(entries) = select(&repo, &index, m, want, parallel).await? else { return Ok(None) };
         let (records, read) = fetch(repo.clone(), &index, m, &entries, parallel).await?;
         fetched += read;
@@ -600,6 +862,34 @@ mod tests {
             k.push(etcd_data::schema::MARK_TOMBSTONE);
         }
         k
+    }
+
+    fn entry(key: &str, main: i64) -> Entry {
+        Entry { key: key.as_bytes().to_vec(), rev_key: rev(main, false), offset: main as u64 * 4096, len: 100 }
+    }
+
+    /// Patches round-trip, later ones override earlier ones (a key removed then set again is
+    /// there), and readers see the base with every patch applied.
+    #[test]
+    fn patches_apply_in_order_over_the_segments() {
+        let base: Vec<Entry> = ["/a", "/b", "/c", "/d"].iter().enumerate().map(|(i, k)| entry(k, i as i64 + 1)).collect();
+        let p1 = Patch(vec![(b"/b".to_vec(), None), (b"/c".to_vec(), Some(entry("/c", 10))), (b"/e".to_vec(), Some(entry("/e", 11)))]);
+        let p2 = Patch(vec![(b"/0".to_vec(), Some(entry("/0", 12))), (b"/b".to_vec(), Some(entry("/b", 13))), (b"/e".to_vec(), None)]);
+        for p in [&p1, &p2] {
+            assert_eq!(&Patch::decode(&p.encode()).unwrap(), p);
+        }
+        let over = overrides([p1, p2]);
+        let all = resolve(base.clone(), &over, &|_| true);
+        let got: Vec<(&[u8], i64)> = all.iter().map(|e| (e.key.as_slice(), (e.offset / 4096) as i64)).collect();
+        assert_eq!(got, vec![(&b"/0"[..], 12), (b"/a", 1), (b"/b", 13), (b"/c", 10), (b"/d", 4)]);
+        let some = resolve(base, &over, &|k| k.starts_with(b"/b") || k.starts_with(b"/e"));
+        assert_eq!(some.len(), 1);
+        // Damage is refused.
+        let mut bad = Patch(vec![(b"/z".to_vec(), None), (b"/a".to_vec(), None)]).encode();
+        assert!(Patch::decode(&bad).is_err(), "keys out of order");
+        bad.truncate(bad.len() - 1);
+        assert!(Patch::decode(&bad).is_err());
+        assert!(Patch::decode(b"QKM1\0\0\0\0").is_err());
     }
 
     #[test]

@@ -242,7 +242,7 @@ pub async fn referenced(repo: &Repository, manifests: &[(String, Manifest)], ind
         }
         let ids = repo.chunk_ids(m, index).await.map_err(|e| Error::Damaged(format!("backup {}: {e}", crate::short(id))))?;
         used.extend(ids);
-        for s in m.key_map.iter().flat_map(|k| &k.segments) {
+        for s in m.key_map.iter().flat_map(|k| k.blobs()) {
             used.insert(parse_id(s)?);
         }
         if let Some(b) = &m.bundle {

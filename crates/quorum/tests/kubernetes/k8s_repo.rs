@@ -55,8 +55,10 @@ fn objects_from_a_backup_read_only_their_chunks() {
     let ids = repo.backup_ids(); // newest first
     let show = repo.json(&["backups", "show", "latest"]);
     assert_eq!(show["manifest"]["key_map"]["entries"].as_u64().unwrap() as usize, keys.len(), "{show}");
+    // The second backup's key map is the first's with a patch: what follows reads through it.
+    assert_eq!(show["manifest"]["key_map"]["patches"].as_array().map(Vec::len), Some(1), "{show}");
     let shown = repo.ok(&["backups", "show", "latest"]).stdout;
-    assert!(shown.contains(&format!("key map:      {} live keys in 1 blobs", keys.len())), "{shown}");
+    assert!(shown.contains(&format!("key map:      {} live keys in 2 blobs, 1 of them patches", keys.len())), "{shown}");
 
     // ls -n: the same objects as from the file.
     let from_file = on_file(&["k8s", "ls", f2, "-n", "ns-003", "-w", "json"]);
