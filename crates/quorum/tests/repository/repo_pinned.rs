@@ -6,8 +6,8 @@
 //!
 //! `v1/` is the version-1 layout (one namespace for every cluster): it must be upgraded by
 //! `repo upgrade`, here killed at every step and run again. `v2/` is the per-cluster layout
-//! with whole chunk lists; `v3/` is the current version, where two of alpha's backups store
-//! their chunk list as a patch of the one before.
+//! with whole chunk lists and key maps; `v3/` is the current version, where alpha's later
+//! backups store their chunk list and key map as patches of the one before.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -128,8 +128,25 @@ fn pinned_version_2_opens_checks_and_restores() {
 fn pinned_version_3_opens_checks_and_restores() {
     let c = copy("v3");
     let list = c.json(&["backups", "list"]);
-    let patched = list["backups"].as_array().unwrap().iter().filter(|b| b.get("chunk_patches").is_some_and(|p| !p.is_null())).count();
+    let backups = list["backups"].as_array().unwrap();
+    let patched = backups.iter().filter(|b| b.get("chunk_patches").is_some_and(|p| !p.is_null())).count();
     assert!(patched >= 1, "the fixture pins chunk list patches: {list}");
+    // Key map patches: what the key map gives equals what the snapshot file holds.
+    let km_patched: Vec<&serde_json::Value> = backups.iter().filter(|b| !b["key_map"]["patches"].is_null()).collect();
+    assert!(!km_patched.is_empty(), "the fixture pins key map patches: {list}");
+    for b in km_patched {
+        let id = b["id"].as_str().unwrap();
+        let file = c.dir.path().join(format!("{id}.km.db"));
+        c.ok(&["backups", "get", id, "-o", file.to_str().unwrap()]);
+        let mut on_file = crate::common::quorum();
+        on_file.args(["k8s", "ls", file.to_str().unwrap(), "-n", "ns-a", "-w", "json"]);
+        let on_file = run(on_file);
+        assert_eq!(on_file.code, 0, "{}", on_file.stderr);
+        let from_map = c.ok(&["k8s", "ls", id, "-n", "ns-a", "-w", "json"]);
+        assert!(from_map.stderr.contains("found in its key map"), "{}", from_map.stderr);
+        assert_eq!(from_map.stdout, on_file.stdout, "backup {id}");
+        assert!(from_map.stdout.matches("\"key\"").count() >= 40, "{}", from_map.stdout);
+    }
     verify(&c);
 }
 
