@@ -405,9 +405,9 @@ fn forget_and_prune() {
     assert_eq!(repo.q(&["forget"]).code, 2);
 }
 
-/// Increments store their chunk list as a patch of the newest backup's: the chain shares
-/// the first backup's whole lists and survives that backup being forgotten and pruned (when
-/// a list is stored whole again: `chunk_list`'s unit tests).
+/// Increments store their chunk list and key map as patches of the newest backup's: the chain
+/// shares the first backup's whole lists and key map segments and survives that backup being
+/// forgotten and pruned (when a list is stored whole again: `chunk_list`'s unit tests).
 #[test]
 fn chunk_lists_are_patched_and_outlive_their_base() {
     let mut src = Source::new(3000);
@@ -415,22 +415,36 @@ fn chunk_lists_are_patched_and_outlive_their_base() {
     let first = backup_file(&repo, &src.next(0), "c1");
     let base = first["manifest"]["chunk_lists"].clone();
     assert!(first["manifest"].get("chunk_patches").is_none(), "{first}");
-    let mut chain = 0;
+    let base_km = first["manifest"]["key_map"]["segments"].clone();
+    let (mut chain, mut last) = (0, None);
     for _ in 0..3 {
-        let b = backup_file(&repo, &src.next(10), "c1");
+        let snap = src.next(10);
+        let b = backup_file(&repo, &snap, "c1");
         let m = &b["manifest"];
         assert_eq!(m["chunk_lists"], base, "an increment names the first backup's lists");
+        assert_eq!(m["key_map"]["segments"], base_km, "and the first backup's key map segments");
         let patches = m["chunk_patches"].as_array().unwrap().len();
         assert!(patches > chain, "each increment adds a patch: {patches} after {chain}");
+        assert_eq!(m["key_map"]["patches"].as_array().unwrap().len(), patches, "{m}");
         chain = patches;
+        last = Some((b["id"].as_str().unwrap().to_string(), snap));
     }
     assert_all_restorable(&repo);
-    // The first backup forgotten and everything unused pruned: its lists stay for the chain.
+    // The first backup forgotten and everything unused pruned: its lists and key map stay for
+    // the chain.
     let f = repo.json(&["forget", "--keep-last", "3", "--cluster", "c1"]);
     assert_eq!(f["removed"].as_array().unwrap().len(), 1, "{f}");
     repo.json(&["prune", "--max-unused", "0"]);
     assert_eq!(repo.ok(&["repo", "check", "--read-data"]).code, 0);
     assert_all_restorable(&repo);
+    let (id, snap) = last.unwrap();
+    let mut on_file = crate::common::quorum();
+    on_file.args(["k8s", "ls", snap.to_str().unwrap(), "-n", "ns-001", "-w", "json"]);
+    let on_file = run(on_file);
+    let from_map = repo.ok(&["k8s", "ls", &id, "-n", "ns-001", "-w", "json"]);
+    assert!(from_map.stderr.contains("found in its key map"), "{}", from_map.stderr);
+    assert_eq!(from_map.stdout, on_file.stdout);
+    assert!(on_file.stdout.len() > 1000, "{}", on_file.stdout);
 }
 
 /// Run quorum with the repo flags, kill -9 it after `delay`; true when it finished first.
