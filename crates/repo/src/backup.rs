@@ -122,16 +122,25 @@ struct ParentList {
     key_map: Option<(crate::keymap::KeyMapRef, crate::repository::Index)>,
 }
 
-/// [`ParentList`] of the newest backup of `cluster` that can be read; None when there is
-/// none (the first backup) or its list cannot be read (this backup then stores a whole list,
-/// and `repo check` reports the damage).
+/// [`ParentList`] of the backup of `cluster` written last (by the store's modification time:
+/// one listing and one manifest read, however many backups the cluster keeps); None when there
+/// is none (the first backup) or it cannot be read (this backup then stores a whole list and
+/// key map, and `repo check` reports the damage). Any backup would do: the newest is the one
+/// most like this one.
 async fn parent_list(repo: &Repository, cluster: &str, index: &crate::repository::Index) -> Result<Option<ParentList>> {
-    let manifests = match repo.manifests_tolerant(cluster).await {
+    let metas = repo.list(&format::cluster_path(cluster, "snapshots")).await?;
+    let Some(newest) = metas.iter().max_by(|a, b| a.last_modified.cmp(&b.last_modified).then_with(|| a.location.cmp(&b.location))) else {
+        return Ok(None);
+    };
+    let id = newest.location.filename().unwrap_or_default().to_string();
+    let m = match repo.read_manifest(cluster, &id).await {
         Ok(m) => m,
         Err(e @ Error::Store { .. }) => return Err(e),
-        Err(_) => return Ok(None),
+        Err(e) => {
+            eprintln!("Warning: backup {}: {e}; this backup stores a whole chunk list and key map", crate::short(&id));
+            return Ok(None);
+        }
     };
-    let Some((id, m)) = manifests.into_iter().next() else { return Ok(None) };
     let ids = match repo.chunk_ids(&m, index).await {
         Ok(ids) => ids,
         Err(e @ Error::Store { .. }) => return Err(e),
