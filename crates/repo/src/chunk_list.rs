@@ -81,6 +81,29 @@ pub fn patch_entries(plain_len: u32) -> u64 {
     (plain_len as u64).saturating_sub(16) / 40
 }
 
+/// A patch blob's count and entries (checked: magic, length, ascending positions below the
+/// count).
+pub fn parse_patch<'a>(name: &str, b: &'a [u8]) -> Result<(u64, impl Iterator<Item = (u64, BlobId)> + 'a)> {
+    let bad = |what: String| Error::Damaged(format!("chunk list patch {name}: {what}"));
+    if b.len() < 16 || &b[..4] != PATCH_MAGIC {
+        return Err(bad("not a chunk list patch".into()));
+    }
+    let count = u64::from_le_bytes(b[4..12].try_into().unwrap());
+    let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    if b.len() != 16 + n * 40 {
+        return Err(bad(format!("{} bytes for {n} entries", b.len())));
+    }
+    let entries = || b[16..].chunks_exact(40).map(|e| (u64::from_le_bytes(e[..8].try_into().unwrap()), <BlobId>::try_from(&e[8..]).unwrap()));
+    let mut last: Option<u64> = None;
+    for (pos, _) in entries() {
+        if pos >= count || last.is_some_and(|l| pos <= l) {
+            return Err(bad(format!("entry at position {pos} out of order or past the count {count}")));
+        }
+        last = Some(pos);
+    }
+    Ok((count, entries()))
+}
+
 /// A list being resolved: whole list blobs appended in order, then patches applied in order;
 /// [`Resolver::finish`] checks every position is filled.
 #[derive(Debug, Default)]

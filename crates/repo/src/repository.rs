@@ -1,4 +1,5 @@
 //! Opening a repository: config, keys, index; reading and writing its objects.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -665,6 +666,57 @@ impl Repository {
             }
         }
         r.finish(m.chunks)
+    }
+
+    /// The chunk ids at `positions` only: the whole list blobs that hold them and every
+    /// patch, not the whole list (a reader of a few records of a large snapshot); with the
+    /// sealed bytes read.
+    pub async fn chunk_ids_at(&self, m: &Manifest, index: &Index, positions: &std::collections::BTreeSet<usize>) -> Result<(BTreeMap<usize, BlobId>, u64)> {
+        use crate::chunk_list::LIST_IDS;
+        let lists: std::collections::BTreeSet<usize> = positions.iter().map(|p| p / LIST_IDS).filter(|b| *b < m.chunk_lists.len()).collect();
+        let mut read = 0u64;
+        let mut got: BTreeMap<usize, Option<BlobId>> = positions.iter().map(|p| (*p, None)).collect();
+        let names: Vec<(Option<usize>, String)> =
+            lists.iter().map(|b| (Some(*b), m.chunk_lists[*b].clone())).chain(m.chunk_patches.iter().map(|p| (None, p.clone()))).collect();
+        let blobs: Vec<(Option<usize>, String, Vec<u8>, u64)> = futures::stream::iter(names.into_iter().map(|(b, l)| async move {
+            let loc = index.blobs.get(&parse_id(&l)?).ok_or_else(|| Error::Damaged(format!("chunk list blob {l} is not in any index")))?;
+            Ok::<_, Error>((b, l.clone(), self.read_blob(index, loc).await?, loc.entry.length as u64))
+        }))
+        .buffered(8)
+        .try_collect()
+        .await?;
+        for (list, name, b, sealed) in &blobs {
+            read += sealed;
+            match list {
+                Some(k) => {
+                    if !b.len().is_multiple_of(32) {
+                        return Err(Error::Damaged(format!("chunk list blob {name}: length {} is not a multiple of 32", b.len())));
+                    }
+                    for (p, id) in got.range_mut(k * LIST_IDS..(k + 1) * LIST_IDS) {
+                        *id = b.get((p - k * LIST_IDS) * 32..(p - k * LIST_IDS + 1) * 32).map(|s| s.try_into().unwrap());
+                    }
+                }
+                None => {
+                    let (count, entries) = crate::chunk_list::parse_patch(name, b)?;
+                    for (_, id) in got.range_mut(count as usize..) {
+                        *id = None;
+                    }
+                    for (pos, id) in entries {
+                        if let Some(slot) = got.get_mut(&(pos as usize)) {
+                            *slot = Some(id);
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (p, id) in got {
+            if p as u64 >= m.chunks {
+                return Err(Error::Damaged(format!("chunk {p} is past the snapshot's {} chunks", m.chunks)));
+            }
+            out.insert(p, id.ok_or_else(|| Error::Damaged(format!("the chunk lists give no id for chunk {p}")))?);
+        }
+        Ok((out, read))
     }
 
     pub fn seal_json<T: serde::Serialize>(&self, v: &T, aad: &[u8]) -> Vec<u8> {
