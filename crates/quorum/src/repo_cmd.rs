@@ -189,8 +189,12 @@ pub enum RepoCmd {
         /// Average chunk size in KiB (content-defined chunking; min = avg/2, max = avg*4).
         #[arg(long, default_value_t = 16, hide = true)]
         chunk_avg_kib: u32,
-        /// Cut bbolt snapshots into fixed chunks of this many pages (0: content-defined).
-        #[arg(long, hide = true)]
+        /// Cut snapshots into chunks of this many bbolt pages [default: 1]. 1 keeps increments
+        /// smallest (measured at 1% of keys changed: each adds 2.4% of a full backup); 2 makes
+        /// full backups about a fifth faster and restores from object storage about a sixth
+        /// faster, for increments about 1.5 times larger. 0: content-defined chunks. Fixed for
+        /// the repository's life.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64))]
         chunk_pages: Option<u32>,
         /// Output format.
         #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
