@@ -81,9 +81,17 @@ pub fn patch_entries(plain_len: u32) -> u64 {
     (plain_len as u64).saturating_sub(16) / 40
 }
 
+/// A whole list blob's ids (checked: a whole number of ids).
+pub fn parse_whole<'a>(name: &str, b: &'a [u8]) -> Result<&'a [BlobId]> {
+    match b.as_chunks::<32>() {
+        (ids, []) => Ok(ids),
+        _ => Err(Error::Damaged(format!("chunk list blob {name}: length {} is not a multiple of 32", b.len()))),
+    }
+}
+
 /// A patch blob's count and entries (checked: magic, length, ascending positions below the
 /// count).
-pub fn parse_patch<'a>(name: &str, b: &'a [u8]) -> Result<(u64, impl Iterator<Item = (u64, BlobId)> + 'a)> {
+pub fn parse_patch<'a>(name: &str, b: &'a [u8]) -> Result<(u64, impl ExactSizeIterator<Item = (u64, BlobId)> + 'a)> {
     let bad = |what: String| Error::Damaged(format!("chunk list patch {name}: {what}"));
     if b.len() < 16 || &b[..4] != PATCH_MAGIC {
         return Err(bad("not a chunk list patch".into()));
@@ -121,28 +129,18 @@ impl Resolver {
 
     /// One whole list blob.
     pub fn whole(&mut self, name: &str, b: &[u8]) -> Result<()> {
-        if !b.len().is_multiple_of(32) {
-            return Err(Error::Damaged(format!("chunk list blob {name}: length {} is not a multiple of 32", b.len())));
-        }
-        self.ids.extend(b.chunks_exact(32).map(|c| <BlobId>::try_from(c).unwrap()));
+        self.ids.extend_from_slice(parse_whole(name, b)?);
         Ok(())
     }
 
     /// One patch blob.
     pub fn patch(&mut self, name: &str, b: &[u8]) -> Result<()> {
-        let bad = |what: String| Error::Damaged(format!("chunk list patch {name}: {what}"));
-        if b.len() < 16 || &b[..4] != PATCH_MAGIC {
-            return Err(bad("not a chunk list patch".into()));
-        }
-        let count = u64::from_le_bytes(b[4..12].try_into().unwrap());
-        let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
-        if b.len() != 16 + n * 40 {
-            return Err(bad(format!("{} bytes for {n} entries", b.len())));
-        }
+        let (count, entries) = parse_patch(name, b)?;
+        let n = entries.len() as u64;
         // A writer extends a list by at most a third ([`plan`]: the new positions are entries,
         // at most a quarter of the count); far past that is damage, not an allocation.
-        if count > 2 * self.ids.len() as u64 + n as u64 {
-            return Err(bad(format!("extends the list from {} to {count} ids with {n} entries", self.ids.len())));
+        if count > 2 * self.ids.len() as u64 + n {
+            return Err(Error::Damaged(format!("chunk list patch {name}: extends the list from {} to {count} ids with {n} entries", self.ids.len())));
         }
         let old = self.ids.len() as u64;
         if count < old {
@@ -152,17 +150,11 @@ impl Resolver {
             self.ids.resize(count as usize, [0u8; 32]);
             self.unfilled.extend(old..count);
         }
-        let mut last: Option<u64> = None;
         // Positions an extension (by this blob or an earlier blob of the same patch) left.
         let first_unfilled = self.unfilled.first().copied().unwrap_or(u64::MAX);
         let mut filled = Vec::new();
-        for e in b[16..].chunks_exact(40) {
-            let pos = u64::from_le_bytes(e[..8].try_into().unwrap());
-            if pos >= count || last.is_some_and(|l| pos <= l) {
-                return Err(bad(format!("entry at position {pos} out of order or past the count {count}")));
-            }
-            last = Some(pos);
-            self.ids[pos as usize] = e[8..].try_into().unwrap();
+        for (pos, id) in entries {
+            self.ids[pos as usize] = id;
             if pos >= first_unfilled {
                 filled.push(pos);
             }

@@ -689,11 +689,9 @@ impl Repository {
             read += sealed;
             match list {
                 Some(k) => {
-                    if !b.len().is_multiple_of(32) {
-                        return Err(Error::Damaged(format!("chunk list blob {name}: length {} is not a multiple of 32", b.len())));
-                    }
+                    let ids = crate::chunk_list::parse_whole(name, b)?;
                     for (p, id) in got.range_mut(k * LIST_IDS..(k + 1) * LIST_IDS) {
-                        *id = b.get((p - k * LIST_IDS) * 32..(p - k * LIST_IDS + 1) * 32).map(|s| s.try_into().unwrap());
+                        *id = ids.get(p - k * LIST_IDS).copied();
                     }
                 }
                 None => {
