@@ -169,15 +169,22 @@ impl<'a> Reader<'a> {
 }
 
 impl Entry {
-    /// The stored form (as in a segment).
+    /// The stored form (as in a segment). Entries come from segments or from [`Run::push`],
+    /// which refuses keys and revision keys too long for their length fields.
     fn encode_into(&self, b: &mut Vec<u8>) {
-        b.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
-        b.extend_from_slice(&self.key);
-        b.push(self.rev_key.len() as u8);
-        b.extend_from_slice(&self.rev_key);
-        b.extend_from_slice(&self.offset.to_le_bytes());
-        b.extend_from_slice(&self.len.to_le_bytes());
+        put_entry(b, self.key.len() as u16, &self.key, self.rev_key.len() as u8, &self.rev_key, self.offset, self.len);
     }
+}
+
+/// An entry's stored form: key length (u16), key, revision key length (u8), revision key,
+/// offset (u64), length (u32).
+fn put_entry(b: &mut Vec<u8>, kl: u16, key: &[u8], rl: u8, rev_key: &[u8], offset: u64, len: u32) {
+    b.extend_from_slice(&kl.to_le_bytes());
+    b.extend_from_slice(key);
+    b.push(rl);
+    b.extend_from_slice(rev_key);
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
 }
 
 /// Patches applied in order, for lookups and merges: key → its latest setting.
@@ -371,12 +378,7 @@ impl Run {
             self.buf.reserve_exact(RUN_BYTES + (1 << 16) + 300);
         }
         self.starts.push(self.buf.len());
-        self.buf.extend_from_slice(&kl.to_le_bytes());
-        self.buf.extend_from_slice(key);
-        self.buf.push(rl);
-        self.buf.extend_from_slice(rev_key);
-        self.buf.extend_from_slice(&offset.to_le_bytes());
-        self.buf.extend_from_slice(&len.to_le_bytes());
+        put_entry(&mut self.buf, kl, key, rl, rev_key, offset, len);
         true
     }
 
@@ -638,28 +640,16 @@ pub fn latest_records(path: &Path, want: &KeyFilter<'_>) -> Result<Vec<(Vec<u8>,
 /// Parse one stored segment.
 pub fn decode(b: &[u8]) -> Result<Vec<Entry>> {
     let bad = |what: &str| Error::Damaged(format!("key map segment: {what}"));
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8]> {
-        let end = at.checked_add(n).filter(|e| *e <= b.len()).ok_or_else(|| bad("truncated"))?;
-        let s = &b[at..end];
-        at = end;
-        Ok(s)
-    };
-    if take(4)? != MAGIC {
+    let mut r = Reader { b, at: 0 };
+    if r.take(4).ok_or_else(|| bad("truncated"))? != MAGIC {
         return Err(bad("not a key map segment"));
     }
-    let count = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    let count = u32::from_le_bytes(r.take(4).ok_or_else(|| bad("truncated"))?.try_into().unwrap()) as usize;
     let mut out = Vec::with_capacity(count.min(SEGMENT));
     for _ in 0..count {
-        let kl = u16::from_le_bytes(take(2)?.try_into().unwrap()) as usize;
-        let key = take(kl)?.to_vec();
-        let rl = take(1)?[0] as usize;
-        let rev_key = take(rl)?.to_vec();
-        let offset = u64::from_le_bytes(take(8)?.try_into().unwrap());
-        let len = u32::from_le_bytes(take(4)?.try_into().unwrap());
-        out.push(Entry { key, rev_key, offset, len });
+        out.push(r.entry().ok_or_else(|| bad("truncated"))?);
     }
-    if at != b.len() {
+    if r.at != b.len() {
         return Err(bad("trailing bytes"));
     }
     Ok(out)
@@ -760,20 +750,13 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
             return Err(Error::Damaged(format!("key map: record of {} lies outside the snapshot", String::from_utf8_lossy(&e.key))));
         }
     }
-    let (starts, ids, mut read) = match fixed_chunk(&repo, m) {
-        // Chunks of one size: a record's chunks are known by arithmetic, and only the list
-        // blobs holding their ids are read (one of 19 for one object of a 1.26 GB snapshot).
-        Some(chunk) => {
-            let starts = Starts::Fixed(chunk);
-            let positions: std::collections::BTreeSet<usize> =
-                entries.iter().flat_map(|e| starts.chunk_of(e.offset)..=starts.chunk_of(e.offset + e.len as u64 - 1)).collect();
-            let (ids, read) = repo.chunk_ids_at(m, index, &positions).await?;
-            (starts, ids, read)
-        }
+    // Chunks of one size: a record's chunks are known by arithmetic, and only the list blobs
+    // holding their ids are read (one of 19 for one object of a 1.26 GB snapshot). Otherwise
+    // the whole list gives each chunk's start.
+    let (starts, all) = match fixed_chunk(&repo, m) {
+        Some(chunk) => (Starts::Fixed(chunk), None),
         None => {
             let all = repo.chunk_ids(m, index).await?;
-            let read = m.list_blobs().filter_map(|l| parse_id(l).ok().and_then(|i| index.blobs.get(&i))).map(|l| l.entry.length as u64).sum();
-            // Where each chunk starts in the file.
             let mut starts = Vec::with_capacity(all.len());
             let mut off = 0u64;
             for id in &all {
@@ -784,9 +767,16 @@ pub async fn fetch(repo: Arc<Repository>, index: &Index, m: &Manifest, entries: 
             if off != size {
                 return Err(Error::Damaged(format!("the chunks add up to {off} bytes, the manifest says {size}")));
             }
-            let starts = Starts::Listed(starts);
-            let ids = entries.iter().flat_map(|e| starts.chunk_of(e.offset)..=starts.chunk_of(e.offset + e.len as u64 - 1)).map(|i| (i, all[i])).collect();
-            (starts, ids, read)
+            (Starts::Listed(starts), Some(all))
+        }
+    };
+    let positions: std::collections::BTreeSet<usize> =
+        entries.iter().flat_map(|e| starts.chunk_of(e.offset)..=starts.chunk_of(e.offset + e.len as u64 - 1)).collect();
+    let (ids, mut read) = match all {
+        None => repo.chunk_ids_at(m, index, &positions).await?,
+        Some(all) => {
+            let read = m.list_blobs().filter_map(|l| parse_id(l).ok().and_then(|i| index.blobs.get(&i))).map(|l| l.entry.length as u64).sum();
+            (positions.iter().map(|i| (*i, all[*i])).collect::<BTreeMap<usize, BlobId>>(), read)
         }
     };
     // A namespace's records are spread over hundreds of chunks: read in runs ([`read_blobs`]).
