@@ -215,35 +215,31 @@ async fn diff_key_map(
 ) -> Result<(Option<crate::keymap::Patch>, SpilledSegments)> {
     let mut spilled = SpilledSegments::new()?;
     let mut patch = crate::keymap::Patch::default();
+    // A store error ends the backup; damage in the old map only means a whole new one.
+    let unreadable = |e: Error| match e {
+        e @ Error::Store { .. } => Err(e),
+        e => {
+            eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
+            Ok(())
+        }
+    };
     let mut old = match crate::keymap::OldMap::open(repo, mini, old_ref).await {
         Ok(o) => Some(o),
-        Err(e @ Error::Store { .. }) => return Err(e),
-        Err(e) => {
-            eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
-            None
-        }
+        Err(e) => unreadable(e).map(|()| None)?,
     };
     while let Some(seg) = seg_rx.recv().await {
         spilled.push(&seg)?;
         if let Some(o) = old.as_mut() {
-            match o.diff_segment(crate::keymap::decode(&seg)?, &mut patch).await {
-                Ok(()) => {}
-                Err(e @ Error::Store { .. }) => return Err(e),
-                Err(e) => {
-                    eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
-                    old = None;
-                }
+            if let Err(e) = o.diff_segment(crate::keymap::decode(&seg)?, &mut patch).await {
+                unreadable(e)?;
+                old = None;
             }
         }
     }
     let Some(mut o) = old else { return Ok((None, spilled)) };
     match o.diff_end(&mut patch).await {
         Ok(()) => Ok((Some(patch), spilled)),
-        Err(e @ Error::Store { .. }) => Err(e),
-        Err(e) => {
-            eprintln!("Warning: the newest backup's key map cannot be read ({e}); this backup stores a whole one");
-            Ok((None, spilled))
-        }
+        Err(e) => unreadable(e).map(|()| (None, spilled)),
     }
 }
 
