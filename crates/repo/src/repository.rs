@@ -75,6 +75,14 @@ impl Index {
         }
         self.packs.entry(p.pack).or_insert_with(|| p.entries.clone());
     }
+
+    /// [`Index::add`] of a pack the caller gives up: its entries are kept, not copied.
+    pub fn add_owned(&mut self, p: IndexPack) {
+        for e in &p.entries {
+            self.blobs.entry(e.id).or_insert(BlobLoc { pack: p.pack, entry: *e });
+        }
+        self.packs.entry(p.pack).or_insert(p.entries);
+    }
 }
 
 /// Which configs [`Repository::open_as`] accepts.
@@ -365,8 +373,8 @@ impl Repository {
         for (name, packs) in objects {
             match packs {
                 Ok(packs) => {
-                    for p in &packs {
-                        idx.add(p);
+                    for p in packs {
+                        idx.add_owned(p);
                     }
                     idx.files.push(name);
                 }

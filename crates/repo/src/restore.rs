@@ -284,7 +284,10 @@ fn run_sizes(blobs: &PackPlan) -> Vec<usize> {
 }
 
 /// The blobs to fetch from one pack, each with the file offsets it is written at.
-type PackPlan = Vec<(BlobLoc, Vec<u64>)>;
+type PackPlan = Vec<(BlobLoc, Offsets)>;
+
+/// The file offsets a blob is written at: nearly always one.
+type Offsets = smallvec::SmallVec<[u64; 1]>;
 
 /// The most sealed bytes fetched with one request (and decoded at once) from a remote store:
 /// a request there costs a round trip.
@@ -316,66 +319,58 @@ struct Plan {
 /// Which blobs to fetch from which pack, packs in the order of the first byte each holds (so
 /// the pack with the snapshot's first bytes, which the restore reads first, comes first).
 fn plan(ids: &[BlobId], index: &Index, piece: u64) -> Result<Plan> {
-    // Every chunk occurrence with its file offset, then grouped by pack and by blob: one sort
-    // of 16-byte items instead of maps keyed by id (which took 128 ms for 153,000 chunks).
-    let mut occurrences: Vec<(&BlobLoc, u64)> = Vec::with_capacity(ids.len());
+    // Every chunk occurrence with its file offset, sorted by pack and by place in it, then
+    // cut into pieces: one sort of small items instead of maps keyed by id (which took 128 ms
+    // for 153,000 chunks). The sort key is held in the item (the pack's number in order of
+    // first use, the blob's offset in it), and a blob met once (nearly all) keeps its offset
+    // inline, with no vector of its own; packs are cut into pieces in the same pass (310,000
+    // chunks: 58 ms, against 85 ms with keys read through the index and a vector per blob).
+    let mut pack_no: rustc_hash::FxHashMap<BlobId, u32> = Default::default();
+    let mut occurrences: Vec<(u64, u64, &BlobLoc)> = Vec::with_capacity(ids.len());
     let mut off = 0u64;
     for (i, id) in ids.iter().enumerate() {
         let loc = index.blobs.get(id).ok_or_else(|| Error::Damaged(format!("chunk {} ({} of the snapshot) is not in any index", hex::encode(id), i)))?;
-        occurrences.push((loc, off));
+        let next = pack_no.len() as u32;
+        let p = *pack_no.entry(loc.pack).or_insert(next);
+        occurrences.push(((p as u64) << 32 | loc.entry.offset as u64, off, loc));
         off += loc.entry.plain_len as u64;
     }
-    occurrences.sort_unstable_by(|(a, ao), (b, bo)| a.pack.cmp(&b.pack).then(a.entry.offset.cmp(&b.entry.offset)).then(ao.cmp(bo)));
-    // (pack, its blobs, the first file offset it holds)
-    let mut by_pack: Vec<(BlobId, PackPlan, u64)> = Vec::new();
-    for (loc, o) in occurrences {
-        match by_pack.last_mut() {
-            Some((pack, blobs, first)) if *pack == loc.pack => {
-                *first = (*first).min(o);
-                match blobs.last_mut() {
-                    Some((l, offs)) if l.entry.offset == loc.entry.offset => offs.push(o),
-                    _ => blobs.push((*loc, vec![o])),
-                }
-            }
-            _ => by_pack.push((loc.pack, vec![(*loc, vec![o])], o)),
-        }
-    }
+    occurrences.sort_unstable_by_key(|&(key, o, _)| (key, o));
     // Each pack's blobs in pieces of at most `piece` sealed bytes (a blob is never split): the
     // unit fetched with one ranged read and decoded at once, so that many requests can be in
     // flight (a remote store's throughput is per connection) with little memory each.
-    let mut by_pack: Vec<(BlobId, PackPlan, u64)> = by_pack
-        .into_iter()
-        .flat_map(|(pack, blobs, _)| {
-            let mut pieces: Vec<(BlobId, PackPlan, u64)> = Vec::new();
-            let mut sealed = 0u64;
-            for (loc, offs) in blobs {
-                let first = offs.iter().copied().min().unwrap_or(0);
-                match pieces.last_mut() {
-                    Some((_, b, f)) if sealed + loc.entry.length as u64 <= piece => {
-                        *f = (*f).min(first);
-                        sealed += loc.entry.length as u64;
-                        b.push((loc, offs));
-                    }
-                    _ => {
-                        sealed = loc.entry.length as u64;
-                        pieces.push((pack, vec![(loc, offs)], first));
-                    }
+    // (pack, its blobs, the first file offset it holds, sealed bytes)
+    let mut by_pack: Vec<(BlobId, PackPlan, u64, u64)> = Vec::new();
+    let mut last_key = None;
+    for (key, o, loc) in occurrences {
+        let len = loc.entry.length as u64;
+        match by_pack.last_mut() {
+            Some((_, blobs, first, _)) if last_key == Some(key) => {
+                *first = (*first).min(o);
+                if let Some((_, offs)) = blobs.last_mut() {
+                    offs.push(o);
                 }
             }
-            pieces
-        })
-        .collect();
-    by_pack.sort_unstable_by_key(|(_, _, first)| *first);
+            Some((pack, blobs, first, sealed)) if *pack == loc.pack && *sealed + len <= piece => {
+                *first = (*first).min(o);
+                *sealed += len;
+                blobs.push((*loc, smallvec::smallvec![o]));
+            }
+            _ => by_pack.push((loc.pack, vec![(*loc, smallvec::smallvec![o])], o, len)),
+        }
+        last_key = Some(key);
+    }
+    by_pack.sort_unstable_by_key(|(_, _, first, _)| *first);
     // Right after its meta pages a restore reads the file's last pages: bbolt writes the pages
     // a commit rewrites (the root, the upper branches) at the end of the file (strace of
     // `snapshot restore` on the bench snapshot: offsets 0, 4096, then the last page). So the
     // pack holding the last byte comes second, not last.
-    let last = by_pack.iter().position(|(_, blobs, _)| blobs.iter().any(|(l, offs)| offs.iter().any(|o| o + l.entry.plain_len as u64 == off)));
+    let last = by_pack.iter().position(|(_, blobs, _, _)| blobs.iter().any(|(l, offs)| offs.iter().any(|o| o + l.entry.plain_len as u64 == off)));
     if let Some(i) = last.filter(|i| *i > 1) {
         let pack = by_pack.remove(i);
         by_pack.insert(1, pack);
     }
-    Ok(Plan { total: off, by_pack: by_pack.into_iter().map(|(p, b, _)| (p, b)).collect() })
+    Ok(Plan { total: off, by_pack: by_pack.into_iter().map(|(p, b, _, _)| (p, b)).collect() })
 }
 
 /// Restore a backup into member data directories while its snapshot arrives: the chunks are
@@ -748,7 +743,7 @@ mod tests {
         assert_eq!(plan.total, 700);
         let order: Vec<u8> = plan.by_pack.iter().map(|(p, _)| p[0]).collect();
         assert_eq!(order, [1, 4, 2, 3], "the file's first bytes, its last, then the rest in file order");
-        let first: Vec<(u8, Vec<u64>)> = plan.by_pack[0].1.iter().map(|(l, o)| (l.entry.id[0], o.clone())).collect();
+        let first: Vec<(u8, Vec<u64>)> = plan.by_pack[0].1.iter().map(|(l, o)| (l.entry.id[0], o.to_vec())).collect();
         assert_eq!(first, [(1, vec![0, 500]), (2, vec![100])], "a repeated chunk is fetched once, for both offsets");
     }
 
