@@ -196,6 +196,14 @@ pub enum RepoCmd {
         /// the repository's life.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=64))]
         chunk_pages: Option<u32>,
+        /// zstd level of the stored data [default: -1]. Against 1, -1 (zstd's first fast level)
+        /// decodes 6 times and encodes 2.5 times as fast per core, for a quarter more bytes
+        /// stored and fetched (measured on two cores: backups 14% faster, restores from a
+        /// file:// repository a quarter faster). Choose 1 or more when the link to the store is
+        /// the slow part. 0 stores the data uncompressed. Set for the repository's life; every
+        /// level reads back the same.
+        #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-7..=22))]
+        compression: Option<i32>,
         /// Output format.
         #[arg(short = 'w', long = "write-out", help_heading = "Output", value_parser = output::simple_formats(), default_value = "simple")]
         write_out: Format,
@@ -279,7 +287,7 @@ pub enum KeyCmd {
 pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), Failure> {
     let rt = rt();
     match c {
-        RepoCmd::Init { repo: flags, chunk_avg_kib, chunk_pages, write_out } => {
+        RepoCmd::Init { repo: flags, chunk_avg_kib, chunk_pages, compression, write_out } => {
             let unlock = flags.unlock()?;
             let data = unlock
                 .data
@@ -293,6 +301,7 @@ pub fn repo_cmd(c: RepoCmd, quiet: bool, env_proxy: &ProxyConfig) -> Result<(), 
                     max: avg * 4,
                     pages: chunk_pages.unwrap_or(repo::format::ChunkerParams::default().pages),
                 },
+                compression: compression.unwrap_or(repo::repository::InitOptions::default().compression),
                 ..Default::default()
             };
             let r = rt.block_on(repo::repository::init(loc, &data, unlock.bundle.as_ref(), &opts))?;

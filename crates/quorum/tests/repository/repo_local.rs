@@ -591,3 +591,46 @@ fn include_without_a_bundle_key_names_both_steps_once() {
     let ok = q(&again);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
 }
+
+/// `repo init --compression`: the level is kept in config and used (stored bytes fall as the
+/// level rises, 0 stores the data as it is), every level reads back to the same snapshot, and a
+/// level zstd lacks is refused before anything is made.
+#[test]
+fn compression_levels_are_kept_used_and_read_back_alike() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    testkit::load(&c.endpoints(), &KubeKeyspace { objects: 600, compact: false, overwrite_fraction: 0.0, delete_fraction: 0.0, ..Default::default() }).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("s.db");
+    c.save_snapshot(&snap).unwrap();
+    let pass = dir.path().join("repo.pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let q = |name: &str, args: &[&str]| {
+        let mut cmd = crate::common::quorum();
+        let url = format!("file://{}", dir.path().join(name).display());
+        cmd.args(args).args(["--repo", &url, "--password-file", pass.to_str().unwrap()]);
+        run(cmd)
+    };
+    let mut added = Vec::new();
+    for (name, flag, level) in
+        [("default", None, -1), ("none", Some("--compression=0"), 0), ("one", Some("--compression=1"), 1), ("three", Some("--compression=3"), 3)]
+    {
+        let mut init = vec!["repo", "init"];
+        init.extend(flag);
+        assert_eq!(q(name, &init).code, 0, "{name}");
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(name).join("config")).unwrap()).unwrap();
+        assert_eq!(config["compression"], level, "{name}");
+        let b = q(name, &["backup", "--cluster", "c", "--snapshot", snap.to_str().unwrap(), "-w", "json"]);
+        assert_eq!(b.code, 0, "{name}: {}", b.stderr);
+        let b: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+        added.push(b["manifest"]["added_bytes"].as_u64().unwrap());
+        let out = dir.path().join(format!("{name}.db"));
+        let got = q(name, &["backups", "get", "latest", "-o", out.to_str().unwrap()]);
+        assert_eq!(got.code, 0, "{name}: {}", got.stderr);
+        assert_eq!(sha256_file(&out), sha256_file(&snap), "{name}");
+    }
+    let [fast, none, one, three] = added[..] else { unreachable!() };
+    assert!(none > fast && fast > one && one >= three, "stored bytes: 0 {none}, -1 {fast}, 1 {one}, 3 {three}");
+    let refused = q("bad", &["repo", "init", "--compression=23"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(!dir.path().join("bad").exists(), "a refused init made nothing");
+}
