@@ -8,6 +8,7 @@
 # median of RUNS (3).
 # Results: printed and written to bench/out/k8s-repo-results.txt.
 # Usage: bench/k8s-repo.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
+# Knobs: RUNS (3), LEVEL (the repository's zstd level, `repo init --compression`; default -1).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS="${RUNS:-3}"
 bench_build
@@ -36,7 +37,8 @@ echo pass >"$work/relay.fault"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$rport/" >/dev/null && break; sleep 0.2; done
 curl -sf -X PUT "http://127.0.0.1:$rport/bench" >/dev/null
 R=(--repo s3://bench/etcd --endpoint "http://127.0.0.1:$rport" --region us-east-1)
-"$Q" repo init "${R[@]}" >/dev/null
+init_level=(); [ -z "${LEVEL:-}" ] || init_level=("--compression=$LEVEL")
+"$Q" repo init "${R[@]}" "${init_level[@]}" >/dev/null
 echo "backing up $snap ($size bytes) into S3 through the relay" >&2
 "$Q" backup "${R[@]}" --cluster prod --snapshot "$snap" --quiet >/dev/null
 

@@ -20,10 +20,12 @@
 # Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
 # variant without compaction), PARTS ("speed dedup"; "speed dedup live" for all), CHUNK_KIB (default chunker average;
 # e.g. "4 8 16" also backs every round up into one repository per average chunk size and
-# reports what each adds; "p1 p2" = fixed chunks of 1 or 2 bbolt pages).
+# reports what each adds; "p1 p2" = fixed chunks of 1 or 2 bbolt pages), LEVEL (the
+# repositories' zstd level, `repo init --compression`; default: the repository default, -1).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 RUNS="${RUNS:-3}" ROUNDS="${ROUNDS:-10}" FRACTION="${FRACTION:-0.01}" NOCOMPACT="${NOCOMPACT:-1}"
 PARTS="${PARTS:-speed dedup}"
+init_level=(); [ -z "${LEVEL:-}" ] || init_level=("--compression=$LEVEL")
 t_start=$(date +%s)
 bench_build
 snap="${1:-$out/snapshot-1g.db}"
@@ -75,7 +77,7 @@ speed() {
   echo "bench: speed (best of $RUNS, warm cache)" >&2
   cat "$snap" >/dev/null
   local r="$work/r" url="file://$work/r" dst="$work/dst"
-  fresh_repo() { rm -rf "$r" "$work/b.json"; "$Q" repo init --repo "$url" >/dev/null 2>&1; }
+  fresh_repo() { rm -rf "$r" "$work/b.json"; "$Q" repo init --repo "$url" "${init_level[@]}" >/dev/null 2>&1; }
   rm_dst() { rm -rf "$dst"; mkdir -p "$dst"; }
 
   best_of zstd none zstd -1 -T1 -q -c "$snap"
@@ -188,7 +190,7 @@ dedup_run() {
   local url="file://$d/repo"
   echo "bench: dedup ($label): starting etcd 3.5 from the snapshot" >&2
   start_member "$d"
-  "$Q" repo init --repo "$url" >/dev/null 2>&1
+  "$Q" repo init --repo "$url" "${init_level[@]}" >/dev/null 2>&1
   local k; declare -A kfull=()
   for k in ${CHUNK_KIB:-}; do
     case "$k" in
@@ -272,7 +274,7 @@ live() {
   start_member "$d"
   local url="file://$d/repo"
   rm_snap() { rm -f "$d/s.db" "$d/s.db.part"; }
-  fresh_live_repo() { rm -rf "$d/repo"; "$Q" repo init --repo "$url" >/dev/null 2>&1; }
+  fresh_live_repo() { rm -rf "$d/repo"; "$Q" repo init --repo "$url" "${init_level[@]}" >/dev/null 2>&1; }
   best_of save_etcdctl rm_snap "$E35/etcdctl" --endpoints "$C" snapshot save "$d/s.db"
   best_of save_quorum rm_snap "$Q" snapshot save --quiet "$d/s.db" --endpoints "$C"
   best_of live_fresh fresh_live_repo "$Q" backup --quiet --repo "$url" --cluster live --endpoints "$C" --tmp-dir "$d"
