@@ -34,7 +34,20 @@ healthy() { for _ in $(seq 1 300); do "$BIN/etcdctl" --endpoints "$1" --dial-tim
 # values), stopped cleanly and kept in $base; each drill starts from a copy of its data dirs, on
 # the same ports.
 base="$(mktemp -d -t quorum-drill-base-XXXXXX)"
-trap 'stop_all; rm -rf "$base"' EXIT
+# On any exit: every etcd stopped and every copy removed (a drill's copies of a 1 GiB cluster
+# take about 9 GB); a failed drill first shows the end of its logs (set -e stops the script at
+# the failing step, with no summary otherwise).
+on_exit() {
+  local rc=$? f
+  stop_all
+  if [ "$rc" != 0 ] && [ -n "${work:-}" ] && [ -d "$work" ]; then
+    echo "bench: stopped by a failed step (exit $rc); the end of its logs:" >&2
+    for f in "$work"/*.log "$work"/*.out; do [ -f "$f" ] && { echo "== ${f##*/}" >&2; tail -n 5 "$f" >&2; }; done
+  fi
+  [ -z "${work:-}" ] || [ "$work" = "$base" ] || rm -rf "$work"
+  rm -rf "$base"
+}
+trap on_exit EXIT
 make_base() {
   work="$base"
   local initial=""
