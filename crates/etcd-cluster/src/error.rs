@@ -17,6 +17,11 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Usage(String),
+    /// A member was added (it stays in the membership, and counts toward quorum) but did not
+    /// start or catch up within the wait. `quorum_lost`: the other members alone are below the
+    /// larger cluster's quorum (a one-member cluster grown to two), so it cannot be removed.
+    #[error("member {id} was added but {what} within {timeout:?}")]
+    NotJoined { id: String, what: String, timeout: std::time::Duration, quorum_lost: bool },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("snapshot stream from {endpoint} is damaged: {msg}")]

@@ -110,33 +110,88 @@ pub async fn add(cfg: &ConnConfig, name: &str, peer_urls: &[String], learner: bo
     Ok(Added { id: hex(new.id()), name: name.to_string(), peer_urls: peer_urls.to_vec(), env, flags })
 }
 
+/// Where a new member stands while [`wait_caught_up`] waits for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joining {
+    /// Its etcd has not published itself to the cluster yet (the member has no name).
+    NotStarted,
+    /// Started; it does not serve reads yet.
+    NotServing,
+    /// Serves reads; its applied index is `applied` of the `target` it must reach.
+    CatchingUp { applied: u64, target: u64 },
+}
+
+impl std::fmt::Display for Joining {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Joining::NotStarted => write!(f, "its etcd has not joined the cluster"),
+            Joining::NotServing => write!(f, "it started but does not serve reads"),
+            Joining::CatchingUp { applied, target } => write!(f, "it has applied index {applied} of {target}"),
+        }
+    }
+}
+
 /// Wait until member `id` has started (it has a name), serves reads, and its applied index
-/// has reached the leader's index as it was when the wait began.
-pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+/// has reached the leader's index as it was when the wait began. `report` is told where the
+/// member stands every [`REPORT_EVERY`] while it waits. A member that does not get there in
+/// `timeout` is an [`Error::NotJoined`]: it stays in the membership.
+pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration, report: &(dyn Fn(Duration, &Joining) + Sync)) -> Result<()> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut next_report = start + REPORT_EVERY;
     let mut target = None;
+    let mut state = Joining::NotStarted;
     loop {
         if let Ok(view) = observe(cfg, 0).await {
             if target.is_none() {
                 target = view.statuses.iter().find(|s| s.is_leader).map(|s| s.raft_index);
             }
             if let Some(m) = view.members.iter().find(|m| m.id == id && m.started()) {
+                state = state.max_with(Joining::NotServing);
                 for url in &m.client_urls {
                     if healthy(cfg, url).await {
                         let mut c = cfg.connect_one(url).await?;
                         if let Ok(s) = cfg.timed(url, "status", c.status()).await {
-                            if s.raft_applied_index() >= target.unwrap_or(0) {
+                            let target = target.unwrap_or(0);
+                            if s.raft_applied_index() >= target {
                                 return Ok(());
                             }
+                            state = Joining::CatchingUp { applied: s.raft_applied_index(), target };
                         }
                     }
                 }
             }
         }
-        if Instant::now() > deadline {
-            return Err(Error::Refused(format!("member {id} did not start and catch up within {timeout:?}; is it running with the printed flags?")));
+        let now = Instant::now();
+        if now > deadline {
+            let quorum_lost = observe(cfg, 0).await.map_or(true, |v| v.healthy_voters() < v.voters() / 2 + 1);
+            return Err(Error::NotJoined { id: id.to_string(), what: format!("did not start and catch up ({state})"), timeout, quorum_lost });
+        }
+        if now >= next_report {
+            report(now - start, &state);
+            next_report = now + REPORT_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How often [`wait_caught_up`] reports.
+pub const REPORT_EVERY: Duration = Duration::from_secs(15);
+
+impl Joining {
+    /// The further along of `self` and `other` (a member seen started once is not taken back
+    /// to not started by one poll that missed it).
+    fn max_with(self, other: Joining) -> Joining {
+        let rank = |j: &Joining| match j {
+            Joining::NotStarted => 0,
+            Joining::NotServing => 1,
+            Joining::CatchingUp { .. } => 2,
+        };
+        if rank(&other) > rank(&self) {
+            other
+        } else {
+            self
+        }
     }
 }
 

@@ -150,6 +150,17 @@ impl From<etcd_cluster::Error> for Failure {
             E::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files (--cert and --key together)")),
             E::Usage(_) => (USAGE, None),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::NotJoined { ref id, quorum_lost, .. } => {
+                let start = "start it with the printed flags and an empty data dir (an etcd that exited at start with \
+                             `incompatible with current running cluster` or `cannot fetch cluster info from peer urls` did not reach \
+                             the cluster in time: start it again)";
+                let hint = if quorum_lost {
+                    format!("the cluster has no quorum until this member runs (`member remove` cannot commit without one): {start}")
+                } else {
+                    format!("the member stays in the cluster and counts toward its quorum: {start}, or take it out with `quorum member remove {id}`")
+                };
+                return Failure::of(FAILED, &e, Some(hint));
+            }
             E::Timeout { .. } => (FAILED, Some("a member may be overloaded or stalled; --command-timeout sets the wait")),
             E::Rpc { .. } | E::Io { .. } | E::Stream { .. } => (FAILED, None),
         };

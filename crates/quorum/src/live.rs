@@ -401,6 +401,11 @@ fn print_added(a: &etcd_cluster::members::Added) {
     println!("\nor flags: {}", a.flags.join(" "));
 }
 
+/// What `member add --wait` says while it waits: where the new member stands.
+fn still_waiting(name: &str) -> impl Fn(Duration, &etcd_cluster::members::Joining) + Sync + '_ {
+    move |after, state| eprintln!("still waiting for {name} after {}s: {state}", after.as_secs())
+}
+
 pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
     let cfg = conn.config();
     let rt = rt();
@@ -410,7 +415,7 @@ pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
             print_added(&a);
             if wait {
                 eprintln!("waiting for {} to start and catch up...", a.name);
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout))?;
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout, &still_waiting(&a.name)))?;
                 println!("member {} is up and caught up", a.name);
             }
         }
@@ -423,7 +428,8 @@ pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
             println!("Member {removed} removed.");
             print_added(&a);
             if wait {
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout))?;
+                eprintln!("waiting for {} to start and catch up...", a.name);
+                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout, &still_waiting(&a.name)))?;
                 println!("member {} is up and caught up", a.name);
             }
         }

@@ -274,6 +274,40 @@ fn replace_a_dead_member() {
     assert!(list.contains("m3") && !list.contains("m2"), "{list}");
 }
 
+/// `member add --wait` for a member that never starts: it says the member stays in the
+/// membership (not "nothing was changed"), where it stood, and how to take it out; taking it
+/// out as told works. In a one-member cluster grown to two it says the cluster has no quorum
+/// until the member runs instead (a removal could not commit), and starting it as told heals it.
+#[test]
+fn a_member_that_never_starts_is_reported_as_added() {
+    let c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 3)).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let (plans, _) = plan_members(d.path(), 1).unwrap();
+    let plan = MemberPlan { name: "m9".into(), ..plans[0].clone() };
+    let r = q(&c, &["member", "add", "m9", "--peer-urls", &plan.peer_url, "--wait", "--wait-timeout", "2s"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("was added but did not start and catch up (its etcd has not joined the cluster)"), "{}", r.stderr);
+    assert!(!r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    let id = r.stdout.lines().find_map(|l| l.strip_prefix("Member m9 added as ")).unwrap().trim_end_matches('.').to_string();
+    let remove = format!("quorum member remove {id}");
+    assert!(r.stderr.contains(&remove), "{}", r.stderr);
+    assert_eq!(c.etcdctl(&["member", "list"]).unwrap().lines().count(), 4);
+    let r = q(&c, &["member", "remove", &id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.etcdctl(&["member", "list"]).unwrap().lines().count(), 3);
+
+    let one = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 1)).unwrap();
+    one.etcdctl(&["put", "/registry/k", "v"]).unwrap();
+    let r = q(&one, &["member", "add", "m9", "--peer-urls", &plan.peer_url, "--wait", "--wait-timeout", "2s"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no quorum until this member runs") && !r.stderr.contains("member remove "), "{}", r.stderr);
+    let initial = r.stdout.lines().find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\"")).unwrap().trim_end_matches('"').to_string();
+    let mut opts = ClusterOptions::new(EtcdVersion::V3_5, 1);
+    opts.extra_args = vec!["--initial-cluster-state=existing".into()];
+    let new = Cluster::start_planned(&opts, d.path(), &[plan], &initial, &one.token).unwrap();
+    assert_eq!(new.etcdctl(&["get", "/registry/k", "--print-value-only"]).unwrap().trim(), "v");
+}
+
 /// Start `quorum member add --wait` and, once it prints the flags, start the new member with them.
 fn add_member_and_start(endpoints: &str, version: EtcdVersion, dir: &Path, plan: &MemberPlan, token: &str) -> Cluster {
     let mut cmd = crate::common::quorum();
