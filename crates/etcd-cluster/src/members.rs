@@ -215,7 +215,16 @@ pub async fn replace(cfg: &ConnConfig, old: &str, name: &str, peer_urls: &[Strin
         )));
     }
     check_remove(&view, m.id_num)?;
+    // The add must pass its checks once the old member is gone: checked first, so that a
+    // refusal changes nothing.
+    if view.members.iter().any(|x| x.name == name && x.id_num != m.id_num) {
+        return Err(Error::Usage(format!("a member named {name:?} already exists")));
+    }
+    let mut after = view.clone();
+    after.members.retain(|x| x.id_num != m.id_num);
+    after.statuses.retain(|s| s.id_num != m.id_num);
+    check_add(&after, false)?;
     let removed = remove(cfg, &m.id).await?;
-    let added = add(cfg, name, peer_urls, false).await?;
+    let added = add(cfg, name, peer_urls, false).await.map_err(|e| Error::HalfReplaced { removed: removed.clone(), source: Box::new(e) })?;
     Ok((removed, added))
 }

@@ -150,6 +150,10 @@ impl From<etcd_cluster::Error> for Failure {
             E::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files (--cert and --key together)")),
             E::Usage(_) => (USAGE, None),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::HalfReplaced { .. } => (
+                FAILED,
+                Some("the cluster has one member fewer and is otherwise unchanged: add the successor with `quorum member add NAME --peer-urls URLS --wait`"),
+            ),
             E::NotJoined { ref id, quorum_lost, .. } => {
                 let start = "start it with the printed flags and an empty data dir (an etcd that exited at start with \
                              `incompatible with current running cluster` or `cannot fetch cluster info from peer urls` did not reach \

@@ -308,6 +308,34 @@ fn a_member_that_never_starts_is_reported_as_added() {
     assert_eq!(new.etcdctl(&["get", "/registry/k", "--print-value-only"]).unwrap().trim(), "v");
 }
 
+/// `member replace` checks the add before it removes: a successor whose name is taken, or an
+/// add refused by the cluster's state (here another added member that never started), is
+/// refused with the old member still in place.
+#[test]
+fn replace_checks_the_add_before_it_removes() {
+    let mut c = Cluster::start(ClusterOptions::new(EtcdVersion::V3_5, 5)).unwrap();
+    let all = c.endpoints_csv();
+    let d = tempfile::tempdir().unwrap();
+    let (plans, _) = plan_members(d.path(), 2).unwrap();
+    let r = q(&c, &["member", "add", "m9", "--peer-urls", &plans[0].peer_url]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    c.members[4].kill();
+    let replace = |name: &str| {
+        let mut cmd = crate::common::quorum();
+        cmd.args(["member", "replace", "m4", "--name", name, "--peer-urls", &plans[1].peer_url, "--dial-timeout", "1s", "--endpoints", &all]);
+        run(cmd)
+    };
+    let r = replace("m1");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    let r = replace("m8");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("has not started") && r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    let list = c.etcdctl(&["member", "list"]).unwrap();
+    assert_eq!(list.lines().count(), 6, "{list}");
+    assert!(list.contains("m4"), "the dead member is still there: {list}");
+}
+
 /// Start `quorum member add --wait` and, once it prints the flags, start the new member with them.
 fn add_member_and_start(endpoints: &str, version: EtcdVersion, dir: &Path, plan: &MemberPlan, token: &str) -> Cluster {
     let mut cmd = crate::common::quorum();
