@@ -76,15 +76,9 @@ impl Index {
         }
     }
 
-    pub fn add(&mut self, p: &IndexPack) {
-        for e in &p.entries {
-            self.blobs.entry(e.id).or_insert(BlobLoc { pack: p.pack, entry: *e });
-        }
-        self.packs.entry(p.pack).or_insert_with(|| p.entries.clone());
-    }
-
-    /// [`Index::add`] of a pack the caller gives up: its entries are kept, not copied.
-    pub fn add_owned(&mut self, p: IndexPack) {
+    /// Add a pack's entries (a blob already known keeps its first place); the entries are
+    /// kept, not copied.
+    pub fn add(&mut self, p: IndexPack) {
         for e in &p.entries {
             self.blobs.entry(e.id).or_insert(BlobLoc { pack: p.pack, entry: *e });
         }
@@ -381,7 +375,7 @@ impl Repository {
             match packs {
                 Ok(packs) => {
                     for p in packs {
-                        idx.add_owned(p);
+                        idx.add(p);
                     }
                     idx.files.push(name);
                 }

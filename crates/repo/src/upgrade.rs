@@ -94,7 +94,7 @@ async fn upgrade_locked(repo: &Arc<Repository>) -> Result<UpgradeReport> {
     }
     let mut legacy = Index { legacy: true, ..Index::default() };
     for (_, packs) in repo.read_index_objects(v1::INDEX).await? {
-        for p in &packs? {
+        for p in packs? {
             legacy.add(p);
         }
     }
