@@ -68,11 +68,17 @@ pub fn check_add(view: &ClusterView, learner: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn add(cfg: &ConnConfig, name: &str, peer_urls: &[String], learner: bool) -> Result<Added> {
-    let view = observe(cfg, 0).await?;
-    if view.members.iter().any(|m| m.name == name) {
+/// No member but `leaving` (one about to be removed) is named `name`.
+fn name_free(view: &ClusterView, name: &str, leaving: Option<u64>) -> Result<()> {
+    if view.members.iter().any(|m| m.name == name && Some(m.id_num) != leaving) {
         return Err(Error::Usage(format!("a member named {name:?} already exists")));
     }
+    Ok(())
+}
+
+pub async fn add(cfg: &ConnConfig, name: &str, peer_urls: &[String], learner: bool) -> Result<Added> {
+    let view = observe(cfg, 0).await?;
+    name_free(&view, name, None)?;
     check_add(&view, learner)?;
     let (mut c, ep) = connect_live(cfg, &view).await?;
     // etcd accepts a new voter only when every member has been connected for its health
@@ -164,7 +170,7 @@ pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration, repor
         }
         let now = Instant::now();
         if now > deadline {
-            let quorum_lost = observe(cfg, 0).await.map_or(true, |v| v.healthy_voters() < v.voters() / 2 + 1);
+            let quorum_lost = observe(cfg, 0).await.map_or(true, |v| v.healthy_voters() < v.quorum_size());
             return Err(Error::NotJoined { id: id.to_string(), what: format!("did not start and catch up ({state})"), timeout, quorum_lost });
         }
         if now >= next_report {
@@ -217,9 +223,7 @@ pub async fn replace(cfg: &ConnConfig, old: &str, name: &str, peer_urls: &[Strin
     check_remove(&view, m.id_num)?;
     // The add must pass its checks once the old member is gone: checked first, so that a
     // refusal changes nothing.
-    if view.members.iter().any(|x| x.name == name && x.id_num != m.id_num) {
-        return Err(Error::Usage(format!("a member named {name:?} already exists")));
-    }
+    name_free(&view, name, Some(m.id_num))?;
     let mut after = view.clone();
     after.members.retain(|x| x.id_num != m.id_num);
     after.statuses.retain(|s| s.id_num != m.id_num);

@@ -401,9 +401,14 @@ fn print_added(a: &etcd_cluster::members::Added) {
     println!("\nor flags: {}", a.flags.join(" "));
 }
 
-/// What `member add --wait` says while it waits: where the new member stands.
-fn still_waiting(name: &str) -> impl Fn(Duration, &etcd_cluster::members::Joining) + Sync + '_ {
-    move |after, state| eprintln!("still waiting for {name} after {}s: {state}", after.as_secs())
+/// `--wait`: wait until the added member has started and caught up, saying where it stands
+/// every [`etcd_cluster::members::REPORT_EVERY`].
+fn wait_joined(rt: &tokio::runtime::Runtime, cfg: &etcd_cluster::ConnConfig, a: &etcd_cluster::members::Added, timeout: Duration) -> Result<(), Failure> {
+    eprintln!("waiting for {} to start and catch up...", a.name);
+    let report = |after: Duration, state: &etcd_cluster::members::Joining| eprintln!("still waiting for {} after {}s: {state}", a.name, after.as_secs());
+    rt.block_on(etcd_cluster::members::wait_caught_up(cfg, &a.id, timeout, &report))?;
+    println!("member {} is up and caught up", a.name);
+    Ok(())
 }
 
 pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
@@ -414,9 +419,7 @@ pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
             let a = rt.block_on(etcd_cluster::members::add(&cfg, &name, &peer_urls, learner))?;
             print_added(&a);
             if wait {
-                eprintln!("waiting for {} to start and catch up...", a.name);
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout, &still_waiting(&a.name)))?;
-                println!("member {} is up and caught up", a.name);
+                wait_joined(&rt, &cfg, &a, wait_timeout)?;
             }
         }
         MemberCmd::Remove { member } => {
@@ -428,9 +431,7 @@ pub fn member(conn: &Conn, cmd: MemberCmd) -> Result<(), Failure> {
             println!("Member {removed} removed.");
             print_added(&a);
             if wait {
-                eprintln!("waiting for {} to start and catch up...", a.name);
-                rt.block_on(etcd_cluster::members::wait_caught_up(&cfg, &a.id, wait_timeout, &still_waiting(&a.name)))?;
-                println!("member {} is up and caught up", a.name);
+                wait_joined(&rt, &cfg, &a, wait_timeout)?;
             }
         }
     }
