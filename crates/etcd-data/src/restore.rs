@@ -554,9 +554,10 @@ fn build_and_install(
         }
     }
     // 1. The databases (identical for every member), streamed from the snapshot while a second
-    //    thread checks the snapshot's sha256: into the first member, and into every other member
-    //    whose db cannot share the first's blocks (a reflink, tried on the empty files). Those
-    //    that can get them once the first is complete: no second write of the bytes.
+    //    thread checks the snapshot's sha256: into the first member; every other member whose
+    //    db cannot share the first's blocks (a reflink, tried on the empty files) gets kernel
+    //    copies of the first as it grows ([`crate::tee`]). Those that can share get the blocks
+    //    once the first is complete: no second write of the bytes.
     let db_paths: Vec<PathBuf> = stages.iter().map(|(d, _)| d.join("member/snap/db")).collect();
     let files = db_paths
         .iter()
@@ -565,15 +566,17 @@ fn build_and_install(
         .collect::<Result<Vec<_>>>()?;
     let mut files = files.into_iter();
     let first = files.next().expect("at least one member");
-    let (mut teed, mut shared) = (vec![first], Vec::new());
+    let (mut teed, mut teed_members, mut shared) = (vec![first], vec![0], Vec::new());
     for (i, f) in files.enumerate() {
         if crate::durable::clone_file(&f, &teed[0]).is_ok() {
             shared.push((i + 1, f));
         } else {
             teed.push(f);
+            teed_members.push(i + 1);
         }
     }
-    let tee = crate::tee::Tee::new(teed).map_err(io(&db_paths[0]))?;
+    let tee_err = |e: crate::tee::TeeError| RestoreError::Io { path: db_paths[teed_members[e.file]].clone(), source: e.source };
+    let tee = crate::tee::Tee::new(teed).map_err(tee_err)?;
     let required: Vec<&'static [u8]> = match pre.layout {
         Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],
         Layout::V3_4 => vec![schema::KEY, schema::LEASE, schema::META],
@@ -630,7 +633,7 @@ fn build_and_install(
         e => e,
     })?;
     let tee = out.into_inner().map_err(|e| io(&db_paths[0])(e.into_error()))?;
-    let teed = tee.finish().map_err(io(&db_paths[0]))?;
+    let teed = tee.finish().map_err(tee_err)?;
     for (i, f) in &shared {
         share_db(&teed[0], &db_paths[0], f, &db_paths[*i])?;
     }
