@@ -59,5 +59,6 @@ echo "  quorum restore / cp + sync            $(ratio "${WALL[quorum_1]}" "${WAL
 echo "  3 members / 1 member                  $(ratio "${WALL[quorum_3]}" "${WALL[quorum_1]}")  (<= 1.3)"
 [ "${#xfs_rows[@]}" = 0 ] || echo "  3 members / 1 member, XFS reflinks    $(ratio "${WALL[quorum_3_xfs]}" "${WALL[quorum_1_xfs]}")  (<= 1.3)"
 echo "  3 copies / 1 copy (cp + sync)         $(ratio "${WALL[cp3_sync]}" "${WALL[cp_sync]}")  (what writing the bytes three times costs)"
+echo "  3 members / 3 copies (cp + sync)      $(ratio "${WALL[quorum_3]}" "${WALL[cp3_sync]}")  (against that floor)"
 echo "  peak RSS: quorum 1 member ${RSS[quorum_1]} MiB, 3 members ${RSS[quorum_3]} MiB (<= 128); etcdutl ${RSS[etcdutl35]} MiB"
 echo "note: the etcd tools' times do not include a final sync (they fsync their own files); quorum's and cp's do."
