@@ -5,17 +5,15 @@
 //! flight (a remote store's throughput is per connection), each with one coalesced ranged read
 //! of the blobs it holds for this snapshot; every blob is authenticated, decompressed and
 //! checked against its id, then written at its offset (a blob that occurs several times is
-//! written at each). The file is written under a temporary name beside its own, fsynced,
-//! checked against the manifest's sha256, and only then given its name
-//! ([`etcd_data::durable`]).
+//! written at each). The file is written under a temporary name beside its own, hashed in
+//! file order as the bytes land and checked against the manifest's sha256, fsynced, and only
+//! then given its name ([`etcd_data::durable`]).
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etcd_data::durable::NewFile;
-use futures::{StreamExt, TryStreamExt};
 use sha2::Digest;
 
 use crate::error::{Error, Result};
@@ -27,7 +25,7 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// Write the snapshot of `manifest` to `out` (which must not exist), fsynced and checked
 /// against the manifest's sha256; under a shared lock on its cluster.
 pub async fn reassemble(repo: Arc<Repository>, id: &str, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
-    reading_backup(&repo, id, manifest, "get", reassemble_with(repo.clone(), manifest, out, parallel, progress, true)).await
+    reading_backup(&repo, id, manifest, "get", reassemble_with(repo.clone(), manifest, out, parallel, progress)).await
 }
 
 /// Run `read` under a shared lock on the backup's cluster, once the backup is known to still
@@ -54,28 +52,56 @@ pub(crate) async fn reading_backup<T>(
     r
 }
 
-/// `durable = false` is for a temporary file that a restore reads at once: no fsync and no
-/// second pass for the whole-file sha256 (every chunk and the chunk list are authenticated,
-/// and the restore checks the snapshot's own sha256 trailer). The caller holds a lock on the
-/// manifest's cluster.
-pub(crate) async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress, durable: bool) -> Result<()> {
+/// The fetch writes the chunks into the new file ([`Incoming`], kept in the file) while a
+/// thread hashes it in file order as the bytes land and starts the writeback of what it has
+/// hashed: the sha256 and most of the disk writes overlap the fetch instead of following it
+/// (a second read of the file for the sha256 took 0.6 s of a 2.5 s `backups get` of the
+/// 1.26 GB bench snapshot). The caller holds a lock on the manifest's cluster.
+async fn reassemble_with(repo: Arc<Repository>, manifest: &Manifest, out: &Path, parallel: usize, progress: Progress) -> Result<()> {
     let mut new = NewFile::create(out).map_err(|e| exists_or_io(out, e, "choose another path or remove it first"))?;
     let partial = new.path().to_path_buf();
-    etcd_data::durable::reserve(new.file(), manifest.snapshot.size).map_err(|e| Error::io(out, e))?;
-    write_chunks(repo, manifest, new.file(), &partial, parallel, progress).await?;
-    let len = new.file().metadata().map_err(|e| Error::io(&partial, e))?.len();
-    if len != manifest.snapshot.size {
-        return Err(Error::Damaged(format!("reassembled {len} bytes, the manifest says {}", manifest.snapshot.size)));
-    }
-    if !durable {
-        return new.publish_unsynced().map_err(|e| exists_or_io(out, e, "it appeared while fetching; left it alone"));
-    }
-    // publish() fsyncs before the file gets its name.
-    let actual = sha256_file(&partial)?;
+    let file = new.file().try_clone().map_err(|e| Error::io(&partial, e))?;
+    let incoming = Incoming::start_in(&repo, manifest, file, &partial).await?;
+    let hasher = {
+        let (arriving, len, file) = (incoming.arriving.clone(), incoming.total, new.file().try_clone().map_err(|e| Error::io(&partial, e))?);
+        tokio::task::spawn_blocking(move || hash_as_it_lands(&*arriving, len, &file))
+    };
+    let fetched = incoming.fetch(repo, parallel, progress).await;
+    let hashed = hasher.await.map_err(|e| Error::Other(format!("hash thread: {e}")))?;
+    fetched?;
+    let actual = hashed.map_err(|e| Error::io(&partial, e))?;
     if actual != manifest.snapshot.sha256 {
         return Err(Error::Damaged(format!("reassembled snapshot hashes to {actual}, the manifest says {}", manifest.snapshot.sha256)));
     }
+    // publish() fsyncs before the file gets its name.
     new.publish().map_err(|e| exists_or_io(out, e, "it appeared while fetching; left it alone"))
+}
+
+/// The sha256 of `len` bytes read from `bytes` in order (each read waits for its bytes), with
+/// the writeback of each hashed stretch of `file` started (`sync_file_range`, a hint: the
+/// final fsync is what makes the file durable).
+fn hash_as_it_lands(bytes: &dyn bolt::ReadAt, len: u64, file: &File) -> std::io::Result<String> {
+    use std::os::unix::io::AsRawFd;
+    const STEP: usize = 1 << 20;
+    const WRITEBACK: u64 = 64 << 20;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; STEP];
+    let (mut at, mut flushed) = (0u64, 0u64);
+    while at < len {
+        let want = (len - at).min(STEP as u64) as usize;
+        let n = bytes.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the fetched bytes end at {at} of {len}")));
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+        if at - flushed >= WRITEBACK || at == len {
+            // SAFETY: a valid descriptor and a byte range of it; the call only starts writeback.
+            unsafe { libc::sync_file_range(file.as_raw_fd(), flushed as libc::off64_t, (at - flushed) as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) };
+            flushed = at;
+        }
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// A publish that found its name taken is the user's to resolve; anything else is I/O.
@@ -112,36 +138,6 @@ pub fn sha256_file_with(p: &Path, progress: &dyn Fn(u64, u64)) -> Result<String>
 
 /// Where a fetched pack's bytes go: `(bytes, file offset)`.
 type Sink = Arc<dyn Fn(Vec<u8>, u64) -> Result<()> + Send + Sync>;
-
-/// Fetch every chunk and write it at its offsets.
-async fn write_chunks(repo: Arc<Repository>, manifest: &Manifest, file: &File, path: &Path, parallel: usize, progress: Progress) -> Result<()> {
-    let index = repo.load_index(&manifest.cluster).await?;
-    let ids = repo.chunk_ids(manifest, &index).await?;
-    let plan = plan(&ids, &index, piece_for(&repo))?;
-    let index = Arc::new(index);
-    let total: u64 = plan.total;
-    file.set_len(total).map_err(|e| Error::io(path, e))?;
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let file = Arc::new(file.try_clone().map_err(|e| Error::Other(format!("clone file handle: {e}")))?);
-    let out_path = path.to_path_buf();
-    let sink: Sink = Arc::new(move |data: Vec<u8>, off| file.write_all_at(&data, off).map_err(|e| Error::io(&out_path, e)));
-    futures::stream::iter(plan.by_pack)
-        .map(|(pack, blobs)| {
-            let blobs = Arc::new(blobs);
-            let (repo, index, sink, done, progress) = (repo.clone(), index.clone(), sink.clone(), done.clone(), progress.clone());
-            async move {
-                let n = fetch_pack(repo, &index, pack, blobs, sink).await?;
-                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-                progress(d, total);
-                Ok::<_, Error>(())
-            }
-        })
-        // Each piece in flight holds up to PIECE (or PIECE_LOCAL) sealed bytes.
-        .buffer_unordered(parallel.clamp(1, MAX_PARALLEL))
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
 
 /// Fetch one pack's blobs of the snapshot (one coalesced ranged read), authenticate and
 /// decompress each, and hand it to `sink` at each of its offsets; the bytes handed over.
@@ -494,6 +490,16 @@ impl Incoming {
     /// `memory`: keep the bytes in memory ([`MEMORY_BUDGET`]), spilling to `snap` only if
     /// they must; else in the file `snap`.
     pub(crate) async fn start(repo: &Repository, manifest: &Manifest, snap: &Path, memory: bool) -> Result<Incoming> {
+        Incoming::start_keeping(repo, manifest, snap, if memory { None } else { Some(None) }).await
+    }
+
+    /// Kept in `file` (new and empty, open for reading and writing), whose path is `path`.
+    pub(crate) async fn start_in(repo: &Repository, manifest: &Manifest, file: File, path: &Path) -> Result<Incoming> {
+        Incoming::start_keeping(repo, manifest, path, Some(Some(file))).await
+    }
+
+    /// `in_file`: None in memory; Some(None) in a new file at `snap`; Some(Some(f)) in `f`.
+    async fn start_keeping(repo: &Repository, manifest: &Manifest, snap: &Path, in_file: Option<Option<File>>) -> Result<Incoming> {
         let index = Arc::new(repo.load_index(&manifest.cluster).await?);
         let ids = repo.chunk_ids(manifest, &index).await?;
         let plan = plan(&ids, &index, piece_for(repo))?;
@@ -501,13 +507,17 @@ impl Incoming {
         if total != manifest.snapshot.size {
             return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
         }
-        let keep = if memory {
-            crate::arriving::Keep::Memory { budget: MEMORY_BUDGET, spill: snap.to_path_buf() }
-        } else {
-            let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?;
-            etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
-            file.set_len(total).map_err(|e| Error::io(snap, e))?;
-            crate::arriving::Keep::File(file)
+        let keep = match in_file {
+            None => crate::arriving::Keep::Memory { budget: MEMORY_BUDGET, spill: snap.to_path_buf() },
+            Some(file) => {
+                let file = match file {
+                    Some(f) => f,
+                    None => std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?,
+                };
+                etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
+                file.set_len(total).map_err(|e| Error::io(snap, e))?;
+                crate::arriving::Keep::File(file)
+            }
         };
         let owners: Vec<(u64, u64, usize)> = plan
             .by_pack
