@@ -737,7 +737,7 @@ fn backups_deltas(
         let rows: Vec<Vec<String>> = c.segments.iter().map(|s| vec![s.first.to_string(), s.last.to_string(), s.size.to_string(), s.name.clone()]).collect();
         print!("{}", output::table(&["FIRST", "LAST", "BYTES", "SEGMENT"], &rows));
         for g in &c.gaps {
-            println!("GAP: {g} are missing");
+            println!("GAP: {g} {} missing", g.are());
         }
     });
     if rep.chain.gaps.is_empty() {

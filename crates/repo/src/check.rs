@@ -265,7 +265,8 @@ async fn check_deltas(repo: &Repository, cluster: &str, backups: &[(String, i64)
         };
         if restarted {
             r.notes.push(format!(
-                "cluster {cluster}: delta chain: {g} were not captured (the capture restarted after the backup at revision {}); point-in-time restores into them are impossible",
+                "cluster {cluster}: delta chain: {g} {} not captured (the capture restarted after the backup at revision {}); point-in-time restores into them are impossible",
+                g.were(),
                 g.to
             ));
             continue;
@@ -273,7 +274,8 @@ async fn check_deltas(repo: &Repository, cluster: &str, backups: &[(String, i64)
         let before = segs.iter().filter(|s| s.last < g.from).max_by_key(|s| s.last).map(|s| s.name.as_str()).unwrap_or("(none)");
         let after = segs.iter().filter(|s| s.first > g.to).min_by_key(|s| s.first).map(|s| s.name.as_str()).unwrap_or("(none)");
         r.errors.push(format!(
-            "cluster {cluster}: delta chain: {g} are missing (point-in-time restores into them are impossible); the segments around the gap: {before} and {after}"
+            "cluster {cluster}: delta chain: {g} {} missing (point-in-time restores into them are impossible); the segments around the gap: {before} and {after}",
+            g.are()
         ));
     }
     if read_data {

@@ -409,6 +409,26 @@ pub struct Gap {
     pub to: i64,
 }
 
+impl Gap {
+    /// The verb that agrees with the gap's Display: "is" for one revision, else "are".
+    pub fn are(&self) -> &'static str {
+        if self.from == self.to {
+            "is"
+        } else {
+            "are"
+        }
+    }
+
+    /// The same in the past: "was" or "were".
+    pub fn were(&self) -> &'static str {
+        if self.from == self.to {
+            "was"
+        } else {
+            "were"
+        }
+    }
+}
+
 impl std::fmt::Display for Gap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.from == self.to {
@@ -484,7 +504,8 @@ impl Chain {
         }
         if let Some(g) = self.gaps.first().filter(|g| g.from <= target) {
             return Err(Error::Missing(format!(
-                "{g} of cluster {cluster} are missing from the delta chain (no segment covers them): revisions {}..{} can be restored, {target} cannot",
+                "{g} of cluster {cluster} {} missing from the delta chain (no segment covers them): revisions {}..{} can be restored, {target} cannot",
+                g.are(),
                 self.from - 1,
                 self.contiguous_to
             )));

@@ -204,8 +204,9 @@ async fn fetch_until(repo: &Arc<Repository>, chain: &Chain, base_revision: i64, 
     let when = stop_time.map(|m| format!(" (received {})", show_ms(m))).unwrap_or_default();
     Err(Error::Missing(match chain.gaps.first() {
         Some(g) => format!(
-            "{} is after the last contiguously captured revision {stop}{when} of cluster {cluster}, and {g} are missing from the delta chain",
-            show_ms(t)
+            "{} is after the last contiguously captured revision {stop}{when} of cluster {cluster}, and {g} {} missing from the delta chain",
+            show_ms(t),
+            g.are()
         ),
         None => format!(
             "{} is after the last captured revision {stop}{when} of cluster {cluster}: the chain cannot show what changed later; a restore at revision {stop} or earlier can use it",

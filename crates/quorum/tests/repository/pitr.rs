@@ -422,8 +422,8 @@ fn pitr_etcd35_every_revision_through_member_restarts() {
     assert_eq!(v["chain"]["gaps"], serde_json::json!([{ "from": mid.first, "to": mid.last }]));
     let r = s.repo.q(&["restore", "--cluster", CLUSTER, "--at-revision", &s.last.to_string(), "--data-dir", dd.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let gap = if mid.first == mid.last { format!("revision {}", mid.first) } else { format!("revisions {}..{}", mid.first, mid.last) };
-    assert!(r.stderr.contains(&format!("{gap} of cluster {CLUSTER} are missing from the delta chain")), "{}", r.stderr);
+    let (gap, are) = if mid.first == mid.last { (format!("revision {}", mid.first), "is") } else { (format!("revisions {}..{}", mid.first, mid.last), "are") };
+    assert!(r.stderr.contains(&format!("{gap} of cluster {CLUSTER} {are} missing from the delta chain")), "{}", r.stderr);
     assert!(!dd.exists());
 
     // A capture that starts below etcd's compaction names the revisions it lost.

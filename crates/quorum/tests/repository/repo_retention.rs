@@ -150,8 +150,8 @@ fn deltas_under_retention_consolidation_and_latest() {
     let r = repo.q(&["repo", "check", "--cluster", CLUSTER]);
     assert_eq!(r.code, 3, "{}", r.stdout);
     // A segment of one revision is named as check names a one-revision gap.
-    let lost = if mid.first == mid.last { format!("revision {}", mid.first) } else { format!("revisions {}..{}", mid.first, mid.last) };
-    assert!(r.stdout.contains(&format!("{lost} are missing")), "{}", r.stdout);
+    let lost = if mid.first == mid.last { format!("revision {} is", mid.first) } else { format!("revisions {}..{} are", mid.first, mid.last) };
+    assert!(r.stdout.contains(&format!("{lost} missing")), "{}", r.stdout);
     std::fs::write(&path, &saved).unwrap();
     let mut bad = saved.clone();
     let n = bad.len();
