@@ -17,6 +17,10 @@ pub enum Error {
     Refused(String),
     #[error("{0}")]
     Usage(String),
+    /// A safety check stopped an operation part way: `done` says what had changed by then
+    /// (nothing else was).
+    #[error("stopped: {why}")]
+    Stopped { why: String, done: String },
     /// A member was added (it stays in the membership, and counts toward quorum) but did not
     /// start or catch up within the wait. `quorum_lost`: the other members alone are below the
     /// larger cluster's quorum (a one-member cluster grown to two), so it cannot be removed.

@@ -103,6 +103,7 @@ pub async fn defrag_watched(
         return Ok(DefragReport { steps, alarms_before: alarms_before.clone(), alarms_disarmed: vec![], alarms_left: alarms_before });
     }
     let mut first = true;
+    let mut steps_done: Vec<String> = Vec::new();
     for step in &mut steps {
         if step.action != "defrag" {
             on_step(step);
@@ -129,10 +130,10 @@ pub async fn defrag_watched(
         let deadline = Instant::now() + opts.recover_timeout;
         while !healthy(cfg, &step.endpoint).await {
             if Instant::now() > deadline {
-                return Err(Error::Refused(format!(
-                    "{} did not serve reads within {:?} after its defrag; stopping before the next member",
-                    step.endpoint, opts.recover_timeout
-                )));
+                return Err(Error::Stopped {
+                    why: format!("{} did not serve reads within {:?} after its defrag; stopping before the next member", step.endpoint, opts.recover_timeout),
+                    done: defragmented(&steps_done, Some(&step.name)),
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -141,6 +142,7 @@ pub async fn defrag_watched(
         step.db_size_after = Some(s.db_size());
         step.seconds = Some(t0.elapsed().as_secs_f64());
         on_step(step);
+        steps_done.push(step.name.clone());
     }
     let mut disarmed = vec![];
     let after = observe(cfg, opts.quota_fallback).await?;
@@ -148,12 +150,25 @@ pub async fn defrag_watched(
     if opts.disarm && !left.is_empty() {
         let room = after.statuses.iter().all(|s| s.db_size < s.quota);
         if !room {
-            return Err(Error::Refused("NOSPACE alarms stay armed: some member's db is still at or above its quota (compact first, then defrag)".into()));
+            return Err(Error::Stopped {
+                why: "NOSPACE alarms stay armed: some member's db is still at or above its quota (compact first, then defrag)".into(),
+                done: defragmented(&steps_done, None),
+            });
         }
         disarmed = alarm_disarm(cfg, None).await?;
         left = observe(cfg, opts.quota_fallback).await?.alarms;
     }
     Ok(DefragReport { steps, alarms_before, alarms_disarmed: disarmed, alarms_left: left })
+}
+
+/// What a defrag stopped part way had done: the members defragmented, `also` last.
+fn defragmented(done: &[String], also: Option<&str>) -> String {
+    let names: Vec<&str> = done.iter().map(String::as_str).chain(also).collect();
+    if names.is_empty() {
+        "no member was defragmented".into()
+    } else {
+        format!("defragmented: {}", names.join(", "))
+    }
 }
 
 /// Disarm every alarm (or those of one member); returns what was disarmed.

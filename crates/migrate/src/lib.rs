@@ -122,10 +122,15 @@ pub enum Error {
     /// The source snapshot is damaged (unreadable pages, malformed records).
     #[error("source snapshot damaged: {0}")]
     Damaged(String),
-    #[error("{count} selected key(s) already exist in the target with different content ({detail}); conflict policy `fail`: nothing was written")]
-    Conflict { count: usize, detail: String },
+    /// `outcome`: what the stop left in the target.
+    #[error("{count} selected key(s) already exist in the target with different content ({detail}); conflict policy `fail`: {outcome}")]
+    Conflict { count: usize, detail: String, outcome: &'static str },
     #[error("{0}")]
     Refused(String),
+    /// Something other than this migration wrote to the target while it synced: what the
+    /// migration applied before stays, and it cannot go on.
+    #[error("{0}")]
+    Diverged(String),
     #[error("verification failed: {0}")]
     Mismatch(String),
     /// The repository's record of this migration no longer fits it (another selection or

@@ -370,7 +370,7 @@ pub async fn run(src: Option<&ConnConfig>, dst: &ConnConfig, repo: Arc<Repositor
     if !verify_only {
         if n_different > 0 && o.policy == ConflictPolicy::Fail {
             let detail: Vec<String> = report.plan.iter().filter(|r| r.different > 0).map(|r| format!("{} in {}", r.different, r.group)).collect();
-            return Err(Error::Conflict { count: n_different as usize, detail: detail.join(", ") });
+            return Err(Error::Conflict { count: n_different as usize, detail: detail.join(", "), outcome: "nothing was written" });
         }
         let overwrite = o.policy == ConflictPolicy::Overwrite;
         let writes = |s: &SrcKey| s.class == Class::Create || (overwrite && matches!(s.class, Class::Different(_)));

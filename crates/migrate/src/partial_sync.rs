@@ -192,11 +192,8 @@ impl Run<'_> {
                 ConflictPolicy::Fail => {
                     return Err(Error::Conflict {
                         count: 1,
-                        detail: format!(
-                            "a key of {group} ({}) changed in the target since the migration wrote it; conflict policy `fail`: the sync stopped \
-                             before writing it (what was synced before it stays; --on-conflict skip or overwrite goes on)",
-                            crate::codec::resource_label(key)
-                        ),
+                        detail: format!("a key of {group} ({}) changed in the target since the migration wrote it", crate::codec::resource_label(key)),
+                        outcome: "the sync stopped before writing it; what was synced before it stays",
                     })
                 }
                 ConflictPolicy::Skip => {
@@ -214,7 +211,13 @@ impl Run<'_> {
         let op = match &k.newest {
             Some((v, plain)) => {
                 // Decrypted once, when the event was read.
-                let value = self.o.codec.target_value(key, v, plain).map_err(|e| Error::Refused(format!("cannot encrypt for the target: {e}")))?;
+                let value = self.o.codec.target_value(key, v, plain).map_err(|e| {
+                    Error::Usage(format!(
+                        "cannot encrypt {} for the target with --rekey's second configuration: {e}; the keys synced before it stay, \
+                         and running the same command again with a configuration that can resumes",
+                        String::from_utf8_lossy(key)
+                    ))
+                })?;
                 TxnOp::put(key.to_vec(), value, None)
             }
             None if t.is_none() => return Ok(()),

@@ -266,7 +266,7 @@ impl Syncer<'_> {
         let resp = self.target.txn(Txn::new().when(compares).and_then(ops)).await.map_err(target_err(self.dst, "apply a revision"))?;
         let got = resp.header().map(|h| h.revision()).unwrap_or(0);
         if !resp.succeeded() {
-            return Err(Error::Refused(format!(
+            return Err(Error::Diverged(format!(
                 "source revision {r}: {} key(s) it changes are not in the target as the source had them before it: another writer changed \
                  the target (its revision is {got}); nothing of revision {r} was applied. Stop that writer; the migration cannot go on \
                  (stage again with --restart)",
@@ -316,7 +316,7 @@ impl Syncer<'_> {
                     let differ: Vec<String> = check.members.iter().filter(|m| !m.ok).map(|m| m.endpoint.clone()).collect();
                     // Noted too: no cutover may verify from an earlier checkpoint now.
                     let _ = taken.send((check.clone(), self.report.clone()));
-                    return Err(Error::Refused(format!(
+                    return Err(Error::Diverged(format!(
                         "the target differs from the source at revision {} (hashkv on {} differs from the source's {}): something else \
                          wrote to the target; stage again with --restart",
                         check.revision,
@@ -363,7 +363,7 @@ impl Syncer<'_> {
 }
 
 fn another_writer(r: i64, got: i64) -> Error {
-    Error::Refused(format!(
+    Error::Diverged(format!(
         "another writer on the target: it answered revision {got} for source revision {r}; the target must have no writer but this \
          migration (a client, or one of its own leases running out) until the cutover. Its revisions no longer match the source's: \
          stage again with --restart"

@@ -396,7 +396,7 @@ pub async fn run(src: Option<&ConnConfig>, repo: Arc<Repository>, o: &WholeOptio
             let on2 = on.clone();
             tokio::task::spawn_blocking(move || etcd_data::restore::restore(&ropts, &move |d, t| on2(Event::Progress { done: d, total: t })))
                 .await
-                .map_err(|e| Error::Refused(format!("restore task: {e}")))?
+                .map_err(|e| Error::Io { path: todo[0].data_dir.clone(), source: std::io::Error::other(format!("the restore stopped: {e}")) })?
                 .map_err(|e| Error::Repo(repo::Error::Restore(e)))?;
         }
         report.restored_now = true;

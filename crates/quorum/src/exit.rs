@@ -150,6 +150,10 @@ impl From<etcd_cluster::Error> for Failure {
             E::Tls(_) => (USAGE, Some("--cacert, --cert and --key take PEM files (--cert and --key together)")),
             E::Usage(_) => (USAGE, None),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::Stopped { ref done, .. } => {
+                let hint = format!("{done}; nothing else was changed");
+                return Failure::of(FAILED, &e, Some(hint));
+            }
             E::HalfReplaced { .. } => (
                 FAILED,
                 Some("the cluster has one member fewer and is otherwise unchanged: add the successor with `quorum member add NAME --peer-urls URLS --wait`"),
@@ -233,6 +237,10 @@ impl From<migrate::Error> for Failure {
                 Some("check --from-endpoints and the --from-* TLS flags (with --rekey, that FROM_CONFIG is the source's EncryptionConfiguration); run the same command again to resume"),
             ),
             E::Refused(_) => (FAILED, Some("nothing was changed")),
+            E::Diverged(_) => (
+                FAILED,
+                Some("the target keeps what this migration applied and is not cut over: stop every other writer to the target, then stage again with --restart"),
+            ),
             E::NeedsRestart(_) => (FAILED, Some("run with --restart to start a new generation from a new snapshot")),
             E::StillMoving(_) => (
                 FAILED,

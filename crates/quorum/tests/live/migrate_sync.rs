@@ -489,6 +489,7 @@ fn namespaces_copied_synced_and_cut_over() {
     let fail = q(&["--sync"]);
     assert_eq!(fail.code, 1, "{}", fail.stderr);
     assert!(fail.stderr.contains("changed in the target since the migration wrote it"), "{}", fail.stderr);
+    assert!(fail.stderr.contains("what was synced before it stays") && !fail.stderr.contains("nothing was written"), "{}", fail.stderr);
     assert_eq!(value_of(&t, &in_sel[3]).as_deref(), Some(&b"changed in the target"[..]));
     let skip = q(&["--sync", "--on-conflict", "skip", "-w", "json"]);
     assert_eq!(skip.code, 0, "{}", skip.stderr);
