@@ -27,6 +27,26 @@ start_member() { # name data-dir initial-cluster state token
     --initial-cluster-state "$4" --initial-cluster-token "$5" --log-level error ${MIB:+$big} >"$work/$1.log" 2>&1 &
   pids+=("$!")
 }
+# A member joining a running cluster exits at start when it could not read the cluster's
+# version in time (etcd 3.5: "incompatible with current running cluster", "cannot fetch
+# cluster info from peer urls"); as `member add --wait` tells an operator, it is started
+# again on an empty data dir (at most 3 starts; both procedures alike). Returns once the
+# member answers health checks.
+join_member() { # name data-dir initial-cluster token
+  local start pid
+  for start in 1 2 3; do
+    rm -rf "$2"; start_member "$1" "$2" "$3" existing "$4"; pid="${pids[-1]}"
+    for _ in $(seq 1 300); do
+      "$BIN/etcdctl" --endpoints "${client[$1]}" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1 && return 0
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && return 1
+    grep -qE 'incompatible with current running cluster|cannot fetch cluster info' "$work/$1.log" || return 1
+    echo "bench: $1 exited at start ($(grep -oE 'incompatible with current running cluster|cannot fetch cluster info' "$work/$1.log" | head -1)); starting it again" >&2
+  done
+  return 1
+}
 # One poll a member not ready yet cannot hold for long: each wait is bounded at 1 s.
 healthy() { for _ in $(seq 1 300); do "$BIN/etcdctl" --endpoints "$1" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
@@ -97,7 +117,7 @@ drill_quorum() {
     # add can take longer than that to print its flags, so wait for them (or for its end). One
     # file per member: the previous member's flags must never be read for this one.
     until grep -q '^ETCD_INITIAL_CLUSTER=' "$work/add-$n.out" || ! kill -0 "$adder" 2>/dev/null; do sleep 0.05; done
-    start_member "$n" "$work/new-$n" "$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add-$n.out")" existing rec
+    join_member "$n" "$work/new-$n" "$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' "$work/add-$n.out")" rec
     wait "$adder"
   done
   healthy "$endpoints"
@@ -131,8 +151,7 @@ drill_etcdctl() {
   for n in etcd-1 etcd-2; do
     until "$BIN/etcdctl" --endpoints "${client[etcd-0]}" member add "$n" --peer-urls "${peer[$n]}" >/dev/null 2>&1; do sleep 0.5; done
     initial+=",$n=${peer[$n]}"
-    start_member "$n" "$work/new-$n" "$initial" existing rec
-    healthy "${client[$n]}"
+    join_member "$n" "$work/new-$n" "$initial" rec
   done
   healthy "$endpoints"
   T_ETCDCTL=$(awk "BEGIN{print $(date +%s.%N) - $t0}")
