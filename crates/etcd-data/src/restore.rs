@@ -577,15 +577,12 @@ fn build_and_install(
     }
     let tee_err = |e: crate::tee::TeeError| RestoreError::Io { path: db_paths[teed_members[e.file]].clone(), source: e.source };
     let tee = crate::tee::Tee::new(teed).map_err(tee_err)?;
-    let tee_failure = tee.failure();
-    // Direct I/O buffers in the tee itself: a BufWriter of no capacity passes writes through.
-    let buffer = if tee.direct() { 0 } else { 8 << 20 };
     let required: Vec<&'static [u8]> = match pre.layout {
         Layout::V3_5 => vec![schema::CLUSTER, schema::KEY, schema::LEASE, schema::MEMBERS, schema::MEMBERS_REMOVED, schema::META],
         Layout::V3_4 => vec![schema::KEY, schema::LEASE, schema::META],
     };
     let mut copier = Copier {
-        w: Writer::new(BufWriter::with_capacity(buffer, tee), WriterOptions { freelist: bolt::FreelistMode::EmptyPage, ..Default::default() })?,
+        w: Writer::new(BufWriter::with_capacity(8 << 20, tee), WriterOptions { freelist: bolt::FreelistMode::EmptyPage, ..Default::default() })?,
         layout: pre.layout,
         cluster: &opts.cluster,
         bump: opts.bump_revision,
@@ -630,17 +627,12 @@ fn build_and_install(
         progress(file_len, file_len);
     }
     crash_point("db-streamed");
-    // A write that failed (a full filesystem) names the file it was writing: the tee's writer
-    // thread keeps the error that stopped it.
-    let written_by_tee = |source: std::io::Error| match tee_failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        Some(e) => tee_err(e),
-        None => RestoreError::Io { path: db_paths[0].clone(), source },
-    };
+    // A write that failed (a full filesystem) names the file it was writing.
     let (out, stats, bumped, latest) = copier.finish().map_err(|e| match e {
-        RestoreError::Write(WriteError::Io(source)) => written_by_tee(source),
+        RestoreError::Write(WriteError::Io(source)) => RestoreError::Io { path: db_paths[0].clone(), source },
         e => e,
     })?;
-    let tee = out.into_inner().map_err(|e| written_by_tee(e.into_error()))?;
+    let tee = out.into_inner().map_err(|e| io(&db_paths[0])(e.into_error()))?;
     let teed = tee.finish().map_err(tee_err)?;
     for (i, f) in &shared {
         share_db(&teed[0], &db_paths[0], f, &db_paths[*i])?;
