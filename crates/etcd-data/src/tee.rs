@@ -14,6 +14,12 @@
 //! finished first db 2.9 to 3.1 s. (Earlier: a writer thread per file syncing inline, or a
 //! syncer thread per file, were both slower; concurrent syncs contend.)
 //!
+//! Writing the dbs with direct I/O (`O_DIRECT`, no page cache) was tried and reverted: the
+//! restore alone got faster (1.26 GB: 1.1 to 1.3 s against 1.2 to 3.9 s on the bench VM), but
+//! etcd, started on the restored dbs, then read them from disk instead of the page cache, and
+//! the quorum-loss drill at 1 GiB (`bench/recover.sh MIB=1024`) took 11.4 to 15.6 s against
+//! 8.0 to 8.2 s. A restore is followed by a start; that is the time users wait for.
+//!
 //! The bytes the helper copies are those of in-order writes that have returned; a write that
 //! lands below the furthest byte written so far (the bolt writer's meta pages, written last at
 //! the start of the file) is remembered and copied again by [`Tee::finish`], so every copy ends
