@@ -21,12 +21,12 @@ pub enum Error {
     /// (nothing else was).
     #[error("stopped: {why}")]
     Stopped { why: String, done: String },
-    /// A member was added (it stays in the membership, and counts toward quorum) but did not
-    /// start or catch up within the wait. `quorum_lost`: the other members alone are below the
-    /// larger cluster's quorum (a one-member cluster grown to two), so it cannot be removed.
     /// `member replace` removed the old member, then adding its successor failed.
     #[error("member {removed} was removed, but adding its successor failed: {source}")]
     HalfReplaced { removed: String, source: Box<Error> },
+    /// A member was added (it stays in the membership, and counts toward quorum) but did not
+    /// start or catch up within the wait. `quorum_lost`: the other members alone are below the
+    /// larger cluster's quorum (a one-member cluster grown to two), so it cannot be removed.
     #[error("member {id} was added but {what} within {timeout:?}")]
     NotJoined { id: String, what: String, timeout: std::time::Duration, quorum_lost: bool },
     #[error("{}: {source}", path.display())]
