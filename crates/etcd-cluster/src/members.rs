@@ -153,7 +153,11 @@ pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration, repor
                 target = view.statuses.iter().find(|s| s.is_leader).map(|s| s.raft_index);
             }
             if let Some(m) = view.members.iter().find(|m| m.id == id && m.started()) {
-                state = state.max_with(Joining::NotServing);
+                // A member seen started once is not taken back to not started (nor, from
+                // catching up, to not serving) by one poll that missed it.
+                if state == Joining::NotStarted {
+                    state = Joining::NotServing;
+                }
                 for url in &m.client_urls {
                     if healthy(cfg, url).await {
                         let mut c = cfg.connect_one(url).await?;
@@ -183,23 +187,6 @@ pub async fn wait_caught_up(cfg: &ConnConfig, id: &str, timeout: Duration, repor
 
 /// How often [`wait_caught_up`] reports.
 pub const REPORT_EVERY: Duration = Duration::from_secs(15);
-
-impl Joining {
-    /// The further along of `self` and `other` (a member seen started once is not taken back
-    /// to not started by one poll that missed it).
-    fn max_with(self, other: Joining) -> Joining {
-        let rank = |j: &Joining| match j {
-            Joining::NotStarted => 0,
-            Joining::NotServing => 1,
-            Joining::CatchingUp { .. } => 2,
-        };
-        if rank(&other) > rank(&self) {
-            other
-        } else {
-            self
-        }
-    }
-}
 
 pub async fn remove(cfg: &ConnConfig, who: &str) -> Result<String> {
     let view = observe(cfg, 0).await?;
