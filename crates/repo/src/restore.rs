@@ -477,6 +477,15 @@ pub(crate) async fn restore_arriving(
 /// A snapshot about to arrive, its chunks planned: into memory, or into a temporary file
 /// created at full size with its space reserved (a full filesystem fails there, before
 /// anything is read).
+/// Where [`Incoming`] keeps the bytes.
+enum KeepIn {
+    Memory,
+    /// A file it creates.
+    NewFile,
+    /// A file the caller created (new and empty, open for reading and writing).
+    Opened(File),
+}
+
 pub(crate) struct Incoming {
     arriving: Arc<crate::arriving::Arriving>,
     /// The temporary (or spill) file's path, for errors.
@@ -490,16 +499,16 @@ impl Incoming {
     /// `memory`: keep the bytes in memory ([`MEMORY_BUDGET`]), spilling to `snap` only if
     /// they must; else in the file `snap`.
     pub(crate) async fn start(repo: &Repository, manifest: &Manifest, snap: &Path, memory: bool) -> Result<Incoming> {
-        Incoming::start_keeping(repo, manifest, snap, if memory { None } else { Some(None) }).await
+        Incoming::start_keeping(repo, manifest, snap, if memory { KeepIn::Memory } else { KeepIn::NewFile }).await
     }
 
     /// Kept in `file` (new and empty, open for reading and writing), whose path is `path`.
     pub(crate) async fn start_in(repo: &Repository, manifest: &Manifest, file: File, path: &Path) -> Result<Incoming> {
-        Incoming::start_keeping(repo, manifest, path, Some(Some(file))).await
+        Incoming::start_keeping(repo, manifest, path, KeepIn::Opened(file)).await
     }
 
-    /// `in_file`: None in memory; Some(None) in a new file at `snap`; Some(Some(f)) in `f`.
-    async fn start_keeping(repo: &Repository, manifest: &Manifest, snap: &Path, in_file: Option<Option<File>>) -> Result<Incoming> {
+    /// `snap`: where the bytes spill from memory, or the file's path.
+    async fn start_keeping(repo: &Repository, manifest: &Manifest, snap: &Path, keep_in: KeepIn) -> Result<Incoming> {
         let index = Arc::new(repo.load_index(&manifest.cluster).await?);
         let ids = repo.chunk_ids(manifest, &index).await?;
         let plan = plan(&ids, &index, piece_for(repo))?;
@@ -507,17 +516,15 @@ impl Incoming {
         if total != manifest.snapshot.size {
             return Err(Error::Damaged(format!("the chunk list adds up to {total} bytes, the manifest says {}", manifest.snapshot.size)));
         }
-        let keep = match in_file {
-            None => crate::arriving::Keep::Memory { budget: MEMORY_BUDGET, spill: snap.to_path_buf() },
-            Some(file) => {
-                let file = match file {
-                    Some(f) => f,
-                    None => std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?,
-                };
-                etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
-                file.set_len(total).map_err(|e| Error::io(snap, e))?;
-                crate::arriving::Keep::File(file)
-            }
+        let sized = |file: File| -> Result<crate::arriving::Keep> {
+            etcd_data::durable::reserve(&file, total).map_err(|e| Error::io(snap, e))?;
+            file.set_len(total).map_err(|e| Error::io(snap, e))?;
+            Ok(crate::arriving::Keep::File(file))
+        };
+        let keep = match keep_in {
+            KeepIn::Memory => crate::arriving::Keep::Memory { budget: MEMORY_BUDGET, spill: snap.to_path_buf() },
+            KeepIn::NewFile => sized(std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(snap).map_err(|e| Error::io(snap, e))?)?,
+            KeepIn::Opened(f) => sized(f)?,
         };
         let owners: Vec<(u64, u64, usize)> = plan
             .by_pack
