@@ -33,22 +33,24 @@ start_member() { # name data-dir initial-cluster state token
 # again on an empty data dir (at most 3 starts; both procedures alike). Returns once the
 # member answers health checks.
 join_member() { # name data-dir initial-cluster token
-  local start pid
+  local start pid why transient='incompatible with current running cluster|cannot fetch cluster info'
   for start in 1 2 3; do
     rm -rf "$2"; start_member "$1" "$2" "$3" existing "$4"; pid="${pids[-1]}"
     for _ in $(seq 1 300); do
-      "$BIN/etcdctl" --endpoints "${client[$1]}" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1 && return 0
+      answers "${client[$1]}" && return 0
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     kill -0 "$pid" 2>/dev/null && return 1
-    grep -qE 'incompatible with current running cluster|cannot fetch cluster info' "$work/$1.log" || return 1
-    echo "bench: $1 exited at start ($(grep -oE 'incompatible with current running cluster|cannot fetch cluster info' "$work/$1.log" | head -1)); starting it again" >&2
+    why="$(grep -oE "$transient" "$work/$1.log" | head -1 || true)"
+    [ -n "$why" ] || return 1
+    echo "bench: $1 exited at start ($why); starting it again" >&2
   done
   return 1
 }
-# One poll a member not ready yet cannot hold for long: each wait is bounded at 1 s.
-healthy() { for _ in $(seq 1 300); do "$BIN/etcdctl" --endpoints "$1" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+# One poll a member not ready yet cannot hold for long: each is bounded at 1 s.
+answers() { "$BIN/etcdctl" --endpoints "$1" --dial-timeout 1s --command-timeout 1s endpoint health >/dev/null 2>&1; }
+healthy() { for _ in $(seq 1 300); do answers "$1" && return 0; sleep 0.1; done; return 1; }
 
 # The loaded cluster is made once (OBJECTS Kubernetes-like objects, or with MIB that many MiB of
 # values), stopped cleanly and kept in $base; each drill starts from a copy of its data dirs, on
