@@ -7,7 +7,7 @@
 //! | bucket | key | value |
 //! |---|---|---|
 //! | `key` | revision: BE u64 main, `_`, BE u64 sub (17 bytes), plus `t` for a tombstone | `mvccpb.KeyValue` |
-//! | `meta` | `consistent_index`, `term`, `confState`, `scheduledCompactRev`, `finishedCompactRev`, `storageVersion` | see [`MetaKey`] |
+//! | `meta` | `consistent_index`, `term`, `confState`, `scheduledCompactRev`, `finishedCompactRev`, `storageVersion` | see the `META_*` keys below |
 //! | `lease` | lease ID, BE i64 | `leasepb.Lease` |
 //! | `alarm` | `etcdserverpb.AlarmMember` | empty |
 //! | `cluster` | `clusterVersion`, `downgrade` | text / JSON |

@@ -3,7 +3,7 @@
 //! ([`encryption`]: aescbc, aesgcm, secretbox, identity; KMS values recognised), how far
 //! encryption has got in a snapshot ([`encryption_status`]) and offline re-encryption of a
 //! snapshot from one configuration to another ([`rekey`]); objects decoded and printed as
-//! kubectl prints them ([`typed`], [`print`], [`objects`]), sanitized for another cluster
+//! kubectl prints them ([`typed`], [`print`](mod@print), [`objects`]), sanitized for another cluster
 //! ([`sanitize`]) and exported as a directory of manifests ([`export`]).
 //!
 //! ```

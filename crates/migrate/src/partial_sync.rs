@@ -22,7 +22,7 @@
 //! note, and the rules above make that replay write nothing twice. Leases are not carried,
 //! as in the copy. The cutover syncs to the source's revision and verifies the selection per
 //! group (counts and content hashes) against the source at that revision, which must not move
-//! meanwhile ([`crate::sync::StillSource`]).
+//! meanwhile (`sync::StillSource`).
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 

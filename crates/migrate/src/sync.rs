@@ -45,7 +45,7 @@
 //! [`verify_since`]): equal at the checkpoint and equal since means equal now, at the cost of the
 //! revisions since rather than of a pass over every store. Without one (or when a side compacted
 //! past it), every target member's `hashkv` at the cutover's revision must equal the source's. The
-//! source's revision must not move meanwhile (at least half a second: [`StillSource`]), or the
+//! source's revision must not move meanwhile (at least half a second: `StillSource`), or the
 //! cutover syncs on to the new one while `--settle` lasts. Leases the stopped writers held still
 //! run out on the source afterwards (and a grace later on the target, with the same keys):
 //! revisions after the cutover's are not carried, and the cutover's revision is the one a cutover
@@ -70,7 +70,7 @@ pub enum Mode {
     /// On, until stopped.
     Follow,
     /// Writers are stopped: sync to the source's revision and verify, going on for up to
-    /// `settle` while the revision still moves ([`StillSource`]).
+    /// `settle` while the revision still moves (`StillSource`).
     Cutover { settle: Duration },
 }
 

@@ -20,7 +20,7 @@ pub struct Inputs {
     pub meminfo: PathBuf,
     pub lscpu: Option<PathBuf>,
     pub nova_conf: Option<PathBuf>,
-    /// Instances already placed: a JSON list (see [`PlacedInstance`]).
+    /// Instances already placed: a JSON list (see `PlacedInstance` in this module).
     pub instances: Option<PathBuf>,
     /// Instances already placed, as `virsh dumpxml` output.
     pub domain_xml: Vec<PathBuf>,

@@ -1,6 +1,6 @@
 //! A flavor's and an image's NUMA request as nova reads them: `nova/virt/hardware.py`
 //! `numa_get_constraints` and the helpers it calls, in the same order, raising the same
-//! exceptions (their class names are carried in [`Rejection`]).
+//! exceptions (their class names are carried in [`crate::Error::Nova`]).
 //!
 //! Read: `hw:cpu_policy`, `hw:cpu_thread_policy`, `hw:cpu_realtime` + `hw:cpu_realtime_mask`,
 //! `hw:cpu_dedicated_mask`, `hw:emulator_threads_policy`, `resources[N]:VCPU|PCPU`,

@@ -560,7 +560,7 @@ impl Ord for Head {
 /// ([`bolt::Visitor::entry_at`]), in key order, the order a snapshot streamed from etcd
 /// arrives in; runs are sorted anyway. [`Builder::finish`] gives None when the snapshot has
 /// no `key` bucket or keeps records where no offset can be given (an inline bucket) or no
-/// entry can hold (a key over 64 KiB). Memory stays near [`RUN_BYTES`] (plus 32 KiB a run
+/// entry can hold (a key over 64 KiB). Memory stays near `RUN_BYTES` (plus 32 KiB a run
 /// when merging).
 #[derive(Debug)]
 pub struct Builder {

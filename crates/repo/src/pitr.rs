@@ -6,7 +6,7 @@
 //! 2. The segments are chosen by their names ([`crate::delta::plan_chain`]); a gap or a target
 //!    beyond the last captured revision is refused before anything is downloaded or written.
 //! 3. The segments are fetched into a temporary directory beside the first data dir (sealed,
-//!    as stored) while the base arrives there ([`crate::restore::Incoming`]); then one pass,
+//!    as stored) while the base arrives there (`restore::Incoming`); then one pass,
 //!    reading the base as it lands, copies the base's buckets and
 //!    appends every event with revision in `(base, R]` to the `key` bucket
 //!    ([`etcd_data::replay`]), and the native restore ([`etcd_data::restore`]) writes the member

@@ -371,7 +371,7 @@ fn plan(ids: &[BlobId], index: &Index, piece: u64) -> Result<Plan> {
 
 /// Restore a backup into member data directories while its snapshot arrives: the chunks are
 /// fetched into memory (up to [`MEMORY_BUDGET`]; beyond it into a temporary file next to the
-/// first target) and the native restore reads them as they land ([`crate::arriving`]); the
+/// first target) and the native restore reads them as they land (the `arriving` module); the
 /// data dirs are published only once every chunk has arrived and been authenticated.
 /// Under a shared lock on the backup's cluster while its data is read.
 pub async fn restore(
@@ -397,7 +397,7 @@ pub async fn restore(
 
 /// How much of an arriving snapshot `restore --repo` keeps in memory: up to this many bytes
 /// not yet read (the fetch runs ahead by this much; up to twice this for packs that reads ask
-/// for), and as many of runs partly read; beyond, it spills (see [`crate::arriving`]).
+/// for), and as many of runs partly read; beyond, it spills (see the `arriving` module).
 pub const MEMORY_BUDGET: u64 = 64 << 20;
 
 /// The snapshot at `snap` (a path in a temporary directory): the bytes are kept in memory when

@@ -57,7 +57,7 @@ pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
 }
 
 /// Remove the `prefix*` directories in `parent` that no process uses: those whose lock no
-/// process holds, and those without a lock file once [`UNLOCKED_STALE`] old. Errors are
+/// process holds, and those without a lock file once `UNLOCKED_STALE` old. Errors are
 /// skipped: the command does not depend on the sweep. Returns how many were removed.
 pub fn sweep_stale(parent: &Path, prefix: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else { return 0 };

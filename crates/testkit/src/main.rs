@@ -1,5 +1,8 @@
 //! `quorum-testkit`: load a Kubernetes-like keyspace into a running etcd (for the demo and
 //! the benchmarks).
+// The doc comments on clap's structs are the --help text, written for a terminal: `<stamp>`
+// and `[:password]` in them are neither HTML nor links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 use clap::{Parser, Subcommand};
 
