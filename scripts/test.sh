@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: set up (etcd 3.4.23 and 3.5.16, build tools), check formatting and
-# lints (rustfmt, clippy with warnings as errors), build, and run every unit and integration
-# test against real etcd processes.
+# lints (rustfmt; clippy and rustdoc with warnings as errors), build, and run every unit and
+# integration test against real etcd processes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,5 +15,6 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast
