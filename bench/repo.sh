@@ -13,8 +13,9 @@
 #     first full backup and against a plain snapshot upload, and what the repository grew by
 #     (du). Then the same without compaction.
 #  3. live backup (only with PARTS including "live"): a member made from the snapshot;
-#     `etcdctl snapshot save` and `quorum snapshot save` against `quorum backup --endpoints`
-#     into a fresh repository, and again into the same one (chunks reused).
+#     `etcdctl snapshot save` and `quorum backup --endpoints` into a fresh repository in turn
+#     (PAIR_RUNS each, best and median), `quorum snapshot save`, and the backup again into the
+#     same repository (chunks reused).
 # Results: printed at the end and written to bench/out/repo-results.txt.
 # Usage: bench/repo.sh [SNAPSHOT_FILE]   (default: bench/out/snapshot-1g.db, made once)
 # Knobs (environment): RUNS (3), ROUNDS (10), FRACTION (0.01), NOCOMPACT (1: also run the
@@ -275,12 +276,17 @@ live() {
   local url="file://$d/repo"
   rm_snap() { rm -f "$d/s.db" "$d/s.db.part"; }
   fresh_live_repo() { rm -rf "$d/repo"; "$Q" repo init --repo "$url" "${init_level[@]}" >/dev/null 2>&1; }
-  best_of save_etcdctl rm_snap "$E35/etcdctl" --endpoints "$C" snapshot save "$d/s.db"
+  # etcdctl and the backup into a fresh repository in turn, PAIR_RUNS times each: on two cores
+  # both share them with the sending member, and runs apart differed by more than the target.
+  both_fresh() { rm_snap; fresh_live_repo; }
+  alternate both_fresh "${PAIR_RUNS:-5}" \
+    save_etcdctl "'$E35/etcdctl' --endpoints '$C' snapshot save '$d/s.db'" \
+    live_fresh "'$Q' backup --quiet --repo '$url' --cluster live --endpoints '$C' --tmp-dir '$d'"
   best_of save_quorum rm_snap "$Q" snapshot save --quiet "$d/s.db" --endpoints "$C"
-  best_of live_fresh fresh_live_repo "$Q" backup --quiet --repo "$url" --cluster live --endpoints "$C" --tmp-dir "$d"
   best_of live_again none "$Q" backup --quiet --repo "$url" --cluster live --endpoints "$C" --tmp-dir "$d"
   kill -9 "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
-  say "== 3. live backup from a running etcd 3.5.16 member holding the snapshot (file:// repository), best of $RUNS"
+  say "== 3. live backup from a running etcd 3.5.16 member holding the snapshot (file:// repository), best of $RUNS;" \
+    "etcdctl and the fresh backup in turn, ${PAIR_RUNS:-5} runs each (best)"
   say "$(printf '%-52s %9s %13s' command 'wall (s)' 'peak RSS MiB')"
   lrow() { say "$(printf '%-52s %9s %13s' "$1" "${WALL[$2]}" "${RSS[$2]}")"; }
   lrow "etcdctl snapshot save FILE (3.5.16)" save_etcdctl
@@ -288,7 +294,9 @@ live() {
   lrow "quorum backup --endpoints (fresh repository)" live_fresh
   lrow "quorum backup --endpoints (again, chunks reused)" live_again
   say "ratios:"
-  say "  live backup (fresh) / etcdctl snapshot save   $(ratio "${WALL[live_fresh]}" "${WALL[save_etcdctl]}")"
+  say "  live backup (fresh) / etcdctl snapshot save   $(ratio "${WALL[live_fresh]}" "${WALL[save_etcdctl]}") (best)," \
+    "$(ratio "${MED[live_fresh]}" "${MED[save_etcdctl]}") (medians: ${MED[live_fresh]} and ${MED[save_etcdctl]} s;" \
+    "median CPU ${CPU[live_fresh]} and ${CPU[save_etcdctl]} s, the member's not counted)"
   say "  live backup (again) / etcdctl snapshot save   $(ratio "${WALL[live_again]}" "${WALL[save_etcdctl]}")"
   say "  quorum snapshot save / etcdctl snapshot save  $(ratio "${WALL[save_quorum]}" "${WALL[save_etcdctl]}")"
   say ""
