@@ -474,9 +474,6 @@ pub(crate) async fn restore_arriving(
     Ok(restored?)
 }
 
-/// A snapshot about to arrive, its chunks planned: into memory, or into a temporary file
-/// created at full size with its space reserved (a full filesystem fails there, before
-/// anything is read).
 /// Where [`Incoming`] keeps the bytes.
 enum KeepIn {
     Memory,
@@ -486,6 +483,9 @@ enum KeepIn {
     Opened(File),
 }
 
+/// A snapshot about to arrive, its chunks planned: into memory, or into a temporary file
+/// created at full size with its space reserved (a full filesystem fails there, before
+/// anything is read).
 pub(crate) struct Incoming {
     arriving: Arc<crate::arriving::Arriving>,
     /// The temporary (or spill) file's path, for errors.
