@@ -53,7 +53,6 @@ down() { sleep 0.3; awk '{ print $2 }' "$work/relay.stats"; }
 # ticks PID...: the CPU time (user + system, in clock ticks) the processes have used so far.
 ticks() { local p n=0; for p in "$@"; do n=$(( n + $(awk '{ print $14 + $15 }' "/proc/$p/stat") )); done; echo "$n"; }
 hz=$(getconf CLK_TCK)
-mid() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # run NAME CMD...: RUNS runs; the median wall time, the bytes the relay forwarded to Quorum, and
 # the median CPU seconds of the command (user + system) and of the S3 server (with the relay)
 # while it ran: on a machine of few cores they share the cores with the command.
@@ -71,7 +70,7 @@ run() {
     cpus+=("$(awk '{ printf "%.2f", $1 + $2 }' "$work/$name.cpu")")
     B[$name]=$(( $(down) - b0 ))
   done
-  T[$name]=$(mid "${walls[@]}") CPU[$name]=$(mid "${cpus[@]}") SRV[$name]=$(mid "${srvs[@]}")
+  T[$name]=$(median "${walls[@]}") CPU[$name]=$(median "${cpus[@]}") SRV[$name]=$(median "${srvs[@]}")
 }
 run backups_get_whole "$Q" backups get "${R[@]}" latest -o "$work/whole.db" --quiet
 run k8s_get_one "$Q" k8s get "${R[@]}" latest configmaps "$name" -n "$ns"
